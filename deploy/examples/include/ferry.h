@@ -1,0 +1,50 @@
+/*
+ * ferry.h — the host API a Ferry hub offers to guests, as the import module
+ * "ferry". Everything else a guest needs comes from WASI preview1
+ * (wasi_snapshot_preview1) as implemented by the hub.
+ *
+ * All pointers are offsets into the guest's linear memory; all lengths are
+ * in bytes.
+ */
+#ifndef FERRY_H
+#define FERRY_H
+
+#include <stdint.h>
+
+#define FERRY_IMPORT(name) __attribute__((import_module("ferry"), import_name(name)))
+
+/* Log levels for ferry_log. */
+#define FERRY_LOG_ERROR 1
+#define FERRY_LOG_WARN 2
+#define FERRY_LOG_INFO 3
+#define FERRY_LOG_DEBUG 4
+
+/* Return codes. */
+#define FERRY_TIMEOUT (-1)   /* ferry_recv: no message arrived in time */
+#define FERRY_NO_CALLER (-2) /* ferry_reply: no received message is waiting for a reply */
+#define FERRY_NO_SUCH_FUNCTION (-3) /* ferry_send: the target name is unknown */
+
+/* Writes one log line (not stdout) with a level. */
+FERRY_IMPORT("log") void ferry_log(int32_t level, const char *msg, uint32_t len);
+
+/* Sleeps for `ms` milliseconds of the function's virtual clock. */
+FERRY_IMPORT("sleep_ms") void ferry_sleep_ms(uint64_t ms);
+
+/*
+ * Waits for the next message in the function's inbox.
+ * timeout_ms < 0 waits forever; 0 polls.
+ * Returns the message length n >= 0. If n <= cap the message was copied to
+ * buf and removed from the inbox; if n > cap nothing was copied and the
+ * message stays first in the inbox (call again with a buffer of n bytes).
+ * Returns FERRY_TIMEOUT when no message arrived in time.
+ */
+FERRY_IMPORT("recv") int32_t ferry_recv(uint8_t *buf, uint32_t cap, int64_t timeout_ms);
+
+/* Replies to the message last returned by ferry_recv. 0 or FERRY_NO_CALLER. */
+FERRY_IMPORT("reply") int32_t ferry_reply(const uint8_t *data, uint32_t len);
+
+/* Puts a message into another function's inbox (no reply expected). */
+FERRY_IMPORT("send") int32_t ferry_send(const char *name, uint32_t name_len,
+                                        const uint8_t *data, uint32_t len);
+
+#endif

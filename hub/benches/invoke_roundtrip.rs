@@ -1,0 +1,178 @@
+//! Invoke round trips per second through a hub (gRPC → supervisor → guest
+//! inbox → `echo.wasm` → reply) against a plain tonic service that answers
+//! the same `Invoke` call directly, both measured in this process, in
+//! alternating rounds, on loopback. Prints both rates and their ratio.
+//!
+//! Run: `cargo bench -p ferry-hub --bench invoke_roundtrip`
+//! (`-- --rounds N --calls N --concurrency N` to change the workload).
+
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use ferry_hub::agent;
+use ferry_hub::config::{AgentArgs, AgentConfig, FileConfig};
+use ferry_proto::v1::hub_client::HubClient;
+use ferry_proto::v1::hub_server::{Hub, HubServer};
+use ferry_proto::v1::*;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+/// The baseline: answers `Invoke` like echo.wasm does, in the handler.
+struct PlainEcho;
+
+type LogStreamResult = Pin<Box<dyn futures::Stream<Item = Result<LogEntry, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Hub for PlainEcho {
+    async fn invoke(&self, request: Request<InvokeRequest>) -> Result<Response<InvokeResponse>, Status> {
+        let mut data = b"echo: ".to_vec();
+        data.extend_from_slice(&request.into_inner().data);
+        Ok(Response::new(InvokeResponse { data }))
+    }
+    async fn get_hub_info(&self, _: Request<GetHubInfoRequest>) -> Result<Response<HubInfo>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn deploy(&self, _: Request<DeployRequest>) -> Result<Response<DeployResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn list_functions(
+        &self,
+        _: Request<ListFunctionsRequest>,
+    ) -> Result<Response<ListFunctionsResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn get_function(&self, _: Request<GetFunctionRequest>) -> Result<Response<FunctionInfo>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    type LogsStream = LogStreamResult;
+    async fn logs(&self, _: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn stop(&self, _: Request<StopRequest>) -> Result<Response<FunctionInfo>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn remove(&self, _: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+}
+
+struct Options {
+    rounds: usize,
+    calls: usize,
+    concurrency: usize,
+}
+
+fn options() -> Options {
+    let mut options = Options {
+        rounds: 7,
+        calls: 2000,
+        concurrency: 1,
+    };
+    let args: Vec<String> = std::env::args().collect();
+    for pair in args.windows(2) {
+        let value = || pair[1].parse().expect("a number");
+        match pair[0].as_str() {
+            "--rounds" => options.rounds = value(),
+            "--calls" => options.calls = value(),
+            "--concurrency" => options.concurrency = value(),
+            _ => {}
+        }
+    }
+    options
+}
+
+/// Calls per second for `calls` invocations spread over `concurrency` tasks.
+async fn measure(client: &HubClient<Channel>, name: &str, calls: usize, concurrency: usize) -> f64 {
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let mut client = client.clone();
+        let name = name.to_owned();
+        let share = calls / concurrency;
+        tasks.push(tokio::spawn(async move {
+            for index in 0..share {
+                let data = format!("ping {index}").into_bytes();
+                let reply = client
+                    .invoke(InvokeRequest {
+                        name: name.clone(),
+                        data,
+                        timeout_ms: 10_000,
+                    })
+                    .await
+                    .expect("invoke")
+                    .into_inner();
+                assert!(reply.data.starts_with(b"echo: ping"));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("invoke task");
+    }
+    calls as f64 / started.elapsed().as_secs_f64()
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    values[values.len() / 2]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = options();
+    let data_dir = tempfile::tempdir()?;
+    let config = AgentConfig::resolve(
+        &AgentArgs {
+            data_dir: Some(data_dir.path().to_owned()),
+            listen: Some("127.0.0.1:0".parse()?),
+            ..AgentArgs::default()
+        },
+        FileConfig::default(),
+        None,
+    );
+    let hub = agent::start(config).await?;
+    let mut hub_client = HubClient::connect(format!("http://{}", hub.address)).await?;
+    let echo = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/echo.wasm"))?;
+    hub_client
+        .deploy(DeployRequest {
+            name: "echo".into(),
+            module: echo,
+            ..Default::default()
+        })
+        .await?;
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let baseline_address = listener.local_addr()?;
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(HubServer::new(PlainEcho))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let baseline_client = HubClient::connect(format!("http://{baseline_address}")).await?;
+
+    // Warm both paths up (connections, JIT-ed guest, allocator).
+    measure(&hub_client, "echo", 200, options.concurrency).await;
+    measure(&baseline_client, "echo", 200, options.concurrency).await;
+
+    let mut through_hub = Vec::new();
+    let mut baseline = Vec::new();
+    for _ in 0..options.rounds {
+        baseline.push(measure(&baseline_client, "echo", options.calls, options.concurrency).await);
+        through_hub.push(measure(&hub_client, "echo", options.calls, options.concurrency).await);
+    }
+    let hub_rate = median(&mut through_hub);
+    let baseline_rate = median(&mut baseline);
+    println!(
+        "invoke round trips, {} rounds x {} calls, concurrency {}",
+        options.rounds, options.calls, options.concurrency
+    );
+    println!("  plain tonic echo : {baseline_rate:>9.0} calls/s (median)");
+    println!("  through the hub  : {hub_rate:>9.0} calls/s (median)");
+    println!("  ratio hub/plain  : {:.2}", hub_rate / baseline_rate);
+    println!(
+        "  hub round trip   : {:.1} us, plain: {:.1} us",
+        1e6 / hub_rate * options.concurrency as f64,
+        1e6 / baseline_rate * options.concurrency as f64
+    );
+    tokio::time::timeout(Duration::from_secs(10), hub.shutdown()).await??;
+    Ok(())
+}

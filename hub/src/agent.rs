@@ -1,0 +1,253 @@
+//! `ferry agent`: opens the store, restores functions and serves the gRPC API
+//! until SIGINT or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_proto::v1::hub_server::HubServer;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::config::AgentConfig;
+use crate::error::HubError;
+use crate::logs::LogHub;
+use crate::runtime::Runtime;
+use crate::service::HubService;
+use crate::store::{Store, StoreError};
+use crate::supervisor::{HubIdentity, Supervisor, SupervisorConfig};
+
+/// File in the data directory holding the address the hub listens on.
+pub const ADDRESS_FILE: &str = "hub.addr";
+
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error("cannot create data directory {path}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the store in {path}")]
+    Store {
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+    #[error("cannot listen on {address}")]
+    Bind {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write {path}")]
+    AddressFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot restore functions")]
+    Restore(#[source] HubError),
+    #[error("gRPC server failed")]
+    Serve(#[source] tonic::transport::Error),
+    #[error("cannot build the reflection service")]
+    Reflection(#[source] tonic_reflection::server::Error),
+    #[error("cannot install signal handlers")]
+    Signals(#[source] std::io::Error),
+}
+
+/// Loads or creates the hub's id, and settles its name.
+fn identity(store: &Store, configured_name: Option<&str>) -> Result<HubIdentity, StoreError> {
+    let id = match store.meta("hub_id")? {
+        Some(id) => id,
+        None => {
+            let mut bytes = [0u8; 8];
+            getrandom::fill(&mut bytes).expect("the operating system provides randomness");
+            let id = format!("hub-{}", hex::encode(bytes));
+            store.set_meta("hub_id", &id)?;
+            id
+        }
+    };
+    let name = match (configured_name, store.meta("hub_name")?) {
+        (Some(name), _) => name.to_owned(),
+        (None, Some(name)) => name,
+        (None, None) => {
+            let host = hostname::get()
+                .ok()
+                .and_then(|host| host.into_string().ok())
+                .unwrap_or_else(|| "hub".to_owned());
+            format!("{host}-{}", &id[4..8])
+        }
+    };
+    store.set_meta("hub_name", &name)?;
+    Ok(HubIdentity { id, name })
+}
+
+fn write_address_file(data_dir: &Path, address: SocketAddr) -> Result<(), AgentError> {
+    let path = data_dir.join(ADDRESS_FILE);
+    let temporary = data_dir.join(format!("{ADDRESS_FILE}.tmp"));
+    std::fs::write(&temporary, format!("{address}\n"))
+        .and_then(|()| std::fs::rename(&temporary, &path))
+        .map_err(|source| AgentError::AddressFile { path, source })
+}
+
+/// SIGTERM and SIGINT handlers, installed before the hub starts so that a
+/// signal arriving during start-up is not lost.
+struct ShutdownSignals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Result<ShutdownSignals, AgentError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(ShutdownSignals {
+            terminate: signal(SignalKind::terminate()).map_err(AgentError::Signals)?,
+            interrupt: signal(SignalKind::interrupt()).map_err(AgentError::Signals)?,
+        })
+    }
+
+    async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.terminate.recv() => "SIGTERM",
+            _ = self.interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
+/// How long the server waits for clients to close their connections at
+/// shutdown before it closes them itself.
+const CONNECTION_DRAIN: Duration = Duration::from_secs(3);
+
+/// A hub serving in this process.
+pub struct RunningHub {
+    pub address: SocketAddr,
+    pub identity: HubIdentity,
+    supervisor: Supervisor,
+    logs: Arc<LogHub>,
+    health: tonic_health::server::HealthReporter,
+    stop_serving: tokio::sync::oneshot::Sender<()>,
+    served: tokio::task::JoinHandle<Result<(), AgentError>>,
+}
+
+impl RunningHub {
+    /// Stops every function (keeping what should run after a restart), ends
+    /// log followers, and closes the server; connections that clients keep
+    /// open are closed after a short drain period.
+    pub async fn shutdown(self) -> Result<(), AgentError> {
+        self.health.set_not_serving::<HubServer<HubService>>().await;
+        self.supervisor.shutdown().await;
+        self.logs.close_all();
+        // A server that already ended has dropped the receiver; nothing to stop then.
+        let _ = self.stop_serving.send(());
+        let mut served = self.served;
+        match tokio::time::timeout(CONNECTION_DRAIN, &mut served).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(error)) => {
+                tracing::error!(%error, "server task failed");
+                Ok(())
+            }
+            Err(_) => {
+                tracing::info!("closing connections clients left open");
+                served.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Opens the store, restores functions and starts serving in the background.
+pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| AgentError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let store_path = config.data_dir.join("db");
+    let store = Store::open(&store_path).map_err(|source| AgentError::Store {
+        path: store_path.clone(),
+        source,
+    })?;
+    let identity = identity(&store, config.name.as_deref()).map_err(|source| AgentError::Store {
+        path: store_path,
+        source,
+    })?;
+    let runtime = Runtime::new(store.clone());
+    let logs = Arc::new(LogHub::new(store.clone()));
+    let supervisor = Supervisor::new(
+        identity.clone(),
+        SupervisorConfig {
+            default_memory_limit_bytes: config.default_memory_limit.as_u64(),
+            default_invoke_timeout: config.invoke_timeout,
+        },
+        store,
+        runtime,
+        Arc::clone(&logs),
+    );
+    supervisor.restore().await.map_err(AgentError::Restore)?;
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| AgentError::Bind {
+            address: config.listen,
+            source,
+        })?;
+    let address = listener.local_addr().map_err(|source| AgentError::Bind {
+        address: config.listen,
+        source,
+    })?;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<HubServer<HubService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(ferry_proto::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(AgentError::Reflection)?;
+    let hub_service = HubServer::new(HubService::new(supervisor.clone(), address.to_string()))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
+
+    let (stop_serving, stop_serving_rx) = tokio::sync::oneshot::channel::<()>();
+    let shutdown = async move {
+        // A dropped sender means the same as a sent one.
+        let _ = stop_serving_rx.await;
+    };
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(hub_service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+    let served = tokio::spawn(async move { server.await.map_err(AgentError::Serve) });
+    write_address_file(&config.data_dir, address)?;
+    tracing::info!(
+        hub_id = %identity.id,
+        hub_name = %identity.name,
+        %address,
+        data_dir = %config.data_dir.display(),
+        "hub is serving"
+    );
+    Ok(RunningHub {
+        address,
+        identity,
+        supervisor,
+        logs,
+        health: health_reporter,
+        stop_serving,
+        served,
+    })
+}
+
+/// Runs a hub until SIGINT or SIGTERM, then shuts it down gracefully.
+pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
+    let data_dir = config.data_dir.clone();
+    let mut signals = ShutdownSignals::install()?;
+    let hub = start(config).await?;
+    let signal = signals.recv().await;
+    tracing::info!(%signal, "shutting down");
+    hub.shutdown().await?;
+    let _ = std::fs::remove_file(data_dir.join(ADDRESS_FILE));
+    tracing::info!("hub stopped");
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Client commands: one request each, output through [`super::output`].
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use ferry_proto::v1::{
+    DeployRequest, GetHubInfoRequest, InvokeRequest, Limits, ListFunctionsRequest, LogStream, LogsRequest,
+    RemoveRequest, StopRequest,
+};
+use tokio_stream::StreamExt;
+
+use super::client::{ClientError, connect};
+use super::output;
+use super::{Command, DeployArgs, InvokeArgs, LogsArgs};
+
+pub async fn run(hub: &str, json: bool, command: Command) -> Result<(), ClientError> {
+    match command {
+        Command::Agent(_) => Err(ClientError::Usage("`agent` is not a client command".to_owned())),
+        Command::Deploy(args) => deploy(hub, json, args).await,
+        Command::Ps => ps(hub, json).await,
+        Command::Logs(args) => logs(hub, json, args).await,
+        Command::Stop { name } => {
+            let info = connect(hub).await?.stop(StopRequest { name }).await?.into_inner();
+            output::print_function_line(&info, json, "stopped")
+        }
+        Command::Rm { name } => {
+            connect(hub).await?.remove(RemoveRequest { name: name.clone() }).await?;
+            output::print_message(json, &format!("removed {name}"), serde_json::json!({ "removed": name }))
+        }
+        Command::Invoke(args) => invoke(hub, json, args).await,
+        Command::Info => {
+            let info = connect(hub)
+                .await?
+                .get_hub_info(GetHubInfoRequest {})
+                .await?
+                .into_inner();
+            output::print_hub_info(&info, json)
+        }
+    }
+}
+
+fn parse_env(pairs: &[String]) -> Result<HashMap<String, String>, ClientError> {
+    pairs
+        .iter()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+            _ => Err(ClientError::Usage(format!("--env expects KEY=VALUE, got {pair:?}"))),
+        })
+        .collect()
+}
+
+async fn deploy(hub: &str, json: bool, args: DeployArgs) -> Result<(), ClientError> {
+    let module = std::fs::read(&args.file).map_err(|source| ClientError::ReadFile {
+        path: args.file.display().to_string(),
+        source,
+    })?;
+    let request = DeployRequest {
+        name: args.name,
+        module,
+        args: args.args,
+        env: parse_env(&args.env)?,
+        limits: args.memory_limit.map(|limit| Limits {
+            memory_limit_bytes: limit.as_u64(),
+        }),
+        replace: args.replace,
+    };
+    let response = connect(hub).await?.deploy(request).await?.into_inner();
+    output::print_deployed(&response, json)
+}
+
+async fn ps(hub: &str, json: bool) -> Result<(), ClientError> {
+    let functions = connect(hub)
+        .await?
+        .list_functions(ListFunctionsRequest {})
+        .await?
+        .into_inner()
+        .functions;
+    output::print_functions(&functions, json)
+}
+
+async fn logs(hub: &str, json: bool, args: LogsArgs) -> Result<(), ClientError> {
+    let mut stream = connect(hub)
+        .await?
+        .logs(LogsRequest {
+            name: args.name,
+            follow: args.follow,
+            tail: args.tail.unwrap_or(0),
+        })
+        .await?
+        .into_inner();
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    while let Some(entry) = stream.next().await {
+        let entry = entry?;
+        let stream_kind = LogStream::try_from(entry.stream).unwrap_or(LogStream::Unspecified);
+        if stream_kind == LogStream::Hub && !args.events {
+            continue;
+        }
+        if json {
+            let line = output::log_entry_json(&entry);
+            writeln!(stdout.lock(), "{line}")?;
+            continue;
+        }
+        match stream_kind {
+            LogStream::Stderr => {
+                let mut err = stderr.lock();
+                err.write_all(&entry.data)?;
+                err.flush()?;
+            }
+            LogStream::Hub => {
+                let mut out = stdout.lock();
+                out.write_all(b"[ferry] ")?;
+                out.write_all(&entry.data)?;
+                out.flush()?;
+            }
+            _ => {
+                let mut out = stdout.lock();
+                out.write_all(&entry.data)?;
+                out.flush()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn invoke(hub: &str, json: bool, args: InvokeArgs) -> Result<(), ClientError> {
+    let request = InvokeRequest {
+        name: args.name,
+        data: args.data.into_bytes(),
+        timeout_ms: args
+            .timeout
+            .map(|timeout| u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX))
+            .unwrap_or(0),
+    };
+    let reply = connect(hub).await?.invoke(request).await?.into_inner().data;
+    if json {
+        let text = String::from_utf8_lossy(&reply);
+        println!("{}", serde_json::json!({ "reply": text }));
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(&reply)?;
+    if !reply.ends_with(b"\n") {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}

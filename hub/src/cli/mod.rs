@@ -1,0 +1,119 @@
+//! The `ferry` command line: `ferry agent` runs a hub; every other command is
+//! a gRPC client of one.
+
+mod client;
+mod commands;
+mod output;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use clap::{Parser, Subcommand};
+
+use crate::config::AgentArgs;
+
+pub use client::{ClientError, DEFAULT_HUB};
+
+/// Run WebAssembly functions on edge hubs.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Hub to talk to, HOST:PORT or a URL [default: 127.0.0.1:7411]
+    #[arg(long, global = true, env = "FERRY_HUB")]
+    pub hub: Option<String>,
+    /// Print JSON instead of tables and text
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a hub in the foreground
+    Agent(AgentArgs),
+    /// Store a module on the hub and start it as a named function
+    Deploy(DeployArgs),
+    /// List functions with their state, CPU time and memory
+    Ps,
+    /// Print a function's output
+    Logs(LogsArgs),
+    /// Stop a function (it stays stopped across hub restarts)
+    Stop {
+        /// Function name
+        name: String,
+    },
+    /// Stop and forget a function and its logs
+    Rm {
+        /// Function name
+        name: String,
+    },
+    /// Send a message to a function and print its reply
+    Invoke(InvokeArgs),
+    /// Show the hub's identity and versions
+    Info,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// A wasm32-wasi command module
+    pub file: PathBuf,
+    /// Function name (letters, digits, '-', '_', '.'; at most 63)
+    #[arg(long)]
+    pub name: String,
+    /// Upper bound of the function's linear memory, e.g. 64MiB [default: the hub's]
+    #[arg(long)]
+    pub memory_limit: Option<ByteSize>,
+    /// Environment variable for the guest, KEY=VALUE (repeatable)
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Replace a function of the same name
+    #[arg(long)]
+    pub replace: bool,
+    /// Arguments passed to the guest (after `--`)
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogsArgs {
+    /// Function name
+    pub name: String,
+    /// Keep printing new output as it is written
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only the last N entries
+    #[arg(long, value_name = "N")]
+    pub tail: Option<u32>,
+    /// Also print hub lifecycle events (started, exited, failed, ...)
+    #[arg(long)]
+    pub events: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InvokeArgs {
+    /// Function name
+    pub name: String,
+    /// The message
+    #[arg(long)]
+    pub data: String,
+    /// How long to wait for the reply, e.g. 5s [default: the hub's, 10s]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub timeout: Option<Duration>,
+}
+
+/// Runs a client command and turns its outcome into a process exit code.
+pub async fn run_client(cli: Cli) -> ExitCode {
+    let hub = cli.hub.clone().unwrap_or_else(|| DEFAULT_HUB.to_owned());
+    match commands::run(&hub, cli.json, cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        // `ferry logs x | head` closing the pipe is not an error.
+        Err(ClientError::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", error.message());
+            ExitCode::from(error.exit_code())
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The hub's typed errors and their gRPC codes.
+
+use ferry_proto::{ErrorCode, ServiceError};
+use thiserror::Error;
+
+use crate::runtime::RuntimeError;
+use crate::store::StoreError;
+
+/// Everything a hub operation can fail with.
+#[derive(Debug, Error)]
+pub enum HubError {
+    #[error("function {name:?} not found on hub {hub}")]
+    FunctionNotFound { name: String, hub: String },
+    #[error("a function named {name:?} already exists (deploy with --replace to redeploy it)")]
+    FunctionExists { name: String },
+    #[error("invalid function name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("function {name:?} is not running (it is {state})")]
+    NotRunning { name: String, state: &'static str },
+    #[error("function {name:?} did not reply within {timeout_ms} ms")]
+    InvokeTimeout { name: String, timeout_ms: u64 },
+    #[error("function {name:?} ended before replying")]
+    NoReply { name: String },
+    #[error("function {name:?} has {queued} messages waiting; its inbox is full")]
+    InboxFull { name: String, queued: usize },
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError for HubError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            HubError::FunctionNotFound { .. } => ErrorCode::NotFound,
+            HubError::FunctionExists { .. } => ErrorCode::AlreadyExists,
+            HubError::InvalidName { .. } | HubError::InvalidRequest(_) => ErrorCode::InvalidArgument,
+            HubError::NotRunning { .. } | HubError::NoReply { .. } => ErrorCode::FailedPrecondition,
+            HubError::InvokeTimeout { .. } => ErrorCode::DeadlineExceeded,
+            HubError::InboxFull { .. } => ErrorCode::ResourceExhausted,
+            HubError::ShuttingDown => ErrorCode::Unavailable,
+            HubError::Runtime(error) => error.error_code(),
+            HubError::Store(error) => error.error_code(),
+        }
+    }
+}
+
+impl From<HubError> for tonic::Status {
+    fn from(error: HubError) -> Self {
+        error.to_status()
+    }
+}
+
+/// Function names are DNS-label-like so they are safe in keys, URLs and logs.
+pub fn validate_function_name(name: &str) -> Result<(), HubError> {
+    let invalid = |reason| {
+        Err(HubError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() {
+        return invalid("it is empty");
+    }
+    if name.len() > 63 {
+        return invalid("it is longer than 63 characters");
+    }
+    if !name
+        .bytes()
+        .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_' || byte == b'.')
+    {
+        return invalid("only letters, digits, '-', '_' and '.' are allowed");
+    }
+    if !name.as_bytes()[0].is_ascii_alphanumeric() {
+        return invalid("it must start with a letter or digit");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn function_names_follow_the_documented_rules() {
+        let cases: &[(&str, bool)] = &[
+            ("sensor", true),
+            ("sensor-2.b_c", true),
+            ("9lives", true),
+            ("", false),
+            ("-leading-dash", false),
+            ("has space", false),
+            ("slash/inside", false),
+            ("nul\0", false),
+            (&"x".repeat(64), false),
+            (&"x".repeat(63), true),
+        ];
+        for (name, valid) in cases {
+            assert_eq!(validate_function_name(name).is_ok(), *valid, "{name:?}");
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The Ferry hub: a daemon that runs WebAssembly functions on Wasmer, keeps
+//! them in a sled store and serves the `ferry.v1` gRPC API — and the `ferry`
+//! command-line client for it.
+//!
+//! Invariant: this is the only crate that links tonic services, Wasmer and
+//! the hub's sled database together; the libraries it builds on never see
+//! each other's types except through `ferry-proto`.
+
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod logs;
+pub mod runtime;
+pub mod service;
+pub mod store;
+pub mod supervisor;
+pub mod telemetry;

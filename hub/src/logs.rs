@@ -1,0 +1,117 @@
+//! Guest output: every write is numbered, kept in the store (bounded), and
+//! broadcast to whoever follows the function's logs right now.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ferry_proto::v1::{LogEntry, LogStream};
+use tokio::sync::broadcast;
+
+use crate::store::{Store, StoreError};
+
+/// Largest payload of one entry; longer writes are split.
+const MAX_ENTRY_BYTES: usize = 64 << 10;
+/// Entries a slow follower may lag behind before it is told it missed some.
+const FOLLOW_BUFFER: usize = 4096;
+
+struct FunctionLog {
+    next_seq: u64,
+    live: broadcast::Sender<LogEntry>,
+}
+
+/// Everything guests wrote, per function.
+pub struct LogHub {
+    store: Store,
+    functions: Mutex<HashMap<String, FunctionLog>>,
+}
+
+/// A function's history plus, when following, the live entries after it.
+pub struct LogSubscription {
+    pub history: Vec<LogEntry>,
+    pub live: Option<broadcast::Receiver<LogEntry>>,
+}
+
+pub fn unix_ms_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or_default()
+}
+
+impl LogHub {
+    pub fn new(store: Store) -> LogHub {
+        LogHub {
+            store,
+            functions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with_log<R>(&self, name: &str, f: impl FnOnce(&mut FunctionLog) -> R) -> Result<R, StoreError> {
+        let mut functions = self.functions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !functions.contains_key(name) {
+            let next_seq = self.store.next_log_seq(name)?;
+            let (live, _) = broadcast::channel(FOLLOW_BUFFER);
+            functions.insert(name.to_owned(), FunctionLog { next_seq, live });
+        }
+        let log = functions.get_mut(name).expect("inserted above");
+        Ok(f(log))
+    }
+
+    /// Records output of `name`. A store failure is logged, never passed to the guest.
+    pub fn append(&self, name: &str, stream: LogStream, data: &[u8]) {
+        let result = self.with_log(name, |log| {
+            for piece in data.chunks(MAX_ENTRY_BYTES) {
+                let entry = LogEntry {
+                    seq: log.next_seq,
+                    stream: stream as i32,
+                    data: piece.to_vec(),
+                    unix_ms: unix_ms_now(),
+                };
+                self.store.append_log(name, &entry)?;
+                log.next_seq += 1;
+                // Nobody following is fine.
+                let _ = log.live.send(entry);
+            }
+            Ok::<(), StoreError>(())
+        });
+        if let Err(error) | Ok(Err(error)) = result {
+            tracing::warn!(function = %name, %error, "could not record guest output");
+        }
+    }
+
+    /// A hub lifecycle event in the function's log.
+    pub fn event(&self, name: &str, text: &str) {
+        self.append(name, LogStream::Hub, format!("{text}\n").as_bytes());
+    }
+
+    /// History (last `tail` entries, all when 0) and, if `follow`, a receiver
+    /// of every entry after it, without gap or overlap.
+    pub fn subscribe(&self, name: &str, tail: usize, follow: bool) -> Result<LogSubscription, StoreError> {
+        self.with_log(name, |log| {
+            let live = follow.then(|| log.live.subscribe());
+            let page = self.store.read_logs(name, tail)?;
+            Ok(LogSubscription {
+                history: page.entries,
+                live,
+            })
+        })?
+    }
+
+    /// Ends every live follower (at hub shutdown).
+    pub fn close_all(&self) {
+        self.functions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clear();
+    }
+
+    /// Forgets a function's logs.
+    pub fn remove(&self, name: &str) -> Result<(), StoreError> {
+        self.functions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(name);
+        self.store.remove_logs(name)
+    }
+}

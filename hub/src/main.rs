@@ -1,0 +1,42 @@
+//! The `ferry` binary: `ferry agent` runs a hub, every other subcommand talks to one.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ferry_hub::cli::{Cli, Command};
+use ferry_hub::config::AgentConfig;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Agent(args) => runtime.block_on(run_agent(args)),
+        _ => runtime.block_on(ferry_hub::cli::run_client(cli)),
+    }
+}
+
+async fn run_agent(args: ferry_hub::config::AgentArgs) -> ExitCode {
+    let config = match AgentConfig::from_args(&args) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {}", ferry_proto::error_chain(&error));
+            return ExitCode::from(2);
+        }
+    };
+    ferry_hub::telemetry::init(&config.log);
+    match ferry_hub::agent::run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            let message = anyhow::Error::from(error);
+            tracing::error!(error = format!("{message:#}"), "hub failed");
+            eprintln!("error: {message:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

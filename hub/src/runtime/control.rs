@@ -1,0 +1,202 @@
+//! State shared between a running function's thread and the rest of the hub:
+//! its inbox, the stop request, and live counters.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+/// How many messages may wait in one inbox before senders are refused.
+pub const INBOX_CAPACITY: usize = 1024;
+
+/// A message waiting in a function's inbox.
+#[derive(Debug)]
+pub struct Message {
+    pub data: Vec<u8>,
+    /// Where the reply goes; `None` for fire-and-forget messages.
+    pub reply_to: Option<oneshot::Sender<Vec<u8>>>,
+}
+
+/// Why a blocking wait ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The condition became true.
+    Ready,
+    /// The deadline passed first.
+    TimedOut,
+    /// The hub asked the function to stop.
+    Stop,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    inbox: VecDeque<Message>,
+}
+
+/// One per running function instance.
+#[derive(Debug, Default)]
+pub struct FunctionControl {
+    shared: Mutex<Shared>,
+    changed: Condvar,
+    stop: AtomicBool,
+    cpu_micros: AtomicU64,
+    memory_bytes: AtomicU64,
+}
+
+impl FunctionControl {
+    /// Asks the function to stop at its next preemption point or blocking call.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _guard = self.lock();
+        self.changed.notify_all();
+    }
+
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Queues a message; gives it back when the inbox is full.
+    pub fn deliver(&self, message: Message) -> Result<(), (Message, usize)> {
+        let mut shared = self.lock();
+        if shared.inbox.len() >= INBOX_CAPACITY {
+            return Err((message, shared.inbox.len()));
+        }
+        shared.inbox.push_back(message);
+        self.changed.notify_all();
+        Ok(())
+    }
+
+    /// Waits until the inbox is not empty, `deadline` passes (never when
+    /// `None`), or a stop is requested.
+    pub fn wait_for_message(&self, deadline: Option<Instant>) -> Wake {
+        self.wait(deadline, |shared| !shared.inbox.is_empty())
+    }
+
+    /// Waits until `deadline` passes or a stop is requested.
+    pub fn sleep_until(&self, deadline: Instant) -> Wake {
+        match self.wait(Some(deadline), |_| false) {
+            Wake::Ready | Wake::TimedOut => Wake::TimedOut,
+            Wake::Stop => Wake::Stop,
+        }
+    }
+
+    /// Length of the first message, if any.
+    pub fn peek_message_len(&self) -> Option<usize> {
+        self.lock().inbox.front().map(|message| message.data.len())
+    }
+
+    pub fn take_message(&self) -> Option<Message> {
+        self.lock().inbox.pop_front()
+    }
+
+    /// Drops every queued message; their senders see the reply channel close.
+    pub fn drain_inbox(&self) -> usize {
+        let mut shared = self.lock();
+        let drained = shared.inbox.len();
+        shared.inbox.clear();
+        drained
+    }
+
+    pub fn set_cpu_micros(&self, micros: u64) {
+        self.cpu_micros.store(micros, Ordering::Relaxed);
+    }
+
+    pub fn cpu_micros(&self) -> u64 {
+        self.cpu_micros.load(Ordering::Relaxed)
+    }
+
+    pub fn set_memory_bytes(&self, bytes: u64) {
+        self.memory_bytes.store(bytes, Ordering::Relaxed);
+    }
+
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory_bytes.load(Ordering::Relaxed)
+    }
+
+    fn wait(&self, deadline: Option<Instant>, ready: impl Fn(&Shared) -> bool) -> Wake {
+        let mut shared = self.lock();
+        loop {
+            if self.stop_requested() {
+                return Wake::Stop;
+            }
+            if ready(&shared) {
+                return Wake::Ready;
+            }
+            shared = match deadline {
+                None => self
+                    .changed
+                    .wait(shared)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()),
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Wake::TimedOut;
+                    }
+                    self.changed
+                        .wait_timeout(shared, deadline - now)
+                        .unwrap_or_else(|poisoned| poisoned.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+
+    fn message(data: &[u8]) -> Message {
+        Message {
+            data: data.to_vec(),
+            reply_to: None,
+        }
+    }
+
+    #[test]
+    fn waiting_for_a_message_returns_when_one_is_delivered_from_another_thread() {
+        let control = Arc::new(FunctionControl::default());
+        let sender = Arc::clone(&control);
+        let thread = std::thread::spawn(move || sender.deliver(message(b"hi")).unwrap());
+        assert_eq!(control.wait_for_message(None), Wake::Ready);
+        thread.join().unwrap();
+        assert_eq!(control.take_message().unwrap().data, b"hi");
+    }
+
+    #[test]
+    fn a_stop_request_interrupts_a_sleep() {
+        let control = Arc::new(FunctionControl::default());
+        let stopper = Arc::clone(&control);
+        let thread = std::thread::spawn(move || stopper.request_stop());
+        let far = Instant::now() + Duration::from_secs(3600);
+        assert_eq!(control.sleep_until(far), Wake::Stop);
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn a_wait_with_a_past_deadline_times_out() {
+        let control = FunctionControl::default();
+        assert_eq!(control.wait_for_message(Some(Instant::now())), Wake::TimedOut);
+    }
+
+    #[test]
+    fn a_full_inbox_gives_the_message_back() {
+        let control = FunctionControl::default();
+        for _ in 0..INBOX_CAPACITY {
+            control.deliver(message(b"x")).unwrap();
+        }
+        let (returned, queued) = control.deliver(message(b"overflow")).unwrap_err();
+        assert_eq!(returned.data, b"overflow");
+        assert_eq!(queued, INBOX_CAPACITY);
+        assert_eq!(control.drain_inbox(), INBOX_CAPACITY);
+    }
+}

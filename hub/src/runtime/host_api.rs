@@ -1,0 +1,189 @@
+//! The `ferry` import module: the host API guests call (`log`, `sleep_ms`,
+//! `recv`, `reply`, `send`) and the two hooks the instrumentation inserts
+//! (`__preempt`, `__memory_grow`).
+
+use std::time::{Duration, Instant};
+
+use ferry_migrator::{MEMORY_GROW_IMPORT, PREEMPT_IMPORT};
+use ferry_proto::v1::LogStream;
+use wasmer::{Function, FunctionEnv, FunctionEnvMut, RuntimeError, Store};
+
+use super::control::Wake;
+use super::guest::{GuestEnv, GuestStop, SendOutcome, with_memory};
+use super::wasi::sleep_until_virtual;
+
+/// Import module name of the host API.
+pub const MODULE: &str = "ferry";
+
+/// Countdown the preemption hook hands back: preemption points between two
+/// host decisions. At a few ns per point this bounds the reaction time to a
+/// stop request at well under a millisecond of guest compute.
+const PREEMPT_INTERVAL: i32 = 10_000;
+
+/// Largest message a guest can receive or send.
+pub const MAX_MESSAGE_BYTES: u32 = 16 << 20;
+
+const FERRY_TIMEOUT: i32 = -1;
+const FERRY_NO_CALLER: i32 = -2;
+const FERRY_NO_SUCH_FUNCTION: i32 = -3;
+const FERRY_INBOX_FULL: i32 = -4;
+
+type Env<'a> = FunctionEnvMut<'a, GuestEnv>;
+
+/// The host function implementing `ferry.<name>`, if there is one.
+pub fn function(store: &mut Store, env: &FunctionEnv<GuestEnv>, name: &str) -> Option<Function> {
+    macro_rules! typed {
+        ($f:expr) => {
+            Some(Function::new_typed_with_env(store, env, $f))
+        };
+    }
+    match name {
+        "log" => typed!(log),
+        "sleep_ms" => typed!(sleep_ms),
+        "recv" => typed!(recv),
+        "reply" => typed!(reply),
+        "send" => typed!(send),
+        PREEMPT_IMPORT => typed!(preempt),
+        MEMORY_GROW_IMPORT => typed!(memory_grow),
+        _ => None,
+    }
+}
+
+fn bad_pointer(call: &'static str) -> RuntimeError {
+    RuntimeError::user(Box::new(GuestStop::BadPointer { call }))
+}
+
+fn stopped() -> RuntimeError {
+    RuntimeError::user(Box::new(GuestStop::Stopped))
+}
+
+fn log(mut env: Env<'_>, level: i32, ptr: i32, len: i32) -> Result<(), RuntimeError> {
+    let len = (len as u32).min(MAX_MESSAGE_BYTES);
+    with_memory(&mut env, |guest, memory| {
+        let text = memory
+            .read_bytes(ptr as u32, len)
+            .map_err(|_| bad_pointer("ferry.log"))?;
+        let label = match level {
+            1 => "error",
+            2 => "warn",
+            3 => "info",
+            4 => "debug",
+            _ => "log",
+        };
+        let mut line = format!("[{label}] ").into_bytes();
+        line.extend_from_slice(&text);
+        if !line.ends_with(b"\n") {
+            line.push(b'\n');
+        }
+        guest.services.output(&guest.name, LogStream::GuestLog, &line);
+        Ok(())
+    })?
+}
+
+fn sleep_ms(mut env: Env<'_>, ms: i64) -> Result<(), RuntimeError> {
+    let deadline = env.data().clock.now() + Duration::from_millis(ms.max(0) as u64);
+    sleep_until_virtual(&mut env, deadline)
+}
+
+fn recv(mut env: Env<'_>, buf: i32, cap: i32, timeout_ms: i64) -> Result<i32, RuntimeError> {
+    let host_deadline = match timeout_ms {
+        ..0 => None,
+        ms => Some(Instant::now() + Duration::from_millis(ms as u64)),
+    };
+    {
+        let (guest, store) = env.data_and_store_mut();
+        if let Some(memory) = guest.memory.clone() {
+            guest.publish_counters(&memory.view(&store));
+        }
+        match guest.control.wait_for_message(host_deadline) {
+            Wake::Stop => return Err(stopped()),
+            Wake::TimedOut => return Ok(FERRY_TIMEOUT),
+            Wake::Ready => {}
+        }
+    }
+    with_memory(&mut env, |guest, memory| {
+        let Some(len) = guest.control.peek_message_len() else {
+            return Ok(FERRY_TIMEOUT);
+        };
+        if len > cap as u32 as usize {
+            return Ok(i32::try_from(len).unwrap_or(i32::MAX));
+        }
+        let message = guest
+            .control
+            .take_message()
+            .expect("the recv-ing thread is the only consumer");
+        memory
+            .write_bytes(buf as u32, &message.data)
+            .map_err(|_| bad_pointer("ferry.recv"))?;
+        guest.caller = message.reply_to;
+        Ok(len as i32)
+    })?
+}
+
+fn reply(mut env: Env<'_>, ptr: i32, len: i32) -> Result<i32, RuntimeError> {
+    let len = (len as u32).min(MAX_MESSAGE_BYTES);
+    with_memory(&mut env, |guest, memory| {
+        let data = memory
+            .read_bytes(ptr as u32, len)
+            .map_err(|_| bad_pointer("ferry.reply"))?;
+        match guest.caller.take() {
+            // The caller may have given up waiting; that is not the guest's problem.
+            Some(caller) => {
+                let _ = caller.send(data);
+                Ok(0)
+            }
+            None => Ok(FERRY_NO_CALLER),
+        }
+    })?
+}
+
+fn send(mut env: Env<'_>, name_ptr: i32, name_len: i32, data_ptr: i32, data_len: i32) -> Result<i32, RuntimeError> {
+    let name_len = (name_len as u32).min(256);
+    let data_len = (data_len as u32).min(MAX_MESSAGE_BYTES);
+    with_memory(&mut env, |guest, memory| {
+        let name = memory
+            .read_bytes(name_ptr as u32, name_len)
+            .map_err(|_| bad_pointer("ferry.send"))?;
+        let data = memory
+            .read_bytes(data_ptr as u32, data_len)
+            .map_err(|_| bad_pointer("ferry.send"))?;
+        let target = String::from_utf8_lossy(&name);
+        Ok(match guest.services.send(&guest.name, &target, data) {
+            SendOutcome::Delivered => 0,
+            SendOutcome::NoSuchFunction => FERRY_NO_SUCH_FUNCTION,
+            SendOutcome::InboxFull => FERRY_INBOX_FULL,
+        })
+    })?
+}
+
+fn preempt(mut env: Env<'_>) -> Result<i32, RuntimeError> {
+    let (guest, store) = env.data_and_store_mut();
+    if guest.control.stop_requested() {
+        return Err(stopped());
+    }
+    if let Some(memory) = guest.memory.clone() {
+        guest.publish_counters(&memory.view(&store));
+    }
+    Ok(PREEMPT_INTERVAL)
+}
+
+fn memory_grow(mut env: Env<'_>, delta_pages: i32) -> Result<i32, RuntimeError> {
+    let (guest, mut store) = env.data_and_store_mut();
+    let Some(memory) = guest.memory.clone() else {
+        return Err(RuntimeError::new("memory.grow before the module's memory was bound"));
+    };
+    let current_bytes = memory.view(&store).data_size();
+    let requested_bytes = current_bytes + u64::from(delta_pages as u32) * u64::from(wasmer::WASM_PAGE_SIZE as u32);
+    if requested_bytes > guest.memory_limit_bytes {
+        return Err(RuntimeError::user(Box::new(GuestStop::MemoryLimit {
+            requested_bytes,
+            limit_bytes: guest.memory_limit_bytes,
+        })));
+    }
+    let result = match memory.grow(&mut store, delta_pages as u32) {
+        Ok(previous) => previous.0 as i32,
+        Err(_) => -1,
+    };
+    guest.control.set_memory_bytes(memory.view(&store).data_size());
+    Ok(result)
+}

@@ -1,0 +1,215 @@
+//! The hub's WebAssembly runtime: Wasmer with Cranelift, the compiled-artifact
+//! cache, the host functions a guest may import, and running one instance.
+
+mod clock;
+mod control;
+mod guest;
+mod host_api;
+mod imports;
+mod instance;
+mod wasi;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_migrator::{INSTRUMENTATION_VERSION, InstrumentError};
+use ferry_proto::{ErrorCode, ServiceError};
+use thiserror::Error;
+use wasmer::Engine;
+use wasmer::sys::{Cranelift, NativeEngineExt};
+
+use crate::store::{ArtifactKey, Store, StoreError};
+
+pub use control::{FunctionControl, INBOX_CAPACITY, Message};
+pub use guest::{HostServices, SendOutcome};
+pub use instance::{LaunchSpec, Outcome, run_to_completion};
+
+/// Version of the Wasmer the hub is built with; part of every artifact key.
+pub const WASMER_VERSION: &str = wasmer_types::VERSION;
+
+/// Failures of preparing or starting a module.
+#[derive(Debug, Error)]
+pub enum RuntimeError {
+    #[error("invalid module: {0}")]
+    Instrument(#[from] InstrumentError),
+    #[error("invalid module: {reason}")]
+    InvalidModule { reason: String },
+    #[error("module imports {module}.{name} ({kind}), which the hub does not provide")]
+    UnsupportedImport {
+        module: String,
+        name: String,
+        kind: &'static str,
+    },
+    #[error("module imports {module}.{name} with type {found}, but the hub provides {expected}")]
+    ImportSignature {
+        module: String,
+        name: String,
+        expected: String,
+        found: String,
+    },
+    #[error("module needs {initial_bytes} bytes of memory at start, above its limit of {limit_bytes} bytes")]
+    InitialMemoryAboveLimit { initial_bytes: u64, limit_bytes: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError for RuntimeError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            RuntimeError::Instrument(_)
+            | RuntimeError::InvalidModule { .. }
+            | RuntimeError::UnsupportedImport { .. }
+            | RuntimeError::ImportSignature { .. } => ErrorCode::InvalidArgument,
+            RuntimeError::InitialMemoryAboveLimit { .. } => ErrorCode::ResourceExhausted,
+            RuntimeError::Store(error) => error.error_code(),
+        }
+    }
+}
+
+/// A module ready to instantiate.
+#[derive(Clone)]
+pub struct PreparedModule {
+    pub hash: String,
+    pub module: wasmer::Module,
+    /// The compiled artifact came from a cache (memory or store).
+    pub cache_hit: bool,
+    /// Time spent preparing it.
+    pub prepare_time: Duration,
+}
+
+/// Compiles modules once per hub and keeps them for every later start.
+pub struct Runtime {
+    engine: Engine,
+    store: Store,
+    target: String,
+    compiled: Mutex<HashMap<String, wasmer::Module>>,
+}
+
+impl Runtime {
+    pub fn new(store: Store) -> Arc<Runtime> {
+        let engine = Engine::from(Cranelift::default());
+        let target = engine.target().triple().to_string();
+        Arc::new(Runtime {
+            engine,
+            store,
+            target,
+            compiled: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The target triple compiled artifacts are built for.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    /// Stores `original`, then instruments, checks and compiles it — or takes
+    /// the compiled artifact from the cache. Blocking: call off the async runtime.
+    pub fn prepare(&self, original: &[u8]) -> Result<PreparedModule, RuntimeError> {
+        let started = Instant::now();
+        let hash = self.store.put_module(original)?;
+        if let Some(module) = self.cached(&hash) {
+            return Ok(PreparedModule {
+                hash,
+                module,
+                cache_hit: true,
+                prepare_time: started.elapsed(),
+            });
+        }
+        let key = self.artifact_key(&hash);
+        if let Some(module) = self.load_artifact(&key)? {
+            self.remember(&hash, &module);
+            return Ok(PreparedModule {
+                hash,
+                module,
+                cache_hit: true,
+                prepare_time: started.elapsed(),
+            });
+        }
+        let instrumented = ferry_migrator::instrument(original)?;
+        let module =
+            wasmer::Module::new(&self.engine, &instrumented.bytes).map_err(|error| RuntimeError::InvalidModule {
+                reason: error.to_string(),
+            })?;
+        imports::check_module(&self.engine, &module)?;
+        match module.serialize() {
+            Ok(artifact) => self.store.put_artifact(&key, &artifact)?,
+            Err(error) => {
+                tracing::warn!(module = %hash, %error, "could not serialize a compiled module; it will be compiled again next time")
+            }
+        }
+        self.remember(&hash, &module);
+        tracing::info!(
+            module = %hash,
+            functions = instrumented.stats.functions,
+            loops = instrumented.stats.loops,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "module instrumented and compiled"
+        );
+        Ok(PreparedModule {
+            hash,
+            module,
+            cache_hit: false,
+            prepare_time: started.elapsed(),
+        })
+    }
+
+    /// Prepares a module that is already in the store, by hash.
+    pub fn prepare_stored(&self, hash: &str) -> Result<PreparedModule, RuntimeError> {
+        if let Some(module) = self.cached(hash) {
+            return Ok(PreparedModule {
+                hash: hash.to_owned(),
+                module,
+                cache_hit: true,
+                prepare_time: Duration::ZERO,
+            });
+        }
+        let original = self.store.module(hash)?;
+        self.prepare(&original)
+    }
+
+    fn artifact_key(&self, hash: &str) -> ArtifactKey {
+        ArtifactKey {
+            module_hash: hash.to_owned(),
+            instrumentation_version: INSTRUMENTATION_VERSION,
+            wasmer_version: WASMER_VERSION,
+            target: self.target.clone(),
+        }
+    }
+
+    #[allow(unsafe_code)]
+    fn load_artifact(&self, key: &ArtifactKey) -> Result<Option<wasmer::Module>, RuntimeError> {
+        let Some(artifact) = self.store.artifact(key)? else {
+            return Ok(None);
+        };
+        // SAFETY: the artifact was serialized by a hub with this exact Wasmer
+        // version, target and instrumentation (all part of the key), it was
+        // never received from a peer, and the store verified its checksum.
+        match unsafe { wasmer::Module::deserialize(&self.engine, artifact) } {
+            Ok(module) => Ok(Some(module)),
+            Err(error) => {
+                tracing::warn!(module = %key.module_hash, %error, "cached artifact does not load; compiling again");
+                Ok(None)
+            }
+        }
+    }
+
+    fn cached(&self, hash: &str) -> Option<wasmer::Module> {
+        self.compiled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(hash)
+            .cloned()
+    }
+
+    fn remember(&self, hash: &str, module: &wasmer::Module) {
+        self.compiled
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(hash.to_owned(), module.clone());
+    }
+}

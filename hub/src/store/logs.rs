@@ -1,0 +1,87 @@
+//! Per-function log history: stdout, stderr, guest log lines and hub events,
+//! each entry numbered. The newest [`LOG_ENTRIES_KEPT`] entries of a function
+//! are kept; older ones are dropped as new ones arrive.
+
+use ferry_proto::v1::LogEntry;
+use prost::Message;
+
+use super::{Store, StoreError};
+
+/// How many entries of one function the store keeps.
+pub const LOG_ENTRIES_KEPT: u64 = 10_000;
+
+/// Entries read from the store and the next sequence number to expect.
+#[derive(Debug, Default)]
+pub struct LogPage {
+    pub entries: Vec<LogEntry>,
+    pub next_seq: u64,
+}
+
+fn prefix(name: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(name.len() + 9);
+    key.extend_from_slice(name.as_bytes());
+    key.push(0);
+    key
+}
+
+fn key(name: &str, seq: u64) -> Vec<u8> {
+    let mut key = prefix(name);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+impl Store {
+    /// Appends an entry (its `seq` must be the next one) and drops the entry
+    /// that falls out of the kept window.
+    pub fn append_log(&self, name: &str, entry: &LogEntry) -> Result<(), StoreError> {
+        self.logs.insert(key(name, entry.seq), entry.encode_to_vec())?;
+        if let Some(expired) = entry.seq.checked_sub(LOG_ENTRIES_KEPT) {
+            self.logs.remove(key(name, expired))?;
+        }
+        Ok(())
+    }
+
+    /// The last `tail` entries (all kept entries when `tail` is 0).
+    pub fn read_logs(&self, name: &str, tail: usize) -> Result<LogPage, StoreError> {
+        let mut entries = Vec::new();
+        let iter = self.logs.scan_prefix(prefix(name)).rev();
+        for item in iter {
+            let (_, value) = item?;
+            let entry = LogEntry::decode(value.as_ref()).map_err(|error| StoreError::Corrupt {
+                what: format!("log entry of {name:?}"),
+                reason: error.to_string(),
+            })?;
+            entries.push(entry);
+            if tail != 0 && entries.len() == tail {
+                break;
+            }
+        }
+        entries.reverse();
+        let next_seq = self.next_log_seq(name)?;
+        Ok(LogPage { entries, next_seq })
+    }
+
+    /// The sequence number the next entry of `name` gets.
+    pub fn next_log_seq(&self, name: &str) -> Result<u64, StoreError> {
+        let last = self.logs.scan_prefix(prefix(name)).next_back().transpose()?;
+        Ok(match last {
+            None => 0,
+            Some((key, _)) => {
+                let seq_bytes: [u8; 8] = key[key.len() - 8..].try_into().map_err(|_| StoreError::Corrupt {
+                    what: format!("log key of {name:?}"),
+                    reason: "too short".to_owned(),
+                })?;
+                u64::from_be_bytes(seq_bytes) + 1
+            }
+        })
+    }
+
+    pub fn remove_logs(&self, name: &str) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for item in self.logs.scan_prefix(prefix(name)).keys() {
+            batch.remove(item?);
+        }
+        self.logs.apply_batch(batch)?;
+        Ok(())
+    }
+}

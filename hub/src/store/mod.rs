@@ -1,0 +1,114 @@
+//! The hub's sled database: identity, modules, compiled artifacts, function
+//! records and logs. One `sled::Db` per data directory; each kind of data has
+//! its own tree so that a key of one kind can never be read as another.
+
+mod artifacts;
+mod functions;
+mod logs;
+
+use std::path::Path;
+
+use ferry_proto::{ErrorCode, ServiceError};
+use thiserror::Error;
+
+pub use artifacts::ArtifactKey;
+pub use logs::{LOG_ENTRIES_KEPT, LogPage};
+
+/// Failures of the hub store.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("store i/o failed")]
+    Sled(#[from] sled::Error),
+    #[error("stored {what} is corrupt: {reason}")]
+    Corrupt { what: String, reason: String },
+    #[error("module {hash} is not in the store")]
+    ModuleMissing { hash: String },
+}
+
+impl ServiceError for StoreError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            StoreError::Sled(_) => ErrorCode::Internal,
+            StoreError::Corrupt { .. } => ErrorCode::DataLoss,
+            StoreError::ModuleMissing { .. } => ErrorCode::NotFound,
+        }
+    }
+}
+
+/// Handle to the hub's database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    meta: sled::Tree,
+    modules: sled::Tree,
+    artifacts: sled::Tree,
+    functions: sled::Tree,
+    logs: sled::Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the database under `dir`.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(dir).flush_every_ms(Some(200)).open()?;
+        Ok(Store {
+            meta: db.open_tree("meta")?,
+            modules: db.open_tree("modules")?,
+            artifacts: db.open_tree("artifacts")?,
+            functions: db.open_tree("functions")?,
+            logs: db.open_tree("logs")?,
+            db,
+        })
+    }
+
+    /// A metadata value (hub id, hub name, ...).
+    pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
+        match self.meta.get(key)? {
+            None => Ok(None),
+            Some(value) => String::from_utf8(value.to_vec())
+                .map(Some)
+                .map_err(|_| StoreError::Corrupt {
+                    what: format!("metadata {key}"),
+                    reason: "not UTF-8".to_owned(),
+                }),
+        }
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        self.meta.insert(key, value.as_bytes())?;
+        Ok(())
+    }
+
+    /// Stores a module under its BLAKE3 hash (hex) and returns the hash.
+    pub fn put_module(&self, bytes: &[u8]) -> Result<String, StoreError> {
+        let hash = blake3::hash(bytes).to_hex().to_string();
+        if !self.modules.contains_key(&hash)? {
+            self.modules.insert(&hash, bytes)?;
+        }
+        Ok(hash)
+    }
+
+    /// A module by hash, verified against its hash.
+    pub fn module(&self, hash: &str) -> Result<Vec<u8>, StoreError> {
+        let bytes = self
+            .modules
+            .get(hash)?
+            .ok_or_else(|| StoreError::ModuleMissing { hash: hash.to_owned() })?;
+        let actual = blake3::hash(&bytes).to_hex();
+        if actual.as_str() != hash {
+            return Err(StoreError::Corrupt {
+                what: format!("module {hash}"),
+                reason: format!("its content hashes to {actual}"),
+            });
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// Forces everything written so far to disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,43 @@
+//! What `ps` shows about a function.
+
+use ferry_proto::v1::{FunctionInfo, FunctionState};
+
+use super::{Inner, Slot};
+
+/// Lowercase name of a state, for messages and tables.
+pub fn state_name(state: i32) -> &'static str {
+    match FunctionState::try_from(state) {
+        Ok(FunctionState::Starting) => "starting",
+        Ok(FunctionState::Running) => "running",
+        Ok(FunctionState::Exited) => "exited",
+        Ok(FunctionState::Failed) => "failed",
+        Ok(FunctionState::Stopped) => "stopped",
+        Ok(FunctionState::Unspecified) | Err(_) => "unknown",
+    }
+}
+
+impl Inner {
+    pub(super) fn info(&self, slot: &Slot) -> FunctionInfo {
+        let record = &slot.record;
+        let (state, memory_bytes, cpu_micros) = match &slot.running {
+            Some(running) => (
+                FunctionState::Running as i32,
+                running.control.memory_bytes(),
+                running.control.cpu_micros(),
+            ),
+            None => (record.last_state, 0, slot.last_cpu_micros),
+        };
+        FunctionInfo {
+            spec: record.spec.clone(),
+            state,
+            hub_id: self.identity.id.clone(),
+            hub_name: self.identity.name.clone(),
+            memory_bytes,
+            cpu_micros,
+            exit_code: record.exit_code,
+            failure: record.failure.clone(),
+            started_unix_ms: record.started_unix_ms,
+            starts: record.starts,
+        }
+    }
+}

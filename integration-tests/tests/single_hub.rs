@@ -1,0 +1,321 @@
+//! One real `ferry agent` process per test, driven through the `ferry` CLI the
+//! way a user would.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use ferry_integration_tests::{HubOptions, HubProcess, eventually, ferry_binary, guest};
+use serde_json::Value;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn ok(output: std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed with {}: stdout={} stderr={}",
+        output.status,
+        stdout(&output),
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+fn deploy(hub: &HubProcess, module: &str, name: &str, extra: &[&str]) -> Value {
+    let path = guest(module);
+    let mut args = vec!["deploy", path.to_str().unwrap(), "--name", name, "--json"];
+    args.extend_from_slice(extra);
+    serde_json::from_str(&ok(hub.ferry(&args))).unwrap()
+}
+
+fn function(hub: &HubProcess, name: &str) -> Value {
+    let list: Value = serde_json::from_str(&ok(hub.ferry(&["ps", "--json"]))).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|function| function["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} not in ps: {list}"))
+}
+
+async fn wait_for_state(hub: &HubProcess, name: &str, state: &str) -> Value {
+    eventually(&format!("{name} to be {state}"), PATIENCE, || async {
+        let info = function(hub, name);
+        (info["state"] == state).then_some(info)
+    })
+    .await
+    .unwrap()
+}
+
+async fn wait_for_log(hub: &HubProcess, name: &str, needle: &str) -> String {
+    eventually(&format!("{needle:?} in the logs of {name}"), PATIENCE, || async {
+        let logs = stdout(&hub.ferry(&["logs", name]));
+        logs.contains(needle).then_some(logs)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn deployed_function_runs_shows_in_ps_logs_its_output_and_stops() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    let deployed = deploy(&hub, "examples/ticker.wasm", "ticker", &["--", "20"]);
+    assert_eq!(deployed["state"], "running");
+    assert_eq!(deployed["starts"], 1);
+
+    let logs = wait_for_log(&hub, "ticker", "tick 3 ").await;
+    assert!(logs.starts_with("tick 1 "), "{logs}");
+    let running = function(&hub, "ticker");
+    assert_eq!(running["state"], "running");
+    assert!(running["memory_bytes"].as_u64().unwrap() > 0);
+
+    let table = ok(hub.ferry(&["ps"]));
+    assert!(table.contains("ticker") && table.contains("running"), "{table}");
+
+    let stopped: Value = serde_json::from_str(&ok(hub.ferry(&["stop", "ticker", "--json"]))).unwrap();
+    assert_eq!(stopped["state"], "stopped");
+    assert_eq!(function(&hub, "ticker")["state"], "stopped");
+}
+
+#[tokio::test]
+async fn invoke_delivers_a_message_to_echo_and_prints_its_reply() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    deploy(&hub, "examples/echo.wasm", "echo", &[]);
+    assert_eq!(ok(hub.ferry(&["invoke", "echo", "--data", "hello"])), "echo: hello\n");
+    let big = "x".repeat(5000);
+    let reply = ok(hub.ferry(&["invoke", "echo", "--data", &big]));
+    assert_eq!(reply, format!("echo: {big}\n"));
+    wait_for_log(&hub, "echo", "got 5000 bytes").await;
+}
+
+#[tokio::test]
+async fn logs_follow_streams_output_as_it_is_written() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    deploy(&hub, "examples/ticker.wasm", "ticker", &["--", "20"]);
+    let mut follower = Command::new(ferry_binary())
+        .args(["logs", "ticker", "-f"])
+        .env("FERRY_HUB", hub.address().to_string())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let reader = BufReader::new(follower.stdout.take().unwrap());
+    let lines: Vec<String> = tokio::task::spawn_blocking(move || {
+        reader
+            .lines()
+            .map_while(Result::ok)
+            .take_while(|line| !line.starts_with("tick 30 "))
+            .collect()
+    })
+    .await
+    .unwrap();
+    follower.kill().unwrap();
+    follower.wait().unwrap();
+    let numbers: Vec<u64> = lines
+        .iter()
+        .map(|line| line.split_whitespace().nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(numbers, (1..30).collect::<Vec<_>>(), "no gap, no duplicate");
+}
+
+#[tokio::test]
+async fn restarted_hub_keeps_records_and_restarts_what_was_running() {
+    let mut hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    deploy(&hub, "examples/ticker.wasm", "ticker", &["--", "20"]);
+    deploy(&hub, "guests/exit_code.wasm", "exits", &["--", "7"]);
+    deploy(&hub, "examples/echo.wasm", "parked", &[]);
+    ok(hub.ferry(&["stop", "parked"]));
+    wait_for_state(&hub, "exits", "exited").await;
+    wait_for_log(&hub, "ticker", "tick 2 ").await;
+
+    let status = hub.terminate().unwrap();
+    assert!(status.success(), "graceful shutdown exits 0, got {status}");
+    hub.restart().await.unwrap();
+
+    let ticker = function(&hub, "ticker");
+    assert_eq!(ticker["state"], "running");
+    assert_eq!(ticker["starts"], 2);
+    let exits = function(&hub, "exits");
+    assert_eq!(
+        (
+            exits["state"].as_str(),
+            exits["exit_code"].as_i64(),
+            exits["starts"].as_u64()
+        ),
+        (Some("exited"), Some(7), Some(1))
+    );
+    assert_eq!(function(&hub, "parked")["state"], "stopped");
+    // Until checkpoints exist a restarted function starts from the beginning.
+    let logs = eventually("the restarted ticker to tick", PATIENCE, || async {
+        let logs = stdout(&hub.ferry(&["logs", "ticker"]));
+        (logs.matches("tick 1 ").count() == 2).then_some(logs)
+    })
+    .await
+    .unwrap();
+    assert!(logs.contains("tick 2 "), "{logs}");
+}
+
+#[tokio::test]
+async fn second_deploy_of_a_module_and_a_deploy_after_restart_hit_the_artifact_cache() {
+    let mut hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    let first = deploy(&hub, "examples/primes.wasm", "primes-a", &[]);
+    assert_eq!(first["artifact_cache_hit"], false);
+    let second = deploy(&hub, "examples/primes.wasm", "primes-b", &[]);
+    assert_eq!(second["artifact_cache_hit"], true);
+    assert_eq!(first["module_hash"], second["module_hash"]);
+    hub.restart().await.unwrap();
+    let third = deploy(&hub, "examples/primes.wasm", "primes-c", &[]);
+    assert_eq!(
+        third["artifact_cache_hit"], true,
+        "the artifact comes from the store after a restart"
+    );
+    ok(hub.ferry(&["rm", "primes-a"]));
+    ok(hub.ferry(&["rm", "primes-b"]));
+    ok(hub.ferry(&["rm", "primes-c"]));
+}
+
+#[tokio::test]
+async fn arguments_and_environment_reach_the_guest() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    deploy(
+        &hub,
+        "guests/env_args.wasm",
+        "envargs",
+        &["--env", "COLOUR=blue", "--", "one", "two words"],
+    );
+    wait_for_state(&hub, "envargs", "exited").await;
+    let logs = stdout(&hub.ferry(&["logs", "envargs"]));
+    for expected in [
+        "arg[0]=envargs",
+        "arg[1]=one",
+        "arg[2]=two words",
+        "env:COLOUR=blue",
+        "realtime_positive=yes",
+        "getentropy=ok",
+    ] {
+        assert!(logs.contains(expected), "{expected:?} missing from {logs}");
+    }
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_wasm_is_refused_with_the_parser_reason() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    let path = guest("guests/not_wasm.wasm");
+    let output = hub.ferry(&["deploy", path.to_str().unwrap(), "--name", "bad"]);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    let message = stderr(&output);
+    assert!(
+        message.contains("invalid module") && message.contains("magic"),
+        "{message}"
+    );
+    assert_eq!(ok(hub.ferry(&["ps", "--json"])).trim(), "[]", "nothing was stored");
+}
+
+#[tokio::test]
+async fn a_module_importing_what_the_hub_lacks_is_refused_by_name() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    let path = guest("guests/unknown_import.wasm");
+    let output = hub.ferry(&["deploy", path.to_str().unwrap(), "--name", "bad"]);
+    assert_eq!(output.status.code(), Some(4), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("env.not_provided_by_ferry"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test]
+async fn a_trapping_guest_fails_with_the_reason_and_others_keep_running() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    deploy(&hub, "examples/ticker.wasm", "ticker", &["--", "20"]);
+    deploy(&hub, "guests/trap.wasm", "trap", &[]);
+    let failed = wait_for_state(&hub, "trap", "failed").await;
+    let reason = failed["failure"].as_str().unwrap();
+    assert!(reason.contains("trapped") && reason.contains("unreachable"), "{reason}");
+    wait_for_log(&hub, "trap", "about to trap").await;
+    let events = stdout(&hub.ferry(&["logs", "trap", "--events"]));
+    assert!(events.contains("[ferry] failed: trapped"), "{events}");
+    assert_eq!(function(&hub, "ticker")["state"], "running");
+    let before = stdout(&hub.ferry(&["logs", "ticker"])).lines().count();
+    eventually("the ticker to keep ticking", PATIENCE, || async {
+        (stdout(&hub.ferry(&["logs", "ticker"])).lines().count() > before).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_guest_exceeding_its_memory_limit_fails_with_the_limit_named() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    deploy(&hub, "guests/memory_hog.wasm", "hog", &["--memory-limit", "8MiB"]);
+    let failed = wait_for_state(&hub, "hog", "failed").await;
+    let reason = failed["failure"].as_str().unwrap();
+    assert!(
+        reason.contains("memory limit exceeded") && reason.contains("8388608"),
+        "{reason}"
+    );
+    let logs = stdout(&hub.ferry(&["logs", "hog"]));
+    assert!(logs.contains("allocated 1 MiB"), "{logs}");
+    assert!(!logs.contains("allocated 9 MiB"), "{logs}");
+    // The hub keeps serving.
+    deploy(&hub, "examples/echo.wasm", "echo", &[]);
+    assert_eq!(
+        ok(hub.ferry(&["invoke", "echo", "--data", "still here"])),
+        "echo: still here\n"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_function_name_is_not_found_for_every_command() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    for args in [
+        &["logs", "ghost"][..],
+        &["stop", "ghost"],
+        &["rm", "ghost"],
+        &["invoke", "ghost", "--data", "x"],
+    ] {
+        let output = hub.ferry(args);
+        assert_eq!(output.status.code(), Some(3), "{args:?}: {}", stderr(&output));
+        assert!(
+            stderr(&output).contains("function \"ghost\" not found"),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[tokio::test]
+async fn duplicate_and_invalid_names_are_refused_and_replace_redeploys() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    let echo = deploy(&hub, "examples/echo.wasm", "echo", &[]);
+    let path = guest("examples/echo.wasm");
+    let duplicate = hub.ferry(&["deploy", path.to_str().unwrap(), "--name", "echo"]);
+    assert_eq!(duplicate.status.code(), Some(8), "{}", stderr(&duplicate));
+    assert!(stderr(&duplicate).contains("--replace"), "{}", stderr(&duplicate));
+    let invalid = hub.ferry(&["deploy", path.to_str().unwrap(), "--name", "no/slashes"]);
+    assert_eq!(invalid.status.code(), Some(4), "{}", stderr(&invalid));
+    let replaced = deploy(&hub, "examples/ticker.wasm", "echo", &["--replace"]);
+    assert_eq!(replaced["state"], "running");
+    assert_ne!(replaced["module_hash"], echo["module_hash"]);
+    assert_eq!(function(&hub, "echo")["module_hash"], replaced["module_hash"]);
+}
+
+#[tokio::test]
+async fn invoking_a_function_that_never_replies_times_out_with_a_clear_error() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    deploy(&hub, "examples/ticker.wasm", "ticker", &[]);
+    let output = hub.ferry(&["invoke", "ticker", "--data", "x", "--timeout", "300ms"]);
+    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("did not reply within 300 ms"),
+        "{}",
+        stderr(&output)
+    );
+}

@@ -1,0 +1,85 @@
+//! Deploy-time rewriting of a guest module.
+//!
+//! The rewrite makes any wasm32-wasi module *preemptible* and *accountable*
+//! without changing its source:
+//!
+//! - **Preemption points.** A countdown global is decremented at every
+//!   function entry and loop header; when it reaches zero the guest calls the
+//!   host import `ferry.__preempt`, which decides whether the function goes on
+//!   (it returns the next countdown) or stops (it traps). Guests pay one
+//!   decrement and a well-predicted branch per point, never a host call per
+//!   iteration.
+//! - **Memory limit.** Every `memory.grow` of the default memory becomes a call
+//!   to `ferry.__memory_grow`, so the host can refuse growth beyond the
+//!   function's limit with a precise reason instead of a silent `-1`.
+
+mod preemption;
+
+use thiserror::Error;
+
+/// Bumped whenever the rewrite changes, so that cached compiled artifacts of an
+/// older rewrite are never used.
+pub const INSTRUMENTATION_VERSION: u32 = 1;
+
+/// Import module of the host functions the rewrite adds.
+pub const RESERVED_IMPORT_MODULE: &str = "ferry";
+/// `(func (result i32))`: called when the countdown expires; returns the next countdown.
+pub const PREEMPT_IMPORT: &str = "__preempt";
+/// `(func (param i32) (result i32))`: replaces `memory.grow` on the default memory.
+pub const MEMORY_GROW_IMPORT: &str = "__memory_grow";
+
+/// A rewritten module and what the rewrite did.
+#[derive(Debug, Clone)]
+pub struct InstrumentedModule {
+    pub bytes: Vec<u8>,
+    pub stats: InstrumentStats,
+}
+
+/// Counts of what the rewrite inserted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InstrumentStats {
+    /// Functions that got an entry check.
+    pub functions: u32,
+    /// Loop headers that got a check.
+    pub loops: u32,
+    /// `memory.grow` instructions routed through the host.
+    pub memory_grows: u32,
+}
+
+/// Why a module could not be instrumented.
+#[derive(Debug, Error)]
+pub enum InstrumentError {
+    #[error("not a valid WebAssembly module: {reason}")]
+    InvalidModule { reason: String },
+    #[error("module already imports the reserved name {module}.{name}")]
+    ReservedImport { module: String, name: String },
+    #[error("module defines no linear memory; Ferry runs wasm32-wasi modules, which export one")]
+    NoMemory,
+    #[error("64-bit memories are not supported")]
+    Memory64,
+}
+
+/// Rewrites `wasm` as described in the module documentation.
+pub fn instrument(wasm: &[u8]) -> Result<InstrumentedModule, InstrumentError> {
+    let mut module = walrus::Module::from_buffer(wasm).map_err(|err| InstrumentError::InvalidModule {
+        reason: format!("{err:#}"),
+    })?;
+    for import in module.imports.iter() {
+        if import.module == RESERVED_IMPORT_MODULE
+            && (import.name == PREEMPT_IMPORT || import.name == MEMORY_GROW_IMPORT)
+        {
+            return Err(InstrumentError::ReservedImport {
+                module: import.module.clone(),
+                name: import.name.clone(),
+            });
+        }
+    }
+    let stats = preemption::insert_preemption_points(&mut module)?;
+    Ok(InstrumentedModule {
+        bytes: module.emit_wasm(),
+        stats,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,94 @@
+use super::*;
+
+fn wat(source: &str) -> Vec<u8> {
+    wat::parse_str(source).expect("test module parses")
+}
+
+fn imports_of(bytes: &[u8]) -> Vec<(String, String)> {
+    let module = walrus::Module::from_buffer(bytes).expect("instrumented module parses");
+    module
+        .imports
+        .iter()
+        .map(|import| (import.module.clone(), import.name.clone()))
+        .collect()
+}
+
+const LOOP_AND_GROW: &str = r#"
+(module
+  (memory (export "memory") 1)
+  (func $spin (param $n i32)
+    (loop $again
+      (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+      (br_if $again (local.get $n))))
+  (func $nested (param $n i32) (result i32)
+    (block $out
+      (loop $outer
+        (loop $inner
+          (br_if $out (i32.eqz (local.get $n)))
+          (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+          (br_if $inner (i32.and (local.get $n) (i32.const 1))))
+        (br $outer)))
+    (memory.grow (i32.const 1)))
+  (func (export "_start")
+    (call $spin (i32.const 10))
+    (drop (call $nested (i32.const 10)))))
+"#;
+
+#[test]
+fn instrumented_module_validates_and_counts_every_point() {
+    let instrumented = instrument(&wat(LOOP_AND_GROW)).unwrap();
+    wasmparser::Validator::new().validate_all(&instrumented.bytes).unwrap();
+    assert_eq!(
+        instrumented.stats,
+        InstrumentStats {
+            functions: 3,
+            loops: 3,
+            memory_grows: 1
+        }
+    );
+}
+
+#[test]
+fn rewrite_adds_the_two_host_hooks_as_imports() {
+    let instrumented = instrument(&wat(LOOP_AND_GROW)).unwrap();
+    let imports = imports_of(&instrumented.bytes);
+    assert!(imports.contains(&(RESERVED_IMPORT_MODULE.to_owned(), PREEMPT_IMPORT.to_owned())));
+    assert!(imports.contains(&(RESERVED_IMPORT_MODULE.to_owned(), MEMORY_GROW_IMPORT.to_owned())));
+}
+
+#[test]
+fn no_memory_grow_instruction_survives_on_the_default_memory() {
+    let instrumented = instrument(&wat(LOOP_AND_GROW)).unwrap();
+    let mut grows = 0;
+    for payload in wasmparser::Parser::new(0).parse_all(&instrumented.bytes) {
+        if let wasmparser::Payload::CodeSectionEntry(body) = payload.unwrap() {
+            let mut reader = body.get_operators_reader().unwrap();
+            while !reader.eof() {
+                if matches!(reader.read().unwrap(), wasmparser::Operator::MemoryGrow { .. }) {
+                    grows += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(grows, 0);
+}
+
+#[test]
+fn bytes_that_are_not_wasm_are_refused_with_the_parser_reason() {
+    let error = instrument(b"this is not a wasm module\n").unwrap_err();
+    assert!(matches!(error, InstrumentError::InvalidModule { .. }), "{error}");
+    assert!(error.to_string().contains("magic"), "{error}");
+}
+
+#[test]
+fn a_module_that_already_imports_a_reserved_hook_is_refused() {
+    let module = wat(r#"(module (import "ferry" "__preempt" (func (result i32))) (memory 1))"#);
+    let error = instrument(&module).unwrap_err();
+    assert!(matches!(error, InstrumentError::ReservedImport { .. }), "{error}");
+}
+
+#[test]
+fn a_module_without_memory_is_refused() {
+    let error = instrument(&wat("(module (func))")).unwrap_err();
+    assert!(matches!(error, InstrumentError::NoMemory), "{error}");
+}
