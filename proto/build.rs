@@ -5,7 +5,11 @@ use std::{env, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: &[&str] = &["ferry/v1/hub.proto", "ferry/v1/records.proto"];
+const PROTOS: &[&str] = &[
+    "ferry/v1/hub.proto",
+    "ferry/v1/records.proto",
+    "ferry/v1/checkpoint.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

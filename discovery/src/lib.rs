@@ -68,7 +68,7 @@ pub use config::{
     DEFAULT_SLOW_PROBE_INTERVAL, DEFAULT_SUSPECT_AFTER, DiscoveryConfig, DiscoveryError,
 };
 pub use probe::{PeerIdentity, ProbeError, Prober};
-pub use runtime::{Discovery, DiscoveryHandle, resolve_static_peers};
+pub use runtime::{Discovery, DiscoveryHandle, PeerSuggester, resolve_static_peers};
 pub use table::{
     AdvertOutcome, Compatibility, PeerKey, PeerSnapshot, PeerSource, PeerState, PeerTable, ProbeOutcome, ProbeTarget,
     TableConfig,

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{Id as TaskId, JoinError, JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, info, trace, warn};
@@ -49,6 +49,7 @@ impl Discovery {
         let (peers_sender, peers_receiver) = watch::channel(table.peers());
         let (load_sender, load_receiver) = watch::channel(config.local.load);
         let (stop_sender, stop_receiver) = oneshot::channel();
+        let (suggest_sender, suggestions) = mpsc::unbounded_channel();
         let actor = Actor {
             table,
             prober: Arc::new(prober),
@@ -58,12 +59,14 @@ impl Discovery {
             peers: peers_sender,
             probes: JoinSet::new(),
             in_flight: HashMap::new(),
+            suggestions,
             config,
         };
         let task = runtime.spawn(actor.run(stop_receiver));
         Ok(DiscoveryHandle {
             peers: peers_receiver,
             load: load_sender,
+            suggest: PeerSuggester(suggest_sender),
             stop: stop_sender,
             task,
         })
@@ -76,11 +79,30 @@ impl Discovery {
 pub struct DiscoveryHandle {
     peers: watch::Receiver<Vec<PeerSnapshot>>,
     load: watch::Sender<u32>,
+    suggest: PeerSuggester,
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
 
+/// Hands discovery an address a peer announced for itself when it probed
+/// us, so we probe it back at once instead of waiting for mDNS. Cheap to
+/// clone; sending after discovery stopped does nothing.
+#[derive(Debug, Clone)]
+pub struct PeerSuggester(mpsc::UnboundedSender<SocketAddr>);
+
+impl PeerSuggester {
+    /// Suggests `addr` (see [`PeerSource::Learned`](crate::PeerSource::Learned)).
+    pub fn suggest(&self, addr: SocketAddr) {
+        let _ = self.0.send(addr);
+    }
+}
+
 impl DiscoveryHandle {
+    /// A handle for suggesting peers that introduced themselves.
+    pub fn suggester(&self) -> PeerSuggester {
+        self.suggest.clone()
+    }
+
     /// The current peer list, sorted by name.
     pub fn peers(&self) -> Vec<PeerSnapshot> {
         self.peers.borrow().clone()
@@ -127,6 +149,7 @@ struct Actor<P> {
     probes: JoinSet<ProbeReport>,
     /// Peers with a probe under way, by probe task.
     in_flight: HashMap<TaskId, PeerKey>,
+    suggestions: mpsc::UnboundedReceiver<SocketAddr>,
     config: DiscoveryConfig,
 }
 
@@ -150,6 +173,13 @@ impl<P: Prober> Actor<P> {
                 Some(joined) = self.probes.join_next_with_id() => self.finish_probe(joined),
                 event = next_mdns_event(&mut self.mdns) => self.apply_mdns_event(event),
                 _ = load_ticks.tick(), if advertising => self.refresh_load(),
+                Some(addr) = self.suggestions.recv() => {
+                    let now = Instant::now();
+                    if self.table.add_learned_peer(addr, now) {
+                        debug!(%addr, "probing a peer that introduced itself");
+                        self.start_probes(now, Some(&PeerKey::Static(addr)));
+                    }
+                }
             }
             self.publish();
         }

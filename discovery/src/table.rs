@@ -79,6 +79,9 @@ pub enum PeerSource {
     Mdns,
     /// Configured with `--peer` or in the config file.
     Static,
+    /// Learned from the peer itself: it probed us first (it found us by mDNS
+    /// before we heard of it) and said where it listens.
+    Learned,
 }
 
 /// Whether this hub may work with a peer. Incompatible peers are listed but
@@ -311,6 +314,18 @@ impl PeerTable {
     /// Adds a configured peer address, to be probed at once. Returns `false`
     /// when the address is already known (or is known to be this hub).
     pub fn add_static_peer(&mut self, addr: SocketAddr, now: Instant) -> bool {
+        self.add_peer_address(addr, PeerSource::Static, now)
+    }
+
+    /// Adds an address a peer told us about itself (see
+    /// [`PeerSource::Learned`]), to be probed at once. Like a static address
+    /// it only suggests: the probe decides who is there.
+    pub fn add_learned_peer(&mut self, addr: SocketAddr, now: Instant) -> bool {
+        let known_by_mdns = self.entries.values().any(|entry| entry.mdns_addrs.contains(&addr));
+        !known_by_mdns && self.add_peer_address(addr, PeerSource::Learned, now)
+    }
+
+    fn add_peer_address(&mut self, addr: SocketAddr, source: PeerSource, now: Instant) -> bool {
         let known = self.own_addrs.contains(&addr)
             || self
                 .entries
@@ -319,7 +334,7 @@ impl PeerTable {
         if known {
             return false;
         }
-        let mut entry = Entry::new(PeerSource::Static, now);
+        let mut entry = Entry::new(source, now);
         entry.static_addrs.push(addr);
         self.entries.insert(PeerKey::Static(addr), entry);
         true
@@ -441,7 +456,10 @@ impl PeerTable {
         }
         match key {
             PeerKey::Static(static_addr) => {
-                self.entries.remove(key);
+                let source = self
+                    .entries
+                    .remove(key)
+                    .map_or(PeerSource::Static, |entry| entry.source);
                 if identity.hub_id == self.config.own_hub_id {
                     self.own_addrs.insert(*static_addr);
                     return ProbeOutcome::OwnAddress;
@@ -449,8 +467,11 @@ impl PeerTable {
                 let entry = self
                     .entries
                     .entry(PeerKey::Id(identity.hub_id.clone()))
-                    .or_insert_with(|| Entry::new(PeerSource::Static, now));
-                entry.source = PeerSource::Static;
+                    .or_insert_with(|| Entry::new(source, now));
+                // Configuration wins over what mDNS or the peer suggested.
+                if source == PeerSource::Static {
+                    entry.source = PeerSource::Static;
+                }
                 if !entry.static_addrs.contains(static_addr) {
                     entry.static_addrs.push(*static_addr);
                 }

@@ -54,6 +54,18 @@ impl Hub for PlainEcho {
     async fn remove(&self, _: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
         Err(Status::unimplemented("baseline"))
     }
+    async fn list_peers(&self, _: Request<ListPeersRequest>) -> Result<Response<ListPeersResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn checkpoint(&self, _: Request<CheckpointRequest>) -> Result<Response<CheckpointResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn suspend(&self, _: Request<SuspendRequest>) -> Result<Response<SuspendResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn resume(&self, _: Request<ResumeRequest>) -> Result<Response<FunctionInfo>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
 }
 
 struct Options {
@@ -124,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
         &AgentArgs {
             data_dir: Some(data_dir.path().to_owned()),
             listen: Some("127.0.0.1:0".parse()?),
+            no_mdns: true,
             ..AgentArgs::default()
         },
         FileConfig::default(),

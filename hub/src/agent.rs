@@ -11,9 +11,12 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use ferry_discovery::{Discovery, DiscoveryConfig, DiscoveryError, DiscoveryHandle, HubAdvert};
+
 use crate::config::AgentConfig;
 use crate::error::HubError;
 use crate::logs::LogHub;
+use crate::peers::{HubProber, LoadGauge, spawn_load_meter};
 use crate::runtime::Runtime;
 use crate::service::HubService;
 use crate::store::{Store, StoreError};
@@ -56,6 +59,8 @@ pub enum AgentError {
     Reflection(#[source] tonic_reflection::server::Error),
     #[error("cannot install signal handlers")]
     Signals(#[source] std::io::Error),
+    #[error("cannot start peer discovery")]
+    Discovery(#[source] DiscoveryError),
 }
 
 /// Loads or creates the hub's id, and settles its name.
@@ -82,6 +87,8 @@ fn identity(store: &Store, configured_name: Option<&str>) -> Result<HubIdentity,
         }
     };
     store.set_meta("hub_name", &name)?;
+    // The id must survive a kill -9 right after the first start.
+    store.flush()?;
     Ok(HubIdentity { id, name })
 }
 
@@ -127,6 +134,9 @@ pub struct RunningHub {
     pub identity: HubIdentity,
     supervisor: Supervisor,
     logs: Arc<LogHub>,
+    discovery: Arc<DiscoveryHandle>,
+    load_meter: tokio::task::JoinHandle<()>,
+    periodic_checkpoints: Option<tokio::task::JoinHandle<()>>,
     health: tonic_health::server::HealthReporter,
     stop_serving: tokio::sync::oneshot::Sender<()>,
     served: tokio::task::JoinHandle<Result<(), AgentError>>,
@@ -138,6 +148,20 @@ impl RunningHub {
     /// open are closed after a short drain period.
     pub async fn shutdown(self) -> Result<(), AgentError> {
         self.health.set_not_serving::<HubServer<HubService>>().await;
+        if let Some(periodic) = self.periodic_checkpoints {
+            periodic.abort();
+        }
+        // Say goodbye on mDNS first so peers see this hub leave at once.
+        self.load_meter.abort();
+        let _ = self.load_meter.await;
+        match Arc::try_unwrap(self.discovery) {
+            Ok(discovery) => {
+                if let Err(error) = discovery.shutdown().await {
+                    tracing::warn!(error = %ferry_proto::error_chain(&error), "discovery did not shut down cleanly");
+                }
+            }
+            Err(_) => tracing::warn!("discovery is still in use at shutdown; not sending an mDNS goodbye"),
+        }
         self.supervisor.shutdown().await;
         self.logs.close_all();
         // A server that already ended has dropped the receiver; nothing to stop then.
@@ -175,6 +199,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
     })?;
     let runtime = Runtime::new(store.clone());
     let logs = Arc::new(LogHub::new(store.clone()));
+    let checkpoints = crate::supervisor::open_checkpoint_store(store.db()).map_err(AgentError::Restore)?;
     let supervisor = Supervisor::new(
         identity.clone(),
         SupervisorConfig {
@@ -182,10 +207,13 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
             default_invoke_timeout: config.invoke_timeout,
         },
         store,
+        checkpoints,
         runtime,
         Arc::clone(&logs),
     );
     supervisor.restore().await.map_err(AgentError::Restore)?;
+    let periodic_checkpoints = (!config.checkpoint_interval.is_zero())
+        .then(|| supervisor.spawn_periodic_checkpoints(config.checkpoint_interval));
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -198,6 +226,10 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         source,
     })?;
 
+    let gauge = Arc::new(LoadGauge::default());
+    let discovery = Arc::new(start_discovery(&config, &identity, address.port()).await?);
+    let load_meter = spawn_load_meter(supervisor.clone(), Arc::clone(&discovery), Arc::clone(&gauge));
+
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<HubServer<HubService>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
@@ -205,9 +237,16 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(AgentError::Reflection)?;
-    let hub_service = HubServer::new(HubService::new(supervisor.clone(), address.to_string()))
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20);
+    let hub_service = HubServer::new(HubService::new(
+        supervisor.clone(),
+        address.to_string(),
+        config.cluster_id.clone(),
+        gauge,
+        discovery.watch_peers(),
+        discovery.suggester(),
+    ))
+    .max_decoding_message_size(64 << 20)
+    .max_encoding_message_size(64 << 20);
 
     let (stop_serving, stop_serving_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
@@ -233,10 +272,42 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         identity,
         supervisor,
         logs,
+        discovery,
+        load_meter,
+        periodic_checkpoints,
         health: health_reporter,
         stop_serving,
         served,
     })
+}
+
+/// Starts mDNS advertisement/browsing (unless disabled) and probing of peers.
+async fn start_discovery(
+    config: &AgentConfig,
+    identity: &HubIdentity,
+    port: u16,
+) -> Result<DiscoveryHandle, AgentError> {
+    let mut discovery_config = DiscoveryConfig::new(HubAdvert {
+        id: identity.id.clone(),
+        name: identity.name.clone(),
+        port,
+        proto: ferry_proto::PROTOCOL_VERSION,
+        cluster: config.cluster_id.clone(),
+        load: 0,
+    });
+    discovery_config.mdns_enabled = config.mdns;
+    discovery_config.mdns_interfaces = config.mdns_interfaces.clone();
+    discovery_config.static_peers = ferry_discovery::resolve_static_peers(&config.peers)
+        .await
+        .map_err(AgentError::Discovery)?;
+    tracing::info!(
+        mdns = config.mdns,
+        interfaces = ?config.mdns_interfaces,
+        static_peers = ?discovery_config.static_peers,
+        cluster_id = %config.cluster_id,
+        "starting peer discovery"
+    );
+    Discovery::start(discovery_config, HubProber::new(identity.id.clone(), port)).map_err(AgentError::Discovery)
 }
 
 /// Runs a hub until SIGINT or SIGTERM, then shuts it down gracefully.

@@ -47,6 +47,26 @@ pub struct AgentArgs {
     /// Memory limit of functions deployed without one [default: 256 MiB]
     #[arg(long, env = "FERRY_DEFAULT_MEMORY_LIMIT")]
     pub default_memory_limit: Option<ByteSize>,
+    /// Cluster this hub belongs to; peers of other clusters are listed, never used [default: default]
+    #[arg(long, env = "FERRY_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
+    /// Neither advertise nor browse with mDNS (only --peer peers are known)
+    #[arg(long, env = "FERRY_NO_MDNS")]
+    pub no_mdns: bool,
+    /// Network interface mDNS may use, e.g. lo (repeatable) [default: every interface that is up]
+    #[arg(
+        long = "mdns-interface",
+        value_name = "IFACE",
+        env = "FERRY_MDNS_INTERFACES",
+        value_delimiter = ','
+    )]
+    pub mdns_interfaces: Vec<String>,
+    /// How often running functions are checkpointed, e.g. 30s; 0s turns it off [default: 30s]
+    #[arg(long, env = "FERRY_CHECKPOINT_INTERVAL", value_parser = humantime::parse_duration)]
+    pub checkpoint_interval: Option<Duration>,
+    /// A peer hub to probe without mDNS, HOST:PORT (repeatable)
+    #[arg(long = "peer", value_name = "HOST:PORT", env = "FERRY_PEERS", value_delimiter = ',')]
+    pub peers: Vec<String>,
 }
 
 /// The `--config` file. Every key is optional.
@@ -60,6 +80,12 @@ pub struct FileConfig {
     pub default_memory_limit: Option<ByteSize>,
     #[serde(default, with = "humantime_serde")]
     pub invoke_timeout: Option<Duration>,
+    pub cluster_id: Option<String>,
+    #[serde(default, with = "humantime_serde")]
+    pub checkpoint_interval: Option<Duration>,
+    pub mdns: Option<bool>,
+    pub mdns_interfaces: Option<Vec<String>>,
+    pub peers: Option<Vec<String>>,
 }
 
 /// Settings after precedence was applied.
@@ -72,7 +98,21 @@ pub struct AgentConfig {
     pub log: String,
     pub default_memory_limit: ByteSize,
     pub invoke_timeout: Duration,
+    pub cluster_id: String,
+    /// Zero: no periodic checkpoints.
+    pub checkpoint_interval: Duration,
+    pub mdns: bool,
+    /// Empty: every interface that is up.
+    pub mdns_interfaces: Vec<String>,
+    /// `HOST:PORT` of static peers.
+    pub peers: Vec<String>,
 }
+
+/// How often running functions are checkpointed unless configured otherwise.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Cluster id of a hub started without `--cluster-id`.
+pub const DEFAULT_CLUSTER_ID: &str = "default";
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -88,6 +128,15 @@ pub enum ConfigError {
         #[source]
         source: toml::de::Error,
     },
+}
+
+/// The list given on the command line (or environment), else the file's.
+fn non_empty_or(from_args: &[String], from_file: Option<Vec<String>>) -> Vec<String> {
+    if from_args.is_empty() {
+        from_file.unwrap_or_default()
+    } else {
+        from_args.to_vec()
+    }
 }
 
 impl FileConfig {
@@ -127,6 +176,18 @@ impl AgentConfig {
                 .or(file.default_memory_limit)
                 .unwrap_or(DEFAULT_MEMORY_LIMIT),
             invoke_timeout: file.invoke_timeout.unwrap_or(DEFAULT_INVOKE_TIMEOUT),
+            cluster_id: args
+                .cluster_id
+                .clone()
+                .or(file.cluster_id)
+                .unwrap_or_else(|| DEFAULT_CLUSTER_ID.to_owned()),
+            checkpoint_interval: args
+                .checkpoint_interval
+                .or(file.checkpoint_interval)
+                .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL),
+            mdns: !args.no_mdns && file.mdns.unwrap_or(true),
+            mdns_interfaces: non_empty_or(&args.mdns_interfaces, file.mdns_interfaces),
+            peers: non_empty_or(&args.peers, file.peers),
         }
     }
 
@@ -160,6 +221,11 @@ mod tests {
                 log: "info".to_owned(),
                 default_memory_limit: ByteSize::mib(256),
                 invoke_timeout: Duration::from_secs(10),
+                cluster_id: "default".to_owned(),
+                checkpoint_interval: Duration::from_secs(30),
+                mdns: true,
+                mdns_interfaces: Vec::new(),
+                peers: Vec::new(),
             }
         );
     }
@@ -176,6 +242,10 @@ mod tests {
                 log = "debug"
                 default-memory-limit = "64 MiB"
                 invoke-timeout = "3s"
+                cluster-id = "farm"
+                mdns = false
+                mdns-interfaces = ["eth1"]
+                peers = ["10.0.0.2:7411"]
                 "#,
             ),
             None,
@@ -186,6 +256,10 @@ mod tests {
         assert_eq!(config.log, "debug");
         assert_eq!(config.default_memory_limit, ByteSize::mib(64));
         assert_eq!(config.invoke_timeout, Duration::from_secs(3));
+        assert_eq!(config.cluster_id, "farm");
+        assert!(!config.mdns);
+        assert_eq!(config.mdns_interfaces, ["eth1"]);
+        assert_eq!(config.peers, ["10.0.0.2:7411"]);
     }
 
     #[test]
@@ -193,13 +267,19 @@ mod tests {
         let args = AgentArgs {
             name: Some("from-flag".to_owned()),
             listen: Some("127.0.0.1:1".parse().unwrap()),
+            no_mdns: true,
+            peers: vec!["127.0.0.1:2".to_owned()],
             ..AgentArgs::default()
         };
         let config = AgentConfig::resolve(
             &args,
-            file("name = \"from-file\"\nlisten = \"0.0.0.0:9000\"\nlog = \"debug\""),
+            file(
+                "name = \"from-file\"\nlisten = \"0.0.0.0:9000\"\nlog = \"debug\"\nmdns = true\npeers = [\"10.0.0.2:7411\"]",
+            ),
             Some("warn".to_owned()),
         );
+        assert!(!config.mdns, "--no-mdns beats the file");
+        assert_eq!(config.peers, ["127.0.0.1:2"]);
         assert_eq!(config.name.as_deref(), Some("from-flag"));
         assert_eq!(config.listen, "127.0.0.1:1".parse::<SocketAddr>().unwrap());
         assert_eq!(config.log, "warn", "RUST_LOG is environment and beats the file");

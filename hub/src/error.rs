@@ -27,6 +27,16 @@ pub enum HubError {
     InboxFull { name: String, queued: usize },
     #[error("the hub is shutting down")]
     ShuttingDown,
+    #[error("function {name:?} is already running")]
+    AlreadyRunning { name: String },
+    #[error("function {name:?} has no checkpoint to resume from")]
+    NoCheckpoint { name: String },
+    #[error("could not capture function {name:?}: {reason}")]
+    CaptureFailed { name: String, reason: String },
+    #[error("checkpoint of function {name:?} cannot be used: {reason}")]
+    CheckpointUnusable { name: String, reason: String },
+    #[error(transparent)]
+    Checkpoint(ferry_migrator::checkpoint::CheckpointError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error(transparent)]
@@ -43,6 +53,11 @@ impl ServiceError for HubError {
             HubError::InvokeTimeout { .. } => ErrorCode::DeadlineExceeded,
             HubError::InboxFull { .. } => ErrorCode::ResourceExhausted,
             HubError::ShuttingDown => ErrorCode::Unavailable,
+            HubError::AlreadyRunning { .. } => ErrorCode::FailedPrecondition,
+            HubError::NoCheckpoint { .. } => ErrorCode::NotFound,
+            HubError::CaptureFailed { .. } => ErrorCode::Aborted,
+            HubError::CheckpointUnusable { .. } => ErrorCode::DataLoss,
+            HubError::Checkpoint(error) => error.error_code(),
             HubError::Runtime(error) => error.error_code(),
             HubError::Store(error) => error.error_code(),
         }

@@ -7,10 +7,12 @@
 //! each other's types except through `ferry-proto`.
 
 pub mod agent;
+pub mod checkpoint_codec;
 pub mod cli;
 pub mod config;
 pub mod error;
 pub mod logs;
+pub mod peers;
 pub mod runtime;
 pub mod service;
 pub mod store;

@@ -80,6 +80,14 @@ impl LogHub {
         }
     }
 
+    /// The sequence number the next entry of `name` gets (0 if unknown).
+    pub fn next_seq(&self, name: &str) -> u64 {
+        self.with_log(name, |log| log.next_seq).unwrap_or_else(|error| {
+            tracing::warn!(function = %name, %error, "cannot read the log position");
+            0
+        })
+    }
+
     /// A hub lifecycle event in the function's log.
     pub fn event(&self, name: &str, text: &str) {
         self.append(name, LogStream::Hub, format!("{text}\n").as_bytes());
@@ -95,6 +103,18 @@ impl LogHub {
                 history: page.entries,
                 live,
             })
+        })?
+    }
+
+    /// Forgets entries from `seq` on (they belong to a run that was rolled
+    /// back to a checkpoint); the next entry gets `seq`.
+    pub fn truncate(&self, name: &str, seq: u64) -> Result<(), StoreError> {
+        self.with_log(name, |log| {
+            if seq < log.next_seq {
+                self.store.truncate_logs(name, seq)?;
+                log.next_seq = seq;
+            }
+            Ok(())
         })?
     }
 

@@ -1,20 +1,24 @@
 //! The client-facing gRPC service (`ferry.v1.Hub`).
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_discovery::{PeerSnapshot, PeerSuggester};
 use ferry_proto::v1::hub_server::Hub;
 use ferry_proto::v1::{
-    DeployRequest, DeployResponse, FunctionInfo, GetFunctionRequest, GetHubInfoRequest, HubInfo, InvokeRequest,
-    InvokeResponse, ListFunctionsRequest, ListFunctionsResponse, LogEntry, LogsRequest, RemoveRequest, RemoveResponse,
-    StopRequest,
+    CheckpointRequest, CheckpointResponse, DeployRequest, DeployResponse, FunctionInfo, GetFunctionRequest,
+    GetHubInfoRequest, HubInfo, InvokeRequest, InvokeResponse, ListFunctionsRequest, ListFunctionsResponse,
+    ListPeersRequest, ListPeersResponse, LogEntry, LogsRequest, RemoveRequest, RemoveResponse, ResumeRequest,
+    StopRequest, SuspendRequest, SuspendResponse,
 };
 use ferry_proto::{PROTOCOL_VERSION, ServiceError};
 use futures::Stream;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::peers::{LoadGauge, peer_info};
 use crate::runtime::WASMER_VERSION;
 use crate::supervisor::Supervisor;
 
@@ -22,13 +26,47 @@ use crate::supervisor::Supervisor;
 pub struct HubService {
     supervisor: Supervisor,
     listen_address: String,
+    cluster_id: String,
+    load: Arc<LoadGauge>,
+    peers: watch::Receiver<Vec<PeerSnapshot>>,
+    suggester: PeerSuggester,
 }
 
 impl HubService {
-    pub fn new(supervisor: Supervisor, listen_address: String) -> HubService {
+    pub fn new(
+        supervisor: Supervisor,
+        listen_address: String,
+        cluster_id: String,
+        load: Arc<LoadGauge>,
+        peers: watch::Receiver<Vec<PeerSnapshot>>,
+        suggester: PeerSuggester,
+    ) -> HubService {
         HubService {
             supervisor,
             listen_address,
+            cluster_id,
+            load,
+            peers,
+            suggester,
+        }
+    }
+
+    /// A probing hub we do not know yet introduced itself: probe it back.
+    fn learn_caller(&self, request: &Request<GetHubInfoRequest>) {
+        let message = request.get_ref();
+        let (Some(remote), Ok(port)) = (request.remote_addr(), u16::try_from(message.caller_port)) else {
+            return;
+        };
+        if message.caller_hub_id.is_empty() || port == 0 || message.caller_hub_id == self.supervisor.identity().id {
+            return;
+        }
+        let known = self
+            .peers
+            .borrow()
+            .iter()
+            .any(|peer| peer.id() == Some(message.caller_hub_id.as_str()));
+        if !known {
+            self.suggester.suggest(std::net::SocketAddr::new(remote.ip(), port));
         }
     }
 }
@@ -37,7 +75,8 @@ type LogStreamResult = Pin<Box<dyn Stream<Item = Result<LogEntry, Status>> + Sen
 
 #[tonic::async_trait]
 impl Hub for HubService {
-    async fn get_hub_info(&self, _request: Request<GetHubInfoRequest>) -> Result<Response<HubInfo>, Status> {
+    async fn get_hub_info(&self, request: Request<GetHubInfoRequest>) -> Result<Response<HubInfo>, Status> {
+        self.learn_caller(&request);
         let functions = self.supervisor.list();
         let running = functions
             .iter()
@@ -54,6 +93,8 @@ impl Hub for HubService {
             functions_total: functions.len() as u32,
             wasmer_version: WASMER_VERSION.to_owned(),
             target: self.supervisor.runtime().target().to_owned(),
+            cluster_id: self.cluster_id.clone(),
+            load: self.load.get(),
         }))
     }
 
@@ -139,6 +180,31 @@ impl Hub for HubService {
     async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
         self.supervisor.remove(&request.into_inner().name).await?;
         Ok(Response::new(RemoveResponse {}))
+    }
+
+    async fn list_peers(&self, _request: Request<ListPeersRequest>) -> Result<Response<ListPeersResponse>, Status> {
+        let now = tokio::time::Instant::now();
+        let peers = self.peers.borrow().iter().map(|peer| peer_info(peer, now)).collect();
+        Ok(Response::new(ListPeersResponse { peers }))
+    }
+
+    async fn checkpoint(&self, request: Request<CheckpointRequest>) -> Result<Response<CheckpointResponse>, Status> {
+        let checkpoint = self.supervisor.checkpoint(&request.into_inner().name).await?;
+        Ok(Response::new(CheckpointResponse {
+            checkpoint: Some(checkpoint),
+        }))
+    }
+
+    async fn suspend(&self, request: Request<SuspendRequest>) -> Result<Response<SuspendResponse>, Status> {
+        let (function, checkpoint) = self.supervisor.suspend(&request.into_inner().name).await?;
+        Ok(Response::new(SuspendResponse {
+            function: Some(function),
+            checkpoint: Some(checkpoint),
+        }))
+    }
+
+    async fn resume(&self, request: Request<ResumeRequest>) -> Result<Response<FunctionInfo>, Status> {
+        Ok(Response::new(self.supervisor.resume(&request.into_inner().name).await?))
     }
 
     async fn invoke(&self, request: Request<InvokeRequest>) -> Result<Response<InvokeResponse>, Status> {

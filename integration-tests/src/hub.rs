@@ -1,14 +1,20 @@
-//! One `ferry agent` child process.
+//! One `ferry agent` child process, on this machine's loopback or inside a
+//! network namespace the test created.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use ferry_proto::v1::GetHubInfoRequest;
 use ferry_proto::v1::hub_client::HubClient;
+use serde_json::Value;
 use tonic::transport::Channel;
+
+/// How long a hub may take to start answering before a test gives up.
+/// A safety net against hangs, not a performance requirement.
+const START_PATIENCE: Duration = Duration::from_secs(60);
 
 /// The `ferry` binary built by this workspace (or `$FERRY_BIN`).
 pub fn ferry_binary() -> PathBuf {
@@ -33,6 +39,57 @@ pub struct HubOptions {
     pub name: Option<String>,
     /// Extra `ferry agent` arguments.
     pub extra_args: Vec<String>,
+    /// Address to listen on. `None`: `127.0.0.1:0` for a hub on this
+    /// machine's loopback; a namespace chooses its own default.
+    pub listen: Option<SocketAddr>,
+}
+
+impl HubOptions {
+    /// Options with `--name NAME`.
+    pub fn named(name: impl Into<String>) -> HubOptions {
+        HubOptions {
+            name: Some(name.into()),
+            ..HubOptions::default()
+        }
+    }
+
+    /// Adds one `ferry agent` argument.
+    pub fn arg(mut self, arg: impl Into<String>) -> HubOptions {
+        self.extra_args.push(arg.into());
+        self
+    }
+
+    /// Adds `ferry agent` arguments.
+    pub fn args<I, S>(mut self, args: I) -> HubOptions
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.extra_args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Listens on `address` (a fixed port survives restarts).
+    pub fn listen(mut self, address: SocketAddr) -> HubOptions {
+        self.listen = Some(address);
+        self
+    }
+
+    fn has_arg(&self, flag: &str) -> bool {
+        self.extra_args
+            .iter()
+            .any(|arg| arg == flag || arg.starts_with(&format!("{flag}=")))
+    }
+}
+
+/// Where a hub's process runs.
+#[derive(Debug, Clone)]
+pub(crate) enum Placement {
+    /// In the test's own network namespace (this machine's): mDNS is always
+    /// off, so nothing but loopback traffic can come from it.
+    Host,
+    /// Inside the named network namespace, which the test created.
+    Namespace(String),
 }
 
 /// A running `ferry agent` with its own temporary data directory.
@@ -40,24 +97,65 @@ pub struct HubProcess {
     child: Option<Child>,
     data_dir: tempfile::TempDir,
     options: HubOptions,
+    placement: Placement,
     address: SocketAddr,
     log_path: PathBuf,
+    started_at: Instant,
 }
 
 impl HubProcess {
-    /// Starts a hub on `127.0.0.1:0` and waits until it answers.
+    /// Starts a hub on this machine's loopback (`127.0.0.1:0` unless
+    /// `options.listen` says otherwise) with mDNS off, and waits until it
+    /// answers. Hubs that use mDNS must run in a namespace: see
+    /// [`crate::NetNs`] and [`crate::Lan`].
     pub async fn start(options: HubOptions) -> anyhow::Result<HubProcess> {
+        if options.has_arg("--mdns-interface") {
+            bail!(
+                "a hub on this machine's own network must not use mDNS (its daemon joins multicast \
+                 groups on every interface before --mdns-interface applies); start it in a NetNs or a Lan"
+            );
+        }
+        if let Some(listen) = options.listen
+            && !listen.ip().is_loopback()
+        {
+            bail!("a hub on this machine's own network listens on loopback only, not {listen}");
+        }
+        HubProcess::start_placed(options, Placement::Host).await
+    }
+
+    pub(crate) async fn start_placed(options: HubOptions, placement: Placement) -> anyhow::Result<HubProcess> {
         let data_dir = tempfile::Builder::new().prefix("ferry-test-hub").tempdir()?;
         let log_path = data_dir.path().join("agent.log");
+        let listen = options.listen.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
         let mut hub = HubProcess {
             child: None,
             data_dir,
             options,
-            address: "127.0.0.1:0".parse()?,
+            placement,
+            address: listen,
             log_path,
+            started_at: Instant::now(),
         };
         hub.spawn().await?;
         Ok(hub)
+    }
+
+    fn listen(&self) -> SocketAddr {
+        self.options
+            .listen
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// A command that runs `program` where this hub runs.
+    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.placement {
+            Placement::Host => Command::new(program),
+            Placement::Namespace(namespace) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", namespace]).arg(program);
+                command
+            }
+        }
     }
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
@@ -67,44 +165,91 @@ impl HubProcess {
             .create(true)
             .append(true)
             .open(&self.log_path)?;
-        let mut command = Command::new(ferry_binary());
+        let listen = self.listen();
+        let mut command = self.command(ferry_binary());
         command
             .arg("agent")
             .arg("--data-dir")
             .arg(self.data_dir())
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(listen.to_string())
             .args(
                 self.options
                     .name
                     .iter()
                     .flat_map(|name| ["--name".to_owned(), name.clone()]),
-            )
+            );
+        if matches!(self.placement, Placement::Host) && !self.options.has_arg("--no-mdns") {
+            // Hubs outside a test namespace never use mDNS: its daemon would
+            // join multicast groups on every interface of this machine.
+            command.arg("--no-mdns");
+        }
+        command
             .args(&self.options.extra_args)
-            .env("FERRY_LOG", "info,ferry_hub=debug")
+            .env("FERRY_LOG", "info,ferry_hub=debug,ferry_discovery=debug")
+            // Nothing from the caller's environment may turn mDNS back on or
+            // add peers behind the test's back.
             .env_remove("FERRY_HUB")
+            .env_remove("FERRY_NO_MDNS")
+            .env_remove("FERRY_MDNS_INTERFACES")
+            .env_remove("FERRY_PEERS")
+            .env_remove("FERRY_CLUSTER_ID")
+            .env_remove("FERRY_CONFIG")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        self.started_at = Instant::now();
         self.child = Some(command.spawn().context("spawning ferry agent")?);
-        let address = crate::eventually("the hub to write its address", Duration::from_secs(60), || {
-            let address_file = address_file.clone();
-            async move {
-                let text = std::fs::read_to_string(&address_file).ok()?;
-                text.trim().parse::<SocketAddr>().ok()
+
+        let deadline = Instant::now() + START_PATIENCE;
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|child| child.try_wait().transpose()) {
+                let status = status?;
+                self.child = None;
+                bail!(
+                    "ferry agent exited with {status} before answering; agent log:\n{}",
+                    self.agent_log()
+                );
             }
-        })
-        .await;
-        let address = match address {
-            Ok(address) => address,
-            Err(error) => bail!("{error}; agent log:\n{}", self.agent_log()),
-        };
-        self.address = address;
-        let mut client = self.client().await?;
-        client.get_hub_info(GetHubInfoRequest {}).await?;
-        Ok(())
+            if Instant::now() >= deadline {
+                bail!(
+                    "ferry agent did not answer within {START_PATIENCE:?}; agent log:\n{}",
+                    self.agent_log()
+                );
+            }
+            if listen.port() == 0 {
+                match std::fs::read_to_string(&address_file)
+                    .ok()
+                    .and_then(|text| text.trim().parse::<SocketAddr>().ok())
+                {
+                    Some(address) => self.address = address,
+                    None => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                }
+            } else {
+                self.address = listen;
+            }
+            if self.answers().await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
+    /// Whether the hub answers `GetHubInfo` now.
+    async fn answers(&self) -> bool {
+        match self.placement {
+            Placement::Host => match self.client().await {
+                Ok(mut client) => client.get_hub_info(GetHubInfoRequest::default()).await.is_ok(),
+                Err(_) => false,
+            },
+            Placement::Namespace(_) => self.ferry(&["info"]).status.success(),
+        }
+    }
+
+    /// The address the hub serves gRPC on (inside its namespace, if any).
     pub fn address(&self) -> SocketAddr {
         self.address
     }
@@ -113,18 +258,45 @@ impl HubProcess {
         self.data_dir.path()
     }
 
+    /// The network namespace the hub runs in, `None` for this machine's.
+    pub fn namespace(&self) -> Option<&str> {
+        match &self.placement {
+            Placement::Host => None,
+            Placement::Namespace(namespace) => Some(namespace),
+        }
+    }
+
+    /// When the current process was spawned (the last start or restart).
+    pub fn started_at(&self) -> Instant {
+        self.started_at
+    }
+
+    /// Process id of the running agent, if it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// What the agent printed so far.
     pub fn agent_log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// A gRPC client of this hub. Only for hubs on this machine's network:
+    /// a hub inside a namespace is reachable only from there, through
+    /// [`HubProcess::ferry`].
     pub async fn client(&self) -> anyhow::Result<HubClient<Channel>> {
+        if let Placement::Namespace(namespace) = &self.placement {
+            bail!(
+                "hub {} runs in network namespace {namespace}; use ferry() to reach it",
+                self.address
+            );
+        }
         Ok(HubClient::connect(format!("http://{}", self.address)).await?)
     }
 
-    /// Runs the `ferry` CLI against this hub.
+    /// Runs the `ferry` CLI against this hub (inside the hub's namespace, if any).
     pub fn ferry(&self, args: &[&str]) -> Output {
-        Command::new(ferry_binary())
+        self.command(ferry_binary())
             .args(args)
             .env("FERRY_HUB", self.address.to_string())
             .stdin(Stdio::null())
@@ -132,10 +304,67 @@ impl HubProcess {
             .expect("running the ferry CLI")
     }
 
+    /// Runs `ferry ARGS --json` and parses its output; fails with the CLI's
+    /// stderr if it did not succeed.
+    pub fn ferry_json(&self, args: &[&str]) -> anyhow::Result<Value> {
+        let mut args = args.to_vec();
+        args.push("--json");
+        let output = self.ferry(&args);
+        if !output.status.success() {
+            bail!(
+                "ferry {} failed with {}: {}",
+                args.join(" "),
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            );
+        }
+        serde_json::from_slice(&output.stdout).with_context(|| {
+            format!(
+                "ferry {} printed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&output.stdout)
+            )
+        })
+    }
+
+    /// `ferry info --json`.
+    pub fn info(&self) -> anyhow::Result<Value> {
+        self.ferry_json(&["info"])
+    }
+
+    /// The hub id, from `ferry info`.
+    pub fn hub_id(&self) -> anyhow::Result<String> {
+        let info = self.info()?;
+        info["hub_id"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no hub_id in {info}"))
+    }
+
+    /// The hub's peer table, from `ferry peers --json`.
+    pub fn peers(&self) -> anyhow::Result<Vec<crate::Peer>> {
+        let value = self.ferry_json(&["peers"])?;
+        crate::Peer::parse_list(&value)
+    }
+
     /// Sends SIGTERM and waits for the process to exit.
-    pub fn terminate(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+    pub fn terminate(&mut self) -> anyhow::Result<ExitStatus> {
         let mut child = self.child.take().context("hub is not running")?;
         Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
+        Ok(child.wait()?)
+    }
+
+    /// Sends SIGTERM without waiting; [`HubProcess::wait`] collects the exit.
+    pub fn signal_terminate(&mut self) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("hub is not running")?;
+        let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status()?;
+        anyhow::ensure!(status.success(), "kill -TERM {} failed: {status}", child.id());
+        Ok(())
+    }
+
+    /// Waits for the process to exit (after a signal).
+    pub fn wait(&mut self) -> anyhow::Result<ExitStatus> {
+        let mut child = self.child.take().context("hub is not running")?;
         Ok(child.wait()?)
     }
 
@@ -147,7 +376,8 @@ impl HubProcess {
         Ok(())
     }
 
-    /// Starts the hub again on the same data directory (after terminate/kill).
+    /// Starts the hub again on the same data directory and address (after
+    /// terminate/kill); its hub id stays.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         if self.child.is_some() {
             self.terminate()?;
@@ -163,7 +393,8 @@ impl Drop for HubProcess {
             let _ = child.wait();
         }
         if std::thread::panicking() {
-            eprintln!("--- agent log of {} ---\n{}", self.address, self.agent_log());
+            let place = self.namespace().map(|ns| format!(" in {ns}")).unwrap_or_default();
+            eprintln!("--- agent log of {}{place} ---\n{}", self.address, self.agent_log());
         }
     }
 }

@@ -126,7 +126,7 @@ async fn logs_follow_streams_output_as_it_is_written() {
 }
 
 #[tokio::test]
-async fn restarted_hub_keeps_records_and_restarts_what_was_running() {
+async fn restarted_hub_keeps_records_and_continues_what_was_running() {
     let mut hub = HubProcess::start(HubOptions::default()).await.unwrap();
     deploy(&hub, "examples/ticker.wasm", "ticker", &["--", "20"]);
     deploy(&hub, "guests/exit_code.wasm", "exits", &["--", "7"]);
@@ -152,14 +152,25 @@ async fn restarted_hub_keeps_records_and_restarts_what_was_running() {
         (Some("exited"), Some(7), Some(1))
     );
     assert_eq!(function(&hub, "parked")["state"], "stopped");
-    // Until checkpoints exist a restarted function starts from the beginning.
-    let logs = eventually("the restarted ticker to tick", PATIENCE, || async {
+    // A graceful shutdown checkpoints the ticker: it continues where it
+    // stopped, with no tick repeated and none missing.
+    let before = ticks_in(&stdout(&hub.ferry(&["logs", "ticker"])));
+    let logs = eventually("the restarted ticker to tick on", PATIENCE, || async {
         let logs = stdout(&hub.ferry(&["logs", "ticker"]));
-        (logs.matches("tick 1 ").count() == 2).then_some(logs)
+        (ticks_in(&logs).len() > before.len() + 3).then_some(logs)
     })
     .await
     .unwrap();
-    assert!(logs.contains("tick 2 "), "{logs}");
+    let ticks = ticks_in(&logs);
+    assert_eq!(ticks, (1..=ticks.len() as u64).collect::<Vec<_>>(), "{logs}");
+}
+
+/// The tick numbers in a ticker's output, in order.
+fn ticks_in(logs: &str) -> Vec<u64> {
+    logs.lines()
+        .filter_map(|line| line.strip_prefix("tick "))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
 }
 
 #[tokio::test]

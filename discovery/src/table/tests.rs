@@ -91,6 +91,7 @@ fn render_peer(peer: &PeerSnapshot, base: Instant) -> String {
     let source = match peer.source {
         PeerSource::Mdns => "mdns",
         PeerSource::Static => "static",
+        PeerSource::Learned => "learned",
     };
     let addresses: Vec<String> = peer.addresses.iter().map(ToString::to_string).collect();
     format!(
@@ -451,4 +452,34 @@ fn foreign_and_invalid_peers_are_listed_but_never_usable() {
     for (name, steps) in cases {
         run(name, steps);
     }
+}
+
+#[test]
+fn a_peer_that_introduced_itself_is_probed_and_listed_as_learned() {
+    let now = Instant::now();
+    let mut table = PeerTable::new(TableConfig {
+        own_hub_id: "hub-self".into(),
+        own_cluster_id: "c".into(),
+        own_protocol_version: 1,
+        suspect_after: Duration::from_millis(750),
+        down_after: Duration::from_secs(2),
+        slow_probe_interval: Duration::from_secs(1),
+    });
+    let addr: SocketAddr = "10.0.0.2:7411".parse().unwrap();
+    assert!(table.add_learned_peer(addr, now));
+    assert!(!table.add_learned_peer(addr, now), "an address is suggested once");
+    let targets = table.probe_targets(now);
+    assert_eq!(targets.len(), 1);
+    let identity = PeerIdentity {
+        hub_id: "hub-b".into(),
+        hub_name: "b".into(),
+        cluster_id: "c".into(),
+        protocol_version: 1,
+        load: 0,
+    };
+    table.on_probe_ok(&targets[0].key, addr, identity, now);
+    let peers = table.peers();
+    assert_eq!(peers.len(), 1);
+    assert_eq!(peers[0].source, PeerSource::Learned);
+    assert_eq!(peers[0].state, PeerState::Up);
 }

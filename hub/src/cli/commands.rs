@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use ferry_proto::v1::{
-    DeployRequest, GetHubInfoRequest, InvokeRequest, Limits, ListFunctionsRequest, LogStream, LogsRequest,
-    RemoveRequest, StopRequest,
+    CheckpointRequest, DeployRequest, GetHubInfoRequest, InvokeRequest, Limits, ListFunctionsRequest, ListPeersRequest,
+    LogStream, LogsRequest, RemoveRequest, ResumeRequest, StopRequest, SuspendRequest,
 };
 use tokio_stream::StreamExt;
 
@@ -23,15 +23,41 @@ pub async fn run(hub: &str, json: bool, command: Command) -> Result<(), ClientEr
             let info = connect(hub).await?.stop(StopRequest { name }).await?.into_inner();
             output::print_function_line(&info, json, "stopped")
         }
+        Command::Checkpoint { name } => {
+            let response = connect(hub)
+                .await?
+                .checkpoint(CheckpointRequest { name: name.clone() })
+                .await?;
+            let info = response.into_inner().checkpoint.unwrap_or_default();
+            output::print_checkpoint(&name, &info, json)
+        }
+        Command::Suspend { name } => {
+            let response = connect(hub).await?.suspend(SuspendRequest { name }).await?.into_inner();
+            let info = response.function.unwrap_or_default();
+            output::print_function_line(&info, json, "suspended")
+        }
+        Command::Resume { name } => {
+            let info = connect(hub).await?.resume(ResumeRequest { name }).await?.into_inner();
+            output::print_function_line(&info, json, "resumed")
+        }
         Command::Rm { name } => {
             connect(hub).await?.remove(RemoveRequest { name: name.clone() }).await?;
             output::print_message(json, &format!("removed {name}"), serde_json::json!({ "removed": name }))
         }
         Command::Invoke(args) => invoke(hub, json, args).await,
+        Command::Peers => {
+            let peers = connect(hub)
+                .await?
+                .list_peers(ListPeersRequest {})
+                .await?
+                .into_inner()
+                .peers;
+            output::print_peers(&peers, json)
+        }
         Command::Info => {
             let info = connect(hub)
                 .await?
-                .get_hub_info(GetHubInfoRequest {})
+                .get_hub_info(GetHubInfoRequest::default())
                 .await?
                 .into_inner();
             output::print_hub_info(&info, json)

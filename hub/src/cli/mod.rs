@@ -45,7 +45,22 @@ pub enum Command {
         /// Function name
         name: String,
     },
-    /// Stop and forget a function and its logs
+    /// Take a durable checkpoint of a running function (it keeps running)
+    Checkpoint {
+        /// Function name
+        name: String,
+    },
+    /// Checkpoint a function and stop it, freeing its memory
+    Suspend {
+        /// Function name
+        name: String,
+    },
+    /// Continue a function from its latest checkpoint
+    Resume {
+        /// Function name
+        name: String,
+    },
+    /// Stop and forget a function, its logs and its checkpoints
     Rm {
         /// Function name
         name: String,
@@ -54,6 +69,8 @@ pub enum Command {
     Invoke(InvokeArgs),
     /// Show the hub's identity and versions
     Info,
+    /// List the hubs this hub knows of and whether they are alive
+    Peers,
 }
 
 #[derive(Debug, clap::Args)]

@@ -4,7 +4,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use comfy_table::presets::NOTHING;
 use comfy_table::{Cell, Table};
-use ferry_proto::v1::{DeployResponse, FunctionInfo, FunctionState, HubInfo, LogEntry, LogStream};
+use ferry_proto::v1::{
+    CheckpointInfo, DeployResponse, FunctionInfo, FunctionState, HubInfo, LogEntry, LogStream, PeerCompatibility,
+    PeerInfo, PeerSource, PeerState,
+};
 use serde_json::{Value, json};
 
 use super::client::ClientError;
@@ -16,6 +19,7 @@ fn state_name(state: i32) -> &'static str {
         Ok(FunctionState::Exited) => "exited",
         Ok(FunctionState::Failed) => "failed",
         Ok(FunctionState::Stopped) => "stopped",
+        Ok(FunctionState::Suspended) => "suspended",
         _ => "unknown",
     }
 }
@@ -51,6 +55,8 @@ pub fn function_json(info: &FunctionInfo) -> Value {
         "failure": info.failure,
         "started_unix_ms": info.started_unix_ms,
         "starts": info.starts,
+        "last_checkpoint": info.last_checkpoint,
+        "last_checkpoint_unix_ms": info.last_checkpoint_unix_ms,
     })
 }
 
@@ -187,12 +193,19 @@ pub fn print_hub_info(info: &HubInfo, json: bool) -> Result<(), ClientError> {
                 "functions_total": info.functions_total,
                 "wasmer_version": info.wasmer_version,
                 "target": info.target,
+                "cluster_id": info.cluster_id,
+                "load": info.load,
             })
         );
         return Ok(());
     }
     println!("hub       {} ({})", info.hub_name, info.hub_id);
     println!("address   {}", info.listen_address);
+    println!("cluster   {}", info.cluster_id);
+    println!(
+        "load      {:.1}% of the machine's CPU used by functions",
+        f64::from(info.load) / 100.0
+    );
     println!(
         "functions {} running, {} total",
         info.functions_running, info.functions_total
@@ -200,6 +213,110 @@ pub fn print_hub_info(info: &HubInfo, json: bool) -> Result<(), ClientError> {
     println!(
         "version   ferry {} (protocol {}), wasmer {}, {}",
         info.version, info.protocol_version, info.wasmer_version, info.target
+    );
+    Ok(())
+}
+
+fn peer_state_name(state: i32) -> &'static str {
+    match PeerState::try_from(state) {
+        Ok(PeerState::Up) => "up",
+        Ok(PeerState::Suspect) => "suspect",
+        Ok(PeerState::Down) => "down",
+        _ => "unknown",
+    }
+}
+
+fn compatibility_name(compatibility: i32) -> Option<&'static str> {
+    match PeerCompatibility::try_from(compatibility) {
+        Ok(PeerCompatibility::Compatible) => Some("compatible"),
+        Ok(PeerCompatibility::ForeignCluster) => Some("foreign-cluster"),
+        Ok(PeerCompatibility::IncompatibleProtocol) => Some("incompatible-protocol"),
+        _ => None,
+    }
+}
+
+pub fn peer_json(peer: &PeerInfo) -> Value {
+    let source = match PeerSource::try_from(peer.source) {
+        Ok(PeerSource::Static) => "static",
+        Ok(PeerSource::Learned) => "learned",
+        _ => "mdns",
+    };
+    json!({
+        "id": peer.hub_id,
+        "name": peer.hub_name,
+        "address": peer.address,
+        "state": peer_state_name(peer.state),
+        "load": peer.load,
+        "last_seen_ms_ago": peer.last_seen_ms_ago,
+        "source": source,
+        "compatibility": compatibility_name(peer.compatibility),
+        "usable": peer.usable,
+    })
+}
+
+pub fn print_peers(peers: &[PeerInfo], json: bool) -> Result<(), ClientError> {
+    if json {
+        println!("{}", Value::Array(peers.iter().map(peer_json).collect()));
+        return Ok(());
+    }
+    let mut table = Table::new();
+    table.load_preset(NOTHING);
+    table.set_header(["ID", "NAME", "ADDRESS", "STATE", "LOAD", "LAST SEEN", "NOTE"]);
+    for peer in peers {
+        let last_seen = match peer.last_seen_ms_ago {
+            Some(ms) if ms < 1000 => format!("{ms} ms ago"),
+            Some(ms) => format!("{} ago", humantime::format_duration(Duration::from_secs(ms / 1000))),
+            None => "never".to_owned(),
+        };
+        let note = match compatibility_name(peer.compatibility) {
+            Some("compatible") | None => String::new(),
+            Some(other) => format!("{other}: not used"),
+        };
+        table.add_row([
+            Cell::new(&peer.hub_id),
+            Cell::new(&peer.hub_name),
+            Cell::new(&peer.address),
+            Cell::new(peer_state_name(peer.state)),
+            Cell::new(format!("{:.1}%", f64::from(peer.load) / 100.0)),
+            Cell::new(last_seen),
+            Cell::new(note),
+        ]);
+    }
+    println!("{table}");
+    Ok(())
+}
+
+pub fn print_checkpoint(name: &str, info: &CheckpointInfo, json: bool) -> Result<(), ClientError> {
+    if json {
+        println!(
+            "{}",
+            json!({
+                "name": name,
+                "sequence": info.sequence,
+                "created_unix_ms": info.created_unix_ms,
+                "memory_bytes": info.memory_bytes,
+                "chunks": info.chunks,
+                "zero_chunks": info.zero_chunks,
+                "unchanged_chunks": info.unchanged_chunks,
+                "new_chunks": info.new_chunks,
+                "bytes_written": info.bytes_written,
+                "capture_micros": info.capture_micros,
+                "persist_micros": info.persist_micros,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "checkpoint {} of {name}: {} memory, {} chunks ({} zero, {} unchanged, {} new), {} written; captured in {:.1} ms, durable after {:.1} ms",
+        info.sequence,
+        human_bytes(info.memory_bytes),
+        info.chunks,
+        info.zero_chunks,
+        info.unchanged_chunks,
+        info.new_chunks,
+        human_bytes(info.bytes_written),
+        info.capture_micros as f64 / 1000.0,
+        info.persist_micros as f64 / 1000.0,
     );
     Ok(())
 }

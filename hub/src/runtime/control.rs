@@ -3,10 +3,12 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use tokio::sync::oneshot;
+
+use super::snapshot::Snapshot;
 
 /// How many messages may wait in one inbox before senders are refused.
 pub const INBOX_CAPACITY: usize = 1024;
@@ -28,11 +30,33 @@ pub enum Wake {
     TimedOut,
     /// The hub asked the function to stop.
     Stop,
+    /// The hub asked for a capture: unwind and come back later.
+    Capture,
+}
+
+/// What happens to a function after it was captured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureKind {
+    /// Rewind at once and go on (a checkpoint).
+    Continue,
+    /// End the run (suspend: the snapshot is all that remains).
+    Stop,
+}
+
+/// Answer to a capture request: the snapshot, or why there is none.
+pub type CaptureResult = Result<Arc<Snapshot>, String>;
+
+/// A pending request to capture the function.
+#[derive(Debug)]
+pub struct CaptureRequest {
+    pub kind: CaptureKind,
+    pub reply: oneshot::Sender<CaptureResult>,
 }
 
 #[derive(Debug, Default)]
 struct Shared {
     inbox: VecDeque<Message>,
+    captures: Vec<CaptureRequest>,
 }
 
 /// One per running function instance.
@@ -41,11 +65,39 @@ pub struct FunctionControl {
     shared: Mutex<Shared>,
     changed: Condvar,
     stop: AtomicBool,
+    capture: AtomicBool,
     cpu_micros: AtomicU64,
     memory_bytes: AtomicU64,
 }
 
 impl FunctionControl {
+    /// Asks the function to unwind at its next preemption point or blocking
+    /// call so it can be captured; the receiver gets the snapshot.
+    pub fn request_capture(&self, kind: CaptureKind) -> oneshot::Receiver<CaptureResult> {
+        let (reply, receiver) = oneshot::channel();
+        let mut shared = self.lock();
+        shared.captures.push(CaptureRequest { kind, reply });
+        self.capture.store(true, Ordering::SeqCst);
+        self.changed.notify_all();
+        receiver
+    }
+
+    pub fn capture_requested(&self) -> bool {
+        self.capture.load(Ordering::Relaxed)
+    }
+
+    /// Takes every pending capture request (and clears the flag).
+    pub fn take_capture_requests(&self) -> Vec<CaptureRequest> {
+        let mut shared = self.lock();
+        self.capture.store(false, Ordering::SeqCst);
+        std::mem::take(&mut shared.captures)
+    }
+
+    /// Copies of the queued messages, for a snapshot.
+    pub fn inbox_snapshot(&self) -> Vec<Vec<u8>> {
+        self.lock().inbox.iter().map(|message| message.data.clone()).collect()
+    }
+
     /// Asks the function to stop at its next preemption point or blocking call.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -78,7 +130,7 @@ impl FunctionControl {
     pub fn sleep_until(&self, deadline: Instant) -> Wake {
         match self.wait(Some(deadline), |_| false) {
             Wake::Ready | Wake::TimedOut => Wake::TimedOut,
-            Wake::Stop => Wake::Stop,
+            other => other,
         }
     }
 
@@ -120,6 +172,9 @@ impl FunctionControl {
         loop {
             if self.stop_requested() {
                 return Wake::Stop;
+            }
+            if self.capture_requested() {
+                return Wake::Capture;
             }
             if ready(&shared) {
                 return Wake::Ready;
@@ -186,6 +241,18 @@ mod tests {
     fn a_wait_with_a_past_deadline_times_out() {
         let control = FunctionControl::default();
         assert_eq!(control.wait_for_message(Some(Instant::now())), Wake::TimedOut);
+    }
+
+    #[test]
+    fn a_capture_request_interrupts_a_wait_and_is_taken_once() {
+        let control = Arc::new(FunctionControl::default());
+        let requester = Arc::clone(&control);
+        let thread = std::thread::spawn(move || requester.request_capture(CaptureKind::Continue));
+        assert_eq!(control.wait_for_message(None), Wake::Capture);
+        let _receiver = thread.join().unwrap();
+        assert_eq!(control.take_capture_requests().len(), 1);
+        assert!(!control.capture_requested());
+        assert!(control.take_capture_requests().is_empty());
     }
 
     #[test]

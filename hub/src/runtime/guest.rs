@@ -12,6 +12,8 @@ use wasmer::{FunctionEnvMut, Memory, MemoryAccessError, MemoryView, RuntimeError
 
 use super::clock::VirtualClock;
 use super::control::FunctionControl;
+use super::snapshot::PendingCall;
+use super::unwind::{AsyncifyHooks, Phase};
 
 /// What a running function needs from the rest of the hub.
 pub trait HostServices: Send + Sync {
@@ -19,6 +21,8 @@ pub trait HostServices: Send + Sync {
     fn output(&self, function: &str, stream: LogStream, data: &[u8]);
     /// Puts a fire-and-forget message into another function's inbox.
     fn send(&self, from: &str, to: &str, data: Vec<u8>) -> SendOutcome;
+    /// Sequence number the function's next output entry will get.
+    fn log_position(&self, function: &str) -> u64;
 }
 
 /// Result of [`HostServices::send`].
@@ -81,6 +85,11 @@ pub struct GuestEnv {
     pub caller: Option<oneshot::Sender<Vec<u8>>>,
     /// Unsupported WASI calls already logged (each is logged once).
     pub unsupported_reported: HashSet<String>,
+    /// Asyncify's exports (absent only while type-checking imports).
+    pub asyncify: Option<AsyncifyHooks>,
+    pub phase: Phase,
+    /// The call being unwound from, or to be resumed at the rewind.
+    pub pending: Option<PendingCall>,
 }
 
 impl GuestEnv {

@@ -2,7 +2,7 @@
 //! `recv`, `reply`, `send`) and the two hooks the instrumentation inserts
 //! (`__preempt`, `__memory_grow`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ferry_migrator::{MEMORY_GROW_IMPORT, PREEMPT_IMPORT};
 use ferry_proto::v1::LogStream;
@@ -10,6 +10,8 @@ use wasmer::{Function, FunctionEnv, FunctionEnvMut, RuntimeError, Store};
 
 use super::control::Wake;
 use super::guest::{GuestEnv, GuestStop, SendOutcome, with_memory};
+use super::snapshot::PendingCall;
+use super::unwind::{Entry, begin_unwind, enter};
 use super::wasi::sleep_until_virtual;
 
 /// Import module name of the host API.
@@ -80,26 +82,42 @@ fn log(mut env: Env<'_>, level: i32, ptr: i32, len: i32) -> Result<(), RuntimeEr
     })?
 }
 
+fn resumed_wrong_call(call: &str, pending: PendingCall) -> RuntimeError {
+    RuntimeError::new(format!("rewound into {call} but the saved call was {pending:?}"))
+}
+
 fn sleep_ms(mut env: Env<'_>, ms: i64) -> Result<(), RuntimeError> {
-    let deadline = env.data().clock.now() + Duration::from_millis(ms.max(0) as u64);
-    sleep_until_virtual(&mut env, deadline)
+    let until = match enter(&mut env)? {
+        Entry::Fresh => env.data().clock.now() + Duration::from_millis(ms.max(0) as u64),
+        Entry::Resumed(PendingCall::Sleep { until }) => until,
+        Entry::Resumed(other) => return Err(resumed_wrong_call("ferry.sleep_ms", other)),
+    };
+    sleep_until_virtual(&mut env, until, PendingCall::Sleep { until })?;
+    Ok(())
 }
 
 fn recv(mut env: Env<'_>, buf: i32, cap: i32, timeout_ms: i64) -> Result<i32, RuntimeError> {
-    let host_deadline = match timeout_ms {
-        ..0 => None,
-        ms => Some(Instant::now() + Duration::from_millis(ms as u64)),
+    let deadline = match enter(&mut env)? {
+        Entry::Fresh => (timeout_ms >= 0).then(|| env.data().clock.now() + Duration::from_millis(timeout_ms as u64)),
+        Entry::Resumed(PendingCall::Recv { deadline }) => deadline,
+        Entry::Resumed(other) => return Err(resumed_wrong_call("ferry.recv", other)),
     };
-    {
+    let wake = {
         let (guest, store) = env.data_and_store_mut();
         if let Some(memory) = guest.memory.clone() {
             guest.publish_counters(&memory.view(&store));
         }
-        match guest.control.wait_for_message(host_deadline) {
-            Wake::Stop => return Err(stopped()),
-            Wake::TimedOut => return Ok(FERRY_TIMEOUT),
-            Wake::Ready => {}
+        let host_deadline = deadline.map(|deadline| guest.clock.host_instant_at(deadline));
+        guest.control.wait_for_message(host_deadline)
+    };
+    match wake {
+        Wake::Stop => return Err(stopped()),
+        Wake::Capture => {
+            begin_unwind(&mut env, PendingCall::Recv { deadline })?;
+            return Ok(0);
         }
+        Wake::TimedOut => return Ok(FERRY_TIMEOUT),
+        Wake::Ready => {}
     }
     with_memory(&mut env, |guest, memory| {
         let Some(len) = guest.control.peek_message_len() else {
@@ -157,12 +175,22 @@ fn send(mut env: Env<'_>, name_ptr: i32, name_len: i32, data_ptr: i32, data_len:
 }
 
 fn preempt(mut env: Env<'_>) -> Result<i32, RuntimeError> {
-    let (guest, store) = env.data_and_store_mut();
-    if guest.control.stop_requested() {
-        return Err(stopped());
+    if let Entry::Resumed(_) = enter(&mut env)? {
+        return Ok(PREEMPT_INTERVAL);
     }
-    if let Some(memory) = guest.memory.clone() {
-        guest.publish_counters(&memory.view(&store));
+    let capture = {
+        let (guest, store) = env.data_and_store_mut();
+        if guest.control.stop_requested() {
+            return Err(stopped());
+        }
+        if let Some(memory) = guest.memory.clone() {
+            guest.publish_counters(&memory.view(&store));
+        }
+        guest.control.capture_requested()
+    };
+    if capture {
+        begin_unwind(&mut env, PendingCall::Preempt)?;
+        return Ok(0);
     }
     Ok(PREEMPT_INTERVAL)
 }

@@ -10,6 +10,7 @@ use wasmer::{ExternType, Function, FunctionEnv, Imports, Module, Store};
 use super::clock::VirtualClock;
 use super::control::FunctionControl;
 use super::guest::{CpuMeter, GuestEnv, HostServices, SendOutcome};
+use super::unwind::Phase;
 use super::{RuntimeError, host_api, wasi};
 
 fn kind_name(ty: &ExternType) -> &'static str {
@@ -117,6 +118,10 @@ impl HostServices for DetachedServices {
     fn send(&self, _from: &str, _to: &str, _data: Vec<u8>) -> SendOutcome {
         SendOutcome::NoSuchFunction
     }
+
+    fn log_position(&self, _function: &str) -> u64 {
+        0
+    }
 }
 
 impl GuestEnv {
@@ -134,6 +139,9 @@ impl GuestEnv {
             memory_limit_bytes: 0,
             caller: None,
             unsupported_reported: HashSet::new(),
+            asyncify: None,
+            phase: Phase::Normal,
+            pending: None,
         }
     }
 }

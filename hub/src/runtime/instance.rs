@@ -1,15 +1,21 @@
-//! Running one instance of a prepared module to its end on the calling thread.
+//! One instance of a prepared module: start it fresh or from a snapshot, run
+//! it, and — when it unwinds — capture it and rewind it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use wasmer::{ExternType, FunctionEnv, Instance, Module, Store, TypedFunction};
+use ferry_migrator::{GLOBAL_EXPORT_PREFIX, STACK_MEMORY_EXPORT};
+use wasmer::{ExternType, FunctionEnv, Global, Instance, Memory, Module, Store, TypedFunction, Value};
 
 use super::clock::VirtualClock;
-use super::control::FunctionControl;
+use super::control::{CaptureKind, FunctionControl};
 use super::guest::{CpuMeter, GuestEnv, GuestStop, HostServices};
 use super::imports::build_imports;
+use super::snapshot::{GlobalValue, HostSnapshot, Snapshot};
+use super::unwind::{AsyncifyHooks, Phase, STACK_DATA, used_stack_bytes};
+
+const PAGE: u64 = 65_536;
 
 /// How to start a function.
 #[derive(Debug, Clone)]
@@ -29,8 +35,28 @@ pub enum Outcome {
     Exited(i32),
     /// Stopped on request.
     Stopped,
+    /// Captured and ended on request; the snapshot went to the requester.
+    Suspended,
     /// Could not start, trapped, or exceeded a limit.
     Failed(String),
+}
+
+/// How one call into the guest ended.
+enum SliceEnd {
+    Finished(Outcome),
+    Unwound,
+}
+
+/// A Wasmer instance of an instrumented module and its handles.
+pub struct LiveInstance {
+    store: Store,
+    env: FunctionEnv<GuestEnv>,
+    memory: Memory,
+    stack: Memory,
+    start: TypedFunction<(), ()>,
+    stop_unwind: TypedFunction<(), ()>,
+    start_rewind: TypedFunction<i32, ()>,
+    globals: Vec<(u32, Global)>,
 }
 
 fn initial_memory_bytes(module: &Module) -> u64 {
@@ -43,67 +69,294 @@ fn initial_memory_bytes(module: &Module) -> u64 {
         .unwrap_or(0)
 }
 
-/// Instantiates `module` and runs its `_start` until it returns, exits, traps
-/// or is stopped through `control`. Blocks the calling thread throughout.
+fn global_value(value: &Value) -> Option<GlobalValue> {
+    Some(match value {
+        Value::I32(v) => GlobalValue::I32(*v),
+        Value::I64(v) => GlobalValue::I64(*v),
+        Value::F32(v) => GlobalValue::F32(v.to_bits()),
+        Value::F64(v) => GlobalValue::F64(v.to_bits()),
+        Value::V128(v) => GlobalValue::V128(*v),
+        _ => return None,
+    })
+}
+
+fn wasm_value(value: GlobalValue) -> Value {
+    match value {
+        GlobalValue::I32(v) => Value::I32(v),
+        GlobalValue::I64(v) => Value::I64(v),
+        GlobalValue::F32(bits) => Value::F32(f32::from_bits(bits)),
+        GlobalValue::F64(bits) => Value::F64(f64::from_bits(bits)),
+        GlobalValue::V128(v) => Value::V128(v),
+    }
+}
+
+impl LiveInstance {
+    /// Instantiates `module`; with `snapshot`, puts memory, globals, the saved
+    /// stack and host state back so that the next [`run`](Self::run) rewinds
+    /// to where the snapshot was taken.
+    pub fn new(
+        engine: &wasmer::Engine,
+        module: &Module,
+        launch: &LaunchSpec,
+        control: Arc<FunctionControl>,
+        services: Arc<dyn HostServices>,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<LiveInstance, String> {
+        let needed_bytes =
+            snapshot.map_or_else(|| initial_memory_bytes(module), |snapshot| snapshot.memory.len() as u64);
+        if needed_bytes > launch.memory_limit_bytes {
+            return Err(format!(
+                "memory limit exceeded: the function needs {needed_bytes} bytes at start, limit is {} bytes",
+                launch.memory_limit_bytes
+            ));
+        }
+        let mut store = Store::new(engine.clone());
+        let mut args = vec![launch.name.clone()];
+        args.extend(launch.args.iter().cloned());
+        let host = snapshot.map(|snapshot| &snapshot.host);
+        let env = FunctionEnv::new(
+            &mut store,
+            GuestEnv {
+                name: launch.name.clone(),
+                memory: None,
+                control,
+                services,
+                args,
+                environ: launch.environ.clone(),
+                clock: VirtualClock::starting_at(host.map_or(Duration::ZERO, |host| host.monotonic)),
+                cpu: CpuMeter::start(host.map_or(Duration::ZERO, |host| host.cpu)),
+                memory_limit_bytes: launch.memory_limit_bytes,
+                caller: None,
+                unsupported_reported: HashSet::new(),
+                asyncify: None,
+                phase: Phase::Normal,
+                pending: host.map(|host| host.pending),
+            },
+        );
+        let imports = build_imports(&mut store, &env, module);
+        let instance =
+            Instance::new(&mut store, module, &imports).map_err(|error| format!("could not instantiate: {error}"))?;
+        let exports = &instance.exports;
+        let missing = |what: &str, error: &dyn std::fmt::Display| format!("module has no usable {what}: {error}");
+        let memory = exports.get_memory("memory").map_err(|e| missing("memory", &e))?.clone();
+        let stack = exports
+            .get_memory(STACK_MEMORY_EXPORT)
+            .map_err(|e| missing("stack memory", &e))?
+            .clone();
+        let start = exports
+            .get_typed_function(&store, "_start")
+            .map_err(|e| missing("`_start`", &e))?;
+        let start_unwind = exports
+            .get_typed_function(&store, "asyncify_start_unwind")
+            .map_err(|e| missing("asyncify_start_unwind", &e))?;
+        let stop_unwind = exports
+            .get_typed_function(&store, "asyncify_stop_unwind")
+            .map_err(|e| missing("asyncify_stop_unwind", &e))?;
+        let start_rewind = exports
+            .get_typed_function(&store, "asyncify_start_rewind")
+            .map_err(|e| missing("asyncify_start_rewind", &e))?;
+        let stop_rewind = exports
+            .get_typed_function(&store, "asyncify_stop_rewind")
+            .map_err(|e| missing("asyncify_stop_rewind", &e))?;
+        let mut globals: Vec<(u32, Global)> = exports
+            .iter()
+            .filter_map(|(name, export)| {
+                let index = name.strip_prefix(GLOBAL_EXPORT_PREFIX)?.parse().ok()?;
+                match export {
+                    wasmer::Extern::Global(global) => Some((index, global.clone())),
+                    _ => None,
+                }
+            })
+            .collect();
+        globals.sort_by_key(|(index, _)| *index);
+
+        {
+            let guest = env.as_mut(&mut store);
+            guest.memory = Some(memory.clone());
+            guest.asyncify = Some(AsyncifyHooks {
+                start_unwind,
+                stop_rewind,
+                stack: stack.clone(),
+            });
+        }
+        let mut live = LiveInstance {
+            store,
+            env,
+            memory,
+            stack,
+            start,
+            stop_unwind,
+            start_rewind,
+            globals,
+        };
+        if let Some(snapshot) = snapshot {
+            live.restore(snapshot)?;
+        }
+        let bytes = live.memory.view(&live.store).data_size();
+        live.env.as_ref(&live.store).control.set_memory_bytes(bytes);
+        Ok(live)
+    }
+
+    fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        let current = self.memory.view(&self.store).data_size();
+        let wanted = snapshot.memory.len() as u64;
+        if !wanted.is_multiple_of(PAGE) || wanted < current {
+            return Err(format!(
+                "snapshot memory of {wanted} bytes does not fit a module that starts with {current} bytes"
+            ));
+        }
+        if wanted > current {
+            let delta = ((wanted - current) / PAGE) as u32;
+            self.memory
+                .grow(&mut self.store, delta)
+                .map_err(|error| format!("cannot grow memory to {wanted} bytes: {error}"))?;
+        }
+        self.memory
+            .view(&self.store)
+            .write(0, &snapshot.memory)
+            .map_err(|error| format!("cannot write memory: {error}"))?;
+        self.stack
+            .view(&self.store)
+            .write(u64::from(STACK_DATA), &snapshot.stack)
+            .map_err(|error| format!("cannot write the saved stack: {error}"))?;
+        for (index, value) in &snapshot.globals {
+            let global = self
+                .globals
+                .iter()
+                .find(|(exported, _)| exported == index)
+                .map(|(_, global)| global)
+                .ok_or_else(|| format!("snapshot names global {index}, which the module does not export"))?;
+            global
+                .set(&mut self.store, wasm_value(*value))
+                .map_err(|error| format!("cannot set global {index}: {error}"))?;
+        }
+        self.prepare_rewind()
+    }
+
+    /// Makes the next [`run`](Self::run) rewind to the unwound call.
+    fn prepare_rewind(&mut self) -> Result<(), String> {
+        self.env.as_mut(&mut self.store).phase = Phase::Rewinding;
+        self.start_rewind
+            .call(&mut self.store, STACK_DATA as i32)
+            .map_err(|error| format!("cannot start rewinding: {error}"))
+    }
+
+    /// Calls `_start` (which rewinds if a rewind was prepared) until the guest
+    /// ends or unwinds.
+    fn run(&mut self) -> SliceEnd {
+        let result = self.start.call(&mut self.store);
+        let phase = self.env.as_ref(&self.store).phase;
+        {
+            let view = self.memory.view(&self.store);
+            self.env.as_ref(&self.store).publish_counters(&view);
+        }
+        match result {
+            Ok(()) if phase == Phase::Unwinding => match self.stop_unwind.call(&mut self.store) {
+                Ok(()) => {
+                    self.env.as_mut(&mut self.store).phase = Phase::Normal;
+                    SliceEnd::Unwound
+                }
+                Err(error) => SliceEnd::Finished(Outcome::Failed(format!("unwinding failed: {}", error.message()))),
+            },
+            Ok(()) => SliceEnd::Finished(Outcome::Exited(0)),
+            Err(error) => SliceEnd::Finished(match error.downcast_ref::<GuestStop>() {
+                Some(GuestStop::Exit(code)) => Outcome::Exited(*code),
+                Some(GuestStop::Stopped) => Outcome::Stopped,
+                Some(stop) => Outcome::Failed(stop.to_string()),
+                None => Outcome::Failed(format!("trapped: {}", error.message())),
+            }),
+        }
+    }
+
+    /// The state of an unwound instance.
+    fn snapshot(&mut self) -> Result<Snapshot, String> {
+        let memory = self
+            .memory
+            .view(&self.store)
+            .copy_to_vec()
+            .map_err(|error| format!("cannot read memory: {error}"))?;
+        let stack_view = self.stack.view(&self.store);
+        let mut header = [0u8; 8];
+        stack_view
+            .read(u64::from(STACK_DATA), &mut header)
+            .map_err(|error| format!("cannot read the saved stack: {error}"))?;
+        let used = used_stack_bytes(&header);
+        let mut stack = vec![0u8; used as usize];
+        stack_view
+            .read(u64::from(STACK_DATA), &mut stack)
+            .map_err(|error| format!("cannot read the saved stack: {error}"))?;
+        let mut globals = Vec::with_capacity(self.globals.len());
+        for (index, global) in &self.globals {
+            let value = global.get(&mut self.store);
+            let value = global_value(&value).ok_or_else(|| format!("global {index} holds a reference"))?;
+            globals.push((*index, value));
+        }
+        let guest = self.env.as_ref(&self.store);
+        let pending = guest.pending.ok_or("unwound without a pending call")?;
+        Ok(Snapshot {
+            memory,
+            stack,
+            globals,
+            host: HostSnapshot {
+                monotonic: guest.clock.now(),
+                inbox: guest.control.inbox_snapshot(),
+                pending,
+                log_seq: guest.services.log_position(&guest.name),
+                cpu: guest.cpu.used(),
+                has_caller: guest.caller.is_some(),
+            },
+        })
+    }
+
+    /// Runs the function until it ends or is suspended, answering capture
+    /// requests on the way (each costs one unwind and one rewind).
+    pub fn run_to_completion(&mut self) -> Outcome {
+        loop {
+            match self.run() {
+                SliceEnd::Finished(outcome) => {
+                    let control = Arc::clone(&self.env.as_ref(&self.store).control);
+                    for request in control.take_capture_requests() {
+                        let _ = request
+                            .reply
+                            .send(Err(format!("the function ended first ({outcome:?})")));
+                    }
+                    return outcome;
+                }
+                SliceEnd::Unwound => {
+                    let control = Arc::clone(&self.env.as_ref(&self.store).control);
+                    let requests = control.take_capture_requests();
+                    let snapshot = self.snapshot().map(Arc::new);
+                    let stop = requests.iter().any(|request| request.kind == CaptureKind::Stop);
+                    let failure = snapshot.as_ref().err().cloned();
+                    for request in requests {
+                        let _ = request.reply.send(snapshot.clone());
+                    }
+                    if let Some(reason) = failure {
+                        return Outcome::Failed(format!("capture failed: {reason}"));
+                    }
+                    if stop {
+                        return Outcome::Suspended;
+                    }
+                    if let Err(reason) = self.prepare_rewind() {
+                        return Outcome::Failed(reason);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Instantiates and runs a function on the calling thread until it ends.
 pub fn run_to_completion(
     engine: &wasmer::Engine,
     module: &Module,
     launch: &LaunchSpec,
     control: Arc<FunctionControl>,
     services: Arc<dyn HostServices>,
+    snapshot: Option<&Snapshot>,
 ) -> Outcome {
-    let initial_bytes = initial_memory_bytes(module);
-    if initial_bytes > launch.memory_limit_bytes {
-        return Outcome::Failed(format!(
-            "memory limit exceeded: the module needs {initial_bytes} bytes at start, limit is {} bytes",
-            launch.memory_limit_bytes
-        ));
-    }
-    let mut store = Store::new(engine.clone());
-    let mut args = vec![launch.name.clone()];
-    args.extend(launch.args.iter().cloned());
-    let env = FunctionEnv::new(
-        &mut store,
-        GuestEnv {
-            name: launch.name.clone(),
-            memory: None,
-            control: Arc::clone(&control),
-            services,
-            args,
-            environ: launch.environ.clone(),
-            clock: VirtualClock::starting_at(Duration::ZERO),
-            cpu: CpuMeter::start(Duration::ZERO),
-            memory_limit_bytes: launch.memory_limit_bytes,
-            caller: None,
-            unsupported_reported: HashSet::new(),
-        },
-    );
-    let imports = build_imports(&mut store, &env, module);
-    let instance = match Instance::new(&mut store, module, &imports) {
-        Ok(instance) => instance,
-        Err(error) => return Outcome::Failed(format!("could not instantiate: {error}")),
-    };
-    let memory = match instance.exports.get_memory("memory") {
-        Ok(memory) => memory.clone(),
-        Err(error) => return Outcome::Failed(format!("module has no usable memory: {error}")),
-    };
-    control.set_memory_bytes(memory.view(&store).data_size());
-    env.as_mut(&mut store).memory = Some(memory.clone());
-    let start: TypedFunction<(), ()> = match instance.exports.get_typed_function(&store, "_start") {
-        Ok(start) => start,
-        Err(error) => return Outcome::Failed(format!("module has no usable `_start`: {error}")),
-    };
-
-    let result = start.call(&mut store);
-    let guest = env.as_ref(&store);
-    guest.publish_counters(&memory.view(&store));
-    match result {
-        Ok(()) => Outcome::Exited(0),
-        Err(error) => match error.downcast_ref::<GuestStop>() {
-            Some(GuestStop::Exit(code)) => Outcome::Exited(*code),
-            Some(GuestStop::Stopped) => Outcome::Stopped,
-            Some(stop) => Outcome::Failed(stop.to_string()),
-            None => Outcome::Failed(format!("trapped: {}", error.message())),
-        },
+    match LiveInstance::new(engine, module, launch, control, services, snapshot) {
+        Ok(mut live) => live.run_to_completion(),
+        Err(reason) => Outcome::Failed(reason),
     }
 }

@@ -7,6 +7,8 @@ mod guest;
 mod host_api;
 mod imports;
 mod instance;
+mod snapshot;
+mod unwind;
 mod wasi;
 
 use std::collections::HashMap;
@@ -21,9 +23,13 @@ use wasmer::sys::{Cranelift, NativeEngineExt};
 
 use crate::store::{ArtifactKey, Store, StoreError};
 
-pub use control::{FunctionControl, INBOX_CAPACITY, Message};
+pub use control::{CaptureKind, CaptureResult, FunctionControl, INBOX_CAPACITY, Message};
 pub use guest::{HostServices, SendOutcome};
 pub use instance::{LaunchSpec, Outcome, run_to_completion};
+pub use snapshot::{GlobalValue, HostSnapshot, PendingCall, Snapshot};
+
+/// Native stack a guest runs on.
+pub const GUEST_STACK_BYTES: usize = 8 << 20;
 
 /// Version of the Wasmer the hub is built with; part of every artifact key.
 pub const WASMER_VERSION: &str = wasmer_types::VERSION;
@@ -88,6 +94,10 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(store: Store) -> Arc<Runtime> {
+        // Guests run on stacks Wasmer allocates; instrumented frames are
+        // larger than plain ones, so give deep recursion room. Asyncify's
+        // save area (STACK_MEMORY_PAGES) is sized to hold a full stack of this.
+        wasmer::sys::vm::set_stack_size(GUEST_STACK_BYTES);
         let engine = Engine::from(Cranelift::default());
         let target = engine.target().triple().to_string();
         Arc::new(Runtime {

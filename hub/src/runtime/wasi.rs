@@ -12,6 +12,8 @@ use wasmer::{Function, FunctionEnv, FunctionEnvMut, FunctionType, RuntimeError, 
 
 use super::control::Wake;
 use super::guest::{GuestEnv, GuestMemory, GuestStop, with_memory};
+use super::snapshot::PendingCall;
+use super::unwind::{Entry, begin_unwind, enter};
 
 /// Import module name of WASI preview1.
 pub const MODULE: &str = "wasi_snapshot_preview1";
@@ -254,9 +256,15 @@ fn random_get(mut env: Env<'_>, buf: i32, len: i32) -> Result<i32, RuntimeError>
     })
 }
 
-fn sched_yield(env: Env<'_>) -> Result<i32, RuntimeError> {
+fn sched_yield(mut env: Env<'_>) -> Result<i32, RuntimeError> {
+    if let Entry::Resumed(_) = enter(&mut env)? {
+        return Ok(errno::SUCCESS);
+    }
     if env.data().control.stop_requested() {
         return Err(RuntimeError::user(Box::new(GuestStop::Stopped)));
+    }
+    if env.data().control.capture_requested() {
+        begin_unwind(&mut env, PendingCall::SchedYield)?;
     }
     Ok(errno::SUCCESS)
 }
@@ -339,6 +347,15 @@ fn write_event(
 }
 
 fn poll_oneoff(mut env: Env<'_>, input: i32, output: i32, count: i32, nevents: i32) -> Result<i32, RuntimeError> {
+    let resumed_until = match enter(&mut env)? {
+        Entry::Fresh => None,
+        Entry::Resumed(PendingCall::Poll { until }) => Some(until),
+        Entry::Resumed(other) => {
+            return Err(RuntimeError::new(format!(
+                "rewound into poll_oneoff but the saved call was {other:?}"
+            )));
+        }
+    };
     if count <= 0 {
         return Ok(errno::INVAL);
     }
@@ -375,12 +392,17 @@ fn poll_oneoff(mut env: Env<'_>, input: i32, output: i32, count: i32, nevents: i
             })
             .min()
             .unwrap_or_default();
-        sleep_until_virtual(&mut env, earliest)?;
+        // A replayed call re-reads relative timeouts from a later "now"; the
+        // deadline saved at the unwind is the one that counts.
+        let until = resumed_until.unwrap_or(earliest);
+        if !sleep_until_virtual(&mut env, until, PendingCall::Poll { until })? {
+            return Ok(errno::SUCCESS);
+        }
         let now = env.data().clock.now();
         subscriptions
             .iter()
             .filter_map(|subscription| match subscription.kind {
-                SubscriptionKind::Clock { deadline } if deadline <= now => {
+                SubscriptionKind::Clock { deadline } if deadline <= now || deadline == earliest => {
                     Some((subscription.userdata, errno::SUCCESS, EVENTTYPE_CLOCK, 0))
                 }
                 _ => None,
@@ -406,16 +428,25 @@ fn poll_oneoff(mut env: Env<'_>, input: i32, output: i32, count: i32, nevents: i
     })
 }
 
-/// Blocks the calling guest until its virtual clock reads `deadline`, or
-/// traps with [`GuestStop::Stopped`] if the hub stops it first.
-pub fn sleep_until_virtual(env: &mut Env<'_>, deadline: Duration) -> Result<(), RuntimeError> {
-    let (guest, store) = env.data_and_store_mut();
-    if let Some(memory) = guest.memory.clone() {
-        guest.publish_counters(&memory.view(&store));
-    }
-    let host_deadline = guest.clock.host_instant_at(deadline);
-    match guest.control.sleep_until(host_deadline) {
+/// Blocks the calling guest until its virtual clock reads `deadline`.
+/// Traps with [`GuestStop::Stopped`] if the hub stops it first; if the hub
+/// asks for a capture first, starts unwinding with `pending` and returns
+/// `false` (the import must then return at once).
+pub fn sleep_until_virtual(env: &mut Env<'_>, deadline: Duration, pending: PendingCall) -> Result<bool, RuntimeError> {
+    let wake = {
+        let (guest, store) = env.data_and_store_mut();
+        if let Some(memory) = guest.memory.clone() {
+            guest.publish_counters(&memory.view(&store));
+        }
+        let host_deadline = guest.clock.host_instant_at(deadline);
+        guest.control.sleep_until(host_deadline)
+    };
+    match wake {
         Wake::Stop => Err(RuntimeError::user(Box::new(GuestStop::Stopped))),
-        Wake::Ready | Wake::TimedOut => Ok(()),
+        Wake::Capture => {
+            begin_unwind(env, pending)?;
+            Ok(false)
+        }
+        Wake::Ready | Wake::TimedOut => Ok(true),
     }
 }

@@ -76,6 +76,17 @@ impl Store {
         })
     }
 
+    /// Removes the entries numbered `from_seq` and later.
+    pub fn truncate_logs(&self, name: &str, from_seq: u64) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for item in self.logs.range(key(name, from_seq)..key(name, u64::MAX)).keys() {
+            batch.remove(item?);
+        }
+        batch.remove(key(name, u64::MAX));
+        self.logs.apply_batch(batch)?;
+        Ok(())
+    }
+
     pub fn remove_logs(&self, name: &str) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for item in self.logs.scan_prefix(prefix(name)).keys() {

@@ -103,6 +103,12 @@ impl Store {
         Ok(bytes.to_vec())
     }
 
+    /// The underlying database, for stores that keep their own trees in it
+    /// (the checkpoint store).
+    pub fn db(&self) -> &sled::Db {
+        &self.db
+    }
+
     /// Forces everything written so far to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
         self.db.flush()?;

@@ -110,6 +110,9 @@ fn logs_keep_only_the_newest_window_and_continue_numbering() {
         tail.entries.iter().map(|e| e.seq).collect::<Vec<_>>(),
         vec![total - 2, total - 1]
     );
+    store.truncate_logs("a", total - 3).unwrap();
+    assert_eq!(store.next_log_seq("a").unwrap(), total - 3);
+    assert_eq!(store.read_logs("a", 1).unwrap().entries[0].seq, total - 4);
     store.remove_logs("a").unwrap();
     assert_eq!(store.read_logs("a", 0).unwrap().entries.len(), 0);
     assert_eq!(store.read_logs("ab", 0).unwrap().entries.len(), 1);

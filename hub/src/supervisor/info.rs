@@ -12,6 +12,7 @@ pub fn state_name(state: i32) -> &'static str {
         Ok(FunctionState::Exited) => "exited",
         Ok(FunctionState::Failed) => "failed",
         Ok(FunctionState::Stopped) => "stopped",
+        Ok(FunctionState::Suspended) => "suspended",
         Ok(FunctionState::Unspecified) | Err(_) => "unknown",
     }
 }
@@ -38,6 +39,8 @@ impl Inner {
             failure: record.failure.clone(),
             started_unix_ms: record.started_unix_ms,
             starts: record.starts,
+            last_checkpoint: record.last_checkpoint,
+            last_checkpoint_unix_ms: record.last_checkpoint_unix_ms,
         }
     }
 }

@@ -2,21 +2,25 @@
 //! and removes them, keeps their records durable, routes messages into their
 //! inboxes, and restarts what was running when the hub comes back.
 
+mod checkpoints;
 mod info;
 mod services;
+
+pub use checkpoints::{CHECKPOINTS_KEPT, open_store as open_checkpoint_store};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use ferry_migrator::checkpoint::CheckpointStore;
 use ferry_proto::RECORD_FORMAT_VERSION;
 use ferry_proto::v1::{DeployRequest, DesiredState, FunctionInfo, FunctionRecord, FunctionSpec, FunctionState, Limits};
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{HubError, validate_function_name};
 use crate::logs::{LogHub, unix_ms_now};
-use crate::runtime::{self, FunctionControl, LaunchSpec, Message, Outcome, PreparedModule, Runtime};
+use crate::runtime::{self, FunctionControl, LaunchSpec, Message, Outcome, PreparedModule, Runtime, Snapshot};
 use crate::store::Store;
 
 /// Smallest memory limit a function may ask for: one wasm page.
@@ -25,6 +29,8 @@ const MIN_MEMORY_LIMIT: u64 = 64 << 10;
 const MAX_MEMORY_LIMIT: u64 = 4 << 30;
 /// How long a stop waits for the function to reach a stopping point.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long a hub shutdown waits for each function's final capture.
+const SHUTDOWN_CAPTURE: Duration = Duration::from_secs(5);
 
 /// Who this hub is.
 #[derive(Debug, Clone)]
@@ -59,6 +65,11 @@ struct Inner {
     identity: HubIdentity,
     config: SupervisorConfig,
     store: Store,
+    checkpoints: CheckpointStore,
+    /// Previous checkpoint per function, for incremental checkpoints.
+    incremental: Mutex<HashMap<String, checkpoints::IncrementalBase>>,
+    /// Checkpoints are written one at a time.
+    persist_lock: tokio::sync::Mutex<()>,
     runtime: Arc<Runtime>,
     logs: Arc<LogHub>,
     slots: Mutex<HashMap<String, Slot>>,
@@ -81,6 +92,7 @@ impl Supervisor {
         identity: HubIdentity,
         config: SupervisorConfig,
         store: Store,
+        checkpoints: CheckpointStore,
         runtime: Arc<Runtime>,
         logs: Arc<LogHub>,
     ) -> Supervisor {
@@ -89,6 +101,9 @@ impl Supervisor {
                 identity,
                 config,
                 store,
+                checkpoints,
+                incremental: Mutex::new(HashMap::new()),
+                persist_lock: tokio::sync::Mutex::new(()),
                 runtime,
                 logs,
                 slots: Mutex::new(HashMap::new()),
@@ -110,8 +125,9 @@ impl Supervisor {
         &self.inner.runtime
     }
 
-    /// Loads every stored record and starts again the functions that were
-    /// running when the hub last stopped (from the beginning of `_start`).
+    /// Loads every stored record and continues the functions that were
+    /// running when the hub last stopped: from their latest checkpoint, or
+    /// from the beginning of `_start` if they have none.
     pub async fn restore(&self) -> Result<(), HubError> {
         let records = self.inner.store.functions()?;
         let mut to_start = Vec::new();
@@ -125,7 +141,7 @@ impl Supervisor {
                         Ok(FunctionState::Running | FunctionState::Starting)
                     );
                 if was_running {
-                    to_start.push((name.clone(), record.spec.clone().unwrap_or_default().module_hash));
+                    to_start.push(name.clone());
                 }
                 slots.insert(
                     name,
@@ -137,22 +153,27 @@ impl Supervisor {
                 );
             }
         }
-        for (name, module_hash) in to_start {
-            let runtime = Arc::clone(&self.inner.runtime);
-            let prepared = tokio::task::spawn_blocking(move || runtime.prepare_stored(&module_hash))
-                .await
-                .map_err(|error| HubError::InvalidRequest(format!("prepare task failed: {error}")))?;
-            let mut slots = self.inner.lock_slots();
-            let Some(slot) = slots.get_mut(&name) else { continue };
-            match prepared {
-                Ok(prepared) => {
-                    tracing::info!(function = %name, "restarting function after hub restart");
-                    self.inner.start(slot, &prepared)?;
-                }
-                Err(error) => {
-                    tracing::warn!(function = %name, %error, "cannot restart function");
+        for name in to_start {
+            let resumed = async {
+                let snapshot = match self.inner.checkpoints.latest(&name).map_err(HubError::Checkpoint)? {
+                    Some(manifest) => Some(Arc::new(self.inner.load_snapshot(&manifest).await?)),
+                    None => None,
+                };
+                let from = if snapshot.is_some() {
+                    "its latest checkpoint"
+                } else {
+                    "the beginning"
+                };
+                tracing::info!(function = %name, from, "continuing function after hub restart");
+                self.start_from(&name, snapshot).await
+            };
+            if let Err(error) = resumed.await {
+                let reason = ferry_proto::error_chain(&error);
+                tracing::warn!(function = %name, %reason, "cannot continue function after hub restart");
+                let mut slots = self.inner.lock_slots();
+                if let Some(slot) = slots.get_mut(&name) {
                     slot.record.last_state = FunctionState::Failed as i32;
-                    slot.record.failure = format!("could not restart after hub restart: {error}");
+                    slot.record.failure = format!("could not continue after hub restart: {reason}");
                     self.inner.store.put_function(&slot.record)?;
                 }
             }
@@ -218,8 +239,11 @@ impl Supervisor {
         self.inner
             .logs
             .event(&request.name, &format!("deployed module {}", prepared.hash));
-        self.inner.start(slot, &prepared)?;
+        self.inner.start(slot, &prepared, None)?;
         let info = self.inner.info(slot);
+        drop(slots);
+        // An acknowledged deploy survives a crash.
+        self.inner.store.flush()?;
         Ok((info, prepared))
     }
 
@@ -237,6 +261,22 @@ impl Supervisor {
         Ok(self.inner.info(slot))
     }
 
+    /// CPU time used by this hub's functions, running and finished runs.
+    pub fn cpu_micros_total(&self) -> u64 {
+        self.inner
+            .lock_slots()
+            .values()
+            .map(|slot| {
+                let running = slot
+                    .running
+                    .as_ref()
+                    .map(|running| running.control.cpu_micros())
+                    .unwrap_or(0);
+                slot.last_cpu_micros + running
+            })
+            .sum()
+    }
+
     /// Whether a function of that name exists here.
     pub fn contains(&self, name: &str) -> bool {
         self.inner.lock_slots().contains_key(name)
@@ -249,6 +289,7 @@ impl Supervisor {
             let slot = slots.get_mut(name).ok_or_else(|| self.inner.not_found(name))?;
             slot.record.desired = DesiredState::Stopped as i32;
             self.inner.store.put_function(&slot.record)?;
+            self.inner.store.flush()?;
             slot.running.as_ref().map(|running| {
                 running.control.request_stop();
                 running.finished.clone()
@@ -266,6 +307,15 @@ impl Supervisor {
         self.inner.lock_slots().remove(name);
         self.inner.store.remove_function(name)?;
         self.inner.logs.remove(name)?;
+        self.inner
+            .checkpoints
+            .remove_function(name)
+            .map_err(HubError::Checkpoint)?;
+        self.inner
+            .incremental
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(name);
         tracing::info!(function = %name, "function removed");
         Ok(())
     }
@@ -305,10 +355,35 @@ impl Supervisor {
         }
     }
 
-    /// Stops every running function without changing what it should be
-    /// after a restart, and flushes the store.
+    /// Checkpoints and stops every running function without changing what
+    /// it should be after a restart (so the next start continues each one
+    /// exactly where it stopped), and flushes the store. A function that
+    /// cannot be captured in time is stopped and continues from its last
+    /// checkpoint.
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
+        let running: Vec<String> = {
+            let slots = self.inner.lock_slots();
+            slots
+                .iter()
+                .filter(|(_, slot)| slot.running.is_some())
+                .map(|(name, _)| name.clone())
+                .collect()
+        };
+        for name in &running {
+            let captured = tokio::time::timeout(SHUTDOWN_CAPTURE, self.capture(name, runtime::CaptureKind::Stop)).await;
+            match captured {
+                Ok(Ok(snapshot)) => {
+                    if let Err(error) = self.inner.persist(name, snapshot, Duration::ZERO).await {
+                        tracing::error!(function = %name, error = %ferry_proto::error_chain(&error), "could not checkpoint at shutdown");
+                    }
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(function = %name, error = %ferry_proto::error_chain(&error), "could not capture at shutdown");
+                }
+                Err(_) => tracing::warn!(function = %name, "capture at shutdown timed out"),
+            }
+        }
         let waits: Vec<_> = {
             let slots = self.inner.lock_slots();
             slots
@@ -330,7 +405,7 @@ impl Supervisor {
     }
 }
 
-async fn wait_finished(name: &str, mut finished: watch::Receiver<bool>) {
+pub(super) async fn wait_finished(name: &str, mut finished: watch::Receiver<bool>) {
     if tokio::time::timeout(STOP_GRACE, finished.wait_for(|done| *done))
         .await
         .is_err()
@@ -359,7 +434,12 @@ impl Inner {
     }
 
     /// Starts the slot's function on its own thread.
-    fn start(self: &Arc<Self>, slot: &mut Slot, prepared: &PreparedModule) -> Result<(), HubError> {
+    fn start(
+        self: &Arc<Self>,
+        slot: &mut Slot,
+        prepared: &PreparedModule,
+        snapshot: Option<Arc<Snapshot>>,
+    ) -> Result<(), HubError> {
         let spec = slot.record.spec.clone().unwrap_or_default();
         let name = spec.name.clone();
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
@@ -386,15 +466,39 @@ impl Inner {
             control: Arc::clone(&control),
             finished,
         });
-        self.logs
-            .event(&name, &format!("started (start {})", slot.record.starts));
+        match &snapshot {
+            Some(snapshot) => {
+                // Output written after the checkpoint belongs to a timeline
+                // that no longer exists: the function writes it again.
+                self.logs.truncate(&name, snapshot.host.log_seq)?;
+                for data in &snapshot.host.inbox {
+                    let _ = control.deliver(Message {
+                        data: data.clone(),
+                        reply_to: None,
+                    });
+                }
+                self.logs.event(
+                    &name,
+                    &format!("resumed from a checkpoint (start {})", slot.record.starts),
+                );
+            }
+            None => self
+                .logs
+                .event(&name, &format!("started (start {})", slot.record.starts)),
+        }
 
         let inner = Arc::clone(self);
         let module = prepared.module.clone();
         let spawned = std::thread::Builder::new().name(format!("fn-{name}")).spawn(move || {
             let services: Arc<dyn runtime::HostServices> = inner.clone();
-            let outcome =
-                runtime::run_to_completion(inner.runtime.engine(), &module, &launch, Arc::clone(&control), services);
+            let outcome = runtime::run_to_completion(
+                inner.runtime.engine(),
+                &module,
+                &launch,
+                Arc::clone(&control),
+                services,
+                snapshot.as_deref(),
+            );
             inner.finish(&launch.name, generation, &control, outcome);
             let _ = finished_tx.send(true);
         });
@@ -429,6 +533,12 @@ impl Inner {
             Outcome::Stopped => {
                 slot.record.last_state = FunctionState::Stopped as i32;
                 "stopped".to_owned()
+            }
+            // Captured for a hub shutdown: still meant to run after the restart.
+            Outcome::Suspended if shutting_down => "checkpointed by hub shutdown".to_owned(),
+            Outcome::Suspended => {
+                slot.record.last_state = FunctionState::Suspended as i32;
+                "suspended".to_owned()
             }
             Outcome::Failed(reason) => {
                 slot.record.last_state = FunctionState::Failed as i32;

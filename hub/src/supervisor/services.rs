@@ -10,6 +10,10 @@ impl HostServices for Inner {
         self.logs.append(function, stream, data);
     }
 
+    fn log_position(&self, function: &str) -> u64 {
+        self.logs.next_seq(function)
+    }
+
     fn send(&self, from: &str, to: &str, data: Vec<u8>) -> SendOutcome {
         let slots = self.lock_slots();
         let Some(running) = slots.get(to).and_then(|slot| slot.running.as_ref()) else {

@@ -12,14 +12,24 @@
 //! - **Memory limit.** Every `memory.grow` of the default memory becomes a call
 //!   to `ferry.__memory_grow`, so the host can refuse growth beyond the
 //!   function's limit with a precise reason instead of a silent `-1`.
+//! - **Exported globals.** Every mutable global is exported as
+//!   `__ferry_global_<index>`, so its value can be captured and restored.
+//! - **Stack capture.** Binaryen's Asyncify (see [`asyncify`]) lets the host
+//!   unwind the guest from inside a preemption point or a blocking call and
+//!   rewind it later, in the same or a fresh instance.
 
+mod asyncify;
+mod globals;
 mod preemption;
+
+pub use asyncify::{STACK_MEMORY_EXPORT, STACK_MEMORY_PAGES, UNWINDING_IMPORTS};
+pub use globals::GLOBAL_EXPORT_PREFIX;
 
 use thiserror::Error;
 
 /// Bumped whenever the rewrite changes, so that cached compiled artifacts of an
 /// older rewrite are never used.
-pub const INSTRUMENTATION_VERSION: u32 = 1;
+pub const INSTRUMENTATION_VERSION: u32 = 3;
 
 /// Import module of the host functions the rewrite adds.
 pub const RESERVED_IMPORT_MODULE: &str = "ferry";
@@ -57,6 +67,10 @@ pub enum InstrumentError {
     NoMemory,
     #[error("64-bit memories are not supported")]
     Memory64,
+    #[error("module has a start section; Ferry runs WASI command modules, which start from `_start`")]
+    StartSection,
+    #[error("stack-capture transform failed: {reason}")]
+    Asyncify { reason: String },
 }
 
 /// Rewrites `wasm` as described in the module documentation.
@@ -74,11 +88,13 @@ pub fn instrument(wasm: &[u8]) -> Result<InstrumentedModule, InstrumentError> {
             });
         }
     }
+    if module.start.is_some() {
+        return Err(InstrumentError::StartSection);
+    }
     let stats = preemption::insert_preemption_points(&mut module)?;
-    Ok(InstrumentedModule {
-        bytes: module.emit_wasm(),
-        stats,
-    })
+    globals::export_mutable_globals(&mut module);
+    let bytes = asyncify::apply(&module.emit_wasm())?;
+    Ok(InstrumentedModule { bytes, stats })
 }
 
 #[cfg(test)]

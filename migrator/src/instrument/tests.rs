@@ -92,3 +92,46 @@ fn a_module_without_memory_is_refused() {
     let error = instrument(&wat("(module (func))")).unwrap_err();
     assert!(matches!(error, InstrumentError::NoMemory), "{error}");
 }
+
+#[test]
+fn capture_exports_are_present_after_the_rewrite() {
+    let module = wat(r#"
+(module
+  (import "ferry" "sleep_ms" (func $sleep (param i64)))
+  (memory (export "memory") 1)
+  (global $counter (mut i32) (i32.const 0))
+  (global $constant i32 (i32.const 7))
+  (func (export "_start")
+    (global.set $counter (i32.add (global.get $counter) (global.get $constant)))
+    (call $sleep (i64.const 1))))
+"#);
+    let instrumented = instrument(&module).unwrap();
+    wasmparser::Validator::new().validate_all(&instrumented.bytes).unwrap();
+    let parsed = walrus::Module::from_buffer(&instrumented.bytes).unwrap();
+    let exports: Vec<&str> = parsed.exports.iter().map(|export| export.name.as_str()).collect();
+    for name in [
+        "_start",
+        "memory",
+        STACK_MEMORY_EXPORT,
+        "asyncify_start_unwind",
+        "asyncify_stop_unwind",
+        "asyncify_start_rewind",
+        "asyncify_stop_rewind",
+        "__ferry_global_0",
+    ] {
+        assert!(exports.contains(&name), "{name} missing from {exports:?}");
+    }
+    assert!(
+        !exports.iter().any(|name| name == &"__ferry_global_1"),
+        "immutable globals are not exported: {exports:?}"
+    );
+}
+
+#[test]
+fn a_module_with_a_start_section_is_refused() {
+    let module = wat(r#"(module (memory 1) (func $init) (start $init))"#);
+    assert!(matches!(
+        instrument(&module).unwrap_err(),
+        InstrumentError::StartSection
+    ));
+}

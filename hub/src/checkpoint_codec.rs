@@ -1,0 +1,203 @@
+//! Conversion between a runtime [`Snapshot`] and the checkpoint format of
+//! `ferry-migrator` (protobuf manifest + memory image).
+
+use std::time::Duration;
+
+use ferry_proto::v1::{self, global_value, pending_call};
+
+use crate::runtime::{GlobalValue, HostSnapshot, PendingCall, Snapshot};
+
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn pending_to_wire(pending: PendingCall) -> v1::PendingCall {
+    let call = match pending {
+        PendingCall::Preempt => pending_call::Call::Preempt(pending_call::Preempt {}),
+        PendingCall::Sleep { until } => pending_call::Call::Sleep(pending_call::Sleep {
+            until_monotonic_ns: nanos(until),
+        }),
+        PendingCall::Recv { deadline } => pending_call::Call::Recv(pending_call::Recv {
+            buf: 0,
+            cap: 0,
+            has_deadline: deadline.is_some(),
+            deadline_monotonic_ns: deadline.map(nanos).unwrap_or_default(),
+        }),
+        PendingCall::Poll { until } => pending_call::Call::Poll(pending_call::PollOneoff {
+            until_monotonic_ns: nanos(until),
+            ..Default::default()
+        }),
+        PendingCall::SchedYield => pending_call::Call::SchedYield(pending_call::SchedYield {}),
+    };
+    v1::PendingCall { call: Some(call) }
+}
+
+fn pending_from_wire(pending: Option<&v1::PendingCall>) -> Result<PendingCall, String> {
+    let call = pending
+        .and_then(|pending| pending.call.as_ref())
+        .ok_or("the checkpoint has no pending call")?;
+    Ok(match call {
+        pending_call::Call::Preempt(_) => PendingCall::Preempt,
+        pending_call::Call::Sleep(sleep) => PendingCall::Sleep {
+            until: Duration::from_nanos(sleep.until_monotonic_ns),
+        },
+        pending_call::Call::Recv(recv) => PendingCall::Recv {
+            deadline: recv
+                .has_deadline
+                .then(|| Duration::from_nanos(recv.deadline_monotonic_ns)),
+        },
+        pending_call::Call::Poll(poll) => PendingCall::Poll {
+            until: Duration::from_nanos(poll.until_monotonic_ns),
+        },
+        pending_call::Call::SchedYield(_) => PendingCall::SchedYield,
+    })
+}
+
+fn global_to_wire(index: u32, value: GlobalValue) -> v1::GlobalValue {
+    let value = match value {
+        GlobalValue::I32(v) => global_value::Value::I32(v),
+        GlobalValue::I64(v) => global_value::Value::I64(v),
+        GlobalValue::F32(bits) => global_value::Value::F32Bits(bits),
+        GlobalValue::F64(bits) => global_value::Value::F64Bits(bits),
+        GlobalValue::V128(v) => global_value::Value::V128(v.to_le_bytes().to_vec()),
+    };
+    v1::GlobalValue {
+        index,
+        value: Some(value),
+    }
+}
+
+fn global_from_wire(global: &v1::GlobalValue) -> Result<(u32, GlobalValue), String> {
+    let value = match global
+        .value
+        .as_ref()
+        .ok_or_else(|| format!("global {} has no value", global.index))?
+    {
+        global_value::Value::I32(v) => GlobalValue::I32(*v),
+        global_value::Value::I64(v) => GlobalValue::I64(*v),
+        global_value::Value::F32Bits(bits) => GlobalValue::F32(*bits),
+        global_value::Value::F64Bits(bits) => GlobalValue::F64(*bits),
+        global_value::Value::V128(bytes) => {
+            let bytes: [u8; 16] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| format!("v128 global {} has {} bytes", global.index, bytes.len()))?;
+            GlobalValue::V128(u128::from_le_bytes(bytes))
+        }
+    };
+    Ok((global.index, value))
+}
+
+/// The manifest fields a snapshot decides (everything but the memory chunks,
+/// which the checkpoint store fills in).
+pub fn manifest_template(
+    snapshot: &Snapshot,
+    spec: v1::FunctionSpec,
+    epoch: u64,
+    sequence: u64,
+    created_unix_ms: u64,
+) -> v1::CheckpointManifest {
+    let host = &snapshot.host;
+    v1::CheckpointManifest {
+        module_hash: spec.module_hash.clone(),
+        spec: Some(spec),
+        epoch,
+        sequence,
+        created_unix_ms,
+        globals: snapshot
+            .globals
+            .iter()
+            .map(|(index, value)| global_to_wire(*index, *value))
+            .collect(),
+        host: Some(v1::HostState {
+            monotonic_ns: nanos(host.monotonic),
+            inbox: host
+                .inbox
+                .iter()
+                .map(|data| v1::InboxMessage {
+                    data: data.clone(),
+                    invocation_id: 0,
+                })
+                .collect(),
+            pending: Some(pending_to_wire(host.pending)),
+            log_seq: host.log_seq,
+            cpu_micros: u64::try_from(host.cpu.as_micros()).unwrap_or(u64::MAX),
+            has_caller: host.has_caller,
+            caller_invocation_id: 0,
+        }),
+        stack: snapshot.stack.clone(),
+        ..Default::default()
+    }
+}
+
+/// A snapshot from a verified manifest and its memory image.
+pub fn snapshot_from_manifest(manifest: &v1::CheckpointManifest, memory: Vec<u8>) -> Result<Snapshot, String> {
+    let host = manifest.host.as_ref().ok_or("the checkpoint has no host state")?;
+    Ok(Snapshot {
+        memory,
+        stack: manifest.stack.clone(),
+        globals: manifest
+            .globals
+            .iter()
+            .map(global_from_wire)
+            .collect::<Result<_, _>>()?,
+        host: HostSnapshot {
+            monotonic: Duration::from_nanos(host.monotonic_ns),
+            inbox: host.inbox.iter().map(|message| message.data.clone()).collect(),
+            pending: pending_from_wire(host.pending.as_ref())?,
+            log_seq: host.log_seq,
+            cpu: Duration::from_micros(host.cpu_micros),
+            has_caller: host.has_caller,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_survives_the_manifest_round_trip() {
+        let snapshot = Snapshot {
+            memory: vec![1; 65_536],
+            stack: vec![8, 0, 0, 0, 0, 0, 0x80, 0, 42],
+            globals: vec![
+                (0, GlobalValue::I32(-5)),
+                (1, GlobalValue::I64(i64::MIN)),
+                (2, GlobalValue::F32(f32::NAN.to_bits() | 1)),
+                (3, GlobalValue::F64((-0.0f64).to_bits())),
+                (4, GlobalValue::V128(u128::MAX - 7)),
+            ],
+            host: HostSnapshot {
+                monotonic: Duration::from_nanos(123_456_789),
+                inbox: vec![b"hello".to_vec(), Vec::new()],
+                pending: PendingCall::Recv {
+                    deadline: Some(Duration::from_secs(9)),
+                },
+                log_seq: 77,
+                cpu: Duration::from_micros(5_000),
+                has_caller: true,
+            },
+        };
+        let manifest = manifest_template(&snapshot, v1::FunctionSpec::default(), 1, 2, 3);
+        let back = snapshot_from_manifest(&manifest, snapshot.memory.clone()).unwrap();
+        assert_eq!(back, snapshot);
+    }
+
+    #[test]
+    fn every_pending_call_round_trips() {
+        for pending in [
+            PendingCall::Preempt,
+            PendingCall::SchedYield,
+            PendingCall::Sleep {
+                until: Duration::from_millis(1500),
+            },
+            PendingCall::Recv { deadline: None },
+            PendingCall::Poll {
+                until: Duration::from_nanos(1),
+            },
+        ] {
+            assert_eq!(pending_from_wire(Some(&pending_to_wire(pending))).unwrap(), pending);
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! The hub's side of discovery: the probe that tells discovery whether a peer
+//! is alive and who it is, the load figure it advertises, and the conversion
+//! of peer snapshots to the wire format.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use ferry_discovery::{
+    Compatibility, DiscoveryHandle, PeerIdentity, PeerSnapshot, PeerSource, PeerState, ProbeError, Prober,
+};
+use ferry_proto::v1::hub_client::HubClient;
+use ferry_proto::v1::{self, GetHubInfoRequest, PeerInfo};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::supervisor::Supervisor;
+
+/// How long a probe may wait for a connection or an answer.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How often the advertised load figure is recomputed.
+const LOAD_INTERVAL: Duration = Duration::from_secs(1);
+/// Weight of the newest sample in the load EWMA.
+const LOAD_SMOOTHING: f64 = 0.3;
+/// Full scale of the load figure: all of the machine's CPUs busy with functions.
+pub const LOAD_FULL_SCALE: u32 = 10_000;
+
+/// Probes a peer with `GetHubInfo`: an answer proves it is alive and says
+/// who it is. The request introduces this hub, so a peer that has not heard
+/// of it yet probes it back at once. Keeps one lazily connected channel per
+/// address.
+pub struct HubProber {
+    own_hub_id: String,
+    own_port: u16,
+    clients: Mutex<HashMap<SocketAddr, HubClient<Channel>>>,
+}
+
+impl HubProber {
+    pub fn new(own_hub_id: String, own_port: u16) -> HubProber {
+        HubProber {
+            own_hub_id,
+            own_port,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn client(&self, addr: SocketAddr) -> Result<HubClient<Channel>, ProbeError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(client) = clients.get(&addr) {
+            return Ok(client.clone());
+        }
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(ProbeError::failed)?
+            .connect_timeout(PROBE_TIMEOUT)
+            .timeout(PROBE_TIMEOUT)
+            .connect_lazy();
+        let client = HubClient::new(channel);
+        clients.insert(addr, client.clone());
+        Ok(client)
+    }
+}
+
+impl Prober for HubProber {
+    async fn probe(&self, addr: SocketAddr) -> Result<PeerIdentity, ProbeError> {
+        let mut client = self.client(addr)?;
+        let info = client
+            .get_hub_info(GetHubInfoRequest {
+                caller_hub_id: self.own_hub_id.clone(),
+                caller_port: u32::from(self.own_port),
+            })
+            .await
+            .map_err(|status| ProbeError::failed(status.message().to_owned()))?
+            .into_inner();
+        Ok(PeerIdentity {
+            hub_id: info.hub_id,
+            hub_name: info.hub_name,
+            cluster_id: info.cluster_id,
+            protocol_version: info.protocol_version,
+            load: info.load,
+        })
+    }
+}
+
+/// The load figure this hub reports, shared by the service and discovery.
+#[derive(Debug, Default)]
+pub struct LoadGauge(AtomicU32);
+
+impl LoadGauge {
+    pub fn get(&self) -> u32 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Recomputes the load once per [`LOAD_INTERVAL`]: an EWMA of the share of
+/// the machine's CPU time that functions used, scaled to [`LOAD_FULL_SCALE`],
+/// and hands it to discovery (which rate-limits the TXT refresh).
+pub fn spawn_load_meter(
+    supervisor: Supervisor,
+    discovery: Arc<DiscoveryHandle>,
+    gauge: Arc<LoadGauge>,
+) -> tokio::task::JoinHandle<()> {
+    let cpus = std::thread::available_parallelism()
+        .map(|count| count.get())
+        .unwrap_or(1) as f64;
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(LOAD_INTERVAL);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut previous_cpu = supervisor.cpu_micros_total();
+        let mut previous_at = tokio::time::Instant::now();
+        let mut smoothed = 0.0f64;
+        loop {
+            interval.tick().await;
+            let now = tokio::time::Instant::now();
+            let cpu = supervisor.cpu_micros_total();
+            let wall_micros = now.duration_since(previous_at).as_micros().max(1) as f64;
+            let share = cpu.saturating_sub(previous_cpu) as f64 / (wall_micros * cpus);
+            smoothed = LOAD_SMOOTHING * share.min(1.0) + (1.0 - LOAD_SMOOTHING) * smoothed;
+            let load = (smoothed * f64::from(LOAD_FULL_SCALE)).round() as u32;
+            gauge.0.store(load, Ordering::Relaxed);
+            discovery.set_load(load);
+            previous_cpu = cpu;
+            previous_at = now;
+        }
+    })
+}
+
+/// A peer as the API reports it.
+pub fn peer_info(peer: &PeerSnapshot, now: tokio::time::Instant) -> PeerInfo {
+    let state = match peer.state {
+        PeerState::Unknown => v1::PeerState::Unknown,
+        PeerState::Up => v1::PeerState::Up,
+        PeerState::Suspect => v1::PeerState::Suspect,
+        PeerState::Down => v1::PeerState::Down,
+    };
+    let source = match peer.source {
+        PeerSource::Mdns => v1::PeerSource::Mdns,
+        PeerSource::Static => v1::PeerSource::Static,
+        PeerSource::Learned => v1::PeerSource::Learned,
+    };
+    let compatibility = match peer.compatibility {
+        None => v1::PeerCompatibility::Unspecified,
+        Some(Compatibility::Compatible) => v1::PeerCompatibility::Compatible,
+        Some(Compatibility::ForeignCluster) => v1::PeerCompatibility::ForeignCluster,
+        Some(Compatibility::IncompatibleProtocol) => v1::PeerCompatibility::IncompatibleProtocol,
+    };
+    PeerInfo {
+        hub_id: peer.id().unwrap_or_default().to_owned(),
+        hub_name: peer.name().unwrap_or_default().to_owned(),
+        address: peer.address.map(|address| address.to_string()).unwrap_or_default(),
+        state: state as i32,
+        load: peer.load().unwrap_or_default(),
+        last_seen_ms_ago: peer
+            .last_seen
+            .map(|seen| now.saturating_duration_since(seen).as_millis() as u64),
+        source: source as i32,
+        compatibility: compatibility as i32,
+        usable: peer.is_usable(),
+    }
+}

@@ -1,0 +1,259 @@
+//! Capture and restore through real hub processes: a function checkpointed
+//! at random points and continued in a *new* hub process (after `kill -9`)
+//! must write exactly what an uninterrupted run writes.
+
+use std::time::Duration;
+
+use ferry_integration_tests::{HubOptions, HubProcess, eventually, guest};
+use serde_json::Value;
+
+const PATIENCE: Duration = Duration::from_secs(120);
+
+fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn ok(output: std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed with {}: stdout={} stderr={}",
+        output.status,
+        stdout(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout(&output)
+}
+
+/// A hub that checkpoints only when asked, so the test decides the points.
+async fn manual_hub() -> HubProcess {
+    HubProcess::start(HubOptions::default().args(["--checkpoint-interval", "0s"]))
+        .await
+        .unwrap()
+}
+
+fn state(hub: &HubProcess, name: &str) -> Value {
+    let info: Value = serde_json::from_str(&ok(hub.ferry(&["ps", "--json"]))).unwrap();
+    info.as_array()
+        .unwrap()
+        .iter()
+        .find(|function| function["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+async fn wait_until_exited(hub: &HubProcess, name: &str) -> Value {
+    eventually(&format!("{name} to exit"), PATIENCE, || async {
+        let info = state(hub, name);
+        match info["state"].as_str() {
+            Some("exited") | Some("failed") => Some(info),
+            _ => None,
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Deterministic pseudo-random numbers for the checkpoint points; the seed
+/// is printed so a failing run can be repeated with `FERRY_TEST_SEED`.
+struct Points(u64);
+
+impl Points {
+    fn new(label: &str) -> Points {
+        let seed = std::env::var("FERRY_TEST_SEED")
+            .ok()
+            .and_then(|seed| seed.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
+        eprintln!("{label}: checkpoint points from FERRY_TEST_SEED={seed}");
+        Points(seed ^ 0x9e37_79b9_7f4a_7c15)
+    }
+
+    /// A delay in `0..max`.
+    fn delay(&mut self, max: Duration) -> Duration {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let fraction = (self.0 >> 11) as f64 / (1u64 << 53) as f64;
+        max.mul_f64(fraction)
+    }
+}
+
+/// Runs `module` once uninterrupted and once checkpointed at `points` random
+/// moments, each followed by `kill -9` of the hub and a restart on the same
+/// data directory; the two stdouts must be identical.
+async fn differential(module: &str, args: &[&str], points: usize, max_gap: Duration) {
+    let name = "subject";
+    let path = guest(module);
+    let mut deploy = vec![
+        "deploy",
+        path.to_str().unwrap(),
+        "--name",
+        name,
+        "--memory-limit",
+        "256MiB",
+        "--",
+    ];
+    deploy.extend_from_slice(args);
+
+    let reference_hub = manual_hub().await;
+    ok(reference_hub.ferry(&deploy));
+    let reference_state = wait_until_exited(&reference_hub, name).await;
+    assert_eq!(reference_state["state"], "exited", "{reference_state}");
+    let reference = ok(reference_hub.ferry(&["logs", name]));
+    drop(reference_hub);
+    assert!(!reference.is_empty(), "{module} printed nothing");
+
+    let mut hub = manual_hub().await;
+    ok(hub.ferry(&deploy));
+    let mut random = Points::new(module);
+    let mut taken = 0;
+    for _ in 0..points {
+        tokio::time::sleep(random.delay(max_gap)).await;
+        let output = hub.ferry(&["checkpoint", name, "--json"]);
+        if !output.status.success() {
+            // The function finished before this point: nothing left to interrupt.
+            break;
+        }
+        taken += 1;
+        hub.kill().unwrap();
+        hub.restart().await.unwrap();
+    }
+    let interrupted_state = wait_until_exited(&hub, name).await;
+    assert_eq!(interrupted_state["state"], "exited", "{interrupted_state}");
+    let interrupted = ok(hub.ferry(&["logs", name]));
+    eprintln!("{module}: {taken} checkpoints, each followed by kill -9 and a restart");
+    assert!(
+        taken > 0,
+        "{module} ended before the first checkpoint; lengthen its run"
+    );
+    assert_eq!(interrupted.len(), reference.len(), "{module}: output lengths differ");
+    assert!(
+        interrupted == reference,
+        "{module}: output differs from the uninterrupted run"
+    );
+}
+
+#[tokio::test]
+async fn cpu_loop_over_a_large_heap_resumes_byte_identical() {
+    differential("guests/heap_walk.wasm", &[], 3, Duration::from_millis(700)).await;
+}
+
+#[tokio::test]
+async fn deep_recursion_with_indirect_calls_resumes_byte_identical() {
+    differential("guests/deep_recursion.wasm", &[], 3, Duration::from_millis(700)).await;
+}
+
+#[tokio::test]
+async fn memory_grown_after_the_first_checkpoint_resumes_byte_identical() {
+    differential("guests/grow_later.wasm", &[], 3, Duration::from_millis(700)).await;
+}
+
+#[tokio::test]
+async fn first_malloc_after_the_first_checkpoint_resumes_byte_identical() {
+    differential("guests/late_malloc.wasm", &[], 3, Duration::from_millis(600)).await;
+}
+
+#[tokio::test]
+async fn floating_point_and_i64_state_resumes_byte_identical() {
+    differential("guests/float_math.wasm", &[], 3, Duration::from_millis(700)).await;
+}
+
+#[tokio::test]
+async fn a_sleeper_resumes_byte_identical_and_its_clock_never_goes_back() {
+    differential("guests/sleeper.wasm", &[], 3, Duration::from_millis(700)).await;
+}
+
+#[tokio::test]
+async fn a_killed_hub_continues_its_functions_from_their_last_checkpoint() {
+    let mut hub = HubProcess::start(HubOptions::default().args(["--checkpoint-interval", "300ms"]))
+        .await
+        .unwrap();
+    let ticker = guest("examples/ticker.wasm");
+    ok(hub.ferry(&["deploy", ticker.to_str().unwrap(), "--name", "ticker", "--", "20"]));
+    let checkpointed = eventually("a periodic checkpoint after tick 10", PATIENCE, || async {
+        let info = state(&hub, "ticker");
+        let logs = stdout(&hub.ferry(&["logs", "ticker"]));
+        (info["last_checkpoint"].as_u64().unwrap_or(0) > 0 && logs.contains("tick 10 ")).then_some(())
+    })
+    .await;
+    checkpointed.unwrap();
+    hub.kill().unwrap();
+    hub.restart().await.unwrap();
+    let info = state(&hub, "ticker");
+    assert_eq!(info["state"], "running", "{info}");
+    let logs = eventually("the ticker to tick on after the restart", PATIENCE, || async {
+        let logs = stdout(&hub.ferry(&["logs", "ticker"]));
+        (ticks_in(&logs).len() > 25).then_some(logs)
+    })
+    .await
+    .unwrap();
+    let ticks = ticks_in(&logs);
+    assert_eq!(
+        ticks,
+        (1..=ticks.len() as u64).collect::<Vec<_>>(),
+        "continued from the checkpoint: no tick twice, none missing:\n{logs}"
+    );
+    let events = stdout(&hub.ferry(&["logs", "ticker", "--events"]));
+    assert!(events.contains("resumed from a checkpoint"), "{events}");
+}
+
+#[tokio::test]
+async fn suspend_frees_the_function_and_resume_continues_it() {
+    let hub = manual_hub().await;
+    let ticker = guest("examples/ticker.wasm");
+    ok(hub.ferry(&["deploy", ticker.to_str().unwrap(), "--name", "ticker", "--", "20"]));
+    eventually("tick 5", PATIENCE, || async {
+        stdout(&hub.ferry(&["logs", "ticker"]))
+            .contains("tick 5 ")
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    let suspended: Value = serde_json::from_str(&ok(hub.ferry(&["suspend", "ticker", "--json"]))).unwrap();
+    assert_eq!(suspended["state"], "suspended");
+    assert_eq!(suspended["memory_bytes"], 0);
+    let parked = ticks_in(&stdout(&hub.ferry(&["logs", "ticker"]))).len();
+    let resumed: Value = serde_json::from_str(&ok(hub.ferry(&["resume", "ticker", "--json"]))).unwrap();
+    assert_eq!(resumed["state"], "running");
+    let logs = eventually("ticks after the resume", PATIENCE, || async {
+        let logs = stdout(&hub.ferry(&["logs", "ticker"]));
+        (ticks_in(&logs).len() > parked + 5).then_some(logs)
+    })
+    .await
+    .unwrap();
+    let ticks = ticks_in(&logs);
+    assert_eq!(ticks, (1..=ticks.len() as u64).collect::<Vec<_>>(), "{logs}");
+    let again = hub.ferry(&["resume", "ticker"]);
+    assert_eq!(again.status.code(), Some(7), "resuming a running function is refused");
+}
+
+#[tokio::test]
+async fn a_function_waiting_in_recv_is_captured_and_still_answers() {
+    let mut hub = manual_hub().await;
+    let echo = guest("examples/echo.wasm");
+    ok(hub.ferry(&["deploy", echo.to_str().unwrap(), "--name", "echo"]));
+    assert_eq!(ok(hub.ferry(&["invoke", "echo", "--data", "one"])), "echo: one\n");
+    ok(hub.ferry(&["checkpoint", "echo"]));
+    assert_eq!(ok(hub.ferry(&["invoke", "echo", "--data", "two"])), "echo: two\n");
+    hub.kill().unwrap();
+    hub.restart().await.unwrap();
+    assert_eq!(ok(hub.ferry(&["invoke", "echo", "--data", "three"])), "echo: three\n");
+    let logs = stdout(&hub.ferry(&["logs", "echo"]));
+    assert_eq!(
+        logs, "got 3 bytes\ngot 5 bytes\n",
+        "the run after the checkpoint was rolled back and replayed"
+    );
+}
+
+/// The tick numbers in a ticker's output, in order.
+fn ticks_in(logs: &str) -> Vec<u64> {
+    logs.lines()
+        .filter_map(|line| line.strip_prefix("tick "))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}

@@ -1,0 +1,61 @@
+//! Why a checkpoint could not be written, read or verified.
+
+use ferry_proto::{ErrorCode, ServiceError};
+use thiserror::Error;
+
+use super::ChunkHash;
+
+/// Failures of the checkpoint codec and store.
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    /// Stored or received data does not verify (checksum, hash, structure).
+    #[error("{what} is corrupt: {reason}")]
+    Corrupt { what: String, reason: String },
+    /// A manifest names a chunk the store does not hold.
+    #[error("chunk {hash} is missing from the checkpoint store")]
+    ChunkMissing { hash: ChunkHash },
+    /// A manifest written in another format version.
+    #[error("checkpoint format version {found} is not supported (this hub reads version {supported})")]
+    UnsupportedVersion { found: u32, supported: u32 },
+    /// What the caller asked to store is not a valid checkpoint.
+    #[error("invalid checkpoint: {reason}")]
+    InvalidCheckpoint { reason: String },
+    /// The fingerprints passed as the base of an incremental checkpoint were
+    /// not computed for the base manifest passed with them.
+    #[error("incremental checkpoint base does not match its fingerprints: {reason}")]
+    BaseMismatch { reason: String },
+    /// A checkpoint with this function and sequence is stored already, with
+    /// other content.
+    #[error("checkpoint {sequence} of function {function} exists already")]
+    AlreadyExists { function: String, sequence: u64 },
+    /// The database failed.
+    #[error("checkpoint store i/o failed")]
+    Sled(#[from] sled::Error),
+    /// zstd could not set up a (de)compression context.
+    #[error("chunk compression failed")]
+    Compression(#[source] std::io::Error),
+}
+
+impl CheckpointError {
+    /// Shorthand for [`CheckpointError::Corrupt`].
+    pub(crate) fn corrupt(what: impl Into<String>, reason: impl Into<String>) -> CheckpointError {
+        CheckpointError::Corrupt {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl ServiceError for CheckpointError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            CheckpointError::Corrupt { .. } | CheckpointError::ChunkMissing { .. } => ErrorCode::DataLoss,
+            CheckpointError::UnsupportedVersion { .. } => ErrorCode::FailedPrecondition,
+            CheckpointError::InvalidCheckpoint { .. } | CheckpointError::BaseMismatch { .. } => {
+                ErrorCode::InvalidArgument
+            }
+            CheckpointError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
+            CheckpointError::Sled(_) | CheckpointError::Compression(_) => ErrorCode::Internal,
+        }
+    }
+}

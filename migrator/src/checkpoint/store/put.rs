@@ -1,0 +1,331 @@
+//! Writing checkpoints: [`CheckpointStore::put`] from a memory image, and the
+//! receiving side of a transfer ([`CheckpointStore::put_chunk`],
+//! [`CheckpointStore::import_manifest`]).
+//!
+//! Order of writes: new chunks first (plain inserts), then one transaction
+//! that checks every named chunk is present, increments the reference counts
+//! and inserts the manifest, then a flush. A manifest is therefore never
+//! visible, before or after a crash, without all of its chunks.
+
+use std::collections::HashSet;
+
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::{CheckpointStore, checkpoint_key, decode_refcount};
+use crate::checkpoint::{
+    CHECKPOINT_FORMAT_VERSION, CheckpointError, CheckpointManifest, ChunkHash, Fingerprints,
+    chunking::{MemoryScan, chunk_count, hash_chunk, scan_memory},
+    codec::{ChunkDecoder, ChunkEncoder},
+    manifest::{describe, distinct_chunks, encode_manifest, validate_memory_bytes},
+    validate_manifest,
+};
+
+/// How often a put rewrites chunks that disappeared (collected concurrently)
+/// before it gives up.
+const COMMIT_ATTEMPTS: usize = 4;
+
+/// What one [`CheckpointStore::put`] did, to measure checkpoint cost:
+/// [`PutStats::checkpoint_bytes`] against `nonzero_bytes` (memory in use) or
+/// `bytes_hashed` (memory changed since the base).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PutStats {
+    /// Size of the linear memory.
+    pub memory_bytes: u64,
+    /// Chunks the memory was cut into.
+    pub chunks: u64,
+    /// All-zero chunks (elided).
+    pub zero_chunks: u64,
+    /// Non-zero chunks whose fingerprint matched the base: reused, not read again.
+    pub unchanged_chunks: u64,
+    /// Chunks hashed with BLAKE3: non-zero, and new or changed since the base.
+    pub hashed_chunks: u64,
+    /// Chunks written because the store did not hold them yet.
+    pub new_chunks: u64,
+    /// Bytes in non-zero chunks.
+    pub nonzero_bytes: u64,
+    /// Bytes hashed with BLAKE3.
+    pub bytes_hashed: u64,
+    /// Uncompressed size of the chunks written.
+    pub bytes_uncompressed_new: u64,
+    /// Stored size of the chunks written.
+    pub bytes_written_compressed: u64,
+    /// Size of the framed manifest.
+    pub manifest_bytes: u64,
+}
+
+impl PutStats {
+    /// Bytes this checkpoint added to the store: new chunks and the manifest.
+    pub fn checkpoint_bytes(&self) -> u64 {
+        self.bytes_written_compressed + self.manifest_bytes
+    }
+}
+
+/// Why a commit transaction did not insert the manifest.
+enum CommitAbort {
+    Missing(Vec<ChunkHash>),
+    Failed(CheckpointError),
+}
+
+impl From<sled::Error> for CommitAbort {
+    fn from(error: sled::Error) -> Self {
+        CommitAbort::Failed(CheckpointError::Sled(error))
+    }
+}
+
+impl CheckpointStore {
+    /// Stores a checkpoint of `memory` and returns its manifest, the
+    /// fingerprints for the next incremental checkpoint, and what it cost.
+    ///
+    /// `manifest_template` carries everything but the memory layout:
+    /// `format_version`, `memory_bytes`, `chunk_size` and `chunk_hashes` are
+    /// filled in here. With a `base` (the previous manifest and the
+    /// fingerprints returned with it) only chunks whose fingerprint changed
+    /// are hashed, compressed and written. When this returns, the checkpoint
+    /// is on disk. On failure nothing stored before is changed.
+    pub fn put(
+        &self,
+        manifest_template: CheckpointManifest,
+        memory: &[u8],
+        base: Option<(&CheckpointManifest, &Fingerprints)>,
+    ) -> Result<(CheckpointManifest, Fingerprints, PutStats), CheckpointError> {
+        let mut manifest = manifest_template;
+        let memory_bytes = memory.len() as u64;
+        validate_memory_bytes(memory_bytes)?;
+        manifest.format_version = CHECKPOINT_FORMAT_VERSION;
+        manifest.memory_bytes = memory_bytes;
+        manifest.chunk_size = self.options.chunk_size;
+        manifest.chunk_hashes = vec![Vec::new(); chunk_count(memory_bytes, manifest.chunk_size) as usize];
+        validate_manifest(&manifest)?;
+        if let Some(spec) = &manifest.spec
+            && self
+                .checkpoints
+                .contains_key(checkpoint_key(&spec.name, manifest.sequence))?
+        {
+            return Err(CheckpointError::AlreadyExists {
+                function: spec.name.clone(),
+                sequence: manifest.sequence,
+            });
+        }
+
+        let mut scan = scan_memory(memory, manifest.chunk_size, base)?;
+        let mut stats = PutStats {
+            memory_bytes,
+            chunks: scan.chunk_hashes.len() as u64,
+            zero_chunks: scan.zero_chunks,
+            nonzero_bytes: scan.bytes_fingerprinted,
+            ..PutStats::default()
+        };
+        let mut writer = ChunkWriter {
+            store: self,
+            memory,
+            chunk_size: manifest.chunk_size as usize,
+            encoder: ChunkEncoder::new(self.options.compression_level)?,
+            written: Vec::new(),
+        };
+        let committed = writer.write_and_commit(&mut manifest, &mut scan, &mut stats);
+        if let Err(error) = committed {
+            self.remove_if_unreferenced(&writer.written);
+            return Err(error);
+        }
+        self.db.flush()?;
+        stats.unchanged_chunks = scan.unchanged_chunks;
+        stats.hashed_chunks = stats.chunks - stats.zero_chunks - stats.unchanged_chunks;
+        stats.bytes_hashed = scan.bytes_hashed;
+        tracing::debug!(
+            checkpoint = %describe(&manifest),
+            chunks = stats.chunks,
+            zero_chunks = stats.zero_chunks,
+            unchanged_chunks = stats.unchanged_chunks,
+            new_chunks = stats.new_chunks,
+            bytes_written = stats.checkpoint_bytes(),
+            "checkpoint stored"
+        );
+        let fingerprints = scan.into_fingerprints(&manifest);
+        Ok((manifest, fingerprints, stats))
+    }
+
+    /// Stores a chunk received from a peer, after checking that it decodes
+    /// (to at most [`MAX_CHUNK_SIZE`](crate::checkpoint::MAX_CHUNK_SIZE)
+    /// bytes) to content named `hash`. Returns whether it was new. The chunk
+    /// stays unreferenced until a manifest naming it is imported.
+    pub fn put_chunk(&self, hash: &ChunkHash, encoded: &[u8]) -> Result<bool, CheckpointError> {
+        if self.chunks.contains_key(hash.as_bytes())? {
+            return Ok(false);
+        }
+        ChunkDecoder::new()?
+            .decode_verified(encoded, hash)
+            .map_err(|reason| CheckpointError::corrupt(format!("received chunk {hash}"), reason))?;
+        self.chunks.insert(hash.as_bytes(), encoded)?;
+        Ok(true)
+    }
+
+    /// Stores a manifest whose chunks are all in the store already (received
+    /// with [`CheckpointStore::put_chunk`]), then flushes. Importing the same
+    /// manifest again is a no-op; another one under the same function and
+    /// sequence is refused.
+    pub fn import_manifest(&self, manifest: &CheckpointManifest) -> Result<(), CheckpointError> {
+        validate_manifest(manifest)?;
+        let framed = encode_manifest(manifest);
+        match self.commit(manifest, &framed) {
+            Ok(()) => {}
+            Err(CommitAbort::Failed(error)) => return Err(error),
+            Err(CommitAbort::Missing(missing)) => {
+                let Some(&hash) = missing.first() else {
+                    return Err(CheckpointError::corrupt(describe(manifest), "a chunk is missing"));
+                };
+                return Err(CheckpointError::ChunkMissing { hash });
+            }
+        }
+        self.db.flush()?;
+        tracing::debug!(checkpoint = %describe(manifest), "checkpoint imported");
+        Ok(())
+    }
+
+    /// In one transaction: checks every chunk the manifest names is stored,
+    /// increments their reference counts and inserts the manifest.
+    fn commit(&self, manifest: &CheckpointManifest, framed: &[u8]) -> Result<(), CommitAbort> {
+        let Some(spec) = &manifest.spec else {
+            return Err(CommitAbort::Failed(CheckpointError::InvalidCheckpoint {
+                reason: "spec is missing".to_owned(),
+            }));
+        };
+        let key = checkpoint_key(&spec.name, manifest.sequence);
+        let hashes = distinct_chunks(manifest);
+        let result = (&self.refs, &self.chunks, &self.checkpoints).transaction(|(refs, chunks, checkpoints)| {
+            if let Some(existing) = checkpoints.get(&key)? {
+                if existing.as_ref() == framed {
+                    return Ok(());
+                }
+                return Err(ConflictableTransactionError::Abort(CommitAbort::Failed(
+                    CheckpointError::AlreadyExists {
+                        function: spec.name.clone(),
+                        sequence: manifest.sequence,
+                    },
+                )));
+            }
+            let mut missing = Vec::new();
+            let mut counts = Vec::with_capacity(hashes.len());
+            for hash in &hashes {
+                match refs.get(hash.as_bytes())? {
+                    Some(value) => match decode_refcount(hash, &value) {
+                        Ok(count) => counts.push((hash, count.saturating_add(1))),
+                        Err(error) => return Err(ConflictableTransactionError::Abort(CommitAbort::Failed(error))),
+                    },
+                    None if chunks.get(hash.as_bytes())?.is_some() => counts.push((hash, 1)),
+                    None => missing.push(*hash),
+                }
+            }
+            if !missing.is_empty() {
+                return Err(ConflictableTransactionError::Abort(CommitAbort::Missing(missing)));
+            }
+            for (hash, count) in counts {
+                refs.insert(hash.as_bytes(), &count.to_be_bytes())?;
+            }
+            checkpoints.insert(key.as_slice(), framed)?;
+            Ok(())
+        });
+        result.map_err(|error| match error {
+            TransactionError::Abort(abort) => abort,
+            TransactionError::Storage(error) => CommitAbort::from(error),
+        })
+    }
+}
+
+/// The state of one put while it writes chunks and commits.
+struct ChunkWriter<'a> {
+    store: &'a CheckpointStore,
+    memory: &'a [u8],
+    chunk_size: usize,
+    encoder: ChunkEncoder,
+    /// Chunks this put inserted, to remove again if it fails.
+    written: Vec<ChunkHash>,
+}
+
+impl<'a> ChunkWriter<'a> {
+    fn write_and_commit(
+        &mut self,
+        manifest: &mut CheckpointManifest,
+        scan: &mut MemoryScan,
+        stats: &mut PutStats,
+    ) -> Result<(), CheckpointError> {
+        let mut handled = HashSet::new();
+        for &index in &scan.hashed_chunks {
+            let Some(Some(hash)) = scan.chunk_hashes.get(index).copied() else {
+                continue;
+            };
+            if handled.insert(hash) && !self.store.chunks.contains_key(hash.as_bytes())? {
+                self.write_chunk(index, hash, stats)?;
+            }
+        }
+        for attempt in 1..=COMMIT_ATTEMPTS {
+            manifest.chunk_hashes = scan.manifest_entries();
+            let framed = encode_manifest(manifest);
+            match self.store.commit(manifest, &framed) {
+                Ok(()) => {
+                    stats.manifest_bytes = framed.len() as u64;
+                    return Ok(());
+                }
+                Err(CommitAbort::Failed(error)) => return Err(error),
+                Err(CommitAbort::Missing(missing)) => {
+                    tracing::debug!(
+                        checkpoint = %describe(manifest),
+                        missing = missing.len(),
+                        attempt,
+                        "chunks vanished before the commit; writing them again"
+                    );
+                    self.rewrite_missing(&missing, scan, stats)?;
+                }
+            }
+        }
+        Err(CheckpointError::corrupt(
+            describe(manifest),
+            format!("its chunks kept disappearing during {COMMIT_ATTEMPTS} commit attempts"),
+        ))
+    }
+
+    /// Hashes again, from memory, every chunk whose hash the store lacks
+    /// (collected since the scan, or reused from a base whose chunk is gone)
+    /// and writes it.
+    fn rewrite_missing(
+        &mut self,
+        missing: &[ChunkHash],
+        scan: &mut MemoryScan,
+        stats: &mut PutStats,
+    ) -> Result<(), CheckpointError> {
+        let missing: HashSet<ChunkHash> = missing.iter().copied().collect();
+        let mut rewritten = HashSet::new();
+        for index in 0..scan.chunk_hashes.len() {
+            let Some(Some(old_hash)) = scan.chunk_hashes.get(index).copied() else {
+                continue;
+            };
+            if !missing.contains(&old_hash) {
+                continue;
+            }
+            let chunk = self.chunk(index);
+            let hash = hash_chunk(chunk);
+            scan.rehashed(index, hash, chunk.len() as u64);
+            if rewritten.insert(hash) {
+                self.write_chunk(index, hash, stats)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn chunk(&self, index: usize) -> &'a [u8] {
+        let start = index.saturating_mul(self.chunk_size).min(self.memory.len());
+        let end = start.saturating_add(self.chunk_size).min(self.memory.len());
+        self.memory.get(start..end).unwrap_or_default()
+    }
+
+    fn write_chunk(&mut self, index: usize, hash: ChunkHash, stats: &mut PutStats) -> Result<(), CheckpointError> {
+        let chunk = self.chunk(index);
+        let encoded = self.encoder.encode(chunk)?;
+        self.store.chunks.insert(hash.as_bytes(), encoded.as_slice())?;
+        self.written.push(hash);
+        stats.new_chunks += 1;
+        stats.bytes_uncompressed_new += chunk.len() as u64;
+        stats.bytes_written_compressed += encoded.len() as u64;
+        Ok(())
+    }
+}
