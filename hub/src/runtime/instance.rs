@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_migrator::{GLOBAL_EXPORT_PREFIX, STACK_MEMORY_EXPORT};
-use wasmer::{ExternType, FunctionEnv, Global, Instance, Memory, Module, Store, TypedFunction, Value};
+use wasmer::{ExternType, FunctionEnv, Global, Instance, Memory, Module, RuntimeError, Store, TypedFunction, Value};
 
 use super::clock::VirtualClock;
 use super::control::{CaptureKind, FunctionControl};
@@ -47,15 +47,22 @@ enum SliceEnd {
     Unwound,
 }
 
-/// A Wasmer instance of an instrumented module and its handles.
+/// Asyncify's handles in an instrumented instance.
+struct CaptureExports {
+    stack: Memory,
+    stop_unwind: TypedFunction<(), ()>,
+    start_rewind: TypedFunction<i32, ()>,
+}
+
+/// A Wasmer instance and its handles. Instances of instrumented modules can
+/// be captured; a plain module (used by benchmarks as the baseline) runs
+/// the same way but never unwinds.
 pub struct LiveInstance {
     store: Store,
     env: FunctionEnv<GuestEnv>,
     memory: Memory,
-    stack: Memory,
+    capture: Option<CaptureExports>,
     start: TypedFunction<(), ()>,
-    stop_unwind: TypedFunction<(), ()>,
-    start_rewind: TypedFunction<i32, ()>,
     globals: Vec<(u32, Global)>,
 }
 
@@ -139,25 +146,43 @@ impl LiveInstance {
         let exports = &instance.exports;
         let missing = |what: &str, error: &dyn std::fmt::Display| format!("module has no usable {what}: {error}");
         let memory = exports.get_memory("memory").map_err(|e| missing("memory", &e))?.clone();
-        let stack = exports
-            .get_memory(STACK_MEMORY_EXPORT)
-            .map_err(|e| missing("stack memory", &e))?
-            .clone();
         let start = exports
             .get_typed_function(&store, "_start")
             .map_err(|e| missing("`_start`", &e))?;
-        let start_unwind = exports
-            .get_typed_function(&store, "asyncify_start_unwind")
-            .map_err(|e| missing("asyncify_start_unwind", &e))?;
-        let stop_unwind = exports
-            .get_typed_function(&store, "asyncify_stop_unwind")
-            .map_err(|e| missing("asyncify_stop_unwind", &e))?;
-        let start_rewind = exports
-            .get_typed_function(&store, "asyncify_start_rewind")
-            .map_err(|e| missing("asyncify_start_rewind", &e))?;
-        let stop_rewind = exports
-            .get_typed_function(&store, "asyncify_stop_rewind")
-            .map_err(|e| missing("asyncify_stop_rewind", &e))?;
+        let hooks = match exports.get_memory(STACK_MEMORY_EXPORT) {
+            Err(_) => None,
+            Ok(stack) => {
+                let stack = stack.clone();
+                let function = |name: &str| -> Result<wasmer::Function, String> {
+                    exports.get_function(name).cloned().map_err(|e| missing(name, &e))
+                };
+                let start_unwind = function("asyncify_start_unwind")?;
+                let stop_unwind = function("asyncify_stop_unwind")?;
+                let start_rewind = function("asyncify_start_rewind")?;
+                let stop_rewind = function("asyncify_stop_rewind")?;
+                let typed_error = |name: &str, e: &dyn std::fmt::Display| format!("{name} has the wrong type: {e}");
+                Some((
+                    AsyncifyHooks {
+                        start_unwind: start_unwind
+                            .typed(&store)
+                            .map_err(|e| typed_error("asyncify_start_unwind", &e))?,
+                        stop_rewind: stop_rewind
+                            .typed(&store)
+                            .map_err(|e| typed_error("asyncify_stop_rewind", &e))?,
+                        stack: stack.clone(),
+                    },
+                    CaptureExports {
+                        stack,
+                        stop_unwind: stop_unwind
+                            .typed(&store)
+                            .map_err(|e| typed_error("asyncify_stop_unwind", &e))?,
+                        start_rewind: start_rewind
+                            .typed(&store)
+                            .map_err(|e| typed_error("asyncify_start_rewind", &e))?,
+                    },
+                ))
+            }
+        };
         let mut globals: Vec<(u32, Global)> = exports
             .iter()
             .filter_map(|(name, export)| {
@@ -170,23 +195,18 @@ impl LiveInstance {
             .collect();
         globals.sort_by_key(|(index, _)| *index);
 
+        let (hooks, capture) = hooks.unzip();
         {
             let guest = env.as_mut(&mut store);
             guest.memory = Some(memory.clone());
-            guest.asyncify = Some(AsyncifyHooks {
-                start_unwind,
-                stop_rewind,
-                stack: stack.clone(),
-            });
+            guest.asyncify = hooks;
         }
         let mut live = LiveInstance {
             store,
             env,
             memory,
-            stack,
+            capture,
             start,
-            stop_unwind,
-            start_rewind,
             globals,
         };
         if let Some(snapshot) = snapshot {
@@ -215,7 +235,8 @@ impl LiveInstance {
             .view(&self.store)
             .write(0, &snapshot.memory)
             .map_err(|error| format!("cannot write memory: {error}"))?;
-        self.stack
+        self.capture_exports()?
+            .stack
             .view(&self.store)
             .write(u64::from(STACK_DATA), &snapshot.stack)
             .map_err(|error| format!("cannot write the saved stack: {error}"))?;
@@ -233,10 +254,17 @@ impl LiveInstance {
         self.prepare_rewind()
     }
 
+    fn capture_exports(&self) -> Result<&CaptureExports, String> {
+        self.capture
+            .as_ref()
+            .ok_or_else(|| "the module is not instrumented for capture".to_owned())
+    }
+
     /// Makes the next [`run`](Self::run) rewind to the unwound call.
     fn prepare_rewind(&mut self) -> Result<(), String> {
+        let start_rewind = self.capture_exports()?.start_rewind.clone();
         self.env.as_mut(&mut self.store).phase = Phase::Rewinding;
-        self.start_rewind
+        start_rewind
             .call(&mut self.store, STACK_DATA as i32)
             .map_err(|error| format!("cannot start rewinding: {error}"))
     }
@@ -251,7 +279,13 @@ impl LiveInstance {
             self.env.as_ref(&self.store).publish_counters(&view);
         }
         match result {
-            Ok(()) if phase == Phase::Unwinding => match self.stop_unwind.call(&mut self.store) {
+            Ok(()) if phase == Phase::Unwinding => match self
+                .capture
+                .as_ref()
+                .map(|capture| capture.stop_unwind.clone())
+                .ok_or_else(|| RuntimeError::new("unwound without Asyncify"))
+                .and_then(|stop_unwind| stop_unwind.call(&mut self.store))
+            {
                 Ok(()) => {
                     self.env.as_mut(&mut self.store).phase = Phase::Normal;
                     SliceEnd::Unwound
@@ -275,7 +309,7 @@ impl LiveInstance {
             .view(&self.store)
             .copy_to_vec()
             .map_err(|error| format!("cannot read memory: {error}"))?;
-        let stack_view = self.stack.view(&self.store);
+        let stack_view = self.capture_exports()?.stack.view(&self.store);
         let mut header = [0u8; 8];
         stack_view
             .read(u64::from(STACK_DATA), &mut header)

@@ -201,14 +201,22 @@ impl Inner {
     ) -> Result<CheckpointInfo, HubError> {
         let _serialized = self.persist_lock.lock().await;
         let started = Instant::now();
-        let (spec, sequence) = {
+        let (spec, recorded) = {
             let slots = self.lock_slots();
             let slot = slots.get(name).ok_or_else(|| self.not_found(name))?;
             (
                 slot.record.spec.clone().unwrap_or_default(),
-                slot.record.last_checkpoint + 1,
+                slot.record.last_checkpoint,
             )
         };
+        // The store is the authority: the record may lag behind it after a crash.
+        let stored = self
+            .checkpoints
+            .list(name)
+            .map_err(HubError::Checkpoint)?
+            .last()
+            .map_or(0, |entry| entry.sequence);
+        let sequence = recorded.max(stored) + 1;
         let base = self
             .incremental
             .lock()
@@ -254,18 +262,52 @@ impl Inner {
 
     /// Loads and verifies a checkpoint's memory, off the async runtime.
     pub(super) async fn load_snapshot(&self, manifest: &CheckpointManifest) -> Result<Snapshot, HubError> {
+        let name = manifest.spec.as_ref().map(|spec| spec.name.clone()).unwrap_or_default();
+        let unusable = |reason: String| HubError::CheckpointUnusable {
+            name: name.clone(),
+            reason,
+        };
+        let expected_module = {
+            let slots = self.lock_slots();
+            slots
+                .get(&name)
+                .and_then(|slot| slot.record.spec.as_ref())
+                .map(|spec| spec.module_hash.clone())
+                .unwrap_or_default()
+        };
+        if let Err(error) = self.store.module(&manifest.module_hash) {
+            return Err(unusable(format!(
+                "checkpoint {} needs module {}: {error}",
+                manifest.sequence, manifest.module_hash
+            )));
+        }
+        if manifest.module_hash != expected_module {
+            return Err(unusable(format!(
+                "it is a checkpoint of module {}, but the function runs module {expected_module}",
+                manifest.module_hash
+            )));
+        }
         let store = self.checkpoints.clone();
         let owned = manifest.clone();
         let memory = tokio::task::spawn_blocking(move || store.load_memory(&owned))
             .await
             .map_err(|error| HubError::InvalidRequest(format!("load task failed: {error}")))?
             .map_err(HubError::Checkpoint)?;
-        let name = manifest.spec.as_ref().map(|spec| spec.name.clone()).unwrap_or_default();
-        snapshot_from_manifest(manifest, memory).map_err(|reason| HubError::CheckpointUnusable { name, reason })
+        snapshot_from_manifest(manifest, memory).map_err(unusable)
     }
 }
 
 /// Opens the checkpoint store in the hub's database.
+/// Chunks no checkpoint names (left by a crash during a put) are swept.
 pub fn open_store(db: &sled::Db) -> Result<CheckpointStore, HubError> {
-    CheckpointStore::open(db).map_err(HubError::Checkpoint)
+    let store = CheckpointStore::open(db).map_err(HubError::Checkpoint)?;
+    let swept = store.collect_garbage().map_err(HubError::Checkpoint)?;
+    if swept.chunks_freed > 0 {
+        tracing::info!(
+            chunks = swept.chunks_freed,
+            bytes = swept.bytes_freed,
+            "swept unreferenced checkpoint chunks"
+        );
+    }
+    Ok(store)
 }

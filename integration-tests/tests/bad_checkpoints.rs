@@ -1,0 +1,194 @@
+//! Damaged checkpoints on disk: each is refused with a clear error when the
+//! hub tries to continue from it, and nothing else is harmed — the other
+//! function on the hub continues from its own checkpoint, and its stored
+//! checkpoints keep working.
+//!
+//! The damage is done the way a failing disk or a stray tool would: on the
+//! hub's sled database while the hub is down.
+
+use std::time::Duration;
+
+use ferry_integration_tests::{HubOptions, HubProcess, eventually, guest};
+use ferry_migrator::checkpoint::{decode_manifest, encode_manifest};
+use serde_json::Value;
+
+const PATIENCE: Duration = Duration::from_secs(60);
+const CHECKPOINTS: &str = "checkpoints";
+const CHUNKS: &str = "checkpoint_chunks";
+
+fn ok(output: std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed with {}: {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn function(hub: &HubProcess, name: &str) -> Value {
+    let list: Value = serde_json::from_str(&ok(hub.ferry(&["ps", "--json"]))).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .find(|function| function["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// The key and stored bytes of the newest checkpoint of `name`.
+fn latest_checkpoint(db: &sled::Db, name: &str) -> (sled::IVec, Vec<u8>) {
+    let mut prefix = name.as_bytes().to_vec();
+    prefix.push(0);
+    let (key, value) = db
+        .open_tree(CHECKPOINTS)
+        .unwrap()
+        .scan_prefix(prefix)
+        .last()
+        .expect("a stored checkpoint")
+        .unwrap();
+    (key, value.to_vec())
+}
+
+/// Runs `victim` (ticker) and `bystander` (echo), checkpoints both, kills
+/// the hub, applies `damage` to the victim's newest checkpoint, restarts
+/// the hub, and returns it with the victim's failure reason.
+async fn damaged_victim(damage: impl FnOnce(&sled::Db, &str)) -> (HubProcess, String) {
+    let mut hub = HubProcess::start(HubOptions::default().args(["--checkpoint-interval", "0s"]))
+        .await
+        .unwrap();
+    let ticker = guest("examples/ticker.wasm");
+    let echo = guest("examples/echo.wasm");
+    ok(hub.ferry(&["deploy", ticker.to_str().unwrap(), "--name", "victim", "--", "20"]));
+    ok(hub.ferry(&["deploy", echo.to_str().unwrap(), "--name", "bystander"]));
+    assert_eq!(
+        ok(hub.ferry(&["invoke", "bystander", "--data", "before"])),
+        "echo: before\n"
+    );
+    eventually("victim to tick", PATIENCE, || async {
+        ok(hub.ferry(&["logs", "victim"])).contains("tick 3 ").then_some(())
+    })
+    .await
+    .unwrap();
+    ok(hub.ferry(&["checkpoint", "victim"]));
+    ok(hub.ferry(&["checkpoint", "bystander"]));
+    hub.kill().unwrap();
+    {
+        let db = sled::open(hub.data_dir().join("db")).unwrap();
+        damage(&db, "victim");
+        db.flush().unwrap();
+    }
+    hub.restart().await.unwrap();
+    let victim = eventually("the victim to be refused", PATIENCE, || async {
+        let victim = function(&hub, "victim");
+        (victim["state"] == "failed").then_some(victim)
+    })
+    .await
+    .unwrap();
+    let reason = victim["failure"].as_str().unwrap().to_owned();
+
+    // Nothing else is harmed: the bystander continued from its checkpoint
+    // and still answers, and its checkpoints still work.
+    assert_eq!(function(&hub, "bystander")["state"], "running");
+    assert_eq!(
+        ok(hub.ferry(&["invoke", "bystander", "--data", "after"])),
+        "echo: after\n"
+    );
+    ok(hub.ferry(&["checkpoint", "bystander"]));
+    (hub, reason)
+}
+
+#[tokio::test]
+async fn a_flipped_byte_in_a_memory_chunk_is_refused_and_harms_nothing_else() {
+    let (hub, reason) = damaged_victim(|db, name| {
+        let (_, stored) = latest_checkpoint(db, name);
+        let manifest = decode_manifest(&stored).unwrap();
+        let chunks = db.open_tree(CHUNKS).unwrap();
+        let victim_only = manifest
+            .chunk_hashes
+            .iter()
+            .filter(|hash| !hash.is_empty())
+            .find(|hash| chunks.get(hash.as_slice()).unwrap().is_some())
+            .expect("a stored chunk");
+        let mut bytes = chunks.get(victim_only.as_slice()).unwrap().unwrap().to_vec();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        chunks.insert(victim_only.as_slice(), bytes).unwrap();
+    })
+    .await;
+    assert!(reason.contains("chunk") && reason.contains("victim"), "{reason}");
+    let resume = hub.ferry(&["resume", "victim"]);
+    assert_eq!(
+        resume.status.code(),
+        Some(10),
+        "data loss: {}",
+        String::from_utf8_lossy(&resume.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_truncated_manifest_is_refused_and_harms_nothing_else() {
+    let (hub, reason) = damaged_victim(|db, name| {
+        let (key, stored) = latest_checkpoint(db, name);
+        db.open_tree(CHECKPOINTS)
+            .unwrap()
+            .insert(key, &stored[..stored.len() / 2])
+            .unwrap();
+    })
+    .await;
+    assert!(reason.contains("corrupt") || reason.contains("checksum"), "{reason}");
+    let resume = hub.ferry(&["resume", "victim"]);
+    assert_eq!(
+        resume.status.code(),
+        Some(10),
+        "{}",
+        String::from_utf8_lossy(&resume.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_manifest_naming_a_module_the_store_lacks_is_refused() {
+    let (hub, reason) = damaged_victim(|db, name| {
+        let (key, stored) = latest_checkpoint(db, name);
+        let mut manifest = decode_manifest(&stored).unwrap();
+        manifest.module_hash = "0".repeat(64);
+        db.open_tree(CHECKPOINTS)
+            .unwrap()
+            .insert(key, encode_manifest(&manifest))
+            .unwrap();
+    })
+    .await;
+    assert!(
+        reason.contains(&"0".repeat(64)) && reason.contains("not in the store"),
+        "{reason}"
+    );
+    let resume = hub.ferry(&["resume", "victim"]);
+    assert_eq!(
+        resume.status.code(),
+        Some(10),
+        "{}",
+        String::from_utf8_lossy(&resume.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_checkpoint_of_an_older_format_version_is_refused_naming_both_versions() {
+    let (hub, reason) = damaged_victim(|db, name| {
+        let (key, stored) = latest_checkpoint(db, name);
+        let mut manifest = decode_manifest(&stored).unwrap();
+        manifest.format_version = 0;
+        db.open_tree(CHECKPOINTS)
+            .unwrap()
+            .insert(key, encode_manifest(&manifest))
+            .unwrap();
+    })
+    .await;
+    assert!(reason.contains("version 0") && reason.contains('1'), "{reason}");
+    let resume = hub.ferry(&["resume", "victim"]);
+    assert_eq!(
+        resume.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&resume.stderr)
+    );
+}
