@@ -233,3 +233,37 @@ pub fn all_pairs(ids: &[String]) -> Vec<(usize, &str)> {
     }
     pairs
 }
+
+/// A command's stdout as text.
+pub fn stdout_text(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// The stdout of a command that must have succeeded; panics with its stderr otherwise.
+pub fn expect_success(output: std::process::Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed with {}: stdout={} stderr={}",
+        output.status,
+        stdout_text(&output),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout_text(&output)
+}
+
+/// `ferry ps --json`'s entry for `name`, or `Null` if the hub lists none.
+pub fn function_info(hub: &HubProcess, name: &str) -> serde_json::Value {
+    let list: serde_json::Value =
+        serde_json::from_str(&expect_success(hub.ferry(&["ps", "--json"]))).expect("ps --json");
+    list.as_array()
+        .and_then(|functions| functions.iter().find(|function| function["name"] == name).cloned())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+/// The tick numbers in the output of `ticker.wasm`, in order.
+pub fn ticks_in(logs: &str) -> Vec<u64> {
+    logs.lines()
+        .filter_map(|line| line.strip_prefix("tick "))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}

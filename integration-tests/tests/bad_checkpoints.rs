@@ -8,33 +8,12 @@
 
 use std::time::Duration;
 
-use ferry_integration_tests::{HubOptions, HubProcess, eventually, guest};
+use ferry_integration_tests::{HubOptions, HubProcess, eventually, expect_success as ok, function_info, guest};
 use ferry_migrator::checkpoint::{decode_manifest, encode_manifest};
-use serde_json::Value;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 const CHECKPOINTS: &str = "checkpoints";
 const CHUNKS: &str = "checkpoint_chunks";
-
-fn ok(output: std::process::Output) -> String {
-    assert!(
-        output.status.success(),
-        "command failed with {}: {}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn function(hub: &HubProcess, name: &str) -> Value {
-    let list: Value = serde_json::from_str(&ok(hub.ferry(&["ps", "--json"]))).unwrap();
-    list.as_array()
-        .unwrap()
-        .iter()
-        .find(|function| function["name"] == name)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
 
 /// The key and stored bytes of the newest checkpoint of `name`.
 fn latest_checkpoint(db: &sled::Db, name: &str) -> (sled::IVec, Vec<u8>) {
@@ -80,7 +59,7 @@ async fn damaged_victim(damage: impl FnOnce(&sled::Db, &str)) -> (HubProcess, St
     }
     hub.restart().await.unwrap();
     let victim = eventually("the victim to be refused", PATIENCE, || async {
-        let victim = function(&hub, "victim");
+        let victim = function_info(&hub, "victim");
         (victim["state"] == "failed").then_some(victim)
     })
     .await
@@ -89,7 +68,7 @@ async fn damaged_victim(damage: impl FnOnce(&sled::Db, &str)) -> (HubProcess, St
 
     // Nothing else is harmed: the bystander continued from its checkpoint
     // and still answers, and its checkpoints still work.
-    assert_eq!(function(&hub, "bystander")["state"], "running");
+    assert_eq!(function_info(&hub, "bystander")["state"], "running");
     assert_eq!(
         ok(hub.ferry(&["invoke", "bystander", "--data", "after"])),
         "echo: after\n"

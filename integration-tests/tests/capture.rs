@@ -4,25 +4,12 @@
 
 use std::time::Duration;
 
-use ferry_integration_tests::{HubOptions, HubProcess, eventually, guest};
+use ferry_integration_tests::{
+    HubOptions, HubProcess, eventually, expect_success as ok, function_info, guest, stdout_text as stdout, ticks_in,
+};
 use serde_json::Value;
 
 const PATIENCE: Duration = Duration::from_secs(120);
-
-fn stdout(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn ok(output: std::process::Output) -> String {
-    assert!(
-        output.status.success(),
-        "command failed with {}: stdout={} stderr={}",
-        output.status,
-        stdout(&output),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout(&output)
-}
 
 /// A hub that checkpoints only when asked, so the test decides the points.
 async fn manual_hub() -> HubProcess {
@@ -31,19 +18,9 @@ async fn manual_hub() -> HubProcess {
         .unwrap()
 }
 
-fn state(hub: &HubProcess, name: &str) -> Value {
-    let info: Value = serde_json::from_str(&ok(hub.ferry(&["ps", "--json"]))).unwrap();
-    info.as_array()
-        .unwrap()
-        .iter()
-        .find(|function| function["name"] == name)
-        .cloned()
-        .unwrap_or(Value::Null)
-}
-
 async fn wait_until_exited(hub: &HubProcess, name: &str) -> Value {
     eventually(&format!("{name} to exit"), PATIENCE, || async {
-        let info = state(hub, name);
+        let info = function_info(hub, name);
         match info["state"].as_str() {
             Some("exited") | Some("failed") => Some(info),
             _ => None,
@@ -176,7 +153,7 @@ async fn a_killed_hub_continues_its_functions_from_their_last_checkpoint() {
     let ticker = guest("examples/ticker.wasm");
     ok(hub.ferry(&["deploy", ticker.to_str().unwrap(), "--name", "ticker", "--", "20"]));
     let checkpointed = eventually("a periodic checkpoint after tick 10", PATIENCE, || async {
-        let info = state(&hub, "ticker");
+        let info = function_info(&hub, "ticker");
         let logs = stdout(&hub.ferry(&["logs", "ticker"]));
         (info["last_checkpoint"].as_u64().unwrap_or(0) > 0 && logs.contains("tick 10 ")).then_some(())
     })
@@ -184,7 +161,7 @@ async fn a_killed_hub_continues_its_functions_from_their_last_checkpoint() {
     checkpointed.unwrap();
     hub.kill().unwrap();
     hub.restart().await.unwrap();
-    let info = state(&hub, "ticker");
+    let info = function_info(&hub, "ticker");
     assert_eq!(info["state"], "running", "{info}");
     let logs = eventually("the ticker to tick on after the restart", PATIENCE, || async {
         let logs = stdout(&hub.ferry(&["logs", "ticker"]));
@@ -248,12 +225,4 @@ async fn a_function_waiting_in_recv_is_captured_and_still_answers() {
         logs, "got 3 bytes\ngot 5 bytes\n",
         "the run after the checkpoint was rolled back and replayed"
     );
-}
-
-/// The tick numbers in a ticker's output, in order.
-fn ticks_in(logs: &str) -> Vec<u64> {
-    logs.lines()
-        .filter_map(|line| line.strip_prefix("tick "))
-        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
-        .collect()
 }

@@ -5,28 +5,15 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use ferry_integration_tests::{HubOptions, HubProcess, eventually, ferry_binary, guest};
+use ferry_integration_tests::{
+    HubOptions, HubProcess, eventually, expect_success as ok, ferry_binary, guest, stdout_text as stdout, ticks_in,
+};
 use serde_json::Value;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
-fn stdout(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 fn stderr(output: &std::process::Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-fn ok(output: std::process::Output) -> String {
-    assert!(
-        output.status.success(),
-        "command failed with {}: stdout={} stderr={}",
-        output.status,
-        stdout(&output),
-        stderr(&output)
-    );
-    stdout(&output)
 }
 
 fn deploy(hub: &HubProcess, module: &str, name: &str, extra: &[&str]) -> Value {
@@ -163,14 +150,6 @@ async fn restarted_hub_keeps_records_and_continues_what_was_running() {
     .unwrap();
     let ticks = ticks_in(&logs);
     assert_eq!(ticks, (1..=ticks.len() as u64).collect::<Vec<_>>(), "{logs}");
-}
-
-/// The tick numbers in a ticker's output, in order.
-fn ticks_in(logs: &str) -> Vec<u64> {
-    logs.lines()
-        .filter_map(|line| line.strip_prefix("tick "))
-        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
-        .collect()
 }
 
 #[tokio::test]

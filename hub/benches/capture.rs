@@ -1,0 +1,256 @@
+//! The cost of making functions capturable, and of capturing them, each as a
+//! ratio against a baseline measured in this run.
+//!
+//! 1. Instrumented vs plain module on the same Wasmer (Cranelift), for four
+//!    compute programs: run time, code size, compile time.
+//! 2. Through an in-process hub: capture latency (request → snapshot, the
+//!    bound on how long a stop or checkpoint waits for a preemption point),
+//!    checkpoint bytes vs memory, and resume from the store (cached artifact)
+//!    vs a plain copy of the same memory.
+//!
+//! Run: `cargo bench -p ferry-hub --bench capture`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_hub::agent;
+use ferry_hub::config::{AgentArgs, AgentConfig, FileConfig};
+use ferry_hub::runtime::{
+    FunctionControl, GUEST_STACK_BYTES, HostServices, LaunchSpec, Outcome, SendOutcome, run_to_completion,
+};
+use ferry_proto::v1::hub_client::HubClient;
+use ferry_proto::v1::{CheckpointRequest, DeployRequest, LogStream, LogsRequest, ResumeRequest, SuspendRequest};
+use tokio_stream::StreamExt;
+
+const ROUNDS: usize = 3;
+
+/// Discards output: the benchmark measures execution, not logging.
+struct Discard;
+
+impl HostServices for Discard {
+    fn output(&self, _function: &str, _stream: LogStream, _data: &[u8]) {}
+    fn send(&self, _from: &str, _to: &str, _data: Vec<u8>) -> SendOutcome {
+        SendOutcome::NoSuchFunction
+    }
+    fn log_position(&self, _function: &str) -> u64 {
+        0
+    }
+}
+
+fn guest(path: &str) -> Vec<u8> {
+    std::fs::read(format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))).expect("guest module")
+}
+
+fn run(engine: &wasmer::Engine, module: &wasmer::Module, args: &[&str]) -> Duration {
+    let launch = LaunchSpec {
+        name: "bench".into(),
+        args: args.iter().map(|arg| arg.to_string()).collect(),
+        environ: Vec::new(),
+        memory_limit_bytes: 1 << 30,
+    };
+    let started = Instant::now();
+    let outcome = run_to_completion(
+        engine,
+        module,
+        &launch,
+        Arc::new(FunctionControl::default()),
+        Arc::new(Discard),
+        None,
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(outcome, Outcome::Exited(0), "benchmark guest must succeed");
+    elapsed
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn instrumentation_overhead() {
+    wasmer::sys::vm::set_stack_size(GUEST_STACK_BYTES);
+    let engine = wasmer::Engine::from(wasmer::sys::Cranelift::default());
+    let programs: [(&str, &str, &[&str]); 4] = [
+        ("primes", "deploy/examples/primes.wasm", &["20000000", "5000000"]),
+        ("heap_walk", "integration-tests/guests/heap_walk.wasm", &["24", "10"]),
+        (
+            "float_math",
+            "integration-tests/guests/float_math.wasm",
+            &["20", "4000"],
+        ),
+        (
+            "deep_recursion",
+            "integration-tests/guests/deep_recursion.wasm",
+            &["6000", "12"],
+        ),
+    ];
+    println!(
+        "instrumented vs plain module, same Wasmer {} (Cranelift), median of {ROUNDS}",
+        wasmer_types::VERSION
+    );
+    println!(
+        "  {:<15} {:>10} {:>10} {:>7}   {:>7}   {:>8}",
+        "program", "plain", "instr.", "time", "size", "compile"
+    );
+    for (name, path, args) in programs {
+        let plain_bytes = guest(path);
+        let instrumented_bytes = ferry_migrator::instrument(&plain_bytes).expect("instrument").bytes;
+        let started = Instant::now();
+        let plain = wasmer::Module::new(&engine, &plain_bytes).expect("plain compiles");
+        let plain_compile = started.elapsed();
+        let started = Instant::now();
+        let instrumented = wasmer::Module::new(&engine, &instrumented_bytes).expect("instrumented compiles");
+        let instrumented_compile = started.elapsed();
+        let (mut plain_times, mut instrumented_times) = (Vec::new(), Vec::new());
+        for _ in 0..ROUNDS {
+            plain_times.push(run(&engine, &plain, args));
+            instrumented_times.push(run(&engine, &instrumented, args));
+        }
+        let (plain_time, instrumented_time) = (median(plain_times), median(instrumented_times));
+        println!(
+            "  {name:<15} {:>8.0}ms {:>8.0}ms {:>6.2}x   {:>6.2}x   {:>7.2}x",
+            plain_time.as_secs_f64() * 1e3,
+            instrumented_time.as_secs_f64() * 1e3,
+            instrumented_time.as_secs_f64() / plain_time.as_secs_f64(),
+            instrumented_bytes.len() as f64 / plain_bytes.len() as f64,
+            instrumented_compile.as_secs_f64() / plain_compile.as_secs_f64(),
+        );
+    }
+}
+
+async fn wait_for_output(client: &mut HubClient<tonic::transport::Channel>, name: &str, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut stream = client
+            .logs(LogsRequest {
+                name: name.into(),
+                follow: false,
+                tail: 0,
+            })
+            .await
+            .expect("logs")
+            .into_inner();
+        let mut text = Vec::new();
+        while let Some(entry) = stream.next().await {
+            text.extend(entry.expect("log entry").data);
+        }
+        if String::from_utf8_lossy(&text).contains(needle) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} never printed {needle:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn through_a_hub() -> anyhow::Result<()> {
+    let data_dir = tempfile::tempdir()?;
+    let config = AgentConfig::resolve(
+        &AgentArgs {
+            data_dir: Some(data_dir.path().to_owned()),
+            listen: Some("127.0.0.1:0".parse()?),
+            no_mdns: true,
+            checkpoint_interval: Some(Duration::ZERO),
+            ..AgentArgs::default()
+        },
+        FileConfig::default(),
+        None,
+    );
+    let hub = agent::start(config).await?;
+    let mut client = HubClient::connect(format!("http://{}", hub.address)).await?;
+
+    // Capture latency of a CPU-bound function: how long a checkpoint (and so
+    // a stop) waits for the next preemption point, plus unwind and copy.
+    client
+        .deploy(DeployRequest {
+            name: "primes".into(),
+            module: guest("deploy/examples/primes.wasm"),
+            args: vec!["4000000000".into(), "100000000".into()],
+            ..Default::default()
+        })
+        .await?;
+    let mut latencies = Vec::new();
+    for _ in 0..30 {
+        let info = client
+            .checkpoint(CheckpointRequest { name: "primes".into() })
+            .await?
+            .into_inner()
+            .checkpoint
+            .unwrap_or_default();
+        latencies.push(info.capture_micros);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    latencies.sort();
+    println!(
+        "capture latency of a CPU-bound function over {} checkpoints: median {} us, worst {} us",
+        latencies.len(),
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+
+    // A 64 MiB heap that keeps changing: checkpoint bytes vs memory, then
+    // resume from the store vs a plain copy of the same bytes.
+    client
+        .deploy(DeployRequest {
+            name: "bigheap".into(),
+            module: guest("deploy/examples/bigheap.wasm"),
+            args: vec!["64".into(), "0".into()],
+            ..Default::default()
+        })
+        .await?;
+    wait_for_output(&mut client, "bigheap", "round 2 ").await;
+    let full = client
+        .checkpoint(CheckpointRequest { name: "bigheap".into() })
+        .await?
+        .into_inner()
+        .checkpoint
+        .unwrap_or_default();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let incremental = client
+        .checkpoint(CheckpointRequest { name: "bigheap".into() })
+        .await?
+        .into_inner()
+        .checkpoint
+        .unwrap_or_default();
+    println!(
+        "bigheap 64 MiB: memory {} bytes; first checkpoint wrote {} bytes ({:.3} of memory) in {:.1} ms; next one {} bytes ({:.4}) in {:.1} ms, {} of {} chunks unchanged",
+        full.memory_bytes,
+        full.bytes_written,
+        full.bytes_written as f64 / full.memory_bytes as f64,
+        full.persist_micros as f64 / 1e3,
+        incremental.bytes_written,
+        incremental.bytes_written as f64 / incremental.memory_bytes as f64,
+        incremental.persist_micros as f64 / 1e3,
+        incremental.unchanged_chunks,
+        incremental.chunks,
+    );
+    let mut resume_times = Vec::new();
+    let mut copy_times = Vec::new();
+    for _ in 0..ROUNDS {
+        client.suspend(SuspendRequest { name: "bigheap".into() }).await?;
+        let started = Instant::now();
+        client.resume(ResumeRequest { name: "bigheap".into() }).await?;
+        resume_times.push(started.elapsed());
+        let memory = vec![7u8; full.memory_bytes as usize];
+        let started = Instant::now();
+        let copy = memory.clone();
+        copy_times.push(started.elapsed());
+        drop((memory, copy));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (resume, copy) = (median(resume_times), median(copy_times));
+    println!(
+        "resume from the store (cached artifact) of {} MiB: {:.1} ms; a plain copy of that memory: {:.1} ms; resume minus copy {:.1} ms",
+        full.memory_bytes >> 20,
+        resume.as_secs_f64() * 1e3,
+        copy.as_secs_f64() * 1e3,
+        (resume.saturating_sub(copy)).as_secs_f64() * 1e3,
+    );
+    tokio::time::timeout(Duration::from_secs(30), hub.shutdown()).await??;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tokio::task::spawn_blocking(instrumentation_overhead).await?;
+    through_a_hub().await
+}
