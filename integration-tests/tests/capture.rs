@@ -226,3 +226,34 @@ async fn a_function_waiting_in_recv_is_captured_and_still_answers() {
         "the run after the checkpoint was rolled back and replayed"
     );
 }
+
+fn thread_count(hub: &HubProcess) -> usize {
+    let pid = hub.pid().expect("hub runs");
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |tasks| tasks.count())
+}
+
+#[tokio::test]
+async fn idle_functions_waiting_for_messages_hold_no_thread() {
+    const FUNCTIONS: usize = 24;
+    let hub = manual_hub().await;
+    let idle_hub_threads = thread_count(&hub);
+    let echo = guest("examples/echo.wasm");
+    for index in 0..FUNCTIONS {
+        ok(hub.ferry(&["deploy", echo.to_str().unwrap(), "--name", &format!("echo-{index}")]));
+    }
+    // Once parked, their instances and threads are released (the blocking
+    // pool retires idle threads after a few seconds).
+    let parked = eventually("idle functions to release their threads", PATIENCE, || async {
+        let threads = thread_count(&hub);
+        (threads <= idle_hub_threads + 4).then_some(threads)
+    })
+    .await
+    .unwrap();
+    eprintln!("{FUNCTIONS} idle functions: hub has {parked} threads, {idle_hub_threads} with none");
+    for index in 0..FUNCTIONS {
+        let name = format!("echo-{index}");
+        assert_eq!(ok(hub.ferry(&["invoke", &name, "--data", "hi"])), "echo: hi\n");
+    }
+    let info = function_info(&hub, "echo-0");
+    assert_eq!(info["state"], "running", "a parked function is still running: {info}");
+}

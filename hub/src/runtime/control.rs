@@ -64,6 +64,8 @@ struct Shared {
 pub struct FunctionControl {
     shared: Mutex<Shared>,
     changed: Condvar,
+    /// Wakes the async waiter of a parked function.
+    parked_wakeup: tokio::sync::Notify,
     stop: AtomicBool,
     capture: AtomicBool,
     cpu_micros: AtomicU64,
@@ -79,6 +81,7 @@ impl FunctionControl {
         shared.captures.push(CaptureRequest { kind, reply });
         self.capture.store(true, Ordering::SeqCst);
         self.changed.notify_all();
+        self.parked_wakeup.notify_one();
         receiver
     }
 
@@ -103,6 +106,7 @@ impl FunctionControl {
         self.stop.store(true, Ordering::SeqCst);
         let _guard = self.lock();
         self.changed.notify_all();
+        self.parked_wakeup.notify_one();
     }
 
     pub fn stop_requested(&self) -> bool {
@@ -117,6 +121,7 @@ impl FunctionControl {
         }
         shared.inbox.push_back(message);
         self.changed.notify_all();
+        self.parked_wakeup.notify_one();
         Ok(())
     }
 
@@ -132,6 +137,16 @@ impl FunctionControl {
             Wake::Ready | Wake::TimedOut => Wake::TimedOut,
             other => other,
         }
+    }
+
+    /// Waits, holding no thread, until something may have changed for a
+    /// parked function: a message, a stop or a capture request.
+    pub async fn changed(&self) {
+        self.parked_wakeup.notified().await;
+    }
+
+    pub fn has_message(&self) -> bool {
+        !self.lock().inbox.is_empty()
     }
 
     /// Length of the first message, if any.

@@ -90,7 +90,31 @@ pub struct GuestEnv {
     pub phase: Phase,
     /// The call being unwound from, or to be resumed at the rewind.
     pub pending: Option<PendingCall>,
+    /// Whether long waits may park the function: unwind it so the hub can
+    /// release the instance and its thread and restore it when it can go on.
+    pub may_park: bool,
+    /// The current unwind parks the function (rather than capturing it).
+    pub parking: bool,
 }
+
+impl GuestEnv {
+    /// Whether a blocking call that still has `remaining` to wait (or no
+    /// deadline) should park the function instead of holding its thread.
+    /// Parking costs a copy of the memory out and back in, so a larger
+    /// memory needs a longer wait to be worth it; a function holding an
+    /// unanswered invocation never parks (its reply channel lives here).
+    pub fn should_park(&self, remaining: Option<Duration>, memory_bytes: u64) -> bool {
+        if !self.may_park || self.caller.is_some() {
+            return false;
+        }
+        // About 256 MiB copied per second, both ways, with a floor.
+        let worth_it = PARK_AFTER.max(Duration::from_micros(memory_bytes / 128));
+        remaining.is_none_or(|remaining| remaining >= worth_it)
+    }
+}
+
+/// How long a blocking call waits on its thread before it considers parking.
+pub const PARK_AFTER: Duration = Duration::from_millis(200);
 
 impl GuestEnv {
     /// Publishes CPU time and memory size for `ferry ps`.

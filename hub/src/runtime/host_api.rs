@@ -2,16 +2,17 @@
 //! `recv`, `reply`, `send`) and the two hooks the instrumentation inserts
 //! (`__preempt`, `__memory_grow`).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferry_migrator::{MEMORY_GROW_IMPORT, PREEMPT_IMPORT};
 use ferry_proto::v1::LogStream;
 use wasmer::{Function, FunctionEnv, FunctionEnvMut, RuntimeError, Store};
 
 use super::control::Wake;
+use super::guest::PARK_AFTER;
 use super::guest::{GuestEnv, GuestStop, SendOutcome, with_memory};
 use super::snapshot::PendingCall;
-use super::unwind::{Entry, begin_unwind, enter};
+use super::unwind::{Entry, begin_unwind, enter, park};
 use super::wasi::sleep_until_virtual;
 
 /// Import module name of the host API.
@@ -102,18 +103,36 @@ fn recv(mut env: Env<'_>, buf: i32, cap: i32, timeout_ms: i64) -> Result<i32, Ru
         Entry::Resumed(PendingCall::Recv { deadline }) => deadline,
         Entry::Resumed(other) => return Err(resumed_wrong_call("ferry.recv", other)),
     };
-    let wake = {
+    let (wake, should_park) = {
         let (guest, store) = env.data_and_store_mut();
-        if let Some(memory) = guest.memory.clone() {
-            guest.publish_counters(&memory.view(&store));
-        }
+        let memory_bytes = guest.memory.clone().map_or(0, |memory| {
+            let view = memory.view(&store);
+            guest.publish_counters(&view);
+            view.data_size()
+        });
         let host_deadline = deadline.map(|deadline| guest.clock.host_instant_at(deadline));
-        guest.control.wait_for_message(host_deadline)
+        let short = Instant::now() + PARK_AFTER;
+        let first_wait = host_deadline.map_or(short, |deadline| deadline.min(short));
+        match guest.control.wait_for_message(Some(first_wait)) {
+            Wake::TimedOut if host_deadline.is_none_or(|deadline| Instant::now() < deadline) => {
+                let remaining = host_deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+                if guest.should_park(remaining, memory_bytes) {
+                    (Wake::TimedOut, true)
+                } else {
+                    (guest.control.wait_for_message(host_deadline), false)
+                }
+            }
+            wake => (wake, false),
+        }
     };
     match wake {
         Wake::Stop => return Err(stopped()),
         Wake::Capture => {
             begin_unwind(&mut env, PendingCall::Recv { deadline })?;
+            return Ok(0);
+        }
+        _ if should_park => {
+            park(&mut env, PendingCall::Recv { deadline })?;
             return Ok(0);
         }
         Wake::TimedOut => return Ok(FERRY_TIMEOUT),

@@ -142,6 +142,8 @@ impl GuestEnv {
             asyncify: None,
             phase: Phase::Normal,
             pending: None,
+            may_park: false,
+            parking: false,
         }
     }
 }

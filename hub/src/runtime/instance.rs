@@ -108,6 +108,7 @@ impl LiveInstance {
         control: Arc<FunctionControl>,
         services: Arc<dyn HostServices>,
         snapshot: Option<&Snapshot>,
+        may_park: bool,
     ) -> Result<LiveInstance, String> {
         let needed_bytes =
             snapshot.map_or_else(|| initial_memory_bytes(module), |snapshot| snapshot.memory.len() as u64);
@@ -138,6 +139,8 @@ impl LiveInstance {
                 asyncify: None,
                 phase: Phase::Normal,
                 pending: host.map(|host| host.pending),
+                may_park,
+                parking: false,
             },
         );
         let imports = build_imports(&mut store, &env, module);
@@ -342,9 +345,27 @@ impl LiveInstance {
         })
     }
 
-    /// Runs the function until it ends or is suspended, answering capture
-    /// requests on the way (each costs one unwind and one rewind).
-    pub fn run_to_completion(&mut self) -> Outcome {
+    /// Answers every pending capture request from the (unwound) instance.
+    /// Returns the outcome if one of them ends the run (a suspend).
+    fn answer_captures(&mut self) -> Option<Outcome> {
+        let control = Arc::clone(&self.env.as_ref(&self.store).control);
+        let requests = control.take_capture_requests();
+        let snapshot = self.snapshot().map(Arc::new);
+        let stop = requests.iter().any(|request| request.kind == CaptureKind::Stop);
+        let failure = snapshot.as_ref().err().cloned();
+        for request in requests {
+            let _ = request.reply.send(snapshot.clone());
+        }
+        if let Some(reason) = failure {
+            return Some(Outcome::Failed(format!("capture failed: {reason}")));
+        }
+        stop.then_some(Outcome::Suspended)
+    }
+
+    /// Runs the function until it ends, is suspended, or parks in a long
+    /// wait (then the snapshot to continue from is returned), answering
+    /// capture requests on the way (each costs one unwind and one rewind).
+    pub fn run_until_parked(&mut self) -> RunEnd {
         loop {
             match self.run() {
                 SliceEnd::Finished(outcome) => {
@@ -354,25 +375,20 @@ impl LiveInstance {
                             .reply
                             .send(Err(format!("the function ended first ({outcome:?})")));
                     }
-                    return outcome;
+                    return RunEnd::Finished(outcome);
                 }
                 SliceEnd::Unwound => {
-                    let control = Arc::clone(&self.env.as_ref(&self.store).control);
-                    let requests = control.take_capture_requests();
-                    let snapshot = self.snapshot().map(Arc::new);
-                    let stop = requests.iter().any(|request| request.kind == CaptureKind::Stop);
-                    let failure = snapshot.as_ref().err().cloned();
-                    for request in requests {
-                        let _ = request.reply.send(snapshot.clone());
+                    if std::mem::take(&mut self.env.as_mut(&mut self.store).parking) {
+                        return match self.snapshot() {
+                            Ok(snapshot) => RunEnd::Parked(Arc::new(snapshot)),
+                            Err(reason) => RunEnd::Finished(Outcome::Failed(format!("parking failed: {reason}"))),
+                        };
                     }
-                    if let Some(reason) = failure {
-                        return Outcome::Failed(format!("capture failed: {reason}"));
-                    }
-                    if stop {
-                        return Outcome::Suspended;
+                    if let Some(outcome) = self.answer_captures() {
+                        return RunEnd::Finished(outcome);
                     }
                     if let Err(reason) = self.prepare_rewind() {
-                        return Outcome::Failed(reason);
+                        return RunEnd::Finished(Outcome::Failed(reason));
                     }
                 }
             }
@@ -380,7 +396,35 @@ impl LiveInstance {
     }
 }
 
-/// Instantiates and runs a function on the calling thread until it ends.
+/// How a run of an instance on one thread ended.
+#[derive(Debug)]
+pub enum RunEnd {
+    Finished(Outcome),
+    /// The function waits in `snapshot.host.pending` for longer than it is
+    /// worth holding an instance and a thread: continue it from the snapshot
+    /// when the wait is over.
+    Parked(Arc<Snapshot>),
+}
+
+/// Instantiates `module` (fresh or from `snapshot`) and runs it on the
+/// calling thread until it ends, is suspended or — with `may_park` — parks.
+pub fn run_until_parked(
+    engine: &wasmer::Engine,
+    module: &Module,
+    launch: &LaunchSpec,
+    control: Arc<FunctionControl>,
+    services: Arc<dyn HostServices>,
+    snapshot: Option<&Snapshot>,
+    may_park: bool,
+) -> RunEnd {
+    match LiveInstance::new(engine, module, launch, control, services, snapshot, may_park) {
+        Ok(mut live) => live.run_until_parked(),
+        Err(reason) => RunEnd::Finished(Outcome::Failed(reason)),
+    }
+}
+
+/// Instantiates and runs a function on the calling thread until it ends
+/// (never parking: it holds the thread throughout).
 pub fn run_to_completion(
     engine: &wasmer::Engine,
     module: &Module,
@@ -389,8 +433,8 @@ pub fn run_to_completion(
     services: Arc<dyn HostServices>,
     snapshot: Option<&Snapshot>,
 ) -> Outcome {
-    match LiveInstance::new(engine, module, launch, control, services, snapshot) {
-        Ok(mut live) => live.run_to_completion(),
-        Err(reason) => Outcome::Failed(reason),
+    match run_until_parked(engine, module, launch, control, services, snapshot, false) {
+        RunEnd::Finished(outcome) => outcome,
+        RunEnd::Parked(_) => Outcome::Failed("parked although parking was off".to_owned()),
     }
 }

@@ -25,7 +25,7 @@ use crate::store::{ArtifactKey, Store, StoreError};
 
 pub use control::{CaptureKind, CaptureResult, FunctionControl, INBOX_CAPACITY, Message};
 pub use guest::{HostServices, SendOutcome};
-pub use instance::{LaunchSpec, Outcome, run_to_completion};
+pub use instance::{LaunchSpec, Outcome, RunEnd, run_to_completion, run_until_parked};
 pub use snapshot::{GlobalValue, HostSnapshot, PendingCall, Snapshot};
 
 /// Native stack a guest runs on.

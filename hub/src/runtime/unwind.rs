@@ -90,6 +90,12 @@ pub fn begin_unwind(env: &mut FunctionEnvMut<'_, GuestEnv>, pending: PendingCall
     Ok(())
 }
 
+/// Unwinds the guest so that the hub can park it (see `GuestEnv::should_park`).
+pub fn park(env: &mut FunctionEnvMut<'_, GuestEnv>, pending: PendingCall) -> Result<(), RuntimeError> {
+    env.data_mut().parking = true;
+    begin_unwind(env, pending)
+}
+
 /// Bytes of the stack memory in use after an unwind: the header and frames.
 pub fn used_stack_bytes(stack_header: &[u8; 8]) -> u32 {
     let current = u32::from_le_bytes(stack_header[..4].try_into().expect("4 bytes"));

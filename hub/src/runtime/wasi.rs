@@ -5,15 +5,16 @@
 //! owned by the hub so it can be captured and moved. Calls outside the subset
 //! return `ENOSYS` and are logged once per function.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ferry_proto::v1::LogStream;
 use wasmer::{Function, FunctionEnv, FunctionEnvMut, FunctionType, RuntimeError, Store, Type, Value};
 
 use super::control::Wake;
+use super::guest::PARK_AFTER;
 use super::guest::{GuestEnv, GuestMemory, GuestStop, with_memory};
 use super::snapshot::PendingCall;
-use super::unwind::{Entry, begin_unwind, enter};
+use super::unwind::{Entry, begin_unwind, enter, park as park_guest};
 
 /// Import module name of WASI preview1.
 pub const MODULE: &str = "wasi_snapshot_preview1";
@@ -429,22 +430,40 @@ fn poll_oneoff(mut env: Env<'_>, input: i32, output: i32, count: i32, nevents: i
 }
 
 /// Blocks the calling guest until its virtual clock reads `deadline`.
-/// Traps with [`GuestStop::Stopped`] if the hub stops it first; if the hub
-/// asks for a capture first, starts unwinding with `pending` and returns
-/// `false` (the import must then return at once).
+/// Traps with [`GuestStop::Stopped`] if the hub stops it first. Returns
+/// `false` when the import must return at once because the guest is
+/// unwinding: the hub asked for a capture, or the wait is long and the
+/// function parks (see `GuestEnv::should_park`).
 pub fn sleep_until_virtual(env: &mut Env<'_>, deadline: Duration, pending: PendingCall) -> Result<bool, RuntimeError> {
-    let wake = {
+    let (wake, park) = {
         let (guest, store) = env.data_and_store_mut();
-        if let Some(memory) = guest.memory.clone() {
-            guest.publish_counters(&memory.view(&store));
-        }
+        let memory_bytes = guest.memory.clone().map_or(0, |memory| {
+            let view = memory.view(&store);
+            guest.publish_counters(&view);
+            view.data_size()
+        });
         let host_deadline = guest.clock.host_instant_at(deadline);
-        guest.control.sleep_until(host_deadline)
+        let first_wait = host_deadline.min(Instant::now() + PARK_AFTER);
+        match guest.control.sleep_until(first_wait) {
+            Wake::TimedOut if Instant::now() < host_deadline => {
+                let remaining = host_deadline.saturating_duration_since(Instant::now());
+                if guest.should_park(Some(remaining), memory_bytes) {
+                    (Wake::TimedOut, true)
+                } else {
+                    (guest.control.sleep_until(host_deadline), false)
+                }
+            }
+            wake => (wake, false),
+        }
     };
     match wake {
         Wake::Stop => Err(RuntimeError::user(Box::new(GuestStop::Stopped))),
         Wake::Capture => {
             begin_unwind(env, pending)?;
+            Ok(false)
+        }
+        _ if park => {
+            park_guest(env, pending)?;
             Ok(false)
         }
         Wake::Ready | Wake::TimedOut => Ok(true),

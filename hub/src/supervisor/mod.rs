@@ -3,6 +3,7 @@
 //! inboxes, and restarts what was running when the hub comes back.
 
 mod checkpoints;
+mod driver;
 mod info;
 mod services;
 
@@ -489,29 +490,22 @@ impl Inner {
 
         let inner = Arc::clone(self);
         let module = prepared.module.clone();
-        let spawned = std::thread::Builder::new().name(format!("fn-{name}")).spawn(move || {
-            let services: Arc<dyn runtime::HostServices> = inner.clone();
-            let outcome = runtime::run_to_completion(
-                inner.runtime.engine(),
-                &module,
-                &launch,
+        tokio::spawn(async move {
+            let outcome = driver::drive(
+                Arc::clone(&inner),
+                module,
+                launch.clone(),
                 Arc::clone(&control),
-                services,
-                snapshot.as_deref(),
-            );
+                snapshot,
+            )
+            .await;
             inner.finish(&launch.name, generation, &control, outcome);
             let _ = finished_tx.send(true);
         });
-        if let Err(error) = spawned {
-            slot.running = None;
-            slot.record.last_state = FunctionState::Failed as i32;
-            slot.record.failure = format!("could not start a thread: {error}");
-            self.store.put_function(&slot.record)?;
-        }
         Ok(())
     }
 
-    /// Records how a run ended (called on the function's thread).
+    /// Records how a run ended.
     fn finish(&self, name: &str, generation: u64, control: &FunctionControl, outcome: Outcome) {
         let dropped = control.drain_inbox();
         let mut slots = self.lock_slots();
