@@ -232,7 +232,7 @@ async fn through_a_hub() -> anyhow::Result<()> {
         resume_times.push(started.elapsed());
         let memory = vec![7u8; full.memory_bytes as usize];
         let started = Instant::now();
-        let copy = memory.clone();
+        let copy = std::hint::black_box(memory.clone());
         copy_times.push(started.elapsed());
         drop((memory, copy));
         tokio::time::sleep(Duration::from_millis(200)).await;

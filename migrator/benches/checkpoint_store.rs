@@ -87,7 +87,7 @@ fn main() {
         load_times.push(started.elapsed());
         assert!(loaded == image, "the loaded image is the stored one");
         let started = Instant::now();
-        let copy = image.clone();
+        let copy = std::hint::black_box(image.clone());
         copy_times.push(started.elapsed());
         drop(copy);
         full_bytes = full.checkpoint_bytes();
