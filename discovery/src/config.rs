@@ -38,6 +38,9 @@ pub struct DiscoveryConfig {
     /// loopback. See `NOTES-mdns.md` for what mdns-sd does before the
     /// restriction applies.
     pub mdns_interfaces: Vec<String>,
+    /// The address to advertise when the hub listens on one address only
+    /// (default `None`: the addresses of the interfaces mDNS uses).
+    pub advertised_address: Option<std::net::IpAddr>,
     /// Peers to probe without mDNS (`--peer HOST:PORT`, default none); see
     /// [`crate::resolve_static_peers`] to resolve host names.
     pub static_peers: Vec<SocketAddr>,
@@ -64,6 +67,7 @@ impl DiscoveryConfig {
             local,
             mdns_enabled: true,
             mdns_interfaces: Vec::new(),
+            advertised_address: None,
             static_peers: Vec::new(),
             probe_interval: DEFAULT_PROBE_INTERVAL,
             probe_timeout: DEFAULT_PROBE_TIMEOUT,

@@ -6,7 +6,7 @@
 //! RFC 6762 probing step (it would delay the first announcement by about
 //! 750 ms). The human-readable hub name travels in the TXT record.
 
-use std::net::{SocketAddr, SocketAddrV6};
+use std::net::{IpAddr, SocketAddr, SocketAddrV6};
 use std::time::Duration;
 
 use mdns_sd::{DaemonEvent, IfKind, Receiver, ResolvedService, ScopedIp, ServiceDaemon, ServiceEvent, ServiceInfo};
@@ -54,19 +54,30 @@ pub(crate) fn host_name(hub_id: &str) -> String {
     format!("{HOST_PREFIX}{}.local.", &hub_id[..id_len])
 }
 
-/// The service registration for `advert`: addresses follow the enabled
-/// interfaces (`addr_auto`), no name probing.
-pub(crate) fn service_info(advert: &HubAdvert) -> Result<ServiceInfo, mdns_sd::Error> {
+/// The service registration for `advert`, no name probing. Its address is
+/// `address` when the hub listens on one address only; otherwise addresses
+/// follow the enabled interfaces (`addr_auto`).
+pub(crate) fn service_info(advert: &HubAdvert, address: Option<IpAddr>) -> Result<ServiceInfo, mdns_sd::Error> {
     let properties = advert.to_properties();
-    let mut info = ServiceInfo::new(
-        SERVICE_TYPE,
-        instance_name(&advert.id),
-        &host_name(&advert.id),
-        (),
-        advert.port,
-        &properties[..],
-    )?
-    .enable_addr_auto();
+    let mut info = match address {
+        Some(address) => ServiceInfo::new(
+            SERVICE_TYPE,
+            instance_name(&advert.id),
+            &host_name(&advert.id),
+            address,
+            advert.port,
+            &properties[..],
+        )?,
+        None => ServiceInfo::new(
+            SERVICE_TYPE,
+            instance_name(&advert.id),
+            &host_name(&advert.id),
+            (),
+            advert.port,
+            &properties[..],
+        )?
+        .enable_addr_auto(),
+    };
     info.set_requires_probe(false);
     Ok(info)
 }
@@ -139,6 +150,8 @@ pub(crate) struct Mdns {
     interfaces_reported: bool,
     /// Whether `shutdown` ran; otherwise dropping stops the daemon.
     stopped: bool,
+    /// The one address advertised, if the hub listens on one only.
+    address: Option<IpAddr>,
 }
 
 impl Mdns {
@@ -147,8 +160,12 @@ impl Mdns {
     ///
     /// Browsing starts before the advert goes out so that our browser is
     /// ready for the answers that the announcement triggers.
-    pub(crate) fn start(advert: &HubAdvert, interfaces: &[String]) -> Result<Self, mdns_sd::Error> {
-        let info = service_info(advert)?;
+    pub(crate) fn start(
+        advert: &HubAdvert,
+        interfaces: &[String],
+        address: Option<IpAddr>,
+    ) -> Result<Self, mdns_sd::Error> {
+        let info = service_info(advert, address)?;
         let daemon = ServiceDaemon::new()?;
         let fullname = info.get_fullname().to_owned();
         let (monitor, events) = match Self::configure(&daemon, info, interfaces) {
@@ -166,6 +183,7 @@ impl Mdns {
         );
         Ok(Self {
             daemon,
+            address,
             fullname,
             events,
             monitor,
@@ -196,7 +214,7 @@ impl Mdns {
 
     /// Re-announces `advert` (a new load figure) without probing the name again.
     pub(crate) fn republish(&self, advert: &HubAdvert) -> Result<(), mdns_sd::Error> {
-        self.daemon.register(service_info(advert)?)
+        self.daemon.register(service_info(advert, self.address)?)
     }
 
     /// The next event for the table. Pending forever once the daemon is gone.

@@ -41,7 +41,11 @@ impl Discovery {
             table.add_static_peer(*addr, now);
         }
         let mdns = if config.mdns_enabled {
-            Some(Mdns::start(&config.local, &config.mdns_interfaces)?)
+            Some(Mdns::start(
+                &config.local,
+                &config.mdns_interfaces,
+                config.advertised_address,
+            )?)
         } else {
             info!("mdns disabled, using static peers only");
             None

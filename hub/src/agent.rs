@@ -297,6 +297,8 @@ async fn start_discovery(
     });
     discovery_config.mdns_enabled = config.mdns;
     discovery_config.mdns_interfaces = config.mdns_interfaces.clone();
+    // A hub bound to one address is reachable there only: advertise just it.
+    discovery_config.advertised_address = (!config.listen.ip().is_unspecified()).then(|| config.listen.ip());
     discovery_config.static_peers = ferry_discovery::resolve_static_peers(&config.peers)
         .await
         .map_err(AgentError::Discovery)?;

@@ -53,7 +53,7 @@ fn mdns_names_derive_from_the_hub_id_within_one_dns_label() {
 
 #[test]
 fn our_registration_parses_back_to_our_advert() {
-    let info = service_info(&advert()).expect("service info");
+    let info = service_info(&advert(), None).expect("service info");
     assert_eq!(info.get_fullname(), "hub-b._ferry._tcp.local.");
     assert_eq!(info.get_hostname(), "ferry-hub-b.local.");
     assert_eq!(info.get_port(), 7000);
