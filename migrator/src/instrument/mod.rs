@@ -3,8 +3,9 @@
 //! The rewrite makes any wasm32-wasi module *preemptible* and *accountable*
 //! without changing its source:
 //!
-//! - **Preemption points.** A countdown global is decremented at every
-//!   function entry and loop header; when it reaches zero the guest calls the
+//! - **Preemption points.** A countdown global is decremented at every loop
+//!   header and at the entry of every function on a call cycle (see
+//!   `recursion`); when it reaches zero the guest calls the
 //!   host import `ferry.__preempt`, which decides whether the function goes on
 //!   (it returns the next countdown) or stops (it traps). Guests pay one
 //!   decrement and a well-predicted branch per point, never a host call per
@@ -21,6 +22,7 @@
 mod asyncify;
 mod globals;
 mod preemption;
+mod recursion;
 
 pub use asyncify::{STACK_MEMORY_EXPORT, STACK_MEMORY_PAGES, UNWINDING_IMPORTS};
 pub use globals::GLOBAL_EXPORT_PREFIX;
@@ -29,7 +31,7 @@ use thiserror::Error;
 
 /// Bumped whenever the rewrite changes, so that cached compiled artifacts of an
 /// older rewrite are never used.
-pub const INSTRUMENTATION_VERSION: u32 = 3;
+pub const INSTRUMENTATION_VERSION: u32 = 4;
 
 /// Import module of the host functions the rewrite adds.
 pub const RESERVED_IMPORT_MODULE: &str = "ferry";
@@ -48,7 +50,7 @@ pub struct InstrumentedModule {
 /// Counts of what the rewrite inserted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct InstrumentStats {
-    /// Functions that got an entry check.
+    /// Functions that got an entry check (those on a call cycle).
     pub functions: u32,
     /// Loop headers that got a check.
     pub loops: u32,

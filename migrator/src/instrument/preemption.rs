@@ -38,14 +38,15 @@ pub(super) fn insert_preemption_points(module: &mut Module) -> Result<Instrument
         default_memory,
     };
 
+    let recursive = super::recursion::recursive_functions(module);
     let mut stats = InstrumentStats::default();
-    for (_, function) in module.funcs.iter_local_mut() {
-        rewrite_function(function, &hooks, &mut stats);
+    for (id, function) in module.funcs.iter_local_mut() {
+        rewrite_function(function, &hooks, recursive.contains(&id), &mut stats);
     }
     Ok(stats)
 }
 
-fn rewrite_function(function: &mut LocalFunction, hooks: &Hooks, stats: &mut InstrumentStats) {
+fn rewrite_function(function: &mut LocalFunction, hooks: &Hooks, entry_check: bool, stats: &mut InstrumentStats) {
     let entry = function.entry_block();
     let mut loop_bodies = Vec::new();
     let mut all_sequences = Vec::new();
@@ -64,8 +65,10 @@ fn rewrite_function(function: &mut LocalFunction, hooks: &Hooks, stats: &mut Ins
         }
     }
 
-    prepend_check(function, entry, hooks);
-    stats.functions += 1;
+    if entry_check {
+        prepend_check(function, entry, hooks);
+        stats.functions += 1;
+    }
     for body in loop_bodies {
         prepend_check(function, body, hooks);
         stats.loops += 1;
@@ -73,7 +76,7 @@ fn rewrite_function(function: &mut LocalFunction, hooks: &Hooks, stats: &mut Ins
 }
 
 /// Every instruction sequence reachable from `start`, and which of them are loop bodies.
-fn collect_sequences(
+pub(super) fn collect_sequences(
     function: &LocalFunction,
     start: InstrSeqId,
     all: &mut Vec<InstrSeqId>,

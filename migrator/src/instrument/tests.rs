@@ -41,7 +41,7 @@ fn instrumented_module_validates_and_counts_every_point() {
     assert_eq!(
         instrumented.stats,
         InstrumentStats {
-            functions: 3,
+            functions: 0,
             loops: 3,
             memory_grows: 1
         }
@@ -134,4 +134,37 @@ fn a_module_with_a_start_section_is_refused() {
         instrument(&module).unwrap_err(),
         InstrumentError::StartSection
     ));
+}
+
+#[test]
+fn entry_checks_go_exactly_to_functions_on_a_call_cycle() {
+    let module = wat(r#"
+(module
+  (type $unary (func (param i32) (result i32)))
+  (memory (export "memory") 1)
+  (table 2 funcref)
+  (elem (i32.const 0) $through_table $leaf)
+  ;; calls itself: needs an entry check
+  (func $self (param i32) (result i32)
+    (if (result i32) (local.get 0)
+      (then (call $self (i32.sub (local.get 0) (i32.const 1))))
+      (else (i32.const 0))))
+  ;; $ping <-> $pong: both need one
+  (func $ping (param i32) (result i32) (call $pong (local.get 0)))
+  (func $pong (param i32) (result i32)
+    (if (result i32) (local.get 0)
+      (then (call $ping (i32.sub (local.get 0) (i32.const 1))))
+      (else (i32.const 0))))
+  ;; recursion through the table: it calls indirectly, and it is in the table
+  (func $through_table (param i32) (result i32)
+    (call_indirect (type $unary) (local.get 0) (i32.const 0)))
+  ;; a leaf: no entry check
+  (func $leaf (param i32) (result i32) (i32.add (local.get 0) (i32.const 1)))
+  (func (export "_start")
+    (drop (call $self (i32.const 3)))
+    (drop (call $ping (i32.const 3)))
+    (drop (call $leaf (i32.const 3)))))
+"#);
+    let instrumented = instrument(&module).unwrap();
+    assert_eq!(instrumented.stats.functions, 4, "{:?}", instrumented.stats);
 }
