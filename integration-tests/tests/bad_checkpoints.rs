@@ -29,6 +29,18 @@ fn latest_checkpoint(db: &sled::Db, name: &str) -> (sled::IVec, Vec<u8>) {
     (key, value.to_vec())
 }
 
+/// Re-encodes the newest checkpoint of `name` after `change` (with a valid
+/// checksum, so only the change itself is wrong).
+fn rewrite_latest_manifest(db: &sled::Db, name: &str, change: impl FnOnce(&mut ferry_migrator::CheckpointManifest)) {
+    let (key, stored) = latest_checkpoint(db, name);
+    let mut manifest = decode_manifest(&stored).unwrap();
+    change(&mut manifest);
+    db.open_tree(CHECKPOINTS)
+        .unwrap()
+        .insert(key, encode_manifest(&manifest))
+        .unwrap();
+}
+
 /// Runs `victim` (ticker) and `bystander` (echo), checkpoints both, kills
 /// the hub, applies `damage` to the victim's newest checkpoint, restarts
 /// the hub, and returns it with the victim's failure reason.
@@ -128,13 +140,7 @@ async fn a_truncated_manifest_is_refused_and_harms_nothing_else() {
 #[tokio::test]
 async fn a_manifest_naming_a_module_the_store_lacks_is_refused() {
     let (hub, reason) = damaged_victim(|db, name| {
-        let (key, stored) = latest_checkpoint(db, name);
-        let mut manifest = decode_manifest(&stored).unwrap();
-        manifest.module_hash = "0".repeat(64);
-        db.open_tree(CHECKPOINTS)
-            .unwrap()
-            .insert(key, encode_manifest(&manifest))
-            .unwrap();
+        rewrite_latest_manifest(db, name, |manifest| manifest.module_hash = "0".repeat(64));
     })
     .await;
     assert!(
@@ -153,13 +159,7 @@ async fn a_manifest_naming_a_module_the_store_lacks_is_refused() {
 #[tokio::test]
 async fn a_checkpoint_of_an_older_format_version_is_refused_naming_both_versions() {
     let (hub, reason) = damaged_victim(|db, name| {
-        let (key, stored) = latest_checkpoint(db, name);
-        let mut manifest = decode_manifest(&stored).unwrap();
-        manifest.format_version = 0;
-        db.open_tree(CHECKPOINTS)
-            .unwrap()
-            .insert(key, encode_manifest(&manifest))
-            .unwrap();
+        rewrite_latest_manifest(db, name, |manifest| manifest.format_version = 0);
     })
     .await;
     assert!(reason.contains("version 0") && reason.contains('1'), "{reason}");

@@ -11,18 +11,7 @@ use ferry_proto::v1::{
 use serde_json::{Value, json};
 
 use super::client::ClientError;
-
-fn state_name(state: i32) -> &'static str {
-    match FunctionState::try_from(state) {
-        Ok(FunctionState::Starting) => "starting",
-        Ok(FunctionState::Running) => "running",
-        Ok(FunctionState::Exited) => "exited",
-        Ok(FunctionState::Failed) => "failed",
-        Ok(FunctionState::Stopped) => "stopped",
-        Ok(FunctionState::Suspended) => "suspended",
-        _ => "unknown",
-    }
-}
+use crate::supervisor::state_name;
 
 fn stream_name(stream: i32) -> &'static str {
     match LogStream::try_from(stream) {

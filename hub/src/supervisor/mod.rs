@@ -8,6 +8,7 @@ mod info;
 mod services;
 
 pub use checkpoints::{CHECKPOINTS_KEPT, open_store as open_checkpoint_store};
+pub use info::state_name;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
