@@ -29,6 +29,17 @@ fn latest_checkpoint(db: &sled::Db, name: &str) -> (sled::IVec, Vec<u8>) {
     (key, value.to_vec())
 }
 
+/// `ferry resume victim` is refused with `exit_code` (README's table).
+fn assert_resume_refused(hub: &HubProcess, exit_code: i32) {
+    let resume = hub.ferry(&["resume", "victim"]);
+    assert_eq!(
+        resume.status.code(),
+        Some(exit_code),
+        "{}",
+        String::from_utf8_lossy(&resume.stderr)
+    );
+}
+
 /// Re-encodes the newest checkpoint of `name` after `change` (with a valid
 /// checksum, so only the change itself is wrong).
 fn rewrite_latest_manifest(db: &sled::Db, name: &str, change: impl FnOnce(&mut ferry_migrator::CheckpointManifest)) {
@@ -108,13 +119,7 @@ async fn a_flipped_byte_in_a_memory_chunk_is_refused_and_harms_nothing_else() {
     })
     .await;
     assert!(reason.contains("chunk") && reason.contains("victim"), "{reason}");
-    let resume = hub.ferry(&["resume", "victim"]);
-    assert_eq!(
-        resume.status.code(),
-        Some(10),
-        "data loss: {}",
-        String::from_utf8_lossy(&resume.stderr)
-    );
+    assert_resume_refused(&hub, 10);
 }
 
 #[tokio::test]
@@ -128,13 +133,7 @@ async fn a_truncated_manifest_is_refused_and_harms_nothing_else() {
     })
     .await;
     assert!(reason.contains("corrupt") || reason.contains("checksum"), "{reason}");
-    let resume = hub.ferry(&["resume", "victim"]);
-    assert_eq!(
-        resume.status.code(),
-        Some(10),
-        "{}",
-        String::from_utf8_lossy(&resume.stderr)
-    );
+    assert_resume_refused(&hub, 10);
 }
 
 #[tokio::test]
@@ -147,13 +146,7 @@ async fn a_manifest_naming_a_module_the_store_lacks_is_refused() {
         reason.contains(&"0".repeat(64)) && reason.contains("not in the store"),
         "{reason}"
     );
-    let resume = hub.ferry(&["resume", "victim"]);
-    assert_eq!(
-        resume.status.code(),
-        Some(10),
-        "{}",
-        String::from_utf8_lossy(&resume.stderr)
-    );
+    assert_resume_refused(&hub, 10);
 }
 
 #[tokio::test]
@@ -163,11 +156,5 @@ async fn a_checkpoint_of_an_older_format_version_is_refused_naming_both_versions
     })
     .await;
     assert!(reason.contains("version 0") && reason.contains('1'), "{reason}");
-    let resume = hub.ferry(&["resume", "victim"]);
-    assert_eq!(
-        resume.status.code(),
-        Some(7),
-        "{}",
-        String::from_utf8_lossy(&resume.stderr)
-    );
+    assert_resume_refused(&hub, 7);
 }
