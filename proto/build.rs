@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "ferry/v1/hub.proto",
     "ferry/v1/records.proto",
     "ferry/v1/checkpoint.proto",
+    "ferry/v1/transfer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status};
 struct PlainEcho;
 
 type LogStreamResult = Pin<Box<dyn futures::Stream<Item = Result<LogEntry, Status>> + Send>>;
+type MigrateStreamResult = std::pin::Pin<Box<dyn futures::Stream<Item = Result<MigrateProgress, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Hub for PlainEcho {
@@ -42,6 +43,10 @@ impl Hub for PlainEcho {
         Err(Status::unimplemented("baseline"))
     }
     async fn get_function(&self, _: Request<GetFunctionRequest>) -> Result<Response<FunctionInfo>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    type MigrateStream = MigrateStreamResult;
+    async fn migrate(&self, _: Request<MigrateRequest>) -> Result<Response<Self::MigrateStream>, Status> {
         Err(Status::unimplemented("baseline"))
     }
     type LogsStream = LogStreamResult;

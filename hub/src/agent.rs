@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use ferry_migrator::transfer::RoundPolicy;
 use ferry_proto::v1::hub_server::HubServer;
+use ferry_proto::v1::migration_server::MigrationServer;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -16,6 +18,7 @@ use ferry_discovery::{Discovery, DiscoveryConfig, DiscoveryError, DiscoveryHandl
 use crate::config::AgentConfig;
 use crate::error::HubError;
 use crate::logs::LogHub;
+use crate::migration::{MigrationContext, MigrationService};
 use crate::peers::{HubProber, LoadGauge, spawn_load_meter};
 use crate::runtime::Runtime;
 use crate::service::HubService;
@@ -226,6 +229,11 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         source,
     })?;
 
+    let migration_context = MigrationContext {
+        cluster_id: config.cluster_id.clone(),
+        listen_address: address,
+        policy: RoundPolicy::default(),
+    };
     let gauge = Arc::new(LoadGauge::default());
     let discovery = Arc::new(start_discovery(&config, &identity, address.port()).await?);
     let load_meter = spawn_load_meter(supervisor.clone(), Arc::clone(&discovery), Arc::clone(&gauge));
@@ -244,9 +252,14 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         gauge,
         discovery.watch_peers(),
         discovery.suggester(),
+        migration_context.clone(),
     ))
     .max_decoding_message_size(64 << 20)
     .max_encoding_message_size(64 << 20);
+
+    let migration_service = MigrationServer::new(MigrationService::new(supervisor.clone(), migration_context))
+        .max_decoding_message_size(crate::migration::MAX_FRAME_BYTES)
+        .max_encoding_message_size(crate::migration::MAX_FRAME_BYTES);
 
     let (stop_serving, stop_serving_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
@@ -257,9 +270,12 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         .add_service(health_service)
         .add_service(reflection)
         .add_service(hub_service)
+        .add_service(migration_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
     let served = tokio::spawn(async move { server.await.map_err(AgentError::Serve) });
     write_address_file(&config.data_dir, address)?;
+    // Functions received but never committed wait for their sources' word.
+    crate::migration::spawn_resolvers(&supervisor);
     tracing::info!(
         hub_id = %identity.id,
         hub_name = %identity.name,

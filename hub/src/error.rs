@@ -35,6 +35,21 @@ pub enum HubError {
     CaptureFailed { name: String, reason: String },
     #[error("checkpoint of function {name:?} cannot be used: {reason}")]
     CheckpointUnusable { name: String, reason: String },
+    #[error("function {name:?} is being moved between hubs; try again when the move is over")]
+    Moving { name: String },
+    #[error("function {name:?} is offered under epoch {offered}, but this hub knows epoch {known}: the offer is stale")]
+    StaleEpoch { name: String, offered: u64, known: u64 },
+    #[error("cannot move to hub {hub}: {reason}")]
+    PeerUnusable { hub: String, reason: String },
+    #[error("move of function {name:?} to hub {hub} failed, the function continues on hub {source_hub}: {error}")]
+    MoveFailed {
+        name: String,
+        hub: String,
+        source_hub: String,
+        error: Box<ferry_migrator::transfer::TransferError>,
+    },
+    #[error(transparent)]
+    Transfer(ferry_migrator::transfer::TransferError),
     #[error(transparent)]
     Checkpoint(ferry_migrator::checkpoint::CheckpointError),
     #[error(transparent)]
@@ -57,6 +72,11 @@ impl ServiceError for HubError {
             HubError::NoCheckpoint { .. } => ErrorCode::NotFound,
             HubError::CaptureFailed { .. } => ErrorCode::Aborted,
             HubError::CheckpointUnusable { .. } => ErrorCode::DataLoss,
+            HubError::Moving { .. } => ErrorCode::FailedPrecondition,
+            HubError::StaleEpoch { .. } => ErrorCode::Aborted,
+            HubError::PeerUnusable { .. } => ErrorCode::FailedPrecondition,
+            HubError::MoveFailed { error, .. } => error.error_code(),
+            HubError::Transfer(error) => error.error_code(),
             HubError::Checkpoint(error) => error.error_code(),
             HubError::Runtime(error) => error.error_code(),
             HubError::Store(error) => error.error_code(),

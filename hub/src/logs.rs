@@ -118,6 +118,23 @@ impl LogHub {
         })?
     }
 
+    /// Every kept entry of `name`, oldest first (what moves with a function).
+    pub fn history(&self, name: &str) -> Result<Vec<LogEntry>, StoreError> {
+        Ok(self.store.read_logs(name, 0)?.entries)
+    }
+
+    /// Replaces the history of `name` with `entries` (received with the
+    /// function from another hub), keeping their sequence numbers.
+    pub fn import(&self, name: &str, entries: &[LogEntry]) -> Result<(), StoreError> {
+        let mut functions = self.functions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        functions.remove(name);
+        self.store.remove_logs(name)?;
+        for entry in entries {
+            self.store.append_log(name, entry)?;
+        }
+        Ok(())
+    }
+
     /// Ends every live follower (at hub shutdown).
     pub fn close_all(&self) {
         self.functions

@@ -8,6 +8,7 @@
 
 pub mod checkpoint;
 pub mod instrument;
+pub mod transfer;
 
 pub use checkpoint::{
     CHECKPOINT_FORMAT_VERSION, CheckpointError, CheckpointManifest, CheckpointStore, CheckpointStoreOptions, ChunkHash,

@@ -45,6 +45,7 @@ pub async fn run(hub: &str, json: bool, command: Command) -> Result<(), ClientEr
             output::print_message(json, &format!("removed {name}"), serde_json::json!({ "removed": name }))
         }
         Command::Invoke(args) => invoke(hub, json, args).await,
+        Command::Migrate(args) => super::migrate::migrate(hub, json, args).await,
         Command::Peers => {
             let peers = connect(hub)
                 .await?

@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+mod migrate;
 mod output;
 
 use std::path::PathBuf;
@@ -67,6 +68,8 @@ pub enum Command {
     },
     /// Send a message to a function and print its reply
     Invoke(InvokeArgs),
+    /// Move a running function to another hub while it runs
+    Migrate(MigrateArgs),
     /// Show the hub's identity and versions
     Info,
     /// List the hubs this hub knows of and whether they are alive
@@ -119,6 +122,15 @@ pub struct InvokeArgs {
     /// How long to wait for the reply, e.g. 5s [default: the hub's, 10s]
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// Function name
+    pub name: String,
+    /// Destination hub: its name or id, as `ferry peers` lists it
+    #[arg(long)]
+    pub to: String,
 }
 
 /// Runs a client command and turns its outcome into a process exit code.

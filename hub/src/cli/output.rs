@@ -46,6 +46,8 @@ pub fn function_json(info: &FunctionInfo) -> Value {
         "starts": info.starts,
         "last_checkpoint": info.last_checkpoint,
         "last_checkpoint_unix_ms": info.last_checkpoint_unix_ms,
+        "epoch": info.epoch,
+        "forwarded": info.forwarded,
     })
 }
 
@@ -58,7 +60,7 @@ pub fn log_entry_json(entry: &LogEntry) -> Value {
     })
 }
 
-fn human_bytes(bytes: u64) -> String {
+pub fn human_bytes(bytes: u64) -> String {
     bytesize::ByteSize::b(bytes).display().iec().to_string()
 }
 
@@ -85,6 +87,8 @@ fn note(info: &FunctionInfo) -> String {
     match FunctionState::try_from(info.state) {
         Ok(FunctionState::Exited) => format!("exit code {}", info.exit_code),
         Ok(FunctionState::Failed) => info.failure.clone(),
+        Ok(FunctionState::Moved) => "moved; its hub does not answer".to_owned(),
+        Ok(FunctionState::Arriving) => "waiting for its source to commit the move".to_owned(),
         _ => String::new(),
     }
 }

@@ -41,6 +41,20 @@ pub enum CaptureKind {
     Continue,
     /// End the run (suspend: the snapshot is all that remains).
     Stop,
+    /// End the run for a move to another hub: the record stays as it is, and
+    /// the hub either hands the snapshot over or continues from it.
+    Pause,
+}
+
+/// How a run ends after answering `requests` (`None`: it goes on).
+pub fn capture_outcome(requests: &[CaptureRequest]) -> Option<super::Outcome> {
+    if requests.iter().any(|request| request.kind == CaptureKind::Pause) {
+        Some(super::Outcome::Paused)
+    } else if requests.iter().any(|request| request.kind == CaptureKind::Stop) {
+        Some(super::Outcome::Suspended)
+    } else {
+        None
+    }
 }
 
 /// Answer to a capture request: the snapshot, or why there is none.

@@ -9,7 +9,7 @@ use ferry_migrator::{GLOBAL_EXPORT_PREFIX, STACK_MEMORY_EXPORT};
 use wasmer::{ExternType, FunctionEnv, Global, Instance, Memory, Module, RuntimeError, Store, TypedFunction, Value};
 
 use super::clock::VirtualClock;
-use super::control::{CaptureKind, FunctionControl};
+use super::control::FunctionControl;
 use super::guest::{CpuMeter, GuestEnv, GuestStop, HostServices};
 use super::imports::build_imports;
 use super::snapshot::{GlobalValue, HostSnapshot, Snapshot};
@@ -37,6 +37,8 @@ pub enum Outcome {
     Stopped,
     /// Captured and ended on request; the snapshot went to the requester.
     Suspended,
+    /// Captured and ended for a move; the snapshot went to the requester.
+    Paused,
     /// Could not start, trapped, or exceeded a limit.
     Failed(String),
 }
@@ -351,7 +353,7 @@ impl LiveInstance {
         let control = Arc::clone(&self.env.as_ref(&self.store).control);
         let requests = control.take_capture_requests();
         let snapshot = self.snapshot().map(Arc::new);
-        let stop = requests.iter().any(|request| request.kind == CaptureKind::Stop);
+        let ending = super::control::capture_outcome(&requests);
         let failure = snapshot.as_ref().err().cloned();
         for request in requests {
             let _ = request.reply.send(snapshot.clone());
@@ -359,7 +361,7 @@ impl LiveInstance {
         if let Some(reason) = failure {
             return Some(Outcome::Failed(format!("capture failed: {reason}")));
         }
-        stop.then_some(Outcome::Suspended)
+        ending
     }
 
     /// Runs the function until it ends, is suspended, or parks in a long

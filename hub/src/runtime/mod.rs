@@ -23,7 +23,7 @@ use wasmer::sys::{Cranelift, NativeEngineExt};
 
 use crate::store::{ArtifactKey, Store, StoreError};
 
-pub use control::{CaptureKind, CaptureResult, FunctionControl, INBOX_CAPACITY, Message};
+pub use control::{CaptureKind, CaptureResult, FunctionControl, INBOX_CAPACITY, Message, capture_outcome};
 pub use guest::{HostServices, SendOutcome};
 pub use instance::{LaunchSpec, Outcome, RunEnd, run_to_completion, run_until_parked};
 pub use snapshot::{GlobalValue, HostSnapshot, PendingCall, Snapshot};

@@ -201,12 +201,13 @@ impl Inner {
     ) -> Result<CheckpointInfo, HubError> {
         let _serialized = self.persist_lock.lock().await;
         let started = Instant::now();
-        let (spec, recorded) = {
+        let (spec, recorded, epoch) = {
             let slots = self.lock_slots();
             let slot = slots.get(name).ok_or_else(|| self.not_found(name))?;
             (
                 slot.record.spec.clone().unwrap_or_default(),
                 slot.record.last_checkpoint,
+                slot.record.epoch,
             )
         };
         // The store is the authority: the record may lag behind it after a crash.
@@ -222,7 +223,7 @@ impl Inner {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(name);
-        let template = manifest_template(&snapshot, spec, 0, sequence, unix_ms_now());
+        let template = manifest_template(&snapshot, spec, epoch, sequence, unix_ms_now());
         let store = self.checkpoints.clone();
         let owned_name = name.to_owned();
         let result = tokio::task::spawn_blocking(move || {

@@ -80,14 +80,12 @@ async fn wait_while_parked(control: &FunctionControl, parked: Arc<Snapshot>) -> 
         if control.capture_requested() {
             let captured = Arc::new(current(&parked));
             let requests = control.take_capture_requests();
-            let stop = requests
-                .iter()
-                .any(|request| request.kind == runtime::CaptureKind::Stop);
+            let ending = runtime::capture_outcome(&requests);
             for request in requests {
                 let _ = request.reply.send(Ok(Arc::clone(&captured)));
             }
-            if stop {
-                return Err(Outcome::Suspended);
+            if let Some(outcome) = ending {
+                return Err(outcome);
             }
             continue;
         }

@@ -13,6 +13,8 @@ pub fn state_name(state: i32) -> &'static str {
         Ok(FunctionState::Failed) => "failed",
         Ok(FunctionState::Stopped) => "stopped",
         Ok(FunctionState::Suspended) => "suspended",
+        Ok(FunctionState::Moved) => "moved",
+        Ok(FunctionState::Arriving) => "arriving",
         Ok(FunctionState::Unspecified) | Err(_) => "unknown",
     }
 }
@@ -26,13 +28,19 @@ impl Inner {
                 running.control.memory_bytes(),
                 running.control.cpu_micros(),
             ),
+            None if record.pending_handoff.is_some() => (FunctionState::Arriving as i32, 0, 0),
             None => (record.last_state, 0, slot.last_cpu_micros),
+        };
+        // A function that moved away is shown where it went.
+        let (hub_id, hub_name) = match &record.moved_to {
+            Some(to) if state == FunctionState::Moved as i32 => (to.hub_id.clone(), to.hub_name.clone()),
+            _ => (self.identity.id.clone(), self.identity.name.clone()),
         };
         FunctionInfo {
             spec: record.spec.clone(),
             state,
-            hub_id: self.identity.id.clone(),
-            hub_name: self.identity.name.clone(),
+            hub_id,
+            hub_name,
             memory_bytes,
             cpu_micros,
             exit_code: record.exit_code,
@@ -41,6 +49,8 @@ impl Inner {
             starts: record.starts,
             last_checkpoint: record.last_checkpoint,
             last_checkpoint_unix_ms: record.last_checkpoint_unix_ms,
+            epoch: record.epoch,
+            forwarded: false,
         }
     }
 }

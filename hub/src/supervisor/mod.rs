@@ -4,13 +4,15 @@
 
 mod checkpoints;
 mod driver;
+mod handoff;
 mod info;
 mod services;
 
 pub use checkpoints::{CHECKPOINTS_KEPT, open_store as open_checkpoint_store};
+pub use handoff::{MoveCandidate, MovingGuard};
 pub use info::state_name;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -77,6 +79,8 @@ struct Inner {
     slots: Mutex<HashMap<String, Slot>>,
     generations: AtomicU64,
     shutting_down: AtomicBool,
+    /// Functions being moved away right now.
+    moving: Mutex<HashSet<String>>,
 }
 
 /// Handle to the supervisor; cheap to clone.
@@ -111,6 +115,7 @@ impl Supervisor {
                 slots: Mutex::new(HashMap::new()),
                 generations: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
+                moving: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -125,6 +130,14 @@ impl Supervisor {
 
     pub fn runtime(&self) -> &Arc<Runtime> {
         &self.inner.runtime
+    }
+
+    pub fn checkpoint_store(&self) -> &CheckpointStore {
+        &self.inner.checkpoints
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
     }
 
     /// Loads every stored record and continues the functions that were
@@ -286,6 +299,9 @@ impl Supervisor {
 
     /// Stops a function and keeps it stopped across hub restarts.
     pub async fn stop(&self, name: &str) -> Result<FunctionInfo, HubError> {
+        if self.inner.lock_moving().contains(name) {
+            return Err(HubError::Moving { name: name.to_owned() });
+        }
         let finished = {
             let mut slots = self.inner.lock_slots();
             let slot = slots.get_mut(name).ok_or_else(|| self.inner.not_found(name))?;
@@ -421,6 +437,10 @@ impl Inner {
         self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    fn lock_moving(&self) -> MutexGuard<'_, HashSet<String>> {
+        self.moving.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     fn not_found(&self, name: &str) -> HubError {
         HubError::FunctionNotFound {
             name: name.to_owned(),
@@ -535,6 +555,8 @@ impl Inner {
                 slot.record.last_state = FunctionState::Suspended as i32;
                 "suspended".to_owned()
             }
+            // Paused for a move: the record changes only when the move is recorded.
+            Outcome::Paused => "paused for a move".to_owned(),
             Outcome::Failed(reason) => {
                 slot.record.last_state = FunctionState::Failed as i32;
                 slot.record.failure = reason.clone();

@@ -82,6 +82,20 @@ impl CheckpointStore {
         self.retain(function, 0)
     }
 
+    /// Deletes those of `hashes` that no manifest names: the chunks a
+    /// transfer received and then did not need (overwritten by a later
+    /// round, or the transfer was abandoned).
+    pub fn drop_unreferenced(&self, hashes: &[ChunkHash]) -> Result<GcStats, CheckpointError> {
+        let mut stats = GcStats::default();
+        for hash in hashes {
+            if let Some(bytes_freed) = self.remove_chunk_if_unreferenced(hash.as_bytes())? {
+                stats.chunks_freed += 1;
+                stats.bytes_freed += bytes_freed;
+            }
+        }
+        Ok(stats)
+    }
+
     /// Deletes chunks that no manifest names: those left by a put or a
     /// transfer that crashed before its manifest was stored. Safe while puts
     /// run (a put rewrites a chunk collected under it), but it also deletes

@@ -190,6 +190,21 @@ impl CheckpointStore {
         Ok(missing)
     }
 
+    /// Whether the store holds the chunk.
+    pub fn contains_chunk(&self, hash: &ChunkHash) -> Result<bool, CheckpointError> {
+        Ok(self.chunks.contains_key(hash.as_bytes())?)
+    }
+
+    /// A chunk's content, decoded and verified against its hash, into
+    /// `destination` (exactly its length).
+    pub fn read_chunk_into(&self, hash: &ChunkHash, destination: &mut [u8]) -> Result<(), CheckpointError> {
+        let encoded = self
+            .chunks
+            .get(hash.as_bytes())?
+            .ok_or(CheckpointError::ChunkMissing { hash: *hash })?;
+        super::codec::decode_chunk_into(&encoded, hash, destination)
+    }
+
     /// A chunk as stored (codec byte + payload): the form it travels in.
     pub fn encoded_chunk(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>, CheckpointError> {
         Ok(self.chunks.get(hash.as_bytes())?.map(|encoded| encoded.to_vec()))

@@ -160,6 +160,13 @@ impl CheckpointStore {
         Ok(true)
     }
 
+    /// Stores a chunk the caller has already decoded and checked against
+    /// `hash` (a transfer's receiver does, to fill its memory image).
+    /// Returns whether it was new.
+    pub fn put_verified_chunk(&self, hash: &ChunkHash, encoded: &[u8]) -> Result<bool, CheckpointError> {
+        Ok(self.chunks.insert(hash.as_bytes(), encoded)?.is_none())
+    }
+
     /// Stores a manifest whose chunks are all in the store already (received
     /// with [`CheckpointStore::put_chunk`]), then flushes. Importing the same
     /// manifest again is a no-op; another one under the same function and

@@ -1,4 +1,8 @@
-//! The client-facing gRPC service (`ferry.v1.Hub`).
+//! The client-facing gRPC service (`ferry.v1.Hub`). Requests about a
+//! function that moved away are forwarded to the hub running it
+//! ([`routing`]).
+
+mod routing;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,8 +13,8 @@ use ferry_proto::v1::hub_server::Hub;
 use ferry_proto::v1::{
     CheckpointRequest, CheckpointResponse, DeployRequest, DeployResponse, FunctionInfo, GetFunctionRequest,
     GetHubInfoRequest, HubInfo, InvokeRequest, InvokeResponse, ListFunctionsRequest, ListFunctionsResponse,
-    ListPeersRequest, ListPeersResponse, LogEntry, LogsRequest, RemoveRequest, RemoveResponse, ResumeRequest,
-    StopRequest, SuspendRequest, SuspendResponse,
+    ListPeersRequest, ListPeersResponse, LogEntry, LogsRequest, MigrateProgress, MigrateRequest, RemoveRequest,
+    RemoveResponse, ResumeRequest, StopRequest, SuspendRequest, SuspendResponse, migrate_progress,
 };
 use ferry_proto::{PROTOCOL_VERSION, ServiceError};
 use futures::Stream;
@@ -18,9 +22,12 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use crate::forward::{self, Forwarder};
+use crate::migration::{self, MigrationContext};
 use crate::peers::{LoadGauge, peer_info};
 use crate::runtime::WASMER_VERSION;
 use crate::supervisor::Supervisor;
+use routing::forward_if_moved;
 
 /// Implements `ferry.v1.Hub` on top of the supervisor.
 pub struct HubService {
@@ -30,6 +37,8 @@ pub struct HubService {
     load: Arc<LoadGauge>,
     peers: watch::Receiver<Vec<PeerSnapshot>>,
     suggester: PeerSuggester,
+    forwarder: Forwarder,
+    migration: MigrationContext,
 }
 
 impl HubService {
@@ -40,6 +49,7 @@ impl HubService {
         load: Arc<LoadGauge>,
         peers: watch::Receiver<Vec<PeerSnapshot>>,
         suggester: PeerSuggester,
+        migration: MigrationContext,
     ) -> HubService {
         HubService {
             supervisor,
@@ -48,6 +58,8 @@ impl HubService {
             load,
             peers,
             suggester,
+            forwarder: Forwarder::default(),
+            migration,
         }
     }
 
@@ -72,6 +84,7 @@ impl HubService {
 }
 
 type LogStreamResult = Pin<Box<dyn Stream<Item = Result<LogEntry, Status>> + Send>>;
+type MigrateStreamResult = Pin<Box<dyn Stream<Item = Result<MigrateProgress, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Hub for HubService {
@@ -114,20 +127,39 @@ impl Hub for HubService {
 
     async fn list_functions(
         &self,
-        _request: Request<ListFunctionsRequest>,
+        request: Request<ListFunctionsRequest>,
     ) -> Result<Response<ListFunctionsResponse>, Status> {
-        Ok(Response::new(ListFunctionsResponse {
-            functions: self.supervisor.list(),
-        }))
+        let hops = forward::hops(&request);
+        let mut functions = Vec::new();
+        for local in self.supervisor.list() {
+            functions.push(self.moved_info(local, hops).await);
+        }
+        Ok(Response::new(ListFunctionsResponse { functions }))
     }
 
     async fn get_function(&self, request: Request<GetFunctionRequest>) -> Result<Response<FunctionInfo>, Status> {
+        if self.supervisor.forward_pointer(&request.get_ref().name).is_some() {
+            let hops = forward::hops(&request);
+            let local = self.supervisor.get(&request.get_ref().name)?;
+            let info = self.moved_info(local, hops).await;
+            return Ok(Response::new(info));
+        }
         Ok(Response::new(self.supervisor.get(&request.into_inner().name)?))
     }
 
     type LogsStream = LogStreamResult;
 
     async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        if let Some(pointer) = self.supervisor.forward_pointer(&request.get_ref().name) {
+            let hops = forward::hops(&request);
+            let mut client = self.forwarder.client(&pointer.address)?;
+            let onward = forward::onward(request.into_inner(), hops, &pointer.hub_name)?;
+            let entries = client
+                .logs(onward)
+                .await
+                .map_err(|status| forward::unreachable(&pointer.hub_name, &pointer.address, &status))?;
+            return Ok(Response::new(Box::pin(entries.into_inner())));
+        }
         let request = request.into_inner();
         if !self.supervisor.contains(&request.name) {
             return Err(self.supervisor.get(&request.name).unwrap_err().to_status());
@@ -174,10 +206,23 @@ impl Hub for HubService {
     }
 
     async fn stop(&self, request: Request<StopRequest>) -> Result<Response<FunctionInfo>, Status> {
+        forward_if_moved!(self, request, stop);
         Ok(Response::new(self.supervisor.stop(&request.into_inner().name).await?))
     }
 
     async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
+        let name = request.get_ref().name.clone();
+        if let Some(pointer) = self.supervisor.forward_pointer(&name) {
+            let hops = forward::hops(&request);
+            let mut client = self.forwarder.client(&pointer.address)?;
+            let onward = forward::onward(request.into_inner(), hops, &pointer.hub_name)?;
+            client
+                .remove(onward)
+                .await
+                .map_err(|status| forward::unreachable(&pointer.hub_name, &pointer.address, &status))?;
+            self.supervisor.forget(&name)?;
+            return Ok(Response::new(RemoveResponse {}));
+        }
         self.supervisor.remove(&request.into_inner().name).await?;
         Ok(Response::new(RemoveResponse {}))
     }
@@ -189,6 +234,7 @@ impl Hub for HubService {
     }
 
     async fn checkpoint(&self, request: Request<CheckpointRequest>) -> Result<Response<CheckpointResponse>, Status> {
+        forward_if_moved!(self, request, checkpoint);
         let checkpoint = self.supervisor.checkpoint(&request.into_inner().name).await?;
         Ok(Response::new(CheckpointResponse {
             checkpoint: Some(checkpoint),
@@ -196,6 +242,7 @@ impl Hub for HubService {
     }
 
     async fn suspend(&self, request: Request<SuspendRequest>) -> Result<Response<SuspendResponse>, Status> {
+        forward_if_moved!(self, request, suspend);
         let (function, checkpoint) = self.supervisor.suspend(&request.into_inner().name).await?;
         Ok(Response::new(SuspendResponse {
             function: Some(function),
@@ -204,13 +251,66 @@ impl Hub for HubService {
     }
 
     async fn resume(&self, request: Request<ResumeRequest>) -> Result<Response<FunctionInfo>, Status> {
+        forward_if_moved!(self, request, resume);
         Ok(Response::new(self.supervisor.resume(&request.into_inner().name).await?))
     }
 
     async fn invoke(&self, request: Request<InvokeRequest>) -> Result<Response<InvokeResponse>, Status> {
+        forward_if_moved!(self, request, invoke);
         let request = request.into_inner();
         let timeout = (request.timeout_ms > 0).then(|| Duration::from_millis(u64::from(request.timeout_ms)));
         let data = self.supervisor.invoke(&request.name, request.data, timeout).await?;
         Ok(Response::new(InvokeResponse { data }))
+    }
+
+    type MigrateStream = MigrateStreamResult;
+
+    async fn migrate(&self, request: Request<MigrateRequest>) -> Result<Response<Self::MigrateStream>, Status> {
+        if let Some(pointer) = self.supervisor.forward_pointer(&request.get_ref().name) {
+            let hops = forward::hops(&request);
+            let mut client = self.forwarder.client(&pointer.address)?;
+            let onward = forward::onward(request.into_inner(), hops, &pointer.hub_name)?;
+            let events = client
+                .migrate(onward)
+                .await
+                .map_err(|status| forward::unreachable(&pointer.hub_name, &pointer.address, &status))?;
+            return Ok(Response::new(Box::pin(events.into_inner())));
+        }
+        let request = request.into_inner();
+        if !self.supervisor.contains(&request.name) {
+            return Err(self.supervisor.get(&request.name).unwrap_err().to_status());
+        }
+        let target = self.resolve_target(&request.to)?;
+        let (progress_tx, mut progress_rx) = mpsc::channel(256);
+        let (events_tx, events_rx) = mpsc::channel(256);
+        let supervisor = self.supervisor.clone();
+        let context = self.migration.clone();
+        // The move goes on even if the client stops listening.
+        tokio::spawn(async move {
+            let moving = migration::migrate(&supervisor, &context, &request.name, &target, progress_tx);
+            tokio::pin!(moving);
+            let result = loop {
+                tokio::select! {
+                    result = &mut moving => break result,
+                    Some(event) = progress_rx.recv() => {
+                        let _ = events_tx.send(Ok(event)).await;
+                    }
+                }
+            };
+            while let Ok(event) = progress_rx.try_recv() {
+                let _ = events_tx.send(Ok(event)).await;
+            }
+            let last = match result {
+                Ok(summary) => Ok(MigrateProgress {
+                    event: Some(migrate_progress::Event::Summary(summary)),
+                }),
+                Err(error) => {
+                    tracing::warn!(function = %request.name, error = %ferry_proto::error_chain(&error), "move failed");
+                    Err(error.to_status())
+                }
+            };
+            let _ = events_tx.send(last).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(events_rx))))
     }
 }

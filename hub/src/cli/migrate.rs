@@ -1,0 +1,116 @@
+//! `ferry migrate`: a progress bar while chunks stream, then a summary.
+
+use std::time::Duration;
+
+use ferry_proto::v1::{MigrateRequest, MigrateSummary, migrate_progress};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde_json::json;
+use tokio_stream::StreamExt;
+
+use super::MigrateArgs;
+use super::client::{ClientError, connect};
+use super::output::human_bytes;
+
+pub async fn migrate(hub: &str, json: bool, args: MigrateArgs) -> Result<(), ClientError> {
+    let mut events = connect(hub)
+        .await?
+        .migrate(MigrateRequest {
+            name: args.name.clone(),
+            to: args.to.clone(),
+        })
+        .await?
+        .into_inner();
+    let bar = if json {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>9} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let mut summary = None;
+    while let Some(event) = events.next().await {
+        match event?.event {
+            Some(migrate_progress::Event::Round(round)) => {
+                bar.set_prefix(if round.last {
+                    "last round".to_owned()
+                } else {
+                    format!("round {}", round.number)
+                });
+                bar.set_length(round.bytes_to_send);
+                bar.set_position(0);
+            }
+            Some(migrate_progress::Event::RoundBytesSent(sent)) => bar.set_position(sent),
+            Some(migrate_progress::Event::Summary(done)) => summary = Some(done),
+            None => {}
+        }
+    }
+    bar.finish_and_clear();
+    let summary = summary.ok_or_else(|| ClientError::Usage("the hub ended the move without a summary".to_owned()))?;
+    print_summary(&summary, json);
+    Ok(())
+}
+
+fn millis(micros: u64) -> String {
+    format!("{:.1} ms", Duration::from_micros(micros).as_secs_f64() * 1000.0)
+}
+
+fn print_summary(summary: &MigrateSummary, json: bool) {
+    if json {
+        println!(
+            "{}",
+            json!({
+                "function": summary.function,
+                "from_hub": summary.from_hub,
+                "to_hub": summary.to_hub,
+                "epoch": summary.epoch,
+                "rounds": summary.rounds,
+                "memory_bytes": summary.memory_bytes,
+                "bytes_offered": summary.bytes_offered,
+                "bytes_deduplicated": summary.bytes_deduplicated,
+                "bytes_sent": summary.bytes_sent,
+                "module_bytes_sent": summary.module_bytes_sent,
+                "total_micros": summary.total_micros,
+                "downtime_micros": summary.downtime_micros,
+                "final_round_micros": summary.final_round_micros,
+                "prepare_micros": summary.prepare_micros,
+                "start_micros": summary.start_micros,
+                "start_confirmed": summary.start_confirmed,
+            })
+        );
+        return;
+    }
+    println!(
+        "moved {} from {} to {} (epoch {})",
+        summary.function, summary.from_hub, summary.to_hub, summary.epoch
+    );
+    let compressed_away = (summary.bytes_offered - summary.bytes_deduplicated).saturating_sub(summary.bytes_sent);
+    println!(
+        "  rounds {}, memory {}, sent {} ({} saved by dedup, {} by compression){}",
+        summary.rounds,
+        human_bytes(summary.memory_bytes),
+        human_bytes(summary.bytes_sent),
+        human_bytes(summary.bytes_deduplicated),
+        human_bytes(compressed_away),
+        if summary.module_bytes_sent > 0 {
+            format!(", module {}", human_bytes(summary.module_bytes_sent))
+        } else {
+            String::new()
+        }
+    );
+    println!(
+        "  total {}, downtime {} (last round {}, persist {}, start {})",
+        millis(summary.total_micros),
+        millis(summary.downtime_micros),
+        millis(summary.final_round_micros),
+        millis(summary.prepare_micros),
+        millis(summary.start_micros)
+    );
+    if !summary.start_confirmed {
+        println!(
+            "  the destination did not confirm the start; it starts the function when it hears the move committed"
+        );
+    }
+}

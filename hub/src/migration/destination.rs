@@ -1,0 +1,326 @@
+//! The destination's side of a move: drives a [`Receiver`] with the frames
+//! of one `Transfer` stream, builds the function's memory image as chunks
+//! arrive, persists it on `Seal` and starts it on `Commit`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ferry_migrator::checkpoint::ChunkHash;
+use ferry_migrator::transfer::{Disposition, Receiver, ReceiverStep, RoundPlan, TransferError};
+use ferry_proto::v1::{CheckpointManifest, DestinationFrame, LogEntry, Offer, PendingHandoff, SourceFrame};
+use ferry_proto::{ErrorCode, ServiceError};
+use futures::Stream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Status, Streaming};
+
+use super::{MigrationContext, STALL_TIMEOUT, resolve};
+use crate::checkpoint_codec::snapshot_from_manifest;
+use crate::error::HubError;
+use crate::runtime::Snapshot;
+use crate::supervisor::Supervisor;
+
+/// Answers one transfer; the frames to send back come out of the stream.
+pub(super) fn receive(
+    supervisor: Supervisor,
+    context: MigrationContext,
+    remote: Option<SocketAddr>,
+    inbound: Streaming<SourceFrame>,
+) -> impl Stream<Item = Result<DestinationFrame, Status>> {
+    let (outbound, frames) = mpsc::channel(64);
+    tokio::spawn(async move {
+        let mut arrival = Arrival {
+            supervisor,
+            context,
+            remote,
+            receiver: Receiver::new(),
+            image: Vec::new(),
+            chunk_size: 0,
+            received: Vec::new(),
+            logs: Vec::new(),
+            installed: false,
+            snapshot: None,
+            outbound,
+        };
+        arrival.run(inbound).await;
+    });
+    ReceiverStream::new(frames)
+}
+
+/// One function arriving.
+struct Arrival {
+    supervisor: Supervisor,
+    context: MigrationContext,
+    remote: Option<SocketAddr>,
+    receiver: Receiver,
+    /// The function's memory as the rounds built it.
+    image: Vec<u8>,
+    chunk_size: usize,
+    /// Chunks stored by this transfer, to drop those nothing names after all.
+    received: Vec<ChunkHash>,
+    logs: Vec<LogEntry>,
+    installed: bool,
+    snapshot: Option<Arc<Snapshot>>,
+    outbound: mpsc::Sender<Result<DestinationFrame, Status>>,
+}
+
+impl Arrival {
+    async fn run(&mut self, mut inbound: Streaming<SourceFrame>) {
+        let ended = loop {
+            let frame = match tokio::time::timeout(STALL_TIMEOUT, inbound.message()).await {
+                Ok(Ok(Some(frame))) => frame,
+                Ok(Ok(None)) => break "the source closed the stream".to_owned(),
+                Ok(Err(status)) => break format!("the stream failed: {}", status.message()),
+                Err(_) => break format!("the source sent nothing for {STALL_TIMEOUT:?}"),
+            };
+            match self.on_frame(frame).await {
+                Ok(Some(answer)) => {
+                    if self.outbound.send(Ok(answer)).await.is_err() {
+                        break "the source stopped listening".to_owned();
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => {
+                    let code = error.error_code();
+                    tracing::warn!(function = %self.name(), error = %ferry_proto::error_chain(&error), "refusing a transfer");
+                    let transfer_error = match error {
+                        HubError::Transfer(error) => error,
+                        other => TransferError::Unacceptable {
+                            code,
+                            reason: other.to_string(),
+                        },
+                    };
+                    let refusal = self.receiver.refuse(&transfer_error, code);
+                    let _ = self.outbound.send(Ok(refusal)).await;
+                    break "refused".to_owned();
+                }
+            }
+            if self.receiver.after_stream_end() == Disposition::Keep {
+                return;
+            }
+        };
+        self.after_end(&ended);
+    }
+
+    fn name(&self) -> String {
+        self.receiver
+            .offer()
+            .and_then(|offer| offer.spec.as_ref())
+            .map(|spec| spec.name.clone())
+            .unwrap_or_default()
+    }
+
+    /// Handles one frame; the answer to send, if it calls for one.
+    async fn on_frame(&mut self, frame: SourceFrame) -> Result<Option<DestinationFrame>, HubError> {
+        let step = self.receiver.on_frame(frame).map_err(HubError::Transfer)?;
+        match step {
+            ReceiverStep::Offer(offer) => self.on_offer(offer).await.map(Some),
+            ReceiverStep::Module(module) => {
+                let runtime = Arc::clone(self.supervisor.runtime());
+                tokio::task::spawn_blocking(move || runtime.prepare(&module))
+                    .await
+                    .map_err(|error| HubError::InvalidRequest(format!("prepare task failed: {error}")))??;
+                Ok(None)
+            }
+            ReceiverStep::Round(plan) => self.on_round(plan).await.map(Some),
+            ReceiverStep::Chunk {
+                hash,
+                encoded,
+                bytes,
+                slots,
+            } => {
+                if self
+                    .supervisor
+                    .checkpoint_store()
+                    .put_verified_chunk(&hash, &encoded)
+                    .map_err(HubError::Checkpoint)?
+                {
+                    self.received.push(hash);
+                }
+                for slot in slots {
+                    self.slot(slot).copy_from_slice(&bytes);
+                }
+                Ok(None)
+            }
+            ReceiverStep::Logs(entries) => {
+                self.logs.extend(entries);
+                Ok(None)
+            }
+            ReceiverStep::Seal(manifest) => self.on_seal(manifest).await.map(Some),
+            ReceiverStep::Commit => {
+                let started = Instant::now();
+                let name = self.name();
+                self.supervisor.commit_arrival(&name, self.snapshot.take()).await?;
+                let micros = started.elapsed().as_micros() as u64;
+                tracing::info!(function = %name, epoch = self.receiver.new_epoch(), start_us = micros, "function moved here and runs");
+                Ok(Some(self.receiver.started(micros)))
+            }
+            ReceiverStep::Abort(reason) => {
+                tracing::info!(function = %self.name(), %reason, "the source aborted the transfer");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn on_offer(&mut self, offer: Offer) -> Result<DestinationFrame, HubError> {
+        let spec = offer.spec.clone().unwrap_or_default();
+        if offer.cluster_id != self.context.cluster_id {
+            return Err(HubError::Transfer(TransferError::Unacceptable {
+                code: ErrorCode::FailedPrecondition,
+                reason: format!(
+                    "the source belongs to cluster {:?}, this hub to {:?}",
+                    offer.cluster_id, self.context.cluster_id
+                ),
+            }));
+        }
+        self.supervisor.check_arrival(&spec.name, offer.epoch)?;
+        self.chunk_size = offer.chunk_size as usize;
+        let need_module = self.supervisor.store().module(&spec.module_hash).is_err();
+        if !need_module {
+            // Compile (or load the cached artifact) now, not during the downtime.
+            let runtime = Arc::clone(self.supervisor.runtime());
+            let hash = spec.module_hash.clone();
+            tokio::task::spawn_blocking(move || runtime.prepare_stored(&hash))
+                .await
+                .map_err(|error| HubError::InvalidRequest(format!("prepare task failed: {error}")))??;
+        }
+        tracing::info!(function = %spec.name, from = %offer.source_hub_name, epoch = offer.epoch, need_module, "accepting a function");
+        Ok(self.receiver.accept(need_module))
+    }
+
+    async fn on_round(&mut self, plan: RoundPlan) -> Result<DestinationFrame, HubError> {
+        self.image.resize(plan.memory_bytes as usize, 0);
+        for slot in &plan.zeroed {
+            self.slot(*slot).fill(0);
+        }
+        let mut lacking = Vec::new();
+        let store = self.supervisor.checkpoint_store().clone();
+        for (hash, slots) in plan.slots_by_hash {
+            let Some((&first, rest)) = slots.split_first() else {
+                continue;
+            };
+            if !store.contains_chunk(&hash).map_err(HubError::Checkpoint)? {
+                lacking.push(hash);
+                continue;
+            }
+            if store.read_chunk_into(&hash, self.slot(first)).is_err() {
+                // Gone or unreadable here: ask for it instead.
+                lacking.push(hash);
+                continue;
+            }
+            let start = first as usize * self.chunk_size;
+            let len = self.slot(first).len();
+            for slot in rest {
+                let target = *slot as usize * self.chunk_size;
+                self.image.copy_within(start..start + len, target);
+            }
+        }
+        self.receiver.need(lacking).map_err(HubError::Transfer)
+    }
+
+    async fn on_seal(&mut self, mut manifest: CheckpointManifest) -> Result<DestinationFrame, HubError> {
+        let offer = self.receiver.offer().cloned().unwrap_or_default();
+        let name = self.name();
+        let store = self.supervisor.checkpoint_store().clone();
+        let sequence = store
+            .list(&name)
+            .map_err(HubError::Checkpoint)?
+            .last()
+            .map_or(0, |entry| entry.sequence)
+            + 1;
+        manifest.sequence = sequence;
+        let snapshot = snapshot_from_manifest(&manifest, std::mem::take(&mut self.image)).map_err(|reason| {
+            HubError::CheckpointUnusable {
+                name: name.clone(),
+                reason,
+            }
+        })?;
+        let imported = manifest.clone();
+        tokio::task::spawn_blocking(move || store.import_manifest(&imported))
+            .await
+            .map_err(|error| HubError::InvalidRequest(format!("import task failed: {error}")))?
+            .map_err(HubError::Checkpoint)?;
+        let source_address = match (self.remote, offer.source_address.parse::<SocketAddr>()) {
+            (Some(remote), Ok(advertised)) => SocketAddr::new(remote.ip(), advertised.port()).to_string(),
+            _ => offer.source_address.clone(),
+        };
+        let source = PendingHandoff {
+            source_hub_id: offer.source_hub_id.clone(),
+            source_hub_name: offer.source_hub_name.clone(),
+            source_address,
+        };
+        self.supervisor.install_arrival(
+            offer.spec.clone().unwrap_or_default(),
+            manifest.epoch,
+            offer.starts,
+            sequence,
+            source,
+            &self.logs,
+        )?;
+        self.installed = true;
+        self.drop_unneeded(&manifest);
+        self.snapshot = Some(Arc::new(snapshot));
+        tracing::info!(function = %name, epoch = manifest.epoch, sequence, "function prepared; waiting for the commit");
+        Ok(self.receiver.prepared())
+    }
+
+    /// The stream is over: discard, ask the source, or nothing (it runs here).
+    fn after_end(&mut self, why: &str) {
+        let name = self.name();
+        match self.receiver.after_stream_end() {
+            Disposition::Keep => {}
+            Disposition::Discard => {
+                if !name.is_empty() {
+                    tracing::info!(function = %name, reason = %why, "transfer ended before the commit; discarding");
+                }
+                if self.installed
+                    && let Err(error) = self
+                        .supervisor
+                        .discard_arrival(&name, self.receiver.new_epoch().saturating_sub(1))
+                {
+                    tracing::error!(function = %name, error = %ferry_proto::error_chain(&error), "could not discard an arrival");
+                }
+                let received = std::mem::take(&mut self.received);
+                self.drop_received(&received);
+            }
+            Disposition::Resolve => {
+                tracing::warn!(function = %name, reason = %why, "transfer ended while prepared; resolving with the source");
+                if let Some((_, epoch, source)) = self
+                    .supervisor
+                    .pending_arrivals()
+                    .into_iter()
+                    .find(|(pending, ..)| *pending == name)
+                {
+                    resolve::spawn_resolver(self.supervisor.clone(), name, epoch, source, self.snapshot.take());
+                }
+            }
+        }
+    }
+
+    /// Drops chunks this transfer stored that `manifest` does not name.
+    fn drop_unneeded(&mut self, manifest: &CheckpointManifest) {
+        let named: std::collections::HashSet<&[u8]> = manifest.chunk_hashes.iter().map(Vec::as_slice).collect();
+        let unneeded: Vec<ChunkHash> = self
+            .received
+            .iter()
+            .filter(|hash| !named.contains(hash.as_bytes().as_slice()))
+            .copied()
+            .collect();
+        self.drop_received(&unneeded);
+        self.received.clear();
+    }
+
+    /// Drops `hashes` unless something names them.
+    fn drop_received(&self, hashes: &[ChunkHash]) {
+        if let Err(error) = self.supervisor.checkpoint_store().drop_unreferenced(hashes) {
+            tracing::warn!(%error, "could not drop unreferenced received chunks");
+        }
+    }
+
+    fn slot(&mut self, slot: u32) -> &mut [u8] {
+        let start = slot as usize * self.chunk_size;
+        let end = (start + self.chunk_size).min(self.image.len());
+        &mut self.image[start..end]
+    }
+}

@@ -1,0 +1,109 @@
+//! Moving running functions between hubs: the gRPC edges around the pure
+//! state machines of `ferry_migrator::transfer`.
+//!
+//! - [`source`]: `ferry migrate` on the hub that runs the function.
+//! - [`destination`]: the `Migration/Transfer` stream on the receiving hub.
+//! - [`resolve`]: a destination holding a prepared function asks its source
+//!   how the handoff ended.
+
+mod destination;
+mod resolve;
+mod source;
+
+pub use resolve::spawn_resolver;
+pub use resolve::spawn_resolvers;
+pub use source::{Target, migrate};
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use ferry_migrator::transfer::{RoundPolicy, TransferError};
+use ferry_proto::v1::migration_client::MigrationClient;
+use ferry_proto::v1::migration_server::Migration;
+use ferry_proto::v1::{DestinationFrame, ResolveHandoffRequest, ResolveHandoffResponse, SourceFrame};
+use futures::Stream;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::supervisor::Supervisor;
+
+/// A transfer in which the other hub says nothing for this long is dead
+/// (a cut link stalls TCP rather than resetting it).
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the destination may take to persist (`Prepared`) or start (`Started`).
+pub const DECISION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Frames of up to one 16 MiB chunk or a module travel in one message.
+pub const MAX_FRAME_BYTES: usize = 256 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What both sides of a move need to know about this hub.
+#[derive(Debug, Clone)]
+pub struct MigrationContext {
+    pub cluster_id: String,
+    /// The address this hub serves on (its port is what peers reach).
+    pub listen_address: SocketAddr,
+    pub policy: RoundPolicy,
+}
+
+/// A client of another hub's `Migration` service.
+pub fn migration_client(address: &str) -> Result<MigrationClient<Channel>, TransferError> {
+    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|error| TransferError::Truncated {
+            reason: format!("bad peer address {address}: {error}"),
+        })?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20));
+    Ok(MigrationClient::new(endpoint.connect_lazy())
+        .max_decoding_message_size(MAX_FRAME_BYTES)
+        .max_encoding_message_size(MAX_FRAME_BYTES))
+}
+
+/// Implements `ferry.v1.Migration`.
+pub struct MigrationService {
+    supervisor: Supervisor,
+    context: MigrationContext,
+}
+
+impl MigrationService {
+    pub fn new(supervisor: Supervisor, context: MigrationContext) -> MigrationService {
+        MigrationService { supervisor, context }
+    }
+}
+
+type FrameStream = Pin<Box<dyn Stream<Item = Result<DestinationFrame, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Migration for MigrationService {
+    type TransferStream = FrameStream;
+
+    async fn transfer(
+        &self,
+        request: Request<Streaming<SourceFrame>>,
+    ) -> Result<Response<Self::TransferStream>, Status> {
+        let remote = request.remote_addr();
+        let frames = destination::receive(
+            self.supervisor.clone(),
+            self.context.clone(),
+            remote,
+            request.into_inner(),
+        );
+        Ok(Response::new(Box::pin(frames)))
+    }
+
+    async fn resolve_handoff(
+        &self,
+        request: Request<ResolveHandoffRequest>,
+    ) -> Result<Response<ResolveHandoffResponse>, Status> {
+        let request = request.into_inner();
+        let outcome = self
+            .supervisor
+            .handoff_outcome(&request.name, request.epoch, &request.destination_hub_id);
+        tracing::info!(function = %request.name, epoch = request.epoch, ?outcome, "answered a handoff resolution");
+        Ok(Response::new(ResolveHandoffResponse {
+            outcome: outcome as i32,
+        }))
+    }
+}

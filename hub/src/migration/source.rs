@@ -1,0 +1,409 @@
+//! The source's side of a move: pre-copy rounds while the function runs,
+//! the paused last round, the durable record of the move, the commit. Any
+//! failure before the record leaves the function running here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_migrator::checkpoint::{
+    CHECKPOINT_FORMAT_VERSION, ChunkHash, DEFAULT_CHUNK_SIZE, Fingerprints, codec::ChunkEncoder, scan_memory,
+};
+use ferry_migrator::transfer::{NextStep, Owner, Sender, TransferError, code_from_name};
+use ferry_proto::v1::{
+    CheckpointManifest, ChunkData, DestinationFrame, ForwardPointer, LogBatch, MigrateProgress, MigrateSummary,
+    ModuleData, Offer, RoundProgress, SourceFrame, migrate_progress, source_frame,
+};
+use ferry_proto::{ErrorCode, PROTOCOL_VERSION};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+
+use super::{DECISION_TIMEOUT, MigrationContext, STALL_TIMEOUT, migration_client};
+use crate::checkpoint_codec::manifest_template;
+use crate::error::HubError;
+use crate::logs::unix_ms_now;
+use crate::runtime::Snapshot;
+use crate::supervisor::{MoveCandidate, Supervisor};
+
+/// Log entries per `LogBatch` frame.
+const LOG_BATCH: usize = 512;
+/// Progress is reported after every this many bytes sent.
+const PROGRESS_EVERY: u64 = 1 << 20;
+
+/// The hub a function moves to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub hub_id: String,
+    pub hub_name: String,
+    pub address: SocketAddr,
+}
+
+/// The previous round's memory layout and fingerprints: the next round
+/// hashes only chunks whose fingerprint changed.
+struct RoundBase {
+    manifest: CheckpointManifest,
+    fingerprints: Fingerprints,
+}
+
+/// Moves `name` to `target` while it runs, reporting progress; returns the summary.
+pub async fn migrate(
+    supervisor: &Supervisor,
+    context: &MigrationContext,
+    name: &str,
+    target: &Target,
+    progress: mpsc::Sender<MigrateProgress>,
+) -> Result<MigrateSummary, HubError> {
+    let (candidate, _moving) = supervisor.begin_move(name)?;
+    let started = Instant::now();
+    let mut sender = Sender::new(DEFAULT_CHUNK_SIZE, context.policy);
+    let mut run = MoveRun {
+        supervisor,
+        name,
+        target,
+        candidate: &candidate,
+        progress,
+        paused: None,
+        paused_at: None,
+        memory_bytes: 0,
+        module_bytes: 0,
+        final_round: Duration::ZERO,
+        prepare: Duration::ZERO,
+    };
+    let result = run.transfer(context, &mut sender).await;
+    let stats = sender.stats();
+    match result {
+        Ok(start_micros) => Ok(run.summary(&sender, started, start_micros, true)),
+        Err(error) if sender.owner_after_failure() == Owner::Destination => {
+            tracing::warn!(function = %name, to = %target.hub_name, error = %error, "moved, but the destination did not confirm the start; it starts the function when it resolves the handoff");
+            Ok(run.summary(&sender, started, 0, false))
+        }
+        Err(error) => {
+            tracing::warn!(function = %name, to = %target.hub_name, rounds = stats.rounds, error = %error, "move failed; the function continues here");
+            if let Some(snapshot) = run.paused.take() {
+                supervisor.continue_after_failed_move(name, snapshot).await?;
+            }
+            Err(HubError::MoveFailed {
+                name: name.to_owned(),
+                hub: target.hub_name.clone(),
+                source_hub: supervisor.identity().name.clone(),
+                error: Box::new(error),
+            })
+        }
+    }
+}
+
+struct MoveRun<'a> {
+    supervisor: &'a Supervisor,
+    name: &'a str,
+    target: &'a Target,
+    candidate: &'a MoveCandidate,
+    progress: mpsc::Sender<MigrateProgress>,
+    /// The snapshot the function was paused in, until it runs elsewhere.
+    paused: Option<Arc<Snapshot>>,
+    paused_at: Option<Instant>,
+    memory_bytes: u64,
+    module_bytes: u64,
+    final_round: Duration,
+    prepare: Duration,
+}
+
+impl MoveRun<'_> {
+    /// The whole exchange; returns the destination's start time in µs.
+    async fn transfer(&mut self, context: &MigrationContext, sender: &mut Sender) -> Result<u64, TransferError> {
+        let (outbound, frames) = mpsc::channel::<SourceFrame>(32);
+        let offer = Offer {
+            protocol_version: PROTOCOL_VERSION,
+            cluster_id: context.cluster_id.clone(),
+            source_hub_id: self.supervisor.identity().id.clone(),
+            source_hub_name: self.supervisor.identity().name.clone(),
+            source_address: context.listen_address.to_string(),
+            spec: Some(self.candidate.spec.clone()),
+            epoch: self.candidate.epoch,
+            chunk_size: sender.chunk_size(),
+            starts: self.candidate.starts,
+        };
+        send(&outbound, frame(source_frame::Frame::Offer(offer))).await?;
+        let mut client = migration_client(&self.target.address.to_string())?;
+        let opened = tokio::time::timeout(STALL_TIMEOUT, client.transfer(ReceiverStream::new(frames)))
+            .await
+            .map_err(|_| {
+                truncated(format!(
+                    "hub {} did not answer within {STALL_TIMEOUT:?}",
+                    self.target.hub_name
+                ))
+            })?
+            .map_err(status_error)?;
+        let mut inbound = opened.into_inner();
+
+        let need_module = sender.on_accept(recv(&mut inbound, STALL_TIMEOUT).await?)?;
+        if need_module {
+            let module = self
+                .supervisor
+                .store()
+                .module(&self.candidate.spec.module_hash)
+                .map_err(|error| truncated(format!("cannot read the module: {error}")))?;
+            self.module_bytes = module.len() as u64;
+            send(&outbound, frame(source_frame::Frame::Module(ModuleData { module }))).await?;
+        }
+
+        let result = self.rounds(sender, &outbound, &mut inbound).await;
+        if let Err(error) = result {
+            if let Some(abort) = sender.abort(&error.to_string()) {
+                let _ = outbound.try_send(abort);
+            }
+            return Err(error);
+        }
+        let prepared_wait = Instant::now();
+        let prepared = recv(&mut inbound, DECISION_TIMEOUT).await;
+        if let Err(error) = prepared.and_then(|prepared| sender.on_prepared(prepared)) {
+            if let Some(abort) = sender.abort(&error.to_string()) {
+                let _ = outbound.try_send(abort);
+            }
+            return Err(error);
+        }
+        self.prepare = prepared_wait.elapsed();
+
+        let new_epoch = self.candidate.epoch + 1;
+        let pointer = ForwardPointer {
+            hub_id: self.target.hub_id.clone(),
+            hub_name: self.target.hub_name.clone(),
+            address: self.target.address.to_string(),
+        };
+        if let Err(error) = self.supervisor.record_moved(self.name, new_epoch, pointer) {
+            let error = truncated(format!("cannot record the move: {error}"));
+            if let Some(abort) = sender.abort(&error.to_string()) {
+                let _ = outbound.try_send(abort);
+            }
+            return Err(error);
+        }
+        // The destination owns the function now.
+        self.paused = None;
+        send(&outbound, sender.move_recorded()).await?;
+        let started = recv(&mut inbound, DECISION_TIMEOUT).await?;
+        let start_micros = sender.on_started(started)?;
+        tracing::info!(function = %self.name, to = %self.target.hub_name, epoch = new_epoch, "function moved");
+        Ok(start_micros)
+    }
+
+    /// Pre-copy rounds, the paused last round, the logs and the seal.
+    async fn rounds(
+        &mut self,
+        sender: &mut Sender,
+        outbound: &mpsc::Sender<SourceFrame>,
+        inbound: &mut Streaming<ferry_proto::v1::DestinationFrame>,
+    ) -> Result<(), TransferError> {
+        let mut base: Option<RoundBase> = None;
+        let mut last = false;
+        loop {
+            let snapshot = if last {
+                let snapshot = self
+                    .supervisor
+                    .pause_for_move(self.name)
+                    .await
+                    .map_err(|error| truncated(format!("cannot pause the function: {error}")))?;
+                self.paused_at = Some(Instant::now());
+                self.memory_bytes = snapshot.memory.len() as u64;
+                self.paused = Some(Arc::clone(&snapshot));
+                snapshot
+            } else {
+                self.supervisor
+                    .capture_for_round(self.name)
+                    .await
+                    .map_err(|error| truncated(format!("cannot capture the function: {error}")))?
+            };
+            let round_started = Instant::now();
+            let (hashes, next_base) = scan(Arc::clone(&snapshot), sender.chunk_size(), base.take()).await?;
+            base = Some(next_base);
+            let memory_bytes = snapshot.memory.len() as u64;
+            let planned = sender.plan_round(&hashes, memory_bytes, last);
+            send(outbound, planned.frame).await?;
+            let to_send = sender.on_need(recv(inbound, STALL_TIMEOUT).await?)?;
+            let bytes_to_send: u64 = to_send.len() as u64 * u64::from(sender.chunk_size());
+            let round_number = sender.stats().rounds;
+            self.report(migrate_progress::Event::Round(RoundProgress {
+                number: round_number,
+                last,
+                bytes_to_send: bytes_to_send.min(planned.changed_bytes),
+                bytes_deduplicated: planned.changed_bytes.saturating_sub(bytes_to_send),
+            }));
+            self.send_chunks(sender, outbound, &snapshot, to_send).await?;
+            if last {
+                self.send_logs(outbound).await?;
+                let mut manifest = manifest_template(
+                    &snapshot,
+                    self.candidate.spec.clone(),
+                    self.candidate.epoch,
+                    1,
+                    unix_ms_now(),
+                );
+                let layout = &base.as_ref().expect("set above").manifest;
+                manifest.format_version = CHECKPOINT_FORMAT_VERSION;
+                manifest.memory_bytes = layout.memory_bytes;
+                manifest.chunk_size = layout.chunk_size;
+                manifest.chunk_hashes = layout.chunk_hashes.clone();
+                send(outbound, sender.seal(manifest)?).await?;
+                self.final_round = round_started.elapsed();
+                return Ok(());
+            }
+            if sender.next_step(planned.changed_bytes) == NextStep::Pause {
+                last = true;
+            }
+        }
+    }
+
+    /// Encodes the chunks on a blocking thread and streams them out.
+    async fn send_chunks(
+        &self,
+        sender: &mut Sender,
+        outbound: &mpsc::Sender<SourceFrame>,
+        snapshot: &Arc<Snapshot>,
+        to_send: Vec<(ChunkHash, u32)>,
+    ) -> Result<(), TransferError> {
+        let chunk_size = sender.chunk_size() as usize;
+        let (encoded_tx, mut encoded_rx) = mpsc::channel::<(u64, SourceFrame)>(16);
+        let memory = Arc::clone(snapshot);
+        let encoder = tokio::task::spawn_blocking(move || {
+            let mut encoder = ChunkEncoder::new(ferry_migrator::checkpoint::codec::DEFAULT_COMPRESSION_LEVEL)
+                .map_err(|error| error.to_string())?;
+            for (hash, slot) in to_send {
+                let start = slot as usize * chunk_size;
+                let end = (start + chunk_size).min(memory.memory.len());
+                let bytes = &memory.memory[start..end];
+                let encoded = encoder.encode(bytes).map_err(|error| error.to_string())?;
+                let chunk = frame(source_frame::Frame::Chunk(ChunkData {
+                    hash: hash.0.to_vec(),
+                    encoded,
+                }));
+                if encoded_tx.blocking_send((bytes.len() as u64, chunk)).is_err() {
+                    break;
+                }
+            }
+            Ok::<(), String>(())
+        });
+        let mut since_report = 0;
+        let mut round_sent = 0;
+        while let Some((uncompressed, chunk)) = encoded_rx.recv().await {
+            let encoded_len = match &chunk.frame {
+                Some(source_frame::Frame::Chunk(data)) => data.encoded.len() as u64,
+                _ => 0,
+            };
+            send(outbound, chunk).await?;
+            sender.chunk_sent(uncompressed, encoded_len);
+            since_report += uncompressed;
+            round_sent += uncompressed;
+            if since_report >= PROGRESS_EVERY {
+                since_report = 0;
+                self.report(migrate_progress::Event::RoundBytesSent(round_sent));
+            }
+        }
+        self.report(migrate_progress::Event::RoundBytesSent(round_sent));
+        encoder
+            .await
+            .map_err(|error| truncated(format!("encoder failed: {error}")))?
+            .map_err(|reason| truncated(format!("cannot encode a chunk: {reason}")))
+    }
+
+    async fn send_logs(&self, outbound: &mpsc::Sender<SourceFrame>) -> Result<(), TransferError> {
+        let history = self
+            .supervisor
+            .log_history(self.name)
+            .map_err(|error| truncated(format!("cannot read the logs: {error}")))?;
+        for batch in history.chunks(LOG_BATCH) {
+            let logs = LogBatch {
+                entries: batch.to_vec(),
+            };
+            send(outbound, frame(source_frame::Frame::Logs(logs))).await?;
+        }
+        Ok(())
+    }
+
+    fn report(&self, event: migrate_progress::Event) {
+        // A client that stopped listening does not stop the move.
+        let _ = self.progress.try_send(MigrateProgress { event: Some(event) });
+    }
+
+    fn summary(&self, sender: &Sender, started: Instant, start_micros: u64, confirmed: bool) -> MigrateSummary {
+        let stats = sender.stats();
+        MigrateSummary {
+            function: self.name.to_owned(),
+            from_hub: self.supervisor.identity().name.clone(),
+            to_hub: self.target.hub_name.clone(),
+            epoch: self.candidate.epoch + 1,
+            rounds: stats.rounds,
+            memory_bytes: self.memory_bytes,
+            bytes_offered: stats.bytes_offered,
+            bytes_deduplicated: stats.bytes_deduplicated,
+            bytes_sent: stats.bytes_sent,
+            module_bytes_sent: self.module_bytes,
+            total_micros: started.elapsed().as_micros() as u64,
+            downtime_micros: self.paused_at.map_or(0, |at| at.elapsed().as_micros() as u64),
+            final_round_micros: self.final_round.as_micros() as u64,
+            prepare_micros: self.prepare.as_micros() as u64,
+            start_micros,
+            start_confirmed: confirmed,
+        }
+    }
+}
+
+/// Hashes the chunks of a captured memory that changed since `base`.
+async fn scan(
+    snapshot: Arc<Snapshot>,
+    chunk_size: u32,
+    base: Option<RoundBase>,
+) -> Result<(Vec<Option<ChunkHash>>, RoundBase), TransferError> {
+    tokio::task::spawn_blocking(move || {
+        let base_ref = base.as_ref().map(|base| (&base.manifest, &base.fingerprints));
+        let scan = scan_memory(&snapshot.memory, chunk_size, base_ref).map_err(|error| error.to_string())?;
+        let manifest = CheckpointManifest {
+            memory_bytes: snapshot.memory.len() as u64,
+            chunk_size,
+            chunk_hashes: scan.manifest_entries(),
+            ..Default::default()
+        };
+        let hashes = scan.chunk_hashes.clone();
+        let fingerprints = scan.into_fingerprints(&manifest);
+        Ok::<_, String>((hashes, RoundBase { manifest, fingerprints }))
+    })
+    .await
+    .map_err(|error| truncated(format!("scan failed: {error}")))?
+    .map_err(|reason| truncated(format!("cannot scan memory: {reason}")))
+}
+
+fn frame(frame: source_frame::Frame) -> SourceFrame {
+    SourceFrame { frame: Some(frame) }
+}
+
+fn truncated(reason: String) -> TransferError {
+    TransferError::Truncated { reason }
+}
+
+async fn send(outbound: &mpsc::Sender<SourceFrame>, frame: SourceFrame) -> Result<(), TransferError> {
+    match tokio::time::timeout(STALL_TIMEOUT, outbound.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(truncated("the destination closed the stream".to_owned())),
+        Err(_) => Err(truncated(format!("the destination took nothing for {STALL_TIMEOUT:?}"))),
+    }
+}
+
+async fn recv(inbound: &mut Streaming<DestinationFrame>, timeout: Duration) -> Result<DestinationFrame, TransferError> {
+    match tokio::time::timeout(timeout, inbound.message()).await {
+        Ok(Ok(Some(frame))) => Ok(frame),
+        Ok(Ok(None)) => Err(truncated("the destination closed the stream".to_owned())),
+        Ok(Err(status)) => Err(status_error(status)),
+        Err(_) => Err(truncated(format!("the destination said nothing for {timeout:?}"))),
+    }
+}
+
+fn status_error(status: tonic::Status) -> TransferError {
+    let code = ErrorCode::from_grpc_code(status.code());
+    if code == ErrorCode::Unavailable || code == ErrorCode::DeadlineExceeded || code == ErrorCode::Internal {
+        truncated(format!("the connection failed: {}", status.message()))
+    } else {
+        TransferError::Refused {
+            hub: "the destination",
+            code: code_from_name(ferry_migrator::transfer::code_name(code)),
+            reason: status.message().to_owned(),
+        }
+    }
+}

@@ -1,0 +1,144 @@
+//! Moving a running function to another hub, as two pure state machines: a
+//! [`Sender`] on the source and a [`Receiver`] on the destination. They
+//! decide what to send, check what arrives (order, hashes, completeness) and
+//! say who owns the function when something fails; they never touch a
+//! socket, a store or an instance. The hub drives them over a gRPC stream
+//! (`ferry.v1.Migration/Transfer`, frames in `transfer.proto`).
+//!
+//! # The handoff
+//!
+//! 1. `Offer` (spec, epoch, chunk size) → `Accept` (does it lack the
+//!    module?) or `Refuse`.
+//! 2. Pre-copy rounds while the function keeps running: each `Round` lists
+//!    the chunk slots whose content changed since the previous round (the
+//!    first: every non-zero slot); the destination answers `Need` with the
+//!    distinct hashes it holds nowhere; the source sends those chunks.
+//! 3. When a round was small enough, or after [`RoundPolicy::max_rounds`],
+//!    the function is paused and the last round sent, then the log history
+//!    and `Seal` (the complete manifest). The destination checks the manifest
+//!    against the rounds, persists, answers `Prepared`.
+//! 4. The source durably records the move under epoch + 1, then `Commit`;
+//!    the destination starts the function and answers `Started`.
+//!
+//! # Who owns the function
+//!
+//! Until the source has recorded the move, the source does: any failure
+//! ([`Sender::owner_after_failure`] is [`Owner::Source`]) makes it send
+//! `Abort` if it can and continue the function itself. After that the
+//! destination does, even if `Commit` never arrives: a destination whose
+//! stream ended while prepared ([`Receiver::after_stream_end`] is
+//! [`Disposition::Resolve`]) asks the source how the handoff ended and
+//! starts the function only on "committed". A destination that lost the
+//! stream before it was prepared discards what it received.
+
+mod receiver;
+mod sender;
+#[cfg(test)]
+mod tests;
+
+pub use receiver::{Disposition, Receiver, ReceiverStep, RoundPlan};
+pub use sender::{NextStep, Owner, PlannedRound, Sender, SenderStats};
+
+use ferry_proto::{ErrorCode, ServiceError};
+use thiserror::Error;
+
+use crate::checkpoint::ChunkHash;
+
+/// When pre-copy stops and the function is paused for the last round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoundPolicy {
+    /// Pre-copy rounds at most (the paused last round comes after them).
+    pub max_rounds: u32,
+    /// A round that changed at most this many bytes is the last pre-copy round.
+    pub small_round_bytes: u64,
+}
+
+impl Default for RoundPolicy {
+    fn default() -> Self {
+        RoundPolicy {
+            max_rounds: 6,
+            small_round_bytes: 512 * 1024,
+        }
+    }
+}
+
+/// Why a transfer cannot go on. The hub maps it to a gRPC status.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum TransferError {
+    /// The other hub refused, with its reason.
+    #[error("{hub} refused: {reason}")]
+    Refused {
+        hub: &'static str,
+        code: ErrorCode,
+        reason: String,
+    },
+    /// A frame that is not allowed at this point, or malformed.
+    #[error("protocol violation: {reason}")]
+    Protocol { reason: String },
+    /// A chunk whose content does not match its hash.
+    #[error("chunk {hash} does not match its hash: {reason}")]
+    ChunkMismatch { hash: ChunkHash, reason: String },
+    /// The stream ended (or stalled) before the transfer was complete.
+    #[error("the transfer stream ended early: {reason}")]
+    Truncated { reason: String },
+    /// The offer names something this hub cannot take.
+    #[error("{reason}")]
+    Unacceptable { code: ErrorCode, reason: String },
+}
+
+impl TransferError {
+    fn protocol(reason: impl Into<String>) -> TransferError {
+        TransferError::Protocol { reason: reason.into() }
+    }
+}
+
+impl ServiceError for TransferError {
+    fn error_code(&self) -> ErrorCode {
+        match self {
+            TransferError::Refused { code, .. } | TransferError::Unacceptable { code, .. } => *code,
+            TransferError::Protocol { .. } => ErrorCode::InvalidArgument,
+            TransferError::ChunkMismatch { .. } => ErrorCode::DataLoss,
+            TransferError::Truncated { .. } => ErrorCode::Unavailable,
+        }
+    }
+}
+
+/// The error code a `Refuse` frame carries, by name.
+pub fn code_name(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::InvalidArgument => "InvalidArgument",
+        ErrorCode::NotFound => "NotFound",
+        ErrorCode::AlreadyExists => "AlreadyExists",
+        ErrorCode::FailedPrecondition => "FailedPrecondition",
+        ErrorCode::ResourceExhausted => "ResourceExhausted",
+        ErrorCode::DeadlineExceeded => "DeadlineExceeded",
+        ErrorCode::Unavailable => "Unavailable",
+        ErrorCode::DataLoss => "DataLoss",
+        ErrorCode::Aborted => "Aborted",
+        ErrorCode::Internal => "Internal",
+    }
+}
+
+/// The inverse of [`code_name`]; unknown names are `Internal`.
+pub fn code_from_name(name: &str) -> ErrorCode {
+    [
+        ErrorCode::InvalidArgument,
+        ErrorCode::NotFound,
+        ErrorCode::AlreadyExists,
+        ErrorCode::FailedPrecondition,
+        ErrorCode::ResourceExhausted,
+        ErrorCode::DeadlineExceeded,
+        ErrorCode::Unavailable,
+        ErrorCode::DataLoss,
+        ErrorCode::Aborted,
+    ]
+    .into_iter()
+    .find(|code| code_name(*code) == name)
+    .unwrap_or(ErrorCode::Internal)
+}
+
+/// A manifest entry (empty or 32 bytes) as a hash, or a protocol error.
+fn entry_hash(entry: &[u8]) -> Result<Option<ChunkHash>, TransferError> {
+    ChunkHash::from_manifest_entry(entry)
+        .map_err(|len| TransferError::protocol(format!("a chunk hash of {len} bytes (must be 0 or 32)")))
+}

@@ -1,0 +1,343 @@
+//! The source's side of a transfer: which chunks each round sends, when to
+//! pause the function, and who owns it if the transfer fails.
+
+use std::collections::HashMap;
+
+use ferry_proto::v1::{
+    CheckpointManifest, ChunkRef, Commit, DestinationFrame, Round, SourceFrame, destination_frame, source_frame,
+};
+
+use super::{RoundPolicy, TransferError, code_from_name, entry_hash};
+use crate::checkpoint::ChunkHash;
+
+/// Where the transfer stands, as far as the source knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Offered,
+    Accepted,
+    /// A round was offered; its `Need` is awaited.
+    RoundOffered,
+    /// Chunks of the round are being sent.
+    Sending,
+    Sealed,
+    /// The destination persisted the function; the move is not recorded yet.
+    Prepared,
+    /// The move is durable here: the destination owns the function.
+    MoveRecorded,
+    Started,
+}
+
+/// Who runs the function if the transfer stops now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owner {
+    /// The source: it aborts and continues the function.
+    Source,
+    /// The destination: the source keeps a forward pointer; the destination
+    /// starts the function once it learns the handoff committed.
+    Destination,
+}
+
+/// What comes after a pre-copy round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    AnotherRound,
+    /// Pause the function and send the last round.
+    Pause,
+}
+
+/// What the source sent, for the summary.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SenderStats {
+    /// Rounds offered, the paused one included.
+    pub rounds: u32,
+    /// Uncompressed bytes of the changed non-zero chunks the rounds offered.
+    pub bytes_offered: u64,
+    /// Offered bytes the destination already held.
+    pub bytes_deduplicated: u64,
+    /// Encoded chunk bytes sent.
+    pub bytes_sent: u64,
+    /// Uncompressed bytes of the chunks sent.
+    pub bytes_sent_uncompressed: u64,
+}
+
+/// One planned round: the frame to send and the bytes it offers.
+#[derive(Debug, Clone)]
+pub struct PlannedRound {
+    pub frame: SourceFrame,
+    /// Uncompressed bytes of the changed non-zero chunks.
+    pub changed_bytes: u64,
+}
+
+/// The source's state machine.
+#[derive(Debug)]
+pub struct Sender {
+    phase: Phase,
+    policy: RoundPolicy,
+    chunk_size: u32,
+    /// What the destination's image holds per chunk slot after the rounds so far.
+    destination: Vec<Option<ChunkHash>>,
+    memory_bytes: u64,
+    round: u32,
+    last: bool,
+    /// Hash → a slot holding it, for the chunks of the current round.
+    offered: HashMap<ChunkHash, u32>,
+    /// Bytes of the changed non-zero slots of the current round.
+    round_bytes: u64,
+    stats: SenderStats,
+}
+
+impl Sender {
+    /// A sender whose offer (built by the caller) was just sent.
+    pub fn new(chunk_size: u32, policy: RoundPolicy) -> Sender {
+        Sender {
+            phase: Phase::Offered,
+            policy,
+            chunk_size,
+            destination: Vec::new(),
+            memory_bytes: 0,
+            round: 0,
+            last: false,
+            offered: HashMap::new(),
+            round_bytes: 0,
+            stats: SenderStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> SenderStats {
+        self.stats
+    }
+
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// Who owns the function if the transfer ends here.
+    pub fn owner_after_failure(&self) -> Owner {
+        match self.phase {
+            Phase::MoveRecorded | Phase::Started => Owner::Destination,
+            _ => Owner::Source,
+        }
+    }
+
+    /// The answer to the offer: whether the destination wants the module.
+    pub fn on_accept(&mut self, frame: DestinationFrame) -> Result<bool, TransferError> {
+        self.expect(Phase::Offered, "accept")?;
+        match refused(frame)? {
+            destination_frame::Frame::Accept(accept) => {
+                self.phase = Phase::Accepted;
+                Ok(accept.need_module)
+            }
+            other => Err(unexpected(&other, "an accept")),
+        }
+    }
+
+    /// Plans the next round from the hashes of memory as captured
+    /// (`None`: an all-zero chunk). With `last` the function is paused and
+    /// this round must leave the destination with exactly this memory.
+    pub fn plan_round(&mut self, chunk_hashes: &[Option<ChunkHash>], memory_bytes: u64, last: bool) -> PlannedRound {
+        debug_assert!(matches!(self.phase, Phase::Accepted | Phase::Sending));
+        self.round += 1;
+        self.last = last;
+        self.memory_bytes = memory_bytes;
+        // Memory only grows; slots beyond the old end start as zero.
+        if self.destination.len() < chunk_hashes.len() {
+            self.destination.resize(chunk_hashes.len(), None);
+        }
+        self.offered.clear();
+        let mut changed = Vec::new();
+        let mut changed_bytes = 0;
+        for (index, (held, current)) in self.destination.iter_mut().zip(chunk_hashes).enumerate() {
+            if held == current {
+                continue;
+            }
+            *held = *current;
+            let index = index as u32;
+            changed.push(ChunkRef {
+                index,
+                hash: current.map(|hash| hash.0.to_vec()).unwrap_or_default(),
+            });
+            if let Some(hash) = current {
+                changed_bytes += slot_len(memory_bytes, self.chunk_size, index);
+                self.offered.entry(*hash).or_insert(index);
+            }
+        }
+        self.round_bytes = changed_bytes;
+        self.stats.rounds = self.round;
+        self.stats.bytes_offered += changed_bytes;
+        self.phase = Phase::RoundOffered;
+        PlannedRound {
+            frame: SourceFrame {
+                frame: Some(source_frame::Frame::Round(Round {
+                    number: self.round,
+                    last,
+                    memory_bytes,
+                    changed,
+                })),
+            },
+            changed_bytes,
+        }
+    }
+
+    /// The destination's `Need` for the current round: the chunks to send,
+    /// each with a slot that holds it.
+    pub fn on_need(&mut self, frame: DestinationFrame) -> Result<Vec<(ChunkHash, u32)>, TransferError> {
+        self.expect(Phase::RoundOffered, "need")?;
+        let need = match refused(frame)? {
+            destination_frame::Frame::Need(need) => need,
+            other => return Err(unexpected(&other, "a need")),
+        };
+        if need.round != self.round {
+            return Err(TransferError::protocol(format!(
+                "need for round {}, but round {} is current",
+                need.round, self.round
+            )));
+        }
+        let mut to_send = Vec::with_capacity(need.hashes.len());
+        let mut seen = std::collections::HashSet::new();
+        for entry in &need.hashes {
+            let hash = entry_hash(entry)?.ok_or_else(|| TransferError::protocol("need names an all-zero chunk"))?;
+            let index = *self.offered.get(&hash).ok_or_else(|| {
+                TransferError::protocol(format!(
+                    "need names chunk {hash}, which round {} did not offer",
+                    self.round
+                ))
+            })?;
+            if !seen.insert(hash) {
+                return Err(TransferError::protocol(format!("need names chunk {hash} twice")));
+            }
+            to_send.push((hash, index));
+        }
+        // Slots sharing a hash go once; what is not sent was deduplicated.
+        let needed: u64 = to_send.iter().map(|(_, index)| self.slot_len(*index)).sum();
+        self.stats.bytes_deduplicated += self.round_bytes.saturating_sub(needed);
+        self.phase = Phase::Sending;
+        Ok(to_send)
+    }
+
+    /// Records one chunk as sent.
+    pub fn chunk_sent(&mut self, uncompressed: u64, encoded: u64) {
+        self.stats.bytes_sent += encoded;
+        self.stats.bytes_sent_uncompressed += uncompressed;
+    }
+
+    /// After a pre-copy round's chunks went out: another round, or pause.
+    pub fn next_step(&self, changed_bytes: u64) -> NextStep {
+        if changed_bytes <= self.policy.small_round_bytes || self.round >= self.policy.max_rounds {
+            NextStep::Pause
+        } else {
+            NextStep::AnotherRound
+        }
+    }
+
+    /// The `Seal` after the last round. The manifest must describe exactly
+    /// the memory the rounds left at the destination.
+    pub fn seal(&mut self, manifest: CheckpointManifest) -> Result<SourceFrame, TransferError> {
+        self.expect(Phase::Sending, "seal")?;
+        if !self.last {
+            return Err(TransferError::protocol("seal before the last round"));
+        }
+        let entries: Vec<Option<ChunkHash>> = manifest
+            .chunk_hashes
+            .iter()
+            .map(|entry| entry_hash(entry))
+            .collect::<Result<_, _>>()?;
+        if entries != self.destination || manifest.memory_bytes != self.memory_bytes {
+            return Err(TransferError::protocol(
+                "the manifest does not describe the memory the rounds sent",
+            ));
+        }
+        self.phase = Phase::Sealed;
+        Ok(SourceFrame {
+            frame: Some(source_frame::Frame::Seal(ferry_proto::v1::Seal {
+                manifest: Some(manifest),
+            })),
+        })
+    }
+
+    /// The destination persisted the function. The caller records the move
+    /// durably, then calls [`Sender::move_recorded`].
+    pub fn on_prepared(&mut self, frame: DestinationFrame) -> Result<(), TransferError> {
+        self.expect(Phase::Sealed, "prepared")?;
+        match refused(frame)? {
+            destination_frame::Frame::Prepared(_) => {
+                self.phase = Phase::Prepared;
+                Ok(())
+            }
+            other => Err(unexpected(&other, "prepared")),
+        }
+    }
+
+    /// The move is durable here: from now on the destination owns the
+    /// function. Returns the `Commit` to send.
+    pub fn move_recorded(&mut self) -> SourceFrame {
+        debug_assert_eq!(self.phase, Phase::Prepared);
+        self.phase = Phase::MoveRecorded;
+        SourceFrame {
+            frame: Some(source_frame::Frame::Commit(Commit {})),
+        }
+    }
+
+    /// The destination runs the function; returns its start time in µs.
+    pub fn on_started(&mut self, frame: DestinationFrame) -> Result<u64, TransferError> {
+        self.expect(Phase::MoveRecorded, "started")?;
+        match refused(frame)? {
+            destination_frame::Frame::Started(started) => {
+                self.phase = Phase::Started;
+                Ok(started.start_micros)
+            }
+            other => Err(unexpected(&other, "started")),
+        }
+    }
+
+    /// The `Abort` to send when the transfer fails while the source owns
+    /// the function; `None` once it does not.
+    pub fn abort(&mut self, reason: &str) -> Option<SourceFrame> {
+        (self.owner_after_failure() == Owner::Source).then(|| SourceFrame {
+            frame: Some(source_frame::Frame::Abort(ferry_proto::v1::Abort {
+                reason: reason.to_owned(),
+            })),
+        })
+    }
+
+    fn slot_len(&self, index: u32) -> u64 {
+        slot_len(self.memory_bytes, self.chunk_size, index)
+    }
+
+    fn expect(&self, phase: Phase, what: &str) -> Result<(), TransferError> {
+        if self.phase == phase {
+            Ok(())
+        } else {
+            Err(TransferError::protocol(format!("{what} while {:?}", self.phase)))
+        }
+    }
+}
+
+/// Bytes of slot `index` (the last slot may be short).
+fn slot_len(memory_bytes: u64, chunk_size: u32, index: u32) -> u64 {
+    let start = u64::from(index) * u64::from(chunk_size);
+    memory_bytes.saturating_sub(start).min(u64::from(chunk_size))
+}
+
+/// The frame's content, or the refusal it carries as an error.
+fn refused(frame: DestinationFrame) -> Result<destination_frame::Frame, TransferError> {
+    match frame.frame {
+        Some(destination_frame::Frame::Refuse(refuse)) => Err(TransferError::Refused {
+            hub: "the destination",
+            code: code_from_name(&refuse.code),
+            reason: refuse.reason,
+        }),
+        Some(frame) => Ok(frame),
+        None => Err(TransferError::protocol("an empty frame")),
+    }
+}
+
+fn unexpected(frame: &destination_frame::Frame, wanted: &str) -> TransferError {
+    let got = match frame {
+        destination_frame::Frame::Accept(_) => "accept",
+        destination_frame::Frame::Need(_) => "need",
+        destination_frame::Frame::Prepared(_) => "prepared",
+        destination_frame::Frame::Started(_) => "started",
+        destination_frame::Frame::Refuse(_) => "refuse",
+    };
+    TransferError::protocol(format!("got {got}, wanted {wanted}"))
+}

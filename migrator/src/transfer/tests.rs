@@ -1,0 +1,469 @@
+//! The handoff state machines against each other, in memory, and against a
+//! hostile peer: every frame is checked, nothing is stored.
+
+use std::collections::HashMap;
+
+use ferry_proto::v1::{
+    CheckpointManifest, DestinationFrame, FunctionSpec, HostState, Offer, PendingCall, SourceFrame, pending_call,
+    source_frame,
+};
+
+use super::*;
+use crate::checkpoint::codec::encode_chunk;
+use crate::checkpoint::{CHECKPOINT_FORMAT_VERSION, ChunkHash, hash_chunk, is_zero_chunk};
+
+const CHUNK: u32 = 64 * 1024;
+const MODULE: &[u8] = b"\0asm\x01\0\0\0";
+
+fn spec() -> FunctionSpec {
+    FunctionSpec {
+        name: "ticker".to_owned(),
+        module_hash: blake3::hash(MODULE).to_hex().to_string(),
+        ..Default::default()
+    }
+}
+
+fn offer(epoch: u64) -> SourceFrame {
+    SourceFrame {
+        frame: Some(source_frame::Frame::Offer(Offer {
+            protocol_version: ferry_proto::PROTOCOL_VERSION,
+            spec: Some(spec()),
+            epoch,
+            chunk_size: CHUNK,
+            ..Default::default()
+        })),
+    }
+}
+
+fn hashes(memory: &[u8]) -> Vec<Option<ChunkHash>> {
+    memory
+        .chunks(CHUNK as usize)
+        .map(|chunk| (!is_zero_chunk(chunk)).then(|| hash_chunk(chunk)))
+        .collect()
+}
+
+fn manifest(memory: &[u8]) -> CheckpointManifest {
+    CheckpointManifest {
+        format_version: CHECKPOINT_FORMAT_VERSION,
+        spec: Some(spec()),
+        module_hash: spec().module_hash,
+        epoch: 3,
+        sequence: 1,
+        memory_bytes: memory.len() as u64,
+        chunk_size: CHUNK,
+        chunk_hashes: hashes(memory)
+            .iter()
+            .map(|hash| hash.map(|hash| hash.0.to_vec()).unwrap_or_default())
+            .collect(),
+        host: Some(HostState {
+            pending: Some(PendingCall {
+                call: Some(pending_call::Call::Preempt(pending_call::Preempt {})),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn memory_with(pages: usize, fill: &[(usize, u8)]) -> Vec<u8> {
+    let mut memory = vec![0u8; pages * CHUNK as usize];
+    for (page, byte) in fill {
+        memory[page * CHUNK as usize..(page + 1) * CHUNK as usize].fill(*byte);
+    }
+    memory
+}
+
+/// A destination: the receiver plus the image and chunk store a hub keeps.
+struct Destination {
+    receiver: Receiver,
+    store: HashMap<ChunkHash, Vec<u8>>,
+    image: Vec<u8>,
+    has_module: bool,
+    sealed: Option<CheckpointManifest>,
+    started: bool,
+}
+
+impl Destination {
+    fn new(stored: &[&[u8]], has_module: bool) -> Destination {
+        Destination {
+            receiver: Receiver::new(),
+            store: stored.iter().map(|chunk| (hash_chunk(chunk), chunk.to_vec())).collect(),
+            image: Vec::new(),
+            has_module,
+            sealed: None,
+            started: false,
+        }
+    }
+
+    /// Feeds one frame; returns the answer, if the frame calls for one.
+    fn feed(&mut self, frame: SourceFrame) -> Result<Option<DestinationFrame>, TransferError> {
+        match self.receiver.on_frame(frame)? {
+            ReceiverStep::Offer(_) => Ok(Some(self.receiver.accept(!self.has_module))),
+            ReceiverStep::Module(_) => {
+                self.has_module = true;
+                Ok(None)
+            }
+            ReceiverStep::Round(plan) => {
+                self.image.resize(plan.memory_bytes as usize, 0);
+                for slot in plan.zeroed {
+                    self.slot(slot).fill(0);
+                }
+                let mut lacking = Vec::new();
+                for (hash, slots) in plan.slots_by_hash {
+                    match self.store.get(&hash).cloned() {
+                        Some(bytes) => slots.iter().for_each(|slot| self.slot(*slot).copy_from_slice(&bytes)),
+                        None => lacking.push(hash),
+                    }
+                }
+                self.receiver.need(lacking).map(Some)
+            }
+            ReceiverStep::Chunk { hash, bytes, slots, .. } => {
+                for slot in slots {
+                    self.slot(slot).copy_from_slice(&bytes);
+                }
+                self.store.insert(hash, bytes);
+                Ok(None)
+            }
+            ReceiverStep::Logs(_) => Ok(None),
+            ReceiverStep::Seal(manifest) => {
+                self.sealed = Some(manifest);
+                Ok(Some(self.receiver.prepared()))
+            }
+            ReceiverStep::Commit => {
+                self.started = true;
+                Ok(Some(self.receiver.started(42)))
+            }
+            ReceiverStep::Abort(_) => Ok(None),
+        }
+    }
+
+    fn slot(&mut self, slot: u32) -> &mut [u8] {
+        let start = slot as usize * CHUNK as usize;
+        &mut self.image[start..start + CHUNK as usize]
+    }
+}
+
+/// Runs one round from `sender` into `destination` with `memory` as captured.
+fn round(sender: &mut Sender, destination: &mut Destination, memory: &[u8], last: bool) -> u64 {
+    let planned = sender.plan_round(&hashes(memory), memory.len() as u64, last);
+    let need = destination.feed(planned.frame).unwrap().expect("a need");
+    for (hash, slot) in sender.on_need(need).unwrap() {
+        let start = slot as usize * CHUNK as usize;
+        let bytes = &memory[start..start + CHUNK as usize];
+        let encoded = encode_chunk(bytes, 1).unwrap();
+        sender.chunk_sent(bytes.len() as u64, encoded.len() as u64);
+        let chunk = SourceFrame {
+            frame: Some(source_frame::Frame::Chunk(ferry_proto::v1::ChunkData {
+                hash: hash.0.to_vec(),
+                encoded,
+            })),
+        };
+        assert!(destination.feed(chunk).unwrap().is_none());
+    }
+    planned.changed_bytes
+}
+
+#[test]
+fn a_function_moves_in_rounds_and_the_destination_image_equals_the_paused_memory() {
+    let mut sender = Sender::new(CHUNK, RoundPolicy::default());
+    let mut destination = Destination::new(&[], false);
+    let accept = destination.feed(offer(2)).unwrap().unwrap();
+    assert!(sender.on_accept(accept).unwrap(), "the destination lacks the module");
+    destination
+        .feed(SourceFrame {
+            frame: Some(source_frame::Frame::Module(ferry_proto::v1::ModuleData {
+                module: MODULE.to_vec(),
+            })),
+        })
+        .unwrap();
+
+    let first = memory_with(8, &[(0, 1), (1, 2), (2, 2), (5, 3)]);
+    assert_eq!(
+        round(&mut sender, &mut destination, &first, false),
+        4 * u64::from(CHUNK)
+    );
+    // Slots 1 and 2 hold the same bytes: sent once.
+    assert_eq!(sender.stats().bytes_sent_uncompressed, 3 * u64::from(CHUNK));
+
+    // The function ran on: slot 5 cleared, slot 0 rewritten, memory grew.
+    let second = memory_with(10, &[(0, 9), (1, 2), (2, 2), (9, 1)]);
+    let changed = round(&mut sender, &mut destination, &second, false);
+    assert_eq!(changed, 2 * u64::from(CHUNK));
+    // 128 KiB changed: below the default small-round bound.
+    assert_eq!(sender.next_step(changed), NextStep::Pause);
+
+    let last = memory_with(10, &[(0, 9), (1, 7), (2, 2), (9, 1)]);
+    round(&mut sender, &mut destination, &last, true);
+    assert_eq!(destination.image, last);
+
+    let seal = sender.seal(manifest(&last)).unwrap();
+    let prepared = destination.feed(seal).unwrap().unwrap();
+    assert_eq!(
+        destination.sealed.as_ref().unwrap().epoch,
+        3,
+        "the destination runs it under epoch + 1"
+    );
+    sender.on_prepared(prepared).unwrap();
+    assert_eq!(sender.owner_after_failure(), Owner::Source);
+    assert_eq!(destination.receiver.after_stream_end(), Disposition::Resolve);
+
+    let commit = sender.move_recorded();
+    assert_eq!(sender.owner_after_failure(), Owner::Destination);
+    assert!(sender.abort("too late").is_none(), "no abort once the move is recorded");
+    let started = destination.feed(commit).unwrap().unwrap();
+    assert_eq!(sender.on_started(started).unwrap(), 42);
+    assert!(destination.started);
+    assert_eq!(destination.receiver.after_stream_end(), Disposition::Keep);
+    assert_eq!(sender.stats().rounds, 3);
+}
+
+#[test]
+fn chunks_the_destination_holds_are_not_sent_again() {
+    let memory = memory_with(4, &[(0, 1), (1, 2), (3, 3)]);
+    let held = memory[0..CHUNK as usize].to_vec();
+    let mut sender = Sender::new(CHUNK, RoundPolicy::default());
+    let mut destination = Destination::new(&[&held], true);
+    let accept = destination.feed(offer(0)).unwrap().unwrap();
+    assert!(!sender.on_accept(accept).unwrap());
+    round(&mut sender, &mut destination, &memory, true);
+    assert_eq!(destination.image, memory);
+    assert_eq!(sender.stats().bytes_deduplicated, u64::from(CHUNK));
+    assert_eq!(sender.stats().bytes_sent_uncompressed, 2 * u64::from(CHUNK));
+}
+
+#[test]
+fn the_policy_pauses_after_a_small_round_or_the_last_allowed_one() {
+    let policy = RoundPolicy {
+        max_rounds: 2,
+        small_round_bytes: 100,
+    };
+    let mut sender = Sender::new(CHUNK, policy);
+    let mut destination = Destination::new(&[], true);
+    sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
+    round(&mut sender, &mut destination, &memory_with(2, &[(0, 1)]), false);
+    assert_eq!(sender.next_step(100), NextStep::Pause);
+    assert_eq!(sender.next_step(101), NextStep::AnotherRound);
+    round(&mut sender, &mut destination, &memory_with(2, &[(0, 2)]), false);
+    assert_eq!(sender.next_step(u64::MAX), NextStep::Pause);
+}
+
+/// A destination that has accepted and received round 1 offering slot 0.
+fn after_first_round(memory: &[u8]) -> (Destination, ChunkHash) {
+    let mut destination = Destination::new(&[], true);
+    let mut sender = Sender::new(CHUNK, RoundPolicy::default());
+    sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
+    let planned = sender.plan_round(&hashes(memory), memory.len() as u64, true);
+    destination.feed(planned.frame).unwrap();
+    (destination, hashes(memory)[0].unwrap())
+}
+
+fn chunk_frame(hash: &ChunkHash, bytes: &[u8]) -> SourceFrame {
+    SourceFrame {
+        frame: Some(source_frame::Frame::Chunk(ferry_proto::v1::ChunkData {
+            hash: hash.0.to_vec(),
+            encoded: encode_chunk(bytes, 1).unwrap(),
+        })),
+    }
+}
+
+#[test]
+fn a_chunk_whose_bytes_do_not_match_its_hash_is_refused_and_nothing_is_prepared() {
+    let memory = memory_with(1, &[(0, 1)]);
+    let (mut destination, hash) = after_first_round(&memory);
+    let forged = memory_with(1, &[(0, 2)]);
+    let error = destination.feed(chunk_frame(&hash, &forged)).unwrap_err();
+    assert!(matches!(error, TransferError::ChunkMismatch { .. }), "{error}");
+    assert_eq!(error.error_code(), ferry_proto::ErrorCode::DataLoss);
+    assert_eq!(destination.receiver.after_stream_end(), Disposition::Discard);
+}
+
+#[test]
+fn a_seal_before_every_needed_chunk_arrived_is_a_truncated_stream() {
+    let memory = memory_with(1, &[(0, 1)]);
+    let (mut destination, _) = after_first_round(&memory);
+    let seal = SourceFrame {
+        frame: Some(source_frame::Frame::Seal(ferry_proto::v1::Seal {
+            manifest: Some(manifest(&memory)),
+        })),
+    };
+    let error = destination.feed(seal).unwrap_err();
+    assert!(matches!(error, TransferError::Truncated { .. }), "{error}");
+}
+
+#[test]
+fn a_chunk_nobody_asked_for_is_a_protocol_violation() {
+    let memory = memory_with(1, &[(0, 1)]);
+    let (mut destination, hash) = after_first_round(&memory);
+    destination.feed(chunk_frame(&hash, &memory)).unwrap();
+    let error = destination.feed(chunk_frame(&hash, &memory)).unwrap_err();
+    assert!(matches!(error, TransferError::Protocol { .. }), "{error}");
+}
+
+#[test]
+fn a_seal_for_a_module_that_was_never_sent_is_refused() {
+    let memory = memory_with(1, &[]);
+    let mut destination = Destination::new(&[], false);
+    let mut sender = Sender::new(CHUNK, RoundPolicy::default());
+    sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
+    destination
+        .feed(sender.plan_round(&hashes(&memory), memory.len() as u64, true).frame)
+        .unwrap();
+    let seal = SourceFrame {
+        frame: Some(source_frame::Frame::Seal(ferry_proto::v1::Seal {
+            manifest: Some(manifest(&memory)),
+        })),
+    };
+    let error = destination.feed(seal).unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("is unknown here and the source did not send it"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_module_that_does_not_match_the_offered_hash_is_refused() {
+    let mut destination = Destination::new(&[], false);
+    destination.feed(offer(0)).unwrap();
+    let module = SourceFrame {
+        frame: Some(source_frame::Frame::Module(ferry_proto::v1::ModuleData {
+            module: b"other".to_vec(),
+        })),
+    };
+    let error = destination.feed(module).unwrap_err();
+    assert_eq!(error.error_code(), ferry_proto::ErrorCode::DataLoss, "{error}");
+}
+
+#[test]
+fn frames_out_of_order_are_protocol_violations() {
+    let cases: Vec<(&str, Vec<SourceFrame>)> = vec![
+        (
+            "round before offer",
+            vec![SourceFrame {
+                frame: Some(source_frame::Frame::Round(ferry_proto::v1::Round {
+                    number: 1,
+                    ..Default::default()
+                })),
+            }],
+        ),
+        (
+            "commit before prepared",
+            vec![
+                offer(0),
+                SourceFrame {
+                    frame: Some(source_frame::Frame::Commit(ferry_proto::v1::Commit {})),
+                },
+            ],
+        ),
+        ("two offers", vec![offer(0), offer(0)]),
+        (
+            "round 2 first",
+            vec![
+                offer(0),
+                SourceFrame {
+                    frame: Some(source_frame::Frame::Round(ferry_proto::v1::Round {
+                        number: 2,
+                        ..Default::default()
+                    })),
+                },
+            ],
+        ),
+        ("empty frame", vec![SourceFrame { frame: None }]),
+    ];
+    for (case, frames) in cases {
+        let mut destination = Destination::new(&[], true);
+        let count = frames.len();
+        let results: Vec<_> = frames.into_iter().map(|frame| destination.feed(frame)).collect();
+        assert!(
+            results[..count - 1].iter().all(Result::is_ok),
+            "{case}: early frames pass"
+        );
+        let error = results.last().unwrap().as_ref().unwrap_err();
+        assert!(matches!(error, TransferError::Protocol { .. }), "{case}: {error}");
+    }
+}
+
+#[test]
+fn an_offer_of_another_protocol_version_is_refused() {
+    let mut receiver = Receiver::new();
+    let mut frame = offer(0);
+    if let Some(source_frame::Frame::Offer(offer)) = &mut frame.frame {
+        offer.protocol_version += 1;
+    }
+    let error = receiver.on_frame(frame).unwrap_err();
+    assert_eq!(
+        error.error_code(),
+        ferry_proto::ErrorCode::FailedPrecondition,
+        "{error}"
+    );
+}
+
+#[test]
+fn the_source_owns_the_function_until_the_move_is_recorded() {
+    let mut sender = Sender::new(CHUNK, RoundPolicy::default());
+    assert_eq!(sender.owner_after_failure(), Owner::Source);
+    assert!(sender.abort("link cut").is_some());
+    let mut destination = Destination::new(&[], true);
+    sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
+    let memory = memory_with(1, &[(0, 5)]);
+    round(&mut sender, &mut destination, &memory, true);
+    assert_eq!(sender.owner_after_failure(), Owner::Source);
+    let prepared = destination
+        .feed(sender.seal(manifest(&memory)).unwrap())
+        .unwrap()
+        .unwrap();
+    sender.on_prepared(prepared).unwrap();
+    assert_eq!(
+        sender.owner_after_failure(),
+        Owner::Source,
+        "prepared is not yet the move"
+    );
+    sender.move_recorded();
+    assert_eq!(sender.owner_after_failure(), Owner::Destination);
+}
+
+#[test]
+fn an_abort_before_commit_makes_the_destination_discard() {
+    let memory = memory_with(1, &[(0, 1)]);
+    let (mut destination, hash) = after_first_round(&memory);
+    destination.feed(chunk_frame(&hash, &memory)).unwrap();
+    let abort = SourceFrame {
+        frame: Some(source_frame::Frame::Abort(ferry_proto::v1::Abort {
+            reason: "link cut".to_owned(),
+        })),
+    };
+    assert!(destination.feed(abort).unwrap().is_none());
+    assert_eq!(destination.receiver.after_stream_end(), Disposition::Discard);
+}
+
+#[test]
+fn a_refusal_reaches_the_sender_as_an_error_with_its_code() {
+    let mut receiver = Receiver::new();
+    let refusal = receiver.refuse(
+        &TransferError::Unacceptable {
+            code: ferry_proto::ErrorCode::AlreadyExists,
+            reason: "function ticker already runs here".to_owned(),
+        },
+        ferry_proto::ErrorCode::AlreadyExists,
+    );
+    let mut sender = Sender::new(CHUNK, RoundPolicy::default());
+    let error = sender.on_accept(refusal).unwrap_err();
+    assert_eq!(error.error_code(), ferry_proto::ErrorCode::AlreadyExists);
+    assert!(error.to_string().contains("already runs here"), "{error}");
+}
+
+#[test]
+fn a_seal_whose_manifest_differs_from_the_rounds_is_refused() {
+    let memory = memory_with(2, &[(0, 1)]);
+    let (mut destination, hash) = after_first_round(&memory);
+    destination.feed(chunk_frame(&hash, &memory[..CHUNK as usize])).unwrap();
+    let other = memory_with(2, &[(0, 1), (1, 1)]);
+    let seal = SourceFrame {
+        frame: Some(source_frame::Frame::Seal(ferry_proto::v1::Seal {
+            manifest: Some(manifest(&other)),
+        })),
+    };
+    let error = destination.feed(seal).unwrap_err();
+    assert!(error.to_string().contains("slot 1"), "{error}");
+}
