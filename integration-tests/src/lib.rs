@@ -10,6 +10,7 @@
 //! namespace is removed when its owner is dropped, also when the test fails.
 
 mod hub;
+pub mod moves;
 pub mod netns;
 
 pub use hub::{HubOptions, HubProcess, ferry_binary};
@@ -249,6 +250,18 @@ pub fn expect_success(output: std::process::Output) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     stdout_text(&output)
+}
+
+/// `ferry ps --json`'s entry for `name`, or `Null` if the hub lists none or
+/// cannot be asked (it may be down).
+pub fn function_info_or_null(hub: &HubProcess, name: &str) -> serde_json::Value {
+    let output = hub.ferry(&["ps", "--json"]);
+    let Ok(list) = serde_json::from_slice::<serde_json::Value>(&output.stdout) else {
+        return serde_json::Value::Null;
+    };
+    list.as_array()
+        .and_then(|functions| functions.iter().find(|function| function["name"] == name).cloned())
+        .unwrap_or(serde_json::Value::Null)
 }
 
 /// `ferry ps --json`'s entry for `name`, or `Null` if the hub lists none.

@@ -13,7 +13,8 @@
 //!    the chunk slots whose content changed since the previous round (the
 //!    first: every non-zero slot); the destination answers `Need` with the
 //!    distinct hashes it holds nowhere; the source sends those chunks.
-//! 3. When a round was small enough, or after [`RoundPolicy::max_rounds`],
+//! 3. When a round was small enough, did not shrink (the function writes
+//!    memory as fast as rounds send it), or after [`RoundPolicy::max_rounds`],
 //!    the function is paused and the last round sent, then the log history
 //!    and `Seal` (the complete manifest). The destination checks the manifest
 //!    against the rounds, persists, answers `Prepared`.
@@ -51,6 +52,9 @@ pub struct RoundPolicy {
     pub max_rounds: u32,
     /// A round that changed at most this many bytes is the last pre-copy round.
     pub small_round_bytes: u64,
+    /// A round must change less than this share (in %) of the bytes the round
+    /// before changed, or pre-copy stops: it is not converging.
+    pub shrink_percent: u32,
 }
 
 impl Default for RoundPolicy {
@@ -58,6 +62,7 @@ impl Default for RoundPolicy {
         RoundPolicy {
             max_rounds: 6,
             small_round_bytes: 512 * 1024,
+            shrink_percent: 80,
         }
     }
 }

@@ -83,6 +83,8 @@ pub struct Sender {
     offered: HashMap<ChunkHash, u32>,
     /// Bytes of the changed non-zero slots of the current round.
     round_bytes: u64,
+    /// The same for the round before it.
+    previous_round_bytes: Option<u64>,
     stats: SenderStats,
 }
 
@@ -99,6 +101,7 @@ impl Sender {
             last: false,
             offered: HashMap::new(),
             round_bytes: 0,
+            previous_round_bytes: None,
             stats: SenderStats::default(),
         }
     }
@@ -161,6 +164,9 @@ impl Sender {
                 self.offered.entry(*hash).or_insert(index);
             }
         }
+        if self.round > 1 {
+            self.previous_round_bytes = Some(self.round_bytes);
+        }
         self.round_bytes = changed_bytes;
         self.stats.rounds = self.round;
         self.stats.bytes_offered += changed_bytes;
@@ -220,9 +226,16 @@ impl Sender {
         self.stats.bytes_sent_uncompressed += uncompressed;
     }
 
-    /// After a pre-copy round's chunks went out: another round, or pause.
+    /// After a pre-copy round's chunks went out: another round, or pause —
+    /// when the round was small, the rounds are used up, or the function
+    /// dirties memory as fast as rounds send it (the round did not shrink to
+    /// [`RoundPolicy::shrink_percent`] of the one before: more rounds would
+    /// not make the paused one smaller).
     pub fn next_step(&self, changed_bytes: u64) -> NextStep {
-        if changed_bytes <= self.policy.small_round_bytes || self.round >= self.policy.max_rounds {
+        let converging = self.previous_round_bytes.is_none_or(|previous| {
+            u128::from(changed_bytes) * 100 < u128::from(previous) * u128::from(self.policy.shrink_percent)
+        });
+        if changed_bytes <= self.policy.small_round_bytes || self.round >= self.policy.max_rounds || !converging {
             NextStep::Pause
         } else {
             NextStep::AnotherRound

@@ -232,10 +232,28 @@ fn chunks_the_destination_holds_are_not_sent_again() {
 }
 
 #[test]
+fn pre_copy_stops_when_a_round_does_not_shrink() {
+    let mut sender = Sender::new(CHUNK, RoundPolicy::default());
+    let mut destination = Destination::new(&[], true);
+    sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
+    let first = round(&mut sender, &mut destination, &vec![1u8; 40 * CHUNK as usize], false);
+    assert_eq!(
+        sender.next_step(first),
+        NextStep::AnotherRound,
+        "one round says nothing about convergence"
+    );
+    // The function rewrote everything again: 100 % of the round before.
+    let again = round(&mut sender, &mut destination, &vec![2u8; 40 * CHUNK as usize], false);
+    assert_eq!(again, first);
+    assert_eq!(sender.next_step(again), NextStep::Pause);
+}
+
+#[test]
 fn the_policy_pauses_after_a_small_round_or_the_last_allowed_one() {
     let policy = RoundPolicy {
         max_rounds: 2,
         small_round_bytes: 100,
+        shrink_percent: 80,
     };
     let mut sender = Sender::new(CHUNK, policy);
     let mut destination = Destination::new(&[], true);

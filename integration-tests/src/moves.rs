@@ -1,0 +1,132 @@
+//! Helpers for tests that move functions between hubs: `ferry migrate`,
+//! where a function runs, its output, and a seeded random source for kill
+//! points and pauses (the seed is printed; `FERRY_TEST_SEED` repeats a run).
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::{HubProcess, expect_success};
+
+/// `ferry migrate NAME --to HUB --json` asked of `via`; the summary.
+pub fn migrate(via: &HubProcess, name: &str, to: &str) -> anyhow::Result<Value> {
+    via.ferry_json(&["migrate", name, "--to", to])
+}
+
+/// `ferry migrate` that must fail: its exit code and stderr.
+pub fn migrate_refused(via: &HubProcess, name: &str, to: &str) -> (i32, String) {
+    let output = via.ferry(&["migrate", name, "--to", to]);
+    assert!(
+        !output.status.success(),
+        "migrate {name} --to {to} succeeded: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// What `hub` itself says of `name` (`None` if it knows no such function or
+/// cannot be asked): its state, and whether the hub answered by forwarding
+/// (the function runs elsewhere).
+pub fn local_view(hub: &HubProcess, name: &str) -> Option<(String, bool)> {
+    let output = hub.ferry(&["ps", "--json"]);
+    if !output.status.success() {
+        return None;
+    }
+    let list: Value = serde_json::from_slice(&output.stdout).ok()?;
+    let entry = list.as_array()?.iter().find(|entry| entry["name"] == name)?;
+    Some((
+        entry["state"].as_str().unwrap_or_default().to_owned(),
+        entry["forwarded"].as_bool().unwrap_or(false),
+    ))
+}
+
+/// The hubs among `hubs` on which `name` runs right now (not forwarded).
+pub fn running_on(hubs: &[&HubProcess], name: &str) -> Vec<usize> {
+    hubs.iter()
+        .enumerate()
+        .filter(|(_, hub)| matches!(local_view(hub, name), Some((state, false)) if state == "running"))
+        .map(|(index, _)| index)
+        .collect()
+}
+
+/// The function's stdout as one text (asked of any hub: forwarded if needed).
+pub fn stdout_of(hub: &HubProcess, name: &str) -> String {
+    expect_success(hub.ferry(&["logs", name]))
+}
+
+/// The numbers following `prefix` at the start of lines, in order.
+pub fn numbered_lines(text: &str, prefix: &str) -> Vec<u64> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(prefix))
+        .filter_map(|rest| rest.split_whitespace().next()?.parse().ok())
+        .collect()
+}
+
+/// Fails unless `numbers` is exactly 1, 2, ..., n: no gap, no duplicate.
+pub fn check_consecutive(numbers: &[u64], what: &str) -> anyhow::Result<()> {
+    for (index, number) in numbers.iter().enumerate() {
+        let expected = index as u64 + 1;
+        if *number != expected {
+            let from = index.saturating_sub(3);
+            let to = (index + 3).min(numbers.len());
+            bail!(
+                "{what}: entry {index} is {number}, expected {expected} (around it: {:?})",
+                &numbers[from..to]
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Waits until `name` has exited (asked of `hub`, forwarded if needed).
+pub async fn wait_exited(hub: &HubProcess, name: &str, patience: Duration) -> anyhow::Result<()> {
+    crate::eventually(&format!("{name} to exit"), patience, || async {
+        crate::function_info_or_null(hub, name)["state"]
+            .as_str()
+            .filter(|state| *state == "exited")
+            .map(|_| ())
+    })
+    .await
+    .with_context(|| format!("last seen: {}", crate::function_info_or_null(hub, name)))
+}
+
+/// A small seeded generator (SplitMix64); prints its seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(label: &str) -> Rng {
+        let seed = std::env::var("FERRY_TEST_SEED")
+            .ok()
+            .and_then(|seed| seed.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|elapsed| elapsed.as_nanos() as u64)
+                    .unwrap_or(7)
+            });
+        eprintln!("{label}: FERRY_TEST_SEED={seed}");
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound.max(1)
+    }
+
+    /// A duration uniform in `0..max`.
+    pub fn duration(&mut self, max: Duration) -> Duration {
+        Duration::from_micros(self.below(max.as_micros() as u64))
+    }
+}

@@ -1,0 +1,429 @@
+//! Moves that go wrong, between real `ferry agent` processes on loopback
+//! (mDNS off, peers given with `--peer`): `kill -9` of the source or the
+//! destination at random moments of a move, refused destinations, and a
+//! hostile peer speaking the transfer protocol directly.
+//!
+//! The kill trials check the exactly-once promise: afterwards the function
+//! runs on exactly one hub, never on two at once, and its output has no gap
+//! and no duplicate. `FERRY_MOVE_TRIALS` sets the number of trials (20 by
+//! default); `FERRY_TEST_SEED` repeats a run.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ferry_integration_tests::moves::{
+    Rng, check_consecutive, local_view, migrate, migrate_refused, numbered_lines, running_on, stdout_of,
+};
+use ferry_integration_tests::{HubOptions, HubProcess, eventually, expect_success, guest};
+use ferry_proto::v1::migration_client::MigrationClient;
+use ferry_proto::v1::{
+    ChunkData, ChunkRef, DestinationFrame, FunctionSpec, Offer, Round, SourceFrame, destination_frame, source_frame,
+};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+
+fn free_address() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Two hubs that know each other by `--peer`, on fixed ports (a restart
+/// keeps them), checkpointing every 200 ms.
+async fn pair() -> Vec<HubProcess> {
+    let addresses = [free_address(), free_address()];
+    let mut hubs = Vec::new();
+    for (index, address) in addresses.iter().enumerate() {
+        let peer = addresses[1 - index].to_string();
+        let options = HubOptions::named(format!("hub-{index}")).listen(*address).args([
+            "--peer",
+            &peer,
+            "--checkpoint-interval",
+            "200ms",
+        ]);
+        hubs.push(HubProcess::start(options).await.unwrap());
+    }
+    for (index, hub) in hubs.iter().enumerate() {
+        wait_usable(hub, &format!("hub-{}", 1 - index)).await;
+    }
+    hubs
+}
+
+async fn wait_usable(hub: &HubProcess, peer_name: &str) {
+    eventually(&format!("{peer_name} to be up"), PATIENCE, || async {
+        hub.peers()
+            .ok()?
+            .iter()
+            .any(|peer| peer.name == peer_name && peer.is_up())
+            .then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+fn deploy(hub: &HubProcess, module: &str, name: &str, args: &[&str]) {
+    let path = guest(module);
+    let mut command = vec![
+        "deploy",
+        path.to_str().unwrap(),
+        "--name",
+        name,
+        "--memory-limit",
+        "128MiB",
+        "--",
+    ];
+    command.extend_from_slice(args);
+    expect_success(hub.ferry(&command));
+}
+
+/// Waits until `name` runs on exactly one hub and no hub holds an
+/// uncommitted copy; fails at once if it ever runs on two.
+async fn settle(hubs: &[HubProcess], name: &str) -> usize {
+    let all: Vec<&HubProcess> = hubs.iter().collect();
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let running = running_on(&all, name);
+        assert!(running.len() <= 1, "{name} runs on hubs {running:?} at once");
+        let arriving = hubs
+            .iter()
+            .any(|hub| matches!(local_view(hub, name), Some((state, _)) if state == "arriving"));
+        if running.len() == 1 && !arriving {
+            return running[0];
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not settle: running on {running:?}, arriving {arriving}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn killing_the_source_or_the_destination_mid_move_never_loses_or_duplicates_the_function() {
+    let trials: usize = std::env::var("FERRY_MOVE_TRIALS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(20);
+    let mut hubs = pair().await;
+    let mut rng = Rng::new("kill trials");
+    // 24 MiB of changing heap: a move takes long enough to be hit mid-way.
+    deploy(&hubs[0], "examples/bigheap.wasm", "heap", &["24", "0"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // One undisturbed move measures how long a move takes; kills land
+    // anywhere in 0..1.5 times that.
+    let started = Instant::now();
+    let summary = migrate(&hubs[0], "heap", "hub-1").unwrap();
+    let move_time = started.elapsed();
+    eprintln!("an undisturbed move took {move_time:?}: {summary}");
+    let mut owner = 1;
+    let mut outcomes = std::collections::BTreeMap::<String, usize>::new();
+    for trial in 0..trials {
+        let destination = 1 - owner;
+        let victim = if rng.below(2) == 0 { owner } else { destination };
+        let delay = rng.duration(move_time * 3 / 2);
+        let via = hubs[owner].address().to_string();
+        let mover = std::thread::spawn(move || {
+            std::process::Command::new(ferry_integration_tests::ferry_binary())
+                .args([
+                    "--hub",
+                    &via,
+                    "migrate",
+                    "heap",
+                    "--to",
+                    &format!("hub-{destination}"),
+                    "--json",
+                ])
+                .output()
+                .unwrap()
+        });
+        tokio::time::sleep(delay).await;
+        hubs[victim].kill().unwrap();
+        let output = mover.join().unwrap();
+        hubs[victim].restart().await.unwrap();
+        let settled_on = settle(&hubs, "heap").await;
+        let moved = if output.status.success() {
+            "move reported"
+        } else {
+            "move failed"
+        };
+        let role = if victim == owner { "source" } else { "destination" };
+        eprintln!("trial {trial}: killed the {role} after {delay:?}: {moved}, runs on hub-{settled_on}");
+        *outcomes
+            .entry(format!(
+                "{role} killed, {moved}, ends on the {}",
+                if settled_on == owner { "source" } else { "destination" }
+            ))
+            .or_default() += 1;
+        if output.status.success() && victim == destination {
+            assert_eq!(settled_on, destination, "a reported move ends on the destination");
+        }
+        owner = settled_on;
+        wait_usable(&hubs[0], "hub-1").await;
+        wait_usable(&hubs[1], "hub-0").await;
+    }
+    eprintln!("outcomes: {outcomes:#?}");
+    // Let it print a few more rounds where it runs now, then check the history.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rounds = numbered_lines(&stdout_of(&hubs[owner], "heap"), "round ");
+    check_consecutive(&rounds, "bigheap rounds across the kill trials").unwrap();
+    eprintln!("{} rounds, consecutive", rounds.len());
+}
+
+#[tokio::test]
+async fn moves_to_an_unknown_down_or_foreign_hub_are_refused_and_the_function_keeps_running() {
+    let mut hubs = pair().await;
+    let foreign = HubProcess::start(HubOptions::named("foreign").args([
+        "--cluster-id",
+        "elsewhere",
+        "--peer",
+        &hubs[0].address().to_string(),
+    ]))
+    .await
+    .unwrap();
+    deploy(&hubs[0], "examples/ticker.wasm", "tick", &["50"]);
+    wait_usable(&foreign, "hub-0").await;
+    eventually("hub-0 to know the foreign hub", PATIENCE, || async {
+        hubs[0]
+            .peers()
+            .ok()?
+            .iter()
+            .any(|peer| peer.name == "foreign")
+            .then_some(())
+    })
+    .await
+    .unwrap();
+
+    let (code, message) = migrate_refused(&hubs[0], "tick", "nowhere");
+    eprintln!("unknown hub: exit {code}: {}", message.trim());
+    assert!(message.contains("no hub of that name or id"), "{message}");
+    let (_, message) = migrate_refused(&hubs[0], "tick", "foreign");
+    eprintln!("foreign cluster: {}", message.trim());
+    assert!(message.contains("belongs to cluster \"elsewhere\""), "{message}");
+    let (_, message) = migrate_refused(&hubs[0], "tick", "hub-0");
+    assert!(message.contains("that is this hub"), "{message}");
+    let (_, message) = migrate_refused(&hubs[0], "ghost", "hub-1");
+    assert!(message.contains("not found"), "{message}");
+
+    hubs[1].kill().unwrap();
+    eventually("hub-1 to be down", PATIENCE, || async {
+        hubs[0]
+            .peers()
+            .ok()?
+            .iter()
+            .any(|peer| peer.name == "hub-1" && peer.is_down())
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    let (_, message) = migrate_refused(&hubs[0], "tick", "hub-1");
+    eprintln!("down hub: {}", message.trim());
+    assert!(message.contains("it is down"), "{message}");
+
+    let all: Vec<&HubProcess> = hubs[..1].iter().collect();
+    assert_eq!(running_on(&all, "tick"), vec![0]);
+    let ticks = numbered_lines(&stdout_of(&hubs[0], "tick"), "tick ");
+    check_consecutive(&ticks, "ticks after refused moves").unwrap();
+    assert!(ticks.len() > 3);
+}
+
+fn frame(frame: source_frame::Frame) -> SourceFrame {
+    SourceFrame { frame: Some(frame) }
+}
+
+/// Opens a transfer to `hub` as a hostile source would, offering a function
+/// named `name` of module `module_hash`; returns the frame sender and the
+/// answers.
+async fn hostile_source(
+    hub: &HubProcess,
+    name: &str,
+    module_hash: &str,
+) -> (
+    tokio::sync::mpsc::Sender<SourceFrame>,
+    tonic::Streaming<DestinationFrame>,
+) {
+    let mut client = MigrationClient::connect(format!("http://{}", hub.address()))
+        .await
+        .unwrap();
+    let (sender, frames) = tokio::sync::mpsc::channel(16);
+    sender
+        .send(frame(source_frame::Frame::Offer(Offer {
+            protocol_version: ferry_proto::PROTOCOL_VERSION,
+            cluster_id: "default".to_owned(),
+            source_hub_id: "hub-hostile".to_owned(),
+            source_hub_name: "hostile".to_owned(),
+            source_address: "127.0.0.1:9".to_owned(),
+            spec: Some(FunctionSpec {
+                name: name.to_owned(),
+                module_hash: module_hash.to_owned(),
+                ..Default::default()
+            }),
+            epoch: 0,
+            chunk_size: 64 * 1024,
+            starts: 1,
+        })))
+        .await
+        .unwrap();
+    let answers = client
+        .transfer(tokio_stream::wrappers::ReceiverStream::new(frames))
+        .await
+        .unwrap()
+        .into_inner();
+    (sender, answers)
+}
+
+async fn answer(answers: &mut tonic::Streaming<DestinationFrame>) -> destination_frame::Frame {
+    tokio::time::timeout(PATIENCE, answers.message())
+        .await
+        .expect("an answer")
+        .expect("a frame, not a stream error")
+        .expect("a frame, not the end")
+        .frame
+        .expect("a non-empty frame")
+}
+
+fn round_of_one_chunk(hash: [u8; 32]) -> SourceFrame {
+    frame(source_frame::Frame::Round(Round {
+        number: 1,
+        last: true,
+        memory_bytes: 64 * 1024,
+        changed: vec![ChunkRef {
+            index: 0,
+            hash: hash.to_vec(),
+        }],
+    }))
+}
+
+/// The hub refused with `code` and a message containing `needle`.
+fn assert_refused(frame: destination_frame::Frame, code: &str, needle: &str) {
+    match frame {
+        destination_frame::Frame::Refuse(refuse) => {
+            eprintln!("refused ({}): {}", refuse.code, refuse.reason);
+            assert_eq!(refuse.code, code, "{}", refuse.reason);
+            assert!(refuse.reason.contains(needle), "{}", refuse.reason);
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_hostile_source_gets_clear_refusals_and_leaves_nothing_behind() {
+    let hub = HubProcess::start(HubOptions::named("target")).await.unwrap();
+    deploy(&hub, "examples/ticker.wasm", "bystander", &["50"]);
+    let module = std::fs::read(guest("examples/ticker.wasm")).unwrap();
+    let known_module = blake3_hex(&module);
+    let page = vec![7u8; 64 * 1024];
+    let page_hash = *blake3::hash(&page).as_bytes();
+
+    // A chunk whose bytes do not match its hash.
+    let (sender, mut answers) = hostile_source(&hub, "forged", &known_module).await;
+    assert!(matches!(
+        answer(&mut answers).await,
+        destination_frame::Frame::Accept(_)
+    ));
+    sender.send(round_of_one_chunk(page_hash)).await.unwrap();
+    assert!(matches!(answer(&mut answers).await, destination_frame::Frame::Need(_)));
+    let forged = vec![8u8; 64 * 1024];
+    let mut encoded = vec![0u8];
+    encoded.extend_from_slice(&forged);
+    sender
+        .send(frame(source_frame::Frame::Chunk(ChunkData {
+            hash: page_hash.to_vec(),
+            encoded,
+        })))
+        .await
+        .unwrap();
+    assert_refused(answer(&mut answers).await, "DataLoss", "does not match its hash");
+
+    // A stream that ends before the chunks it announced.
+    let (sender, mut answers) = hostile_source(&hub, "truncated", &known_module).await;
+    assert!(matches!(
+        answer(&mut answers).await,
+        destination_frame::Frame::Accept(_)
+    ));
+    sender.send(round_of_one_chunk(page_hash)).await.unwrap();
+    assert!(matches!(answer(&mut answers).await, destination_frame::Frame::Need(_)));
+    drop(sender);
+    assert!(
+        answers.message().await.map(|frame| frame.is_none()).unwrap_or(true),
+        "the stream just ends"
+    );
+
+    // An offer of a module the hub does not have, which never comes.
+    let unknown = blake3_hex(b"no such module");
+    let (sender, mut answers) = hostile_source(&hub, "unknown-module", &unknown).await;
+    match answer(&mut answers).await {
+        destination_frame::Frame::Accept(accept) => assert!(accept.need_module),
+        other => panic!("expected an accept, got {other:?}"),
+    }
+    sender
+        .send(frame(source_frame::Frame::Round(Round {
+            number: 1,
+            last: true,
+            memory_bytes: 64 * 1024,
+            changed: vec![],
+        })))
+        .await
+        .unwrap();
+    assert!(matches!(answer(&mut answers).await, destination_frame::Frame::Need(_)));
+    sender
+        .send(frame(source_frame::Frame::Seal(ferry_proto::v1::Seal {
+            manifest: None,
+        })))
+        .await
+        .unwrap();
+    assert_refused(
+        answer(&mut answers).await,
+        "FailedPrecondition",
+        "is unknown here and the source did not send it",
+    );
+
+    // An offer for a name that runs here already.
+    let (_sender, mut answers) = hostile_source(&hub, "bystander", &known_module).await;
+    assert_refused(answer(&mut answers).await, "AlreadyExists", "bystander");
+
+    // Nothing of the hostile transfers is left, and the bystander runs on.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let list = expect_success(hub.ferry(&["ps"]));
+    for name in ["forged", "truncated", "unknown-module"] {
+        assert!(!list.contains(name), "{name} left a record: {list}");
+    }
+    assert_eq!(running_on(&[&hub], "bystander"), vec![0]);
+    let ticks = numbered_lines(&stdout_of(&hub, "bystander"), "tick ");
+    check_consecutive(&ticks, "bystander ticks").unwrap();
+}
+
+fn blake3_hex(bytes: &[u8]) -> String {
+    blake3::hash(bytes).to_hex().to_string()
+}
+
+#[tokio::test]
+async fn every_hub_forwards_requests_to_where_a_moved_function_runs() {
+    let hubs = pair().await;
+    deploy(&hubs[0], "examples/echo.wasm", "echo", &[]);
+    let summary = migrate(&hubs[0], "echo", "hub-1").unwrap();
+    assert_eq!(summary["start_confirmed"], true);
+    // Asked of the old hub: invoke, ps, logs reach the new one.
+    let reply = expect_success(hubs[0].ferry(&["invoke", "echo", "--data", "hello"]));
+    assert!(reply.contains("hello"), "{reply}");
+    let info = ferry_integration_tests::function_info(&hubs[0], "echo");
+    assert_eq!(info["hub_name"], "hub-1", "{info}");
+    assert_eq!(info["forwarded"], true, "{info}");
+    let events = expect_success(hubs[0].ferry(&["logs", "echo", "--events"]));
+    assert!(
+        events.contains("deployed module") && events.contains("moved here from hub hub-0"),
+        "{events}"
+    );
+    // Stop through the old hub, then remove: both reach the new hub.
+    let stopped = expect_success(hubs[0].ferry(&["stop", "echo"]));
+    assert!(stopped.contains("stopped"), "{stopped}");
+    assert_eq!(
+        ferry_integration_tests::function_info(&hubs[1], "echo")["state"],
+        "stopped"
+    );
+    expect_success(hubs[0].ferry(&["rm", "echo"]));
+    for hub in &hubs {
+        assert_eq!(
+            ferry_integration_tests::function_info(hub, "echo"),
+            serde_json::Value::Null
+        );
+    }
+}
