@@ -266,7 +266,12 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         // A dropped sender means the same as a sent one.
         let _ = stop_serving_rx.await;
     };
+    // Moves stream memory in 64 KiB frames: windows large enough to keep the
+    // link busy, and HTTP/2 frames that fit a whole chunk.
     let server = tonic::transport::Server::builder()
+        .initial_stream_window_size(8 << 20)
+        .initial_connection_window_size(16 << 20)
+        .max_frame_size(Some(1 << 20))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(hub_service)

@@ -40,6 +40,7 @@ pub(super) fn receive(
             received: Vec::new(),
             logs: Vec::new(),
             installed: false,
+            preparing: None,
             snapshot: None,
             outbound,
         };
@@ -61,6 +62,8 @@ struct Arrival {
     received: Vec<ChunkHash>,
     logs: Vec<LogEntry>,
     installed: bool,
+    /// The module being prepared, when the source sent it.
+    preparing: Option<tokio::task::JoinHandle<Result<(), HubError>>>,
     snapshot: Option<Arc<Snapshot>>,
     outbound: mpsc::Sender<Result<DestinationFrame, Status>>,
 }
@@ -117,10 +120,11 @@ impl Arrival {
         match step {
             ReceiverStep::Offer(offer) => self.on_offer(offer).await.map(Some),
             ReceiverStep::Module(module) => {
+                // Instrument and compile while the rounds stream; the seal waits for it.
                 let runtime = Arc::clone(self.supervisor.runtime());
-                tokio::task::spawn_blocking(move || runtime.prepare(&module))
-                    .await
-                    .map_err(|error| HubError::InvalidRequest(format!("prepare task failed: {error}")))??;
+                self.preparing = Some(tokio::task::spawn_blocking(move || {
+                    runtime.prepare(&module).map(|_| ()).map_err(HubError::from)
+                }));
                 Ok(None)
             }
             ReceiverStep::Round(plan) => self.on_round(plan).await.map(Some),
@@ -189,7 +193,20 @@ impl Arrival {
         Ok(self.receiver.accept(need_module))
     }
 
+    /// Waits for the module sent with the offer to be ready. Called before
+    /// answering a round, so the compile overlaps pre-copy (the function
+    /// still runs at the source) and never lands in the downtime.
+    async fn module_prepared(&mut self) -> Result<(), HubError> {
+        if let Some(preparing) = self.preparing.take() {
+            preparing
+                .await
+                .map_err(|error| HubError::InvalidRequest(format!("prepare task failed: {error}")))??;
+        }
+        Ok(())
+    }
+
     async fn on_round(&mut self, plan: RoundPlan) -> Result<DestinationFrame, HubError> {
+        self.module_prepared().await?;
         self.image.resize(plan.memory_bytes as usize, 0);
         for slot in &plan.zeroed {
             self.slot(*slot).fill(0);
@@ -220,6 +237,7 @@ impl Arrival {
     }
 
     async fn on_seal(&mut self, mut manifest: CheckpointManifest) -> Result<DestinationFrame, HubError> {
+        self.module_prepared().await?;
         let offer = self.receiver.offer().cloned().unwrap_or_default();
         let name = self.name();
         let store = self.supervisor.checkpoint_store().clone();
