@@ -35,6 +35,8 @@ pub enum HubError {
     CaptureFailed { name: String, reason: String },
     #[error("checkpoint of function {name:?} cannot be used: {reason}")]
     CheckpointUnusable { name: String, reason: String },
+    #[error("function {name:?} runs on hub {hub} now; deploy or remove it there (or through this hub with rm)")]
+    MovedAway { name: String, hub: String },
     #[error("function {name:?} is being moved between hubs; try again when the move is over")]
     Moving { name: String },
     #[error("function {name:?} is offered under epoch {offered}, but this hub knows epoch {known}: the offer is stale")]
@@ -73,6 +75,7 @@ impl ServiceError for HubError {
             HubError::CaptureFailed { .. } => ErrorCode::Aborted,
             HubError::CheckpointUnusable { .. } => ErrorCode::DataLoss,
             HubError::Moving { .. } => ErrorCode::FailedPrecondition,
+            HubError::MovedAway { .. } => ErrorCode::AlreadyExists,
             HubError::StaleEpoch { .. } => ErrorCode::Aborted,
             HubError::PeerUnusable { .. } => ErrorCode::FailedPrecondition,
             HubError::MoveFailed { error, .. } => error.error_code(),

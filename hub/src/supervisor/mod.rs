@@ -213,6 +213,12 @@ impl Supervisor {
             }
             Some(bytes) => bytes,
         };
+        if let Some(pointer) = self.forward_pointer(&request.name) {
+            return Err(HubError::MovedAway {
+                name: request.name,
+                hub: pointer.hub_name,
+            });
+        }
         if self.inner.lock_slots().contains_key(&request.name) {
             if !request.replace {
                 return Err(HubError::FunctionExists { name: request.name });
