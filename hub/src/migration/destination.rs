@@ -255,7 +255,8 @@ impl Arrival {
             }
         })?;
         let imported = manifest.clone();
-        tokio::task::spawn_blocking(move || store.import_manifest(&imported))
+        // install_arrival flushes the manifest together with the record.
+        tokio::task::spawn_blocking(move || store.import_manifest_unflushed(&imported))
             .await
             .map_err(|error| HubError::InvalidRequest(format!("import task failed: {error}")))?
             .map_err(HubError::Checkpoint)?;

@@ -197,12 +197,12 @@ impl MoveRun<'_> {
         let mut last = false;
         loop {
             let snapshot = if last {
-                let snapshot = self
+                let (snapshot, paused_at) = self
                     .supervisor
                     .pause_for_move(self.name)
                     .await
                     .map_err(|error| truncated(format!("cannot pause the function: {error}")))?;
-                self.paused_at = Some(Instant::now());
+                self.paused_at = Some(paused_at);
                 self.memory_bytes = snapshot.memory.len() as u64;
                 self.paused = Some(Arc::clone(&snapshot));
                 snapshot

@@ -69,9 +69,11 @@ impl Supervisor {
     }
 
     /// Captures the function for the last round and ends its run here,
-    /// leaving its record as it is.
-    pub async fn pause_for_move(&self, name: &str) -> Result<Arc<Snapshot>, HubError> {
+    /// leaving its record as it is. Returns the snapshot and when the
+    /// capture arrived (the function stood still from then on).
+    pub async fn pause_for_move(&self, name: &str) -> Result<(Arc<Snapshot>, std::time::Instant), HubError> {
         let snapshot = self.capture(name, CaptureKind::Pause).await?;
+        let paused_at = std::time::Instant::now();
         let finished = {
             let slots = self.inner.lock_slots();
             slots
@@ -82,7 +84,7 @@ impl Supervisor {
         if let Some(finished) = finished {
             super::wait_finished(name, finished).await;
         }
-        Ok(snapshot)
+        Ok((snapshot, paused_at))
     }
 
     /// The move failed before it was recorded: the function continues here

@@ -172,6 +172,16 @@ impl CheckpointStore {
     /// manifest again is a no-op; another one under the same function and
     /// sequence is refused.
     pub fn import_manifest(&self, manifest: &CheckpointManifest) -> Result<(), CheckpointError> {
+        self.import_manifest_unflushed(manifest)?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// [`CheckpointStore::import_manifest`] without the flush, for a caller
+    /// that writes more (a record naming the checkpoint) and flushes once:
+    /// sled makes a prefix of its writes durable, so whatever is written
+    /// after the manifest is never durable without it.
+    pub fn import_manifest_unflushed(&self, manifest: &CheckpointManifest) -> Result<(), CheckpointError> {
         validate_manifest(manifest)?;
         let framed = encode_manifest(manifest);
         match self.commit(manifest, &framed) {
@@ -184,7 +194,6 @@ impl CheckpointStore {
                 return Err(CheckpointError::ChunkMissing { hash });
             }
         }
-        self.db.flush()?;
         tracing::debug!(checkpoint = %describe(manifest), "checkpoint imported");
         Ok(())
     }
