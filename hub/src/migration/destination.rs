@@ -317,17 +317,21 @@ impl Arrival {
         }
     }
 
-    /// Drops chunks this transfer stored that `manifest` does not name.
+    /// Drops, in the background, chunks this transfer stored that
+    /// `manifest` does not name.
     fn drop_unneeded(&mut self, manifest: &CheckpointManifest) {
-        let named: std::collections::HashSet<&[u8]> = manifest.chunk_hashes.iter().map(Vec::as_slice).collect();
-        let unneeded: Vec<ChunkHash> = self
-            .received
-            .iter()
-            .filter(|hash| !named.contains(hash.as_bytes().as_slice()))
-            .copied()
-            .collect();
-        self.drop_received(&unneeded);
-        self.received.clear();
+        let received = std::mem::take(&mut self.received);
+        let named: std::collections::HashSet<Vec<u8>> = manifest.chunk_hashes.iter().cloned().collect();
+        let store = self.supervisor.checkpoint_store().clone();
+        tokio::task::spawn_blocking(move || {
+            let unneeded: Vec<ChunkHash> = received
+                .into_iter()
+                .filter(|hash| !named.contains(hash.as_bytes().as_slice()))
+                .collect();
+            if let Err(error) = store.drop_unreferenced(&unneeded) {
+                tracing::warn!(%error, "could not drop unreferenced received chunks");
+            }
+        });
     }
 
     /// Drops `hashes` unless something names them.

@@ -84,6 +84,9 @@ pub struct FunctionControl {
     capture: AtomicBool,
     cpu_micros: AtomicU64,
     memory_bytes: AtomicU64,
+    /// Set once the first instance of this run exists (restored, if from a snapshot).
+    instantiated: AtomicBool,
+    instantiated_wakeup: tokio::sync::Notify,
 }
 
 impl FunctionControl {
@@ -178,6 +181,24 @@ impl FunctionControl {
         let drained = shared.inbox.len();
         shared.inbox.clear();
         drained
+    }
+
+    /// The run's first instance exists (or could not be made): whoever
+    /// waits for the function to be running again may go on.
+    pub fn mark_instantiated(&self) {
+        self.instantiated.store(true, Ordering::SeqCst);
+        self.instantiated_wakeup.notify_waiters();
+    }
+
+    /// Waits until [`FunctionControl::mark_instantiated`].
+    pub async fn instantiated(&self) {
+        let notified = self.instantiated_wakeup.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.instantiated.load(Ordering::SeqCst) {
+            return;
+        }
+        notified.await;
     }
 
     pub fn set_cpu_micros(&self, micros: u64) {

@@ -69,11 +69,20 @@ impl Supervisor {
     }
 
     /// Captures the function for the last round and ends its run here,
-    /// leaving its record as it is. Returns the snapshot and when the
-    /// capture arrived (the function stood still from then on).
+    /// leaving its record as it is. Returns the snapshot and when the pause
+    /// was asked for: the function stops at its next preemption point or
+    /// blocking call, microseconds later, so the downtime counted from here
+    /// errs on the long side and includes copying its memory out.
     pub async fn pause_for_move(&self, name: &str) -> Result<(Arc<Snapshot>, std::time::Instant), HubError> {
+        let asked = std::time::Instant::now();
         let snapshot = self.capture(name, CaptureKind::Pause).await?;
-        let paused_at = std::time::Instant::now();
+        // The run winds down (its instance is dropped) while the last round goes out.
+        Ok((snapshot, asked))
+    }
+
+    /// The move failed before it was recorded: the function continues here
+    /// from the snapshot it was paused in.
+    pub async fn continue_after_failed_move(&self, name: &str, snapshot: Arc<Snapshot>) -> Result<(), HubError> {
         let finished = {
             let slots = self.inner.lock_slots();
             slots
@@ -84,12 +93,6 @@ impl Supervisor {
         if let Some(finished) = finished {
             super::wait_finished(name, finished).await;
         }
-        Ok((snapshot, paused_at))
-    }
-
-    /// The move failed before it was recorded: the function continues here
-    /// from the snapshot it was paused in.
-    pub async fn continue_after_failed_move(&self, name: &str, snapshot: Arc<Snapshot>) -> Result<(), HubError> {
         self.inner.logs.event(name, "move failed; continuing here");
         self.start_from(name, Some(snapshot)).await
     }
@@ -108,7 +111,10 @@ impl Supervisor {
             self.inner.store.put_function(&slot.record)?;
         }
         self.inner.store.flush()?;
-        self.drop_local_state(name);
+        // Not on the downtime path: the checkpoints and logs here are stale now.
+        let supervisor = self.clone();
+        let owned = name.to_owned();
+        tokio::task::spawn_blocking(move || supervisor.drop_local_state(&owned));
         Ok(())
     }
 
@@ -270,6 +276,21 @@ impl Supervisor {
             }
         };
         self.start_from(name, Some(snapshot)).await?;
+        // Running means restored into an instance, not just a thread started.
+        let control = {
+            let slots = self.inner.lock_slots();
+            slots
+                .get(name)
+                .and_then(|slot| slot.running.as_ref())
+                .map(|running| Arc::clone(&running.control))
+        };
+        if let Some(control) = control
+            && tokio::time::timeout(std::time::Duration::from_secs(30), control.instantiated())
+                .await
+                .is_err()
+        {
+            tracing::warn!(function = %name, "arrived function took over 30 s to instantiate");
+        }
         self.inner.logs.event(
             name,
             &format!(
