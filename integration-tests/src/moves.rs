@@ -82,6 +82,18 @@ pub fn check_consecutive(numbers: &[u64], what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits until `hub` lists the peer named `peer_name` as up.
+pub async fn wait_peer_up(hub: &HubProcess, peer_name: &str, patience: Duration) -> anyhow::Result<()> {
+    crate::eventually(&format!("{peer_name} to be up"), patience, || async {
+        hub.peers()
+            .ok()?
+            .iter()
+            .any(|peer| peer.name == peer_name && peer.is_up())
+            .then_some(())
+    })
+    .await
+}
+
 /// Waits until `name` has exited (asked of `hub`, forwarded if needed).
 pub async fn wait_exited(hub: &HubProcess, name: &str, patience: Duration) -> anyhow::Result<()> {
     crate::eventually(&format!("{name} to exit"), patience, || async {

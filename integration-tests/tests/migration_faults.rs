@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ferry_integration_tests::moves::{
-    Rng, check_consecutive, local_view, migrate, migrate_refused, numbered_lines, running_on, stdout_of,
+    Rng, check_consecutive, local_view, migrate, migrate_refused, numbered_lines, running_on, stdout_of, wait_peer_up,
 };
 use ferry_integration_tests::{HubOptions, HubProcess, eventually, expect_success, guest};
 use ferry_proto::v1::migration_client::MigrationClient;
@@ -49,15 +49,7 @@ async fn pair() -> Vec<HubProcess> {
 }
 
 async fn wait_usable(hub: &HubProcess, peer_name: &str) {
-    eventually(&format!("{peer_name} to be up"), PATIENCE, || async {
-        hub.peers()
-            .ok()?
-            .iter()
-            .any(|peer| peer.name == peer_name && peer.is_up())
-            .then_some(())
-    })
-    .await
-    .unwrap();
+    wait_peer_up(hub, peer_name, PATIENCE).await.unwrap();
 }
 
 fn deploy(hub: &HubProcess, module: &str, name: &str, args: &[&str]) {

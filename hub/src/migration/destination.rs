@@ -207,6 +207,14 @@ impl Arrival {
 
     async fn on_round(&mut self, plan: RoundPlan) -> Result<DestinationFrame, HubError> {
         self.module_prepared().await?;
+        // Write what earlier rounds brought to disk now, so the flush that
+        // makes the arrival durable (inside the downtime) has little left.
+        let flushing = self.supervisor.checkpoint_store().clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = flushing.flush() {
+                tracing::warn!(%error, "background flush of received chunks failed");
+            }
+        });
         self.image.resize(plan.memory_bytes as usize, 0);
         for slot in &plan.zeroed {
             self.slot(*slot).fill(0);

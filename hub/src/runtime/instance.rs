@@ -419,7 +419,15 @@ pub fn run_until_parked(
     snapshot: Option<&Snapshot>,
     may_park: bool,
 ) -> RunEnd {
-    let instance = LiveInstance::new(engine, module, launch, Arc::clone(&control), services, snapshot, may_park);
+    let instance = LiveInstance::new(
+        engine,
+        module,
+        launch,
+        Arc::clone(&control),
+        services,
+        snapshot,
+        may_park,
+    );
     control.mark_instantiated();
     match instance {
         Ok(mut live) => live.run_until_parked(),

@@ -311,6 +311,10 @@ impl Supervisor {
         let finished = {
             let mut slots = self.inner.lock_slots();
             let slot = slots.get_mut(name).ok_or_else(|| self.inner.not_found(name))?;
+            if slot.record.pending_handoff.is_some() {
+                // Arriving: its source still decides where it runs.
+                return Err(HubError::Moving { name: name.to_owned() });
+            }
             slot.record.desired = DesiredState::Stopped as i32;
             self.inner.store.put_function(&slot.record)?;
             self.inner.store.flush()?;
