@@ -63,8 +63,10 @@ async fn two_running_functions_move_around_three_hubs_ten_times_and_print_what_a
     let _serial = SERIAL.lock().await;
     let (_lan, hubs) = lan_with_hubs(3).await;
     let all: Vec<&HubProcess> = hubs.iter().collect();
+    // Both run far longer than the 20 moves take (heap_walk ≈ 35 s alone,
+    // sleeper ≥ 15 s of virtual sleep), so every move catches them running.
     let functions: [(&str, &str, &[&str]); 2] = [
-        ("cpu", "guests/heap_walk.wasm", &["4", "2500"]),
+        ("cpu", "guests/heap_walk.wasm", &["4", "4000"]),
         ("sleepy", "guests/sleeper.wasm", &["300", "50"]),
     ];
     // The uninterrupted runs, on the last hub, alongside the moving ones.
