@@ -32,6 +32,8 @@ pub fn spawn_resolver(
 ) {
     tokio::spawn(async move {
         tracing::info!(function = %name, epoch, source = %source.source_hub_name, "asking the source how the handoff ended");
+        // One lazily connected channel for all attempts: it reconnects by itself.
+        let client = migration_client(&source.source_address).map_err(|error| error.to_string());
         let mut attempts = 0u64;
         loop {
             if !supervisor
@@ -42,7 +44,7 @@ pub fn spawn_resolver(
                 return;
             }
             let outcome = async {
-                let mut client = migration_client(&source.source_address).map_err(|error| error.to_string())?;
+                let mut client = client.clone()?;
                 let request = ResolveHandoffRequest {
                     name: name.clone(),
                     epoch,

@@ -149,18 +149,12 @@ impl MoveRun<'_> {
 
         let result = self.rounds(sender, &outbound, &mut inbound).await;
         if let Err(error) = result {
-            if let Some(abort) = sender.abort(&error.to_string()) {
-                let _ = outbound.try_send(abort);
-            }
-            return Err(error);
+            return Err(abort(sender, &outbound, error));
         }
         let prepared_wait = Instant::now();
         let prepared = recv(&mut inbound, DECISION_TIMEOUT).await;
         if let Err(error) = prepared.and_then(|prepared| sender.on_prepared(prepared)) {
-            if let Some(abort) = sender.abort(&error.to_string()) {
-                let _ = outbound.try_send(abort);
-            }
-            return Err(error);
+            return Err(abort(sender, &outbound, error));
         }
         self.prepare = prepared_wait.elapsed();
 
@@ -172,10 +166,7 @@ impl MoveRun<'_> {
         };
         if let Err(error) = self.supervisor.record_moved(self.name, new_epoch, pointer) {
             let error = truncated(format!("cannot record the move: {error}"));
-            if let Some(abort) = sender.abort(&error.to_string()) {
-                let _ = outbound.try_send(abort);
-            }
-            return Err(error);
+            return Err(abort(sender, &outbound, error));
         }
         // The destination owns the function now.
         self.paused = None;
@@ -368,6 +359,15 @@ async fn scan(
     .await
     .map_err(|error| truncated(format!("scan failed: {error}")))?
     .map_err(|reason| truncated(format!("cannot scan memory: {reason}")))
+}
+
+/// Tells the destination the source keeps the function (best effort: the
+/// stream may be gone already), and gives the error back.
+fn abort(sender: &mut Sender, outbound: &mpsc::Sender<SourceFrame>, error: TransferError) -> TransferError {
+    if let Some(abort) = sender.abort(&error.to_string()) {
+        let _ = outbound.try_send(abort);
+    }
+    error
 }
 
 fn frame(frame: source_frame::Frame) -> SourceFrame {

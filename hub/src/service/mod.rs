@@ -27,7 +27,7 @@ use crate::migration::{self, MigrationContext};
 use crate::peers::{LoadGauge, peer_info};
 use crate::runtime::WASMER_VERSION;
 use crate::supervisor::Supervisor;
-use routing::forward_if_moved;
+use routing::{forward_call, forward_if_moved};
 
 /// Implements `ferry.v1.Hub` on top of the supervisor.
 pub struct HubService {
@@ -129,35 +129,28 @@ impl Hub for HubService {
         &self,
         request: Request<ListFunctionsRequest>,
     ) -> Result<Response<ListFunctionsResponse>, Status> {
+        // Functions that moved away are asked of their hubs, all at once.
         let hops = forward::hops(&request);
-        let mut functions = Vec::new();
-        for local in self.supervisor.list() {
-            functions.push(self.moved_info(local, hops).await);
-        }
+        let views = self
+            .supervisor
+            .list()
+            .into_iter()
+            .map(|local| self.moved_info(local, hops));
+        let functions = futures::future::join_all(views).await;
         Ok(Response::new(ListFunctionsResponse { functions }))
     }
 
     async fn get_function(&self, request: Request<GetFunctionRequest>) -> Result<Response<FunctionInfo>, Status> {
-        if self.supervisor.forward_pointer(&request.get_ref().name).is_some() {
-            let hops = forward::hops(&request);
-            let local = self.supervisor.get(&request.get_ref().name)?;
-            let info = self.moved_info(local, hops).await;
-            return Ok(Response::new(info));
-        }
-        Ok(Response::new(self.supervisor.get(&request.into_inner().name)?))
+        let hops = forward::hops(&request);
+        let local = self.supervisor.get(&request.get_ref().name)?;
+        Ok(Response::new(self.moved_info(local, hops).await))
     }
 
     type LogsStream = LogStreamResult;
 
     async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
         if let Some(pointer) = self.supervisor.forward_pointer(&request.get_ref().name) {
-            let hops = forward::hops(&request);
-            let mut client = self.forwarder.client(&pointer.address)?;
-            let onward = forward::onward(request.into_inner(), hops, &pointer.hub_name)?;
-            let entries = client
-                .logs(onward)
-                .await
-                .map_err(|status| forward::unreachable(&pointer.hub_name, &pointer.address, &status))?;
+            let entries = forward_call!(self, request, pointer, logs)?;
             return Ok(Response::new(Box::pin(entries.into_inner())));
         }
         let request = request.into_inner();
@@ -213,13 +206,7 @@ impl Hub for HubService {
     async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
         let name = request.get_ref().name.clone();
         if let Some(pointer) = self.supervisor.forward_pointer(&name) {
-            let hops = forward::hops(&request);
-            let mut client = self.forwarder.client(&pointer.address)?;
-            let onward = forward::onward(request.into_inner(), hops, &pointer.hub_name)?;
-            client
-                .remove(onward)
-                .await
-                .map_err(|status| forward::unreachable(&pointer.hub_name, &pointer.address, &status))?;
+            forward_call!(self, request, pointer, remove)?;
             self.supervisor.forget(&name)?;
             return Ok(Response::new(RemoveResponse {}));
         }
@@ -267,13 +254,7 @@ impl Hub for HubService {
 
     async fn migrate(&self, request: Request<MigrateRequest>) -> Result<Response<Self::MigrateStream>, Status> {
         if let Some(pointer) = self.supervisor.forward_pointer(&request.get_ref().name) {
-            let hops = forward::hops(&request);
-            let mut client = self.forwarder.client(&pointer.address)?;
-            let onward = forward::onward(request.into_inner(), hops, &pointer.hub_name)?;
-            let events = client
-                .migrate(onward)
-                .await
-                .map_err(|status| forward::unreachable(&pointer.hub_name, &pointer.address, &status))?;
+            let events = forward_call!(self, request, pointer, migrate)?;
             return Ok(Response::new(Box::pin(events.into_inner())));
         }
         let request = request.into_inner();

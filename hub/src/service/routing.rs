@@ -8,17 +8,27 @@ use crate::migration::Target;
 use ferry_discovery::{Compatibility, PeerSnapshot, PeerState};
 use ferry_proto::v1::FunctionInfo;
 
-/// Forwards a unary call about `$name` to the hub it moved to, if it moved.
+/// Passes `$request` on to the hub `$pointer` names, one hop further:
+/// `Result<Response<_>, Status>` of `$method` there.
+macro_rules! forward_call {
+    ($service:expr, $request:ident, $pointer:expr, $method:ident) => {{
+        let pointer = &$pointer;
+        let hops = crate::forward::hops(&$request);
+        let mut client = $service.forwarder.client(&pointer.address)?;
+        let onward = crate::forward::onward($request.into_inner(), hops, &pointer.hub_name)?;
+        client
+            .$method(onward)
+            .await
+            .map_err(|status| crate::forward::unreachable(&pointer.hub_name, &pointer.address, &status))
+    }};
+}
+pub(super) use forward_call;
+
+/// Returns the answer of the hub running the function, if it moved away.
 macro_rules! forward_if_moved {
     ($service:expr, $request:ident, $method:ident) => {
         if let Some(pointer) = $service.supervisor.forward_pointer(&$request.get_ref().name) {
-            let hops = crate::forward::hops(&$request);
-            let mut client = $service.forwarder.client(&pointer.address)?;
-            let onward = crate::forward::onward($request.into_inner(), hops, &pointer.hub_name)?;
-            return client
-                .$method(onward)
-                .await
-                .map_err(|status| crate::forward::unreachable(&pointer.hub_name, &pointer.address, &status));
+            return crate::service::routing::forward_call!($service, $request, pointer, $method);
         }
     };
 }

@@ -146,7 +146,7 @@ impl Supervisor {
         }
     }
 
-    fn finished_receiver(&self, name: &str) -> Option<tokio::sync::watch::Receiver<bool>> {
+    pub(super) fn finished_receiver(&self, name: &str) -> Option<tokio::sync::watch::Receiver<bool>> {
         let slots = self.inner.lock_slots();
         slots
             .get(name)

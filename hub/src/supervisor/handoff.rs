@@ -83,14 +83,8 @@ impl Supervisor {
     /// The move failed before it was recorded: the function continues here
     /// from the snapshot it was paused in.
     pub async fn continue_after_failed_move(&self, name: &str, snapshot: Arc<Snapshot>) -> Result<(), HubError> {
-        let finished = {
-            let slots = self.inner.lock_slots();
-            slots
-                .get(name)
-                .and_then(|slot| slot.running.as_ref())
-                .map(|running| running.finished.clone())
-        };
-        if let Some(finished) = finished {
+        // The paused run may still be winding down.
+        if let Some(finished) = self.finished_receiver(name) {
             super::wait_finished(name, finished).await;
         }
         self.inner.logs.event(name, "move failed; continuing here");
