@@ -2,7 +2,8 @@
 # Builds the C guest programs to wasm32-wasi command modules.
 #
 # Every X.c under deploy/examples/ and integration-tests/guests/ becomes X.wasm
-# next to it. The .wasm files are committed, so users without a C toolchain can
+# next to it; then integration-tests/corpus/build.sh builds the corpus of real
+# programs (SQLite, Lua, QuickJS, zstd, zlib). The .wasm files are committed, so users without a C toolchain can
 # deploy them; rebuild and commit them whenever a .c file changes. Builds are
 # deterministic: the same sources and toolchain give byte-identical modules.
 #
@@ -78,5 +79,8 @@ done
 
 if [[ $check -eq 1 ]]; then
   [[ $stale -eq 0 ]] && echo "build.sh: all ${#sources[@]} modules up to date"
-  exit $stale
 fi
+
+# The corpus of real third-party programs has build rules of its own.
+integration-tests/corpus/build.sh "$@" || stale=1
+exit $stale

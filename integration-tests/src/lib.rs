@@ -9,6 +9,7 @@
 //! Every hub is killed when its [`HubProcess`] is dropped and every
 //! namespace is removed when its owner is dropped, also when the test fails.
 
+pub mod corpus;
 mod hub;
 pub mod moves;
 pub mod netns;

@@ -230,15 +230,6 @@ async fn hub_of_another_cluster_is_listed_but_never_usable() {
     .unwrap();
 }
 
-/// The zeroconf venv `scripts/install-deps` creates.
-fn zeroconf_python() -> Option<PathBuf> {
-    let venv = std::env::var_os("FERRY_VENV")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/ferry-venv")))?;
-    let python = venv.join("bin/python");
-    python.exists().then_some(python)
-}
-
 fn browse_script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/browse_ferry.py")
 }
@@ -269,7 +260,7 @@ async fn python_zeroconf_browser_sees_every_hub_with_its_txt_record() {
     if !netns_or_skip("python_zeroconf_browser_sees_every_hub_with_its_txt_record") {
         return;
     }
-    let Some(python) = zeroconf_python() else {
+    let Some(python) = ferry_integration_tests::corpus::venv_python() else {
         let message = "the zeroconf venv is missing: run scripts/install-deps (or set FERRY_VENV)";
         if std::env::var_os("FERRY_REQUIRE_NETNS").is_some() || std::env::var_os("CI").is_some() {
             panic!("{message}");

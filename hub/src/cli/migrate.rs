@@ -43,6 +43,10 @@ pub async fn migrate(hub: &str, json: bool, args: MigrateArgs) -> Result<(), Cli
                 bar.set_position(0);
             }
             Some(migrate_progress::Event::RoundBytesSent(sent)) => bar.set_position(sent),
+            Some(migrate_progress::Event::ModulePreparingMicros(elapsed)) => {
+                bar.set_prefix(format!("destination compiling the module ({})", seconds(elapsed)));
+                bar.tick();
+            }
             Some(migrate_progress::Event::Summary(done)) => summary = Some(done),
             None => {}
         }
@@ -51,6 +55,10 @@ pub async fn migrate(hub: &str, json: bool, args: MigrateArgs) -> Result<(), Cli
     let summary = summary.ok_or_else(|| ClientError::Usage("the hub ended the move without a summary".to_owned()))?;
     print_summary(&summary, json);
     Ok(())
+}
+
+fn seconds(micros: u64) -> String {
+    format!("{:.1} s", Duration::from_micros(micros).as_secs_f64())
 }
 
 fn millis(micros: u64) -> String {
@@ -78,6 +86,7 @@ fn print_summary(summary: &MigrateSummary, json: bool) {
                 "prepare_micros": summary.prepare_micros,
                 "start_micros": summary.start_micros,
                 "start_confirmed": summary.start_confirmed,
+                "module_prepare_micros": summary.module_prepare_micros,
             })
         );
         return;
@@ -108,6 +117,12 @@ fn print_summary(summary: &MigrateSummary, json: bool) {
         millis(summary.prepare_micros),
         millis(summary.start_micros)
     );
+    if summary.module_prepare_micros > 0 {
+        println!(
+            "  the destination instrumented and compiled the module in {} (while the function ran here)",
+            millis(summary.module_prepare_micros)
+        );
+    }
     if !summary.start_confirmed {
         println!(
             "  the destination did not confirm the start; it starts the function when it hears the move committed"

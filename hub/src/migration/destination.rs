@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 
-use super::{MigrationContext, STALL_TIMEOUT, resolve};
+use super::{MigrationContext, PREPARING_HEARTBEAT, STALL_TIMEOUT, resolve};
 use crate::checkpoint_codec::snapshot_from_manifest;
 use crate::error::HubError;
 use crate::runtime::Snapshot;
@@ -62,8 +62,8 @@ struct Arrival {
     received: Vec<ChunkHash>,
     logs: Vec<LogEntry>,
     installed: bool,
-    /// The module being prepared, when the source sent it.
-    preparing: Option<tokio::task::JoinHandle<Result<(), HubError>>>,
+    /// The module being prepared, when the source sent it, and since when.
+    preparing: Option<(Instant, tokio::task::JoinHandle<Result<(), HubError>>)>,
     snapshot: Option<Arc<Snapshot>>,
     outbound: mpsc::Sender<Result<DestinationFrame, Status>>,
 }
@@ -122,9 +122,10 @@ impl Arrival {
             ReceiverStep::Module(module) => {
                 // Instrument and compile while the rounds stream; the seal waits for it.
                 let runtime = Arc::clone(self.supervisor.runtime());
-                self.preparing = Some(tokio::task::spawn_blocking(move || {
-                    runtime.prepare(&module).map(|_| ()).map_err(HubError::from)
-                }));
+                self.preparing = Some((
+                    Instant::now(),
+                    tokio::task::spawn_blocking(move || runtime.prepare(&module).map(|_| ()).map_err(HubError::from)),
+                ));
                 Ok(None)
             }
             ReceiverStep::Round(plan) => self.on_round(plan).await.map(Some),
@@ -185,9 +186,9 @@ impl Arrival {
             // Compile (or load the cached artifact) now, not during the downtime.
             let runtime = Arc::clone(self.supervisor.runtime());
             let hash = spec.module_hash.clone();
-            tokio::task::spawn_blocking(move || runtime.prepare_stored(&hash))
-                .await
-                .map_err(|error| HubError::InvalidRequest(format!("prepare task failed: {error}")))??;
+            let started = Instant::now();
+            let preparing = tokio::task::spawn_blocking(move || runtime.prepare_stored(&hash).map(|_| ()));
+            self.await_preparation(started, preparing).await?;
         }
         tracing::info!(function = %spec.name, from = %offer.source_hub_name, epoch = offer.epoch, need_module, "accepting a function");
         Ok(self.receiver.accept(need_module))
@@ -197,11 +198,40 @@ impl Arrival {
     /// answering a round, so the compile overlaps pre-copy (the function
     /// still runs at the source) and never lands in the downtime.
     async fn module_prepared(&mut self) -> Result<(), HubError> {
-        if let Some(preparing) = self.preparing.take() {
-            preparing
-                .await
-                .map_err(|error| HubError::InvalidRequest(format!("prepare task failed: {error}")))??;
+        if let Some((started, preparing)) = self.preparing.take() {
+            self.await_preparation(started, preparing).await?;
         }
+        Ok(())
+    }
+
+    /// Waits for a module being instrumented and compiled, telling the source
+    /// every [`PREPARING_HEARTBEAT`] that this hub is working (a 1 MB module
+    /// takes longer than the source's stall limit on a slow board), then how
+    /// long it took.
+    async fn await_preparation<E>(
+        &self,
+        started: Instant,
+        mut preparing: tokio::task::JoinHandle<Result<(), E>>,
+    ) -> Result<(), HubError>
+    where
+        HubError: From<E>,
+    {
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + PREPARING_HEARTBEAT, PREPARING_HEARTBEAT);
+        let prepared = loop {
+            tokio::select! {
+                joined = &mut preparing => break joined,
+                _ = heartbeat.tick() => {
+                    let frame = self.receiver.preparing(started.elapsed(), false);
+                    // A source that went away is noticed by the next read.
+                    let _ = self.outbound.send(Ok(frame)).await;
+                }
+            }
+        };
+        prepared.map_err(|error| HubError::InvalidRequest(format!("prepare task failed: {error}")))??;
+        let elapsed = started.elapsed();
+        tracing::info!(function = %self.name(), elapsed_ms = elapsed.as_millis() as u64, "module prepared for an arriving function");
+        let _ = self.outbound.send(Ok(self.receiver.preparing(elapsed, true))).await;
         Ok(())
     }
 

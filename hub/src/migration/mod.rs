@@ -31,6 +31,10 @@ use crate::supervisor::Supervisor;
 /// A transfer in which the other hub says nothing for this long is dead
 /// (a cut link stalls TCP rather than resetting it).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How often a destination preparing a module says so (well inside
+/// [`STALL_TIMEOUT`]).
+pub const PREPARING_HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long the destination may take to persist (`Prepared`) or start (`Started`).
 pub const DECISION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Frames of up to one 16 MiB chunk or a module travel in one message.

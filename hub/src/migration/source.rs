@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ferry_migrator::checkpoint::{
     CHECKPOINT_FORMAT_VERSION, ChunkHash, DEFAULT_CHUNK_SIZE, Fingerprints, codec::ChunkEncoder, scan_memory,
 };
-use ferry_migrator::transfer::{NextStep, Owner, Sender, TransferError, code_from_name};
+use ferry_migrator::transfer::{Heard, NextStep, Owner, Sender, TransferError, code_from_name};
 use ferry_proto::v1::{
     CheckpointManifest, ChunkData, DestinationFrame, ForwardPointer, LogBatch, MigrateProgress, MigrateSummary,
     ModuleData, Offer, RoundProgress, SourceFrame, migrate_progress, source_frame,
@@ -136,7 +136,8 @@ impl MoveRun<'_> {
             .map_err(status_error)?;
         let mut inbound = opened.into_inner();
 
-        let need_module = sender.on_accept(recv(&mut inbound, STALL_TIMEOUT).await?)?;
+        let accept = self.receive(sender, &mut inbound, STALL_TIMEOUT).await?;
+        let need_module = sender.on_accept(accept)?;
         if need_module {
             let module = self
                 .supervisor
@@ -152,7 +153,7 @@ impl MoveRun<'_> {
             return Err(abort(sender, &outbound, error));
         }
         let prepared_wait = Instant::now();
-        let prepared = recv(&mut inbound, DECISION_TIMEOUT).await;
+        let prepared = self.receive(sender, &mut inbound, DECISION_TIMEOUT).await;
         if let Err(error) = prepared.and_then(|prepared| sender.on_prepared(prepared)) {
             return Err(abort(sender, &outbound, error));
         }
@@ -171,10 +172,30 @@ impl MoveRun<'_> {
         // The destination owns the function now.
         self.paused = None;
         send(&outbound, sender.move_recorded()).await?;
-        let started = recv(&mut inbound, DECISION_TIMEOUT).await?;
+        let started = self.receive(sender, &mut inbound, DECISION_TIMEOUT).await?;
         let start_micros = sender.on_started(started)?;
         tracing::info!(function = %self.name, to = %self.target.hub_name, epoch = new_epoch, "function moved");
         Ok(start_micros)
+    }
+
+    /// The next answer from the destination. `Preparing` heartbeats (the
+    /// destination compiling the module) re-arm the stall limit and are
+    /// shown as progress: only silence fails a move, never work.
+    async fn receive(
+        &mut self,
+        sender: &mut Sender,
+        inbound: &mut Streaming<DestinationFrame>,
+        timeout: Duration,
+    ) -> Result<DestinationFrame, TransferError> {
+        loop {
+            match sender.hear(recv(inbound, timeout).await?)? {
+                Heard::Answer(frame) => return Ok(frame),
+                Heard::Preparing { elapsed_micros, done } => {
+                    tracing::debug!(function = %self.name, elapsed_us = elapsed_micros, done, "destination preparing the module");
+                    self.report(migrate_progress::Event::ModulePreparingMicros(elapsed_micros));
+                }
+            }
+        }
     }
 
     /// Pre-copy rounds, the paused last round, the logs and the seal.
@@ -209,7 +230,8 @@ impl MoveRun<'_> {
             let memory_bytes = snapshot.memory.len() as u64;
             let planned = sender.plan_round(&hashes, memory_bytes, last);
             send(outbound, planned.frame).await?;
-            let to_send = sender.on_need(recv(inbound, STALL_TIMEOUT).await?)?;
+            let need = self.receive(sender, inbound, STALL_TIMEOUT).await?;
+            let to_send = sender.on_need(need)?;
             let bytes_to_send: u64 = to_send.len() as u64 * u64::from(sender.chunk_size());
             let round_number = sender.stats().rounds;
             self.report(migrate_progress::Event::Round(RoundProgress {
@@ -333,6 +355,7 @@ impl MoveRun<'_> {
             prepare_micros: self.prepare.as_micros() as u64,
             start_micros,
             start_confirmed: confirmed,
+            module_prepare_micros: stats.module_prepare_micros,
         }
     }
 }

@@ -15,23 +15,28 @@
 //!   function's limit with a precise reason instead of a silent `-1`.
 //! - **Exported globals.** Every mutable global is exported as
 //!   `__ferry_global_<index>`, so its value can be captured and restored.
-//! - **Stack capture.** Binaryen's Asyncify (see [`asyncify`]) lets the host
+//! - **Stack capture.** Ferry's own transform (see [`capture`]) lets the host
 //!   unwind the guest from inside a preemption point or a blocking call and
-//!   rewind it later, in the same or a fresh instance.
+//!   rewind it later, in the same or a fresh instance. It speaks Asyncify's
+//!   ABI; a module it declines (exception handling, block parameters, tail
+//!   calls that may unwind) goes through Binaryen's Asyncify instead
+//!   ([`asyncify`]), slower to build and to run but complete.
 
 mod asyncify;
+mod capture;
 mod globals;
 mod preemption;
 mod recursion;
 
 pub use asyncify::{STACK_MEMORY_EXPORT, STACK_MEMORY_PAGES, UNWINDING_IMPORTS};
+pub use capture::CaptureStats;
 pub use globals::GLOBAL_EXPORT_PREFIX;
 
 use thiserror::Error;
 
 /// Bumped whenever the rewrite changes, so that cached compiled artifacts of an
 /// older rewrite are never used.
-pub const INSTRUMENTATION_VERSION: u32 = 4;
+pub const INSTRUMENTATION_VERSION: u32 = 5;
 
 /// Import module of the host functions the rewrite adds.
 pub const RESERVED_IMPORT_MODULE: &str = "ferry";
@@ -56,6 +61,9 @@ pub struct InstrumentStats {
     pub loops: u32,
     /// `memory.grow` instructions routed through the host.
     pub memory_grows: u32,
+    /// What the stack-capture transform did; `None` when the module needed
+    /// Binaryen's Asyncify instead (see [`capture`]).
+    pub capture: Option<CaptureStats>,
 }
 
 /// Why a module could not be instrumented.
@@ -93,9 +101,19 @@ pub fn instrument(wasm: &[u8]) -> Result<InstrumentedModule, InstrumentError> {
     if module.start.is_some() {
         return Err(InstrumentError::StartSection);
     }
-    let stats = preemption::insert_preemption_points(&mut module)?;
+    let mut stats = preemption::insert_preemption_points(&mut module)?;
     globals::export_mutable_globals(&mut module);
-    let bytes = asyncify::apply(&module.emit_wasm())?;
+    let rewritten = module.emit_wasm();
+    let bytes = match capture::apply(&rewritten) {
+        Ok((bytes, capture)) => {
+            stats.capture = Some(capture);
+            bytes
+        }
+        Err(unsupported) => {
+            tracing::info!(reason = %unsupported, "module needs Binaryen's Asyncify for stack capture");
+            asyncify::apply(&rewritten)?
+        }
+    };
     Ok(InstrumentedModule { bytes, stats })
 }
 

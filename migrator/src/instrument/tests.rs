@@ -43,7 +43,13 @@ fn instrumented_module_validates_and_counts_every_point() {
         InstrumentStats {
             functions: 0,
             loops: 3,
-            memory_grows: 1
+            memory_grows: 1,
+            // $spin, $nested and _start: a preemption point in each of the
+            // three loops, and _start's two calls of them.
+            capture: Some(CaptureStats {
+                functions: 3,
+                resume_points: 5
+            }),
         }
     );
 }

@@ -38,7 +38,7 @@ mod sender;
 mod tests;
 
 pub use receiver::{Disposition, Receiver, ReceiverStep, RoundPlan};
-pub use sender::{NextStep, Owner, PlannedRound, Sender, SenderStats};
+pub use sender::{Heard, NextStep, Owner, PlannedRound, Sender, SenderStats};
 
 use ferry_proto::{ErrorCode, ServiceError};
 use thiserror::Error;

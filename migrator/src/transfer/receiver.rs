@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use ferry_proto::PROTOCOL_VERSION;
 use ferry_proto::v1::{
-    Accept, CheckpointManifest, DestinationFrame, LogEntry, Need, Offer, Prepared, Refuse, SourceFrame, Started,
-    destination_frame, source_frame,
+    Accept, CheckpointManifest, DestinationFrame, LogEntry, Need, Offer, Prepared, Preparing, Refuse, SourceFrame,
+    Started, destination_frame, source_frame,
 };
 
 use super::{TransferError, code_name, entry_hash};
@@ -226,6 +226,17 @@ impl Receiver {
                 hashes,
             })),
         })
+    }
+
+    /// A heartbeat while the module is being prepared: the source must not
+    /// mistake a long compile for a dead peer.
+    pub fn preparing(&self, elapsed: std::time::Duration, done: bool) -> DestinationFrame {
+        DestinationFrame {
+            frame: Some(destination_frame::Frame::Preparing(Preparing {
+                elapsed_micros: elapsed.as_micros() as u64,
+                done,
+            })),
+        }
     }
 
     /// The function is persisted here.

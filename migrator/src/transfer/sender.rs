@@ -58,6 +58,20 @@ pub struct SenderStats {
     pub bytes_sent: u64,
     /// Uncompressed bytes of the chunks sent.
     pub bytes_sent_uncompressed: u64,
+    /// Time the destination said it spent preparing the module, in µs.
+    pub module_prepare_micros: u64,
+}
+
+/// A frame from the destination, sorted: a heartbeat the source only
+/// notes, or an answer one of the `on_*` methods takes.
+#[derive(Debug)]
+pub enum Heard {
+    /// The destination is preparing the module: not silent, not an answer.
+    Preparing {
+        elapsed_micros: u64,
+        done: bool,
+    },
+    Answer(DestinationFrame),
 }
 
 /// One planned round: the frame to send and the bytes it offers.
@@ -119,6 +133,28 @@ impl Sender {
         match self.phase {
             Phase::MoveRecorded | Phase::Started => Owner::Destination,
             _ => Owner::Source,
+        }
+    }
+
+    /// Sorts a frame: a `Preparing` heartbeat is taken here (valid until the
+    /// destination is prepared) and the caller waits on; anything else is an
+    /// answer for the `on_*` method of the current phase.
+    pub fn hear(&mut self, frame: DestinationFrame) -> Result<Heard, TransferError> {
+        match frame.frame {
+            Some(destination_frame::Frame::Preparing(preparing)) => {
+                if !matches!(
+                    self.phase,
+                    Phase::Offered | Phase::Accepted | Phase::RoundOffered | Phase::Sending | Phase::Sealed
+                ) {
+                    return Err(TransferError::protocol(format!("preparing while {:?}", self.phase)));
+                }
+                self.stats.module_prepare_micros = self.stats.module_prepare_micros.max(preparing.elapsed_micros);
+                Ok(Heard::Preparing {
+                    elapsed_micros: preparing.elapsed_micros,
+                    done: preparing.done,
+                })
+            }
+            other => Ok(Heard::Answer(DestinationFrame { frame: other })),
         }
     }
 
@@ -351,6 +387,7 @@ fn unexpected(frame: &destination_frame::Frame, wanted: &str) -> TransferError {
         destination_frame::Frame::Prepared(_) => "prepared",
         destination_frame::Frame::Started(_) => "started",
         destination_frame::Frame::Refuse(_) => "refuse",
+        destination_frame::Frame::Preparing(_) => "preparing",
     };
     TransferError::protocol(format!("got {got}, wanted {wanted}"))
 }

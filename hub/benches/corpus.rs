@@ -1,0 +1,190 @@
+//! Real programs (the corpus in `integration-tests/corpus/`) on Ferry against
+//! wasmtime, every figure a ratio against a baseline measured in this run:
+//!
+//! - run time of the instrumented module on Ferry's runtime / the same `.wasm`
+//!   on wasmtime (the PyPI package, `integration-tests/python/run_wasmtime.py`);
+//! - instrumented / plain module on Ferry's Wasmer (Cranelift);
+//! - deploy (instrument + compile) / wasmtime's compile of the same `.wasm`,
+//!   with the instrumentation and the compile shown apart.
+//!
+//! Run: `cargo bench -p ferry-hub --bench corpus` (`-- --rounds N` for the
+//! median of N runs, default 3; `-- PROGRAM...` for some programs only).
+//! Needs the venv that `scripts/install-deps` makes (`FERRY_VENV`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ferry_hub::runtime::{
+    FunctionControl, GUEST_STACK_BYTES, HostServices, LaunchSpec, Outcome, SendOutcome, run_to_completion,
+};
+use ferry_proto::v1::LogStream;
+
+/// Longer runs than the integration tests use: a few seconds each on wasmtime.
+const PROGRAMS: [(&str, &[&str]); 5] = [
+    ("sqlite", &["30", "12000"]),
+    ("lua", &["24", "200000"]),
+    ("quickjs", &["16", "60000"]),
+    ("zstd", &["24", "8"]),
+    ("zlib", &["12", "8"]),
+];
+
+/// Discards output: the benchmark measures execution, not logging.
+struct Discard;
+
+impl HostServices for Discard {
+    fn output(&self, _function: &str, _stream: LogStream, _data: &[u8]) {}
+    fn send(&self, _from: &str, _to: &str, _data: Vec<u8>) -> SendOutcome {
+        SendOutcome::NoSuchFunction
+    }
+    fn log_position(&self, _function: &str) -> u64 {
+        0
+    }
+}
+
+fn repository() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn run_on_ferry(engine: &wasmer::Engine, module: &wasmer::Module, args: &[&str]) -> Duration {
+    let launch = LaunchSpec {
+        name: "bench".into(),
+        args: args.iter().map(|arg| arg.to_string()).collect(),
+        environ: Vec::new(),
+        memory_limit_bytes: 1 << 30,
+    };
+    let started = Instant::now();
+    let outcome = run_to_completion(
+        engine,
+        module,
+        &launch,
+        Arc::new(FunctionControl::default()),
+        Arc::new(Discard),
+        None,
+    );
+    let elapsed = started.elapsed();
+    assert_eq!(outcome, Outcome::Exited(0), "benchmark guest must succeed");
+    elapsed
+}
+
+/// wasmtime's compile and run of `module`, timed inside its Python process.
+fn run_on_wasmtime(python: &Path, module: &Path, args: &[&str]) -> (Duration, Duration) {
+    let output = Command::new(python)
+        .arg(repository().join("integration-tests/python/run_wasmtime.py"))
+        .arg("--time")
+        .arg(module)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run_wasmtime.py");
+    assert!(
+        output.status.success(),
+        "wasmtime failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let timing: serde_json::Value = stderr
+        .lines()
+        .rev()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .expect("a timing line from run_wasmtime.py");
+    let millis = |key: &str| Duration::from_secs_f64(timing[key].as_f64().expect("a number") / 1e3);
+    (millis("compile_ms"), millis("run_ms"))
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1e3
+}
+
+fn main() {
+    let mut rounds = 3;
+    let mut only = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--rounds" => rounds = args.next().and_then(|n| n.parse().ok()).expect("--rounds N"),
+            "--bench" => {}
+            other => only.push(other.to_owned()),
+        }
+    }
+    let venv = std::env::var_os("FERRY_VENV")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cache/ferry-venv")))
+        .expect("FERRY_VENV or HOME");
+    let python = venv.join("bin/python");
+    assert!(
+        python.exists(),
+        "no venv at {}: run scripts/install-deps",
+        venv.display()
+    );
+
+    wasmer::sys::vm::set_stack_size(GUEST_STACK_BYTES);
+    let engine = wasmer::Engine::from(wasmer::sys::Cranelift::default());
+    println!(
+        "corpus on Ferry (Wasmer {}, Cranelift) against wasmtime, median of {rounds} runs, one after the other",
+        wasmer_types::VERSION
+    );
+    println!(
+        "  {:<8} {:>9} {:>9} {:>9} | {:>8} {:>8} | {:>9} {:>9} {:>9} {:>9} | {:>8}",
+        "program",
+        "wasmtime",
+        "plain",
+        "instr.",
+        "instr/wt",
+        "instr/pl",
+        "wt-comp",
+        "instrum.",
+        "compile",
+        "deploy",
+        "dep/wt"
+    );
+    for (name, args) in PROGRAMS {
+        if !only.is_empty() && !only.iter().any(|wanted| wanted == name) {
+            continue;
+        }
+        let path = repository().join(format!("integration-tests/corpus/{name}.wasm"));
+        let plain_bytes = std::fs::read(&path).expect("corpus module (deploy/examples/build.sh)");
+
+        let started = Instant::now();
+        let instrumented_bytes = ferry_migrator::instrument(&plain_bytes).expect("instrument").bytes;
+        let instrumenting = started.elapsed();
+        let started = Instant::now();
+        let instrumented = wasmer::Module::new(&engine, &instrumented_bytes).expect("instrumented compiles");
+        let compiling = started.elapsed();
+        let plain = wasmer::Module::new(&engine, &plain_bytes).expect("plain compiles");
+
+        let (mut wasmtime_runs, mut wasmtime_compiles) = (Vec::new(), Vec::new());
+        let (mut plain_runs, mut instrumented_runs) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let (compile, run) = run_on_wasmtime(&python, &path, args);
+            wasmtime_compiles.push(compile);
+            wasmtime_runs.push(run);
+            plain_runs.push(run_on_ferry(&engine, &plain, args));
+            instrumented_runs.push(run_on_ferry(&engine, &instrumented, args));
+        }
+        let wasmtime_run = median(wasmtime_runs);
+        let wasmtime_compile = median(wasmtime_compiles);
+        let plain_run = median(plain_runs);
+        let instrumented_run = median(instrumented_runs);
+        let deploy = instrumenting + compiling;
+        println!(
+            "  {name:<8} {:>7.0}ms {:>7.0}ms {:>7.0}ms | {:>7.2}x {:>7.2}x | {:>7.0}ms {:>7.0}ms {:>7.0}ms {:>7.0}ms | {:>7.2}x",
+            ms(wasmtime_run),
+            ms(plain_run),
+            ms(instrumented_run),
+            instrumented_run.as_secs_f64() / wasmtime_run.as_secs_f64(),
+            instrumented_run.as_secs_f64() / plain_run.as_secs_f64(),
+            ms(wasmtime_compile),
+            ms(instrumenting),
+            ms(compiling),
+            ms(deploy),
+            deploy.as_secs_f64() / wasmtime_compile.as_secs_f64(),
+        );
+    }
+}

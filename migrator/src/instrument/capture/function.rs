@@ -1,0 +1,756 @@
+//! The rewrite of one function that may unwind: find its resume points and
+//! the entries of every sequence (first pass, with wasmparser's validator
+//! telling the operand stack's types), then emit the function with skip
+//! blocks, dispatches, spills, unwind checks and the save/restore code
+//! (second pass). See the parent module for the scheme.
+
+use std::collections::HashMap;
+
+use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
+use wasm_encoder::{BlockType, Function, Instruction, MemArg, ValType};
+use wasmparser::{FuncValidator, FuncValidatorAllocations, FunctionBody, Operator, ValidatorResources};
+
+use super::analysis::ModuleInfo;
+use super::{Added, BlockTypes, STATE_REWINDING, Unsupported};
+
+/// A place in a sequence the rewind can jump to: a resume call, or a nested
+/// construct that holds resume points.
+#[derive(Debug)]
+struct Entry {
+    /// Index of the call or of the construct's opening operator.
+    position: usize,
+    /// The sequence's own operand stack there, bottom first (for a call, its
+    /// arguments included).
+    types: Vec<ValType>,
+    /// The locals the stack is copied into, one per value in `types`.
+    spills: Vec<u32>,
+    /// The resume points it covers (textual order numbers), `first..=last`.
+    first: u32,
+    last: u32,
+}
+
+/// A function body, a block or loop body, or one arm of an `if`.
+#[derive(Debug, Default)]
+struct Sequence {
+    entries: Vec<Entry>,
+}
+
+/// A construct opened in the first pass, waiting for its `end` to know
+/// whether it holds resume points.
+#[derive(Debug)]
+struct Opened {
+    parent: usize,
+    position: usize,
+    types: Vec<ValType>,
+    first_resume: u32,
+}
+
+#[derive(Debug)]
+struct Frame {
+    sequence: usize,
+    /// Never executed: opened where its parent was unreachable.
+    dead: bool,
+    opened: Option<Opened>,
+}
+
+/// The plan the first pass makes.
+struct Plan<'a> {
+    operators: Vec<Operator<'a>>,
+    sequences: Vec<Sequence>,
+    /// Operator index of a `block`/`loop`/`if`/`else` → the sequence it starts.
+    starts: HashMap<usize, usize>,
+    /// Operator index of a resume call → its number.
+    resume: HashMap<usize, u32>,
+    /// Types of all locals, parameters first.
+    locals: Vec<ValType>,
+    /// Local groups as declared (for the new body's header).
+    declared: Vec<(u32, ValType)>,
+    /// Spill locals: (nesting level, type, ordinal) → local index.
+    spill_locals: HashMap<(usize, ValType, usize), u32>,
+    results: Vec<ValType>,
+}
+
+fn encoder_type(ty: wasmparser::ValType) -> Result<ValType, Unsupported> {
+    match ty {
+        wasmparser::ValType::I32 => Ok(ValType::I32),
+        wasmparser::ValType::I64 => Ok(ValType::I64),
+        wasmparser::ValType::F32 => Ok(ValType::F32),
+        wasmparser::ValType::F64 => Ok(ValType::F64),
+        wasmparser::ValType::V128 => Ok(ValType::V128),
+        wasmparser::ValType::Ref(_) => Err(Unsupported("a reference-typed local or value".to_owned())),
+    }
+}
+
+/// Rewrites one function; returns the new body, its number of resume
+/// points, and the validator's allocations for reuse.
+pub(super) fn rewrite(
+    module: &ModuleInfo,
+    added: Added,
+    block_types: &mut BlockTypes,
+    validator: FuncValidator<ValidatorResources>,
+    body: FunctionBody<'_>,
+) -> Result<(Vec<u8>, u32, FuncValidatorAllocations), Unsupported> {
+    let (plan, allocations) = plan(module, validator, &body)?;
+    let resume_points = plan.resume.len() as u32;
+    let bytes = emit(&plan, added, block_types)?;
+    Ok((bytes, resume_points, allocations))
+}
+
+fn error(what: &str, error: &dyn std::fmt::Display) -> Unsupported {
+    Unsupported(format!("{what}: {error}"))
+}
+
+/// The first pass.
+fn plan<'a>(
+    module: &ModuleInfo,
+    mut validator: FuncValidator<ValidatorResources>,
+    body: &FunctionBody<'a>,
+) -> Result<(Plan<'a>, FuncValidatorAllocations), Unsupported> {
+    let function_type = module
+        .function_types
+        .get(validator.index() as usize)
+        .and_then(|&type_index| module.signature(type_index))
+        .ok_or_else(|| Unsupported("a function without a function type".to_owned()))?;
+    let mut locals: Vec<ValType> = function_type
+        .params()
+        .iter()
+        .map(|&ty| encoder_type(ty))
+        .collect::<Result<_, _>>()?;
+    let results: Vec<ValType> = function_type
+        .results()
+        .iter()
+        .map(|&ty| encoder_type(ty))
+        .collect::<Result<_, _>>()?;
+    let mut declared = Vec::new();
+    let mut locals_reader = body.get_locals_reader().map_err(|e| error("locals", &e))?;
+    for _ in 0..locals_reader.get_count() {
+        let offset = locals_reader.original_position();
+        let (count, ty) = locals_reader.read().map_err(|e| error("locals", &e))?;
+        validator
+            .define_locals(offset, count, ty)
+            .map_err(|e| error("locals", &e))?;
+        let ty = encoder_type(ty)?;
+        declared.push((count, ty));
+        locals.extend(std::iter::repeat_n(ty, count as usize));
+    }
+    let first_new_local = locals.len() as u32 + 2; // after $k and $cur
+
+    let mut plan = Plan {
+        operators: Vec::new(),
+        sequences: vec![Sequence::default()],
+        starts: HashMap::new(),
+        resume: HashMap::new(),
+        locals,
+        declared,
+        spill_locals: HashMap::new(),
+        results,
+    };
+    let mut frames = vec![Frame {
+        sequence: 0,
+        dead: false,
+        opened: None,
+    }];
+    let mut next_resume = 0u32;
+    let mut spill_count = 0u32;
+    let mut reader = body.get_operators_reader().map_err(|e| error("code", &e))?;
+    let mut index = 0usize;
+    while !reader.eof() {
+        let offset = reader.original_position();
+        let operator = reader.read().map_err(|e| error("code", &e))?;
+        let unreachable = validator.get_control_frame(0).is_none_or(|frame| frame.unreachable);
+        let frame_height = validator.get_control_frame(0).map_or(0, |frame| frame.height);
+        let frame = frames.last().expect("the function frame");
+        let live = !frame.dead && !unreachable;
+        let level = frames.len() - 1;
+        match &operator {
+            Operator::Block { blockty } | Operator::Loop { blockty } | Operator::If { blockty } => {
+                if let wasmparser::BlockType::FuncType(type_index) = blockty
+                    && module.signature(*type_index).is_some_and(|ty| !ty.params().is_empty())
+                {
+                    return Err(Unsupported("a block with parameters".to_owned()));
+                }
+                let opened = if live {
+                    Some(Opened {
+                        parent: frame.sequence,
+                        position: index,
+                        types: stack_types(&validator, frame_height)?,
+                        first_resume: next_resume,
+                    })
+                } else {
+                    None
+                };
+                let dead = !live;
+                validator.op(offset, &operator).map_err(|e| error("code", &e))?;
+                plan.sequences.push(Sequence::default());
+                let sequence = plan.sequences.len() - 1;
+                plan.starts.insert(index, sequence);
+                frames.push(Frame { sequence, dead, opened });
+            }
+            Operator::Else => {
+                validator.op(offset, &operator).map_err(|e| error("code", &e))?;
+                plan.sequences.push(Sequence::default());
+                let sequence = plan.sequences.len() - 1;
+                plan.starts.insert(index, sequence);
+                frames.last_mut().expect("an if frame").sequence = sequence;
+            }
+            Operator::End => {
+                validator.op(offset, &operator).map_err(|e| error("code", &e))?;
+                if frames.len() > 1 {
+                    let frame = frames.pop().expect("checked");
+                    if let Some(opened) = frame.opened
+                        && next_resume > opened.first_resume
+                    {
+                        let parent_level = frames.len() - 1;
+                        let spills = spill_locals(
+                            &mut plan.spill_locals,
+                            parent_level,
+                            &opened.types,
+                            first_new_local,
+                            &mut spill_count,
+                        );
+                        plan.sequences[opened.parent].entries.push(Entry {
+                            position: opened.position,
+                            types: opened.types,
+                            spills,
+                            first: opened.first_resume,
+                            last: next_resume - 1,
+                        });
+                    }
+                }
+            }
+            Operator::Call { function_index }
+            | Operator::CallIndirect {
+                type_index: function_index,
+                ..
+            } => {
+                let may_unwind = match &operator {
+                    Operator::Call { .. } => module.call_may_unwind(*function_index),
+                    _ => module.indirect_call_may_unwind(*function_index),
+                };
+                if may_unwind && live {
+                    let types = stack_types(&validator, frame_height)?;
+                    let spills = spill_locals(&mut plan.spill_locals, level, &types, first_new_local, &mut spill_count);
+                    plan.sequences[frame.sequence].entries.push(Entry {
+                        position: index,
+                        types,
+                        spills,
+                        first: next_resume,
+                        last: next_resume,
+                    });
+                    plan.resume.insert(index, next_resume);
+                    next_resume += 1;
+                }
+                validator.op(offset, &operator).map_err(|e| error("code", &e))?;
+            }
+            Operator::ReturnCall { function_index } if module.call_may_unwind(*function_index) => {
+                return Err(Unsupported("a tail call that may unwind".to_owned()));
+            }
+            Operator::ReturnCallIndirect { type_index, .. } if module.indirect_call_may_unwind(*type_index) => {
+                return Err(Unsupported("a tail call that may unwind".to_owned()));
+            }
+            Operator::Try { .. }
+            | Operator::TryTable { .. }
+            | Operator::Catch { .. }
+            | Operator::CatchAll
+            | Operator::Delegate { .. } => {
+                return Err(Unsupported("exception handling".to_owned()));
+            }
+            Operator::BrOnNull { .. }
+            | Operator::BrOnNonNull { .. }
+            | Operator::BrOnCast { .. }
+            | Operator::BrOnCastFail { .. } => {
+                return Err(Unsupported("reference branches".to_owned()));
+            }
+            _ => validator.op(offset, &operator).map_err(|e| error("code", &e))?,
+        }
+        plan.operators.push(operator);
+        index += 1;
+    }
+    Ok((plan, validator.into_allocations()))
+}
+
+/// The operand stack of the current sequence (above `frame_height`), bottom first.
+fn stack_types(
+    validator: &FuncValidator<ValidatorResources>,
+    frame_height: usize,
+) -> Result<Vec<ValType>, Unsupported> {
+    let height = validator.operand_stack_height() as usize;
+    let mut types = Vec::with_capacity(height.saturating_sub(frame_height));
+    for depth in (0..height.saturating_sub(frame_height)).rev() {
+        match validator.get_operand_type(depth) {
+            Some(Some(ty)) => types.push(encoder_type(ty)?),
+            _ => return Err(Unsupported("an operand of unknown type at a resume point".to_owned())),
+        }
+    }
+    Ok(types)
+}
+
+/// The spill locals for a stack of `types` at nesting `level` (shared by
+/// every entry of that level: at most one of them is live at a time).
+fn spill_locals(
+    assigned: &mut HashMap<(usize, ValType, usize), u32>,
+    level: usize,
+    types: &[ValType],
+    first_new_local: u32,
+    count: &mut u32,
+) -> Vec<u32> {
+    let mut ordinal: HashMap<ValType, usize> = HashMap::new();
+    types
+        .iter()
+        .map(|&ty| {
+            let nth = ordinal.entry(ty).or_default();
+            let key = (level, ty, *nth);
+            *nth += 1;
+            *assigned.entry(key).or_insert_with(|| {
+                *count += 1;
+                first_new_local + *count - 1
+            })
+        })
+        .collect()
+}
+
+/// Bytes of a value in the save area.
+fn size_of(ty: ValType) -> u64 {
+    match ty {
+        ValType::I32 | ValType::F32 => 4,
+        ValType::I64 | ValType::F64 => 8,
+        _ => 16,
+    }
+}
+
+fn store(ty: ValType, memarg: MemArg) -> Instruction<'static> {
+    match ty {
+        ValType::I32 => Instruction::I32Store(memarg),
+        ValType::I64 => Instruction::I64Store(memarg),
+        ValType::F32 => Instruction::F32Store(memarg),
+        ValType::F64 => Instruction::F64Store(memarg),
+        _ => Instruction::V128Store(memarg),
+    }
+}
+
+fn load(ty: ValType, memarg: MemArg) -> Instruction<'static> {
+    match ty {
+        ValType::I32 => Instruction::I32Load(memarg),
+        ValType::I64 => Instruction::I64Load(memarg),
+        ValType::F32 => Instruction::F32Load(memarg),
+        ValType::F64 => Instruction::F64Load(memarg),
+        _ => Instruction::V128Load(memarg),
+    }
+}
+
+fn zero(ty: ValType) -> Instruction<'static> {
+    match ty {
+        ValType::I32 => Instruction::I32Const(0),
+        ValType::I64 => Instruction::I64Const(0),
+        ValType::F32 => Instruction::F32Const(0.0f32.into()),
+        ValType::F64 => Instruction::F64Const(0.0f64.into()),
+        _ => Instruction::V128Const(0),
+    }
+}
+
+/// A place a dispatch can branch to: the end of a skip block (open around
+/// the dispatch), for the resume points up to `last`.
+#[derive(Debug, Clone)]
+struct Target {
+    label: u32,
+    last: u32,
+    spills: Vec<u32>,
+}
+
+/// A sequence being emitted.
+struct Open {
+    sequence: usize,
+    next_entry: usize,
+}
+
+/// The second pass: the function's new body.
+struct Emitter<'p> {
+    plan: &'p Plan<'p>,
+    added: Added,
+    out: Function,
+    /// Open labels, the function's own included.
+    labels: u32,
+    /// Label index of every open original frame.
+    original: Vec<u32>,
+    open: Vec<Open>,
+    /// Local holding the resume point's number.
+    k_local: u32,
+    /// Local holding the frame's address during save and restore.
+    cur_local: u32,
+    /// Every local saved in a frame, with its offset.
+    frame: Vec<(u32, ValType, u64)>,
+    frame_size: u64,
+    /// Spill local → its type and offset in the frame.
+    spill_slots: HashMap<u32, (ValType, u64)>,
+    /// Resume point → the spill locals its frame must hold.
+    chains: HashMap<u32, Vec<u32>>,
+    /// Targets of an enclosing sequence that left its dispatch to the
+    /// sequence opened next (see [`Emitter::delegates`]).
+    inherited: Vec<Target>,
+    /// Operator index at which each sequence starts.
+    sequence_starts: HashMap<usize, usize>,
+}
+
+const UNWIND_LABEL: u32 = 1;
+
+fn emit(plan: &Plan<'_>, added: Added, block_types: &mut BlockTypes) -> Result<Vec<u8>, Unsupported> {
+    let k_local = plan.locals.len() as u32;
+    let cur_local = k_local + 1;
+    let mut spills: Vec<(u32, ValType)> = plan
+        .spill_locals
+        .iter()
+        .map(|(&(_, ty, _), &local)| (local, ty))
+        .collect();
+    spills.sort_by_key(|(local, _)| *local);
+    let mut local_groups = plan.declared.clone();
+    local_groups.push((2, ValType::I32));
+    local_groups.extend(spills.iter().map(|&(_, ty)| (1, ty)));
+
+    // Frame: every original local and the resume point's number (saved by
+    // the shared save code), then one slot per spill local (saved by the
+    // unwinding call site, only those of the entries that lead to it).
+    let mut frame = Vec::new();
+    let mut offset = 0u64;
+    let saved = plan
+        .locals
+        .iter()
+        .copied()
+        .enumerate()
+        .map(|(index, ty)| (index as u32, ty))
+        .chain(std::iter::once((k_local, ValType::I32)));
+    for (local, ty) in saved {
+        frame.push((local, ty, offset));
+        offset += size_of(ty);
+    }
+    let mut spill_slots = HashMap::new();
+    for &(local, ty) in &spills {
+        spill_slots.insert(local, (ty, offset));
+        offset += size_of(ty);
+    }
+    // The spill locals each resume point's frame needs: those of every
+    // entry that contains it, at every level.
+    let mut chains: HashMap<u32, Vec<u32>> = HashMap::new();
+    for sequence in &plan.sequences {
+        for entry in &sequence.entries {
+            if entry.spills.is_empty() {
+                continue;
+            }
+            for resume in entry.first..=entry.last {
+                chains.entry(resume).or_default().extend(entry.spills.iter().copied());
+            }
+        }
+    }
+    let mut emitter = Emitter {
+        plan,
+        added,
+        out: Function::new(local_groups),
+        labels: 1,
+        original: vec![0],
+        open: Vec::new(),
+        k_local,
+        cur_local,
+        frame,
+        frame_size: offset,
+        spill_slots,
+        chains,
+        inherited: Vec::new(),
+        sequence_starts: plan
+            .starts
+            .iter()
+            .map(|(&operator, &sequence)| (sequence, operator + 1))
+            .collect(),
+    };
+    emitter.body(block_types)?;
+    Ok(emitter.out.into_raw_body())
+}
+
+impl Emitter<'_> {
+    fn instr(&mut self, instruction: &Instruction<'_>) {
+        self.out.instruction(instruction);
+    }
+
+    fn memarg(&self, offset: u64) -> MemArg {
+        MemArg {
+            offset,
+            align: 0,
+            memory_index: self.added.stack_memory,
+        }
+    }
+
+    fn depth_to(&self, label: u32) -> u32 {
+        self.labels - 1 - label
+    }
+
+    fn remap(&self, relative_depth: u32) -> Result<u32, Unsupported> {
+        let target = self
+            .original
+            .len()
+            .checked_sub(1 + relative_depth as usize)
+            .ok_or_else(|| Unsupported("a branch out of the function".to_owned()))?;
+        Ok(self.depth_to(self.original[target]))
+    }
+
+    fn body(&mut self, block_types: &mut BlockTypes) -> Result<(), Unsupported> {
+        self.instr(&Instruction::Block(BlockType::Empty)); // the unwind label
+        self.labels += 1;
+        self.open_sequence(0, true, block_types);
+        let plan = self.plan;
+        for (index, operator) in plan.operators.iter().enumerate() {
+            self.close_entry_at(index);
+            match operator {
+                Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => {
+                    self.reencoded(operator)?;
+                    self.labels += 1;
+                    self.original.push(self.labels - 1);
+                    let sequence = plan.starts[&index];
+                    self.open_sequence(sequence, false, block_types);
+                }
+                Operator::Else => {
+                    self.end_sequence()?;
+                    self.instr(&Instruction::Else);
+                    let sequence = plan.starts[&index];
+                    self.open_sequence(sequence, false, block_types);
+                }
+                Operator::End => {
+                    self.end_sequence()?;
+                    if self.original.len() == 1 {
+                        self.function_end();
+                    } else {
+                        self.instr(&Instruction::End);
+                        self.labels -= 1;
+                        self.original.pop();
+                    }
+                }
+                Operator::Br { relative_depth } => {
+                    let depth = self.remap(*relative_depth)?;
+                    self.instr(&Instruction::Br(depth));
+                }
+                Operator::BrIf { relative_depth } => {
+                    let depth = self.remap(*relative_depth)?;
+                    self.instr(&Instruction::BrIf(depth));
+                }
+                Operator::BrTable { targets } => {
+                    let mut depths = Vec::with_capacity(targets.len() as usize);
+                    for target in targets.targets() {
+                        depths.push(self.remap(target.map_err(|e| error("br_table", &e))?)?);
+                    }
+                    let default = self.remap(targets.default())?;
+                    self.instr(&Instruction::BrTable(depths.into(), default));
+                }
+                Operator::Call { .. } | Operator::CallIndirect { .. } => {
+                    self.reencoded(operator)?;
+                    if let Some(&resume) = plan.resume.get(&index) {
+                        self.unwind_check(resume);
+                    }
+                }
+                _ => self.reencoded(operator)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn reencoded(&mut self, operator: &Operator<'_>) -> Result<(), Unsupported> {
+        let instruction = RoundtripReencoder
+            .instruction(operator.clone())
+            .map_err(|e| error("re-encoding", &e))?;
+        self.instr(&instruction);
+        Ok(())
+    }
+
+    /// Opens a sequence: one skip block per entry (the first entry's
+    /// innermost), then the dispatch a rewind takes.
+    fn open_sequence(&mut self, sequence: usize, function_body: bool, block_types: &mut BlockTypes) {
+        self.open.push(Open {
+            sequence,
+            next_entry: 0,
+        });
+        let inherited = std::mem::take(&mut self.inherited);
+        let entries = &self.plan.sequences[sequence].entries;
+        if entries.is_empty() && inherited.is_empty() {
+            return;
+        }
+        // Skip block of entry i has label index `first_skip + (count - 1 - i)`.
+        let first_skip = self.labels;
+        for entry in entries.iter().rev() {
+            let block_type = block_types.results(&entry.types);
+            self.instr(&Instruction::Block(block_type));
+            self.labels += 1;
+        }
+        let count = entries.len() as u32;
+        let mut targets: Vec<Target> = entries
+            .iter()
+            .enumerate()
+            .map(|(position, entry)| Target {
+                label: first_skip + (count - 1 - position as u32),
+                last: entry.last,
+                spills: entry.spills.clone(),
+            })
+            .collect();
+        targets.extend(inherited);
+        if !function_body && self.delegates(sequence) {
+            self.inherited = targets.split_off(1);
+            return;
+        }
+        self.instr(&Instruction::GlobalGet(self.added.state_global));
+        self.instr(&Instruction::If(BlockType::Empty));
+        self.labels += 1;
+        if function_body {
+            self.restore_frame();
+        }
+        for target in &targets {
+            self.instr(&Instruction::LocalGet(self.k_local));
+            self.instr(&Instruction::I32Const(target.last as i32));
+            self.instr(&Instruction::I32LeU);
+            self.instr(&Instruction::If(BlockType::Empty));
+            self.labels += 1;
+            // The stack values were saved by the unwinding call site; the
+            // frame's address is in `cur` for the whole rewind of this function.
+            for &spill in &target.spills {
+                let (ty, offset) = self.spill_slots[&spill];
+                self.instr(&Instruction::LocalGet(self.cur_local));
+                self.instr(&load(ty, self.memarg(offset)));
+            }
+            self.instr(&Instruction::Br(self.depth_to(target.label)));
+            self.instr(&Instruction::End);
+            self.labels -= 1;
+        }
+        self.instr(&Instruction::Unreachable);
+        self.instr(&Instruction::End);
+        self.labels -= 1;
+    }
+
+    /// Whether `sequence` leaves its dispatch to its first construct: when
+    /// that block or loop is the sequence's very first operator and the
+    /// stack is empty there, falling into it is the way to its resume
+    /// points, and its dispatch (which the sequence's skip blocks enclose)
+    /// can branch to the sequence's other entries. A chain of nested blocks
+    /// (how a `switch` compiles) then costs one check, not one per block.
+    fn delegates(&self, sequence: usize) -> bool {
+        let Some(first) = self.plan.sequences[sequence].entries.first() else {
+            return false;
+        };
+        self.sequence_starts.get(&sequence) == Some(&first.position)
+            && first.types.is_empty()
+            && matches!(
+                self.plan.operators[first.position],
+                Operator::Block { .. } | Operator::Loop { .. }
+            )
+    }
+
+    /// At an entry's position: ends its skip block and copies the stack of
+    /// the sequence into the entry's spill locals (and back).
+    fn close_entry_at(&mut self, index: usize) {
+        let Some(open) = self.open.last() else {
+            return;
+        };
+        let Some(entry) = self.plan.sequences[open.sequence].entries.get(open.next_entry) else {
+            return;
+        };
+        if entry.position != index {
+            return;
+        }
+        self.instr(&Instruction::End);
+        self.labels -= 1;
+        for &spill in entry.spills.iter().rev() {
+            self.instr(&Instruction::LocalSet(spill));
+        }
+        for &spill in &entry.spills {
+            self.instr(&Instruction::LocalGet(spill));
+        }
+        self.open.last_mut().expect("checked").next_entry += 1;
+    }
+
+    fn end_sequence(&mut self) -> Result<(), Unsupported> {
+        let open = self
+            .open
+            .pop()
+            .ok_or_else(|| Unsupported("unbalanced sequences".to_owned()))?;
+        if open.next_entry != self.plan.sequences[open.sequence].entries.len() {
+            return Err(Unsupported("an entry was not reached".to_owned()));
+        }
+        Ok(())
+    }
+
+    /// After a call that may unwind: if it did, save the stack values its
+    /// rewind needs (they are live only here), note where, and go save the
+    /// locals.
+    fn unwind_check(&mut self, resume: u32) {
+        self.instr(&Instruction::GlobalGet(self.added.state_global));
+        self.instr(&Instruction::If(BlockType::Empty));
+        self.labels += 1;
+        if let Some(chain) = self.chains.get(&resume).cloned() {
+            self.frame_address_checked();
+            for spill in chain {
+                let (ty, offset) = self.spill_slots[&spill];
+                self.instr(&Instruction::LocalGet(self.cur_local));
+                self.instr(&Instruction::LocalGet(spill));
+                self.instr(&store(ty, self.memarg(offset)));
+            }
+        }
+        self.instr(&Instruction::I32Const(resume as i32));
+        self.instr(&Instruction::LocalSet(self.k_local));
+        self.instr(&Instruction::Br(self.depth_to(UNWIND_LABEL)));
+        self.instr(&Instruction::End);
+        self.labels -= 1;
+    }
+
+    /// The body's end: return normally; after the unwind label, save the
+    /// frame and return dummy results.
+    fn function_end(&mut self) {
+        self.instr(&Instruction::Return);
+        self.instr(&Instruction::End); // the unwind label
+        self.labels -= 1;
+        self.frame_address_checked();
+        for index in 0..self.frame.len() {
+            let (local, ty, offset) = self.frame[index];
+            self.instr(&Instruction::LocalGet(self.cur_local));
+            self.instr(&Instruction::LocalGet(local));
+            self.instr(&store(ty, self.memarg(offset)));
+        }
+        self.instr(&Instruction::GlobalGet(self.added.data_global));
+        self.instr(&Instruction::LocalGet(self.cur_local));
+        self.instr(&Instruction::I32Const(self.frame_size as i32));
+        self.instr(&Instruction::I32Add);
+        self.instr(&Instruction::I32Store(self.memarg(0)));
+        for index in 0..self.plan.results.len() {
+            self.instr(&zero(self.plan.results[index]));
+        }
+        self.instr(&Instruction::End);
+    }
+
+    /// `cur` = the save area's current position, where this function's frame
+    /// goes; traps before anything is written past the end of the area.
+    fn frame_address_checked(&mut self) {
+        self.instr(&Instruction::GlobalGet(self.added.data_global));
+        self.instr(&Instruction::I32Load(self.memarg(0)));
+        self.instr(&Instruction::LocalSet(self.cur_local));
+        self.instr(&Instruction::LocalGet(self.cur_local));
+        self.instr(&Instruction::I32Const(self.frame_size as i32));
+        self.instr(&Instruction::I32Add);
+        self.instr(&Instruction::GlobalGet(self.added.data_global));
+        self.instr(&Instruction::I32Load(self.memarg(4)));
+        self.instr(&Instruction::I32GtU);
+        self.instr(&Instruction::If(BlockType::Empty));
+        self.instr(&Instruction::Unreachable);
+        self.instr(&Instruction::End);
+    }
+
+    /// Rewinding into this function: pop its frame and restore its locals.
+    fn restore_frame(&mut self) {
+        debug_assert_eq!(STATE_REWINDING, 2);
+        self.instr(&Instruction::GlobalGet(self.added.data_global));
+        self.instr(&Instruction::I32Load(self.memarg(0)));
+        self.instr(&Instruction::I32Const(self.frame_size as i32));
+        self.instr(&Instruction::I32Sub);
+        self.instr(&Instruction::LocalSet(self.cur_local));
+        self.instr(&Instruction::GlobalGet(self.added.data_global));
+        self.instr(&Instruction::LocalGet(self.cur_local));
+        self.instr(&Instruction::I32Store(self.memarg(0)));
+        for index in 0..self.frame.len() {
+            let (local, ty, offset) = self.frame[index];
+            self.instr(&Instruction::LocalGet(self.cur_local));
+            self.instr(&load(ty, self.memarg(offset)));
+            self.instr(&Instruction::LocalSet(local));
+        }
+    }
+}
