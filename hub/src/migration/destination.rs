@@ -188,7 +188,9 @@ impl Arrival {
             let hash = spec.module_hash.clone();
             let started = Instant::now();
             let preparing = tokio::task::spawn_blocking(move || runtime.prepare_stored(&hash).map(|_| ()));
-            self.await_preparation(started, preparing).await?;
+            // A cached artifact loads at once: report the time only if it
+            // took long enough to need heartbeats.
+            self.await_preparation(started, preparing, false).await?;
         }
         tracing::info!(function = %spec.name, from = %offer.source_hub_name, epoch = offer.epoch, need_module, "accepting a function");
         Ok(self.receiver.accept(need_module))
@@ -199,7 +201,7 @@ impl Arrival {
     /// still runs at the source) and never lands in the downtime.
     async fn module_prepared(&mut self) -> Result<(), HubError> {
         if let Some((started, preparing)) = self.preparing.take() {
-            self.await_preparation(started, preparing).await?;
+            self.await_preparation(started, preparing, true).await?;
         }
         Ok(())
     }
@@ -207,21 +209,24 @@ impl Arrival {
     /// Waits for a module being instrumented and compiled, telling the source
     /// every [`PREPARING_HEARTBEAT`] that this hub is working (a 1 MB module
     /// takes longer than the source's stall limit on a slow board), then how
-    /// long it took.
+    /// long it took (always when `report`, else only after heartbeats).
     async fn await_preparation<E>(
         &self,
         started: Instant,
         mut preparing: tokio::task::JoinHandle<Result<(), E>>,
+        report: bool,
     ) -> Result<(), HubError>
     where
         HubError: From<E>,
     {
         let mut heartbeat =
             tokio::time::interval_at(tokio::time::Instant::now() + PREPARING_HEARTBEAT, PREPARING_HEARTBEAT);
+        let mut heartbeats = 0u32;
         let prepared = loop {
             tokio::select! {
                 joined = &mut preparing => break joined,
                 _ = heartbeat.tick() => {
+                    heartbeats += 1;
                     let frame = self.receiver.preparing(started.elapsed(), false);
                     // A source that went away is noticed by the next read.
                     let _ = self.outbound.send(Ok(frame)).await;
@@ -229,9 +234,11 @@ impl Arrival {
             }
         };
         prepared.map_err(|error| HubError::InvalidRequest(format!("prepare task failed: {error}")))??;
-        let elapsed = started.elapsed();
-        tracing::info!(function = %self.name(), elapsed_ms = elapsed.as_millis() as u64, "module prepared for an arriving function");
-        let _ = self.outbound.send(Ok(self.receiver.preparing(elapsed, true))).await;
+        if report || heartbeats > 0 {
+            let elapsed = started.elapsed();
+            tracing::info!(function = %self.name(), elapsed_ms = elapsed.as_millis() as u64, "module prepared for an arriving function");
+            let _ = self.outbound.send(Ok(self.receiver.preparing(elapsed, true))).await;
+        }
         Ok(())
     }
 
