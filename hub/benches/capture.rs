@@ -10,61 +10,22 @@
 //!
 //! Run: `cargo bench -p ferry-hub --bench capture`
 
-use std::sync::Arc;
+mod common;
+
+use common::{median, run_guest};
 use std::time::{Duration, Instant};
 
 use ferry_hub::agent;
 use ferry_hub::config::{AgentArgs, AgentConfig, FileConfig};
-use ferry_hub::runtime::{
-    FunctionControl, GUEST_STACK_BYTES, HostServices, LaunchSpec, Outcome, SendOutcome, run_to_completion,
-};
+use ferry_hub::runtime::GUEST_STACK_BYTES;
 use ferry_proto::v1::hub_client::HubClient;
-use ferry_proto::v1::{CheckpointRequest, DeployRequest, LogStream, LogsRequest, ResumeRequest, SuspendRequest};
+use ferry_proto::v1::{CheckpointRequest, DeployRequest, LogsRequest, ResumeRequest, SuspendRequest};
 use tokio_stream::StreamExt;
 
 const ROUNDS: usize = 3;
 
-/// Discards output: the benchmark measures execution, not logging.
-struct Discard;
-
-impl HostServices for Discard {
-    fn output(&self, _function: &str, _stream: LogStream, _data: &[u8]) {}
-    fn send(&self, _from: &str, _to: &str, _data: Vec<u8>) -> SendOutcome {
-        SendOutcome::NoSuchFunction
-    }
-    fn log_position(&self, _function: &str) -> u64 {
-        0
-    }
-}
-
 fn guest(path: &str) -> Vec<u8> {
     std::fs::read(format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"))).expect("guest module")
-}
-
-fn run(engine: &wasmer::Engine, module: &wasmer::Module, args: &[&str]) -> Duration {
-    let launch = LaunchSpec {
-        name: "bench".into(),
-        args: args.iter().map(|arg| arg.to_string()).collect(),
-        environ: Vec::new(),
-        memory_limit_bytes: 1 << 30,
-    };
-    let started = Instant::now();
-    let outcome = run_to_completion(
-        engine,
-        module,
-        &launch,
-        Arc::new(FunctionControl::default()),
-        Arc::new(Discard),
-        None,
-    );
-    let elapsed = started.elapsed();
-    assert_eq!(outcome, Outcome::Exited(0), "benchmark guest must succeed");
-    elapsed
-}
-
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values[values.len() / 2]
 }
 
 fn instrumentation_overhead() {
@@ -103,8 +64,8 @@ fn instrumentation_overhead() {
         let instrumented_compile = started.elapsed();
         let (mut plain_times, mut instrumented_times) = (Vec::new(), Vec::new());
         for _ in 0..ROUNDS {
-            plain_times.push(run(&engine, &plain, args));
-            instrumented_times.push(run(&engine, &instrumented, args));
+            plain_times.push(run_guest(&engine, &plain, args));
+            instrumented_times.push(run_guest(&engine, &instrumented, args));
         }
         let (plain_time, instrumented_time) = (median(plain_times), median(instrumented_times));
         println!(

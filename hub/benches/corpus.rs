@@ -11,15 +11,14 @@
 //! median of N runs, default 3; `-- PROGRAM...` for some programs only).
 //! Needs the venv that `scripts/install-deps` makes (`FERRY_VENV`).
 
+mod common;
+
+use common::{median, run_guest};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_hub::runtime::{
-    FunctionControl, GUEST_STACK_BYTES, HostServices, LaunchSpec, Outcome, SendOutcome, run_to_completion,
-};
-use ferry_proto::v1::LogStream;
+use ferry_hub::runtime::GUEST_STACK_BYTES;
 
 /// Longer runs than the integration tests use: a few seconds each on wasmtime.
 const PROGRAMS: [(&str, &[&str]); 5] = [
@@ -30,42 +29,8 @@ const PROGRAMS: [(&str, &[&str]); 5] = [
     ("zlib", &["12", "8"]),
 ];
 
-/// Discards output: the benchmark measures execution, not logging.
-struct Discard;
-
-impl HostServices for Discard {
-    fn output(&self, _function: &str, _stream: LogStream, _data: &[u8]) {}
-    fn send(&self, _from: &str, _to: &str, _data: Vec<u8>) -> SendOutcome {
-        SendOutcome::NoSuchFunction
-    }
-    fn log_position(&self, _function: &str) -> u64 {
-        0
-    }
-}
-
 fn repository() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn run_on_ferry(engine: &wasmer::Engine, module: &wasmer::Module, args: &[&str]) -> Duration {
-    let launch = LaunchSpec {
-        name: "bench".into(),
-        args: args.iter().map(|arg| arg.to_string()).collect(),
-        environ: Vec::new(),
-        memory_limit_bytes: 1 << 30,
-    };
-    let started = Instant::now();
-    let outcome = run_to_completion(
-        engine,
-        module,
-        &launch,
-        Arc::new(FunctionControl::default()),
-        Arc::new(Discard),
-        None,
-    );
-    let elapsed = started.elapsed();
-    assert_eq!(outcome, Outcome::Exited(0), "benchmark guest must succeed");
-    elapsed
 }
 
 /// wasmtime's compile and run of `module`, timed inside its Python process.
@@ -91,11 +56,6 @@ fn run_on_wasmtime(python: &Path, module: &Path, args: &[&str]) -> (Duration, Du
         .expect("a timing line from run_wasmtime.py");
     let millis = |key: &str| Duration::from_secs_f64(timing[key].as_f64().expect("a number") / 1e3);
     (millis("compile_ms"), millis("run_ms"))
-}
-
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values[values.len() / 2]
 }
 
 fn ms(duration: Duration) -> f64 {
@@ -165,8 +125,8 @@ fn main() {
             let (compile, run) = run_on_wasmtime(&python, &path, args);
             wasmtime_compiles.push(compile);
             wasmtime_runs.push(run);
-            plain_runs.push(run_on_ferry(&engine, &plain, args));
-            instrumented_runs.push(run_on_ferry(&engine, &instrumented, args));
+            plain_runs.push(run_guest(&engine, &plain, args));
+            instrumented_runs.push(run_guest(&engine, &instrumented, args));
         }
         let wasmtime_run = median(wasmtime_runs);
         let wasmtime_compile = median(wasmtime_compiles);

@@ -57,6 +57,16 @@ where
     }
 }
 
+/// Waits until `name` has ended on `hub` — exited or failed — and returns
+/// its `ps` entry.
+pub async fn wait_ended(hub: &HubProcess, name: &str, patience: Duration) -> anyhow::Result<serde_json::Value> {
+    eventually(&format!("{name} to end"), patience, || async {
+        let info = function_info_or_null(hub, name);
+        matches!(info["state"].as_str(), Some("exited") | Some("failed")).then_some(info)
+    })
+    .await
+}
+
 /// One row of `ferry peers --json`, checked field by field so a test notices
 /// when the CLI's JSON contract changes.
 #[derive(Debug, Clone, PartialEq, Eq)]

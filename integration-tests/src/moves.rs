@@ -82,6 +82,32 @@ pub fn check_consecutive(numbers: &[u64], what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A loopback address with a port that was free a moment ago.
+pub fn free_loopback_address() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    listener.local_addr().expect("a bound address")
+}
+
+/// Two hubs on loopback, `hub-0` and `hub-1`, mDNS off, that know each
+/// other by `--peer`, on fixed ports (a restart keeps them), each started
+/// with `args` too; returns once each sees the other up.
+pub async fn loopback_pair(args: &[&str], patience: Duration) -> anyhow::Result<Vec<HubProcess>> {
+    let addresses = [free_loopback_address(), free_loopback_address()];
+    let mut hubs = Vec::new();
+    for (index, address) in addresses.iter().enumerate() {
+        let peer = addresses[1 - index].to_string();
+        let options = crate::HubOptions::named(format!("hub-{index}"))
+            .listen(*address)
+            .args(["--peer", peer.as_str()])
+            .args(args.iter().copied());
+        hubs.push(HubProcess::start(options).await?);
+    }
+    for (index, hub) in hubs.iter().enumerate() {
+        wait_peer_up(hub, &format!("hub-{}", 1 - index), patience).await?;
+    }
+    Ok(hubs)
+}
+
 /// Waits until `hub` lists the peer named `peer_name` as up.
 pub async fn wait_peer_up(hub: &HubProcess, peer_name: &str, patience: Duration) -> anyhow::Result<()> {
     crate::eventually(&format!("{peer_name} to be up"), patience, || async {

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ferry_integration_tests::{
     HubOptions, HubProcess, eventually, expect_success as ok, function_info, guest, stdout_text as stdout, ticks_in,
+    wait_ended,
 };
 use serde_json::Value;
 
@@ -19,15 +20,7 @@ async fn manual_hub() -> HubProcess {
 }
 
 async fn wait_until_exited(hub: &HubProcess, name: &str) -> Value {
-    eventually(&format!("{name} to exit"), PATIENCE, || async {
-        let info = function_info(hub, name);
-        match info["state"].as_str() {
-            Some("exited") | Some("failed") => Some(info),
-            _ => None,
-        }
-    })
-    .await
-    .unwrap()
+    wait_ended(hub, name, PATIENCE).await.unwrap()
 }
 
 /// Deterministic pseudo-random numbers for the checkpoint points; the seed

@@ -11,13 +11,11 @@
 //! Random points come from a seed that is printed; `FERRY_TEST_SEED`
 //! repeats a run.
 
-use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use ferry_integration_tests::corpus::{LUA, Program, QUICKJS, SQLITE, ZLIB, ZSTD};
-use ferry_integration_tests::moves::{Rng, migrate, wait_exited};
-use ferry_integration_tests::{HubOptions, HubProcess, eventually, expect_success as ok, function_info};
-use serde_json::Value;
+use ferry_integration_tests::moves::{Rng, loopback_pair, migrate, wait_exited};
+use ferry_integration_tests::{HubOptions, HubProcess, eventually, expect_success as ok, function_info, wait_ended};
 
 /// A safety net for a hung test, never a performance assertion.
 const PATIENCE: Duration = Duration::from_secs(300);
@@ -26,18 +24,6 @@ fn deploy_args<'a>(args: &[&'a str], module: &'a str, name: &'a str) -> Vec<&'a 
     let mut deploy = vec!["deploy", module, "--name", name, "--memory-limit", "512MiB", "--"];
     deploy.extend_from_slice(args);
     deploy
-}
-
-async fn wait_until_exited(hub: &HubProcess, name: &str) -> Value {
-    eventually(&format!("{name} to exit"), PATIENCE, || async {
-        let info = function_info(hub, name);
-        match info["state"].as_str() {
-            Some("exited") | Some("failed") => Some(info),
-            _ => None,
-        }
-    })
-    .await
-    .unwrap()
 }
 
 /// Waits until `name` has printed at least `lines` progress lines.
@@ -68,7 +54,7 @@ async fn survives_checkpoints_and_kills(program: Program) {
         .unwrap();
 
     ok(hub.ferry(&deploy_args(program.args, module, "plain-run")));
-    let state = wait_until_exited(&hub, "plain-run").await;
+    let state = wait_ended(&hub, "plain-run", PATIENCE).await.unwrap();
     assert_eq!(state["state"], "exited", "{state}");
     let uninterrupted = ok(hub.ferry(&["logs", "plain-run"]));
     assert!(
@@ -94,7 +80,7 @@ async fn survives_checkpoints_and_kills(program: Program) {
         hub.kill().unwrap();
         hub.restart().await.unwrap();
     }
-    let state = wait_until_exited(&hub, "interrupted").await;
+    let state = wait_ended(&hub, "interrupted", PATIENCE).await.unwrap();
     assert_eq!(state["state"], "exited", "{state}");
     let interrupted = ok(hub.ferry(&["logs", "interrupted"]));
     eprintln!(
@@ -113,40 +99,12 @@ async fn survives_checkpoints_and_kills(program: Program) {
     );
 }
 
-fn free_address() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
-/// Two hubs on loopback that know each other by `--peer` (mDNS off).
-async fn pair() -> Vec<HubProcess> {
-    let addresses = [free_address(), free_address()];
-    let mut hubs = Vec::new();
-    for (index, address) in addresses.iter().enumerate() {
-        let peer = addresses[1 - index].to_string();
-        let options = HubOptions::named(format!("hub-{index}")).listen(*address).args([
-            "--peer",
-            &peer,
-            "--checkpoint-interval",
-            "0s",
-        ]);
-        hubs.push(HubProcess::start(options).await.unwrap());
-    }
-    for (index, hub) in hubs.iter().enumerate() {
-        let other = format!("hub-{}", 1 - index);
-        ferry_integration_tests::moves::wait_peer_up(hub, &other, PATIENCE)
-            .await
-            .unwrap();
-    }
-    hubs
-}
-
 /// Deploys `program` on one hub and moves it to the other right away (the
 /// destination has never seen the module), then back and forth four more
 /// times while it runs; its output must be wasmtime's.
 async fn moves_five_times_while_running(program: Program) {
     let reference = program.wasmtime_stdout(program.long_args).unwrap();
-    let hubs = pair().await;
+    let hubs = loopback_pair(&["--checkpoint-interval", "0s"], PATIENCE).await.unwrap();
     let module = program.module();
     let name = "traveller";
     ok(hubs[0].ferry(&deploy_args(program.long_args, module.to_str().unwrap(), name)));

@@ -8,11 +8,11 @@
 //! and no duplicate. `FERRY_MOVE_TRIALS` sets the number of trials (20 by
 //! default); `FERRY_TEST_SEED` repeats a run.
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use ferry_integration_tests::moves::{
-    Rng, check_consecutive, local_view, migrate, migrate_refused, numbered_lines, running_on, stdout_of, wait_peer_up,
+    Rng, check_consecutive, local_view, loopback_pair, migrate, migrate_refused, numbered_lines, running_on, stdout_of,
+    wait_peer_up,
 };
 use ferry_integration_tests::{HubOptions, HubProcess, eventually, expect_success, guest};
 use ferry_proto::v1::migration_client::MigrationClient;
@@ -22,30 +22,12 @@ use ferry_proto::v1::{
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
-fn free_address() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
 /// Two hubs that know each other by `--peer`, on fixed ports (a restart
 /// keeps them), checkpointing every 200 ms.
 async fn pair() -> Vec<HubProcess> {
-    let addresses = [free_address(), free_address()];
-    let mut hubs = Vec::new();
-    for (index, address) in addresses.iter().enumerate() {
-        let peer = addresses[1 - index].to_string();
-        let options = HubOptions::named(format!("hub-{index}")).listen(*address).args([
-            "--peer",
-            &peer,
-            "--checkpoint-interval",
-            "200ms",
-        ]);
-        hubs.push(HubProcess::start(options).await.unwrap());
-    }
-    for (index, hub) in hubs.iter().enumerate() {
-        wait_usable(hub, &format!("hub-{}", 1 - index)).await;
-    }
-    hubs
+    loopback_pair(&["--checkpoint-interval", "200ms"], PATIENCE)
+        .await
+        .unwrap()
 }
 
 async fn wait_usable(hub: &HubProcess, peer_name: &str) {

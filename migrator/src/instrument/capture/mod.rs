@@ -47,12 +47,9 @@
 
 mod analysis;
 mod function;
+mod module;
 
-use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
-use wasm_encoder::{
-    BlockType, CodeSection, ConstExpr, ExportKind, ExportSection, Function, FunctionSection, GlobalSection, GlobalType,
-    Instruction, MemArg, MemorySection, MemoryType, Module, RawSection, TypeSection, ValType,
-};
+use wasm_encoder::{BlockType, MemArg, ValType};
 use wasmparser::{Parser, Payload, Validator, WasmFeatures};
 
 use super::asyncify::{STACK_MEMORY_EXPORT, STACK_MEMORY_PAGES};
@@ -83,7 +80,7 @@ const STATE_REWINDING: i32 = 2;
 
 /// Indices of what the transform adds to the module.
 #[derive(Debug, Clone, Copy)]
-struct Added {
+pub(super) struct Added {
     state_global: u32,
     data_global: u32,
     stack_memory: u32,
@@ -127,7 +124,7 @@ pub(super) fn apply(wasm: &[u8]) -> Result<(Vec<u8>, CaptureStats), Unsupported>
             bodies.push(rewritten);
         }
     }
-    let bytes = emit(wasm, &module, added, &block_types, &bodies)?;
+    let bytes = module::emit(wasm, &module, added, &block_types, &bodies)?;
     Ok((bytes, stats))
 }
 
@@ -139,6 +136,11 @@ pub(super) struct BlockTypes {
 }
 
 impl BlockTypes {
+    /// Every type added so far, in index order.
+    fn all(&self) -> &[Vec<ValType>] {
+        &self.types
+    }
+
     fn new(first_index: u32) -> BlockTypes {
         BlockTypes {
             first_index,
@@ -165,289 +167,8 @@ impl BlockTypes {
     }
 }
 
-/// Writes the module with the rewritten bodies and the added types, globals,
-/// memory, helper functions and exports.
-fn emit(
-    wasm: &[u8],
-    info: &analysis::ModuleInfo,
-    added: Added,
-    block_types: &BlockTypes,
-    bodies: &[Vec<u8>],
-) -> Result<Vec<u8>, Unsupported> {
-    let unsupported = |what: &str, error: &dyn std::fmt::Display| Unsupported(format!("{what}: {error}"));
-    let mut reencoder = RoundtripReencoder;
-    let mut out = Module::new();
-    let helper_types = (info.type_count, info.type_count + 1); // (i32) -> (), () -> ()
-    let first_helper = info.imported_functions + info.bodies.len() as u32;
-    let mut wrote = Wrote::default();
-
-    for payload in Parser::new(0).parse_all(wasm) {
-        let payload = payload.map_err(|error| unsupported("parsing", &error))?;
-        let id = section_id(&payload);
-        if let Some(id) = id {
-            add_missing_before(&mut out, id, &mut wrote, info, added, helper_types, first_helper);
-        }
-        match payload {
-            Payload::TypeSection(reader) => {
-                let mut types = TypeSection::new();
-                reencoder
-                    .parse_type_section(&mut types, reader)
-                    .map_err(|error| unsupported("types", &error))?;
-                append_types(&mut types, block_types);
-                out.section(&types);
-                wrote.types = true;
-            }
-            Payload::FunctionSection(reader) => {
-                let mut functions = FunctionSection::new();
-                reencoder
-                    .parse_function_section(&mut functions, reader)
-                    .map_err(|error| unsupported("functions", &error))?;
-                append_functions(&mut functions, helper_types);
-                out.section(&functions);
-                wrote.functions = true;
-            }
-            Payload::MemorySection(reader) => {
-                let mut memories = MemorySection::new();
-                reencoder
-                    .parse_memory_section(&mut memories, reader)
-                    .map_err(|error| unsupported("memories", &error))?;
-                append_memory(&mut memories);
-                out.section(&memories);
-                wrote.memories = true;
-            }
-            Payload::GlobalSection(reader) => {
-                let mut globals = GlobalSection::new();
-                reencoder
-                    .parse_global_section(&mut globals, reader)
-                    .map_err(|error| unsupported("globals", &error))?;
-                append_globals(&mut globals);
-                out.section(&globals);
-                wrote.globals = true;
-            }
-            Payload::ExportSection(reader) => {
-                let mut exports = ExportSection::new();
-                reencoder
-                    .parse_export_section(&mut exports, reader)
-                    .map_err(|error| unsupported("exports", &error))?;
-                append_exports(&mut exports, added, first_helper);
-                out.section(&exports);
-                wrote.exports = true;
-            }
-            Payload::CodeSectionStart { .. } => {
-                let mut code = CodeSection::new();
-                for body in bodies {
-                    code.raw(body);
-                }
-                append_helper_bodies(&mut code, added);
-                out.section(&code);
-                wrote.code = true;
-            }
-            Payload::CodeSectionEntry(_) => {}
-            Payload::Version { .. } | Payload::End(_) => {}
-            other => {
-                if let Some((id, range)) = other.as_section() {
-                    out.section(&RawSection { id, data: &wasm[range] });
-                }
-            }
-        }
-    }
-    add_missing_before(&mut out, u8::MAX, &mut wrote, info, added, helper_types, first_helper);
-    Ok(out.finish())
-}
-
-/// Which of the sections the rewrite extends were written.
-#[derive(Debug, Default)]
-struct Wrote {
-    types: bool,
-    functions: bool,
-    memories: bool,
-    globals: bool,
-    exports: bool,
-    code: bool,
-}
-
-/// The order sections appear in (the binary format fixes it).
-fn order(id: u8) -> u8 {
-    match id {
-        1 => 1,   // type
-        2 => 2,   // import
-        3 => 3,   // function
-        4 => 4,   // table
-        5 => 5,   // memory
-        13 => 6,  // tag
-        6 => 7,   // global
-        7 => 8,   // export
-        8 => 9,   // start
-        9 => 10,  // element
-        12 => 11, // data count
-        10 => 12, // code
-        11 => 13, // data
-        _ => 0,   // custom: anywhere
-    }
-}
-
-fn section_id(payload: &Payload<'_>) -> Option<u8> {
-    match payload {
-        Payload::CodeSectionStart { .. } => Some(10),
-        Payload::CodeSectionEntry(_) | Payload::Version { .. } | Payload::End(_) => None,
-        other => other.as_section().map(|(id, _)| id),
-    }
-}
-
-/// Writes the extended sections the module lacks, before the section `next`
-/// (`u8::MAX`: at the end).
-fn add_missing_before(
-    out: &mut Module,
-    next: u8,
-    wrote: &mut Wrote,
-    info: &analysis::ModuleInfo,
-    added: Added,
-    helper_types: (u32, u32),
-    first_helper: u32,
-) {
-    let next_order = if next == u8::MAX { u8::MAX } else { order(next) };
-    if next_order == 0 {
-        return;
-    }
-    let _ = info;
-    if !wrote.types && next_order > order(1) {
-        let mut types = TypeSection::new();
-        append_types(&mut types, &BlockTypes::new(0));
-        out.section(&types);
-        wrote.types = true;
-    }
-    if !wrote.functions && next_order > order(3) {
-        let mut functions = FunctionSection::new();
-        append_functions(&mut functions, helper_types);
-        out.section(&functions);
-        wrote.functions = true;
-    }
-    if !wrote.memories && next_order > order(5) {
-        let mut memories = MemorySection::new();
-        append_memory(&mut memories);
-        out.section(&memories);
-        wrote.memories = true;
-    }
-    if !wrote.globals && next_order > order(6) {
-        let mut globals = GlobalSection::new();
-        append_globals(&mut globals);
-        out.section(&globals);
-        wrote.globals = true;
-    }
-    if !wrote.exports && next_order > order(7) {
-        let mut exports = ExportSection::new();
-        append_exports(&mut exports, added, first_helper);
-        out.section(&exports);
-        wrote.exports = true;
-    }
-    if !wrote.code && next_order > order(10) {
-        let mut code = CodeSection::new();
-        append_helper_bodies(&mut code, added);
-        out.section(&code);
-        wrote.code = true;
-    }
-}
-
-fn append_types(types: &mut TypeSection, block_types: &BlockTypes) {
-    types.ty().function([ValType::I32], []);
-    types.ty().function([], []);
-    for results in &block_types.types {
-        types.ty().function([], results.iter().copied());
-    }
-}
-
-/// The four helpers, in export order: start_unwind, stop_unwind,
-/// start_rewind, stop_rewind.
-fn append_functions(functions: &mut FunctionSection, (takes_pointer, takes_nothing): (u32, u32)) {
-    functions.function(takes_pointer);
-    functions.function(takes_nothing);
-    functions.function(takes_pointer);
-    functions.function(takes_nothing);
-}
-
-fn append_memory(memories: &mut MemorySection) {
-    memories.memory(MemoryType {
-        minimum: u64::from(STACK_MEMORY_PAGES),
-        maximum: Some(u64::from(STACK_MEMORY_PAGES)),
-        memory64: false,
-        shared: false,
-        page_size_log2: None,
-    });
-}
-
-fn append_globals(globals: &mut GlobalSection) {
-    let mutable_i32 = GlobalType {
-        val_type: ValType::I32,
-        mutable: true,
-        shared: false,
-    };
-    globals.global(mutable_i32, &ConstExpr::i32_const(STATE_NORMAL));
-    globals.global(mutable_i32, &ConstExpr::i32_const(0));
-}
-
-fn append_exports(exports: &mut ExportSection, added: Added, first_helper: u32) {
-    exports.export(STACK_MEMORY_EXPORT, ExportKind::Memory, added.stack_memory);
-    for (offset, name) in [
-        "asyncify_start_unwind",
-        "asyncify_stop_unwind",
-        "asyncify_start_rewind",
-        "asyncify_stop_rewind",
-    ]
-    .iter()
-    .enumerate()
-    {
-        exports.export(name, ExportKind::Func, first_helper + offset as u32);
-    }
-}
-
-/// `asyncify_start_unwind(ptr)`, `asyncify_stop_unwind()`,
-/// `asyncify_start_rewind(ptr)`, `asyncify_stop_rewind()`.
-fn append_helper_bodies(code: &mut CodeSection, added: Added) {
-    let start = |state: i32| {
-        let mut function = Function::new([]);
-        function
-            .instruction(&Instruction::LocalGet(0))
-            .instruction(&Instruction::GlobalSet(added.data_global))
-            .instruction(&Instruction::I32Const(state))
-            .instruction(&Instruction::GlobalSet(added.state_global))
-            .instruction(&Instruction::End);
-        function
-    };
-    let stop_unwind = {
-        let mut function = Function::new([]);
-        // A save area written past its end must never go unnoticed.
-        let current = stack_memarg(added, 0);
-        let end = stack_memarg(added, 4);
-        function
-            .instruction(&Instruction::I32Const(STATE_NORMAL))
-            .instruction(&Instruction::GlobalSet(added.state_global))
-            .instruction(&Instruction::GlobalGet(added.data_global))
-            .instruction(&Instruction::I32Load(current))
-            .instruction(&Instruction::GlobalGet(added.data_global))
-            .instruction(&Instruction::I32Load(end))
-            .instruction(&Instruction::I32GtU)
-            .instruction(&Instruction::If(BlockType::Empty))
-            .instruction(&Instruction::Unreachable)
-            .instruction(&Instruction::End)
-            .instruction(&Instruction::End);
-        function
-    };
-    let stop_rewind = {
-        let mut function = Function::new([]);
-        function
-            .instruction(&Instruction::I32Const(STATE_NORMAL))
-            .instruction(&Instruction::GlobalSet(added.state_global))
-            .instruction(&Instruction::End);
-        function
-    };
-    code.function(&start(STATE_UNWINDING));
-    code.function(&stop_unwind);
-    code.function(&start(STATE_REWINDING));
-    code.function(&stop_rewind);
-}
-
 /// A memory argument into the save area.
-fn stack_memarg(added: Added, offset: u64) -> MemArg {
+pub(super) fn stack_memarg(added: Added, offset: u64) -> MemArg {
     MemArg {
         offset,
         align: 0,

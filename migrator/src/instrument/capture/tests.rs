@@ -138,3 +138,25 @@ fn a_block_with_parameters_at_a_resume_point_is_declined() {
     let error = apply(&wat(module)).unwrap_err();
     assert!(error.0.contains("parameters"), "{error}");
 }
+
+#[test]
+fn sections_the_module_lacks_are_added_in_their_place() {
+    // No global, export or table section: the rewrite adds the first two
+    // between the memory and code sections.
+    let module = r#"
+    (module
+      (import "ferry" "__preempt" (func $preempt (result i32)))
+      (memory 1)
+      (func $spin (drop (call $preempt))))
+    "#;
+    let (bytes, stats) = apply(&wat(module)).unwrap();
+    wasmparser::Validator::new().validate_all(&bytes).unwrap();
+    assert!(exports_of(&bytes).contains(&"asyncify_start_rewind".to_owned()));
+    assert_eq!(
+        stats,
+        CaptureStats {
+            functions: 1,
+            resume_points: 1
+        }
+    );
+}
