@@ -51,6 +51,15 @@ rt=$("$CLANG" --target=wasm32-wasi --sysroot="$SYSROOT" -print-libgcc-file-name 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+# clang runs `wasm-opt` on what it links when it finds one (Debian's binaryen
+# package installs /usr/bin/wasm-opt), which would change the modules: a
+# no-op stand-in in a -B directory, searched first, keeps the builds
+# identical on every machine.
+mkdir -p "$tmp/no-wasm-opt"
+printf '#!/bin/sh\nexit 0\n' > "$tmp/no-wasm-opt/wasm-opt"
+chmod +x "$tmp/no-wasm-opt/wasm-opt"
+CFLAGS+=(-B "$tmp/no-wasm-opt")
+
 # Probe the whole chain (compiler, wasm-ld, libc) once for a clear message.
 printf 'int main(void){return 0;}\n' > "$tmp/probe.c"
 "$CLANG" "${CFLAGS[@]}" "$tmp/probe.c" -o "$tmp/probe.wasm" 2> "$tmp/probe.err" ||

@@ -69,6 +69,15 @@ PROGRAM[zlib]="-DHAVE_UNISTD_H -I$zlib zlib_bench.c $zlib/adler32.c $zlib/compre
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
+# clang runs `wasm-opt` on what it links when it finds one (Debian's binaryen
+# package installs /usr/bin/wasm-opt), which would change the modules: a
+# no-op stand-in in a -B directory, searched first, keeps the builds
+# identical on every machine.
+mkdir -p "$tmp/no-wasm-opt"
+printf '#!/bin/sh\nexit 0\n' > "$tmp/no-wasm-opt/wasm-opt"
+chmod +x "$tmp/no-wasm-opt/wasm-opt"
+COMMON+=(-B "$tmp/no-wasm-opt")
+
 build() {
   local name=$1
   local -a args
