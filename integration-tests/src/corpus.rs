@@ -23,31 +23,31 @@ pub struct Program {
 
 pub const SQLITE: Program = Program {
     name: "sqlite",
-    args: &["24", "3000"],
+    args: &["64", "3000"],
     long_args: &["240", "3000"],
     progress_prefix: "round ",
 };
 pub const LUA: Program = Program {
     name: "lua",
-    args: &["16", "60000"],
+    args: &["48", "60000"],
     long_args: &["40", "200000"],
     progress_prefix: "round ",
 };
 pub const QUICKJS: Program = Program {
     name: "quickjs",
-    args: &["16", "20000"],
+    args: &["32", "20000"],
     long_args: &["48", "60000"],
     progress_prefix: "round ",
 };
 pub const ZSTD: Program = Program {
     name: "zstd",
-    args: &["16", "2"],
+    args: &["48", "2"],
     long_args: &["100", "4"],
     progress_prefix: "round ",
 };
 pub const ZLIB: Program = Program {
     name: "zlib",
-    args: &["16", "2"],
+    args: &["32", "2"],
     long_args: &["24", "4"],
     progress_prefix: "round ",
 };
