@@ -340,6 +340,24 @@ fn latest_is_the_highest_sequence_and_list_is_ordered() {
     assert_eq!(store.latest("nobody").unwrap(), None);
 }
 
+/// Opens a database another handle in this process has just dropped. sled
+/// releases its file lock when its flusher thread lets go of the last
+/// reference, a moment after the drop, so a failed lock is retried briefly.
+fn reopen(path: &std::path::Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(error) => panic!("reopening {}: {error}", path.display()),
+        }
+    }
+}
+
 #[test]
 fn a_returned_checkpoint_survives_reopening_the_database() {
     let directory = tempfile::tempdir().unwrap();
@@ -350,7 +368,7 @@ fn a_returned_checkpoint_survives_reopening_the_database() {
         let (manifest, _, _) = store.put(template("durable", 1), &image, None).unwrap();
         manifest
     };
-    let db = sled::open(directory.path()).unwrap();
+    let db = reopen(directory.path());
     let store = CheckpointStore::open(&db).unwrap();
     assert_eq!(store.latest("durable").unwrap(), Some(manifest.clone()));
     assert_eq!(store.load_memory(&manifest).unwrap(), image);
