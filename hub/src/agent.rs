@@ -16,6 +16,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use ferry_discovery::{Discovery, DiscoveryConfig, DiscoveryError, DiscoveryHandle, HubAdvert};
 
 use crate::config::AgentConfig;
+use crate::connector::PeerConnector;
 use crate::error::HubError;
 use crate::logs::LogHub;
 use crate::migration::{MigrationContext, MigrationService};
@@ -229,22 +230,29 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         source,
     })?;
 
+    // Every channel to another hub is built here: probes, forwarding, moves.
+    let connector = PeerConnector::new();
     let migration_context = MigrationContext {
         cluster_id: config.cluster_id.clone(),
         listen_address: address,
         policy: RoundPolicy::default(),
+        connector: connector.clone(),
     };
     let gauge = Arc::new(LoadGauge::default());
-    let discovery = Arc::new(start_discovery(&config, &identity, address.port()).await?);
+    let discovery = Arc::new(start_discovery(&config, &identity, address.port(), connector.clone()).await?);
     let load_meter = spawn_load_meter(supervisor.clone(), Arc::clone(&discovery), Arc::clone(&gauge));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<HubServer<HubService>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(ferry_proto::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(AgentError::Reflection)?;
+    // `v1alpha` too: Python's grpcio-reflection, older grpcurl, Postman and
+    // Evans speak only that one.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ferry_proto::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder().build_v1().map_err(AgentError::Reflection)?;
+    let reflection_v1alpha = reflection_builder().build_v1alpha().map_err(AgentError::Reflection)?;
     let hub_service = HubServer::new(HubService::new(
         supervisor.clone(),
         address.to_string(),
@@ -274,13 +282,14 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         .max_frame_size(Some(1 << 20))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(hub_service)
         .add_service(migration_service)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
     let served = tokio::spawn(async move { server.await.map_err(AgentError::Serve) });
     write_address_file(&config.data_dir, address)?;
     // Functions received but never committed wait for their sources' word.
-    crate::migration::spawn_resolvers(&supervisor);
+    crate::migration::spawn_resolvers(&supervisor, &connector);
     tracing::info!(
         hub_id = %identity.id,
         hub_name = %identity.name,
@@ -307,6 +316,7 @@ async fn start_discovery(
     config: &AgentConfig,
     identity: &HubIdentity,
     port: u16,
+    connector: PeerConnector,
 ) -> Result<DiscoveryHandle, AgentError> {
     let mut discovery_config = DiscoveryConfig::new(HubAdvert {
         id: identity.id.clone(),
@@ -330,7 +340,8 @@ async fn start_discovery(
         cluster_id = %config.cluster_id,
         "starting peer discovery"
     );
-    Discovery::start(discovery_config, HubProber::new(identity.id.clone(), port)).map_err(AgentError::Discovery)
+    Discovery::start(discovery_config, HubProber::new(identity.id.clone(), port, connector))
+        .map_err(AgentError::Discovery)
 }
 
 /// Runs a hub until SIGINT or SIGTERM, then shuts it down gracefully.

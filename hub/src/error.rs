@@ -39,6 +39,10 @@ pub enum HubError {
     MovedAway { name: String, hub: String },
     #[error("function {name:?} is being moved between hubs; try again when the move is over")]
     Moving { name: String },
+    #[error("function {name:?} is {state}; try again when that is over")]
+    Busy { name: String, state: &'static str },
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("function {name:?} is offered under epoch {offered}, but this hub knows epoch {known}: the offer is stale")]
     StaleEpoch { name: String, offered: u64, known: u64 },
     #[error("cannot move to hub {hub}: {reason}")]
@@ -74,7 +78,8 @@ impl ServiceError for HubError {
             HubError::NoCheckpoint { .. } => ErrorCode::NotFound,
             HubError::CaptureFailed { .. } => ErrorCode::Aborted,
             HubError::CheckpointUnusable { .. } => ErrorCode::DataLoss,
-            HubError::Moving { .. } => ErrorCode::FailedPrecondition,
+            HubError::Moving { .. } | HubError::Busy { .. } => ErrorCode::FailedPrecondition,
+            HubError::Internal(_) => ErrorCode::Internal,
             HubError::MovedAway { .. } => ErrorCode::AlreadyExists,
             HubError::StaleEpoch { .. } => ErrorCode::Aborted,
             HubError::PeerUnusable { .. } => ErrorCode::FailedPrecondition,

@@ -2,42 +2,34 @@
 //! request on to the hub its forward pointer names (which may forward it
 //! again), so callers never need to know where a function runs.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
-
 use ferry_proto::v1::hub_client::HubClient;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Status};
+
+use crate::connector::{PeerConnector, Purpose};
 
 /// Request header counting how often a request was forwarded.
 pub const HOPS_HEADER: &str = "ferry-forward-hops";
 /// A request forwarded this often is in a loop of stale pointers.
 pub const MAX_HOPS: u32 = 8;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// One lazily connected client per peer address.
-#[derive(Default)]
+/// Clients of the hubs requests are forwarded to.
+#[derive(Clone)]
 pub struct Forwarder {
-    clients: Mutex<HashMap<String, HubClient<Channel>>>,
+    connector: PeerConnector,
 }
 
 impl Forwarder {
+    pub fn new(connector: PeerConnector) -> Forwarder {
+        Forwarder { connector }
+    }
+
     /// A client of the hub at `address`.
     pub fn client(&self, address: &str) -> Result<HubClient<Channel>, Status> {
-        let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(client) = clients.get(address) {
-            return Ok(client.clone());
-        }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|error| Status::internal(format!("bad forward address {address}: {error}")))?
-            .connect_timeout(CONNECT_TIMEOUT);
-        let client = HubClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
-        clients.insert(address.to_owned(), client.clone());
-        Ok(client)
+        self.connector
+            .hub_client(address, Purpose::Control)
+            .map_err(|error| Status::internal(format!("cannot forward: {error}")))
     }
 }
 

@@ -10,6 +10,7 @@ pub mod agent;
 pub mod checkpoint_codec;
 pub mod cli;
 pub mod config;
+pub mod connector;
 pub mod error;
 pub mod forward;
 pub mod logs;

@@ -18,6 +18,19 @@ const FOLLOW_BUFFER: usize = 4096;
 struct FunctionLog {
     next_seq: u64,
     live: broadcast::Sender<LogEntry>,
+    /// Output that could not be stored since the last stored entry.
+    unstored: Unstored,
+    /// All output that could not be stored, for `ps`.
+    lost_total: Unstored,
+}
+
+/// Output the store refused (a full disk): counted and reported, never
+/// dropped silently. Its entries keep their sequence numbers, so the
+/// stored history shows a gap where they were.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Unstored {
+    pub entries: u64,
+    pub bytes: u64,
 }
 
 /// Everything guests wrote, per function.
@@ -52,32 +65,78 @@ impl LogHub {
         if !functions.contains_key(name) {
             let next_seq = self.store.next_log_seq(name)?;
             let (live, _) = broadcast::channel(FOLLOW_BUFFER);
-            functions.insert(name.to_owned(), FunctionLog { next_seq, live });
+            functions.insert(
+                name.to_owned(),
+                FunctionLog {
+                    next_seq,
+                    live,
+                    unstored: Unstored::default(),
+                    lost_total: Unstored::default(),
+                },
+            );
         }
         let log = functions.get_mut(name).expect("inserted above");
         Ok(f(log))
     }
 
-    /// Records output of `name`. A store failure is logged, never passed to the guest.
+    /// Records output of `name`. A store failure is never passed to the
+    /// guest: the output still reaches live followers, is counted as
+    /// unstored, and once the store takes entries again an event in the log
+    /// says how much is missing.
     pub fn append(&self, name: &str, stream: LogStream, data: &[u8]) {
         let result = self.with_log(name, |log| {
             for piece in data.chunks(MAX_ENTRY_BYTES) {
-                let entry = LogEntry {
-                    seq: log.next_seq,
-                    stream: stream as i32,
-                    data: piece.to_vec(),
-                    unix_ms: unix_ms_now(),
-                };
-                self.store.append_log(name, &entry)?;
-                log.next_seq += 1;
-                // Nobody following is fine.
-                let _ = log.live.send(entry);
+                self.append_entry(name, log, stream, piece);
             }
-            Ok::<(), StoreError>(())
         });
-        if let Err(error) | Ok(Err(error)) = result {
+        if let Err(error) = result {
             tracing::warn!(function = %name, %error, "could not record guest output");
         }
+    }
+
+    fn append_entry(&self, name: &str, log: &mut FunctionLog, stream: LogStream, piece: &[u8]) {
+        if log.unstored.entries > 0 {
+            let missing = log.unstored;
+            let note = format!(
+                "{} output entries ({} bytes) before this line could not be stored (the disk was full or failing)\n",
+                missing.entries, missing.bytes
+            );
+            if self.store_entry(name, log, LogStream::Hub, note.as_bytes()).is_ok() {
+                tracing::info!(function = %name, entries = missing.entries, bytes = missing.bytes, "guest output is stored again");
+                log.unstored = Unstored::default();
+            }
+        }
+        if let Err(error) = self.store_entry(name, log, stream, piece) {
+            if log.unstored.entries == 0 {
+                tracing::warn!(function = %name, %error, "cannot store guest output; counting what is lost");
+            }
+            log.unstored.entries += 1;
+            log.unstored.bytes += piece.len() as u64;
+            log.lost_total.entries += 1;
+            log.lost_total.bytes += piece.len() as u64;
+        }
+    }
+
+    /// Stores one entry under the next sequence number and sends it to live
+    /// followers; the number is used up even if the store refuses it.
+    fn store_entry(&self, name: &str, log: &mut FunctionLog, stream: LogStream, data: &[u8]) -> Result<(), StoreError> {
+        let entry = LogEntry {
+            seq: log.next_seq,
+            stream: stream as i32,
+            data: data.to_vec(),
+            unix_ms: unix_ms_now(),
+        };
+        log.next_seq += 1;
+        let stored = self.store.append_log(name, &entry);
+        // Nobody following is fine.
+        let _ = log.live.send(entry);
+        stored
+    }
+
+    /// Output of `name` the store could not take, since this hub started.
+    pub fn unstored(&self, name: &str) -> Unstored {
+        let functions = self.functions.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        functions.get(name).map(|log| log.lost_total).unwrap_or_default()
     }
 
     /// The sequence number the next entry of `name` gets (0 if unknown).

@@ -2,10 +2,8 @@
 //! is alive and who it is, the load figure it advertises, and the conversion
 //! of peer snapshots to the wire format.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -14,12 +12,11 @@ use ferry_discovery::{
 };
 use ferry_proto::v1::hub_client::HubClient;
 use ferry_proto::v1::{self, GetHubInfoRequest, PeerInfo};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+use crate::connector::{PeerConnector, Purpose};
 use crate::supervisor::Supervisor;
 
-/// How long a probe may wait for a connection or an answer.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How often the advertised load figure is recomputed.
 const LOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// Weight of the newest sample in the load EWMA.
@@ -34,31 +31,24 @@ pub const LOAD_FULL_SCALE: u32 = 10_000;
 pub struct HubProber {
     own_hub_id: String,
     own_port: u16,
-    clients: Mutex<HashMap<SocketAddr, HubClient<Channel>>>,
+    connector: PeerConnector,
 }
 
 impl HubProber {
-    pub fn new(own_hub_id: String, own_port: u16) -> HubProber {
+    pub fn new(own_hub_id: String, own_port: u16, connector: PeerConnector) -> HubProber {
         HubProber {
             own_hub_id,
             own_port,
-            clients: Mutex::new(HashMap::new()),
+            connector,
         }
     }
 
     fn client(&self, addr: SocketAddr) -> Result<HubClient<Channel>, ProbeError> {
-        let mut clients = self.clients.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(client) = clients.get(&addr) {
-            return Ok(client.clone());
-        }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(ProbeError::failed)?
-            .connect_timeout(PROBE_TIMEOUT)
-            .timeout(PROBE_TIMEOUT)
-            .connect_lazy();
-        let client = HubClient::new(channel);
-        clients.insert(addr, client.clone());
-        Ok(client)
+        let channel = self
+            .connector
+            .channel(&addr.to_string(), Purpose::Probe)
+            .map_err(ProbeError::failed)?;
+        Ok(HubClient::new(channel))
     }
 }
 

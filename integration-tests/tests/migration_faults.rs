@@ -233,6 +233,7 @@ async fn hostile_source(
             epoch: 0,
             chunk_size: 64 * 1024,
             starts: 1,
+            move_id: "hostile-move".to_owned(),
         })))
         .await
         .unwrap();

@@ -309,3 +309,56 @@ async fn invoking_a_function_that_never_replies_times_out_with_a_clear_error() {
         stderr(&output)
     );
 }
+
+/// Reflection answers in both protocol versions: `v1`, and `v1alpha`, the
+/// only one Python's grpcio-reflection, older grpcurl, Postman and Evans speak.
+#[tokio::test]
+async fn reflection_lists_the_hub_service_in_v1_and_v1alpha() {
+    use tonic_reflection::pb::{v1, v1alpha};
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    let uri = format!("http://{}", hub.address());
+
+    let channel = tonic::transport::Channel::from_shared(uri)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(listed)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("v1alpha did not list services");
+    };
+    let names: Vec<_> = listed.service.iter().map(|service| service.name.as_str()).collect();
+    assert!(names.contains(&"ferry.v1.Hub"), "{names:?}");
+
+    let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut answers = client
+        .server_reflection_info(tokio_stream::once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(listed)) =
+        answers.message().await.unwrap().unwrap().message_response
+    else {
+        panic!("v1 did not list services");
+    };
+    assert!(listed.service.iter().any(|service| service.name == "ferry.v1.Hub"));
+}

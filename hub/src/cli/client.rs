@@ -1,16 +1,14 @@
 //! Connecting to a hub and the errors a client command can end with.
 
-use std::time::Duration;
-
 use ferry_proto::ErrorCode;
 use ferry_proto::v1::hub_client::HubClient;
 use thiserror::Error;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
+
+use crate::connector::{ConnectError, PeerConnector, Purpose, hub_client};
 
 /// Hub address used when neither `--hub` nor `FERRY_HUB` is given.
 pub const DEFAULT_HUB: &str = "127.0.0.1:7411";
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Why a client command failed. Each maps to its own exit code (README).
 #[derive(Debug, Error)]
@@ -77,39 +75,14 @@ impl ClientError {
     }
 }
 
-/// `HOST:PORT` or a full `http://` URL.
-pub fn endpoint_uri(address: &str) -> String {
-    if address.contains("://") {
-        address.to_owned()
-    } else {
-        format!("http://{address}")
-    }
-}
-
-fn innermost_reason(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut innermost = error;
-    while let Some(source) = innermost.source() {
-        innermost = source;
-    }
-    innermost.to_string()
-}
-
-/// Connects to the hub at `address`.
+/// Connects to the hub at `address` (`HOST:PORT` or a full URL).
 pub async fn connect(address: &str) -> Result<HubClient<Channel>, ClientError> {
-    let uri = endpoint_uri(address);
-    let endpoint = Endpoint::from_shared(uri.clone()).map_err(|error| ClientError::Address {
-        address: address.to_owned(),
-        reason: error.to_string(),
-    })?;
-    let channel = endpoint
-        .connect_timeout(CONNECT_TIMEOUT)
-        .connect()
+    let channel = PeerConnector::new()
+        .connect(address, Purpose::Control)
         .await
-        .map_err(|error| ClientError::Unreachable {
-            address: uri,
-            reason: innermost_reason(&error),
+        .map_err(|error| match error {
+            ConnectError::BadAddress { address, reason } => ClientError::Address { address, reason },
+            ConnectError::Unreachable { address, reason } => ClientError::Unreachable { address, reason },
         })?;
-    Ok(HubClient::new(channel)
-        .max_decoding_message_size(64 << 20)
-        .max_encoding_message_size(64 << 20))
+    Ok(hub_client(channel))
 }

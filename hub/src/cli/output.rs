@@ -48,6 +48,8 @@ pub fn function_json(info: &FunctionInfo) -> Value {
         "last_checkpoint_unix_ms": info.last_checkpoint_unix_ms,
         "epoch": info.epoch,
         "forwarded": info.forwarded,
+        "unstored_output_entries": info.unstored_output_entries,
+        "unstored_output_bytes": info.unstored_output_bytes,
     })
 }
 
@@ -84,12 +86,24 @@ fn uptime(info: &FunctionInfo) -> String {
 }
 
 fn note(info: &FunctionInfo) -> String {
-    match FunctionState::try_from(info.state) {
+    let state_note = match FunctionState::try_from(info.state) {
         Ok(FunctionState::Exited) => format!("exit code {}", info.exit_code),
         Ok(FunctionState::Failed) => info.failure.clone(),
         Ok(FunctionState::Moved) => "moved; its hub does not answer".to_owned(),
         Ok(FunctionState::Arriving) => "waiting for its source to commit the move".to_owned(),
         _ => String::new(),
+    };
+    if info.unstored_output_entries == 0 {
+        return state_note;
+    }
+    let lost = format!(
+        "{} of output not stored (disk full?)",
+        human_bytes(info.unstored_output_bytes)
+    );
+    if state_note.is_empty() {
+        lost
+    } else {
+        format!("{state_note}; {lost}")
     }
 }
 

@@ -14,6 +14,7 @@ use futures::Stream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
+use tracing::Instrument;
 
 use super::{MigrationContext, PREPARING_HEARTBEAT, STALL_TIMEOUT, resolve};
 use crate::checkpoint_codec::snapshot_from_manifest;
@@ -29,7 +30,13 @@ pub(super) fn receive(
     inbound: Streaming<SourceFrame>,
 ) -> impl Stream<Item = Result<DestinationFrame, Status>> {
     let (outbound, frames) = mpsc::channel(64);
-    tokio::spawn(async move {
+    // The offer fills in which move this is and of what.
+    let span = tracing::info_span!(
+        "arrival",
+        move_id = tracing::field::Empty,
+        function = tracing::field::Empty
+    );
+    let task = async move {
         let mut arrival = Arrival {
             supervisor,
             context,
@@ -45,7 +52,8 @@ pub(super) fn receive(
             outbound,
         };
         arrival.run(inbound).await;
-    });
+    };
+    tokio::spawn(task.instrument(span));
     ReceiverStream::new(frames)
 }
 
@@ -170,6 +178,9 @@ impl Arrival {
 
     async fn on_offer(&mut self, offer: Offer) -> Result<DestinationFrame, HubError> {
         let spec = offer.spec.clone().unwrap_or_default();
+        let span = tracing::Span::current();
+        span.record("move_id", tracing::field::display(&offer.move_id));
+        span.record("function", tracing::field::display(&spec.name));
         if offer.cluster_id != self.context.cluster_id {
             return Err(HubError::Transfer(TransferError::Unacceptable {
                 code: ErrorCode::FailedPrecondition,
@@ -233,7 +244,7 @@ impl Arrival {
                 }
             }
         };
-        prepared.map_err(|error| HubError::InvalidRequest(format!("prepare task failed: {error}")))??;
+        prepared.map_err(|error| HubError::Internal(format!("prepare task failed: {error}")))??;
         if report || heartbeats > 0 {
             let elapsed = started.elapsed();
             tracing::info!(function = %self.name(), elapsed_ms = elapsed.as_millis() as u64, "module prepared for an arriving function");
@@ -303,7 +314,7 @@ impl Arrival {
         // install_arrival flushes the manifest together with the record.
         tokio::task::spawn_blocking(move || store.import_manifest_unflushed(&imported))
             .await
-            .map_err(|error| HubError::InvalidRequest(format!("import task failed: {error}")))?
+            .map_err(|error| HubError::Internal(format!("import task failed: {error}")))?
             .map_err(HubError::Checkpoint)?;
         let source_address = match (self.remote, offer.source_address.parse::<SocketAddr>()) {
             (Some(remote), Ok(advertised)) => SocketAddr::new(remote.ip(), advertised.port()).to_string(),
@@ -356,7 +367,14 @@ impl Arrival {
                     .into_iter()
                     .find(|(pending, ..)| *pending == name)
                 {
-                    resolve::spawn_resolver(self.supervisor.clone(), name, epoch, source, self.snapshot.take());
+                    resolve::spawn_resolver(
+                        self.supervisor.clone(),
+                        self.context.connector.clone(),
+                        name,
+                        epoch,
+                        source,
+                        self.snapshot.take(),
+                    );
                 }
             }
         }

@@ -23,9 +23,10 @@ use ferry_proto::v1::migration_client::MigrationClient;
 use ferry_proto::v1::migration_server::Migration;
 use ferry_proto::v1::{DestinationFrame, ResolveHandoffRequest, ResolveHandoffResponse, SourceFrame};
 use futures::Stream;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::connector::PeerConnector;
 use crate::supervisor::Supervisor;
 
 /// A transfer in which the other hub says nothing for this long is dead
@@ -38,8 +39,7 @@ pub const PREPARING_HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long the destination may take to persist (`Prepared`) or start (`Started`).
 pub const DECISION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Frames of up to one 16 MiB chunk or a module travel in one message.
-pub const MAX_FRAME_BYTES: usize = 256 << 20;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub use crate::connector::MAX_TRANSFER_FRAME_BYTES as MAX_FRAME_BYTES;
 
 /// What both sides of a move need to know about this hub.
 #[derive(Debug, Clone)]
@@ -48,21 +48,17 @@ pub struct MigrationContext {
     /// The address this hub serves on (its port is what peers reach).
     pub listen_address: SocketAddr,
     pub policy: RoundPolicy,
+    /// How this hub reaches its peers.
+    pub connector: PeerConnector,
 }
 
 /// A client of another hub's `Migration` service.
-pub fn migration_client(address: &str) -> Result<MigrationClient<Channel>, TransferError> {
-    let endpoint = Endpoint::from_shared(format!("http://{address}"))
+pub fn migration_client(connector: &PeerConnector, address: &str) -> Result<MigrationClient<Channel>, TransferError> {
+    connector
+        .migration_client(address)
         .map_err(|error| TransferError::Truncated {
-            reason: format!("bad peer address {address}: {error}"),
-        })?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .initial_stream_window_size(Some(8 << 20))
-        .initial_connection_window_size(Some(16 << 20));
-    Ok(MigrationClient::new(endpoint.connect_lazy())
-        .max_decoding_message_size(MAX_FRAME_BYTES)
-        .max_encoding_message_size(MAX_FRAME_BYTES))
+            reason: error.to_string(),
+        })
 }
 
 /// Implements `ferry.v1.Migration`.

@@ -9,15 +9,17 @@ use std::time::Duration;
 use ferry_proto::v1::{HandoffOutcome, PendingHandoff, ResolveHandoffRequest};
 
 use super::migration_client;
+use crate::connector::PeerConnector;
 use crate::runtime::Snapshot;
 use crate::supervisor::Supervisor;
+use tracing::Instrument;
 
 const RETRY: Duration = Duration::from_millis(300);
 
 /// Starts a resolver for every received function that waits for its source.
-pub fn spawn_resolvers(supervisor: &Supervisor) {
+pub fn spawn_resolvers(supervisor: &Supervisor, connector: &PeerConnector) {
     for (name, epoch, source) in supervisor.pending_arrivals() {
-        spawn_resolver(supervisor.clone(), name, epoch, source, None);
+        spawn_resolver(supervisor.clone(), connector.clone(), name, epoch, source, None);
     }
 }
 
@@ -25,15 +27,16 @@ pub fn spawn_resolvers(supervisor: &Supervisor) {
 /// (from `snapshot` if given, else its stored checkpoint) or discards it.
 pub fn spawn_resolver(
     supervisor: Supervisor,
+    connector: PeerConnector,
     name: String,
     epoch: u64,
     source: PendingHandoff,
     snapshot: Option<Arc<Snapshot>>,
 ) {
-    tokio::spawn(async move {
+    let task = async move {
         tracing::info!(function = %name, epoch, source = %source.source_hub_name, "asking the source how the handoff ended");
         // One lazily connected channel for all attempts: it reconnects by itself.
-        let client = migration_client(&source.source_address).map_err(|error| error.to_string());
+        let client = migration_client(&connector, &source.source_address).map_err(|error| error.to_string());
         let mut attempts = 0u64;
         loop {
             if !supervisor
@@ -82,5 +85,7 @@ pub fn spawn_resolver(
             attempts += 1;
             tokio::time::sleep(RETRY).await;
         }
-    });
+    };
+    // A resolver started by an arrival logs under that arrival's move id.
+    tokio::spawn(task.instrument(tracing::Span::current()));
 }

@@ -18,6 +18,7 @@ use ferry_proto::{ErrorCode, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
+use tracing::Instrument;
 
 use super::{DECISION_TIMEOUT, MigrationContext, STALL_TIMEOUT, migration_client};
 use crate::checkpoint_codec::manifest_template;
@@ -47,6 +48,8 @@ struct RoundBase {
 }
 
 /// Moves `name` to `target` while it runs, reporting progress; returns the summary.
+/// Every log line of the move, on this hub and (through the offer) on the
+/// destination, carries its `move_id`.
 pub async fn migrate(
     supervisor: &Supervisor,
     context: &MigrationContext,
@@ -54,11 +57,41 @@ pub async fn migrate(
     target: &Target,
     progress: mpsc::Sender<MigrateProgress>,
 ) -> Result<MigrateSummary, HubError> {
+    let move_id = new_move_id();
+    let span = tracing::info_span!("move", %move_id, function = %name, to = %target.hub_name);
+    migrate_as(supervisor, context, name, target, progress, move_id)
+        .instrument(span)
+        .await
+}
+
+/// A fresh move id: 64 random bits in hex.
+fn new_move_id() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // Unique enough for logs without an entropy source.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|elapsed| elapsed.as_nanos() as u64)
+            .unwrap_or_default();
+        bytes = nanos.to_le_bytes();
+    }
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+async fn migrate_as(
+    supervisor: &Supervisor,
+    context: &MigrationContext,
+    name: &str,
+    target: &Target,
+    progress: mpsc::Sender<MigrateProgress>,
+    move_id: String,
+) -> Result<MigrateSummary, HubError> {
     let (candidate, _moving) = supervisor.begin_move(name)?;
     let started = Instant::now();
     let mut sender = Sender::new(DEFAULT_CHUNK_SIZE, context.policy);
     let mut run = MoveRun {
         supervisor,
+        move_id,
         name,
         target,
         candidate: &candidate,
@@ -80,9 +113,7 @@ pub async fn migrate(
         }
         Err(error) => {
             tracing::warn!(function = %name, to = %target.hub_name, rounds = stats.rounds, error = %error, "move failed; the function continues here");
-            if let Some(snapshot) = run.paused.take() {
-                supervisor.continue_after_failed_move(name, snapshot).await?;
-            }
+            supervisor.continue_after_failed_move(name, run.paused.take()).await?;
             Err(HubError::MoveFailed {
                 name: name.to_owned(),
                 hub: target.hub_name.clone(),
@@ -95,6 +126,7 @@ pub async fn migrate(
 
 struct MoveRun<'a> {
     supervisor: &'a Supervisor,
+    move_id: String,
     name: &'a str,
     target: &'a Target,
     candidate: &'a MoveCandidate,
@@ -122,9 +154,10 @@ impl MoveRun<'_> {
             epoch: self.candidate.epoch,
             chunk_size: sender.chunk_size(),
             starts: self.candidate.starts,
+            move_id: self.move_id.clone(),
         };
         send(&outbound, frame(source_frame::Frame::Offer(offer))).await?;
-        let mut client = migration_client(&self.target.address.to_string())?;
+        let mut client = migration_client(&context.connector, &self.target.address.to_string())?;
         let opened = tokio::time::timeout(STALL_TIMEOUT, client.transfer(ReceiverStream::new(frames)))
             .await
             .map_err(|_| {

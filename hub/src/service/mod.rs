@@ -58,7 +58,7 @@ impl HubService {
             load,
             peers,
             suggester,
-            forwarder: Forwarder::default(),
+            forwarder: Forwarder::new(migration.connector.clone()),
             migration,
         }
     }

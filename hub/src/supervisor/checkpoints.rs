@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_migrator::checkpoint::{CheckpointStore, Fingerprints, PutStats};
-use ferry_proto::v1::{CheckpointInfo, CheckpointManifest, DesiredState, FunctionInfo, FunctionState};
+use ferry_proto::v1::{CheckpointInfo, CheckpointManifest, FunctionInfo};
 
-use super::{Inner, Supervisor, info};
+use super::lifecycle::{Effect, Phase, Request};
+use super::{Inner, Supervisor, records};
 use crate::checkpoint_codec::{manifest_template, snapshot_from_manifest};
 use crate::error::HubError;
 use crate::logs::unix_ms_now;
@@ -51,29 +52,59 @@ impl Supervisor {
     /// Captures a running function into a durable checkpoint; it keeps running.
     pub async fn checkpoint(&self, name: &str) -> Result<CheckpointInfo, HubError> {
         let started = Instant::now();
-        let snapshot = self.capture(name, CaptureKind::Continue).await?;
+        let snapshot = self
+            .capture(name, Request::Checkpoint)
+            .await?
+            .ok_or_else(|| HubError::Internal(format!("a checkpoint of {name:?} asked for no capture")))?;
         let capture = started.elapsed();
         self.inner.persist(name, snapshot, capture).await
     }
 
     /// Captures a running function, stops it and keeps only its checkpoint.
     pub async fn suspend(&self, name: &str) -> Result<(FunctionInfo, CheckpointInfo), HubError> {
+        self.suspend_as(name, Request::Suspend).await
+    }
+
+    /// Suspends a function to shed load: like [`Supervisor::suspend`], but
+    /// the hub continues it by itself ([`Supervisor::resume_after_overload`],
+    /// or its next start).
+    pub async fn suspend_for_overload(&self, name: &str) -> Result<(FunctionInfo, CheckpointInfo), HubError> {
+        self.suspend_as(name, Request::OverloadSuspend).await
+    }
+
+    async fn suspend_as(&self, name: &str, request: Request) -> Result<(FunctionInfo, CheckpointInfo), HubError> {
         let started = Instant::now();
-        let snapshot = self.capture(name, CaptureKind::Stop).await?;
+        let Some(snapshot) = self.capture(name, request).await? else {
+            // Already suspended by the hub: the user's suspend only takes it over.
+            self.inner.save_durably(name)?;
+            let info = self.get(name)?;
+            let latest = CheckpointInfo {
+                sequence: info.last_checkpoint,
+                created_unix_ms: info.last_checkpoint_unix_ms,
+                ..Default::default()
+            };
+            return Ok((info, latest));
+        };
         let capture = started.elapsed();
-        let finished = self.finished_receiver(name);
-        if let Some(finished) = finished {
+        if let Some(finished) = self.finished_receiver(name) {
             super::wait_finished(name, finished).await;
         }
         match self.inner.persist(name, Arc::clone(&snapshot), capture).await {
             Ok(checkpoint) => {
-                self.inner.set_desired(name, DesiredState::Suspended)?;
+                {
+                    let mut slots = self.inner.lock_slots();
+                    let slot = slots.get_mut(name).ok_or_else(|| self.inner.not_found(name))?;
+                    self.inner.decide(name, slot, Request::SuspendPersisted)?;
+                }
+                self.inner.save_durably(name)?;
                 Ok((self.get(name)?, checkpoint))
             }
             Err(error) => {
                 // Never lose the function: run it on from the capture we hold.
                 tracing::error!(function = %name, error = %ferry_proto::error_chain(&error), "suspend could not persist; resuming from memory");
-                self.start_from(name, Some(snapshot)).await?;
+                let prepared = self.inner.prepare_stored(name).await?;
+                self.inner
+                    .decide_and_launch(name, Request::SuspendNotPersisted, &prepared, Some(snapshot))?;
                 Err(error)
             }
         }
@@ -81,15 +112,30 @@ impl Supervisor {
 
     /// Continues a function that is not running from its latest checkpoint.
     pub async fn resume(&self, name: &str) -> Result<FunctionInfo, HubError> {
+        self.start_from_checkpoint(name, Request::Resume).await?;
+        self.get(name)
+    }
+
+    /// Continues a function the hub suspended for load.
+    pub async fn resume_after_overload(&self, name: &str) -> Result<FunctionInfo, HubError> {
+        self.start_from_checkpoint(name, Request::OverloadResume).await?;
+        self.get(name)
+    }
+
+    async fn start_from_checkpoint(&self, name: &str, request: Request) -> Result<(), HubError> {
+        // Refuse early, before reading a checkpoint for nothing.
+        self.inner.check(name, request)?;
         let manifest = self
             .inner
             .checkpoints
             .latest(name)
             .map_err(HubError::Checkpoint)?
             .ok_or_else(|| HubError::NoCheckpoint { name: name.to_owned() })?;
-        let snapshot = self.inner.load_snapshot(&manifest).await?;
-        self.start_from(name, Some(Arc::new(snapshot))).await?;
-        self.get(name)
+        let snapshot = Arc::new(self.inner.load_snapshot(&manifest).await?);
+        let prepared = self.inner.prepare_stored(name).await?;
+        self.inner.decide_and_launch(name, request, &prepared, Some(snapshot))?;
+        self.wait_instantiated(name).await;
+        Ok(())
     }
 
     /// Checkpoints every running function every `interval` (the first after
@@ -105,7 +151,7 @@ impl Supervisor {
                     let slots = supervisor.inner.lock_slots();
                     slots
                         .iter()
-                        .filter(|(_, slot)| slot.running.is_some())
+                        .filter(|(_, slot)| slot.phase.is_live())
                         .map(|(name, _)| name.clone())
                         .collect()
                 };
@@ -118,32 +164,42 @@ impl Supervisor {
         })
     }
 
-    /// Asks the function for a capture and waits for it.
-    pub(super) async fn capture(&self, name: &str, kind: CaptureKind) -> Result<Arc<Snapshot>, HubError> {
-        let receiver = {
-            let slots = self.inner.lock_slots();
-            let slot = slots.get(name).ok_or_else(|| self.inner.not_found(name))?;
-            let running = slot.running.as_ref().ok_or_else(|| HubError::NotRunning {
-                name: name.to_owned(),
-                state: info::state_name(slot.record.last_state),
-            })?;
-            running.control.request_capture(kind)
+    /// Decides `request` and, if its effect is a capture, asks the run for
+    /// it and waits. `None`: the request needed no capture. A capture that
+    /// does not come in time is abandoned: the run goes on.
+    pub(super) async fn capture(&self, name: &str, request: Request) -> Result<Option<Arc<Snapshot>>, HubError> {
+        let (receiver, generation) = {
+            let mut slots = self.inner.lock_slots();
+            let slot = slots.get_mut(name).ok_or_else(|| self.inner.not_found(name))?;
+            let transition = self.inner.decide(name, slot, request)?;
+            let kind = match transition.effect {
+                Effect::CaptureAndContinue => CaptureKind::Continue,
+                Effect::CaptureAndStop => CaptureKind::Stop,
+                Effect::CaptureAndPause => CaptureKind::Pause,
+                _ => return Ok(None),
+            };
+            let Some(running) = slot.running.as_ref() else {
+                return Err(HubError::Internal(format!(
+                    "function {name:?} is {} but has no run to capture",
+                    records::phase_words(slot.phase)
+                )));
+            };
+            (running.control.request_capture(kind), running.generation)
         };
-        match tokio::time::timeout(CAPTURE_TIMEOUT, receiver).await {
-            Ok(Ok(Ok(snapshot))) => Ok(snapshot),
-            Ok(Ok(Err(reason))) => Err(HubError::CaptureFailed {
-                name: name.to_owned(),
-                reason,
-            }),
-            Ok(Err(_)) => Err(HubError::CaptureFailed {
-                name: name.to_owned(),
-                reason: "the function ended first".to_owned(),
-            }),
-            Err(_) => Err(HubError::CaptureFailed {
-                name: name.to_owned(),
-                reason: format!("it did not reach a capture point within {CAPTURE_TIMEOUT:?}"),
-            }),
-        }
+        let failed = |reason: String| HubError::CaptureFailed {
+            name: name.to_owned(),
+            reason,
+        };
+        let result = match tokio::time::timeout(CAPTURE_TIMEOUT, receiver).await {
+            Ok(Ok(Ok(snapshot))) => return Ok(Some(snapshot)),
+            Ok(Ok(Err(reason))) => Err(failed(reason)),
+            Ok(Err(_)) => Err(failed("the function ended first".to_owned())),
+            Err(_) => Err(failed(format!(
+                "it did not reach a capture point within {CAPTURE_TIMEOUT:?}"
+            ))),
+        };
+        self.inner.run_event(name, generation, Request::CaptureAbandoned);
+        result
     }
 
     pub(super) fn finished_receiver(&self, name: &str) -> Option<tokio::sync::watch::Receiver<bool>> {
@@ -153,44 +209,9 @@ impl Supervisor {
             .and_then(|slot| slot.running.as_ref())
             .map(|running| running.finished.clone())
     }
-
-    /// Starts a function that is not running, from `snapshot` or from the beginning.
-    pub(super) async fn start_from(&self, name: &str, snapshot: Option<Arc<Snapshot>>) -> Result<(), HubError> {
-        let module_hash = {
-            let slots = self.inner.lock_slots();
-            let slot = slots.get(name).ok_or_else(|| self.inner.not_found(name))?;
-            if slot.running.is_some() {
-                return Err(HubError::AlreadyRunning { name: name.to_owned() });
-            }
-            slot.record.spec.clone().unwrap_or_default().module_hash
-        };
-        let runtime = Arc::clone(&self.inner.runtime);
-        let prepared = tokio::task::spawn_blocking(move || runtime.prepare_stored(&module_hash))
-            .await
-            .map_err(|error| HubError::InvalidRequest(format!("prepare task failed: {error}")))??;
-        let mut slots = self.inner.lock_slots();
-        let slot = slots.get_mut(name).ok_or_else(|| self.inner.not_found(name))?;
-        if slot.running.is_some() {
-            return Err(HubError::AlreadyRunning { name: name.to_owned() });
-        }
-        slot.record.desired = DesiredState::Running as i32;
-        self.inner.start(slot, &prepared, snapshot)
-    }
 }
 
 impl Inner {
-    fn set_desired(&self, name: &str, desired: DesiredState) -> Result<(), HubError> {
-        let mut slots = self.lock_slots();
-        let slot = slots.get_mut(name).ok_or_else(|| self.not_found(name))?;
-        slot.record.desired = desired as i32;
-        if desired == DesiredState::Suspended {
-            slot.record.last_state = FunctionState::Suspended as i32;
-        }
-        self.store.put_function(&slot.record)?;
-        self.store.flush()?;
-        Ok(())
-    }
-
     /// Writes a capture to the checkpoint store (incrementally when the
     /// previous checkpoint's fingerprints are at hand) and records it.
     pub(super) async fn persist(
@@ -204,6 +225,23 @@ impl Inner {
         let (spec, recorded, epoch) = {
             let slots = self.lock_slots();
             let slot = slots.get(name).ok_or_else(|| self.not_found(name))?;
+            // Captured before it moved away (or before an arrival replaced
+            // it): a checkpoint written now would be stale from the start.
+            match slot.phase {
+                Phase::Moved => {
+                    return Err(HubError::MovedAway {
+                        name: name.to_owned(),
+                        hub: slot
+                            .record
+                            .moved_to
+                            .as_ref()
+                            .map(|to| to.hub_name.clone())
+                            .unwrap_or_default(),
+                    });
+                }
+                Phase::Arriving => return Err(HubError::Moving { name: name.to_owned() }),
+                _ => {}
+            }
             (
                 slot.record.spec.clone().unwrap_or_default(),
                 slot.record.last_checkpoint,
@@ -233,7 +271,7 @@ impl Inner {
             Ok::<_, ferry_migrator::checkpoint::CheckpointError>(put)
         })
         .await
-        .map_err(|error| HubError::InvalidRequest(format!("persist task failed: {error}")))?;
+        .map_err(|error| HubError::Internal(format!("persist task failed: {error}")))?;
         let (manifest, fingerprints, stats) = result.map_err(HubError::Checkpoint)?;
         let persist = started.elapsed();
         let info = checkpoint_info(&manifest, &stats, capture, persist);
@@ -242,9 +280,9 @@ impl Inner {
             if let Some(slot) = slots.get_mut(name) {
                 slot.record.last_checkpoint = manifest.sequence;
                 slot.record.last_checkpoint_unix_ms = manifest.created_unix_ms;
-                self.store.put_function(&slot.record)?;
             }
         }
+        self.save(name)?;
         self.incremental
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -292,7 +330,7 @@ impl Inner {
         let owned = manifest.clone();
         let memory = tokio::task::spawn_blocking(move || store.load_memory(&owned))
             .await
-            .map_err(|error| HubError::InvalidRequest(format!("load task failed: {error}")))?
+            .map_err(|error| HubError::Internal(format!("load task failed: {error}")))?
             .map_err(HubError::Checkpoint)?;
         snapshot_from_manifest(manifest, memory).map_err(unusable)
     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::runtime::{self, FunctionControl, HostServices, LaunchSpec, Outcome, PendingCall, RunEnd, Snapshot};
 
 use super::Inner;
+use super::lifecycle::Request;
 
 /// Runs the function (fresh, or from `snapshot`) until it ends, is stopped
 /// or is suspended.
@@ -20,6 +21,7 @@ pub(super) async fn drive(
     launch: LaunchSpec,
     control: Arc<FunctionControl>,
     mut snapshot: Option<Arc<Snapshot>>,
+    generation: u64,
 ) -> Outcome {
     let launch = Arc::new(launch);
     loop {
@@ -42,8 +44,12 @@ pub(super) async fn drive(
             Ok(RunEnd::Parked(parked)) => parked,
             Err(error) => return Outcome::Failed(format!("the function's thread failed: {error}")),
         };
+        inner.run_event(&launch.name, generation, Request::Park);
         match wait_while_parked(&control, parked).await {
-            Ok(continued) => snapshot = Some(continued),
+            Ok(continued) => {
+                inner.run_event(&launch.name, generation, Request::Unpark);
+                snapshot = Some(continued);
+            }
             Err(outcome) => return outcome,
         }
     }

@@ -7,14 +7,13 @@
 use std::sync::Arc;
 
 use ferry_proto::RECORD_FORMAT_VERSION;
-use ferry_proto::v1::{
-    DesiredState, ForwardPointer, FunctionRecord, FunctionSpec, FunctionState, HandoffOutcome, LogEntry, PendingHandoff,
-};
+use ferry_proto::v1::{ForwardPointer, FunctionRecord, FunctionSpec, HandoffOutcome, LogEntry, PendingHandoff};
 
-use super::{Inner, Slot, Supervisor, info};
+use super::lifecycle::{Phase, Request};
+use super::{Inner, Slot, Supervisor, records};
 use crate::error::HubError;
 use crate::logs::unix_ms_now;
-use crate::runtime::{CaptureKind, Snapshot};
+use crate::runtime::Snapshot;
 
 /// What a source offers of a function it runs.
 #[derive(Debug, Clone)]
@@ -24,7 +23,9 @@ pub struct MoveCandidate {
     pub starts: u32,
 }
 
-/// Marks a function as moving for as long as it lives.
+/// Holds a function in a move for as long as it lives: if the move ends
+/// without being recorded or failed explicitly (an error path, a panic), a
+/// function still in its pre-copy rounds runs on here.
 pub struct MovingGuard {
     inner: Arc<Inner>,
     name: String,
@@ -32,25 +33,22 @@ pub struct MovingGuard {
 
 impl Drop for MovingGuard {
     fn drop(&mut self) {
-        self.inner.lock_moving().remove(&self.name);
+        let mut slots = self.inner.lock_slots();
+        if let Some(slot) = slots.get_mut(&self.name)
+            && slot.phase == Phase::MovingOut
+        {
+            let _ = self.inner.decide(&self.name, slot, Request::MoveFailed);
+        }
     }
 }
 
 impl Supervisor {
-    /// Starts moving `name` away: it must run here. The guard keeps other
-    /// moves, stops and removals of it away until dropped.
+    /// Starts moving `name` away: it must run here. The guard ends the move
+    /// if nothing else does.
     pub fn begin_move(&self, name: &str) -> Result<(MoveCandidate, MovingGuard), HubError> {
-        let slots = self.inner.lock_slots();
-        let slot = slots.get(name).ok_or_else(|| self.inner.not_found(name))?;
-        if slot.running.is_none() {
-            return Err(HubError::NotRunning {
-                name: name.to_owned(),
-                state: info::state_name(self.inner.info(slot).state),
-            });
-        }
-        if !self.inner.lock_moving().insert(name.to_owned()) {
-            return Err(HubError::Moving { name: name.to_owned() });
-        }
+        let mut slots = self.inner.lock_slots();
+        let slot = slots.get_mut(name).ok_or_else(|| self.inner.not_found(name))?;
+        self.inner.decide(name, slot, Request::MigrateOut)?;
         let candidate = MoveCandidate {
             spec: slot.record.spec.clone().unwrap_or_default(),
             epoch: slot.record.epoch,
@@ -65,7 +63,9 @@ impl Supervisor {
 
     /// A capture for a pre-copy round; the function keeps running.
     pub async fn capture_for_round(&self, name: &str) -> Result<Arc<Snapshot>, HubError> {
-        self.capture(name, CaptureKind::Continue).await
+        self.capture(name, Request::Checkpoint)
+            .await?
+            .ok_or_else(|| HubError::Internal(format!("a round of {name:?} asked for no capture")))
     }
 
     /// Captures the function for the last round and ends its run here,
@@ -75,40 +75,65 @@ impl Supervisor {
     /// errs on the long side and includes copying its memory out.
     pub async fn pause_for_move(&self, name: &str) -> Result<(Arc<Snapshot>, std::time::Instant), HubError> {
         let asked = std::time::Instant::now();
-        let snapshot = self.capture(name, CaptureKind::Pause).await?;
+        let snapshot = self
+            .capture(name, Request::PauseForMove)
+            .await?
+            .ok_or_else(|| HubError::Internal(format!("the pause of {name:?} asked for no capture")))?;
         // The run winds down (its instance is dropped) while the last round goes out.
         Ok((snapshot, asked))
     }
 
-    /// The move failed before it was recorded: the function continues here
-    /// from the snapshot it was paused in.
-    pub async fn continue_after_failed_move(&self, name: &str, snapshot: Arc<Snapshot>) -> Result<(), HubError> {
+    /// The move failed before it was recorded: the function continues here,
+    /// from the snapshot it was paused in if it was paused.
+    pub async fn continue_after_failed_move(&self, name: &str, paused: Option<Arc<Snapshot>>) -> Result<(), HubError> {
+        let Some(snapshot) = paused else {
+            let mut slots = self.inner.lock_slots();
+            let slot = slots.get_mut(name).ok_or_else(|| self.inner.not_found(name))?;
+            self.inner.decide(name, slot, Request::MoveFailed)?;
+            return Ok(());
+        };
         // The paused run may still be winding down.
         if let Some(finished) = self.finished_receiver(name) {
             super::wait_finished(name, finished).await;
         }
         self.inner.logs.event(name, "move failed; continuing here");
-        self.start_from(name, Some(snapshot)).await
+        let prepared = self.inner.prepare_stored(name).await?;
+        self.inner
+            .decide_and_launch(name, Request::MoveFailed, &prepared, Some(snapshot))?;
+        Ok(())
     }
 
     /// Durably records that `name` runs on another hub from now on, under
     /// `epoch`; this hub keeps only the forward pointer. Its checkpoints and
     /// logs here are stale from now on and are dropped.
     pub fn record_moved(&self, name: &str, epoch: u64, to: ForwardPointer) -> Result<(), HubError> {
-        {
+        let previous = {
             let mut slots = self.inner.lock_slots();
             let slot = slots.get_mut(name).ok_or_else(|| self.inner.not_found(name))?;
-            slot.record.desired = DesiredState::Moved as i32;
-            slot.record.last_state = FunctionState::Moved as i32;
+            let previous = (slot.phase, slot.record.clone());
+            self.inner.decide(name, slot, Request::MoveRecorded)?;
             slot.record.epoch = epoch;
             slot.record.moved_to = Some(to);
-            self.inner.store.put_function(&slot.record)?;
+            previous
+        };
+        if let Err(error) = self.inner.save_durably(name) {
+            // Not recorded: the move fails and the function stays here.
+            let mut slots = self.inner.lock_slots();
+            if let Some(slot) = slots.get_mut(name) {
+                (slot.phase, slot.record) = previous;
+            }
+            return Err(error);
         }
-        self.inner.store.flush()?;
         // Not on the downtime path: the checkpoints and logs here are stale now.
+        // A checkpoint being written now finishes first (and one waiting
+        // for the lock then sees the function moved and writes nothing).
         let supervisor = self.clone();
         let owned = name.to_owned();
-        tokio::task::spawn_blocking(move || supervisor.drop_local_state(&owned));
+        let inner = Arc::clone(&self.inner);
+        tokio::spawn(async move {
+            let _serialized = inner.persist_lock.lock().await;
+            let _ = tokio::task::spawn_blocking(move || supervisor.drop_local_state(&owned)).await;
+        });
         Ok(())
     }
 
@@ -120,9 +145,9 @@ impl Supervisor {
     /// Where a function that moved away runs now.
     pub fn forward_pointer(&self, name: &str) -> Option<ForwardPointer> {
         let slots = self.inner.lock_slots();
-        let record = &slots.get(name)?.record;
-        (record.desired == DesiredState::Moved as i32)
-            .then(|| record.moved_to.clone())
+        let slot = slots.get(name)?;
+        (slot.phase == Phase::Moved)
+            .then(|| slot.record.moved_to.clone())
             .flatten()
     }
 
@@ -132,12 +157,12 @@ impl Supervisor {
         let removed = {
             let mut slots = self.inner.lock_slots();
             match slots.get(name) {
-                Some(slot) if slot.record.desired == DesiredState::Moved as i32 => slots.remove(name).is_some(),
+                Some(slot) if slot.phase == Phase::Moved => slots.remove(name).is_some(),
                 _ => false,
             }
         };
         if removed {
-            self.inner.store.remove_function(name)?;
+            self.inner.save(name)?;
             self.drop_local_state(name);
         }
         Ok(())
@@ -148,7 +173,7 @@ impl Supervisor {
         let slots = self.inner.lock_slots();
         let mut pointers: Vec<_> = slots
             .iter()
-            .filter(|(_, slot)| slot.record.desired == DesiredState::Moved as i32)
+            .filter(|(_, slot)| slot.phase == Phase::Moved)
             .filter_map(|(name, slot)| slot.record.moved_to.clone().map(|to| (name.clone(), to)))
             .collect();
         pointers.sort_by(|a, b| a.0.cmp(&b.0));
@@ -164,13 +189,13 @@ impl Supervisor {
         let slots = self.inner.lock_slots();
         match slots.get(name) {
             Some(slot)
-                if slot.record.desired == DesiredState::Moved as i32
+                if slot.phase == Phase::Moved
                     && slot.record.epoch == epoch
                     && slot.record.moved_to.as_ref().map(|to| to.hub_id.as_str()) == Some(destination) =>
             {
                 HandoffOutcome::Committed
             }
-            _ if self.inner.lock_moving().contains(name) => HandoffOutcome::Pending,
+            Some(slot) if matches!(slot.phase, Phase::MovingOut | Phase::PausedForMove) => HandoffOutcome::Pending,
             _ => HandoffOutcome::Aborted,
         }
     }
@@ -183,25 +208,19 @@ impl Supervisor {
         self.inner.refuse_if_shutting_down()?;
         let known = {
             let slots = self.inner.lock_slots();
-            slots.get(name).map(|slot| slot.record.clone())
+            slots.get(name).map(|slot| (slot.phase, slot.record.epoch))
         };
         match known {
             None => {
                 self.drop_local_state(name);
                 Ok(())
             }
-            Some(record) if record.desired == DesiredState::Moved as i32 => {
-                if epoch < record.epoch {
-                    return Err(HubError::StaleEpoch {
-                        name: name.to_owned(),
-                        offered: epoch,
-                        known: record.epoch,
-                    });
-                }
-                Ok(())
-            }
-            Some(record) if record.pending_handoff.is_some() => Err(HubError::Moving { name: name.to_owned() }),
-            Some(_) => Err(HubError::FunctionExists { name: name.to_owned() }),
+            Some((Phase::Moved, known_epoch)) if epoch < known_epoch => Err(HubError::StaleEpoch {
+                name: name.to_owned(),
+                offered: epoch,
+                known: known_epoch,
+            }),
+            Some(_) => self.inner.check(name, Request::Arrive).map(|_| ()),
         }
     }
 
@@ -218,11 +237,9 @@ impl Supervisor {
     ) -> Result<(), HubError> {
         let name = spec.name.clone();
         self.inner.logs.import(&name, logs)?;
-        let record = FunctionRecord {
+        let mut record = FunctionRecord {
             format_version: RECORD_FORMAT_VERSION,
             spec: Some(spec),
-            desired: DesiredState::Running as i32,
-            last_state: FunctionState::Arriving as i32,
             starts,
             deployed_unix_ms: unix_ms_now(),
             last_checkpoint: sequence,
@@ -231,16 +248,23 @@ impl Supervisor {
             pending_handoff: Some(source),
             ..Default::default()
         };
-        self.inner.store.put_function(&record)?;
-        self.inner.store.flush()?;
-        self.inner.lock_slots().insert(
-            name,
-            Slot {
-                record,
-                running: None,
-                last_cpu_micros: 0,
-            },
-        );
+        records::write_phase(&mut record, Phase::Arriving);
+        let previous = {
+            let mut slots = self.inner.lock_slots();
+            if let Some(slot) = slots.get_mut(&name) {
+                // Known here only as moved away: the pointer gives way to the arrival.
+                self.inner.decide(&name, slot, Request::Arrive)?;
+            }
+            slots.insert(name.clone(), Slot::new(record, Phase::Arriving))
+        };
+        if let Err(error) = self.inner.save_durably(&name) {
+            let mut slots = self.inner.lock_slots();
+            match previous {
+                Some(previous) => slots.insert(name, previous),
+                None => slots.remove(&name),
+            };
+            return Err(error);
+        }
         Ok(())
     }
 
@@ -248,14 +272,13 @@ impl Supervisor {
     /// received image) or, after a restart, from its stored checkpoint.
     pub async fn commit_arrival(&self, name: &str, snapshot: Option<Arc<Snapshot>>) -> Result<(), HubError> {
         let source = {
-            let mut slots = self.inner.lock_slots();
-            let slot = slots.get_mut(name).ok_or_else(|| self.inner.not_found(name))?;
-            let Some(source) = slot.record.pending_handoff.take() else {
-                return Ok(());
-            };
-            slot.record.last_state = FunctionState::Starting as i32;
-            self.inner.store.put_function(&slot.record)?;
-            source
+            let slots = self.inner.lock_slots();
+            let slot = slots.get(name).ok_or_else(|| self.inner.not_found(name))?;
+            match (&slot.record.pending_handoff, slot.phase) {
+                (Some(source), Phase::Arriving) => source.clone(),
+                // Committed before (the stream and a resolver may both say so).
+                _ => return Ok(()),
+            }
         };
         let snapshot = match snapshot {
             Some(snapshot) => snapshot,
@@ -269,22 +292,15 @@ impl Supervisor {
                 Arc::new(self.inner.load_snapshot(&manifest).await?)
             }
         };
-        self.start_from(name, Some(snapshot)).await?;
-        // Running means restored into an instance, not just a thread started.
-        let control = {
-            let slots = self.inner.lock_slots();
-            slots
-                .get(name)
-                .and_then(|slot| slot.running.as_ref())
-                .map(|running| Arc::clone(&running.control))
-        };
-        if let Some(control) = control
-            && tokio::time::timeout(std::time::Duration::from_secs(30), control.instantiated())
-                .await
-                .is_err()
+        let prepared = self.inner.prepare_stored(name).await?;
+        if !self
+            .inner
+            .decide_and_launch(name, Request::Commit, &prepared, Some(snapshot))?
         {
-            tracing::warn!(function = %name, "arrived function took over 30 s to instantiate");
+            return Ok(());
         }
+        // Running means restored into an instance, not just a thread started.
+        self.wait_instantiated(name).await;
         self.inner.logs.event(
             name,
             &format!(
@@ -300,22 +316,24 @@ impl Supervisor {
     /// The source kept the function: forget what arrived, and point at the
     /// source instead.
     pub fn discard_arrival(&self, name: &str, source_epoch: u64) -> Result<(), HubError> {
-        let mut slots = self.inner.lock_slots();
-        let Some(slot) = slots.get_mut(name) else { return Ok(()) };
-        let Some(source) = slot.record.pending_handoff.take() else {
-            return Ok(());
-        };
-        slot.record.desired = DesiredState::Moved as i32;
-        slot.record.last_state = FunctionState::Moved as i32;
-        slot.record.epoch = source_epoch;
-        slot.record.moved_to = Some(ForwardPointer {
-            hub_id: source.source_hub_id,
-            hub_name: source.source_hub_name,
-            address: source.source_address,
-        });
-        self.inner.store.put_function(&slot.record)?;
-        drop(slots);
-        self.inner.store.flush()?;
+        {
+            let mut slots = self.inner.lock_slots();
+            let Some(slot) = slots.get_mut(name) else { return Ok(()) };
+            if slot.phase != Phase::Arriving {
+                return Ok(());
+            }
+            let Some(source) = slot.record.pending_handoff.take() else {
+                return Ok(());
+            };
+            self.inner.decide(name, slot, Request::Abort)?;
+            slot.record.epoch = source_epoch;
+            slot.record.moved_to = Some(ForwardPointer {
+                hub_id: source.source_hub_id,
+                hub_name: source.source_hub_name,
+                address: source.source_address,
+            });
+        }
+        self.inner.save_durably(name)?;
         self.drop_local_state(name);
         Ok(())
     }
@@ -325,6 +343,7 @@ impl Supervisor {
         let slots = self.inner.lock_slots();
         slots
             .iter()
+            .filter(|(_, slot)| slot.phase == Phase::Arriving)
             .filter_map(|(name, slot)| {
                 slot.record
                     .pending_handoff
@@ -335,7 +354,7 @@ impl Supervisor {
     }
 
     /// Drops checkpoints, logs and the incremental base of `name` here.
-    fn drop_local_state(&self, name: &str) {
+    pub(super) fn drop_local_state(&self, name: &str) {
         if let Err(error) = self.inner.checkpoints.remove_function(name) {
             tracing::warn!(function = %name, %error, "could not drop stale checkpoints");
         }

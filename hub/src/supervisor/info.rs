@@ -2,7 +2,7 @@
 
 use ferry_proto::v1::{FunctionInfo, FunctionState};
 
-use super::{Inner, Slot};
+use super::{Inner, Slot, records};
 
 /// Lowercase name of a state, for messages and tables.
 pub fn state_name(state: i32) -> &'static str {
@@ -22,14 +22,13 @@ pub fn state_name(state: i32) -> &'static str {
 impl Inner {
     pub(super) fn info(&self, slot: &Slot) -> FunctionInfo {
         let record = &slot.record;
-        let (state, memory_bytes, cpu_micros) = match &slot.running {
-            Some(running) => (
-                FunctionState::Running as i32,
-                running.control.memory_bytes(),
-                running.control.cpu_micros(),
-            ),
-            None if record.pending_handoff.is_some() => (FunctionState::Arriving as i32, 0, 0),
-            None => (record.last_state, 0, slot.last_cpu_micros),
+        let state = records::shown_state(slot.phase) as i32;
+        let unstored = self
+            .logs
+            .unstored(record.spec.as_ref().map(|spec| spec.name.as_str()).unwrap_or_default());
+        let (memory_bytes, cpu_micros) = match &slot.running {
+            Some(running) => (running.control.memory_bytes(), running.control.cpu_micros()),
+            None => (0, slot.last_cpu_micros),
         };
         // A function that moved away is shown where it went.
         let (hub_id, hub_name) = match &record.moved_to {
@@ -51,6 +50,8 @@ impl Inner {
             last_checkpoint_unix_ms: record.last_checkpoint_unix_ms,
             epoch: record.epoch,
             forwarded: false,
+            unstored_output_entries: unstored.entries,
+            unstored_output_bytes: unstored.bytes,
         }
     }
 }

@@ -1,31 +1,40 @@
 //! The supervisor owns every function of this hub: it deploys, starts, stops
 //! and removes them, keeps their records durable, routes messages into their
 //! inboxes, and restarts what was running when the hub comes back.
+//!
+//! What may happen to a function is decided in one place, the pure
+//! `lifecycle` state machine: every operation locks the table, asks it,
+//! updates memory, unlocks, and only then does store I/O (`run::save`).
 
 mod checkpoints;
 mod driver;
 mod handoff;
 mod info;
+mod lifecycle;
+mod records;
+mod run;
 mod services;
 
 pub use checkpoints::{CHECKPOINTS_KEPT, open_store as open_checkpoint_store};
 pub use handoff::{MoveCandidate, MovingGuard};
 pub use info::state_name;
+pub use lifecycle::{Phase, Suspender};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ferry_migrator::checkpoint::CheckpointStore;
 use ferry_proto::RECORD_FORMAT_VERSION;
-use ferry_proto::v1::{DeployRequest, DesiredState, FunctionInfo, FunctionRecord, FunctionSpec, FunctionState, Limits};
+use ferry_proto::v1::{DeployRequest, FunctionInfo, FunctionRecord, FunctionSpec, Limits};
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{HubError, validate_function_name};
 use crate::logs::{LogHub, unix_ms_now};
-use crate::runtime::{self, FunctionControl, LaunchSpec, Message, Outcome, PreparedModule, Runtime, Snapshot};
+use crate::runtime::{FunctionControl, Message, PreparedModule, Runtime};
 use crate::store::Store;
+use lifecycle::{Effect, Request, RunEnd};
 
 /// Smallest memory limit a function may ask for: one wasm page.
 const MIN_MEMORY_LIMIT: u64 = 64 << 10;
@@ -33,6 +42,8 @@ const MIN_MEMORY_LIMIT: u64 = 64 << 10;
 const MAX_MEMORY_LIMIT: u64 = 4 << 30;
 /// How long a stop waits for the function to reach a stopping point.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// How long a deploy or an arrival waits for the instance before answering.
+const INSTANTIATE_WAIT: Duration = Duration::from_secs(30);
 /// How long a hub shutdown waits for each function's final capture.
 const SHUTDOWN_CAPTURE: Duration = Duration::from_secs(5);
 
@@ -60,9 +71,24 @@ struct Running {
 /// One function this hub owns.
 struct Slot {
     record: FunctionRecord,
+    /// What it is doing; only `lifecycle::decide` changes it.
+    phase: Phase,
+    /// Its run, from launch until the run has ended (a paused or stopped
+    /// run winds down after its phase has moved on).
     running: Option<Running>,
     /// CPU time of the last finished run, for `ps` after it ended.
     last_cpu_micros: u64,
+}
+
+impl Slot {
+    fn new(record: FunctionRecord, phase: Phase) -> Slot {
+        Slot {
+            record,
+            phase,
+            running: None,
+            last_cpu_micros: 0,
+        }
+    }
 }
 
 struct Inner {
@@ -74,13 +100,15 @@ struct Inner {
     incremental: Mutex<HashMap<String, checkpoints::IncrementalBase>>,
     /// Checkpoints are written one at a time.
     persist_lock: tokio::sync::Mutex<()>,
+    /// Records are written one at a time, each the latest (`Inner::save`).
+    record_writer: Mutex<()>,
     runtime: Arc<Runtime>,
     logs: Arc<LogHub>,
+    /// Every function and its phase. Held only to decide and to update
+    /// memory: never across store I/O or an await.
     slots: Mutex<HashMap<String, Slot>>,
     generations: AtomicU64,
     shutting_down: AtomicBool,
-    /// Functions being moved away right now.
-    moving: Mutex<HashSet<String>>,
 }
 
 /// Handle to the supervisor; cheap to clone.
@@ -110,12 +138,12 @@ impl Supervisor {
                 checkpoints,
                 incremental: Mutex::new(HashMap::new()),
                 persist_lock: tokio::sync::Mutex::new(()),
+                record_writer: Mutex::new(()),
                 runtime,
                 logs,
                 slots: Mutex::new(HashMap::new()),
                 generations: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
-                moving: Mutex::new(HashSet::new()),
             }),
         }
     }
@@ -141,31 +169,21 @@ impl Supervisor {
     }
 
     /// Loads every stored record and continues the functions that were
-    /// running when the hub last stopped: from their latest checkpoint, or
-    /// from the beginning of `_start` if they have none.
+    /// running when the hub last stopped (or that the hub had suspended for
+    /// load): from their latest checkpoint, or from the beginning of
+    /// `_start` if they have none.
     pub async fn restore(&self) -> Result<(), HubError> {
-        let records = self.inner.store.functions()?;
+        let stored = self.inner.store.functions()?;
         let mut to_start = Vec::new();
         {
             let mut slots = self.inner.lock_slots();
-            for record in records {
+            for record in stored {
                 let name = name_of(&record).to_owned();
-                let was_running = record.desired == DesiredState::Running as i32
-                    && matches!(
-                        FunctionState::try_from(record.last_state),
-                        Ok(FunctionState::Running | FunctionState::Starting)
-                    );
-                if was_running {
+                let phase = records::read_phase(&record);
+                if lifecycle::decide(phase, Request::Recover).is_ok_and(|next| next.effect == Effect::StartRun) {
                     to_start.push(name.clone());
                 }
-                slots.insert(
-                    name,
-                    Slot {
-                        record,
-                        running: None,
-                        last_cpu_micros: 0,
-                    },
-                );
+                slots.insert(name, Slot::new(record, phase));
             }
         }
         for name in to_start {
@@ -180,17 +198,22 @@ impl Supervisor {
                     "the beginning"
                 };
                 tracing::info!(function = %name, from, "continuing function after hub restart");
-                self.start_from(&name, snapshot).await
+                let prepared = self.inner.prepare_stored(&name).await?;
+                self.inner
+                    .decide_and_launch(&name, Request::Recover, &prepared, snapshot)
             };
             if let Err(error) = resumed.await {
                 let reason = ferry_proto::error_chain(&error);
                 tracing::warn!(function = %name, %reason, "cannot continue function after hub restart");
-                let mut slots = self.inner.lock_slots();
-                if let Some(slot) = slots.get_mut(&name) {
-                    slot.record.last_state = FunctionState::Failed as i32;
-                    slot.record.failure = format!("could not continue after hub restart: {reason}");
-                    self.inner.store.put_function(&slot.record)?;
+                {
+                    let mut slots = self.inner.lock_slots();
+                    if let Some(slot) = slots.get_mut(&name) {
+                        slot.phase = Phase::Failed;
+                        records::write_phase(&mut slot.record, Phase::Failed);
+                        slot.record.failure = format!("could not continue after hub restart: {reason}");
+                    }
                 }
+                self.inner.save(&name)?;
             }
         }
         Ok(())
@@ -230,11 +253,11 @@ impl Supervisor {
         let module = request.module;
         let prepared = tokio::task::spawn_blocking(move || runtime.prepare(&module))
             .await
-            .map_err(|error| HubError::InvalidRequest(format!("prepare task failed: {error}")))??;
+            .map_err(|error| HubError::Internal(format!("prepare task failed: {error}")))??;
 
         let mut env: Vec<_> = request.env.into_iter().collect();
         env.sort();
-        let record = FunctionRecord {
+        let mut record = FunctionRecord {
             format_version: RECORD_FORMAT_VERSION,
             spec: Some(FunctionSpec {
                 name: request.name.clone(),
@@ -243,29 +266,59 @@ impl Supervisor {
                 env: env.into_iter().collect(),
                 limits: Some(Limits { memory_limit_bytes }),
             }),
-            desired: DesiredState::Running as i32,
-            last_state: FunctionState::Starting as i32,
             deployed_unix_ms: unix_ms_now(),
             ..Default::default()
         };
-        let mut slots = self.inner.lock_slots();
-        if slots.contains_key(&request.name) {
-            return Err(HubError::FunctionExists { name: request.name });
-        }
-        let slot = slots.entry(request.name.clone()).or_insert(Slot {
-            record,
-            running: None,
-            last_cpu_micros: 0,
-        });
+        records::write_phase(&mut record, Phase::Starting);
+        let launch = {
+            let mut slots = self.inner.lock_slots();
+            if slots.contains_key(&request.name) {
+                return Err(HubError::FunctionExists { name: request.name });
+            }
+            let slot = slots
+                .entry(request.name.clone())
+                .or_insert(Slot::new(record, Phase::Starting));
+            self.inner.prepare_launch(slot, &prepared, None)
+        };
         self.inner
             .logs
             .event(&request.name, &format!("deployed module {}", prepared.hash));
-        self.inner.start(slot, &prepared, None)?;
-        let info = self.inner.info(slot);
-        drop(slots);
+        self.inner.launch(launch);
         // An acknowledged deploy survives a crash.
-        self.inner.store.flush()?;
+        self.inner.save_durably(&request.name)?;
+        self.wait_instantiated(&request.name).await;
+        let info = self.get(&request.name)?;
         Ok((info, prepared))
+    }
+
+    /// Waits (a bounded time) until the run of `name` is instantiated or has
+    /// ended, so that what is reported of it is what it does.
+    pub(super) async fn wait_instantiated(&self, name: &str) {
+        let run = {
+            let slots = self.inner.lock_slots();
+            slots.get(name).and_then(|slot| slot.running.as_ref()).map(|running| {
+                (
+                    Arc::clone(&running.control),
+                    running.finished.clone(),
+                    running.generation,
+                )
+            })
+        };
+        let Some((control, mut finished, generation)) = run else {
+            return;
+        };
+        let settled = async {
+            tokio::select! {
+                () = control.instantiated() => {
+                    // The run's own report may not be in yet: make it now (it is idempotent).
+                    self.inner.run_event(name, generation, Request::Instantiated);
+                }
+                _ = finished.wait_for(|done| *done) => {}
+            }
+        };
+        if tokio::time::timeout(INSTANTIATE_WAIT, settled).await.is_err() {
+            tracing::warn!(function = %name, "function took over {INSTANTIATE_WAIT:?} to instantiate");
+        }
     }
 
     /// Functions of this hub, by name.
@@ -280,6 +333,11 @@ impl Supervisor {
         let slots = self.inner.lock_slots();
         let slot = slots.get(name).ok_or_else(|| self.inner.not_found(name))?;
         Ok(self.inner.info(slot))
+    }
+
+    /// The phase of a function, if this hub knows it.
+    pub fn phase(&self, name: &str) -> Option<Phase> {
+        self.inner.lock_slots().get(name).map(|slot| slot.phase)
     }
 
     /// CPU time used by this hub's functions, running and finished runs.
@@ -305,47 +363,42 @@ impl Supervisor {
 
     /// Stops a function and keeps it stopped across hub restarts.
     pub async fn stop(&self, name: &str) -> Result<FunctionInfo, HubError> {
-        if self.inner.lock_moving().contains(name) {
-            return Err(HubError::Moving { name: name.to_owned() });
-        }
-        let finished = {
-            let mut slots = self.inner.lock_slots();
-            let slot = slots.get_mut(name).ok_or_else(|| self.inner.not_found(name))?;
-            if slot.record.pending_handoff.is_some() {
-                // Arriving: its source still decides where it runs.
-                return Err(HubError::Moving { name: name.to_owned() });
-            }
-            slot.record.desired = DesiredState::Stopped as i32;
-            self.inner.store.put_function(&slot.record)?;
-            self.inner.store.flush()?;
-            slot.running.as_ref().map(|running| {
-                running.control.request_stop();
-                running.finished.clone()
-            })
-        };
-        if let Some(finished) = finished {
+        if let Some(finished) = self.inner.ask_stop(name, Request::Stop)? {
             wait_finished(name, finished).await;
         }
         self.get(name)
     }
 
-    /// Stops (if needed) and forgets a function and its logs.
+    /// Stops (if needed) and forgets a function, its checkpoints and logs.
     pub async fn remove(&self, name: &str) -> Result<(), HubError> {
-        self.stop(name).await?;
-        self.inner.lock_slots().remove(name);
-        self.inner.store.remove_function(name)?;
-        self.inner.logs.remove(name)?;
-        self.inner
-            .checkpoints
-            .remove_function(name)
-            .map_err(HubError::Checkpoint)?;
-        self.inner
-            .incremental
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(name);
-        tracing::info!(function = %name, "function removed");
-        Ok(())
+        // A running function is stopped first, then forgotten.
+        for _ in 0..2 {
+            let forget = {
+                let mut slots = self.inner.lock_slots();
+                let slot = slots.get_mut(name).ok_or_else(|| self.inner.not_found(name))?;
+                let forget =
+                    lifecycle::decide(slot.phase, Request::Remove).is_ok_and(|next| next.effect == Effect::Forget);
+                if forget {
+                    slots.remove(name);
+                }
+                forget
+            };
+            if forget {
+                self.inner.save(name)?;
+                // No checkpoint of it is written while (or after) its state goes.
+                let _serialized = self.inner.persist_lock.lock().await;
+                self.drop_local_state(name);
+                tracing::info!(function = %name, "function removed");
+                return Ok(());
+            }
+            if let Some(finished) = self.inner.ask_stop(name, Request::Remove)? {
+                wait_finished(name, finished).await;
+            }
+        }
+        Err(HubError::Busy {
+            name: name.to_owned(),
+            state: "still stopping",
+        })
     }
 
     /// Delivers `data` to the function's inbox and waits for its reply.
@@ -355,10 +408,15 @@ impl Supervisor {
         {
             let slots = self.inner.lock_slots();
             let slot = slots.get(name).ok_or_else(|| self.inner.not_found(name))?;
-            let Some(running) = slot.running.as_ref() else {
-                return Err(HubError::NotRunning {
-                    name: name.to_owned(),
-                    state: info::state_name(slot.record.last_state),
+            // A paused run's inbox is already in the snapshot that moves.
+            let accepts = slot.phase.is_live() || slot.phase == Phase::MovingOut;
+            let Some(running) = slot.running.as_ref().filter(|_| accepts) else {
+                return Err(match slot.phase {
+                    Phase::PausedForMove | Phase::Arriving => HubError::Moving { name: name.to_owned() },
+                    phase => HubError::NotRunning {
+                        name: name.to_owned(),
+                        state: records::phase_words(phase),
+                    },
                 });
             };
             let message = Message {
@@ -390,22 +448,16 @@ impl Supervisor {
     /// checkpoint.
     pub async fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
-        let running: Vec<String> = {
-            let slots = self.inner.lock_slots();
-            slots
-                .iter()
-                .filter(|(_, slot)| slot.running.is_some())
-                .map(|(name, _)| name.clone())
-                .collect()
-        };
-        for name in &running {
-            let captured = tokio::time::timeout(SHUTDOWN_CAPTURE, self.capture(name, runtime::CaptureKind::Stop)).await;
+        let names: Vec<String> = self.inner.lock_slots().keys().cloned().collect();
+        for name in &names {
+            let captured = tokio::time::timeout(SHUTDOWN_CAPTURE, self.capture(name, Request::Shutdown)).await;
             match captured {
-                Ok(Ok(snapshot)) => {
+                Ok(Ok(Some(snapshot))) => {
                     if let Err(error) = self.inner.persist(name, snapshot, Duration::ZERO).await {
                         tracing::error!(function = %name, error = %ferry_proto::error_chain(&error), "could not checkpoint at shutdown");
                     }
                 }
+                Ok(Ok(None)) => {}
                 Ok(Err(error)) => {
                     tracing::warn!(function = %name, error = %ferry_proto::error_chain(&error), "could not capture at shutdown");
                 }
@@ -447,10 +499,6 @@ impl Inner {
         self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn lock_moving(&self) -> MutexGuard<'_, HashSet<String>> {
-        self.moving.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     fn not_found(&self, name: &str) -> HubError {
         HubError::FunctionNotFound {
             name: name.to_owned(),
@@ -465,118 +513,42 @@ impl Inner {
         Ok(())
     }
 
-    /// Starts the slot's function on its own thread.
-    fn start(
-        self: &Arc<Self>,
-        slot: &mut Slot,
-        prepared: &PreparedModule,
-        snapshot: Option<Arc<Snapshot>>,
-    ) -> Result<(), HubError> {
-        let spec = slot.record.spec.clone().unwrap_or_default();
-        let name = spec.name.clone();
-        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        let control = Arc::new(FunctionControl::default());
-        let (finished_tx, finished) = watch::channel(false);
-        let launch = LaunchSpec {
-            name: name.clone(),
-            args: spec.args.clone(),
-            environ: spec.env.iter().map(|(key, value)| format!("{key}={value}")).collect(),
-            memory_limit_bytes: spec
-                .limits
-                .map(|limits| limits.memory_limit_bytes)
-                .unwrap_or(self.config.default_memory_limit_bytes),
-        };
-
-        slot.record.starts += 1;
-        slot.record.last_state = FunctionState::Running as i32;
-        slot.record.failure.clear();
-        slot.record.exit_code = 0;
-        slot.record.started_unix_ms = unix_ms_now();
-        self.store.put_function(&slot.record)?;
-        slot.running = Some(Running {
-            generation,
-            control: Arc::clone(&control),
-            finished,
-        });
-        match &snapshot {
-            Some(snapshot) => {
-                // Output written after the checkpoint belongs to a timeline
-                // that no longer exists: the function writes it again.
-                self.logs.truncate(&name, snapshot.host.log_seq)?;
-                for data in &snapshot.host.inbox {
-                    let _ = control.deliver(Message {
-                        data: data.clone(),
-                        reply_to: None,
-                    });
+    /// Decides a stop or a removal, asks the run to stop, records the stop
+    /// durably, and returns what to wait on while a run winds down.
+    fn ask_stop(&self, name: &str, request: Request) -> Result<Option<watch::Receiver<bool>>, HubError> {
+        let finished = {
+            let mut slots = self.lock_slots();
+            let slot = slots.get_mut(name).ok_or_else(|| self.not_found(name))?;
+            let transition = self.decide(name, slot, request)?;
+            match (&slot.running, transition.effect) {
+                (Some(running), Effect::AskStop) => {
+                    running.control.request_stop();
+                    Some(running.finished.clone())
                 }
-                self.logs.event(
-                    &name,
-                    &format!("resumed from a checkpoint (start {})", slot.record.starts),
-                );
+                (None, Effect::AskStop) => {
+                    // No run left to wind down.
+                    let _ = self.decide(name, slot, Request::Ended(RunEnd::Stopped));
+                    None
+                }
+                _ => None,
             }
-            None => self
-                .logs
-                .event(&name, &format!("started (start {})", slot.record.starts)),
-        }
-
-        let inner = Arc::clone(self);
-        let module = prepared.module.clone();
-        tokio::spawn(async move {
-            let outcome = driver::drive(
-                Arc::clone(&inner),
-                module,
-                launch.clone(),
-                Arc::clone(&control),
-                snapshot,
-            )
-            .await;
-            inner.finish(&launch.name, generation, &control, outcome);
-            let _ = finished_tx.send(true);
-        });
-        Ok(())
+        };
+        // An acknowledged stop survives a crash.
+        self.save_durably(name)?;
+        Ok(finished)
     }
 
-    /// Records how a run ended.
-    fn finish(&self, name: &str, generation: u64, control: &FunctionControl, outcome: Outcome) {
-        let dropped = control.drain_inbox();
-        let mut slots = self.lock_slots();
-        let Some(slot) = slots.get_mut(name) else { return };
-        if slot.running.as_ref().map(|running| running.generation) != Some(generation) {
-            return;
-        }
-        slot.running = None;
-        slot.last_cpu_micros = control.cpu_micros();
-        let shutting_down = self.shutting_down.load(Ordering::SeqCst);
-        let event = match &outcome {
-            Outcome::Exited(code) => {
-                slot.record.last_state = FunctionState::Exited as i32;
-                slot.record.exit_code = *code;
-                format!("exited with code {code}")
-            }
-            // A hub shutdown leaves the record as running so the next start resumes it.
-            Outcome::Stopped if shutting_down => "stopped by hub shutdown".to_owned(),
-            Outcome::Stopped => {
-                slot.record.last_state = FunctionState::Stopped as i32;
-                "stopped".to_owned()
-            }
-            // Captured for a hub shutdown: still meant to run after the restart.
-            Outcome::Suspended if shutting_down => "checkpointed by hub shutdown".to_owned(),
-            Outcome::Suspended => {
-                slot.record.last_state = FunctionState::Suspended as i32;
-                "suspended".to_owned()
-            }
-            // Paused for a move: the record changes only when the move is recorded.
-            Outcome::Paused => "paused for a move".to_owned(),
-            Outcome::Failed(reason) => {
-                slot.record.last_state = FunctionState::Failed as i32;
-                slot.record.failure = reason.clone();
-                format!("failed: {reason}")
-            }
+    /// Prepares the stored module of `name` (from the artifact cache when it can).
+    async fn prepare_stored(&self, name: &str) -> Result<PreparedModule, HubError> {
+        let module_hash = {
+            let slots = self.lock_slots();
+            let slot = slots.get(name).ok_or_else(|| self.not_found(name))?;
+            slot.record.spec.clone().unwrap_or_default().module_hash
         };
-        tracing::info!(function = %name, outcome = %event, dropped_messages = dropped, "function finished");
-        self.logs.event(name, &event);
-        if let Err(error) = self.store.put_function(&slot.record) {
-            tracing::error!(function = %name, %error, "could not persist function state");
-        }
+        let runtime = Arc::clone(&self.runtime);
+        let prepared = tokio::task::spawn_blocking(move || runtime.prepare_stored(&module_hash))
+            .await
+            .map_err(|error| HubError::Internal(format!("prepare task failed: {error}")))??;
+        Ok(prepared)
     }
 }

@@ -1,0 +1,192 @@
+//! The one place where an address becomes a configured gRPC channel to a
+//! hub: timeouts, HTTP/2 windows and message sizes per purpose — and, with
+//! cluster trust, TLS and this hub's identity. The CLI, discovery probes,
+//! forwarding and moves all connect through a [`PeerConnector`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ferry_proto::v1::hub_client::HubClient;
+use ferry_proto::v1::migration_client::MigrationClient;
+use thiserror::Error;
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest request or answer of the `Hub` service (a module, a log page).
+pub const MAX_HUB_MESSAGE_BYTES: usize = 64 << 20;
+/// Largest frame of a move: one memory chunk or a module.
+pub const MAX_TRANSFER_FRAME_BYTES: usize = 256 << 20;
+
+/// What a channel is for; decides its settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Purpose {
+    /// Requests a user or a forwarding hub makes: patient connects.
+    Control,
+    /// Liveness probes: a peer that does not answer at once counts as down.
+    Probe,
+    /// Moves: large frames, wide flow-control windows, no Nagle delay.
+    Transfer,
+}
+
+const CONTROL_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+const TRANSFER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const TRANSFER_STREAM_WINDOW: u32 = 8 << 20;
+const TRANSFER_CONNECTION_WINDOW: u32 = 16 << 20;
+
+/// Why no channel could be had.
+#[derive(Debug, Error)]
+pub enum ConnectError {
+    #[error("bad hub address {address:?}: {reason}")]
+    BadAddress { address: String, reason: String },
+    #[error("cannot reach hub at {address}: {reason}")]
+    Unreachable { address: String, reason: String },
+}
+
+/// Builds (and shares) channels to hubs. Cheap to clone; clones share
+/// their channels, one lazily connected channel per address and purpose.
+#[derive(Clone, Default)]
+pub struct PeerConnector {
+    channels: Arc<Mutex<HashMap<(String, Purpose), Channel>>>,
+}
+
+/// `http://` + `address`, unless it names its scheme.
+pub fn address_uri(address: &str) -> String {
+    if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    }
+}
+
+impl std::fmt::Debug for PeerConnector {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let channels = self.channels.lock().map(|channels| channels.len()).unwrap_or_default();
+        formatter
+            .debug_struct("PeerConnector")
+            .field("channels", &channels)
+            .finish()
+    }
+}
+
+impl PeerConnector {
+    pub fn new() -> PeerConnector {
+        PeerConnector::default()
+    }
+
+    /// The endpoint for `address` configured for `purpose`.
+    pub fn endpoint(&self, address: &str, purpose: Purpose) -> Result<Endpoint, ConnectError> {
+        let endpoint = Endpoint::from_shared(address_uri(address)).map_err(|error| ConnectError::BadAddress {
+            address: address.to_owned(),
+            reason: error.to_string(),
+        })?;
+        Ok(match purpose {
+            Purpose::Control => endpoint.connect_timeout(CONTROL_CONNECT_TIMEOUT).tcp_nodelay(true),
+            Purpose::Probe => endpoint.connect_timeout(PROBE_TIMEOUT).timeout(PROBE_TIMEOUT),
+            Purpose::Transfer => endpoint
+                .connect_timeout(TRANSFER_CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .initial_stream_window_size(Some(TRANSFER_STREAM_WINDOW))
+                .initial_connection_window_size(Some(TRANSFER_CONNECTION_WINDOW)),
+        })
+    }
+
+    /// A lazily connected channel to `address`, shared by every caller
+    /// with the same purpose; it reconnects by itself.
+    pub fn channel(&self, address: &str, purpose: Purpose) -> Result<Channel, ConnectError> {
+        let key = (address.to_owned(), purpose);
+        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(channel) = channels.get(&key) {
+            return Ok(channel.clone());
+        }
+        let channel = self.endpoint(address, purpose)?.connect_lazy();
+        channels.insert(key, channel.clone());
+        Ok(channel)
+    }
+
+    /// A channel connected now: fails at once, with the reason, if the hub
+    /// cannot be reached (what the CLI wants).
+    pub async fn connect(&self, address: &str, purpose: Purpose) -> Result<Channel, ConnectError> {
+        self.endpoint(address, purpose)?
+            .connect()
+            .await
+            .map_err(|error| ConnectError::Unreachable {
+                address: address_uri(address),
+                reason: innermost_reason(&error),
+            })
+    }
+
+    /// A `Hub` client of `address` (lazily connected).
+    pub fn hub_client(&self, address: &str, purpose: Purpose) -> Result<HubClient<Channel>, ConnectError> {
+        Ok(hub_client(self.channel(address, purpose)?))
+    }
+
+    /// A `Migration` client of `address` (lazily connected).
+    pub fn migration_client(&self, address: &str) -> Result<MigrationClient<Channel>, ConnectError> {
+        Ok(MigrationClient::new(self.channel(address, Purpose::Transfer)?)
+            .max_decoding_message_size(MAX_TRANSFER_FRAME_BYTES)
+            .max_encoding_message_size(MAX_TRANSFER_FRAME_BYTES))
+    }
+}
+
+/// A `Hub` client over `channel` that takes the service's largest messages.
+pub fn hub_client(channel: Channel) -> HubClient<Channel> {
+    HubClient::new(channel)
+        .max_decoding_message_size(MAX_HUB_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_HUB_MESSAGE_BYTES)
+}
+
+/// The innermost cause of an error: for a refused connection, "Connection
+/// refused (os error 111)" rather than "transport error".
+fn innermost_reason(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut innermost = error;
+    while let Some(source) = innermost.source() {
+        innermost = source;
+    }
+    innermost.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_without_a_scheme_are_http() {
+        assert_eq!(address_uri("127.0.0.1:7070"), "http://127.0.0.1:7070");
+        assert_eq!(address_uri("https://hub.local:7070"), "https://hub.local:7070");
+    }
+
+    #[tokio::test]
+    async fn one_channel_is_shared_per_address_and_purpose() {
+        let connector = PeerConnector::new();
+        connector.channel("127.0.0.1:1", Purpose::Probe).unwrap();
+        connector.clone().channel("127.0.0.1:1", Purpose::Probe).unwrap();
+        connector.channel("127.0.0.1:1", Purpose::Transfer).unwrap();
+        assert_eq!(connector.channels.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_malformed_address_is_refused_by_name() {
+        let error = PeerConnector::new()
+            .endpoint("not an address", Purpose::Control)
+            .unwrap_err();
+        assert!(error.to_string().contains("not an address"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_hub_is_named_with_the_innermost_reason() {
+        // A port nothing listens on: bind one, then free it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let error = PeerConnector::new()
+            .connect(&format!("127.0.0.1:{port}"), Purpose::Control)
+            .await
+            .unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains(&format!("http://127.0.0.1:{port}")), "{text}");
+        assert!(text.to_lowercase().contains("refused"), "{text}");
+    }
+}

@@ -1,0 +1,282 @@
+//! Runs of a function: deciding a transition under the table's lock,
+//! launching a run (the handle under the lock, the store I/O and the thread
+//! after it), the run's own reports (instantiated, parked, ended), and the
+//! one serialized path by which records reach the store.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::watch;
+
+use super::lifecycle::{self, Effect, Phase, Request, RunEnd, Transition};
+use super::{Inner, Running, Slot, driver, records};
+use crate::error::HubError;
+use crate::logs::unix_ms_now;
+use crate::runtime::{FunctionControl, LaunchSpec, Message, Outcome, PreparedModule, Snapshot};
+
+/// A run whose handle is in the table, to be started once the table is
+/// unlocked.
+pub(super) struct Launch {
+    name: String,
+    generation: u64,
+    control: Arc<FunctionControl>,
+    finished: watch::Sender<bool>,
+    spec: LaunchSpec,
+    module: wasmer::Module,
+    snapshot: Option<Arc<Snapshot>>,
+    starts: u32,
+}
+
+impl Inner {
+    /// Decides `request` for `slot` (under the caller's lock) and applies the
+    /// transition to memory: the phase and the record's durable form. The
+    /// caller writes the record with [`Inner::save`] after unlocking.
+    pub(super) fn decide(&self, name: &str, slot: &mut Slot, request: Request) -> Result<Transition, HubError> {
+        let phase = slot.phase;
+        match lifecycle::decide(phase, request) {
+            Ok(transition) => {
+                if transition.next != phase {
+                    tracing::debug!(function = %name, ?request, from = ?phase, to = ?transition.next, "lifecycle transition");
+                    slot.phase = transition.next;
+                    records::write_phase(&mut slot.record, transition.next);
+                }
+                Ok(transition)
+            }
+            Err(refusal) => Err(records::refusal_error(
+                name,
+                phase,
+                request,
+                refusal,
+                slot.record.moved_to.as_ref().map(|to| to.hub_name.as_str()),
+            )),
+        }
+    }
+
+    /// Whether `request` would be accepted now, without applying it: to
+    /// refuse early, before slow reads.
+    pub(super) fn check(&self, name: &str, request: Request) -> Result<Transition, HubError> {
+        let slots = self.lock_slots();
+        let slot = slots.get(name).ok_or_else(|| self.not_found(name))?;
+        lifecycle::decide(slot.phase, request).map_err(|refusal| {
+            records::refusal_error(
+                name,
+                slot.phase,
+                request,
+                refusal,
+                slot.record.moved_to.as_ref().map(|to| to.hub_name.as_str()),
+            )
+        })
+    }
+
+    /// Writes the record of `name` as it is now (or its absence) to the
+    /// store. Writes are serialized and each takes the latest state, so the
+    /// store never steps back to an older record.
+    pub(super) fn save(&self, name: &str) -> Result<(), HubError> {
+        let _writer = self
+            .record_writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let record = self.lock_slots().get(name).map(|slot| slot.record.clone());
+        match record {
+            Some(record) => self.store.put_function(&record)?,
+            None => self.store.remove_function(name)?,
+        }
+        Ok(())
+    }
+
+    /// [`Inner::save`], then waits until the store is on disk.
+    pub(super) fn save_durably(&self, name: &str) -> Result<(), HubError> {
+        self.save(name)?;
+        self.store.flush()?;
+        Ok(())
+    }
+
+    /// Puts a run's handle into the slot (under the caller's lock); the
+    /// run starts with [`Inner::launch`] once the lock is released.
+    pub(super) fn prepare_launch(
+        &self,
+        slot: &mut Slot,
+        prepared: &PreparedModule,
+        snapshot: Option<Arc<Snapshot>>,
+    ) -> Launch {
+        debug_assert!(
+            matches!(slot.phase, Phase::Starting | Phase::Warming),
+            "{:?}",
+            slot.phase
+        );
+        let spec = slot.record.spec.clone().unwrap_or_default();
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        let control = Arc::new(FunctionControl::default());
+        let (finished_tx, finished) = watch::channel(false);
+        slot.record.starts += 1;
+        slot.record.failure.clear();
+        slot.record.exit_code = 0;
+        slot.record.started_unix_ms = unix_ms_now();
+        slot.running = Some(Running {
+            generation,
+            control: Arc::clone(&control),
+            finished,
+        });
+        Launch {
+            name: spec.name.clone(),
+            generation,
+            control,
+            finished: finished_tx,
+            spec: LaunchSpec {
+                name: spec.name.clone(),
+                args: spec.args.clone(),
+                environ: spec.env.iter().map(|(key, value)| format!("{key}={value}")).collect(),
+                memory_limit_bytes: spec
+                    .limits
+                    .map(|limits| limits.memory_limit_bytes)
+                    .unwrap_or(self.config.default_memory_limit_bytes),
+            },
+            module: prepared.module.clone(),
+            snapshot,
+            starts: slot.record.starts,
+        }
+    }
+
+    /// Starts a run prepared by [`Inner::prepare_launch`], on its own thread.
+    /// Store failures are logged, not returned: the run goes on, and its
+    /// record is written again at its next transition.
+    pub(super) fn launch(self: &Arc<Self>, launch: Launch) {
+        let Launch {
+            name,
+            generation,
+            control,
+            finished,
+            spec,
+            module,
+            snapshot,
+            starts,
+        } = launch;
+        if let Err(error) = self.save(&name) {
+            tracing::warn!(function = %name, error = %ferry_proto::error_chain(&error), "could not record the start");
+        }
+        match &snapshot {
+            Some(snapshot) => {
+                // Output written after the checkpoint belongs to a timeline
+                // that no longer exists: the function writes it again.
+                if let Err(error) = self.logs.truncate(&name, snapshot.host.log_seq) {
+                    tracing::warn!(function = %name, %error, "could not drop output written after the checkpoint");
+                }
+                for data in &snapshot.host.inbox {
+                    let _ = control.deliver(Message {
+                        data: data.clone(),
+                        reply_to: None,
+                    });
+                }
+                self.logs
+                    .event(&name, &format!("resumed from a checkpoint (start {starts})"));
+            }
+            None => self.logs.event(&name, &format!("started (start {starts})")),
+        }
+        let inner = Arc::clone(self);
+        tokio::spawn(async move {
+            let drive = driver::drive(
+                Arc::clone(&inner),
+                module,
+                spec,
+                Arc::clone(&control),
+                snapshot,
+                generation,
+            );
+            tokio::pin!(drive);
+            let outcome = tokio::select! {
+                outcome = &mut drive => outcome,
+                () = control.instantiated() => {
+                    inner.run_event(&name, generation, Request::Instantiated);
+                    drive.await
+                }
+            };
+            inner.finish(&name, generation, &control, outcome);
+            let _ = finished.send(true);
+        });
+    }
+
+    /// A report from the run `generation` of `name` (instantiated, parked,
+    /// continued); reports of an earlier run are ignored.
+    pub(super) fn run_event(&self, name: &str, generation: u64, request: Request) {
+        let changed = {
+            let mut slots = self.lock_slots();
+            let Some(slot) = slots.get_mut(name) else { return };
+            if slot.running.as_ref().map(|running| running.generation) != Some(generation) {
+                return;
+            }
+            let before = slot.phase;
+            self.decide(name, slot, request)
+                .is_ok_and(|transition| transition.next != before)
+        };
+        if changed
+            && request == Request::Instantiated
+            && let Err(error) = self.save(name)
+        {
+            tracing::warn!(function = %name, error = %ferry_proto::error_chain(&error), "could not record the start");
+        }
+    }
+
+    /// Records how a run ended.
+    pub(super) fn finish(&self, name: &str, generation: u64, control: &FunctionControl, outcome: Outcome) {
+        let dropped = control.drain_inbox();
+        let event = {
+            let mut slots = self.lock_slots();
+            let Some(slot) = slots.get_mut(name) else { return };
+            if slot.running.as_ref().map(|running| running.generation) != Some(generation) {
+                return;
+            }
+            slot.running = None;
+            slot.last_cpu_micros = control.cpu_micros();
+            let shutting_down = slot.phase == Phase::ShuttingDown;
+            let (end, event) = match &outcome {
+                Outcome::Exited(code) => {
+                    slot.record.exit_code = *code;
+                    (RunEnd::Exited, format!("exited with code {code}"))
+                }
+                Outcome::Stopped if shutting_down => (RunEnd::Stopped, "stopped by hub shutdown".to_owned()),
+                Outcome::Stopped => (RunEnd::Stopped, "stopped".to_owned()),
+                Outcome::Suspended if shutting_down => (RunEnd::Suspended, "checkpointed by hub shutdown".to_owned()),
+                Outcome::Suspended => (RunEnd::Suspended, "suspended".to_owned()),
+                Outcome::Paused => (RunEnd::Paused, "paused for a move".to_owned()),
+                Outcome::Failed(reason) => {
+                    slot.record.failure = reason.clone();
+                    (RunEnd::Failed, format!("failed: {reason}"))
+                }
+            };
+            // A run's end is never refused.
+            let _ = self.decide(name, slot, Request::Ended(end));
+            event
+        };
+        tracing::info!(function = %name, outcome = %event, dropped_messages = dropped, "function finished");
+        self.logs.event(name, &event);
+        if let Err(error) = self.save(name) {
+            tracing::error!(function = %name, error = %ferry_proto::error_chain(&error), "could not persist function state");
+        }
+    }
+
+    /// Decides `request` (one whose effect is [`Effect::StartRun`]) and
+    /// launches the run from `snapshot`. Returns whether a run started: an
+    /// accepted request may have nothing left to start (a second commit).
+    pub(super) fn decide_and_launch(
+        self: &Arc<Self>,
+        name: &str,
+        request: Request,
+        prepared: &PreparedModule,
+        snapshot: Option<Arc<Snapshot>>,
+    ) -> Result<bool, HubError> {
+        let launch = {
+            let mut slots = self.lock_slots();
+            let slot = slots.get_mut(name).ok_or_else(|| self.not_found(name))?;
+            let transition = self.decide(name, slot, request)?;
+            if transition.effect != Effect::StartRun {
+                return Ok(false);
+            }
+            if request == Request::Commit {
+                slot.record.pending_handoff = None;
+            }
+            self.prepare_launch(slot, prepared, snapshot)
+        };
+        self.launch(launch);
+        Ok(true)
+    }
+}
