@@ -13,6 +13,12 @@ use super::snapshot::Snapshot;
 /// How many messages may wait in one inbox before senders are refused.
 pub const INBOX_CAPACITY: usize = 1024;
 
+/// Bytes of message data one inbox holds at most, besides the first message
+/// (which is always taken, whatever its size): a message that would bring a
+/// non-empty inbox past this is refused like one past [`INBOX_CAPACITY`], so
+/// a guest sending one buffer again and again cannot multiply it in the hub.
+pub const INBOX_BYTES: usize = 32 << 20;
+
 /// A message waiting in a function's inbox.
 #[derive(Debug)]
 pub struct Message {
@@ -70,6 +76,8 @@ pub struct CaptureRequest {
 #[derive(Debug, Default)]
 struct Shared {
     inbox: VecDeque<Message>,
+    /// Bytes of data in `inbox`.
+    inbox_bytes: usize,
     captures: Vec<CaptureRequest>,
 }
 
@@ -130,12 +138,15 @@ impl FunctionControl {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Queues a message; gives it back when the inbox is full.
+    /// Queues a message; gives it back with the number of queued messages
+    /// when the inbox is full ([`INBOX_CAPACITY`] messages or [`INBOX_BYTES`]).
     pub fn deliver(&self, message: Message) -> Result<(), (Message, usize)> {
         let mut shared = self.lock();
-        if shared.inbox.len() >= INBOX_CAPACITY {
+        let over_bytes = !shared.inbox.is_empty() && shared.inbox_bytes + message.data.len() > INBOX_BYTES;
+        if shared.inbox.len() >= INBOX_CAPACITY || over_bytes {
             return Err((message, shared.inbox.len()));
         }
+        shared.inbox_bytes += message.data.len();
         shared.inbox.push_back(message);
         self.changed.notify_all();
         self.parked_wakeup.notify_one();
@@ -172,7 +183,10 @@ impl FunctionControl {
     }
 
     pub fn take_message(&self) -> Option<Message> {
-        self.lock().inbox.pop_front()
+        let mut shared = self.lock();
+        let message = shared.inbox.pop_front()?;
+        shared.inbox_bytes -= message.data.len();
+        Some(message)
     }
 
     /// Drops every queued message; their senders see the reply channel close.
@@ -180,6 +194,7 @@ impl FunctionControl {
         let mut shared = self.lock();
         let drained = shared.inbox.len();
         shared.inbox.clear();
+        shared.inbox_bytes = 0;
         drained
     }
 
@@ -315,5 +330,28 @@ mod tests {
         assert_eq!(returned.data, b"overflow");
         assert_eq!(queued, INBOX_CAPACITY);
         assert_eq!(control.drain_inbox(), INBOX_CAPACITY);
+    }
+
+    #[test]
+    fn an_inbox_holding_its_byte_budget_refuses_more_and_takes_again_once_read() {
+        let control = FunctionControl::default();
+        let big = vec![7u8; INBOX_BYTES / 2];
+        control.deliver(message(&big)).unwrap();
+        control.deliver(message(&big)).unwrap();
+        let (returned, queued) = control.deliver(message(b"one byte more")).unwrap_err();
+        assert_eq!((returned.data.as_slice(), queued), (&b"one byte more"[..], 2));
+        control.take_message().unwrap();
+        control.deliver(message(b"one byte more")).unwrap();
+        assert_eq!(control.drain_inbox(), 2);
+        control.deliver(message(&big)).unwrap();
+    }
+
+    #[test]
+    fn an_empty_inbox_takes_one_message_larger_than_the_byte_budget() {
+        let control = FunctionControl::default();
+        control.deliver(message(&vec![1u8; INBOX_BYTES + 1])).unwrap();
+        assert!(control.deliver(message(b"x")).is_err());
+        assert_eq!(control.take_message().unwrap().data.len(), INBOX_BYTES + 1);
+        control.deliver(message(b"x")).unwrap();
     }
 }
