@@ -17,7 +17,7 @@ pub const INBOX_CAPACITY: usize = 1024;
 /// (which is always taken, whatever its size): a message that would bring a
 /// non-empty inbox past this is refused like one past [`INBOX_CAPACITY`], so
 /// a guest sending one buffer again and again cannot multiply it in the hub.
-pub const INBOX_BYTES: usize = 32 << 20;
+pub const INBOX_BYTES: usize = 16 << 20;
 
 /// A message waiting in a function's inbox.
 #[derive(Debug)]
@@ -81,6 +81,15 @@ struct Shared {
     captures: Vec<CaptureRequest>,
 }
 
+impl Shared {
+    /// Whether a message of `bytes` fits: fewer than [`INBOX_CAPACITY`]
+    /// messages and, unless the inbox is empty, [`INBOX_BYTES`] with it.
+    fn has_room_for(&self, bytes: usize) -> bool {
+        let within_bytes = self.inbox.is_empty() || self.inbox_bytes + bytes <= INBOX_BYTES;
+        self.inbox.len() < INBOX_CAPACITY && within_bytes
+    }
+}
+
 /// One per running function instance.
 #[derive(Debug, Default)]
 pub struct FunctionControl {
@@ -142,15 +151,33 @@ impl FunctionControl {
     /// when the inbox is full ([`INBOX_CAPACITY`] messages or [`INBOX_BYTES`]).
     pub fn deliver(&self, message: Message) -> Result<(), (Message, usize)> {
         let mut shared = self.lock();
-        let over_bytes = !shared.inbox.is_empty() && shared.inbox_bytes + message.data.len() > INBOX_BYTES;
-        if shared.inbox.len() >= INBOX_CAPACITY || over_bytes {
+        if !shared.has_room_for(message.data.len()) {
             return Err((message, shared.inbox.len()));
         }
+        self.enqueue(&mut shared, message);
+        Ok(())
+    }
+
+    /// Queues a fire-and-forget message holding a copy of `data`, made only
+    /// if the inbox takes it; else gives back the number of queued messages.
+    pub fn deliver_copy(&self, data: &[u8]) -> Result<(), usize> {
+        let mut shared = self.lock();
+        if !shared.has_room_for(data.len()) {
+            return Err(shared.inbox.len());
+        }
+        let message = Message {
+            data: data.to_vec(),
+            reply_to: None,
+        };
+        self.enqueue(&mut shared, message);
+        Ok(())
+    }
+
+    fn enqueue(&self, shared: &mut Shared, message: Message) {
         shared.inbox_bytes += message.data.len();
         shared.inbox.push_back(message);
         self.changed.notify_all();
         self.parked_wakeup.notify_one();
-        Ok(())
     }
 
     /// Waits until the inbox is not empty, `deadline` passes (never when
@@ -344,6 +371,16 @@ mod tests {
         control.deliver(message(b"one byte more")).unwrap();
         assert_eq!(control.drain_inbox(), 2);
         control.deliver(message(&big)).unwrap();
+    }
+
+    #[test]
+    fn a_copy_is_delivered_only_where_there_is_room() {
+        let control = FunctionControl::default();
+        control.deliver_copy(&vec![3u8; INBOX_BYTES]).unwrap();
+        assert_eq!(control.deliver_copy(b"x"), Err(1));
+        assert_eq!(control.take_message().unwrap().data, vec![3u8; INBOX_BYTES]);
+        control.deliver_copy(b"x").unwrap();
+        assert!(control.take_message().unwrap().reply_to.is_none());
     }
 
     #[test]

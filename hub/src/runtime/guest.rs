@@ -20,8 +20,9 @@ use super::wasi::fds::FdTable;
 pub trait HostServices: Send + Sync {
     /// Records guest output (stdout, stderr, log lines).
     fn output(&self, function: &str, stream: LogStream, data: &[u8]);
-    /// Puts a fire-and-forget message into another function's inbox.
-    fn send(&self, from: &str, to: &str, data: Vec<u8>) -> SendOutcome;
+    /// Puts a fire-and-forget message into another function's inbox. `data`
+    /// is the guest's own memory: it is copied only if the inbox takes it.
+    fn send(&self, from: &str, to: &str, data: &[u8]) -> SendOutcome;
     /// Sequence number the function's next output entry will get.
     fn log_position(&self, function: &str) -> u64;
 }
@@ -227,6 +228,16 @@ impl<'a> GuestMemory<'a> {
 
     pub fn write_u64(&self, ptr: u32, value: u64) -> Result<(), MemoryFault> {
         self.write_bytes(ptr, &value.to_le_bytes())
+    }
+
+    /// Hands `use_bytes` the guest's own bytes `ptr..ptr + len`, read in
+    /// place: nothing of the guest's size is copied.
+    pub fn with_bytes<R>(&self, ptr: u32, len: u32, use_bytes: impl FnOnce(&[u8]) -> R) -> Result<R, MemoryFault> {
+        self.check(ptr, u64::from(len))?;
+        let slice = WasmSlice::<u8>::new(&self.view, u64::from(ptr), u64::from(len))
+            .map_err(|_| self.fault(ptr, u64::from(len)))?;
+        let access = slice.access().map_err(|_| self.fault(ptr, u64::from(len)))?;
+        Ok(use_bytes(access.as_ref()))
     }
 
     /// Hands `fill` the guest's own bytes `ptr..ptr + len` to write in place,

@@ -111,7 +111,7 @@ struct DetachedServices;
 impl HostServices for DetachedServices {
     fn output(&self, _function: &str, _stream: LogStream, _data: &[u8]) {}
 
-    fn send(&self, _from: &str, _to: &str, _data: Vec<u8>) -> SendOutcome {
+    fn send(&self, _from: &str, _to: &str, _data: &[u8]) -> SendOutcome {
         SendOutcome::NoSuchFunction
     }
 

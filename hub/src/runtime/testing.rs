@@ -21,11 +21,11 @@ impl HostServices for RecordingServices {
         self.output.lock().unwrap().push((stream, data.to_vec()));
     }
 
-    fn send(&self, _from: &str, to: &str, data: Vec<u8>) -> SendOutcome {
+    fn send(&self, _from: &str, to: &str, data: &[u8]) -> SendOutcome {
         if to != "peer" {
             return SendOutcome::NoSuchFunction;
         }
-        self.sent.lock().unwrap().push((to.to_owned(), data));
+        self.sent.lock().unwrap().push((to.to_owned(), data.to_vec()));
         SendOutcome::Delivered
     }
 

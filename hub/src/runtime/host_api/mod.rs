@@ -196,11 +196,14 @@ pub fn send(mut env: Env<'_>, name_ptr: i32, name_len: i32, data_ptr: i32, data_
             return Ok(FERRY_NO_SUCH_FUNCTION);
         }
         let name = memory.read_bytes(name_ptr, name_len).map_err(fault)?;
-        let data = memory
-            .read_bytes(data_ptr, data_len.min(MAX_MESSAGE_BYTES))
-            .map_err(fault)?;
         let target = String::from_utf8_lossy(&name);
-        Ok(match guest.services.send(&guest.name, &target, data) {
+        // Read in place: the hub copies the data only into an inbox that takes it.
+        let outcome = memory
+            .with_bytes(data_ptr, data_len.min(MAX_MESSAGE_BYTES), |data| {
+                guest.services.send(&guest.name, &target, data)
+            })
+            .map_err(fault)?;
+        Ok(match outcome {
             SendOutcome::Delivered => 0,
             SendOutcome::NoSuchFunction => FERRY_NO_SUCH_FUNCTION,
             SendOutcome::InboxFull => FERRY_INBOX_FULL,
