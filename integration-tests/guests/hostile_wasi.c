@@ -3,7 +3,8 @@
  * pointers and lengths outside the guest's memory (at its end, past it,
  * wrapping past 4 GiB) and with counts above the hub's limits. Prints one
  * `CALL(ARGS) = ERRNO` line per call (8 EBADF, 21 EFAULT, 28 EINVAL,
- * 52 ENOSYS, 70 ESPIPE), then `done`, then exits with proc_exit(7).
+ * 52 ENOSYS, 70 ESPIPE), then `memory_bytes=N` and `done`, then exits
+ * with proc_exit(7).
  * Deploy it with at least one environment variable.
  *
  * Usage: hostile_wasi   (no arguments)
@@ -82,6 +83,7 @@ int main(void) {
     CALL("sched_yield()", raw_sched_yield());
     CALL("path_open(3, end, ...)", raw_path_open(3, 0, end, 100, 0, 0, 0, 0, end));
 
+    printf("memory_bytes=%u\n", (unsigned)memory_end());
     printf("done\n");
     fflush(stdout);
     raw_proc_exit(7);

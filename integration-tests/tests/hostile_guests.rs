@@ -258,6 +258,7 @@ async fn every_wasi_call_answers_memory_outside_the_guest_with_an_errno() {
         events.contains("unsupported WASI call wasi_snapshot_preview1.path_open: returning ENOSYS"),
         "{events}"
     );
+    run.assert_hub_stayed_small("wasi");
 }
 
 #[tokio::test]
