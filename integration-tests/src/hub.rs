@@ -276,6 +276,17 @@ impl HubProcess {
         self.child.as_ref().map(Child::id)
     }
 
+    /// The agent's resident memory now and at its peak.
+    pub fn resident_memory(&self) -> anyhow::Result<crate::memory::ResidentMemory> {
+        crate::memory::resident_memory(self.pid().context("hub is not running")?)
+    }
+
+    /// Makes the agent's peak resident memory its current one, so that
+    /// [`HubProcess::resident_memory`] shows the peak from here on.
+    pub fn reset_peak_memory(&self) -> anyhow::Result<()> {
+        crate::memory::reset_peak(self.pid().context("hub is not running")?)
+    }
+
     /// What the agent printed so far.
     pub fn agent_log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()

@@ -11,6 +11,7 @@
 
 pub mod corpus;
 mod hub;
+pub mod memory;
 pub mod moves;
 pub mod netns;
 

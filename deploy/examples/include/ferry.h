@@ -4,7 +4,11 @@
  * (wasi_snapshot_preview1) as implemented by the hub.
  *
  * All pointers are offsets into the guest's linear memory; all lengths are
- * in bytes.
+ * in bytes. Every range a call takes (pointer and length) must lie inside
+ * the guest's memory, whole: the hub checks it before it reads or writes
+ * anything, and as this API has no error code for it, a range outside
+ * memory fails the function with "guest passed memory outside its linear
+ * memory to ferry.CALL: ..." naming the range.
  */
 #ifndef FERRY_H
 #define FERRY_H
@@ -23,8 +27,10 @@
 #define FERRY_TIMEOUT (-1)   /* ferry_recv: no message arrived in time */
 #define FERRY_NO_CALLER (-2) /* ferry_reply: no received message is waiting for a reply */
 #define FERRY_NO_SUCH_FUNCTION (-3) /* ferry_send: the target name is unknown */
+#define FERRY_INBOX_FULL (-4) /* ferry_send: the target's inbox holds 1024 messages or 16 MiB */
 
-/* Writes one log line (not stdout) with a level. */
+/* Writes one log line (not stdout) with a level. At most 64 KiB of `msg`
+ * are kept; the rest is dropped. */
 FERRY_IMPORT("log") void ferry_log(int32_t level, const char *msg, uint32_t len);
 
 /* Sleeps for `ms` milliseconds of the function's virtual clock. */
@@ -37,13 +43,18 @@ FERRY_IMPORT("sleep_ms") void ferry_sleep_ms(uint64_t ms);
  * buf and removed from the inbox; if n > cap nothing was copied and the
  * message stays first in the inbox (call again with a buffer of n bytes).
  * Returns FERRY_TIMEOUT when no message arrived in time.
+ * The whole buffer, cap bytes at buf, must be in memory (checked before
+ * waiting).
  */
 FERRY_IMPORT("recv") int32_t ferry_recv(uint8_t *buf, uint32_t cap, int64_t timeout_ms);
 
-/* Replies to the message last returned by ferry_recv. 0 or FERRY_NO_CALLER. */
+/* Replies to the message last returned by ferry_recv. 0 or FERRY_NO_CALLER.
+ * At most 16 MiB of `data` are sent. */
 FERRY_IMPORT("reply") int32_t ferry_reply(const uint8_t *data, uint32_t len);
 
-/* Puts a message into another function's inbox (no reply expected). */
+/* Puts a message into another function's inbox (no reply expected).
+ * At most 16 MiB of `data` are sent. 0, FERRY_NO_SUCH_FUNCTION or
+ * FERRY_INBOX_FULL. */
 FERRY_IMPORT("send") int32_t ferry_send(const char *name, uint32_t name_len,
                                         const uint8_t *data, uint32_t len);
 

@@ -11,7 +11,7 @@ pub struct Discard;
 
 impl HostServices for Discard {
     fn output(&self, _function: &str, _stream: LogStream, _data: &[u8]) {}
-    fn send(&self, _from: &str, _to: &str, _data: Vec<u8>) -> SendOutcome {
+    fn send(&self, _from: &str, _to: &str, _data: &[u8]) -> SendOutcome {
         SendOutcome::NoSuchFunction
     }
     fn log_position(&self, _function: &str) -> u64 {

@@ -13,6 +13,12 @@ use super::snapshot::Snapshot;
 /// How many messages may wait in one inbox before senders are refused.
 pub const INBOX_CAPACITY: usize = 1024;
 
+/// Bytes of message data one inbox holds at most, besides the first message
+/// (which is always taken, whatever its size): a message that would bring a
+/// non-empty inbox past this is refused like one past [`INBOX_CAPACITY`], so
+/// a guest sending one buffer again and again cannot multiply it in the hub.
+pub const INBOX_BYTES: usize = 16 << 20;
+
 /// A message waiting in a function's inbox.
 #[derive(Debug)]
 pub struct Message {
@@ -70,7 +76,18 @@ pub struct CaptureRequest {
 #[derive(Debug, Default)]
 struct Shared {
     inbox: VecDeque<Message>,
+    /// Bytes of data in `inbox`.
+    inbox_bytes: usize,
     captures: Vec<CaptureRequest>,
+}
+
+impl Shared {
+    /// Whether a message of `bytes` fits: fewer than [`INBOX_CAPACITY`]
+    /// messages and, unless the inbox is empty, [`INBOX_BYTES`] with it.
+    fn has_room_for(&self, bytes: usize) -> bool {
+        let within_bytes = self.inbox.is_empty() || self.inbox_bytes + bytes <= INBOX_BYTES;
+        self.inbox.len() < INBOX_CAPACITY && within_bytes
+    }
 }
 
 /// One per running function instance.
@@ -130,16 +147,37 @@ impl FunctionControl {
         self.stop.load(Ordering::Relaxed)
     }
 
-    /// Queues a message; gives it back when the inbox is full.
+    /// Queues a message; gives it back with the number of queued messages
+    /// when the inbox is full ([`INBOX_CAPACITY`] messages or [`INBOX_BYTES`]).
     pub fn deliver(&self, message: Message) -> Result<(), (Message, usize)> {
         let mut shared = self.lock();
-        if shared.inbox.len() >= INBOX_CAPACITY {
+        if !shared.has_room_for(message.data.len()) {
             return Err((message, shared.inbox.len()));
         }
+        self.enqueue(&mut shared, message);
+        Ok(())
+    }
+
+    /// Queues a fire-and-forget message holding a copy of `data`, made only
+    /// if the inbox takes it; else gives back the number of queued messages.
+    pub fn deliver_copy(&self, data: &[u8]) -> Result<(), usize> {
+        let mut shared = self.lock();
+        if !shared.has_room_for(data.len()) {
+            return Err(shared.inbox.len());
+        }
+        let message = Message {
+            data: data.to_vec(),
+            reply_to: None,
+        };
+        self.enqueue(&mut shared, message);
+        Ok(())
+    }
+
+    fn enqueue(&self, shared: &mut Shared, message: Message) {
+        shared.inbox_bytes += message.data.len();
         shared.inbox.push_back(message);
         self.changed.notify_all();
         self.parked_wakeup.notify_one();
-        Ok(())
     }
 
     /// Waits until the inbox is not empty, `deadline` passes (never when
@@ -172,7 +210,10 @@ impl FunctionControl {
     }
 
     pub fn take_message(&self) -> Option<Message> {
-        self.lock().inbox.pop_front()
+        let mut shared = self.lock();
+        let message = shared.inbox.pop_front()?;
+        shared.inbox_bytes -= message.data.len();
+        Some(message)
     }
 
     /// Drops every queued message; their senders see the reply channel close.
@@ -180,6 +221,7 @@ impl FunctionControl {
         let mut shared = self.lock();
         let drained = shared.inbox.len();
         shared.inbox.clear();
+        shared.inbox_bytes = 0;
         drained
     }
 
@@ -315,5 +357,38 @@ mod tests {
         assert_eq!(returned.data, b"overflow");
         assert_eq!(queued, INBOX_CAPACITY);
         assert_eq!(control.drain_inbox(), INBOX_CAPACITY);
+    }
+
+    #[test]
+    fn an_inbox_holding_its_byte_budget_refuses_more_and_takes_again_once_read() {
+        let control = FunctionControl::default();
+        let big = vec![7u8; INBOX_BYTES / 2];
+        control.deliver(message(&big)).unwrap();
+        control.deliver(message(&big)).unwrap();
+        let (returned, queued) = control.deliver(message(b"one byte more")).unwrap_err();
+        assert_eq!((returned.data.as_slice(), queued), (&b"one byte more"[..], 2));
+        control.take_message().unwrap();
+        control.deliver(message(b"one byte more")).unwrap();
+        assert_eq!(control.drain_inbox(), 2);
+        control.deliver(message(&big)).unwrap();
+    }
+
+    #[test]
+    fn a_copy_is_delivered_only_where_there_is_room() {
+        let control = FunctionControl::default();
+        control.deliver_copy(&vec![3u8; INBOX_BYTES]).unwrap();
+        assert_eq!(control.deliver_copy(b"x"), Err(1));
+        assert_eq!(control.take_message().unwrap().data, vec![3u8; INBOX_BYTES]);
+        control.deliver_copy(b"x").unwrap();
+        assert!(control.take_message().unwrap().reply_to.is_none());
+    }
+
+    #[test]
+    fn an_empty_inbox_takes_one_message_larger_than_the_byte_budget() {
+        let control = FunctionControl::default();
+        control.deliver(message(&vec![1u8; INBOX_BYTES + 1])).unwrap();
+        assert!(control.deliver(message(b"x")).is_err());
+        assert_eq!(control.take_message().unwrap().data.len(), INBOX_BYTES + 1);
+        control.deliver(message(b"x")).unwrap();
     }
 }

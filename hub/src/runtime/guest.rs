@@ -8,19 +8,21 @@ use std::time::Duration;
 use ferry_proto::v1::LogStream;
 use thiserror::Error;
 use tokio::sync::oneshot;
-use wasmer::{FunctionEnvMut, Memory, MemoryAccessError, MemoryView, RuntimeError};
+use wasmer::{FunctionEnvMut, Memory, MemoryView, RuntimeError, WasmSlice};
 
 use super::clock::VirtualClock;
 use super::control::FunctionControl;
 use super::snapshot::PendingCall;
 use super::unwind::{AsyncifyHooks, Phase};
+use super::wasi::fds::FdTable;
 
 /// What a running function needs from the rest of the hub.
 pub trait HostServices: Send + Sync {
     /// Records guest output (stdout, stderr, log lines).
     fn output(&self, function: &str, stream: LogStream, data: &[u8]);
-    /// Puts a fire-and-forget message into another function's inbox.
-    fn send(&self, from: &str, to: &str, data: Vec<u8>) -> SendOutcome;
+    /// Puts a fire-and-forget message into another function's inbox. `data`
+    /// is the guest's own memory: it is copied only if the inbox takes it.
+    fn send(&self, from: &str, to: &str, data: &[u8]) -> SendOutcome;
     /// Sequence number the function's next output entry will get.
     fn log_position(&self, function: &str) -> u64;
 }
@@ -43,8 +45,8 @@ pub enum GuestStop {
     Stopped,
     #[error("memory limit exceeded: growing to {requested_bytes} bytes, limit is {limit_bytes} bytes")]
     MemoryLimit { requested_bytes: u64, limit_bytes: u64 },
-    #[error("guest passed memory outside its linear memory to {call}")]
-    BadPointer { call: &'static str },
+    #[error("guest passed memory outside its linear memory to {call}: {fault}")]
+    BadPointer { call: &'static str, fault: MemoryFault },
 }
 
 /// CPU time of the thread a function runs on. Must be created and read on
@@ -78,6 +80,8 @@ pub struct GuestEnv {
     pub services: Arc<dyn HostServices>,
     pub args: Vec<String>,
     pub environ: Vec<String>,
+    /// Open descriptors (stdio).
+    pub fds: FdTable,
     pub clock: VirtualClock,
     pub cpu: CpuMeter,
     pub memory_limit_bytes: u64,
@@ -125,7 +129,20 @@ impl GuestEnv {
     }
 }
 
-/// Bounds-checked little-endian access to a guest's linear memory.
+/// A guest-supplied pointer and length that do not lie inside the guest's
+/// linear memory. Found before anything is read, written or allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum MemoryFault {
+    #[error("{len} bytes at {ptr:#x} wrap past the end of the 32-bit address space")]
+    Wraps { ptr: u32, len: u64 },
+    #[error("{len} bytes at {ptr:#x} end beyond the {memory_bytes} bytes of memory")]
+    OutOfBounds { ptr: u32, len: u64, memory_bytes: u64 },
+}
+
+/// Bounds-checked little-endian access to a guest's linear memory. Every
+/// access checks `ptr + len` (in 64 bits, so a range that wraps past 2^32
+/// is caught) against the memory's size before it touches anything, and
+/// nothing here allocates more than the caller asked for after that check.
 pub struct GuestMemory<'a> {
     view: MemoryView<'a>,
 }
@@ -135,52 +152,131 @@ impl<'a> GuestMemory<'a> {
         GuestMemory { view }
     }
 
-    pub fn read_bytes(&self, ptr: u32, len: u32) -> Result<Vec<u8>, MemoryAccessError> {
+    /// Size of the memory in bytes.
+    pub fn size(&self) -> u64 {
+        self.view.data_size()
+    }
+
+    /// Checks that `len` bytes at `ptr` lie inside the memory.
+    pub fn check(&self, ptr: u32, len: u64) -> Result<(), MemoryFault> {
+        let end = u64::from(ptr) + len;
+        if end > 1 << 32 {
+            return Err(MemoryFault::Wraps { ptr, len });
+        }
+        let memory_bytes = self.size();
+        if end > memory_bytes {
+            return Err(MemoryFault::OutOfBounds { ptr, len, memory_bytes });
+        }
+        Ok(())
+    }
+
+    /// Checks that an array of `count` elements of `element_bytes` each at
+    /// `ptr` lies inside the memory.
+    pub fn check_array(&self, ptr: u32, count: u32, element_bytes: u32) -> Result<(), MemoryFault> {
+        self.check(ptr, u64::from(count) * u64::from(element_bytes))
+    }
+
+    /// Fills `buffer` from the memory at `ptr`.
+    pub fn read_into(&self, ptr: u32, buffer: &mut [u8]) -> Result<(), MemoryFault> {
+        let len = buffer.len() as u64;
+        self.check(ptr, len)?;
+        self.view.read(u64::from(ptr), buffer).map_err(|_| self.fault(ptr, len))
+    }
+
+    /// Copies `len` bytes at `ptr` out of the memory; the range is checked
+    /// before the buffer is allocated.
+    pub fn read_bytes(&self, ptr: u32, len: u32) -> Result<Vec<u8>, MemoryFault> {
+        self.check(ptr, u64::from(len))?;
         let mut buffer = vec![0; len as usize];
-        self.view.read(u64::from(ptr), &mut buffer)?;
+        self.read_into(ptr, &mut buffer)?;
         Ok(buffer)
     }
 
-    pub fn read_u32(&self, ptr: u32) -> Result<u32, MemoryAccessError> {
-        let mut bytes = [0; 4];
-        self.view.read(u64::from(ptr), &mut bytes)?;
-        Ok(u32::from_le_bytes(bytes))
+    pub fn read_u8(&self, ptr: u32) -> Result<u8, MemoryFault> {
+        let mut bytes = [0; 1];
+        self.read_into(ptr, &mut bytes)?;
+        Ok(bytes[0])
     }
 
-    pub fn read_u64(&self, ptr: u32) -> Result<u64, MemoryAccessError> {
-        let mut bytes = [0; 8];
-        self.view.read(u64::from(ptr), &mut bytes)?;
-        Ok(u64::from_le_bytes(bytes))
-    }
-
-    pub fn read_u16(&self, ptr: u32) -> Result<u16, MemoryAccessError> {
+    pub fn read_u16(&self, ptr: u32) -> Result<u16, MemoryFault> {
         let mut bytes = [0; 2];
-        self.view.read(u64::from(ptr), &mut bytes)?;
+        self.read_into(ptr, &mut bytes)?;
         Ok(u16::from_le_bytes(bytes))
     }
 
-    pub fn write_bytes(&self, ptr: u32, bytes: &[u8]) -> Result<(), MemoryAccessError> {
-        self.view.write(u64::from(ptr), bytes)
+    pub fn read_u32(&self, ptr: u32) -> Result<u32, MemoryFault> {
+        let mut bytes = [0; 4];
+        self.read_into(ptr, &mut bytes)?;
+        Ok(u32::from_le_bytes(bytes))
     }
 
-    pub fn write_u32(&self, ptr: u32, value: u32) -> Result<(), MemoryAccessError> {
+    pub fn read_u64(&self, ptr: u32) -> Result<u64, MemoryFault> {
+        let mut bytes = [0; 8];
+        self.read_into(ptr, &mut bytes)?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    pub fn write_bytes(&self, ptr: u32, bytes: &[u8]) -> Result<(), MemoryFault> {
+        let len = bytes.len() as u64;
+        self.check(ptr, len)?;
+        self.view.write(u64::from(ptr), bytes).map_err(|_| self.fault(ptr, len))
+    }
+
+    pub fn write_u32(&self, ptr: u32, value: u32) -> Result<(), MemoryFault> {
         self.write_bytes(ptr, &value.to_le_bytes())
     }
 
-    pub fn write_u64(&self, ptr: u32, value: u64) -> Result<(), MemoryAccessError> {
+    pub fn write_u64(&self, ptr: u32, value: u64) -> Result<(), MemoryFault> {
         self.write_bytes(ptr, &value.to_le_bytes())
     }
 
-    /// Gathers the buffers of a WASI iovec array.
-    pub fn gather(&self, iovs: u32, count: u32) -> Result<Vec<u8>, MemoryAccessError> {
-        let mut gathered = Vec::new();
-        for index in 0..count {
-            let entry = iovs.checked_add(index * 8).ok_or(MemoryAccessError::HeapOutOfBounds)?;
-            let buf = self.read_u32(entry)?;
-            let len = self.read_u32(entry + 4)?;
-            gathered.extend(self.read_bytes(buf, len)?);
+    /// Hands `use_bytes` the guest's own bytes `ptr..ptr + len`, read in
+    /// place: nothing of the guest's size is copied.
+    pub fn with_bytes<R>(&self, ptr: u32, len: u32, use_bytes: impl FnOnce(&[u8]) -> R) -> Result<R, MemoryFault> {
+        self.check(ptr, u64::from(len))?;
+        let slice = WasmSlice::<u8>::new(&self.view, u64::from(ptr), u64::from(len))
+            .map_err(|_| self.fault(ptr, u64::from(len)))?;
+        let access = slice.access().map_err(|_| self.fault(ptr, u64::from(len)))?;
+        Ok(use_bytes(access.as_ref()))
+    }
+
+    /// Hands `fill` the guest's own bytes `ptr..ptr + len` to write in place,
+    /// `chunk_bytes` at a time, so that no host buffer of the guest's size
+    /// ever exists. Stops at the first chunk `fill` fails on.
+    pub fn fill_in_place<E>(
+        &self,
+        ptr: u32,
+        len: u32,
+        chunk_bytes: u32,
+        mut fill: impl FnMut(&mut [u8]) -> Result<(), E>,
+    ) -> Result<Result<(), E>, MemoryFault> {
+        debug_assert!(chunk_bytes > 0, "chunks hold at least one byte");
+        self.check(ptr, u64::from(len))?;
+        let mut done = 0u32;
+        while done < len {
+            let this = (len - done).min(chunk_bytes);
+            let start = ptr + done;
+            let slice = WasmSlice::<u8>::new(&self.view, u64::from(start), u64::from(this))
+                .map_err(|_| self.fault(start, u64::from(this)))?;
+            let mut access = slice.access().map_err(|_| self.fault(start, u64::from(this)))?;
+            if let Err(error) = fill(access.as_mut()) {
+                return Ok(Err(error));
+            }
+            done += this;
         }
-        Ok(gathered)
+        Ok(Ok(()))
+    }
+
+    /// The fault of an access the memory refused although [`check`] passed
+    /// (it cannot shrink, so this only names the range).
+    ///
+    /// [`check`]: GuestMemory::check
+    fn fault(&self, ptr: u32, len: u64) -> MemoryFault {
+        self.check(ptr, len).err().unwrap_or(MemoryFault::OutOfBounds {
+            ptr,
+            len,
+            memory_bytes: self.size(),
+        })
     }
 }
 
@@ -197,4 +293,128 @@ pub fn with_memory<R>(
         .ok_or_else(|| RuntimeError::new("host call before the module's memory was bound"))?;
     let view = memory.view(&store);
     Ok(f(guest, &GuestMemory::new(view)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::testing::TestGuest;
+
+    const PAGE: u32 = 65_536;
+
+    fn with_guest_memory<R>(pages: u32, f: impl FnOnce(&GuestMemory<'_>) -> R) -> R {
+        let mut test = TestGuest::with_pages(pages);
+        with_memory(&mut test.env(), |_, memory| f(memory)).unwrap()
+    }
+
+    #[test]
+    fn a_range_ending_exactly_at_the_end_of_memory_is_inside() {
+        with_guest_memory(1, |memory| {
+            assert_eq!(memory.check(PAGE - 4, 4), Ok(()));
+            assert_eq!(memory.check(PAGE, 0), Ok(()));
+            assert_eq!(memory.check(0, u64::from(PAGE)), Ok(()));
+        });
+    }
+
+    #[test]
+    fn a_range_one_byte_past_the_end_is_out_of_bounds_with_the_sizes_named() {
+        with_guest_memory(1, |memory| {
+            let fault = memory.check(PAGE - 3, 4).unwrap_err();
+            assert_eq!(
+                fault,
+                MemoryFault::OutOfBounds {
+                    ptr: PAGE - 3,
+                    len: 4,
+                    memory_bytes: u64::from(PAGE)
+                }
+            );
+            assert_eq!(
+                fault.to_string(),
+                "4 bytes at 0xfffd end beyond the 65536 bytes of memory"
+            );
+        });
+    }
+
+    #[test]
+    fn a_range_wrapping_past_4_gib_is_caught_as_a_wrap() {
+        with_guest_memory(1, |memory| {
+            assert_eq!(
+                memory.check(0xFFFF_FF00, 0x100 + 16),
+                Err(MemoryFault::Wraps {
+                    ptr: 0xFFFF_FF00,
+                    len: 0x110
+                })
+            );
+            assert_eq!(
+                memory.check(16, 0xFFFF_FFF0 + 1),
+                Err(MemoryFault::Wraps {
+                    ptr: 16,
+                    len: 0xFFFF_FFF1
+                })
+            );
+        });
+    }
+
+    #[test]
+    fn an_array_length_is_counted_in_64_bits() {
+        with_guest_memory(1, |memory| {
+            // 0x2000_0001 elements of 8 bytes: 2^32 + 8 bytes, which a u32 product would wrap to 8.
+            assert!(matches!(
+                memory.check_array(0, 0x2000_0001, 8),
+                Err(MemoryFault::Wraps { len: 0x1_0000_0008, .. })
+            ));
+        });
+    }
+
+    #[test]
+    fn reading_a_huge_length_fails_before_allocating_it() {
+        with_guest_memory(1, |memory| {
+            // A 4 GiB allocation would abort the test process.
+            assert!(memory.read_bytes(0, u32::MAX).is_err());
+            assert!(memory.read_bytes(PAGE - 1, 2).is_err());
+            assert_eq!(memory.read_bytes(PAGE - 2, 2).unwrap(), [0, 0]);
+        });
+    }
+
+    #[test]
+    fn a_failed_write_leaves_memory_untouched() {
+        let mut test = TestGuest::with_pages(1);
+        let fault = with_memory(&mut test.env(), |_, memory| memory.write_bytes(PAGE - 2, &[9; 4])).unwrap();
+        assert!(fault.is_err());
+        assert_eq!(test.read(PAGE - 2, 2), [0, 0]);
+    }
+
+    #[test]
+    fn filling_in_place_covers_the_whole_range_in_chunks_and_nothing_around_it() {
+        let mut test = TestGuest::with_pages(2);
+        let mut chunks = Vec::new();
+        let result = with_memory(&mut test.env(), |_, memory| {
+            memory.fill_in_place(10, 100_000, 40_000, |bytes| {
+                chunks.push(bytes.len());
+                bytes.fill(0xAB);
+                Ok::<(), ()>(())
+            })
+        })
+        .unwrap();
+        assert_eq!(result, Ok(Ok(())));
+        assert_eq!(chunks, [40_000, 40_000, 20_000]);
+        assert_eq!(test.read(9, 1), [0]);
+        assert!(test.read(10, 100_000).iter().all(|byte| *byte == 0xAB));
+        assert_eq!(test.read(100_010, 1), [0]);
+    }
+
+    #[test]
+    fn filling_a_range_outside_memory_calls_nothing() {
+        let mut test = TestGuest::with_pages(1);
+        let mut calls = 0;
+        let result = with_memory(&mut test.env(), |_, memory| {
+            memory.fill_in_place(16, 0xFFFF_FF00, 65_536, |_| {
+                calls += 1;
+                Ok::<(), ()>(())
+            })
+        })
+        .unwrap();
+        assert!(matches!(result, Err(MemoryFault::OutOfBounds { .. })));
+        assert_eq!(calls, 0);
+    }
 }

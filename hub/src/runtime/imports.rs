@@ -5,13 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_proto::v1::LogStream;
-use wasmer::{ExternType, Function, FunctionEnv, Imports, Module, Store};
+use wasmer::{ExternType, FunctionEnv, Imports, Module, Store};
 
 use super::clock::VirtualClock;
 use super::control::FunctionControl;
 use super::guest::{CpuMeter, GuestEnv, HostServices, SendOutcome};
+use super::registry::{Resolution, resolve};
 use super::unwind::Phase;
-use super::{RuntimeError, host_api, wasi};
+use super::wasi::fds::FdTable;
+use super::{RuntimeError, wasi};
 
 fn kind_name(ty: &ExternType) -> &'static str {
     match ty {
@@ -20,15 +22,6 @@ fn kind_name(ty: &ExternType) -> &'static str {
         ExternType::Table(_) => "table",
         ExternType::Memory(_) => "memory",
         ExternType::Tag(_) => "tag",
-    }
-}
-
-/// The host function for an import, if the hub has one by that name.
-fn host_function(store: &mut Store, env: &FunctionEnv<GuestEnv>, module: &str, name: &str) -> Option<Function> {
-    match module {
-        wasi::MODULE => wasi::function(store, env, name),
-        host_api::MODULE => host_api::function(store, env, name),
-        _ => None,
     }
 }
 
@@ -69,9 +62,9 @@ pub fn check_module(engine: &wasmer::Engine, module: &Module) -> Result<(), Runt
                 kind: kind_name(import.ty()),
             });
         };
-        match host_function(&mut scratch, &env, import.module(), import.name()) {
-            Some(provided) => {
-                let expected = provided.ty(&scratch);
+        match resolve(import.module(), import.name()) {
+            Resolution::Provided(host) => {
+                let expected = host.function(&mut scratch, &env).ty(&scratch);
                 if &expected != found {
                     return Err(RuntimeError::ImportSignature {
                         module: import.module().to_owned(),
@@ -82,8 +75,8 @@ pub fn check_module(engine: &wasmer::Engine, module: &Module) -> Result<(), Runt
                 }
             }
             // Any other WASI call is answered with ENOSYS.
-            None if import.module() == wasi::MODULE => {}
-            None => {
+            Resolution::Unsupported => {}
+            Resolution::Refused => {
                 return Err(RuntimeError::UnsupportedImport {
                     module: import.module().to_owned(),
                     name: import.name().to_owned(),
@@ -102,8 +95,11 @@ pub fn build_imports(store: &mut Store, env: &FunctionEnv<GuestEnv>, module: &Mo
         let ExternType::Function(ty) = import.ty() else {
             continue;
         };
-        let function = host_function(store, env, import.module(), import.name())
-            .unwrap_or_else(|| wasi::unsupported(store, env, import.name(), ty.clone()));
+        let function = match resolve(import.module(), import.name()) {
+            Resolution::Provided(host) => host.function(store, env),
+            // check_module refused every other import: only WASI stand-ins remain.
+            Resolution::Unsupported | Resolution::Refused => wasi::unsupported(store, env, import.name(), ty.clone()),
+        };
         imports.define(import.module(), import.name(), function);
     }
     imports
@@ -115,7 +111,7 @@ struct DetachedServices;
 impl HostServices for DetachedServices {
     fn output(&self, _function: &str, _stream: LogStream, _data: &[u8]) {}
 
-    fn send(&self, _from: &str, _to: &str, _data: Vec<u8>) -> SendOutcome {
+    fn send(&self, _from: &str, _to: &str, _data: &[u8]) -> SendOutcome {
         SendOutcome::NoSuchFunction
     }
 
@@ -126,7 +122,7 @@ impl HostServices for DetachedServices {
 
 impl GuestEnv {
     /// An environment bound to nothing, for type-checking imports.
-    fn detached() -> GuestEnv {
+    pub(super) fn detached() -> GuestEnv {
         GuestEnv {
             name: String::new(),
             memory: None,
@@ -134,6 +130,7 @@ impl GuestEnv {
             services: Arc::new(DetachedServices),
             args: Vec::new(),
             environ: Vec::new(),
+            fds: FdTable::stdio(),
             clock: VirtualClock::starting_at(Duration::ZERO),
             cpu: CpuMeter::start(Duration::ZERO),
             memory_limit_bytes: 0,

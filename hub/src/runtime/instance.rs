@@ -14,6 +14,7 @@ use super::guest::{CpuMeter, GuestEnv, GuestStop, HostServices};
 use super::imports::build_imports;
 use super::snapshot::{GlobalValue, HostSnapshot, Snapshot};
 use super::unwind::{AsyncifyHooks, Phase, STACK_DATA, used_stack_bytes};
+use super::wasi::fds::FdTable;
 
 const PAGE: u64 = 65_536;
 
@@ -133,6 +134,7 @@ impl LiveInstance {
                 services,
                 args,
                 environ: launch.environ.clone(),
+                fds: FdTable::stdio(),
                 clock: VirtualClock::starting_at(host.map_or(Duration::ZERO, |host| host.monotonic)),
                 cpu: CpuMeter::start(host.map_or(Duration::ZERO, |host| host.cpu)),
                 memory_limit_bytes: launch.memory_limit_bytes,

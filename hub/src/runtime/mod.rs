@@ -7,8 +7,12 @@ mod guest;
 mod host_api;
 mod imports;
 mod instance;
+mod registry;
 mod snapshot;
+#[cfg(test)]
+mod testing;
 mod unwind;
+mod wait;
 mod wasi;
 
 use std::collections::HashMap;

@@ -1,9 +1,11 @@
 //! What running guests can ask of the hub: record output, message another function.
 
+use std::sync::Arc;
+
 use ferry_proto::v1::LogStream;
 
 use super::Inner;
-use crate::runtime::{HostServices, Message, SendOutcome};
+use crate::runtime::{HostServices, SendOutcome};
 
 impl HostServices for Inner {
     fn output(&self, function: &str, stream: LogStream, data: &[u8]) {
@@ -14,13 +16,17 @@ impl HostServices for Inner {
         self.logs.next_seq(function)
     }
 
-    fn send(&self, from: &str, to: &str, data: Vec<u8>) -> SendOutcome {
-        let slots = self.lock_slots();
-        let Some(running) = slots.get(to).and_then(|slot| slot.running.as_ref()) else {
-            tracing::debug!(%from, %to, "message to a function that is not running here");
-            return SendOutcome::NoSuchFunction;
+    fn send(&self, from: &str, to: &str, data: &[u8]) -> SendOutcome {
+        let control = {
+            let slots = self.lock_slots();
+            let Some(running) = slots.get(to).and_then(|slot| slot.running.as_ref()) else {
+                tracing::debug!(%from, %to, "message to a function that is not running here");
+                return SendOutcome::NoSuchFunction;
+            };
+            Arc::clone(&running.control)
         };
-        match running.control.deliver(Message { data, reply_to: None }) {
+        // Copied (up to 16 MiB) outside the lock every function shares.
+        match control.deliver_copy(data) {
             Ok(()) => SendOutcome::Delivered,
             Err(_) => SendOutcome::InboxFull,
         }

@@ -4,16 +4,15 @@
 
 use std::time::{Duration, Instant};
 
-use ferry_migrator::{MEMORY_GROW_IMPORT, PREEMPT_IMPORT};
 use ferry_proto::v1::LogStream;
-use wasmer::{Function, FunctionEnv, FunctionEnvMut, RuntimeError, Store};
+use wasmer::{FunctionEnvMut, RuntimeError};
 
 use super::control::Wake;
 use super::guest::PARK_AFTER;
-use super::guest::{GuestEnv, GuestStop, SendOutcome, with_memory};
+use super::guest::{GuestEnv, GuestStop, MemoryFault, SendOutcome, with_memory};
 use super::snapshot::PendingCall;
 use super::unwind::{Entry, begin_unwind, enter, park};
-use super::wasi::sleep_until_virtual;
+use super::wait::sleep_until_virtual;
 
 /// Import module name of the host API.
 pub const MODULE: &str = "ferry";
@@ -31,41 +30,36 @@ const FERRY_NO_CALLER: i32 = -2;
 const FERRY_NO_SUCH_FUNCTION: i32 = -3;
 const FERRY_INBOX_FULL: i32 = -4;
 
+/// Most bytes of one `ferry.log` line; the rest of a longer text is dropped.
+/// One line is one log entry.
+pub const MAX_LOG_BYTES: u32 = 64 << 10;
+
+/// Longest target name `ferry.send` reads; no function name is longer
+/// (names have at most 63 bytes), so a longer one is `FERRY_NO_SUCH_FUNCTION`.
+const MAX_TARGET_NAME_BYTES: u32 = 256;
+
 type Env<'a> = FunctionEnvMut<'a, GuestEnv>;
 
-/// The host function implementing `ferry.<name>`, if there is one.
-pub fn function(store: &mut Store, env: &FunctionEnv<GuestEnv>, name: &str) -> Option<Function> {
-    macro_rules! typed {
-        ($f:expr) => {
-            Some(Function::new_typed_with_env(store, env, $f))
-        };
-    }
-    match name {
-        "log" => typed!(log),
-        "sleep_ms" => typed!(sleep_ms),
-        "recv" => typed!(recv),
-        "reply" => typed!(reply),
-        "send" => typed!(send),
-        PREEMPT_IMPORT => typed!(preempt),
-        MEMORY_GROW_IMPORT => typed!(memory_grow),
-        _ => None,
-    }
-}
-
-fn bad_pointer(call: &'static str) -> RuntimeError {
-    RuntimeError::user(Box::new(GuestStop::BadPointer { call }))
+/// The `ferry` API has no error code for memory outside the guest's: `log`
+/// returns nothing and the codes of `recv`, `reply` and `send` are about
+/// messages. A bad pointer or length fails the function with the call and
+/// the range named, before anything is read, written or allocated.
+fn bad_pointer(call: &'static str, fault: MemoryFault) -> RuntimeError {
+    RuntimeError::user(Box::new(GuestStop::BadPointer { call, fault }))
 }
 
 fn stopped() -> RuntimeError {
     RuntimeError::user(Box::new(GuestStop::Stopped))
 }
 
-fn log(mut env: Env<'_>, level: i32, ptr: i32, len: i32) -> Result<(), RuntimeError> {
-    let len = (len as u32).min(MAX_MESSAGE_BYTES);
+/// Writes one line (`[level] text`, at most [`MAX_LOG_BYTES`] of text) to
+/// the function's log. The whole range `ptr..ptr + len` must be in memory.
+pub fn log(mut env: Env<'_>, level: i32, ptr: i32, len: i32) -> Result<(), RuntimeError> {
+    let (ptr, len) = (ptr as u32, len as u32);
     with_memory(&mut env, |guest, memory| {
-        let text = memory
-            .read_bytes(ptr as u32, len)
-            .map_err(|_| bad_pointer("ferry.log"))?;
+        memory
+            .check(ptr, u64::from(len))
+            .map_err(|fault| bad_pointer("ferry.log", fault))?;
         let label = match level {
             1 => "error",
             2 => "warn",
@@ -74,7 +68,12 @@ fn log(mut env: Env<'_>, level: i32, ptr: i32, len: i32) -> Result<(), RuntimeEr
             _ => "log",
         };
         let mut line = format!("[{label}] ").into_bytes();
-        line.extend_from_slice(&text);
+        let prefix = line.len();
+        let kept = len.min(MAX_LOG_BYTES) as usize;
+        line.resize(prefix + kept, 0);
+        memory
+            .read_into(ptr, &mut line[prefix..])
+            .map_err(|fault| bad_pointer("ferry.log", fault))?;
         if !line.ends_with(b"\n") {
             line.push(b'\n');
         }
@@ -87,7 +86,7 @@ fn resumed_wrong_call(call: &str, pending: PendingCall) -> RuntimeError {
     RuntimeError::new(format!("rewound into {call} but the saved call was {pending:?}"))
 }
 
-fn sleep_ms(mut env: Env<'_>, ms: i64) -> Result<(), RuntimeError> {
+pub fn sleep_ms(mut env: Env<'_>, ms: i64) -> Result<(), RuntimeError> {
     let until = match enter(&mut env)? {
         Entry::Fresh => env.data().clock.now() + Duration::from_millis(ms.max(0) as u64),
         Entry::Resumed(PendingCall::Sleep { until }) => until,
@@ -97,12 +96,17 @@ fn sleep_ms(mut env: Env<'_>, ms: i64) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-fn recv(mut env: Env<'_>, buf: i32, cap: i32, timeout_ms: i64) -> Result<i32, RuntimeError> {
+pub fn recv(mut env: Env<'_>, buf: i32, cap: i32, timeout_ms: i64) -> Result<i32, RuntimeError> {
     let deadline = match enter(&mut env)? {
         Entry::Fresh => (timeout_ms >= 0).then(|| env.data().clock.now() + Duration::from_millis(timeout_ms as u64)),
         Entry::Resumed(PendingCall::Recv { deadline }) => deadline,
         Entry::Resumed(other) => return Err(resumed_wrong_call("ferry.recv", other)),
     };
+    let (buf, cap) = (buf as u32, cap as u32);
+    // The buffer the guest offers must be its own before it waits: a message
+    // taken from the inbox is never lost to a bad pointer.
+    with_memory(&mut env, |_, memory| memory.check(buf, u64::from(cap)))?
+        .map_err(|fault| bad_pointer("ferry.recv", fault))?;
     let (wake, should_park) = {
         let (guest, store) = env.data_and_store_mut();
         let memory_bytes = guest.memory.clone().map_or(0, |memory| {
@@ -142,7 +146,7 @@ fn recv(mut env: Env<'_>, buf: i32, cap: i32, timeout_ms: i64) -> Result<i32, Ru
         let Some(len) = guest.control.peek_message_len() else {
             return Ok(FERRY_TIMEOUT);
         };
-        if len > cap as u32 as usize {
+        if len > cap as usize {
             return Ok(i32::try_from(len).unwrap_or(i32::MAX));
         }
         let message = guest
@@ -150,19 +154,24 @@ fn recv(mut env: Env<'_>, buf: i32, cap: i32, timeout_ms: i64) -> Result<i32, Ru
             .take_message()
             .expect("the recv-ing thread is the only consumer");
         memory
-            .write_bytes(buf as u32, &message.data)
-            .map_err(|_| bad_pointer("ferry.recv"))?;
+            .write_bytes(buf, &message.data)
+            .map_err(|fault| bad_pointer("ferry.recv", fault))?;
         guest.caller = message.reply_to;
         Ok(len as i32)
     })?
 }
 
-fn reply(mut env: Env<'_>, ptr: i32, len: i32) -> Result<i32, RuntimeError> {
-    let len = (len as u32).min(MAX_MESSAGE_BYTES);
+/// Answers the message last received. The whole range `ptr..ptr + len`
+/// must be in memory; at most [`MAX_MESSAGE_BYTES`] of it are sent.
+pub fn reply(mut env: Env<'_>, ptr: i32, len: i32) -> Result<i32, RuntimeError> {
+    let (ptr, len) = (ptr as u32, len as u32);
     with_memory(&mut env, |guest, memory| {
+        memory
+            .check(ptr, u64::from(len))
+            .map_err(|fault| bad_pointer("ferry.reply", fault))?;
         let data = memory
-            .read_bytes(ptr as u32, len)
-            .map_err(|_| bad_pointer("ferry.reply"))?;
+            .read_bytes(ptr, len.min(MAX_MESSAGE_BYTES))
+            .map_err(|fault| bad_pointer("ferry.reply", fault))?;
         match guest.caller.take() {
             // The caller may have given up waiting; that is not the guest's problem.
             Some(caller) => {
@@ -174,18 +183,27 @@ fn reply(mut env: Env<'_>, ptr: i32, len: i32) -> Result<i32, RuntimeError> {
     })?
 }
 
-fn send(mut env: Env<'_>, name_ptr: i32, name_len: i32, data_ptr: i32, data_len: i32) -> Result<i32, RuntimeError> {
-    let name_len = (name_len as u32).min(256);
-    let data_len = (data_len as u32).min(MAX_MESSAGE_BYTES);
+/// Puts a message into another function's inbox. Both ranges must be in
+/// memory; at most [`MAX_MESSAGE_BYTES`] of the data are sent.
+pub fn send(mut env: Env<'_>, name_ptr: i32, name_len: i32, data_ptr: i32, data_len: i32) -> Result<i32, RuntimeError> {
+    let (name_ptr, name_len) = (name_ptr as u32, name_len as u32);
+    let (data_ptr, data_len) = (data_ptr as u32, data_len as u32);
     with_memory(&mut env, |guest, memory| {
-        let name = memory
-            .read_bytes(name_ptr as u32, name_len)
-            .map_err(|_| bad_pointer("ferry.send"))?;
-        let data = memory
-            .read_bytes(data_ptr as u32, data_len)
-            .map_err(|_| bad_pointer("ferry.send"))?;
+        let fault = |fault| bad_pointer("ferry.send", fault);
+        memory.check(name_ptr, u64::from(name_len)).map_err(fault)?;
+        memory.check(data_ptr, u64::from(data_len)).map_err(fault)?;
+        if name_len > MAX_TARGET_NAME_BYTES {
+            return Ok(FERRY_NO_SUCH_FUNCTION);
+        }
+        let name = memory.read_bytes(name_ptr, name_len).map_err(fault)?;
         let target = String::from_utf8_lossy(&name);
-        Ok(match guest.services.send(&guest.name, &target, data) {
+        // Read in place: the hub copies the data only into an inbox that takes it.
+        let outcome = memory
+            .with_bytes(data_ptr, data_len.min(MAX_MESSAGE_BYTES), |data| {
+                guest.services.send(&guest.name, &target, data)
+            })
+            .map_err(fault)?;
+        Ok(match outcome {
             SendOutcome::Delivered => 0,
             SendOutcome::NoSuchFunction => FERRY_NO_SUCH_FUNCTION,
             SendOutcome::InboxFull => FERRY_INBOX_FULL,
@@ -193,7 +211,7 @@ fn send(mut env: Env<'_>, name_ptr: i32, name_len: i32, data_ptr: i32, data_len:
     })?
 }
 
-fn preempt(mut env: Env<'_>) -> Result<i32, RuntimeError> {
+pub fn preempt(mut env: Env<'_>) -> Result<i32, RuntimeError> {
     if let Entry::Resumed(_) = enter(&mut env)? {
         return Ok(PREEMPT_INTERVAL);
     }
@@ -214,7 +232,7 @@ fn preempt(mut env: Env<'_>) -> Result<i32, RuntimeError> {
     Ok(PREEMPT_INTERVAL)
 }
 
-fn memory_grow(mut env: Env<'_>, delta_pages: i32) -> Result<i32, RuntimeError> {
+pub fn memory_grow(mut env: Env<'_>, delta_pages: i32) -> Result<i32, RuntimeError> {
     let (guest, mut store) = env.data_and_store_mut();
     let Some(memory) = guest.memory.clone() else {
         return Err(RuntimeError::new("memory.grow before the module's memory was bound"));
@@ -234,3 +252,6 @@ fn memory_grow(mut env: Env<'_>, delta_pages: i32) -> Result<i32, RuntimeError> 
     guest.control.set_memory_bytes(memory.view(&store).data_size());
     Ok(result)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+//! The `ferry` calls that take guest memory, on a real Wasmer memory, with
+//! well-behaved and hostile arguments.
+
+use ferry_proto::v1::LogStream;
+use tokio::sync::oneshot;
+use wasmer::RuntimeError;
+
+use super::*;
+use crate::runtime::Message;
+use crate::runtime::testing::TestGuest;
+
+const TEXT: u32 = 0x1000;
+
+/// The call a trap names when it is a bad pointer, and the reason shown.
+fn bad_pointer_call(result: Result<impl std::fmt::Debug, RuntimeError>) -> (&'static str, String) {
+    let error = result.expect_err("the call traps");
+    match error.downcast_ref::<GuestStop>() {
+        Some(stop @ GuestStop::BadPointer { call, .. }) => (call, stop.to_string()),
+        other => panic!("expected a bad pointer, got {other:?} ({error})"),
+    }
+}
+
+/// `(ptr, len)` pairs naming memory outside a one-page guest.
+fn outside(end: u32) -> [(u32, u32); 5] {
+    [
+        (end - 4, 8),
+        (end, 1),
+        (16, 0xFFFF_FF00),
+        (0xFFFF_FFF0, 0x20),
+        (u32::MAX, u32::MAX),
+    ]
+}
+
+#[test]
+fn log_writes_one_labelled_line() {
+    let mut test = TestGuest::with_pages(1);
+    test.write(TEXT, b"hello");
+    log(test.env(), 3, TEXT as i32, 5).unwrap();
+    log(test.env(), 9, TEXT as i32, 0).unwrap();
+    assert_eq!(test.output(LogStream::GuestLog), b"[info] hello\n[log] \n");
+}
+
+#[test]
+fn a_log_text_longer_than_the_cap_keeps_its_first_64_kib() {
+    let mut test = TestGuest::with_pages(4);
+    let text: Vec<u8> = (0..150_000u32).map(|index| b'a' + (index % 26) as u8).collect();
+    test.write(TEXT, &text);
+    log(test.env(), 1, TEXT as i32, text.len() as i32).unwrap();
+    let mut expected = b"[error] ".to_vec();
+    expected.extend_from_slice(&text[..MAX_LOG_BYTES as usize]);
+    expected.push(b'\n');
+    assert_eq!(test.output(LogStream::GuestLog), expected);
+}
+
+#[test]
+fn log_of_memory_outside_the_guest_fails_it_naming_the_call_and_the_range() {
+    let mut test = TestGuest::with_pages(1);
+    let end = test.size();
+    for (ptr, len) in outside(end) {
+        let (call, reason) = bad_pointer_call(log(test.env(), 3, ptr as i32, len as i32));
+        assert_eq!(call, "ferry.log");
+        assert!(reason.contains(&format!("{ptr:#x}")), "{reason}");
+    }
+    let (_, reason) = bad_pointer_call(log(test.env(), 3, 0xFFFF_FFF0_u32 as i32, 0x20));
+    assert_eq!(
+        reason,
+        "guest passed memory outside its linear memory to ferry.log: \
+         32 bytes at 0xfffffff0 wrap past the end of the 32-bit address space"
+    );
+    assert_eq!(test.output_calls(), 0);
+}
+
+#[test]
+fn reply_sends_the_bytes_to_the_waiting_caller_once() {
+    let mut test = TestGuest::with_pages(1);
+    test.write(TEXT, b"pong");
+    let (caller, answer) = oneshot::channel();
+    test.guest().caller = Some(caller);
+    assert_eq!(reply(test.env(), TEXT as i32, 4).unwrap(), 0);
+    assert_eq!(answer.blocking_recv().unwrap(), b"pong");
+    assert_eq!(reply(test.env(), TEXT as i32, 4).unwrap(), FERRY_NO_CALLER);
+}
+
+#[test]
+fn reply_of_memory_outside_the_guest_fails_it_and_leaves_the_caller_waiting() {
+    let mut test = TestGuest::with_pages(1);
+    let end = test.size();
+    let (caller, _answer) = oneshot::channel();
+    test.guest().caller = Some(caller);
+    for (ptr, len) in outside(end) {
+        assert_eq!(
+            bad_pointer_call(reply(test.env(), ptr as i32, len as i32)).0,
+            "ferry.reply"
+        );
+    }
+    assert!(test.guest().caller.is_some());
+}
+
+#[test]
+fn send_delivers_to_a_known_function_and_refuses_unknown_and_overlong_names() {
+    let mut test = TestGuest::with_pages(1);
+    test.write(TEXT, b"peer");
+    test.write(TEXT + 0x100, b"payload");
+    let data = (TEXT + 0x100) as i32;
+    assert_eq!(send(test.env(), TEXT as i32, 4, data, 7).unwrap(), 0);
+    assert_eq!(
+        send(test.env(), TEXT as i32, 3, data, 7).unwrap(),
+        FERRY_NO_SUCH_FUNCTION
+    );
+    // A name in memory but longer than any function's is never read.
+    assert_eq!(send(test.env(), 0, 300, data, 7).unwrap(), FERRY_NO_SUCH_FUNCTION);
+    let sent = test.services.sent.lock().unwrap().clone();
+    assert_eq!(sent, [("peer".to_owned(), b"payload".to_vec())]);
+}
+
+#[test]
+fn send_with_either_range_outside_the_guest_fails_it_and_sends_nothing() {
+    let mut test = TestGuest::with_pages(1);
+    let end = test.size();
+    test.write(TEXT, b"peer");
+    for (ptr, len) in outside(end) {
+        let (ptr, len) = (ptr as i32, len as i32);
+        assert_eq!(
+            bad_pointer_call(send(test.env(), TEXT as i32, 4, ptr, len)).0,
+            "ferry.send"
+        );
+        assert_eq!(
+            bad_pointer_call(send(test.env(), ptr, len, TEXT as i32, 4)).0,
+            "ferry.send"
+        );
+    }
+    assert!(test.services.sent.lock().unwrap().is_empty());
+}
+
+fn deliver(test: &mut TestGuest, data: &[u8]) {
+    test.guest()
+        .control
+        .deliver(Message {
+            data: data.to_vec(),
+            reply_to: None,
+        })
+        .unwrap();
+}
+
+#[test]
+fn recv_copies_a_message_that_fits_and_reports_the_size_of_one_that_does_not() {
+    let mut test = TestGuest::with_pages(1);
+    deliver(&mut test, b"twelve bytes");
+    assert_eq!(recv(test.env(), TEXT as i32, 4, 0).unwrap(), 12);
+    assert_eq!(test.read(TEXT, 4), [0; 4]);
+    assert_eq!(recv(test.env(), TEXT as i32, 12, 0).unwrap(), 12);
+    assert_eq!(test.read(TEXT, 12), b"twelve bytes");
+    assert_eq!(recv(test.env(), TEXT as i32, 12, 0).unwrap(), FERRY_TIMEOUT);
+}
+
+#[test]
+fn recv_into_memory_outside_the_guest_fails_it_and_keeps_the_message() {
+    let mut test = TestGuest::with_pages(1);
+    let end = test.size();
+    deliver(&mut test, b"kept");
+    for (ptr, cap) in outside(end) {
+        assert_eq!(
+            bad_pointer_call(recv(test.env(), ptr as i32, cap as i32, 0)).0,
+            "ferry.recv"
+        );
+    }
+    assert_eq!(test.guest().control.peek_message_len(), Some(4));
+}
