@@ -23,6 +23,7 @@ use crate::migration::{MigrationContext, MigrationService};
 use crate::peers::{HubProber, LoadGauge, spawn_load_meter};
 use crate::runtime::Runtime;
 use crate::service::HubService;
+use crate::store::reserve::DiskReserve;
 use crate::store::{Store, StoreError};
 use crate::supervisor::{HubIdentity, Supervisor, SupervisorConfig};
 
@@ -141,6 +142,7 @@ pub struct RunningHub {
     discovery: Arc<DiscoveryHandle>,
     load_meter: tokio::task::JoinHandle<()>,
     periodic_checkpoints: Option<tokio::task::JoinHandle<()>>,
+    reserve_checks: tokio::task::JoinHandle<()>,
     health: tonic_health::server::HealthReporter,
     stop_serving: tokio::sync::oneshot::Sender<()>,
     served: tokio::task::JoinHandle<Result<(), AgentError>>,
@@ -152,6 +154,7 @@ impl RunningHub {
     /// open are closed after a short drain period.
     pub async fn shutdown(self) -> Result<(), AgentError> {
         self.health.set_not_serving::<HubServer<HubService>>().await;
+        self.reserve_checks.abort();
         if let Some(periodic) = self.periodic_checkpoints {
             periodic.abort();
         }
@@ -186,6 +189,22 @@ impl RunningHub {
     }
 }
 
+/// How often a degraded hub looks for room on its data disk.
+const RESERVE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Looks for room on the data disk now and then: sets the reserve aside
+/// once there is room, and keeps what `ferry info` says about a degraded
+/// hub current.
+fn spawn_reserve_checks(reserve: Arc<DiskReserve>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(RESERVE_CHECK_INTERVAL).await;
+            let reserve = Arc::clone(&reserve);
+            let _ = tokio::task::spawn_blocking(move || reserve.recheck()).await;
+        }
+    })
+}
+
 /// Opens the store, restores functions and starts serving in the background.
 pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
     std::fs::create_dir_all(&config.data_dir).map_err(|source| AgentError::DataDir {
@@ -193,10 +212,30 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         source,
     })?;
     let store_path = config.data_dir.join("db");
-    let store = Store::open(&store_path).map_err(|source| AgentError::Store {
-        path: store_path.clone(),
-        source,
-    })?;
+    // A full disk must not keep the hub from starting: the reserve gives
+    // the database room to open.
+    let reserve = Arc::new(DiskReserve::new(&config.data_dir));
+    reserve.make_room_to_start();
+    let store = match Store::open(&store_path) {
+        Ok(store) => store,
+        Err(first) if reserve.release() => {
+            tracing::warn!(error = %first, "cannot open the database; gave up the disk reserve to try again");
+            reserve.set_degraded(Some(format!(
+                "the database could not open ({first}); the hub gave up its disk reserve to start: free space on the data disk"
+            )));
+            Store::open(&store_path).map_err(|source| AgentError::Store {
+                path: store_path.clone(),
+                source,
+            })?
+        }
+        Err(source) => {
+            return Err(AgentError::Store {
+                path: store_path.clone(),
+                source,
+            });
+        }
+    };
+    reserve.recheck();
     let identity = identity(&store, config.name.as_deref()).map_err(|source| AgentError::Store {
         path: store_path,
         source,
@@ -214,7 +253,9 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         checkpoints,
         runtime,
         Arc::clone(&logs),
+        Arc::clone(&reserve),
     );
+    let reserve_checks = spawn_reserve_checks(reserve);
     supervisor.restore().await.map_err(AgentError::Restore)?;
     let periodic_checkpoints = (!config.checkpoint_interval.is_zero())
         .then(|| supervisor.spawn_periodic_checkpoints(config.checkpoint_interval));
@@ -305,6 +346,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         discovery,
         load_meter,
         periodic_checkpoints,
+        reserve_checks,
         health: health_reporter,
         stop_serving,
         served,

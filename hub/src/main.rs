@@ -16,27 +16,33 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Agent(args) => runtime.block_on(run_agent(args)),
+        Command::Agent(args) => {
+            let code = runtime.block_on(run_agent(args));
+            // The hub has flushed what it could. Exit without waiting for
+            // blocking threads or destructors: on a full or failing disk the
+            // database's own flush can block forever.
+            std::process::exit(code)
+        }
         _ => runtime.block_on(ferry_hub::cli::run_client(cli)),
     }
 }
 
-async fn run_agent(args: ferry_hub::config::AgentArgs) -> ExitCode {
+async fn run_agent(args: ferry_hub::config::AgentArgs) -> i32 {
     let config = match AgentConfig::from_args(&args) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("error: {}", ferry_proto::error_chain(&error));
-            return ExitCode::from(2);
+            return 2;
         }
     };
     ferry_hub::telemetry::init(&config.log);
     match ferry_hub::agent::run(config).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => 0,
         Err(error) => {
             let message = anyhow::Error::from(error);
             tracing::error!(error = format!("{message:#}"), "hub failed");
             eprintln!("error: {message:#}");
-            ExitCode::FAILURE
+            1
         }
     }
 }

@@ -42,6 +42,10 @@ pub struct HubOptions {
     /// Address to listen on. `None`: `127.0.0.1:0` for a hub on this
     /// machine's loopback; a namespace chooses its own default.
     pub listen: Option<SocketAddr>,
+    /// Where the hub keeps its data. `None`: a temporary directory (which
+    /// also holds the agent's log; with a data directory of its own, the
+    /// log stays there).
+    pub data_dir: Option<PathBuf>,
 }
 
 impl HubOptions {
@@ -72,6 +76,12 @@ impl HubOptions {
     /// Listens on `address` (a fixed port survives restarts).
     pub fn listen(mut self, address: SocketAddr) -> HubOptions {
         self.listen = Some(address);
+        self
+    }
+
+    /// Keeps the hub's data in `directory` (the test cleans it up).
+    pub fn data_dir(mut self, directory: impl Into<PathBuf>) -> HubOptions {
+        self.data_dir = Some(directory.into());
         self
     }
 
@@ -255,7 +265,7 @@ impl HubProcess {
     }
 
     pub fn data_dir(&self) -> &Path {
-        self.data_dir.path()
+        self.options.data_dir.as_deref().unwrap_or(self.data_dir.path())
     }
 
     /// The network namespace the hub runs in, `None` for this machine's.

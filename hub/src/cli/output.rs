@@ -202,6 +202,7 @@ pub fn print_hub_info(info: &HubInfo, json: bool) -> Result<(), ClientError> {
                 "target": info.target,
                 "cluster_id": info.cluster_id,
                 "load": info.load,
+                "degraded": info.degraded,
             })
         );
         return Ok(());
@@ -209,6 +210,9 @@ pub fn print_hub_info(info: &HubInfo, json: bool) -> Result<(), ClientError> {
     println!("hub       {} ({})", info.hub_name, info.hub_id);
     println!("address   {}", info.listen_address);
     println!("cluster   {}", info.cluster_id);
+    if !info.degraded.is_empty() {
+        println!("DEGRADED  {}", info.degraded);
+    }
     println!(
         "load      {:.1}% of the machine's CPU used by functions",
         f64::from(info.load) / 100.0

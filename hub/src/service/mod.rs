@@ -108,6 +108,7 @@ impl Hub for HubService {
             target: self.supervisor.runtime().target().to_owned(),
             cluster_id: self.cluster_id.clone(),
             load: self.load.get(),
+            degraded: self.supervisor.degraded().unwrap_or_default(),
         }))
     }
 

@@ -5,6 +5,7 @@
 mod artifacts;
 mod functions;
 mod logs;
+pub mod reserve;
 
 use std::path::Path;
 

@@ -340,7 +340,14 @@ impl Inner {
 /// Chunks no checkpoint names (left by a crash during a put) are swept.
 pub fn open_store(db: &sled::Db) -> Result<CheckpointStore, HubError> {
     let store = CheckpointStore::open(db).map_err(HubError::Checkpoint)?;
-    let swept = store.collect_garbage().map_err(HubError::Checkpoint)?;
+    // A sweep that cannot write (a full disk) waits for the next start.
+    let swept = match store.collect_garbage() {
+        Ok(swept) => swept,
+        Err(error) => {
+            tracing::warn!(%error, "could not sweep unreferenced checkpoint chunks");
+            return Ok(store);
+        }
+    };
     if swept.chunks_freed > 0 {
         tracing::info!(
             chunks = swept.chunks_freed,

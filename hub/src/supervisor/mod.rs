@@ -34,6 +34,7 @@ use crate::error::{HubError, validate_function_name};
 use crate::logs::{LogHub, unix_ms_now};
 use crate::runtime::{FunctionControl, Message, PreparedModule, Runtime};
 use crate::store::Store;
+use crate::store::reserve::DiskReserve;
 use lifecycle::{Effect, Request, RunEnd};
 
 /// Smallest memory limit a function may ask for: one wasm page.
@@ -109,6 +110,8 @@ struct Inner {
     slots: Mutex<HashMap<String, Slot>>,
     generations: AtomicU64,
     shutting_down: AtomicBool,
+    /// Room kept on the data disk, and why the hub is degraded if it is.
+    reserve: Arc<DiskReserve>,
 }
 
 /// Handle to the supervisor; cheap to clone.
@@ -129,6 +132,7 @@ impl Supervisor {
         checkpoints: CheckpointStore,
         runtime: Arc<Runtime>,
         logs: Arc<LogHub>,
+        reserve: Arc<DiskReserve>,
     ) -> Supervisor {
         Supervisor {
             inner: Arc::new(Inner {
@@ -144,6 +148,7 @@ impl Supervisor {
                 slots: Mutex::new(HashMap::new()),
                 generations: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
+                reserve,
             }),
         }
     }
@@ -166,6 +171,11 @@ impl Supervisor {
 
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Why the hub is degraded (a full data disk), if it is.
+    pub fn degraded(&self) -> Option<String> {
+        self.inner.reserve.degraded()
     }
 
     /// Loads every stored record and continues the functions that were
@@ -213,7 +223,9 @@ impl Supervisor {
                         slot.record.failure = format!("could not continue after hub restart: {reason}");
                     }
                 }
-                self.inner.save(&name)?;
+                if let Err(error) = self.inner.save(&name) {
+                    tracing::warn!(function = %name, error = %ferry_proto::error_chain(&error), "could not record the failure");
+                }
             }
         }
         Ok(())
@@ -453,8 +465,18 @@ impl Supervisor {
             let captured = tokio::time::timeout(SHUTDOWN_CAPTURE, self.capture(name, Request::Shutdown)).await;
             match captured {
                 Ok(Ok(Some(snapshot))) => {
-                    if let Err(error) = self.inner.persist(name, snapshot, Duration::ZERO).await {
-                        tracing::error!(function = %name, error = %ferry_proto::error_chain(&error), "could not checkpoint at shutdown");
+                    // A failing disk may block the store: the shutdown goes on.
+                    let persisted =
+                        tokio::time::timeout(SHUTDOWN_CAPTURE, self.inner.persist(name, snapshot, Duration::ZERO))
+                            .await;
+                    match persisted {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(error)) => {
+                            tracing::error!(function = %name, error = %ferry_proto::error_chain(&error), "could not checkpoint at shutdown");
+                        }
+                        Err(_) => {
+                            tracing::error!(function = %name, "checkpoint at shutdown timed out; the store does not answer")
+                        }
                     }
                 }
                 Ok(Ok(None)) => {}
@@ -479,8 +501,13 @@ impl Supervisor {
         for (name, finished) in waits {
             wait_finished(&name, finished).await;
         }
-        if let Err(error) = self.inner.store.flush() {
-            tracing::error!(%error, "could not flush the store at shutdown");
+        let store = self.inner.store.clone();
+        let flushed = tokio::time::timeout(SHUTDOWN_CAPTURE, tokio::task::spawn_blocking(move || store.flush())).await;
+        match flushed {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => tracing::error!(%error, "could not flush the store at shutdown"),
+            Ok(Err(error)) => tracing::error!(%error, "the flush at shutdown failed"),
+            Err(_) => tracing::error!("the flush at shutdown timed out; the store does not answer"),
         }
     }
 }

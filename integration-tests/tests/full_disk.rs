@@ -1,0 +1,169 @@
+//! A hub whose data disk fills up (a small tmpfs the test mounts, as root;
+//! edge devices fill their SD cards): its functions keep running, output it
+//! cannot store is counted and reported, checkpoints fail with the reason,
+//! a restart on the full disk starts degraded with every function still
+//! there, and freeing space brings checkpoints back.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use ferry_integration_tests::{HubOptions, HubProcess, eventually, expect_success, function_info, guest, ticks_in};
+
+const PATIENCE: Duration = Duration::from_secs(60);
+const DISK_MIB: u64 = 128;
+
+/// A tmpfs of `DISK_MIB` mounted on a temporary directory; unmounted on drop.
+struct SmallDisk {
+    mount_point: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    /// `None` (the test is skipped) when this process may not mount, unless
+    /// CI or `FERRY_REQUIRE_NETNS` says privileged tests must run.
+    fn mount() -> Option<SmallDisk> {
+        let mount_point = tempfile::Builder::new().prefix("ferry-small-disk").tempdir().unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={DISK_MIB}m"), "tmpfs"])
+            .arg(mount_point.path())
+            .status()
+            .is_ok_and(|status| status.success());
+        if mounted {
+            return Some(SmallDisk { mount_point });
+        }
+        let required = ["FERRY_REQUIRE_NETNS", "CI"]
+            .iter()
+            .any(|flag| std::env::var(flag).is_ok_and(|value| !value.is_empty() && value != "0"));
+        assert!(
+            !required,
+            "cannot mount a tmpfs, and privileged tests are required here"
+        );
+        eprintln!("skipping: cannot mount a tmpfs (run as root)");
+        None
+    }
+
+    fn path(&self) -> &Path {
+        self.mount_point.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.mount_point.path()).status();
+    }
+}
+
+/// Writes a file until the disk refuses more; returns its path.
+fn fill(disk: &Path) -> PathBuf {
+    let path = disk.join("filler");
+    let mut file = std::fs::File::create(&path).unwrap();
+    let block = vec![0x5a_u8; 256 << 10];
+    while file.write_all(&block).and_then(|()| file.flush()).is_ok() {}
+    path
+}
+
+fn info(hub: &HubProcess) -> serde_json::Value {
+    hub.ferry_json(&["info"]).unwrap()
+}
+
+#[tokio::test]
+async fn a_full_disk_keeps_functions_running_and_a_restart_starts_degraded() {
+    let Some(disk) = SmallDisk::mount() else { return };
+    let data = disk.path().join("hub");
+    let mut hub = HubProcess::start(
+        HubOptions::default()
+            .data_dir(&data)
+            .args(["--checkpoint-interval", "0s"]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(info(&hub)["degraded"], "", "{}", info(&hub));
+    let ticker = guest("examples/ticker.wasm");
+    expect_success(hub.ferry(&["deploy", ticker.to_str().unwrap(), "--name", "ticker", "--", "20"]));
+    let heap = guest("examples/bigheap.wasm");
+    expect_success(hub.ferry(&["deploy", heap.to_str().unwrap(), "--name", "heap", "--", "8", "0"]));
+    // Restarts continue both from a checkpoint, not from the beginning.
+    expect_success(hub.ferry(&["checkpoint", "heap"]));
+    expect_success(hub.ferry(&["checkpoint", "ticker"]));
+
+    // The disk fills up.
+    let filler = fill(disk.path());
+    let refused = eventually("a checkpoint refused for lack of space", PATIENCE, || async {
+        let output = hub.ferry(&["checkpoint", "heap"]);
+        (!output.status.success()).then(|| String::from_utf8_lossy(&output.stderr).into_owned())
+    })
+    .await
+    .unwrap();
+    assert!(refused.to_lowercase().contains("space"), "{refused}");
+    let degraded = eventually("the hub to say it is degraded", PATIENCE, || async {
+        let reason = info(&hub)["degraded"].as_str().unwrap_or_default().to_owned();
+        (!reason.is_empty()).then_some(reason)
+    })
+    .await
+    .unwrap();
+    assert!(degraded.contains("full"), "{degraded}");
+    // The functions run on; what the ticker prints and cannot be stored is counted.
+    eventually("unstored output counted", PATIENCE, || async {
+        let ticker = function_info(&hub, "ticker");
+        (ticker["state"] == "running" && ticker["unstored_output_entries"].as_u64() > Some(0)).then_some(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(function_info(&hub, "heap")["state"], "running");
+
+    // A restart on the full disk: the hub starts, degraded, with both functions.
+    eprintln!("full disk: functions run on, restarting");
+    hub.restart().await.unwrap();
+    let reason = info(&hub)["degraded"].as_str().unwrap_or_default().to_owned();
+    assert!(!reason.is_empty(), "a hub restarted on a full disk is not degraded");
+    for name in ["ticker", "heap"] {
+        let state = function_info(&hub, name)["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(
+            ["running", "starting", "failed"].contains(&state.as_str()),
+            "{name} is {state} after the restart"
+        );
+    }
+
+    // Room again. The database keeps the write error it met until it is
+    // reopened: the hub says so, and after a restart it is healthy and
+    // checkpoints work.
+    eprintln!("full disk: restarted degraded, freeing space");
+    std::fs::remove_file(&filler).unwrap();
+    let reason = eventually("the hub to ask for a restart", PATIENCE, || async {
+        let reason = info(&hub)["degraded"].as_str().unwrap_or_default().to_owned();
+        reason.contains("restart").then_some(reason)
+    })
+    .await
+    .unwrap();
+    eprintln!("full disk: with room again the hub says {reason:?}");
+    hub.restart().await.unwrap();
+    eventually("the hub to be healthy", PATIENCE, || async {
+        (info(&hub)["degraded"] == "").then_some(())
+    })
+    .await
+    .unwrap();
+    for name in ["heap", "ticker"] {
+        eventually(
+            &format!("a checkpoint of {name} after space was freed"),
+            PATIENCE,
+            || async { hub.ferry(&["checkpoint", name]).status.success().then_some(()) },
+        )
+        .await
+        .unwrap();
+    }
+    // Output lost while the disk was full was written after the last
+    // checkpoint: the restart replays it, so the log has no gap.
+    let logs = eventually("ticks after the recovery", PATIENCE, || async {
+        let logs = String::from_utf8_lossy(&hub.ferry(&["logs", "ticker"]).stdout).into_owned();
+        (ticks_in(&logs).len() > 20).then_some(logs)
+    })
+    .await
+    .unwrap();
+    let ticks = ticks_in(&logs);
+    assert_eq!(ticks, (1..=ticks.len() as u64).collect::<Vec<_>>(), "{logs}");
+    drop(hub);
+}
