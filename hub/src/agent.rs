@@ -199,8 +199,10 @@ fn spawn_reserve_checks(reserve: Arc<DiskReserve>) -> tokio::task::JoinHandle<()
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(RESERVE_CHECK_INTERVAL).await;
-            let reserve = Arc::clone(&reserve);
-            let _ = tokio::task::spawn_blocking(move || reserve.recheck()).await;
+            // A statvfs and a stat, inline: a blocking-pool job every few
+            // seconds would keep the pool's idle threads alive forever. (The
+            // rare write of the reserve itself blocks this worker briefly.)
+            reserve.recheck();
         }
     })
 }
