@@ -49,6 +49,20 @@ impl ErrorCode {
         }
     }
 
+    /// The HTTP status for this kind, for the HTTP API: the mapping Google's
+    /// API design guide gives between gRPC codes and HTTP.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::InvalidArgument | ErrorCode::FailedPrecondition => 400,
+            ErrorCode::NotFound => 404,
+            ErrorCode::AlreadyExists | ErrorCode::Aborted => 409,
+            ErrorCode::ResourceExhausted => 429,
+            ErrorCode::DataLoss | ErrorCode::Internal => 500,
+            ErrorCode::Unavailable => 503,
+            ErrorCode::DeadlineExceeded => 504,
+        }
+    }
+
     /// The kind a client should assume for a status it received.
     pub fn from_grpc_code(code: tonic::Code) -> ErrorCode {
         match code {
@@ -115,6 +129,26 @@ mod tests {
     fn every_error_code_survives_a_round_trip_through_grpc() {
         for code in ALL {
             assert_eq!(ErrorCode::from_grpc_code(code.grpc_code()), code);
+        }
+    }
+
+    #[test]
+    fn every_error_code_has_the_http_status_of_its_grpc_code() {
+        let expected = [
+            (ErrorCode::InvalidArgument, 400),
+            (ErrorCode::NotFound, 404),
+            (ErrorCode::AlreadyExists, 409),
+            (ErrorCode::FailedPrecondition, 400),
+            (ErrorCode::ResourceExhausted, 429),
+            (ErrorCode::DeadlineExceeded, 504),
+            (ErrorCode::Unavailable, 503),
+            (ErrorCode::DataLoss, 500),
+            (ErrorCode::Aborted, 409),
+            (ErrorCode::Internal, 500),
+        ];
+        assert_eq!(expected.len(), ALL.len());
+        for (code, status) in expected {
+            assert_eq!(code.http_status(), status, "{code:?}");
         }
     }
 
