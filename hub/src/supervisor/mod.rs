@@ -218,9 +218,9 @@ impl Supervisor {
                 {
                     let mut slots = self.inner.lock_slots();
                     if let Some(slot) = slots.get_mut(&name) {
-                        slot.phase = Phase::Failed;
-                        records::write_phase(&mut slot.record, Phase::Failed);
                         slot.record.failure = format!("could not continue after hub restart: {reason}");
+                        // A run's end is never refused.
+                        let _ = self.inner.decide(&name, slot, Request::Ended(RunEnd::Failed));
                     }
                 }
                 if let Err(error) = self.inner.save(&name) {

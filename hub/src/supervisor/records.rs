@@ -4,6 +4,7 @@
 
 use ferry_proto::v1::{DesiredState, FunctionRecord, FunctionState};
 
+use super::Slot;
 use super::lifecycle::{Phase, Refusal, Request, Suspender};
 use crate::error::HubError;
 
@@ -101,14 +102,11 @@ pub fn phase_words(phase: Phase) -> &'static str {
     }
 }
 
-/// The error a user sees for a refusal.
-pub(super) fn refusal_error(
-    name: &str,
-    phase: Phase,
-    request: Request,
-    refusal: Refusal,
-    moved_to: Option<&str>,
-) -> HubError {
+/// The error a user sees for a refusal of `request` by the function `name`
+/// in `slot`.
+pub(super) fn refusal_error(name: &str, slot: &Slot, request: Request, refusal: Refusal) -> HubError {
+    let phase = slot.phase;
+    let moved_to = slot.record.moved_to.as_ref().map(|to| to.hub_name.as_str());
     let name = name.to_owned();
     match refusal {
         Refusal::Moving => HubError::Moving { name },

@@ -42,13 +42,7 @@ impl Inner {
                 }
                 Ok(transition)
             }
-            Err(refusal) => Err(records::refusal_error(
-                name,
-                phase,
-                request,
-                refusal,
-                slot.record.moved_to.as_ref().map(|to| to.hub_name.as_str()),
-            )),
+            Err(refusal) => Err(records::refusal_error(name, slot, request, refusal)),
         }
     }
 
@@ -57,15 +51,7 @@ impl Inner {
     pub(super) fn check(&self, name: &str, request: Request) -> Result<Transition, HubError> {
         let slots = self.lock_slots();
         let slot = slots.get(name).ok_or_else(|| self.not_found(name))?;
-        lifecycle::decide(slot.phase, request).map_err(|refusal| {
-            records::refusal_error(
-                name,
-                slot.phase,
-                request,
-                refusal,
-                slot.record.moved_to.as_ref().map(|to| to.hub_name.as_str()),
-            )
-        })
+        lifecycle::decide(slot.phase, request).map_err(|refusal| records::refusal_error(name, slot, request, refusal))
     }
 
     /// Writes the record of `name` as it is now (or its absence) to the
