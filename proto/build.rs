@@ -1,24 +1,29 @@
 //! Compiles the `.proto` files with protox (no system `protoc`) and generates
-//! prost messages and tonic clients/servers, plus a descriptor set for reflection.
+//! prost messages and tonic clients/servers, plus the descriptor set of the
+//! public package for reflection.
 
 use std::{env, path::PathBuf};
 
 use prost::Message;
 
-const PROTOS: &[&str] = &[
-    "ferry/v1/hub.proto",
-    "ferry/v1/records.proto",
-    "ferry/v1/checkpoint.proto",
-    "ferry/v1/transfer.proto",
+/// What a third-party client needs: the `ferry.v1` package.
+const PUBLIC: &[&str] = &["ferry/v1/hub.proto"];
+/// The hub's own formats: records, checkpoints, the hub-to-hub protocol.
+const INTERNAL: &[&str] = &[
+    "ferry/internal/v1/records.proto",
+    "ferry/internal/v1/checkpoint.proto",
+    "ferry/internal/v1/transfer.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    for proto in PROTOS {
+    for proto in PUBLIC.iter().chain(INTERNAL) {
         println!("cargo:rerun-if-changed={proto}");
     }
-    let descriptors = protox::compile(PROTOS, ["."])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    std::fs::write(out_dir.join("ferry_descriptor.bin"), descriptors.encode_to_vec())?;
-    tonic_prost_build::configure().compile_fds(descriptors)?;
+    // Reflection serves the public package only.
+    let public = protox::compile(PUBLIC, ["."])?;
+    std::fs::write(out_dir.join("ferry_public_descriptor.bin"), public.encode_to_vec())?;
+    let everything = protox::compile(PUBLIC.iter().chain(INTERNAL), ["."])?;
+    tonic_prost_build::configure().compile_fds(everything)?;
     Ok(())
 }

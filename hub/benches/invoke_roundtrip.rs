@@ -49,6 +49,17 @@ impl Hub for PlainEcho {
     async fn migrate(&self, _: Request<MigrateRequest>) -> Result<Response<Self::MigrateStream>, Status> {
         Err(Status::unimplemented("baseline"))
     }
+    type EventsStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<HubEvent, Status>> + Send>>;
+    async fn events(&self, _: Request<EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    type DrainStream = std::pin::Pin<Box<dyn futures::Stream<Item = Result<DrainProgress, Status>> + Send>>;
+    async fn drain(&self, _: Request<DrainRequest>) -> Result<Response<Self::DrainStream>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn undrain(&self, _: Request<UndrainRequest>) -> Result<Response<HubInfo>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
     type LogsStream = LogStreamResult;
     async fn logs(&self, _: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
         Err(Status::unimplemented("baseline"))

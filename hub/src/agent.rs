@@ -7,20 +7,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_migrator::transfer::RoundPolicy;
+use ferry_proto::internal::v1::migration_server::MigrationServer;
 use ferry_proto::v1::hub_server::HubServer;
-use ferry_proto::v1::migration_server::MigrationServer;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use ferry_discovery::{Discovery, DiscoveryConfig, DiscoveryError, DiscoveryHandle, HubAdvert};
 
+use crate::api::{ApiParts, HubApi};
 use crate::config::AgentConfig;
 use crate::connector::PeerConnector;
 use crate::error::HubError;
+use crate::events::HubEvents;
 use crate::logs::LogHub;
 use crate::migration::{MigrationContext, MigrationService};
-use crate::peers::{HubProber, LoadGauge, spawn_load_meter};
+use crate::peers::{HubProber, LoadGauge, PeerFigures, spawn_load_meter};
 use crate::runtime::Runtime;
 use crate::service::HubService;
 use crate::store::reserve::DiskReserve;
@@ -143,6 +145,7 @@ pub struct RunningHub {
     load_meter: tokio::task::JoinHandle<()>,
     periodic_checkpoints: Option<tokio::task::JoinHandle<()>>,
     reserve_checks: tokio::task::JoinHandle<()>,
+    log_flusher: tokio::task::JoinHandle<()>,
     health: tonic_health::server::HealthReporter,
     stop_serving: tokio::sync::oneshot::Sender<()>,
     served: tokio::task::JoinHandle<Result<(), AgentError>>,
@@ -170,6 +173,7 @@ impl RunningHub {
             Err(_) => tracing::warn!("discovery is still in use at shutdown; not sending an mDNS goodbye"),
         }
         self.supervisor.shutdown().await;
+        self.log_flusher.abort();
         self.logs.close_all();
         // A server that already ended has dropped the receiver; nothing to stop then.
         let _ = self.stop_serving.send(());
@@ -243,6 +247,14 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         source,
     })?;
     let runtime = Runtime::new(store.clone());
+    if let Some(cpus) = config.cpus {
+        runtime.governor().set_capacity(cpus);
+    }
+    tracing::info!(
+        cpus = runtime.governor().capacity(),
+        rebalance = config.rebalance.mode.as_str(),
+        "cpu for functions"
+    );
     let logs = Arc::new(LogHub::new(store.clone()));
     let checkpoints = crate::supervisor::open_checkpoint_store(store.db()).map_err(AgentError::Restore)?;
     let supervisor = Supervisor::new(
@@ -258,6 +270,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         Arc::clone(&reserve),
     );
     let reserve_checks = spawn_reserve_checks(reserve);
+    let log_flusher = logs.spawn_flusher();
     supervisor.restore().await.map_err(AgentError::Restore)?;
     let periodic_checkpoints = (!config.checkpoint_interval.is_zero())
         .then(|| supervisor.spawn_periodic_checkpoints(config.checkpoint_interval));
@@ -282,7 +295,10 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         connector: connector.clone(),
     };
     let gauge = Arc::new(LoadGauge::default());
-    let discovery = Arc::new(start_discovery(&config, &identity, address.port(), connector.clone()).await?);
+    let figures = PeerFigures::default();
+    let events = Arc::new(HubEvents::default());
+    let discovery =
+        Arc::new(start_discovery(&config, &identity, address.port(), connector.clone(), figures.clone()).await?);
     let load_meter = spawn_load_meter(supervisor.clone(), Arc::clone(&discovery), Arc::clone(&gauge));
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -296,17 +312,21 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
     };
     let reflection = reflection_builder().build_v1().map_err(AgentError::Reflection)?;
     let reflection_v1alpha = reflection_builder().build_v1alpha().map_err(AgentError::Reflection)?;
-    let hub_service = HubServer::new(HubService::new(
-        supervisor.clone(),
-        address.to_string(),
-        config.cluster_id.clone(),
-        gauge,
-        discovery.watch_peers(),
-        discovery.suggester(),
-        migration_context.clone(),
-    ))
-    .max_decoding_message_size(64 << 20)
-    .max_encoding_message_size(64 << 20);
+    let api = HubApi::new(ApiParts {
+        supervisor: supervisor.clone(),
+        listen_address: address.to_string(),
+        cluster_id: config.cluster_id.clone(),
+        load: gauge,
+        peers: discovery.watch_peers(),
+        suggester: discovery.suggester(),
+        migration: migration_context.clone(),
+        figures,
+        rebalance: config.rebalance.mode,
+        events: Arc::clone(&events),
+    });
+    let hub_service = HubServer::new(HubService::new(api))
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
 
     let migration_service = MigrationServer::new(MigrationService::new(supervisor.clone(), migration_context))
         .max_decoding_message_size(crate::migration::MAX_FRAME_BYTES)
@@ -349,6 +369,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         load_meter,
         periodic_checkpoints,
         reserve_checks,
+        log_flusher,
         health: health_reporter,
         stop_serving,
         served,
@@ -361,6 +382,7 @@ async fn start_discovery(
     identity: &HubIdentity,
     port: u16,
     connector: PeerConnector,
+    figures: PeerFigures,
 ) -> Result<DiscoveryHandle, AgentError> {
     let mut discovery_config = DiscoveryConfig::new(HubAdvert {
         id: identity.id.clone(),
@@ -384,8 +406,11 @@ async fn start_discovery(
         cluster_id = %config.cluster_id,
         "starting peer discovery"
     );
-    Discovery::start(discovery_config, HubProber::new(identity.id.clone(), port, connector))
-        .map_err(AgentError::Discovery)
+    Discovery::start(
+        discovery_config,
+        HubProber::new(identity.id.clone(), port, connector, figures),
+    )
+    .map_err(AgentError::Discovery)
 }
 
 /// Runs a hub until SIGINT or SIGTERM, then shuts it down gracefully.

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use ferry_proto::v1::{self, global_value, pending_call};
+use ferry_proto::internal::v1::{self as wire, global_value, pending_call};
+use ferry_proto::v1::FunctionSpec;
 
 use crate::runtime::{GlobalValue, HostSnapshot, PendingCall, Snapshot};
 
@@ -11,7 +12,7 @@ fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn pending_to_wire(pending: PendingCall) -> v1::PendingCall {
+fn pending_to_wire(pending: PendingCall) -> wire::PendingCall {
     let call = match pending {
         PendingCall::Preempt => pending_call::Call::Preempt(pending_call::Preempt {}),
         PendingCall::Sleep { until } => pending_call::Call::Sleep(pending_call::Sleep {
@@ -29,10 +30,10 @@ fn pending_to_wire(pending: PendingCall) -> v1::PendingCall {
         }),
         PendingCall::SchedYield => pending_call::Call::SchedYield(pending_call::SchedYield {}),
     };
-    v1::PendingCall { call: Some(call) }
+    wire::PendingCall { call: Some(call) }
 }
 
-fn pending_from_wire(pending: Option<&v1::PendingCall>) -> Result<PendingCall, String> {
+fn pending_from_wire(pending: Option<&wire::PendingCall>) -> Result<PendingCall, String> {
     let call = pending
         .and_then(|pending| pending.call.as_ref())
         .ok_or("the checkpoint has no pending call")?;
@@ -53,7 +54,7 @@ fn pending_from_wire(pending: Option<&v1::PendingCall>) -> Result<PendingCall, S
     })
 }
 
-fn global_to_wire(index: u32, value: GlobalValue) -> v1::GlobalValue {
+fn global_to_wire(index: u32, value: GlobalValue) -> wire::GlobalValue {
     let value = match value {
         GlobalValue::I32(v) => global_value::Value::I32(v),
         GlobalValue::I64(v) => global_value::Value::I64(v),
@@ -61,13 +62,13 @@ fn global_to_wire(index: u32, value: GlobalValue) -> v1::GlobalValue {
         GlobalValue::F64(bits) => global_value::Value::F64Bits(bits),
         GlobalValue::V128(v) => global_value::Value::V128(v.to_le_bytes().to_vec()),
     };
-    v1::GlobalValue {
+    wire::GlobalValue {
         index,
         value: Some(value),
     }
 }
 
-fn global_from_wire(global: &v1::GlobalValue) -> Result<(u32, GlobalValue), String> {
+fn global_from_wire(global: &wire::GlobalValue) -> Result<(u32, GlobalValue), String> {
     let value = match global
         .value
         .as_ref()
@@ -92,13 +93,13 @@ fn global_from_wire(global: &v1::GlobalValue) -> Result<(u32, GlobalValue), Stri
 /// which the checkpoint store fills in).
 pub fn manifest_template(
     snapshot: &Snapshot,
-    spec: v1::FunctionSpec,
+    spec: FunctionSpec,
     epoch: u64,
     sequence: u64,
     created_unix_ms: u64,
-) -> v1::CheckpointManifest {
+) -> wire::CheckpointManifest {
     let host = &snapshot.host;
-    v1::CheckpointManifest {
+    wire::CheckpointManifest {
         module_hash: spec.module_hash.clone(),
         spec: Some(spec),
         epoch,
@@ -109,12 +110,12 @@ pub fn manifest_template(
             .iter()
             .map(|(index, value)| global_to_wire(*index, *value))
             .collect(),
-        host: Some(v1::HostState {
+        host: Some(wire::HostState {
             monotonic_ns: nanos(host.monotonic),
             inbox: host
                 .inbox
                 .iter()
-                .map(|data| v1::InboxMessage {
+                .map(|data| wire::InboxMessage {
                     data: data.clone(),
                     invocation_id: 0,
                 })
@@ -131,7 +132,7 @@ pub fn manifest_template(
 }
 
 /// A snapshot from a verified manifest and its memory image.
-pub fn snapshot_from_manifest(manifest: &v1::CheckpointManifest, memory: Vec<u8>) -> Result<Snapshot, String> {
+pub fn snapshot_from_manifest(manifest: &wire::CheckpointManifest, memory: Vec<u8>) -> Result<Snapshot, String> {
     let host = manifest.host.as_ref().ok_or("the checkpoint has no host state")?;
     Ok(Snapshot {
         memory,
@@ -179,7 +180,7 @@ mod tests {
                 has_caller: true,
             },
         };
-        let manifest = manifest_template(&snapshot, v1::FunctionSpec::default(), 1, 2, 3);
+        let manifest = manifest_template(&snapshot, FunctionSpec::default(), 1, 2, 3);
         let back = snapshot_from_manifest(&manifest, snapshot.memory.clone()).unwrap();
         assert_eq!(back, snapshot);
     }

@@ -67,6 +67,83 @@ pub struct AgentArgs {
     /// A peer hub to probe without mDNS, HOST:PORT (repeatable)
     #[arg(long = "peer", value_name = "HOST:PORT", env = "FERRY_PEERS", value_delimiter = ',')]
     pub peers: Vec<String>,
+    /// CPU this hub gives its functions, in cores (fractional allowed, e.g. 0.5) [default: the cgroup's CPU quota, else every CPU]
+    #[arg(long, value_name = "CORES", env = "FERRY_CPUS", allow_negative_numbers = true, value_parser = parse_cpus)]
+    pub cpus: Option<f64>,
+    /// Rebalancing on overload: on, recommend (only log what it would do) or off [default: on]
+    #[arg(long, value_name = "MODE", env = "FERRY_REBALANCE")]
+    pub rebalance: Option<RebalanceMode>,
+}
+
+/// What a hub does about sustained overload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RebalanceMode {
+    /// Move functions to peers with room; suspend what fits nowhere.
+    #[default]
+    On,
+    /// Decide as `on` would, but only log and report the decisions.
+    Recommend,
+    /// Do nothing.
+    Off,
+}
+
+impl RebalanceMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RebalanceMode::On => "on",
+            RebalanceMode::Recommend => "recommend",
+            RebalanceMode::Off => "off",
+        }
+    }
+}
+
+/// `--cpus`: a positive, finite number of cores.
+fn parse_cpus(text: &str) -> Result<f64, String> {
+    let cores: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of cores (like 0.5 or 2)"))?;
+    crate::runtime::cpu::check_cpus(cores)
+}
+
+/// The `[rebalance]` table of the config file.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RebalanceFile {
+    pub mode: Option<RebalanceMode>,
+    /// Pressure (demand / capacity) above which a hub is overloaded.
+    pub high_watermark: Option<f64>,
+    /// Pressure below which a hub has room to resume what it suspended.
+    pub low_watermark: Option<f64>,
+    /// How long overload (or room) must last before the hub acts.
+    #[serde(default, with = "humantime_serde")]
+    pub window: Option<Duration>,
+    /// How long a moved function stays where it went.
+    #[serde(default, with = "humantime_serde")]
+    pub cooldown: Option<Duration>,
+}
+
+/// Rebalancing settings after precedence was applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RebalanceConfig {
+    pub mode: RebalanceMode,
+    pub high_watermark: f64,
+    pub low_watermark: f64,
+    pub window: Duration,
+    pub cooldown: Duration,
+}
+
+impl Default for RebalanceConfig {
+    fn default() -> Self {
+        RebalanceConfig {
+            mode: RebalanceMode::On,
+            high_watermark: 0.25,
+            low_watermark: 0.05,
+            window: Duration::from_secs(5),
+            cooldown: Duration::from_secs(60),
+        }
+    }
 }
 
 /// The `--config` file. Every key is optional.
@@ -86,6 +163,8 @@ pub struct FileConfig {
     pub mdns: Option<bool>,
     pub mdns_interfaces: Option<Vec<String>>,
     pub peers: Option<Vec<String>>,
+    pub cpus: Option<f64>,
+    pub rebalance: Option<RebalanceFile>,
 }
 
 /// Settings after precedence was applied.
@@ -106,6 +185,9 @@ pub struct AgentConfig {
     pub mdns_interfaces: Vec<String>,
     /// `HOST:PORT` of static peers.
     pub peers: Vec<String>,
+    /// Cores for functions; `None`: the cgroup quota or every CPU.
+    pub cpus: Option<f64>,
+    pub rebalance: RebalanceConfig,
 }
 
 /// How often running functions are checkpointed unless configured otherwise.
@@ -128,6 +210,8 @@ pub enum ConfigError {
         #[source]
         source: toml::de::Error,
     },
+    #[error("invalid setting {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
 }
 
 /// The list given on the command line (or environment), else the file's.
@@ -188,7 +272,54 @@ impl AgentConfig {
             mdns: !args.no_mdns && file.mdns.unwrap_or(true),
             mdns_interfaces: non_empty_or(&args.mdns_interfaces, file.mdns_interfaces),
             peers: non_empty_or(&args.peers, file.peers),
+            cpus: args.cpus.or(file.cpus),
+            rebalance: {
+                let table = file.rebalance.unwrap_or_default();
+                let defaults = RebalanceConfig::default();
+                RebalanceConfig {
+                    mode: args.rebalance.or(table.mode).unwrap_or(defaults.mode),
+                    high_watermark: table.high_watermark.unwrap_or(defaults.high_watermark),
+                    low_watermark: table.low_watermark.unwrap_or(defaults.low_watermark),
+                    window: table.window.unwrap_or(defaults.window),
+                    cooldown: table.cooldown.unwrap_or(defaults.cooldown),
+                }
+            },
         }
+    }
+
+    /// Checks what the types do not: numbers in range, watermarks in order.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(cpus) = self.cpus {
+            crate::runtime::cpu::check_cpus(cpus).map_err(|reason| ConfigError::Invalid { key: "cpus", reason })?;
+        }
+        let rebalance = &self.rebalance;
+        for (key, value) in [
+            ("rebalance.high-watermark", rebalance.high_watermark),
+            ("rebalance.low-watermark", rebalance.low_watermark),
+        ] {
+            if !value.is_finite() || value < 0.0 {
+                return Err(ConfigError::Invalid {
+                    key,
+                    reason: format!("must be a number of at least 0, not {value}"),
+                });
+            }
+        }
+        if rebalance.low_watermark >= rebalance.high_watermark {
+            return Err(ConfigError::Invalid {
+                key: "rebalance.low-watermark",
+                reason: format!(
+                    "must be below the high watermark ({} ≥ {})",
+                    rebalance.low_watermark, rebalance.high_watermark
+                ),
+            });
+        }
+        if rebalance.window.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "rebalance.window",
+                reason: "must be longer than 0s".to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Reads the config file named by the flags (if any) and resolves.
@@ -197,7 +328,9 @@ impl AgentConfig {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
-        Ok(AgentConfig::resolve(args, file, std::env::var("RUST_LOG").ok()))
+        let config = AgentConfig::resolve(args, file, std::env::var("RUST_LOG").ok());
+        config.validate()?;
+        Ok(config)
     }
 }
 
@@ -226,6 +359,8 @@ mod tests {
                 mdns: true,
                 mdns_interfaces: Vec::new(),
                 peers: Vec::new(),
+                cpus: None,
+                rebalance: RebalanceConfig::default(),
             }
         );
     }
@@ -283,6 +418,48 @@ mod tests {
         assert_eq!(config.name.as_deref(), Some("from-flag"));
         assert_eq!(config.listen, "127.0.0.1:1".parse::<SocketAddr>().unwrap());
         assert_eq!(config.log, "warn", "RUST_LOG is environment and beats the file");
+    }
+
+    #[test]
+    fn cpus_and_rebalancing_come_from_flags_over_the_file() {
+        let text = "cpus = 1.5\n[rebalance]\nmode = \"recommend\"\nhigh-watermark = 0.5\nwindow = \"10s\"";
+        let config = AgentConfig::resolve(&AgentArgs::default(), file(text), None);
+        assert_eq!(config.cpus, Some(1.5));
+        assert_eq!(config.rebalance.mode, RebalanceMode::Recommend);
+        assert_eq!(config.rebalance.high_watermark, 0.5);
+        assert_eq!(config.rebalance.window, Duration::from_secs(10));
+        assert_eq!(config.rebalance.cooldown, Duration::from_secs(60));
+        let args = AgentArgs {
+            cpus: Some(0.5),
+            rebalance: Some(RebalanceMode::Off),
+            ..AgentArgs::default()
+        };
+        let config = AgentConfig::resolve(&args, file(text), None);
+        assert_eq!(config.cpus, Some(0.5));
+        assert_eq!(config.rebalance.mode, RebalanceMode::Off);
+    }
+
+    #[test]
+    fn bad_cpus_and_watermarks_are_refused_with_the_setting_named() {
+        for bad in ["0", "-1", "abc", "nan", "inf"] {
+            assert!(parse_cpus(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_cpus("0.25"), Ok(0.25));
+        for (text, key) in [
+            ("cpus = 0.0", "cpus"),
+            ("cpus = -2.0", "cpus"),
+            (
+                "[rebalance]\nlow-watermark = 0.5\nhigh-watermark = 0.2",
+                "rebalance.low-watermark",
+            ),
+            ("[rebalance]\nwindow = \"0s\"", "rebalance.window"),
+        ] {
+            let config = AgentConfig::resolve(&AgentArgs::default(), file(text), None);
+            match config.validate() {
+                Err(ConfigError::Invalid { key: named, .. }) => assert_eq!(named, key, "{text}"),
+                other => panic!("{text}: {other:?}"),
+            }
+        }
     }
 
     #[test]

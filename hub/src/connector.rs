@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ferry_proto::internal::v1::migration_client::MigrationClient;
 use ferry_proto::v1::hub_client::HubClient;
-use ferry_proto::v1::migration_client::MigrationClient;
 use thiserror::Error;
 use tonic::transport::{Channel, Endpoint};
 

@@ -39,10 +39,21 @@ pub enum HubError {
     MovedAway { name: String, hub: String },
     #[error("function {name:?} is being moved between hubs; try again when the move is over")]
     Moving { name: String },
+    #[error("no hub named {hub:?} is in the peer table (see `ferry peers`)")]
+    HubNotFound { hub: String },
+    #[error("hub {hub} is being drained and takes no new functions (`ferry undrain {hub}` ends that)")]
+    Draining { hub: String },
     #[error("function {name:?} is {state}; try again when that is over")]
     Busy { name: String, state: &'static str },
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("the request was forwarded {hops} times (last toward hub {hub}): the forward pointers form a loop")]
+    ForwardLoop { hops: u32, hub: String },
+    #[error("log follower of function {name:?} fell behind and missed {missed} entries")]
+    LogFollowerLagged { name: String, missed: u64 },
+    /// What another hub answered to a forwarded request.
+    #[error("{message}")]
+    Remote { code: ErrorCode, message: String },
     #[error("function {name:?} is offered under epoch {offered}, but this hub knows epoch {known}: the offer is stale")]
     StaleEpoch { name: String, offered: u64, known: u64 },
     #[error("cannot move to hub {hub}: {reason}")]
@@ -67,7 +78,7 @@ pub enum HubError {
 impl ServiceError for HubError {
     fn error_code(&self) -> ErrorCode {
         match self {
-            HubError::FunctionNotFound { .. } => ErrorCode::NotFound,
+            HubError::FunctionNotFound { .. } | HubError::HubNotFound { .. } => ErrorCode::NotFound,
             HubError::FunctionExists { .. } => ErrorCode::AlreadyExists,
             HubError::InvalidName { .. } | HubError::InvalidRequest(_) => ErrorCode::InvalidArgument,
             HubError::NotRunning { .. } | HubError::NoReply { .. } => ErrorCode::FailedPrecondition,
@@ -78,8 +89,13 @@ impl ServiceError for HubError {
             HubError::NoCheckpoint { .. } => ErrorCode::NotFound,
             HubError::CaptureFailed { .. } => ErrorCode::Aborted,
             HubError::CheckpointUnusable { .. } => ErrorCode::DataLoss,
-            HubError::Moving { .. } | HubError::Busy { .. } => ErrorCode::FailedPrecondition,
+            HubError::Moving { .. } | HubError::Busy { .. } | HubError::Draining { .. } => {
+                ErrorCode::FailedPrecondition
+            }
             HubError::Internal(_) => ErrorCode::Internal,
+            HubError::ForwardLoop { .. } => ErrorCode::FailedPrecondition,
+            HubError::LogFollowerLagged { .. } => ErrorCode::ResourceExhausted,
+            HubError::Remote { code, .. } => *code,
             HubError::MovedAway { .. } => ErrorCode::AlreadyExists,
             HubError::StaleEpoch { .. } => ErrorCode::Aborted,
             HubError::PeerUnusable { .. } => ErrorCode::FailedPrecondition,
@@ -88,6 +104,16 @@ impl ServiceError for HubError {
             HubError::Checkpoint(error) => error.error_code(),
             HubError::Runtime(error) => error.error_code(),
             HubError::Store(error) => error.error_code(),
+        }
+    }
+}
+
+impl HubError {
+    /// What another hub's status means here: its kind and its text, as they were.
+    pub fn from_status(status: tonic::Status) -> HubError {
+        HubError::Remote {
+            code: ErrorCode::from_grpc_code(status.code()),
+            message: status.message().to_owned(),
         }
     }
 }

@@ -7,12 +7,13 @@
 //! each other's types except through `ferry-proto`.
 
 pub mod agent;
+pub mod api;
 pub mod checkpoint_codec;
 pub mod cli;
 pub mod config;
 pub mod connector;
 pub mod error;
-pub mod forward;
+pub mod events;
 pub mod logs;
 pub mod migration;
 pub mod peers;

@@ -2,20 +2,21 @@
 //! is alive and who it is, the load figure it advertises, and the conversion
 //! of peer snapshots to the wire format.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ferry_discovery::{
     Compatibility, DiscoveryHandle, PeerIdentity, PeerSnapshot, PeerSource, PeerState, ProbeError, Prober,
 };
 use ferry_proto::v1::hub_client::HubClient;
-use ferry_proto::v1::{self, GetHubInfoRequest, PeerInfo};
+use ferry_proto::v1::{self, GetHubInfoRequest, HubInfo, PeerInfo};
 use tonic::transport::Channel;
 
 use crate::connector::{PeerConnector, Purpose};
-use crate::supervisor::Supervisor;
+use crate::supervisor::{CpuTotals, Supervisor};
 
 /// How often the advertised load figure is recomputed.
 const LOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -32,14 +33,16 @@ pub struct HubProber {
     own_hub_id: String,
     own_port: u16,
     connector: PeerConnector,
+    figures: PeerFigures,
 }
 
 impl HubProber {
-    pub fn new(own_hub_id: String, own_port: u16, connector: PeerConnector) -> HubProber {
+    pub fn new(own_hub_id: String, own_port: u16, connector: PeerConnector, figures: PeerFigures) -> HubProber {
         HubProber {
             own_hub_id,
             own_port,
             connector,
+            figures,
         }
     }
 
@@ -63,6 +66,7 @@ impl Prober for HubProber {
             .await
             .map_err(|status| ProbeError::failed(status.message().to_owned()))?
             .into_inner();
+        self.figures.record(&info);
         Ok(PeerIdentity {
             hub_id: info.hub_id,
             hub_name: info.hub_name,
@@ -73,19 +77,41 @@ impl Prober for HubProber {
     }
 }
 
-/// The load figure this hub reports, shared by the service and discovery.
+/// The load figures this hub reports, shared by the API and discovery.
 #[derive(Debug, Default)]
-pub struct LoadGauge(AtomicU32);
+pub struct LoadGauge {
+    /// Coarse machine share for the mDNS TXT record, 0..=[`LOAD_FULL_SCALE`].
+    load: AtomicU32,
+    /// Cores its functions used over the last second (f64 bits).
+    cpu_usage: AtomicU64,
+    /// Cores' worth of time they were runnable but did not run (f64 bits).
+    cpu_demand: AtomicU64,
+}
 
 impl LoadGauge {
     pub fn get(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
+        self.load.load(Ordering::Relaxed)
+    }
+
+    /// CPU of all functions over the last second, in cores.
+    pub fn cpu(&self) -> CpuTotals {
+        CpuTotals {
+            usage: f64::from_bits(self.cpu_usage.load(Ordering::Relaxed)),
+            demand: f64::from_bits(self.cpu_demand.load(Ordering::Relaxed)),
+        }
+    }
+
+    fn set_cpu(&self, totals: CpuTotals) {
+        self.cpu_usage.store(totals.usage.to_bits(), Ordering::Relaxed);
+        self.cpu_demand.store(totals.demand.to_bits(), Ordering::Relaxed);
     }
 }
 
-/// Recomputes the load once per [`LOAD_INTERVAL`]: an EWMA of the share of
-/// the machine's CPU time that functions used, scaled to [`LOAD_FULL_SCALE`],
-/// and hands it to discovery (which rate-limits the TXT refresh).
+/// Once per [`LOAD_INTERVAL`]: samples every function's CPU (usage and
+/// demand, for `ps`, `info` and rebalancing), and recomputes the coarse
+/// load — an EWMA of the share of the machine's CPU time that functions
+/// used, scaled to [`LOAD_FULL_SCALE`] — for discovery (which rate-limits
+/// the TXT refresh).
 pub fn spawn_load_meter(
     supervisor: Supervisor,
     discovery: Arc<DiscoveryHandle>,
@@ -103,12 +129,14 @@ pub fn spawn_load_meter(
         loop {
             interval.tick().await;
             let now = tokio::time::Instant::now();
+            let elapsed = now.duration_since(previous_at);
+            gauge.set_cpu(supervisor.sample_cpu(elapsed));
             let cpu = supervisor.cpu_micros_total();
-            let wall_micros = now.duration_since(previous_at).as_micros().max(1) as f64;
+            let wall_micros = elapsed.as_micros().max(1) as f64;
             let share = cpu.saturating_sub(previous_cpu) as f64 / (wall_micros * cpus);
             smoothed = LOAD_SMOOTHING * share.min(1.0) + (1.0 - LOAD_SMOOTHING) * smoothed;
             let load = (smoothed * f64::from(LOAD_FULL_SCALE)).round() as u32;
-            gauge.0.store(load, Ordering::Relaxed);
+            gauge.load.store(load, Ordering::Relaxed);
             discovery.set_load(load);
             previous_cpu = cpu;
             previous_at = now;
@@ -117,7 +145,8 @@ pub fn spawn_load_meter(
 }
 
 /// A peer as the API reports it.
-pub fn peer_info(peer: &PeerSnapshot, now: tokio::time::Instant) -> PeerInfo {
+pub fn peer_info(peer: &PeerSnapshot, figures: Option<&HubInfo>, now: tokio::time::Instant) -> PeerInfo {
+    let figures = figures.cloned().unwrap_or_default();
     let state = match peer.state {
         PeerState::Unknown => v1::PeerState::Unknown,
         PeerState::Up => v1::PeerState::Up,
@@ -147,5 +176,30 @@ pub fn peer_info(peer: &PeerSnapshot, now: tokio::time::Instant) -> PeerInfo {
         source: source as i32,
         compatibility: compatibility as i32,
         usable: peer.is_usable(),
+        cpu_capacity: figures.cpu_capacity,
+        cpu_usage: figures.cpu_usage,
+        cpu_demand: figures.cpu_demand,
+        free_memory_bytes: figures.free_memory_bytes,
+        functions_total: figures.functions_total,
+        draining: figures.draining,
+    }
+}
+
+/// The last figures each peer reported in a probe answer, by hub id: the
+/// headroom rebalancing weighs (probes of Up peers come every second).
+#[derive(Debug, Clone, Default)]
+pub struct PeerFigures(Arc<Mutex<HashMap<String, HubInfo>>>);
+
+impl PeerFigures {
+    pub fn get(&self, hub_id: &str) -> Option<HubInfo> {
+        self.lock().get(hub_id).cloned()
+    }
+
+    fn record(&self, info: &HubInfo) {
+        self.lock().insert(info.hub_id.clone(), info.clone());
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HubInfo>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -194,6 +194,11 @@ impl HubProcess {
             // join multicast groups on every interface of this machine.
             command.arg("--no-mdns");
         }
+        if !self.options.has_arg("--rebalance") {
+            // Tests place functions themselves; the rebalancing tests say
+            // `--rebalance on` (the default of a hub users start).
+            command.args(["--rebalance", "off"]);
+        }
         command
             .args(&self.options.extra_args)
             .env("FERRY_LOG", "info,ferry_hub=debug,ferry_discovery=debug")
@@ -205,6 +210,8 @@ impl HubProcess {
             .env_remove("FERRY_PEERS")
             .env_remove("FERRY_CLUSTER_ID")
             .env_remove("FERRY_CONFIG")
+            .env_remove("FERRY_REBALANCE")
+            .env_remove("FERRY_CPUS")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

@@ -15,10 +15,11 @@ use ferry_integration_tests::moves::{
     wait_peer_up,
 };
 use ferry_integration_tests::{HubOptions, HubProcess, eventually, expect_success, guest};
-use ferry_proto::v1::migration_client::MigrationClient;
-use ferry_proto::v1::{
-    ChunkData, ChunkRef, DestinationFrame, FunctionSpec, Offer, Round, SourceFrame, destination_frame, source_frame,
+use ferry_proto::internal::v1::migration_client::MigrationClient;
+use ferry_proto::internal::v1::{
+    ChunkData, ChunkRef, DestinationFrame, Offer, Round, SourceFrame, destination_frame, source_frame,
 };
+use ferry_proto::v1::FunctionSpec;
 
 const PATIENCE: Duration = Duration::from_secs(60);
 
@@ -340,7 +341,7 @@ async fn a_hostile_source_gets_clear_refusals_and_leaves_nothing_behind() {
         .unwrap();
     assert!(matches!(answer(&mut answers).await, destination_frame::Frame::Need(_)));
     sender
-        .send(frame(source_frame::Frame::Seal(ferry_proto::v1::Seal {
+        .send(frame(source_frame::Frame::Seal(ferry_proto::internal::v1::Seal {
             manifest: None,
         })))
         .await

@@ -312,8 +312,10 @@ async fn invoking_a_function_that_never_replies_times_out_with_a_clear_error() {
 
 /// Reflection answers in both protocol versions: `v1`, and `v1alpha`, the
 /// only one Python's grpcio-reflection, older grpcurl, Postman and Evans speak.
+/// It serves the public package only: the hub-to-hub protocol, records and
+/// checkpoint format are not offered to clients.
 #[tokio::test]
-async fn reflection_lists_the_hub_service_in_v1_and_v1alpha() {
+async fn reflection_lists_the_public_hub_service_in_v1_and_v1alpha() {
     use tonic_reflection::pb::{v1, v1alpha};
     let hub = HubProcess::start(HubOptions::default()).await.unwrap();
     let uri = format!("http://{}", hub.address());
@@ -342,6 +344,10 @@ async fn reflection_lists_the_hub_service_in_v1_and_v1alpha() {
     };
     let names: Vec<_> = listed.service.iter().map(|service| service.name.as_str()).collect();
     assert!(names.contains(&"ferry.v1.Hub"), "{names:?}");
+    assert!(
+        !names.iter().any(|name| name.starts_with("ferry.internal")),
+        "{names:?}"
+    );
 
     let mut client = v1::server_reflection_client::ServerReflectionClient::new(channel);
     let request = v1::ServerReflectionRequest {
@@ -361,4 +367,39 @@ async fn reflection_lists_the_hub_service_in_v1_and_v1alpha() {
         panic!("v1 did not list services");
     };
     assert!(listed.service.iter().any(|service| service.name == "ferry.v1.Hub"));
+    assert!(
+        !listed
+            .service
+            .iter()
+            .any(|service| service.name.starts_with("ferry.internal")),
+        "{:?}",
+        listed.service
+    );
+
+    for symbol in ["ferry.internal.v1.Migration", "ferry.internal.v1.FunctionRecord"] {
+        let request = v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(v1::server_reflection_request::MessageRequest::FileContainingSymbol(
+                symbol.to_owned(),
+            )),
+        };
+        let answer = client
+            .server_reflection_info(tokio_stream::once(request))
+            .await
+            .unwrap()
+            .into_inner()
+            .message()
+            .await;
+        // tonic-reflection answers an unknown symbol with NOT_FOUND.
+        match answer {
+            Err(status) => assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}"),
+            Ok(answer) => assert!(
+                matches!(
+                    answer.and_then(|answer| answer.message_response),
+                    Some(v1::server_reflection_response::MessageResponse::ErrorResponse(_))
+                ),
+                "reflection described the internal symbol {symbol}"
+            ),
+        }
+    }
 }

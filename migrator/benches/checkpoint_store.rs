@@ -11,7 +11,8 @@
 use std::time::{Duration, Instant};
 
 use ferry_migrator::checkpoint::{CheckpointStore, DEFAULT_CHUNK_SIZE};
-use ferry_proto::v1::{CheckpointManifest, FunctionSpec, HostState, PendingCall, pending_call};
+use ferry_proto::internal::v1::{CheckpointManifest, HostState, PendingCall, pending_call};
+use ferry_proto::v1::FunctionSpec;
 
 const MIB: usize = 1 << 20;
 const ROUNDS: usize = 5;

@@ -26,6 +26,11 @@ pub fn run_guest(engine: &wasmer::Engine, module: &wasmer::Module, args: &[&str]
         args: args.iter().map(|arg| arg.to_string()).collect(),
         environ: Vec::new(),
         memory_limit_bytes: 1 << 30,
+        cpu_cap: None,
+        // Charged like on a hub (the quota never binds at full capacity).
+        governor: Some(std::sync::Arc::new(ferry_hub::runtime::cpu::CpuGovernor::new(
+            ferry_hub::runtime::cpu::default_capacity(),
+        ))),
     };
     let started = Instant::now();
     let outcome = run_to_completion(

@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use ferry_proto::v1::{
-    CheckpointRequest, DeployRequest, GetHubInfoRequest, InvokeRequest, Limits, ListFunctionsRequest, ListPeersRequest,
-    LogStream, LogsRequest, RemoveRequest, ResumeRequest, StopRequest, SuspendRequest,
+    CheckpointRequest, DeployRequest, EventsRequest, GetHubInfoRequest, InvokeRequest, Limits, ListFunctionsRequest,
+    ListPeersRequest, LogStream, LogsRequest, Placement, RemoveRequest, ResumeRequest, StopRequest, SuspendRequest,
+    UndrainRequest,
 };
 use tokio_stream::StreamExt;
 
@@ -55,6 +56,20 @@ pub async fn run(hub: &str, json: bool, command: Command) -> Result<(), ClientEr
                 .peers;
             output::print_peers(&peers, json)
         }
+        Command::Drain { target: name } => super::migrate::drain(hub, json, name).await,
+        Command::Undrain { target: name } => {
+            let info = connect(hub)
+                .await?
+                .undrain(UndrainRequest { hub: name })
+                .await?
+                .into_inner();
+            output::print_message(
+                json,
+                &format!("hub {} takes functions again", info.hub_name),
+                serde_json::json!({ "undrained": info.hub_name }),
+            )
+        }
+        Command::Events { follow, tail } => events(hub, json, follow, tail.unwrap_or(0)).await,
         Command::Info => {
             let info = connect(hub)
                 .await?
@@ -86,10 +101,15 @@ async fn deploy(hub: &str, json: bool, args: DeployArgs) -> Result<(), ClientErr
         module,
         args: args.args,
         env: parse_env(&args.env)?,
-        limits: args.memory_limit.map(|limit| Limits {
-            memory_limit_bytes: limit.as_u64(),
+        limits: Some(Limits {
+            memory_limit_bytes: args.memory_limit.map_or(0, |limit| limit.as_u64()),
+            cpus: args.cpus.unwrap_or(0.0),
         }),
         replace: args.replace,
+        placement: Some(Placement {
+            priority: args.priority.unwrap_or(0),
+            pinned: args.pin,
+        }),
     };
     let response = connect(hub).await?.deploy(request).await?.into_inner();
     output::print_deployed(&response, json)
@@ -146,6 +166,18 @@ async fn logs(hub: &str, json: bool, args: LogsArgs) -> Result<(), ClientError> 
                 out.flush()?;
             }
         }
+    }
+    Ok(())
+}
+
+async fn events(hub: &str, json: bool, follow: bool, tail: u32) -> Result<(), ClientError> {
+    let mut stream = connect(hub)
+        .await?
+        .events(EventsRequest { follow, tail })
+        .await?
+        .into_inner();
+    while let Some(event) = stream.next().await {
+        output::print_event(&event?, json)?;
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use ferry_proto::v1::{MigrateRequest, MigrateSummary, migrate_progress};
+use ferry_proto::v1::{DrainRequest, MigrateRequest, MigrateSummary, drain_progress, migrate_progress};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use tokio_stream::StreamExt;
@@ -128,4 +128,51 @@ fn print_summary(summary: &MigrateSummary, json: bool) {
             "  the destination did not confirm the start; it starts the function when it hears the move committed"
         );
     }
+}
+
+/// `ferry drain HUB`: each function that leaves, then a summary.
+pub async fn drain(hub: &str, json: bool, name: String) -> Result<(), ClientError> {
+    let mut progress = connect(hub)
+        .await?
+        .drain(DrainRequest { hub: name })
+        .await?
+        .into_inner();
+    let mut summary = None;
+    while let Some(item) = progress.next().await {
+        match item?.progress {
+            Some(drain_progress::Progress::Moved(event)) => super::output::print_event(&event, json)?,
+            Some(drain_progress::Progress::Summary(done)) => summary = Some(done),
+            None => {}
+        }
+    }
+    let summary = summary.ok_or_else(|| ClientError::Usage("the hub ended the drain without a summary".to_owned()))?;
+    if json {
+        println!(
+            "{}",
+            json!({
+                "hub_name": summary.hub_name,
+                "moved": summary.moved,
+                "failed": summary.failed,
+                "left": summary.left,
+                "pinned": summary.pinned,
+                "duration_ms": summary.duration_ms,
+            })
+        );
+        return Ok(());
+    }
+    println!(
+        "drained {}: {} moved, {} failed in {:.1} s; new deploys are refused until `ferry undrain {}`",
+        summary.hub_name,
+        summary.moved,
+        summary.failed,
+        summary.duration_ms as f64 / 1000.0,
+        summary.hub_name
+    );
+    if !summary.left.is_empty() {
+        println!("  still there (no peer had room in time): {}", summary.left.join(", "));
+    }
+    if !summary.pinned.is_empty() {
+        println!("  pinned, not moved: {}", summary.pinned.join(", "));
+    }
+    Ok(())
 }

@@ -72,8 +72,29 @@ pub enum Command {
     Migrate(MigrateArgs),
     /// Show the hub's identity and versions
     Info,
-    /// List the hubs this hub knows of and whether they are alive
+    /// List the hubs this hub knows of, whether they are alive, and their CPU headroom
     Peers,
+    /// Move every movable function off a hub and keep new deploys off it (until `undrain`)
+    Drain {
+        /// The hub to drain: its name or id, as `ferry peers` lists it (or this hub's)
+        #[arg(value_name = "HUB")]
+        target: String,
+    },
+    /// End a drain: the hub takes functions again
+    Undrain {
+        /// The hub: its name or id
+        #[arg(value_name = "HUB")]
+        target: String,
+    },
+    /// What the hub decided on its own (rebalancing, drains), with reasons
+    Events {
+        /// Keep printing new events as they happen
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N events
+        #[arg(long, value_name = "N")]
+        tail: Option<u32>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,6 +113,15 @@ pub struct DeployArgs {
     /// Replace a function of the same name
     #[arg(long)]
     pub replace: bool,
+    /// The most CPU the function may use, in cores, e.g. 0.25 [default: no cap of its own]
+    #[arg(long, value_name = "CORES", allow_negative_numbers = true, value_parser = parse_function_cpus)]
+    pub cpus: Option<f64>,
+    /// Importance under overload, -1000..=1000: the lowest is suspended first [default: 0]
+    #[arg(long, allow_negative_numbers = true, value_parser = clap::value_parser!(i32).range(-1000..=1000))]
+    pub priority: Option<i32>,
+    /// Never move or suspend this function automatically
+    #[arg(long)]
+    pub pin: bool,
     /// Arguments passed to the guest (after `--`)
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -131,6 +161,15 @@ pub struct MigrateArgs {
     /// Destination hub: its name or id, as `ferry peers` lists it
     #[arg(long)]
     pub to: String,
+}
+
+/// `deploy --cpus`: a positive, finite number of cores.
+fn parse_function_cpus(text: &str) -> Result<f64, String> {
+    let cores: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of cores (like 0.25 or 1)"))?;
+    crate::runtime::cpu::check_cpus(cores)
 }
 
 /// Runs a client command and turns its outcome into a process exit code.

@@ -5,8 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use comfy_table::presets::NOTHING;
 use comfy_table::{Cell, Table};
 use ferry_proto::v1::{
-    CheckpointInfo, DeployResponse, FunctionInfo, FunctionState, HubInfo, LogEntry, LogStream, PeerCompatibility,
-    PeerInfo, PeerSource, PeerState,
+    CheckpointInfo, DeployResponse, FunctionInfo, FunctionState, HubEvent, HubInfo, LogEntry, LogStream,
+    PeerCompatibility, PeerInfo, PeerSource, PeerState,
 };
 use serde_json::{Value, json};
 
@@ -23,6 +23,27 @@ fn stream_name(stream: i32) -> &'static str {
     }
 }
 
+/// The state as `ps` shows it: a suspension for overload is told apart.
+fn shown_state(info: &FunctionInfo) -> &'static str {
+    if info.suspended_for_overload {
+        "suspended (overload)"
+    } else {
+        state_name(info.state)
+    }
+}
+
+/// Cores used over the last second, and what the function wanted on top.
+fn cores(info: &FunctionInfo) -> String {
+    if info.state != FunctionState::Running as i32 {
+        return "-".to_owned();
+    }
+    if info.cpu_demand >= 0.01 {
+        format!("{:.2} (+{:.2} waiting)", info.cpu_usage, info.cpu_demand)
+    } else {
+        format!("{:.2}", info.cpu_usage)
+    }
+}
+
 fn name_of(info: &FunctionInfo) -> &str {
     info.spec.as_ref().map(|spec| spec.name.as_str()).unwrap_or_default()
 }
@@ -32,12 +53,18 @@ pub fn function_json(info: &FunctionInfo) -> Value {
     json!({
         "name": spec.name,
         "state": state_name(info.state),
+        "suspended_for_overload": info.suspended_for_overload,
         "hub_id": info.hub_id,
         "hub_name": info.hub_name,
         "module_hash": spec.module_hash,
         "args": spec.args,
         "env": spec.env,
         "memory_limit_bytes": spec.limits.map(|limits| limits.memory_limit_bytes).unwrap_or_default(),
+        "cpus": spec.limits.map(|limits| limits.cpus).unwrap_or_default(),
+        "priority": spec.placement.map(|placement| placement.priority).unwrap_or_default(),
+        "pinned": spec.placement.is_some_and(|placement| placement.pinned),
+        "cpu_usage": info.cpu_usage,
+        "cpu_demand": info.cpu_demand,
         "memory_bytes": info.memory_bytes,
         "cpu_micros": info.cpu_micros,
         "exit_code": info.exit_code,
@@ -116,7 +143,7 @@ pub fn print_functions(functions: &[FunctionInfo], json: bool) -> Result<(), Cli
     let mut table = Table::new();
     table.load_preset(NOTHING);
     table.set_header([
-        "NAME", "STATE", "HUB", "CPU", "MEMORY", "UPTIME", "STARTS", "MODULE", "NOTE",
+        "NAME", "STATE", "HUB", "CORES", "CPU", "MEMORY", "UPTIME", "STARTS", "MODULE", "NOTE",
     ]);
     for info in functions {
         let module = info
@@ -126,8 +153,9 @@ pub fn print_functions(functions: &[FunctionInfo], json: bool) -> Result<(), Cli
             .unwrap_or_default();
         table.add_row([
             Cell::new(name_of(info)),
-            Cell::new(state_name(info.state)),
+            Cell::new(shown_state(info)),
             Cell::new(&info.hub_name),
+            Cell::new(cores(info)),
             Cell::new(human_cpu(info.cpu_micros)),
             Cell::new(human_bytes(info.memory_bytes)),
             Cell::new(uptime(info)),
@@ -203,6 +231,14 @@ pub fn print_hub_info(info: &HubInfo, json: bool) -> Result<(), ClientError> {
                 "cluster_id": info.cluster_id,
                 "load": info.load,
                 "degraded": info.degraded,
+                "cpu_capacity": info.cpu_capacity,
+                "cpu_usage": info.cpu_usage,
+                "cpu_demand": info.cpu_demand,
+                "cpu_load": ratio(info.cpu_usage, info.cpu_capacity),
+                "cpu_pressure": ratio(info.cpu_demand, info.cpu_capacity),
+                "free_memory_bytes": info.free_memory_bytes,
+                "draining": info.draining,
+                "rebalance": info.rebalance,
             })
         );
         return Ok(());
@@ -214,9 +250,20 @@ pub fn print_hub_info(info: &HubInfo, json: bool) -> Result<(), ClientError> {
         println!("DEGRADED  {}", info.degraded);
     }
     println!(
-        "load      {:.1}% of the machine's CPU used by functions",
-        f64::from(info.load) / 100.0
+        "cpu       {:.2} cores for functions; using {:.2} (load {:.2}), wanting {:.2} more (pressure {:.2})",
+        info.cpu_capacity,
+        info.cpu_usage,
+        ratio(info.cpu_usage, info.cpu_capacity),
+        info.cpu_demand,
+        ratio(info.cpu_demand, info.cpu_capacity),
     );
+    println!("memory    {} free", human_bytes(info.free_memory_bytes));
+    let drain = if info.draining {
+        "; DRAINING (no new functions)"
+    } else {
+        ""
+    };
+    println!("rebalance {}{drain}", info.rebalance);
     println!(
         "functions {} running, {} total",
         info.functions_running, info.functions_total
@@ -262,6 +309,14 @@ pub fn peer_json(peer: &PeerInfo) -> Value {
         "source": source,
         "compatibility": compatibility_name(peer.compatibility),
         "usable": peer.usable,
+        "cpu_capacity": peer.cpu_capacity,
+        "cpu_usage": peer.cpu_usage,
+        "cpu_demand": peer.cpu_demand,
+        "cpu_load": ratio(peer.cpu_usage, peer.cpu_capacity),
+        "cpu_pressure": ratio(peer.cpu_demand, peer.cpu_capacity),
+        "free_memory_bytes": peer.free_memory_bytes,
+        "functions_total": peer.functions_total,
+        "draining": peer.draining,
     })
 }
 
@@ -272,28 +327,74 @@ pub fn print_peers(peers: &[PeerInfo], json: bool) -> Result<(), ClientError> {
     }
     let mut table = Table::new();
     table.load_preset(NOTHING);
-    table.set_header(["ID", "NAME", "ADDRESS", "STATE", "LOAD", "LAST SEEN", "NOTE"]);
+    table.set_header([
+        "ID",
+        "NAME",
+        "ADDRESS",
+        "STATE",
+        "CPUS",
+        "LOAD",
+        "PRESSURE",
+        "FUNCTIONS",
+        "LAST SEEN",
+        "NOTE",
+    ]);
     for peer in peers {
         let last_seen = match peer.last_seen_ms_ago {
             Some(ms) if ms < 1000 => format!("{ms} ms ago"),
             Some(ms) => format!("{} ago", humantime::format_duration(Duration::from_secs(ms / 1000))),
             None => "never".to_owned(),
         };
-        let note = match compatibility_name(peer.compatibility) {
+        let mut note = match compatibility_name(peer.compatibility) {
             Some("compatible") | None => String::new(),
             Some(other) => format!("{other}: not used"),
         };
+        if peer.draining {
+            note = if note.is_empty() {
+                "draining".to_owned()
+            } else {
+                format!("{note}; draining")
+            };
+        }
         table.add_row([
             Cell::new(&peer.hub_id),
             Cell::new(&peer.hub_name),
             Cell::new(&peer.address),
             Cell::new(peer_state_name(peer.state)),
-            Cell::new(format!("{:.1}%", f64::from(peer.load) / 100.0)),
+            Cell::new(format!("{:.2}", peer.cpu_capacity)),
+            Cell::new(format!("{:.2}", ratio(peer.cpu_usage, peer.cpu_capacity))),
+            Cell::new(format!("{:.2}", ratio(peer.cpu_demand, peer.cpu_capacity))),
+            Cell::new(peer.functions_total),
             Cell::new(last_seen),
             Cell::new(note),
         ]);
     }
     println!("{table}");
+    Ok(())
+}
+
+pub fn event_json(event: &HubEvent) -> Value {
+    json!({
+        "seq": event.seq,
+        "unix_ms": event.unix_ms,
+        "kind": event.kind,
+        "function": event.function,
+        "peer": event.peer,
+        "text": event.text,
+    })
+}
+
+/// One event per line: local time, kind, the decision and its reason.
+pub fn print_event(event: &HubEvent, json: bool) -> Result<(), ClientError> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", event_json(event))?;
+    } else {
+        let at = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(event.unix_ms));
+        writeln!(out, "{at}  {:<13} {}", event.kind, event.text)?;
+    }
+    out.flush()?;
     Ok(())
 }
 
@@ -330,4 +431,9 @@ pub fn print_checkpoint(name: &str, info: &CheckpointInfo, json: bool) -> Result
         info.persist_micros as f64 / 1000.0,
     );
     Ok(())
+}
+
+/// `part / whole`, 0 when there is no whole.
+fn ratio(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 { part / whole } else { 0.0 }
 }

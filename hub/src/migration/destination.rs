@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use ferry_migrator::checkpoint::ChunkHash;
 use ferry_migrator::transfer::{Disposition, Receiver, ReceiverStep, RoundPlan, TransferError};
-use ferry_proto::v1::{CheckpointManifest, DestinationFrame, LogEntry, Offer, PendingHandoff, SourceFrame};
+use ferry_proto::internal::v1::{CheckpointManifest, DestinationFrame, Offer, PendingHandoff, SourceFrame};
+use ferry_proto::v1::LogEntry;
 use ferry_proto::{ErrorCode, ServiceError};
 use futures::Stream;
 use tokio::sync::mpsc;

@@ -19,9 +19,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use ferry_migrator::transfer::{RoundPolicy, TransferError};
-use ferry_proto::v1::migration_client::MigrationClient;
-use ferry_proto::v1::migration_server::Migration;
-use ferry_proto::v1::{DestinationFrame, ResolveHandoffRequest, ResolveHandoffResponse, SourceFrame};
+use ferry_proto::internal::v1::migration_client::MigrationClient;
+use ferry_proto::internal::v1::migration_server::Migration;
+use ferry_proto::internal::v1::{DestinationFrame, ResolveHandoffRequest, ResolveHandoffResponse, SourceFrame};
 use futures::Stream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};

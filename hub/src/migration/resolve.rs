@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_proto::v1::{HandoffOutcome, PendingHandoff, ResolveHandoffRequest};
+use ferry_proto::internal::v1::{HandoffOutcome, PendingHandoff, ResolveHandoffRequest};
 
 use super::migration_client;
 use crate::connector::PeerConnector;

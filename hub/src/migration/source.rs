@@ -10,10 +10,11 @@ use ferry_migrator::checkpoint::{
     CHECKPOINT_FORMAT_VERSION, ChunkHash, DEFAULT_CHUNK_SIZE, Fingerprints, codec::ChunkEncoder, scan_memory,
 };
 use ferry_migrator::transfer::{Heard, NextStep, Owner, Sender, TransferError, code_from_name};
-use ferry_proto::v1::{
-    CheckpointManifest, ChunkData, DestinationFrame, ForwardPointer, LogBatch, MigrateProgress, MigrateSummary,
-    ModuleData, Offer, RoundProgress, SourceFrame, migrate_progress, source_frame,
+use ferry_proto::internal::v1::{
+    CheckpointManifest, ChunkData, DestinationFrame, ForwardPointer, LogBatch, ModuleData, Offer, SourceFrame,
+    source_frame,
 };
+use ferry_proto::v1::{MigrateProgress, MigrateSummary, RoundProgress, migrate_progress};
 use ferry_proto::{ErrorCode, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -236,7 +237,7 @@ impl MoveRun<'_> {
         &mut self,
         sender: &mut Sender,
         outbound: &mpsc::Sender<SourceFrame>,
-        inbound: &mut Streaming<ferry_proto::v1::DestinationFrame>,
+        inbound: &mut Streaming<ferry_proto::internal::v1::DestinationFrame>,
     ) -> Result<(), TransferError> {
         let mut base: Option<RoundBase> = None;
         let mut last = false;

@@ -4,7 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
@@ -100,6 +100,8 @@ pub struct FunctionControl {
     stop: AtomicBool,
     capture: AtomicBool,
     cpu_micros: AtomicU64,
+    /// Time the run was runnable but did not run (throttled, or waiting for a core).
+    demand_micros: AtomicU64,
     memory_bytes: AtomicU64,
     /// Set once the first instance of this run exists (restored, if from a snapshot).
     instantiated: AtomicBool,
@@ -249,6 +251,19 @@ impl FunctionControl {
 
     pub fn cpu_micros(&self) -> u64 {
         self.cpu_micros.load(Ordering::Relaxed)
+    }
+
+    /// Adds time the run was runnable but did not run.
+    pub fn add_demand(&self, waited: Duration) {
+        if !waited.is_zero() {
+            let micros = u64::try_from(waited.as_micros()).unwrap_or(u64::MAX);
+            self.demand_micros.fetch_add(micros, Ordering::Relaxed);
+        }
+    }
+
+    /// Time this run was runnable but did not run, so far.
+    pub fn demand_micros(&self) -> u64 {
+        self.demand_micros.load(Ordering::Relaxed)
     }
 
     pub fn set_memory_bytes(&self, bytes: u64) {

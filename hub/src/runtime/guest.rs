@@ -12,6 +12,7 @@ use wasmer::{FunctionEnvMut, Memory, MemoryView, RuntimeError, WasmSlice};
 
 use super::clock::VirtualClock;
 use super::control::FunctionControl;
+use super::cpu::{CpuAccount, CpuGovernor, CpuMeter};
 use super::snapshot::PendingCall;
 use super::unwind::{AsyncifyHooks, Phase};
 use super::wasi::fds::FdTable;
@@ -49,29 +50,6 @@ pub enum GuestStop {
     BadPointer { call: &'static str, fault: MemoryFault },
 }
 
-/// CPU time of the thread a function runs on. Must be created and read on
-/// that thread (the function's own).
-#[derive(Debug)]
-pub struct CpuMeter {
-    thread_time_at_start: Duration,
-    base: Duration,
-}
-
-impl CpuMeter {
-    /// Starts metering on the calling thread, continuing from `base`.
-    pub fn start(base: Duration) -> CpuMeter {
-        CpuMeter {
-            thread_time_at_start: cpu_time::ThreadTime::now().as_duration(),
-            base,
-        }
-    }
-
-    pub fn used(&self) -> Duration {
-        let now = cpu_time::ThreadTime::now().as_duration();
-        self.base + now.saturating_sub(self.thread_time_at_start)
-    }
-}
-
 /// Host-side state of one function instance.
 pub struct GuestEnv {
     pub name: String,
@@ -84,6 +62,10 @@ pub struct GuestEnv {
     pub fds: FdTable,
     pub clock: VirtualClock,
     pub cpu: CpuMeter,
+    /// What this run charged to the quotas, and its own cap.
+    pub cpu_account: CpuAccount,
+    /// The hub's quota (absent in tests that run a guest alone).
+    pub governor: Option<Arc<CpuGovernor>>,
     pub memory_limit_bytes: u64,
     /// Reply channel of the message last returned by `ferry.recv`.
     pub caller: Option<oneshot::Sender<Vec<u8>>>,
@@ -123,8 +105,13 @@ pub const PARK_AFTER: Duration = Duration::from_millis(200);
 impl GuestEnv {
     /// Publishes CPU time and memory size for `ferry ps`.
     pub fn publish_counters(&self, view: &MemoryView<'_>) {
+        self.publish_counters_at(view, self.cpu.used());
+    }
+
+    /// [`publish_counters`](Self::publish_counters) with the CPU meter read already.
+    pub fn publish_counters_at(&self, view: &MemoryView<'_>, cpu_used: Duration) {
         self.control
-            .set_cpu_micros(u64::try_from(self.cpu.used().as_micros()).unwrap_or(u64::MAX));
+            .set_cpu_micros(u64::try_from(cpu_used.as_micros()).unwrap_or(u64::MAX));
         self.control.set_memory_bytes(view.data_size());
     }
 }

@@ -9,7 +9,8 @@ use wasmer::{ExternType, FunctionEnv, Imports, Module, Store};
 
 use super::clock::VirtualClock;
 use super::control::FunctionControl;
-use super::guest::{CpuMeter, GuestEnv, HostServices, SendOutcome};
+use super::cpu::{CpuAccount, CpuMeter};
+use super::guest::{GuestEnv, HostServices, SendOutcome};
 use super::registry::{Resolution, resolve};
 use super::unwind::Phase;
 use super::wasi::fds::FdTable;
@@ -133,6 +134,8 @@ impl GuestEnv {
             fds: FdTable::stdio(),
             clock: VirtualClock::starting_at(Duration::ZERO),
             cpu: CpuMeter::start(Duration::ZERO),
+            cpu_account: CpuAccount::start(Duration::ZERO, None),
+            governor: None,
             memory_limit_bytes: 0,
             caller: None,
             unsupported_reported: HashSet::new(),

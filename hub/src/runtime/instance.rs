@@ -10,7 +10,8 @@ use wasmer::{ExternType, FunctionEnv, Global, Instance, Memory, Module, RuntimeE
 
 use super::clock::VirtualClock;
 use super::control::FunctionControl;
-use super::guest::{CpuMeter, GuestEnv, GuestStop, HostServices};
+use super::cpu::{CpuAccount, CpuGovernor, CpuMeter};
+use super::guest::{GuestEnv, GuestStop, HostServices};
 use super::imports::build_imports;
 use super::snapshot::{GlobalValue, HostSnapshot, Snapshot};
 use super::unwind::{AsyncifyHooks, Phase, STACK_DATA, used_stack_bytes};
@@ -27,6 +28,10 @@ pub struct LaunchSpec {
     /// `KEY=VALUE` pairs.
     pub environ: Vec<String>,
     pub memory_limit_bytes: u64,
+    /// The function's own CPU cap in cores (`ferry deploy --cpus`).
+    pub cpu_cap: Option<f64>,
+    /// The hub's CPU quota every function charges (none: unlimited).
+    pub governor: Option<Arc<CpuGovernor>>,
 }
 
 /// How a run ended.
@@ -137,6 +142,8 @@ impl LiveInstance {
                 fds: FdTable::stdio(),
                 clock: VirtualClock::starting_at(host.map_or(Duration::ZERO, |host| host.monotonic)),
                 cpu: CpuMeter::start(host.map_or(Duration::ZERO, |host| host.cpu)),
+                cpu_account: CpuAccount::start(host.map_or(Duration::ZERO, |host| host.cpu), launch.cpu_cap),
+                governor: launch.governor.clone(),
                 memory_limit_bytes: launch.memory_limit_bytes,
                 caller: None,
                 unsupported_reported: HashSet::new(),

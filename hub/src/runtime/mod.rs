@@ -3,6 +3,7 @@
 
 mod clock;
 mod control;
+pub mod cpu;
 mod guest;
 mod host_api;
 mod imports;
@@ -94,6 +95,8 @@ pub struct Runtime {
     store: Store,
     target: String,
     compiled: Mutex<HashMap<String, wasmer::Module>>,
+    /// The CPU quota all functions of the hub share.
+    governor: Arc<cpu::CpuGovernor>,
 }
 
 impl Runtime {
@@ -109,7 +112,13 @@ impl Runtime {
             store,
             target,
             compiled: Mutex::new(HashMap::new()),
+            governor: Arc::new(cpu::CpuGovernor::new(cpu::default_capacity())),
         })
+    }
+
+    /// The CPU quota every function of this hub charges.
+    pub fn governor(&self) -> &Arc<cpu::CpuGovernor> {
+        &self.governor
     }
 
     pub fn engine(&self) -> &Engine {

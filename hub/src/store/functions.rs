@@ -1,7 +1,7 @@
 //! Function records: what the hub must remember about each function across restarts.
 
 use ferry_proto::RECORD_FORMAT_VERSION;
-use ferry_proto::v1::FunctionRecord;
+use ferry_proto::internal::v1::FunctionRecord;
 use prost::Message;
 
 use super::{Store, StoreError};

@@ -34,10 +34,20 @@ impl Store {
     /// Appends an entry (its `seq` must be the next one) and drops the entry
     /// that falls out of the kept window.
     pub fn append_log(&self, name: &str, entry: &LogEntry) -> Result<(), StoreError> {
-        self.logs.insert(key(name, entry.seq), entry.encode_to_vec())?;
-        if let Some(expired) = entry.seq.checked_sub(LOG_ENTRIES_KEPT) {
-            self.logs.remove(key(name, expired))?;
+        self.append_logs(name, std::slice::from_ref(entry))
+    }
+
+    /// Appends consecutive entries in one batch (all or none), dropping
+    /// those that fall out of the kept window.
+    pub fn append_logs(&self, name: &str, entries: &[LogEntry]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for entry in entries {
+            batch.insert(key(name, entry.seq), entry.encode_to_vec());
+            if let Some(expired) = entry.seq.checked_sub(LOG_ENTRIES_KEPT) {
+                batch.remove(key(name, expired));
+            }
         }
+        self.logs.apply_batch(batch)?;
         Ok(())
     }
 

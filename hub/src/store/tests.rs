@@ -1,4 +1,5 @@
-use ferry_proto::v1::{FunctionRecord, FunctionSpec, LogEntry, LogStream};
+use ferry_proto::internal::v1::FunctionRecord;
+use ferry_proto::v1::{FunctionSpec, LogEntry, LogStream};
 
 use super::*;
 

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_migrator::checkpoint::{CheckpointStore, Fingerprints, PutStats};
-use ferry_proto::v1::{CheckpointInfo, CheckpointManifest, FunctionInfo};
+use ferry_proto::internal::v1::CheckpointManifest;
+use ferry_proto::v1::{CheckpointInfo, FunctionInfo};
 
 use super::lifecycle::{Effect, Phase, Request};
 use super::{Inner, Supervisor, records};

@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use ferry_proto::RECORD_FORMAT_VERSION;
-use ferry_proto::v1::{ForwardPointer, FunctionRecord, FunctionSpec, HandoffOutcome, LogEntry, PendingHandoff};
+use ferry_proto::internal::v1::{ForwardPointer, FunctionRecord, HandoffOutcome, PendingHandoff};
+use ferry_proto::v1::{FunctionSpec, LogEntry};
 
 use super::lifecycle::{Phase, Request};
 use super::{Inner, Slot, Supervisor, records};
@@ -236,6 +237,7 @@ impl Supervisor {
         logs: &[LogEntry],
     ) -> Result<(), HubError> {
         let name = spec.name.clone();
+        let source_hub_id = source.source_hub_id.clone();
         self.inner.logs.import(&name, logs)?;
         let mut record = FunctionRecord {
             format_version: RECORD_FORMAT_VERSION,
@@ -249,13 +251,15 @@ impl Supervisor {
             ..Default::default()
         };
         records::write_phase(&mut record, Phase::Arriving);
+        let mut arriving = Slot::new(record, Phase::Arriving);
+        arriving.arrived = Some((std::time::Instant::now(), source_hub_id));
         let previous = {
             let mut slots = self.inner.lock_slots();
             if let Some(slot) = slots.get_mut(&name) {
                 // Known here only as moved away: the pointer gives way to the arrival.
                 self.inner.decide(&name, slot, Request::Arrive)?;
             }
-            slots.insert(name.clone(), Slot::new(record, Phase::Arriving))
+            slots.insert(name.clone(), arriving)
         };
         if let Err(error) = self.inner.save_durably(&name) {
             let mut slots = self.inner.lock_slots();

@@ -2,7 +2,7 @@
 
 use ferry_proto::v1::{FunctionInfo, FunctionState};
 
-use super::{Inner, Slot, records};
+use super::{Inner, Phase, Slot, Suspender, records};
 
 /// Lowercase name of a state, for messages and tables.
 pub fn state_name(state: i32) -> &'static str {
@@ -51,6 +51,9 @@ impl Inner {
             epoch: record.epoch,
             forwarded: false,
             unstored_output_entries: unstored.entries,
+            cpu_usage: slot.cpu.usage,
+            cpu_demand: slot.cpu.demand,
+            suspended_for_overload: slot.phase == Phase::Suspended(Suspender::Overload),
             unstored_output_bytes: unstored.bytes,
         }
     }

@@ -11,6 +11,7 @@ mod driver;
 mod handoff;
 mod info;
 mod lifecycle;
+mod placement;
 mod records;
 mod run;
 mod services;
@@ -19,6 +20,7 @@ pub use checkpoints::{CHECKPOINTS_KEPT, open_store as open_checkpoint_store};
 pub use handoff::{MoveCandidate, MovingGuard};
 pub use info::state_name;
 pub use lifecycle::{Phase, Suspender};
+pub use placement::{CpuTotals, FunctionLoad};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -27,7 +29,8 @@ use std::time::Duration;
 
 use ferry_migrator::checkpoint::CheckpointStore;
 use ferry_proto::RECORD_FORMAT_VERSION;
-use ferry_proto::v1::{DeployRequest, FunctionInfo, FunctionRecord, FunctionSpec, Limits};
+use ferry_proto::internal::v1::FunctionRecord;
+use ferry_proto::v1::{DeployRequest, FunctionInfo, FunctionSpec, Limits};
 use tokio::sync::{oneshot, watch};
 
 use crate::error::{HubError, validate_function_name};
@@ -41,6 +44,11 @@ use lifecycle::{Effect, Request, RunEnd};
 const MIN_MEMORY_LIMIT: u64 = 64 << 10;
 /// Largest: the whole 32-bit address space.
 const MAX_MEMORY_LIMIT: u64 = 4 << 30;
+/// Range of a function's priority (`ferry deploy --priority`).
+pub const MIN_PRIORITY: i32 = -1000;
+pub const MAX_PRIORITY: i32 = 1000;
+/// Store key of the drain flag (`ferry drain`), kept across restarts.
+const DRAINING_KEY: &str = "draining";
 /// How long a stop waits for the function to reach a stopping point.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long a deploy or an arrival waits for the instance before answering.
@@ -79,6 +87,10 @@ struct Slot {
     running: Option<Running>,
     /// CPU time of the last finished run, for `ps` after it ended.
     last_cpu_micros: u64,
+    /// CPU over the last second, from the meter's samples.
+    cpu: placement::CpuSample,
+    /// When and from which hub it arrived here, if it was moved here.
+    arrived: Option<(std::time::Instant, String)>,
 }
 
 impl Slot {
@@ -88,6 +100,8 @@ impl Slot {
             phase,
             running: None,
             last_cpu_micros: 0,
+            cpu: placement::CpuSample::default(),
+            arrived: None,
         }
     }
 }
@@ -112,6 +126,8 @@ struct Inner {
     shutting_down: AtomicBool,
     /// Room kept on the data disk, and why the hub is degraded if it is.
     reserve: Arc<DiskReserve>,
+    /// `ferry drain`: functions move off, new deploys are refused.
+    draining: AtomicBool,
 }
 
 /// Handle to the supervisor; cheap to clone.
@@ -134,6 +150,11 @@ impl Supervisor {
         logs: Arc<LogHub>,
         reserve: Arc<DiskReserve>,
     ) -> Supervisor {
+        let draining = store
+            .meta(DRAINING_KEY)
+            .ok()
+            .flatten()
+            .is_some_and(|value| value == "1");
         Supervisor {
             inner: Arc::new(Inner {
                 identity,
@@ -149,6 +170,7 @@ impl Supervisor {
                 generations: AtomicU64::new(0),
                 shutting_down: AtomicBool::new(false),
                 reserve,
+                draining: AtomicBool::new(draining),
             }),
         }
     }
@@ -248,6 +270,23 @@ impl Supervisor {
             }
             Some(bytes) => bytes,
         };
+        let cpus = match request.limits.as_ref().map(|limits| limits.cpus) {
+            None | Some(0.0) => 0.0,
+            Some(cpus) => crate::runtime::cpu::check_cpus(cpus)
+                .map_err(|reason| HubError::InvalidRequest(format!("cpus: {reason}")))?,
+        };
+        let placement = request.placement.unwrap_or_default();
+        if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&placement.priority) {
+            return Err(HubError::InvalidRequest(format!(
+                "priority {} is outside {MIN_PRIORITY}..={MAX_PRIORITY}",
+                placement.priority
+            )));
+        }
+        if self.draining() {
+            return Err(HubError::Draining {
+                hub: self.inner.identity.name.clone(),
+            });
+        }
         if let Some(pointer) = self.forward_pointer(&request.name) {
             return Err(HubError::MovedAway {
                 name: request.name,
@@ -276,7 +315,11 @@ impl Supervisor {
                 module_hash: prepared.hash.clone(),
                 args: request.args,
                 env: env.into_iter().collect(),
-                limits: Some(Limits { memory_limit_bytes }),
+                limits: Some(Limits {
+                    memory_limit_bytes,
+                    cpus,
+                }),
+                placement: Some(placement),
             }),
             deployed_unix_ms: unix_ms_now(),
             ..Default::default()

@@ -2,7 +2,9 @@
 //! phase in its record, the phase a record is read back as after a restart,
 //! the state `ps` shows, and the error a refusal becomes.
 
-use ferry_proto::v1::{DesiredState, FunctionRecord, FunctionState};
+use ferry_proto::v1::FunctionState;
+
+use ferry_proto::internal::v1::{DesiredState, FunctionRecord};
 
 use super::Slot;
 use super::lifecycle::{Phase, Refusal, Request, Suspender};

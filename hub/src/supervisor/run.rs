@@ -115,7 +115,10 @@ impl Inner {
                 memory_limit_bytes: spec
                     .limits
                     .map(|limits| limits.memory_limit_bytes)
+                    .filter(|bytes| *bytes > 0)
                     .unwrap_or(self.config.default_memory_limit_bytes),
+                cpu_cap: spec.limits.map(|limits| limits.cpus).filter(|cpus| *cpus > 0.0),
+                governor: Some(Arc::clone(self.runtime.governor())),
             },
             module: prepared.module.clone(),
             snapshot,

@@ -125,7 +125,7 @@ use std::fmt;
 pub use chunking::{Fingerprints, MemoryScan, chunk_count, hash_chunk, is_zero_chunk, scan_memory};
 pub use codec::{decode_chunk_into, encode_chunk};
 pub use error::CheckpointError;
-pub use ferry_proto::v1::{
+pub use ferry_proto::internal::v1::{
     CheckpointManifest, GlobalValue, HostState, InboxMessage, PendingCall, global_value, pending_call,
 };
 pub use manifest::{chunk_list_digest, decode_manifest, encode_manifest, validate_manifest};

@@ -5,10 +5,11 @@
 use std::collections::HashMap;
 
 use ferry_proto::PROTOCOL_VERSION;
-use ferry_proto::v1::{
-    Accept, CheckpointManifest, DestinationFrame, LogEntry, Need, Offer, Prepared, Preparing, Refuse, SourceFrame,
-    Started, destination_frame, source_frame,
+use ferry_proto::internal::v1::{
+    Accept, CheckpointManifest, DestinationFrame, Need, Offer, Prepared, Preparing, Refuse, SourceFrame, Started,
+    destination_frame, source_frame,
 };
+use ferry_proto::v1::LogEntry;
 
 use super::{TransferError, code_name, entry_hash};
 use crate::checkpoint::codec::ChunkDecoder;
@@ -301,7 +302,7 @@ impl Receiver {
         Ok(ReceiverStep::Module(module))
     }
 
-    fn on_round(&mut self, round: ferry_proto::v1::Round) -> Result<ReceiverStep, TransferError> {
+    fn on_round(&mut self, round: ferry_proto::internal::v1::Round) -> Result<ReceiverStep, TransferError> {
         self.expect(&[Phase::Receiving], "round")?;
         if round.number != self.round + 1 {
             return Err(TransferError::protocol(format!(

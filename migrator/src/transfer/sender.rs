@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use ferry_proto::v1::{
+use ferry_proto::internal::v1::{
     CheckpointManifest, ChunkRef, Commit, DestinationFrame, Round, SourceFrame, destination_frame, source_frame,
 };
 
@@ -297,7 +297,7 @@ impl Sender {
         }
         self.phase = Phase::Sealed;
         Ok(SourceFrame {
-            frame: Some(source_frame::Frame::Seal(ferry_proto::v1::Seal {
+            frame: Some(source_frame::Frame::Seal(ferry_proto::internal::v1::Seal {
                 manifest: Some(manifest),
             })),
         })
@@ -342,7 +342,7 @@ impl Sender {
     /// the function; `None` once it does not.
     pub fn abort(&mut self, reason: &str) -> Option<SourceFrame> {
         (self.owner_after_failure() == Owner::Source).then(|| SourceFrame {
-            frame: Some(source_frame::Frame::Abort(ferry_proto::v1::Abort {
+            frame: Some(source_frame::Frame::Abort(ferry_proto::internal::v1::Abort {
                 reason: reason.to_owned(),
             })),
         })

@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 
-use ferry_proto::v1::{
-    CheckpointManifest, DestinationFrame, FunctionSpec, HostState, Offer, PendingCall, SourceFrame, pending_call,
-    source_frame,
+use ferry_proto::v1::FunctionSpec;
+
+use ferry_proto::internal::v1::{
+    CheckpointManifest, DestinationFrame, HostState, Offer, PendingCall, SourceFrame, pending_call, source_frame,
 };
 
 use super::*;
@@ -153,7 +154,7 @@ fn round(sender: &mut Sender, destination: &mut Destination, memory: &[u8], last
         let encoded = encode_chunk(bytes, 1).unwrap();
         sender.chunk_sent(bytes.len() as u64, encoded.len() as u64);
         let chunk = SourceFrame {
-            frame: Some(source_frame::Frame::Chunk(ferry_proto::v1::ChunkData {
+            frame: Some(source_frame::Frame::Chunk(ferry_proto::internal::v1::ChunkData {
                 hash: hash.0.to_vec(),
                 encoded,
             })),
@@ -171,7 +172,7 @@ fn a_function_moves_in_rounds_and_the_destination_image_equals_the_paused_memory
     assert!(sender.on_accept(accept).unwrap(), "the destination lacks the module");
     destination
         .feed(SourceFrame {
-            frame: Some(source_frame::Frame::Module(ferry_proto::v1::ModuleData {
+            frame: Some(source_frame::Frame::Module(ferry_proto::internal::v1::ModuleData {
                 module: MODULE.to_vec(),
             })),
         })
@@ -277,7 +278,7 @@ fn after_first_round(memory: &[u8]) -> (Destination, ChunkHash) {
 
 fn chunk_frame(hash: &ChunkHash, bytes: &[u8]) -> SourceFrame {
     SourceFrame {
-        frame: Some(source_frame::Frame::Chunk(ferry_proto::v1::ChunkData {
+        frame: Some(source_frame::Frame::Chunk(ferry_proto::internal::v1::ChunkData {
             hash: hash.0.to_vec(),
             encoded: encode_chunk(bytes, 1).unwrap(),
         })),
@@ -300,7 +301,7 @@ fn a_seal_before_every_needed_chunk_arrived_is_a_truncated_stream() {
     let memory = memory_with(1, &[(0, 1)]);
     let (mut destination, _) = after_first_round(&memory);
     let seal = SourceFrame {
-        frame: Some(source_frame::Frame::Seal(ferry_proto::v1::Seal {
+        frame: Some(source_frame::Frame::Seal(ferry_proto::internal::v1::Seal {
             manifest: Some(manifest(&memory)),
         })),
     };
@@ -327,7 +328,7 @@ fn a_seal_for_a_module_that_was_never_sent_is_refused() {
         .feed(sender.plan_round(&hashes(&memory), memory.len() as u64, true).frame)
         .unwrap();
     let seal = SourceFrame {
-        frame: Some(source_frame::Frame::Seal(ferry_proto::v1::Seal {
+        frame: Some(source_frame::Frame::Seal(ferry_proto::internal::v1::Seal {
             manifest: Some(manifest(&memory)),
         })),
     };
@@ -345,7 +346,7 @@ fn a_module_that_does_not_match_the_offered_hash_is_refused() {
     let mut destination = Destination::new(&[], false);
     destination.feed(offer(0)).unwrap();
     let module = SourceFrame {
-        frame: Some(source_frame::Frame::Module(ferry_proto::v1::ModuleData {
+        frame: Some(source_frame::Frame::Module(ferry_proto::internal::v1::ModuleData {
             module: b"other".to_vec(),
         })),
     };
@@ -359,7 +360,7 @@ fn frames_out_of_order_are_protocol_violations() {
         (
             "round before offer",
             vec![SourceFrame {
-                frame: Some(source_frame::Frame::Round(ferry_proto::v1::Round {
+                frame: Some(source_frame::Frame::Round(ferry_proto::internal::v1::Round {
                     number: 1,
                     ..Default::default()
                 })),
@@ -370,7 +371,7 @@ fn frames_out_of_order_are_protocol_violations() {
             vec![
                 offer(0),
                 SourceFrame {
-                    frame: Some(source_frame::Frame::Commit(ferry_proto::v1::Commit {})),
+                    frame: Some(source_frame::Frame::Commit(ferry_proto::internal::v1::Commit {})),
                 },
             ],
         ),
@@ -380,7 +381,7 @@ fn frames_out_of_order_are_protocol_violations() {
             vec![
                 offer(0),
                 SourceFrame {
-                    frame: Some(source_frame::Frame::Round(ferry_proto::v1::Round {
+                    frame: Some(source_frame::Frame::Round(ferry_proto::internal::v1::Round {
                         number: 2,
                         ..Default::default()
                     })),
@@ -447,7 +448,7 @@ fn an_abort_before_commit_makes_the_destination_discard() {
     let (mut destination, hash) = after_first_round(&memory);
     destination.feed(chunk_frame(&hash, &memory)).unwrap();
     let abort = SourceFrame {
-        frame: Some(source_frame::Frame::Abort(ferry_proto::v1::Abort {
+        frame: Some(source_frame::Frame::Abort(ferry_proto::internal::v1::Abort {
             reason: "link cut".to_owned(),
         })),
     };
@@ -478,7 +479,7 @@ fn a_seal_whose_manifest_differs_from_the_rounds_is_refused() {
     destination.feed(chunk_frame(&hash, &memory[..CHUNK as usize])).unwrap();
     let other = memory_with(2, &[(0, 1), (1, 1)]);
     let seal = SourceFrame {
-        frame: Some(source_frame::Frame::Seal(ferry_proto::v1::Seal {
+        frame: Some(source_frame::Frame::Seal(ferry_proto::internal::v1::Seal {
             manifest: Some(manifest(&other)),
         })),
     };

@@ -215,13 +215,27 @@ pub fn preempt(mut env: Env<'_>) -> Result<i32, RuntimeError> {
     if let Entry::Resumed(_) = enter(&mut env)? {
         return Ok(PREEMPT_INTERVAL);
     }
-    let capture = {
-        let (guest, store) = env.data_and_store_mut();
-        if guest.control.stop_requested() {
+    let guest = env.data_mut();
+    if guest.control.stop_requested() {
+        return Err(stopped());
+    }
+    let now = Instant::now();
+    let cpu_used = guest.cpu.used();
+    let charge = guest.cpu_account.charge(cpu_used, guest.governor.as_deref(), now);
+    guest.control.add_demand(charge.waited_for_core);
+    if let Some(until) = charge.throttle_until {
+        // A quota is spent: wait for the next period, still answering stop
+        // and capture requests at once.
+        let wake = guest.control.sleep_until(until);
+        guest.control.add_demand(now.elapsed());
+        if wake == Wake::Stop {
             return Err(stopped());
         }
+    }
+    let capture = {
+        let (guest, store) = env.data_and_store_mut();
         if let Some(memory) = guest.memory.clone() {
-            guest.publish_counters(&memory.view(&store));
+            guest.publish_counters_at(&memory.view(&store), cpu_used);
         }
         guest.control.capture_requested()
     };

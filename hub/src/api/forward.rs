@@ -1,0 +1,190 @@
+//! Forwarding: a hub asked about a function that moved away passes the
+//! request on to the hub its forward pointer names (which may forward it
+//! again), so callers never need to know where a function runs. Hubs always
+//! speak gRPC to each other, whatever transport the request came in on; the
+//! hop count travels in [`HOPS_HEADER`].
+
+use ferry_proto::ErrorCode;
+use ferry_proto::internal::v1::ForwardPointer;
+use ferry_proto::v1::hub_client::HubClient;
+use ferry_proto::v1::{FunctionInfo, GetFunctionRequest};
+use tonic::metadata::MetadataValue;
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use super::HubApi;
+use crate::connector::Purpose;
+use crate::error::HubError;
+
+/// Request header counting how often a request was forwarded.
+pub const HOPS_HEADER: &str = "ferry-forward-hops";
+/// A request forwarded this often is in a loop of stale pointers.
+pub const MAX_HOPS: u32 = 8;
+
+/// How long `ps` waits for the hub a function moved to.
+const MOVED_INFO_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A request about one function: it names the function.
+pub trait AboutFunction {
+    fn function_name(&self) -> &str;
+}
+
+macro_rules! about_function {
+    ($($message:ty),*) => {
+        $(impl AboutFunction for $message {
+            fn function_name(&self) -> &str {
+                &self.name
+            }
+        })*
+    };
+}
+about_function!(
+    ferry_proto::v1::StopRequest,
+    ferry_proto::v1::CheckpointRequest,
+    ferry_proto::v1::SuspendRequest,
+    ferry_proto::v1::ResumeRequest,
+    ferry_proto::v1::InvokeRequest
+);
+
+impl HubApi {
+    /// Runs `local` here, or, if the function moved away, asks the hub it
+    /// moved to with `remote`, one hop further.
+    pub(super) async fn forward_or_run<M: AboutFunction, R>(
+        &self,
+        request: M,
+        hops: u32,
+        remote: impl AsyncFnOnce(HubClient<Channel>, Request<M>) -> Result<Response<R>, Status>,
+        local: impl AsyncFnOnce(M) -> Result<R, HubError>,
+    ) -> Result<R, HubError> {
+        match self.supervisor().forward_pointer(request.function_name()) {
+            Some(pointer) => self.forward(&pointer, request, hops, remote).await,
+            None => local(request).await,
+        }
+    }
+
+    /// Asks the hub `pointer` names with `remote`, one hop further.
+    pub(super) async fn forward<M, R>(
+        &self,
+        pointer: &ForwardPointer,
+        request: M,
+        hops: u32,
+        remote: impl AsyncFnOnce(HubClient<Channel>, Request<M>) -> Result<Response<R>, Status>,
+    ) -> Result<R, HubError> {
+        self.forward_to(&pointer.hub_name, &pointer.address, request, hops, remote)
+            .await
+    }
+
+    /// Asks the hub `hub_name` at `address` with `remote`, one hop further.
+    pub(super) async fn forward_to<M, R>(
+        &self,
+        hub_name: &str,
+        address: &str,
+        request: M,
+        hops: u32,
+        remote: impl AsyncFnOnce(HubClient<Channel>, Request<M>) -> Result<Response<R>, Status>,
+    ) -> Result<R, HubError> {
+        let client = self.client(address)?;
+        let request = onward(request, hops, hub_name)?;
+        remote(client, request)
+            .await
+            .map(Response::into_inner)
+            .map_err(|status| unreachable(hub_name, address, &status))
+    }
+
+    fn client(&self, address: &str) -> Result<HubClient<Channel>, HubError> {
+        self.inner
+            .migration
+            .connector
+            .hub_client(address, Purpose::Control)
+            .map_err(|error| HubError::Internal(format!("cannot forward to {address}: {error}")))
+    }
+
+    /// What `ps` shows for a function that moved away: the hub running it
+    /// answers for it; if it cannot be reached, the pointer is shown.
+    pub(super) async fn moved_info(&self, local: FunctionInfo, hops: u32) -> FunctionInfo {
+        let name = local.spec.as_ref().map(|spec| spec.name.clone()).unwrap_or_default();
+        let Some(pointer) = self.supervisor().forward_pointer(&name) else {
+            return local;
+        };
+        let request = GetFunctionRequest { name: name.clone() };
+        let asked = self.forward(&pointer, request, hops, async |mut hub, request| {
+            hub.get_function(request).await
+        });
+        match tokio::time::timeout(MOVED_INFO_TIMEOUT, asked).await {
+            Ok(Ok(mut info)) => {
+                info.forwarded = true;
+                info
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(function = %name, to = %pointer.hub_name, error = %error, "moved function did not answer");
+                local
+            }
+            Err(_) => local,
+        }
+    }
+}
+
+/// `message` as a request forwarded once more than one that came `hops` times.
+fn onward<T>(message: T, hops: u32, hub_name: &str) -> Result<Request<T>, HubError> {
+    if hops >= MAX_HOPS {
+        return Err(HubError::ForwardLoop {
+            hops,
+            hub: hub_name.to_owned(),
+        });
+    }
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(HOPS_HEADER, MetadataValue::from(hops + 1));
+    Ok(request)
+}
+
+/// The error to pass on for a status from the hub a request was forwarded
+/// to: its own, unless that hub could not be reached, which is said.
+fn unreachable(hub_name: &str, address: &str, status: &Status) -> HubError {
+    if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown) {
+        HubError::Remote {
+            code: ErrorCode::Unavailable,
+            message: format!(
+                "the function runs on hub {hub_name} ({address}), which cannot be reached: {}",
+                status.message()
+            ),
+        }
+    } else {
+        HubError::from_status(status.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_proto::ServiceError;
+
+    #[test]
+    fn a_request_forwarded_too_often_is_refused_as_a_loop() {
+        let request = onward((), MAX_HOPS - 1, "hub-b").unwrap();
+        let hops: u32 = request
+            .metadata()
+            .get(HOPS_HEADER)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(hops, MAX_HOPS);
+        let error = onward((), MAX_HOPS, "hub-b").unwrap_err();
+        assert_eq!(error.error_code(), ErrorCode::FailedPrecondition);
+        assert!(error.to_string().contains("form a loop"), "{error}");
+    }
+
+    #[test]
+    fn a_peer_that_cannot_be_reached_is_named_and_other_errors_pass_through() {
+        let error = unreachable("hub-b", "10.0.0.2:7070", &Status::unavailable("connection refused"));
+        assert_eq!(error.error_code(), ErrorCode::Unavailable);
+        assert!(error.to_string().contains("hub hub-b (10.0.0.2:7070)"), "{error}");
+
+        let error = unreachable("hub-b", "10.0.0.2:7070", &Status::not_found("function \"x\" not found"));
+        assert_eq!(error.error_code(), ErrorCode::NotFound);
+        assert_eq!(error.to_string(), "function \"x\" not found");
+    }
+}

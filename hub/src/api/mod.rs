@@ -1,0 +1,335 @@
+//! What a client can ask of a hub, independent of the transport it asks
+//! over. The gRPC service ([`crate::service`]) merely adapts this; an HTTP
+//! adapter is meant to be the second user.
+//!
+//! Requests and answers are the public `ferry.v1` messages (the API's
+//! vocabulary, whatever the encoding); errors are [`HubError`], which knows
+//! its gRPC code and HTTP status. Every request about one function is either
+//! answered here or forwarded to the hub its forward pointer names
+//! ([`forward`]), with the number of hops it has made so far passed in by the
+//! adapter. Log follow and move progress are plain streams.
+//!
+//! Invariant: nothing here knows which transport the caller used; nothing
+//! below (`supervisor`, `migration`, `logs`) knows about forwarding.
+
+mod drain;
+mod forward;
+mod target;
+
+pub use forward::{HOPS_HEADER, MAX_HOPS};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_discovery::{PeerSnapshot, PeerSuggester};
+use ferry_proto::PROTOCOL_VERSION;
+use ferry_proto::v1::{
+    CheckpointRequest, CheckpointResponse, DeployRequest, DeployResponse, FunctionInfo, FunctionState,
+    GetFunctionRequest, HubInfo, InvokeRequest, InvokeResponse, ListFunctionsResponse, ListPeersResponse, LogEntry,
+    LogsRequest, MigrateProgress, MigrateRequest, RemoveRequest, RemoveResponse, ResumeRequest, StopRequest,
+    SuspendRequest, SuspendResponse, migrate_progress,
+};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::config::RebalanceMode;
+use crate::error::HubError;
+use crate::events::HubEvents;
+use crate::migration::{self, MigrationContext};
+use crate::peers::{LoadGauge, PeerFigures, peer_info};
+use crate::runtime::WASMER_VERSION;
+use crate::supervisor::Supervisor;
+
+/// A stream of answers that ends early with an error if something fails.
+pub type AnswerStream<T> = BoxStream<'static, Result<T, HubError>>;
+
+/// A hub that probed this one and said who it is.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub hub_id: String,
+    /// The caller's address with the port it serves on.
+    pub address: SocketAddr,
+}
+
+/// The hub's API: the supervisor, the peer table and moves, behind one
+/// cheap-to-clone handle.
+#[derive(Clone)]
+pub struct HubApi {
+    inner: Arc<ApiParts>,
+}
+
+/// What the API is made of.
+pub struct ApiParts {
+    pub supervisor: Supervisor,
+    /// The address this hub serves on, as `info` shows it.
+    pub listen_address: String,
+    pub cluster_id: String,
+    pub load: Arc<LoadGauge>,
+    pub peers: watch::Receiver<Vec<PeerSnapshot>>,
+    pub suggester: PeerSuggester,
+    pub migration: MigrationContext,
+    /// What peers reported in their probe answers.
+    pub figures: PeerFigures,
+    pub rebalance: RebalanceMode,
+    pub events: Arc<HubEvents>,
+}
+
+impl HubApi {
+    pub fn new(parts: ApiParts) -> HubApi {
+        HubApi { inner: Arc::new(parts) }
+    }
+
+    fn supervisor(&self) -> &Supervisor {
+        &self.inner.supervisor
+    }
+
+    /// This hub's identity and figures.
+    pub fn hub_info(&self) -> HubInfo {
+        let functions = self.supervisor().list();
+        let running = functions
+            .iter()
+            .filter(|function| function.state == FunctionState::Running as i32)
+            .count();
+        let identity = self.supervisor().identity();
+        let cpu = self.inner.load.cpu();
+        HubInfo {
+            hub_id: identity.id.clone(),
+            hub_name: identity.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            protocol_version: PROTOCOL_VERSION,
+            listen_address: self.inner.listen_address.clone(),
+            functions_running: running as u32,
+            functions_total: functions.len() as u32,
+            wasmer_version: WASMER_VERSION.to_owned(),
+            target: self.supervisor().runtime().target().to_owned(),
+            cluster_id: self.inner.cluster_id.clone(),
+            load: self.inner.load.get(),
+            degraded: self.supervisor().degraded().unwrap_or_default(),
+            cpu_capacity: self.supervisor().runtime().governor().capacity(),
+            cpu_usage: cpu.usage,
+            cpu_demand: cpu.demand,
+            free_memory_bytes: free_memory_bytes().unwrap_or_default(),
+            draining: self.supervisor().draining(),
+            rebalance: self.inner.rebalance.as_str().to_owned(),
+        }
+    }
+
+    /// A probing hub we do not know yet introduced itself: probe it back.
+    pub fn introduce(&self, caller: &Caller) {
+        if caller.hub_id.is_empty() || caller.address.port() == 0 || caller.hub_id == self.supervisor().identity().id {
+            return;
+        }
+        let known = self
+            .inner
+            .peers
+            .borrow()
+            .iter()
+            .any(|peer| peer.id() == Some(caller.hub_id.as_str()));
+        if !known {
+            self.inner.suggester.suggest(caller.address);
+        }
+    }
+
+    pub async fn deploy(&self, request: DeployRequest) -> Result<DeployResponse, HubError> {
+        let name = request.name.clone();
+        let (function, prepared) = self.supervisor().deploy(request).await.inspect_err(|error| {
+            tracing::info!(function = %name, error = %ferry_proto::error_chain(error), "deploy refused");
+        })?;
+        tracing::info!(function = %name, module = %prepared.hash, cache_hit = prepared.cache_hit, "function deployed");
+        Ok(DeployResponse {
+            function: Some(function),
+            artifact_cache_hit: prepared.cache_hit,
+            prepare_micros: prepared.prepare_time.as_micros() as u64,
+        })
+    }
+
+    /// Every function of this hub; those that moved away as their hubs
+    /// see them, all asked at once.
+    pub async fn list_functions(&self, hops: u32) -> ListFunctionsResponse {
+        let views = self
+            .supervisor()
+            .list()
+            .into_iter()
+            .map(|local| self.moved_info(local, hops));
+        ListFunctionsResponse {
+            functions: futures::future::join_all(views).await,
+        }
+    }
+
+    pub async fn get_function(&self, request: GetFunctionRequest, hops: u32) -> Result<FunctionInfo, HubError> {
+        let local = self.supervisor().get(&request.name)?;
+        Ok(self.moved_info(local, hops).await)
+    }
+
+    pub fn list_peers(&self) -> ListPeersResponse {
+        let now = tokio::time::Instant::now();
+        let peers = self
+            .inner
+            .peers
+            .borrow()
+            .iter()
+            .map(|peer| {
+                let figures = peer.id().and_then(|id| self.inner.figures.get(id));
+                peer_info(peer, figures.as_ref(), now)
+            })
+            .collect();
+        ListPeersResponse { peers }
+    }
+
+    /// The function's stored output, then (when following) what it writes
+    /// from now on, without gaps or repeats.
+    pub async fn logs(&self, request: LogsRequest, hops: u32) -> Result<AnswerStream<LogEntry>, HubError> {
+        if let Some(pointer) = self.supervisor().forward_pointer(&request.name) {
+            let entries = self
+                .forward(&pointer, request, hops, async |mut hub, request| {
+                    hub.logs(request).await
+                })
+                .await?;
+            return Ok(entries.map(|entry| entry.map_err(HubError::from_status)).boxed());
+        }
+        self.supervisor().get(&request.name)?;
+        let subscription = self
+            .supervisor()
+            .logs()
+            .subscribe(&request.name, request.tail as usize, request.follow)?;
+        Ok(subscription.into_stream(request.name).boxed())
+    }
+
+    pub async fn stop(&self, request: StopRequest, hops: u32) -> Result<FunctionInfo, HubError> {
+        self.forward_or_run(
+            request,
+            hops,
+            async |mut hub, request| hub.stop(request).await,
+            async |request| self.supervisor().stop(&request.name).await,
+        )
+        .await
+    }
+
+    /// Removes the function; one that moved away is removed where it runs
+    /// and its forward pointer here is forgotten.
+    pub async fn remove(&self, request: RemoveRequest, hops: u32) -> Result<RemoveResponse, HubError> {
+        let name = request.name.clone();
+        if let Some(pointer) = self.supervisor().forward_pointer(&name) {
+            self.forward(&pointer, request, hops, async |mut hub, request| {
+                hub.remove(request).await
+            })
+            .await?;
+            self.supervisor().forget(&name)?;
+            return Ok(RemoveResponse {});
+        }
+        self.supervisor().remove(&name).await?;
+        Ok(RemoveResponse {})
+    }
+
+    pub async fn checkpoint(&self, request: CheckpointRequest, hops: u32) -> Result<CheckpointResponse, HubError> {
+        self.forward_or_run(
+            request,
+            hops,
+            async |mut hub, request| hub.checkpoint(request).await,
+            async |request| {
+                let checkpoint = self.supervisor().checkpoint(&request.name).await?;
+                Ok(CheckpointResponse {
+                    checkpoint: Some(checkpoint),
+                })
+            },
+        )
+        .await
+    }
+
+    pub async fn suspend(&self, request: SuspendRequest, hops: u32) -> Result<SuspendResponse, HubError> {
+        self.forward_or_run(
+            request,
+            hops,
+            async |mut hub, request| hub.suspend(request).await,
+            async |request| {
+                let (function, checkpoint) = self.supervisor().suspend(&request.name).await?;
+                Ok(SuspendResponse {
+                    function: Some(function),
+                    checkpoint: Some(checkpoint),
+                })
+            },
+        )
+        .await
+    }
+
+    pub async fn resume(&self, request: ResumeRequest, hops: u32) -> Result<FunctionInfo, HubError> {
+        self.forward_or_run(
+            request,
+            hops,
+            async |mut hub, request| hub.resume(request).await,
+            async |request| self.supervisor().resume(&request.name).await,
+        )
+        .await
+    }
+
+    /// Sends the function a message and waits for its reply (`timeout_ms`
+    /// 0: the hub's default).
+    pub async fn invoke(&self, request: InvokeRequest, hops: u32) -> Result<InvokeResponse, HubError> {
+        self.forward_or_run(
+            request,
+            hops,
+            async |mut hub, request| hub.invoke(request).await,
+            async |request| {
+                let timeout = (request.timeout_ms > 0).then(|| Duration::from_millis(u64::from(request.timeout_ms)));
+                let data = self.supervisor().invoke(&request.name, request.data, timeout).await?;
+                Ok(InvokeResponse { data })
+            },
+        )
+        .await
+    }
+
+    /// Moves the function to the peer `to` names while it runs: a stream of
+    /// progress that ends with the summary, or with the reason it failed.
+    /// The move goes on even if the caller stops listening.
+    pub async fn migrate(&self, request: MigrateRequest, hops: u32) -> Result<AnswerStream<MigrateProgress>, HubError> {
+        if let Some(pointer) = self.supervisor().forward_pointer(&request.name) {
+            let events = self
+                .forward(&pointer, request, hops, async |mut hub, request| {
+                    hub.migrate(request).await
+                })
+                .await?;
+            return Ok(events.map(|event| event.map_err(HubError::from_status)).boxed());
+        }
+        self.supervisor().get(&request.name)?;
+        let target = self.resolve_target(&request.to)?;
+        let (progress_tx, mut progress_rx) = mpsc::channel(256);
+        let (events_tx, events_rx) = mpsc::channel(256);
+        let supervisor = self.supervisor().clone();
+        let context = self.inner.migration.clone();
+        tokio::spawn(async move {
+            let moving = migration::migrate(&supervisor, &context, &request.name, &target, progress_tx);
+            tokio::pin!(moving);
+            let result = loop {
+                tokio::select! {
+                    result = &mut moving => break result,
+                    Some(event) = progress_rx.recv() => {
+                        let _ = events_tx.send(Ok(event)).await;
+                    }
+                }
+            };
+            while let Ok(event) = progress_rx.try_recv() {
+                let _ = events_tx.send(Ok(event)).await;
+            }
+            let last = result
+                .map(|summary| MigrateProgress {
+                    event: Some(migrate_progress::Event::Summary(summary)),
+                })
+                .inspect_err(|error| {
+                    tracing::warn!(function = %request.name, error = %ferry_proto::error_chain(error), "move failed");
+                });
+            let _ = events_tx.send(last).await;
+        });
+        Ok(ReceiverStream::new(events_rx).boxed())
+    }
+}
+
+/// Memory the machine has available (`MemAvailable` in `/proc/meminfo`).
+pub fn free_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|line| line.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

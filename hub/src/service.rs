@@ -1,0 +1,149 @@
+//! The client-facing gRPC service (`ferry.v1.Hub`): a thin adapter of
+//! [`HubApi`]. It reads what only gRPC carries (the forwarding hop count
+//! in metadata, the caller's address) and turns [`HubError`]s into statuses;
+//! everything else is the API's.
+
+use std::pin::Pin;
+
+use ferry_proto::ServiceError;
+use ferry_proto::v1::hub_server::Hub;
+use ferry_proto::v1::{
+    CheckpointRequest, CheckpointResponse, DeployRequest, DeployResponse, DrainProgress, DrainRequest, EventsRequest,
+    FunctionInfo, GetFunctionRequest, GetHubInfoRequest, HubEvent, HubInfo, InvokeRequest, InvokeResponse,
+    ListFunctionsRequest, ListFunctionsResponse, ListPeersRequest, ListPeersResponse, LogEntry, LogsRequest,
+    MigrateProgress, MigrateRequest, RemoveRequest, RemoveResponse, ResumeRequest, StopRequest, SuspendRequest,
+    SuspendResponse, UndrainRequest,
+};
+use futures::{Stream, StreamExt};
+use tonic::{Request, Response, Status};
+
+use crate::api::{AnswerStream, Caller, HOPS_HEADER, HubApi};
+use crate::error::HubError;
+
+/// Implements `ferry.v1.Hub` on top of [`HubApi`].
+pub struct HubService {
+    api: HubApi,
+}
+
+impl HubService {
+    pub fn new(api: HubApi) -> HubService {
+        HubService { api }
+    }
+}
+
+/// How often `request` was forwarded already.
+fn hops<T>(request: &Request<T>) -> u32 {
+    request
+        .metadata()
+        .get(HOPS_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The answer, or the status of the error.
+fn answer<T>(result: Result<T, HubError>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(|error| error.to_status())
+}
+
+type StatusStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+fn statuses<T: 'static>(stream: AnswerStream<T>) -> StatusStream<T> {
+    Box::pin(stream.map(|item| item.map_err(|error| error.to_status())))
+}
+
+#[tonic::async_trait]
+impl Hub for HubService {
+    async fn get_hub_info(&self, request: Request<GetHubInfoRequest>) -> Result<Response<HubInfo>, Status> {
+        let port = u16::try_from(request.get_ref().caller_port).unwrap_or(0);
+        if let Some(remote) = request.remote_addr() {
+            self.api.introduce(&Caller {
+                hub_id: request.get_ref().caller_hub_id.clone(),
+                address: std::net::SocketAddr::new(remote.ip(), port),
+            });
+        }
+        Ok(Response::new(self.api.hub_info()))
+    }
+
+    async fn deploy(&self, request: Request<DeployRequest>) -> Result<Response<DeployResponse>, Status> {
+        answer(self.api.deploy(request.into_inner()).await)
+    }
+
+    async fn list_functions(
+        &self,
+        request: Request<ListFunctionsRequest>,
+    ) -> Result<Response<ListFunctionsResponse>, Status> {
+        Ok(Response::new(self.api.list_functions(hops(&request)).await))
+    }
+
+    async fn get_function(&self, request: Request<GetFunctionRequest>) -> Result<Response<FunctionInfo>, Status> {
+        let hops = hops(&request);
+        answer(self.api.get_function(request.into_inner(), hops).await)
+    }
+
+    type LogsStream = StatusStream<LogEntry>;
+
+    async fn logs(&self, request: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
+        let hops = hops(&request);
+        answer(self.api.logs(request.into_inner(), hops).await.map(statuses))
+    }
+
+    async fn stop(&self, request: Request<StopRequest>) -> Result<Response<FunctionInfo>, Status> {
+        let hops = hops(&request);
+        answer(self.api.stop(request.into_inner(), hops).await)
+    }
+
+    async fn remove(&self, request: Request<RemoveRequest>) -> Result<Response<RemoveResponse>, Status> {
+        let hops = hops(&request);
+        answer(self.api.remove(request.into_inner(), hops).await)
+    }
+
+    async fn list_peers(&self, _request: Request<ListPeersRequest>) -> Result<Response<ListPeersResponse>, Status> {
+        Ok(Response::new(self.api.list_peers()))
+    }
+
+    async fn checkpoint(&self, request: Request<CheckpointRequest>) -> Result<Response<CheckpointResponse>, Status> {
+        let hops = hops(&request);
+        answer(self.api.checkpoint(request.into_inner(), hops).await)
+    }
+
+    async fn suspend(&self, request: Request<SuspendRequest>) -> Result<Response<SuspendResponse>, Status> {
+        let hops = hops(&request);
+        answer(self.api.suspend(request.into_inner(), hops).await)
+    }
+
+    async fn resume(&self, request: Request<ResumeRequest>) -> Result<Response<FunctionInfo>, Status> {
+        let hops = hops(&request);
+        answer(self.api.resume(request.into_inner(), hops).await)
+    }
+
+    async fn invoke(&self, request: Request<InvokeRequest>) -> Result<Response<InvokeResponse>, Status> {
+        let hops = hops(&request);
+        answer(self.api.invoke(request.into_inner(), hops).await)
+    }
+
+    type EventsStream = StatusStream<HubEvent>;
+
+    async fn events(&self, request: Request<EventsRequest>) -> Result<Response<Self::EventsStream>, Status> {
+        Ok(Response::new(statuses(self.api.events(request.into_inner()))))
+    }
+
+    type DrainStream = StatusStream<DrainProgress>;
+
+    async fn drain(&self, request: Request<DrainRequest>) -> Result<Response<Self::DrainStream>, Status> {
+        let hops = hops(&request);
+        answer(self.api.drain(request.into_inner(), hops).await.map(statuses))
+    }
+
+    async fn undrain(&self, request: Request<UndrainRequest>) -> Result<Response<HubInfo>, Status> {
+        let hops = hops(&request);
+        answer(self.api.undrain(request.into_inner(), hops).await)
+    }
+
+    type MigrateStream = StatusStream<MigrateProgress>;
+
+    async fn migrate(&self, request: Request<MigrateRequest>) -> Result<Response<Self::MigrateStream>, Status> {
+        let hops = hops(&request);
+        answer(self.api.migrate(request.into_inner(), hops).await.map(statuses))
+    }
+}
