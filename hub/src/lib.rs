@@ -16,6 +16,7 @@ pub mod forward;
 pub mod logs;
 pub mod migration;
 pub mod peers;
+pub mod rebalance;
 pub mod runtime;
 pub mod service;
 pub mod store;
