@@ -17,6 +17,7 @@ pub mod events;
 pub mod logs;
 pub mod migration;
 pub mod peers;
+pub mod rebalance;
 pub mod runtime;
 pub mod service;
 pub mod store;
