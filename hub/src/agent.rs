@@ -23,6 +23,9 @@ use crate::events::HubEvents;
 use crate::logs::LogHub;
 use crate::migration::{MigrationContext, MigrationService};
 use crate::peers::{HubProber, LoadGauge, PeerFigures, spawn_load_meter};
+use crate::rebalance::figures::HubFigures;
+use crate::rebalance::policy::Settings;
+use crate::rebalance::run::Rebalancer;
 use crate::runtime::Runtime;
 use crate::service::HubService;
 use crate::store::reserve::DiskReserve;
@@ -143,6 +146,7 @@ pub struct RunningHub {
     logs: Arc<LogHub>,
     discovery: Arc<DiscoveryHandle>,
     load_meter: tokio::task::JoinHandle<()>,
+    rebalancer: tokio::task::JoinHandle<()>,
     periodic_checkpoints: Option<tokio::task::JoinHandle<()>>,
     reserve_checks: tokio::task::JoinHandle<()>,
     log_flusher: tokio::task::JoinHandle<()>,
@@ -158,6 +162,7 @@ impl RunningHub {
     pub async fn shutdown(self) -> Result<(), AgentError> {
         self.health.set_not_serving::<HubServer<HubService>>().await;
         self.reserve_checks.abort();
+        self.rebalancer.abort();
         if let Some(periodic) = self.periodic_checkpoints {
             periodic.abort();
         }
@@ -288,18 +293,29 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
 
     // Every channel to another hub is built here: probes, forwarding, moves.
     let connector = PeerConnector::new();
+    let gauge = Arc::new(LoadGauge::default());
+    let hub_figures = HubFigures::new(supervisor.clone(), Arc::clone(&gauge), rebalance_settings(&config));
     let migration_context = MigrationContext {
         cluster_id: config.cluster_id.clone(),
         listen_address: address,
         policy: RoundPolicy::default(),
         connector: connector.clone(),
+        admission: Some(Arc::new(hub_figures.clone())),
     };
-    let gauge = Arc::new(LoadGauge::default());
     let figures = PeerFigures::default();
     let events = Arc::new(HubEvents::default());
     let discovery =
         Arc::new(start_discovery(&config, &identity, address.port(), connector.clone(), figures.clone()).await?);
     let load_meter = spawn_load_meter(supervisor.clone(), Arc::clone(&discovery), Arc::clone(&gauge));
+    let rebalancer = Rebalancer {
+        mode: config.rebalance.mode,
+        figures: hub_figures,
+        peers: discovery.watch_peers(),
+        peer_figures: figures.clone(),
+        migration: migration_context.clone(),
+        events: Arc::clone(&events),
+    }
+    .spawn();
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<HubServer<HubService>>().await;
@@ -367,6 +383,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         logs,
         discovery,
         load_meter,
+        rebalancer,
         periodic_checkpoints,
         reserve_checks,
         log_flusher,
@@ -424,4 +441,18 @@ pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
     let _ = std::fs::remove_file(data_dir.join(ADDRESS_FILE));
     tracing::info!("hub stopped");
     Ok(())
+}
+
+/// The policy's settings: the configured watermarks, window and cooldown,
+/// the rest at their defaults.
+fn rebalance_settings(config: &AgentConfig) -> Settings {
+    Settings {
+        high_watermark: config.rebalance.high_watermark,
+        low_watermark: config.rebalance.low_watermark,
+        window: config.rebalance.window,
+        cooldown: config.rebalance.cooldown,
+        // A one-second sample and a probe before a move shows at its peer.
+        settle: Duration::from_secs(3),
+        ..Settings::default()
+    }
 }

@@ -235,6 +235,7 @@ async fn hostile_source(
             chunk_size: 64 * 1024,
             starts: 1,
             move_id: "hostile-move".to_owned(),
+            automatic: None,
         })))
         .await
         .unwrap();

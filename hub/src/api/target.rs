@@ -56,6 +56,7 @@ impl HubApi {
             hub_id: peer.id().unwrap_or_default().to_owned(),
             hub_name: peer.name().unwrap_or_default().to_owned(),
             address,
+            automatic: None,
         })
     }
 }

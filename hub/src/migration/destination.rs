@@ -17,7 +17,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
-use super::{MigrationContext, PREPARING_HEARTBEAT, STALL_TIMEOUT, resolve};
+use super::{Admission, MigrationContext, PREPARING_HEARTBEAT, STALL_TIMEOUT, resolve};
 use crate::checkpoint_codec::snapshot_from_manifest;
 use crate::error::HubError;
 use crate::runtime::Snapshot;
@@ -51,6 +51,7 @@ pub(super) fn receive(
             preparing: None,
             snapshot: None,
             outbound,
+            admitted: None,
         };
         arrival.run(inbound).await;
     };
@@ -75,6 +76,22 @@ struct Arrival {
     preparing: Option<(Instant, tokio::task::JoinHandle<Result<(), HubError>>)>,
     snapshot: Option<Arc<Snapshot>>,
     outbound: mpsc::Sender<Result<DestinationFrame, Status>>,
+    /// Room reserved for a move the source's rebalancer offered.
+    admitted: Option<Admitted>,
+}
+
+/// An automatic move this hub admitted: its reservation is settled when
+/// the transfer ends, whichever way.
+struct Admitted {
+    admission: Arc<dyn Admission>,
+    function: String,
+    arrived: bool,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.admission.settle(&self.function, self.arrived);
+    }
 }
 
 impl Arrival {
@@ -166,6 +183,9 @@ impl Arrival {
                 let started = Instant::now();
                 let name = self.name();
                 self.supervisor.commit_arrival(&name, self.snapshot.take()).await?;
+                if let Some(admitted) = self.admitted.as_mut() {
+                    admitted.arrived = true;
+                }
                 let micros = started.elapsed().as_micros() as u64;
                 tracing::info!(function = %name, epoch = self.receiver.new_epoch(), start_us = micros, "function moved here and runs");
                 Ok(Some(self.receiver.started(micros)))
@@ -192,6 +212,20 @@ impl Arrival {
             }));
         }
         self.supervisor.check_arrival(&spec.name, offer.epoch)?;
+        if let (Some(automatic), Some(admission)) = (offer.automatic.as_ref(), self.context.admission.as_ref()) {
+            admission.admit(&spec.name, automatic).map_err(|reason| {
+                tracing::info!(function = %spec.name, from = %offer.source_hub_name, %reason, "refusing an automatic move");
+                HubError::Transfer(TransferError::Unacceptable {
+                    code: ErrorCode::ResourceExhausted,
+                    reason: format!("hub {} has no room for it: {reason}", self.supervisor.identity().name),
+                })
+            })?;
+            self.admitted = Some(Admitted {
+                admission: Arc::clone(admission),
+                function: spec.name.clone(),
+                arrived: false,
+            });
+        }
         self.chunk_size = offer.chunk_size as usize;
         let need_module = self.supervisor.store().module(&spec.module_hash).is_err();
         if !need_module {

@@ -16,12 +16,15 @@ pub use source::{Target, migrate};
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_migrator::transfer::{RoundPolicy, TransferError};
 use ferry_proto::internal::v1::migration_client::MigrationClient;
 use ferry_proto::internal::v1::migration_server::Migration;
-use ferry_proto::internal::v1::{DestinationFrame, ResolveHandoffRequest, ResolveHandoffResponse, SourceFrame};
+use ferry_proto::internal::v1::{
+    AutomaticMove, DestinationFrame, ResolveHandoffRequest, ResolveHandoffResponse, SourceFrame,
+};
 use futures::Stream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
@@ -50,6 +53,19 @@ pub struct MigrationContext {
     pub policy: RoundPolicy,
     /// How this hub reaches its peers.
     pub connector: PeerConnector,
+    /// Whether this hub takes a move its source's rebalancer offers (none:
+    /// it takes every one).
+    pub admission: Option<Arc<dyn Admission>>,
+}
+
+/// The destination's say on moves a source's rebalancer decided: two
+/// overloaded hubs must not both dump onto the same idle one.
+pub trait Admission: Send + Sync + std::fmt::Debug {
+    /// Accepts `function` (reserving room for it until its arrival shows
+    /// in the figures) or refuses, with the reason.
+    fn admit(&self, function: &str, offer: &AutomaticMove) -> Result<(), String>;
+    /// The transfer of an admitted function ended; `arrived`: it runs here.
+    fn settle(&self, function: &str, arrived: bool);
 }
 
 /// A client of another hub's `Migration` service.

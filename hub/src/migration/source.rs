@@ -11,8 +11,8 @@ use ferry_migrator::checkpoint::{
 };
 use ferry_migrator::transfer::{Heard, NextStep, Owner, Sender, TransferError, code_from_name};
 use ferry_proto::internal::v1::{
-    CheckpointManifest, ChunkData, DestinationFrame, ForwardPointer, LogBatch, ModuleData, Offer, SourceFrame,
-    source_frame,
+    AutomaticMove, CheckpointManifest, ChunkData, DestinationFrame, ForwardPointer, LogBatch, ModuleData, Offer,
+    SourceFrame, source_frame,
 };
 use ferry_proto::v1::{MigrateProgress, MigrateSummary, RoundProgress, migrate_progress};
 use ferry_proto::{ErrorCode, PROTOCOL_VERSION};
@@ -39,6 +39,8 @@ pub struct Target {
     pub hub_id: String,
     pub hub_name: String,
     pub address: SocketAddr,
+    /// Set for a move the rebalancer decided: what the destination weighs.
+    pub automatic: Option<AutomaticMove>,
 }
 
 /// The previous round's memory layout and fingerprints: the next round
@@ -156,6 +158,7 @@ impl MoveRun<'_> {
             chunk_size: sender.chunk_size(),
             starts: self.candidate.starts,
             move_id: self.move_id.clone(),
+            automatic: self.target.automatic,
         };
         send(&outbound, frame(source_frame::Frame::Offer(offer))).await?;
         let mut client = migration_client(&context.connector, &self.target.address.to_string())?;

@@ -1,9 +1,12 @@
 //! Automatic rebalancing (issue 11): which function to move, suspend or
 //! resume, and where, so that no hub stays overloaded while a peer has room.
 //!
-//! [`policy`] decides; the rest of the hub measures, carries the figures
-//! between hubs and carries the decisions out (a move, a suspend for
-//! overload, a resume) through the supervisor like a user would.
+//! [`policy`] decides (pure); [`figures`] gathers what it reads (this hub's
+//! CPU and memory, its functions, its peers' probe answers) and answers a
+//! peer's automatic offer (admission, with reservations); [`run`] asks the
+//! policy once a second and carries the decisions out (a move, a suspend
+//! for overload, a resume) through the supervisor and `migration`, like a
+//! user would, recording each as an event.
 //!
 //! # Measurements
 //!
@@ -36,4 +39,6 @@
 //! `w_source − w_destination`; a move of a function wanting `x` changes it
 //! to `|(w_source − x / C_source) − (w_destination + x / C_destination)|`.
 
+pub mod figures;
 pub mod policy;
+pub mod run;

@@ -12,9 +12,10 @@
 //!   the next period, so the average never exceeds it.
 //! - **Usage** is the thread CPU time of the function's run.
 //! - **Demand** is time the function was runnable but did not run: throttled
-//!   by a quota, plus time its thread waited for a core (the kernel's
-//!   run-queue delay, `/proc/thread-self/schedstat`). A function that
-//!   sleeps or waits for messages has no demand.
+//!   by the hub's quota, plus time its thread waited for a core (the kernel's
+//!   run-queue delay, `/proc/thread-self/schedstat`). Time held back by its
+//!   own cap is not demand (it asked for that), and a function that sleeps
+//!   or waits for messages has none.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -189,6 +190,9 @@ pub struct Charge {
     pub waited_for_core: Duration,
     /// Wait until then before going on: a quota is spent.
     pub throttle_until: Option<Instant>,
+    /// The part of the wait the hub's quota causes, which is demand; time
+    /// held back by the function's own cap is not (it asked for that).
+    pub hub_throttle_until: Option<Instant>,
 }
 
 impl CpuAccount {
@@ -207,7 +211,8 @@ impl CpuAccount {
     pub fn charge(&mut self, used: Duration, governor: Option<&CpuGovernor>, now: Instant) -> Charge {
         let delta = used.saturating_sub(self.charged);
         self.charged = used.max(self.charged);
-        let mut throttle_until = governor.and_then(|governor| governor.charge(delta, now));
+        let hub_throttle_until = governor.and_then(|governor| governor.charge(delta, now));
+        let mut throttle_until = hub_throttle_until;
         if let Some(own) = self.own.as_mut()
             && let Some(until) = own.charge(delta, now)
         {
@@ -225,6 +230,7 @@ impl CpuAccount {
         Charge {
             waited_for_core,
             throttle_until,
+            hub_throttle_until,
         }
     }
 }

@@ -20,6 +20,18 @@ pub struct CpuSample {
     pub demand: f64,
 }
 
+impl CpuSample {
+    /// The baseline of a run launched now, whose CPU meter starts at
+    /// `cpu_micros` (carried over from its snapshot).
+    pub fn launched(generation: u64, cpu_micros: u64) -> CpuSample {
+        CpuSample {
+            generation,
+            cpu_micros,
+            ..CpuSample::default()
+        }
+    }
+}
+
 /// CPU of all functions together, in cores.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct CpuTotals {

@@ -98,6 +98,11 @@ impl Inner {
         slot.record.failure.clear();
         slot.record.exit_code = 0;
         slot.record.started_unix_ms = unix_ms_now();
+        // The meter's next sample measures the run from here, not from zero.
+        let cpu_base = snapshot
+            .as_ref()
+            .map_or(0, |snapshot| snapshot.host.cpu.as_micros() as u64);
+        slot.cpu = super::placement::CpuSample::launched(generation, cpu_base);
         slot.running = Some(Running {
             generation,
             control: Arc::clone(&control),

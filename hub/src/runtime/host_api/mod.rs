@@ -227,7 +227,11 @@ pub fn preempt(mut env: Env<'_>) -> Result<i32, RuntimeError> {
         // A quota is spent: wait for the next period, still answering stop
         // and capture requests at once.
         let wake = guest.control.sleep_until(until);
-        guest.control.add_demand(now.elapsed());
+        if let Some(hub_until) = charge.hub_throttle_until {
+            guest
+                .control
+                .add_demand(now.elapsed().min(hub_until.saturating_duration_since(now)));
+        }
         if wake == Wake::Stop {
             return Err(stopped());
         }
