@@ -114,6 +114,31 @@ async fn a_lone_hub_suspends_its_lowest_priorities_and_resumes_them_highest_firs
     );
 }
 
+/// `--rebalance recommend` says what it would do and does nothing.
+#[tokio::test]
+async fn a_hub_that_only_recommends_records_its_decisions_and_suspends_nothing() {
+    let _serial = SERIAL.lock().await;
+    let hub = HubProcess::start(HubOptions::default().args(["--cpus", "0.5", "--rebalance", "recommend"]))
+        .await
+        .unwrap();
+    for (name, priority) in [("r1", "1"), ("r0", "0")] {
+        deploy_primes(&hub, name, &["--priority", priority]);
+    }
+    let recommended = eventually("a recommendation to suspend r0", PATIENCE, || async {
+        events_of_kind(&hub, "recommend").into_iter().find(|event| {
+            event["text"]
+                .as_str()
+                .is_some_and(|text| text.starts_with("would suspend r0"))
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(recommended["function"], "r0", "{recommended}");
+    assert!(events_of_kind(&hub, "suspended").is_empty());
+    assert!(!suspended_for_overload(&hub, "r0"));
+    assert_eq!(hub.info().unwrap()["rebalance"], "recommend");
+}
+
 /// The same lone hub, but a roomy hub joins while four functions are
 /// suspended for overload: they are resumed there (moved from where their
 /// checkpoints left off), without anyone redeploying, and every function

@@ -76,7 +76,9 @@ impl Rebalancer {
                     reported.insert(decided.function.clone(), now);
                 }
                 let drain_move = matches!(&decision, Decision::Move(decided) if decided.cause == MoveCause::Draining);
-                if shared.mode != RebalanceMode::On && !drain_move {
+                // A function with nowhere to go is a finding, not an action.
+                let finding = matches!(decision, Decision::MarkUnbalanceable(_));
+                if shared.mode != RebalanceMode::On && !drain_move && !finding {
                     if shared.mode == RebalanceMode::Recommend {
                         shared.events.record(
                             EventKind::Recommend,

@@ -7,6 +7,7 @@
 //! updates memory, unlocks, and only then does store I/O (`run::save`).
 
 mod checkpoints;
+mod deploy;
 mod driver;
 mod handoff;
 mod info;
@@ -28,13 +29,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ferry_migrator::checkpoint::CheckpointStore;
-use ferry_proto::RECORD_FORMAT_VERSION;
 use ferry_proto::internal::v1::FunctionRecord;
-use ferry_proto::v1::{DeployRequest, FunctionInfo, FunctionSpec, Limits};
+use ferry_proto::v1::FunctionInfo;
 use tokio::sync::{oneshot, watch};
 
-use crate::error::{HubError, validate_function_name};
-use crate::logs::{LogHub, unix_ms_now};
+use crate::error::HubError;
+use crate::logs::LogHub;
 use crate::runtime::{FunctionControl, Message, PreparedModule, Runtime};
 use crate::store::Store;
 use crate::store::reserve::DiskReserve;
@@ -251,99 +251,6 @@ impl Supervisor {
             }
         }
         Ok(())
-    }
-
-    /// Stores, prepares and starts a function. Returns it, whether the
-    /// compiled artifact was cached, and the preparation time.
-    pub async fn deploy(&self, request: DeployRequest) -> Result<(FunctionInfo, PreparedModule), HubError> {
-        self.inner.refuse_if_shutting_down()?;
-        validate_function_name(&request.name)?;
-        if request.module.is_empty() {
-            return Err(HubError::InvalidRequest("the module is empty".to_owned()));
-        }
-        let memory_limit_bytes = match request.limits.as_ref().map(|limits| limits.memory_limit_bytes) {
-            None | Some(0) => self.inner.config.default_memory_limit_bytes,
-            Some(bytes) if !(MIN_MEMORY_LIMIT..=MAX_MEMORY_LIMIT).contains(&bytes) => {
-                return Err(HubError::InvalidRequest(format!(
-                    "memory limit {bytes} bytes is outside {MIN_MEMORY_LIMIT}..={MAX_MEMORY_LIMIT}"
-                )));
-            }
-            Some(bytes) => bytes,
-        };
-        let cpus = match request.limits.as_ref().map(|limits| limits.cpus) {
-            None | Some(0.0) => 0.0,
-            Some(cpus) => crate::runtime::cpu::check_cpus(cpus)
-                .map_err(|reason| HubError::InvalidRequest(format!("cpus: {reason}")))?,
-        };
-        let placement = request.placement.unwrap_or_default();
-        if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&placement.priority) {
-            return Err(HubError::InvalidRequest(format!(
-                "priority {} is outside {MIN_PRIORITY}..={MAX_PRIORITY}",
-                placement.priority
-            )));
-        }
-        if self.draining() {
-            return Err(HubError::Draining {
-                hub: self.inner.identity.name.clone(),
-            });
-        }
-        if let Some(pointer) = self.forward_pointer(&request.name) {
-            return Err(HubError::MovedAway {
-                name: request.name,
-                hub: pointer.hub_name,
-            });
-        }
-        if self.inner.lock_slots().contains_key(&request.name) {
-            if !request.replace {
-                return Err(HubError::FunctionExists { name: request.name });
-            }
-            self.remove(&request.name).await?;
-        }
-
-        let runtime = Arc::clone(&self.inner.runtime);
-        let module = request.module;
-        let prepared = tokio::task::spawn_blocking(move || runtime.prepare(&module))
-            .await
-            .map_err(|error| HubError::Internal(format!("prepare task failed: {error}")))??;
-
-        let mut env: Vec<_> = request.env.into_iter().collect();
-        env.sort();
-        let mut record = FunctionRecord {
-            format_version: RECORD_FORMAT_VERSION,
-            spec: Some(FunctionSpec {
-                name: request.name.clone(),
-                module_hash: prepared.hash.clone(),
-                args: request.args,
-                env: env.into_iter().collect(),
-                limits: Some(Limits {
-                    memory_limit_bytes,
-                    cpus,
-                }),
-                placement: Some(placement),
-            }),
-            deployed_unix_ms: unix_ms_now(),
-            ..Default::default()
-        };
-        records::write_phase(&mut record, Phase::Starting);
-        let launch = {
-            let mut slots = self.inner.lock_slots();
-            if slots.contains_key(&request.name) {
-                return Err(HubError::FunctionExists { name: request.name });
-            }
-            let slot = slots
-                .entry(request.name.clone())
-                .or_insert(Slot::new(record, Phase::Starting));
-            self.inner.prepare_launch(slot, &prepared, None)
-        };
-        self.inner
-            .logs
-            .event(&request.name, &format!("deployed module {}", prepared.hash));
-        self.inner.launch(launch);
-        // An acknowledged deploy survives a crash.
-        self.inner.save_durably(&request.name)?;
-        self.wait_instantiated(&request.name).await;
-        let info = self.get(&request.name)?;
-        Ok((info, prepared))
     }
 
     /// Waits (a bounded time) until the run of `name` is instantiated or has
