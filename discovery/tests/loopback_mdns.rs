@@ -197,7 +197,14 @@ fn hostile_and_own_adverts_never_enter_the_table_as_usable() {
             raw.register(info).expect("raw register");
         }
 
-        let peers = wait_for_peers(&discovery_a, "hub-z listed", |peers| peer(peers, "hub-z").is_some()).await;
+        // mDNS answers arrive in any order under load: wait for both valid
+        // adverts, then give the hostile ones a moment to (not) show up.
+        wait_for_peers(&discovery_a, "hub-z and hub-f listed", |peers| {
+            peer(peers, "hub-z").is_some() && peer(peers, "hub-f").is_some()
+        })
+        .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let peers = discovery_a.peers();
         let mut ids: Vec<&str> = peers.iter().filter_map(|peer| peer.id()).collect();
         ids.sort_unstable();
         assert_eq!(ids, ["hub-f", "hub-z"], "{peers:#?}");
