@@ -149,7 +149,7 @@ pub struct RunningHub {
     rebalancer: tokio::task::JoinHandle<()>,
     periodic_checkpoints: Option<tokio::task::JoinHandle<()>>,
     reserve_checks: tokio::task::JoinHandle<()>,
-    log_flusher: tokio::task::JoinHandle<()>,
+    log_flusher: crate::logs::LogFlusher,
     health: tonic_health::server::HealthReporter,
     stop_serving: tokio::sync::oneshot::Sender<()>,
     served: tokio::task::JoinHandle<Result<(), AgentError>>,
@@ -178,7 +178,7 @@ impl RunningHub {
             Err(_) => tracing::warn!("discovery is still in use at shutdown; not sending an mDNS goodbye"),
         }
         self.supervisor.shutdown().await;
-        self.log_flusher.abort();
+        self.log_flusher.stop();
         self.logs.close_all();
         // A server that already ended has dropped the receiver; nothing to stop then.
         let _ = self.stop_serving.send(());

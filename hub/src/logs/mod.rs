@@ -57,6 +57,18 @@ pub struct Unstored {
     pub bytes: u64,
 }
 
+/// Stops the log flusher thread when told to (or when the log hub is gone).
+#[derive(Debug)]
+pub struct LogFlusher {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LogFlusher {
+    pub fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 /// Everything guests wrote, per function.
 pub struct LogHub {
     store: Store,
@@ -227,17 +239,28 @@ impl LogHub {
         }
     }
 
-    /// Stores pending output every [`FLUSH_INTERVAL`] until aborted.
-    pub fn spawn_flusher(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let logs = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(FLUSH_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tick.tick().await;
-                logs.flush_all();
-            }
-        })
+    /// Stores pending output every [`FLUSH_INTERVAL`] on a thread of its
+    /// own (never on the async runtime: a store write can block for as
+    /// long as the disk is full), until the returned handle is stopped.
+    pub fn spawn_flusher(self: &Arc<Self>) -> LogFlusher {
+        let logs = Arc::downgrade(self);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = Arc::clone(&stop);
+        let spawned = std::thread::Builder::new()
+            .name("ferry-log-flush".to_owned())
+            .spawn(move || {
+                while !stopped.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(FLUSH_INTERVAL);
+                    match logs.upgrade() {
+                        Some(logs) => logs.flush_all(),
+                        None => return,
+                    }
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot start the log flusher; output is stored when a batch fills or is read");
+        }
+        LogFlusher { stop }
     }
 
     /// Output of `name` the store could not take, since this hub started.

@@ -37,17 +37,17 @@ impl Store {
         self.append_logs(name, std::slice::from_ref(entry))
     }
 
-    /// Appends consecutive entries in one batch (all or none), dropping
-    /// those that fall out of the kept window.
+    /// Appends consecutive entries, dropping those that fall out of the
+    /// kept window. Plain inserts, not one `sled::Batch`: a batch takes
+    /// the tree's exclusive lock, which waits for a flush in progress, and
+    /// on a full disk a flush never ends.
     pub fn append_logs(&self, name: &str, entries: &[LogEntry]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
         for entry in entries {
-            batch.insert(key(name, entry.seq), entry.encode_to_vec());
+            self.logs.insert(key(name, entry.seq), entry.encode_to_vec())?;
             if let Some(expired) = entry.seq.checked_sub(LOG_ENTRIES_KEPT) {
-                batch.remove(key(name, expired));
+                self.logs.remove(key(name, expired))?;
             }
         }
-        self.logs.apply_batch(batch)?;
         Ok(())
     }
 
