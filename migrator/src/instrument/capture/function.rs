@@ -67,7 +67,22 @@ struct Plan<'a> {
     declared: Vec<(u32, ValType)>,
     /// Spill locals: (nesting level, type, ordinal) → local index.
     spill_locals: HashMap<(usize, ValType, usize), u32>,
+    params: u32,
     results: Vec<ValType>,
+}
+
+/// Which of a function's two bodies is being written (see the parent
+/// module, "Two bodies").
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Body {
+    /// What normal execution runs: unwind tests after resume calls, no skip
+    /// blocks, no dispatch. At entry in the rewinding state it hands over to
+    /// its rewind twin.
+    Run { rewind_twin: u32 },
+    /// Skip blocks and dispatches as well. Entered in the normal state (a
+    /// call from another rewind body after the rewind ended), it hands over
+    /// to its run twin.
+    Rewind { run_twin: u32 },
 }
 
 fn encoder_type(ty: wasmparser::ValType) -> Result<ValType, Unsupported> {
@@ -81,19 +96,36 @@ fn encoder_type(ty: wasmparser::ValType) -> Result<ValType, Unsupported> {
     }
 }
 
-/// Rewrites one function; returns the new body, its number of resume
-/// points, and the validator's allocations for reuse.
+/// A function's two rewritten bodies (run, rewind) and its number of
+/// resume points.
+pub(super) struct Rewritten {
+    pub run: Vec<u8>,
+    pub rewind: Vec<u8>,
+    pub resume_points: u32,
+}
+
+/// Rewrites one function, whose index is `function` and whose rewind twin
+/// is `twins[function]`; `twins` maps every rewritten function to its twin.
+/// Returns the validator's allocations for reuse.
 pub(super) fn rewrite(
     module: &ModuleInfo,
     added: Added,
     block_types: &mut BlockTypes,
+    twins: &HashMap<u32, u32>,
     validator: FuncValidator<ValidatorResources>,
     body: FunctionBody<'_>,
-) -> Result<(Vec<u8>, u32, FuncValidatorAllocations), Unsupported> {
+) -> Result<(Rewritten, FuncValidatorAllocations), Unsupported> {
+    let function = validator.index();
+    let rewind_twin = *twins
+        .get(&function)
+        .ok_or_else(|| Unsupported(format!("function {function} has no rewind twin")))?;
     let (plan, allocations) = plan(module, validator, &body)?;
-    let resume_points = plan.resume.len() as u32;
-    let bytes = emit(&plan, added, block_types)?;
-    Ok((bytes, resume_points, allocations))
+    let rewritten = Rewritten {
+        run: emit(&plan, added, block_types, Body::Run { rewind_twin }, twins)?,
+        rewind: emit(&plan, added, block_types, Body::Rewind { run_twin: function }, twins)?,
+        resume_points: plan.resume.len() as u32,
+    };
+    Ok((rewritten, allocations))
 }
 
 fn error(what: &str, error: &dyn std::fmt::Display) -> Unsupported {
@@ -134,6 +166,7 @@ fn plan<'a>(
         locals.extend(std::iter::repeat_n(ty, count as usize));
     }
     let first_new_local = locals.len() as u32 + 2; // after $k and $cur
+    let params = function_type.params().len() as u32;
 
     let mut plan = Plan {
         operators: Vec::new(),
@@ -143,6 +176,7 @@ fn plan<'a>(
         locals,
         declared,
         spill_locals: HashMap::new(),
+        params,
         results,
     };
     let mut frames = vec![Frame {
@@ -367,6 +401,10 @@ struct Open {
 struct Emitter<'p> {
     plan: &'p Plan<'p>,
     added: Added,
+    version: Body,
+    /// Every rewritten function's rewind twin: a rewind body's direct calls
+    /// go to twins, so that a rewound stack has one frame per function.
+    twins: &'p HashMap<u32, u32>,
     out: Function,
     /// Open labels, the function's own included.
     labels: u32,
@@ -393,7 +431,13 @@ struct Emitter<'p> {
 
 const UNWIND_LABEL: u32 = 1;
 
-fn emit(plan: &Plan<'_>, added: Added, block_types: &mut BlockTypes) -> Result<Vec<u8>, Unsupported> {
+fn emit(
+    plan: &Plan<'_>,
+    added: Added,
+    block_types: &mut BlockTypes,
+    version: Body,
+    twins: &HashMap<u32, u32>,
+) -> Result<Vec<u8>, Unsupported> {
     let k_local = plan.locals.len() as u32;
     let cur_local = k_local + 1;
     let mut spills: Vec<(u32, ValType)> = plan
@@ -443,6 +487,8 @@ fn emit(plan: &Plan<'_>, added: Added, block_types: &mut BlockTypes) -> Result<V
     let mut emitter = Emitter {
         plan,
         added,
+        version,
+        twins,
         out: Function::new(local_groups),
         labels: 1,
         original: vec![0],
@@ -491,6 +537,7 @@ impl Emitter<'_> {
     }
 
     fn body(&mut self, block_types: &mut BlockTypes) -> Result<(), Unsupported> {
+        self.hand_over();
         self.instr(&Instruction::Block(BlockType::Empty)); // the unwind label
         self.labels += 1;
         self.open_sequence(0, true, block_types);
@@ -537,7 +584,16 @@ impl Emitter<'_> {
                     let default = self.remap(targets.default())?;
                     self.instr(&Instruction::BrTable(depths.into(), default));
                 }
-                Operator::Call { .. } | Operator::CallIndirect { .. } => {
+                Operator::Call { function_index } => {
+                    match (self.version, self.twins.get(function_index)) {
+                        (Body::Rewind { .. }, Some(&twin)) => self.instr(&Instruction::Call(twin)),
+                        _ => self.reencoded(operator)?,
+                    }
+                    if let Some(&resume) = plan.resume.get(&index) {
+                        self.unwind_check(resume);
+                    }
+                }
+                Operator::CallIndirect { .. } => {
                     self.reencoded(operator)?;
                     if let Some(&resume) = plan.resume.get(&index) {
                         self.unwind_check(resume);
@@ -547,6 +603,28 @@ impl Emitter<'_> {
             }
         }
         Ok(())
+    }
+
+    /// At entry: a run body in the rewinding state, or a rewind body in the
+    /// normal state, calls its twin with its arguments and returns what the
+    /// twin returns. (A twin that unwinds saved its own frame: this one only
+    /// passes the dummy results on.)
+    fn hand_over(&mut self) {
+        self.instr(&Instruction::GlobalGet(self.added.state_global));
+        let twin = match self.version {
+            Body::Run { rewind_twin } => rewind_twin,
+            Body::Rewind { run_twin } => {
+                self.instr(&Instruction::I32Eqz);
+                run_twin
+            }
+        };
+        self.instr(&Instruction::If(BlockType::Empty));
+        for param in 0..self.plan.params {
+            self.instr(&Instruction::LocalGet(param));
+        }
+        self.instr(&Instruction::Call(twin));
+        self.instr(&Instruction::Return);
+        self.instr(&Instruction::End);
     }
 
     fn reencoded(&mut self, operator: &Operator<'_>) -> Result<(), Unsupported> {
@@ -564,6 +642,9 @@ impl Emitter<'_> {
             sequence,
             next_entry: 0,
         });
+        if matches!(self.version, Body::Run { .. }) {
+            return;
+        }
         let inherited = std::mem::take(&mut self.inherited);
         let entries = &self.plan.sequences[sequence].entries;
         if entries.is_empty() && inherited.is_empty() {
@@ -649,8 +730,10 @@ impl Emitter<'_> {
         if entry.position != index {
             return;
         }
-        self.instr(&Instruction::End);
-        self.labels -= 1;
+        if matches!(self.version, Body::Rewind { .. }) {
+            self.instr(&Instruction::End);
+            self.labels -= 1;
+        }
         for &spill in entry.spills.iter().rev() {
             self.instr(&Instruction::LocalSet(spill));
         }

@@ -13,12 +13,23 @@
 //! stretch of code between two calls with a check of its state, in every
 //! iteration of every loop that can reach an unwind. Here the only resume
 //! points are *calls* that can unwind (the preemption point in every loop is
-//! such a call), and normal execution pays:
+//! such a call), and normal execution pays one test of the state after each
+//! such call (did the callee unwind?) and one at function entry; nothing
+//! else.
 //!
-//! - after each such call, one test of the state (did the callee unwind?);
-//! - at the start of each block, loop body or `if` arm that contains one, one
-//!   test (are we rewinding?); nothing else, and nothing in code that holds
-//!   no resume point.
+//! **Two bodies.** Every rewritten function gets two: the *run* body, which
+//! normal execution runs (the original code, the unwind tests and the save
+//! code), and the *rewind* body, its twin, which also holds the skip blocks
+//! and dispatches below. A run body entered in the rewinding state calls its
+//! twin and returns what it returns; a rewind body calls the twins of the
+//! functions it calls directly, so a rewound stack runs in rewind bodies
+//! with one frame per function, and a rewind body entered in the normal
+//! state (a call made after the rewind ended) calls its run body. Both save
+//! and restore the same frame layout, so either can unwind a frame the
+//! other restores. The cost moves from every run to the rest of each frame
+//! that was rewound: those frames finish in their rewind bodies (as fast as
+//! the one-body transform was), everything they call runs at full speed,
+//! and the module holds about twice the code to compile.
 //!
 //! **Unwind.** After a call returns in the unwinding state, the function
 //! branches to its save code, which stores every local (and the resume
@@ -49,6 +60,8 @@ mod analysis;
 mod function;
 mod module;
 
+use std::collections::HashMap;
+
 use wasm_encoder::{BlockType, MemArg, ValType};
 use wasmparser::{Parser, Payload, Validator, WasmFeatures};
 
@@ -73,6 +86,9 @@ pub struct CaptureStats {
     pub resume_points: u32,
 }
 
+/// Functions the transform adds: `asyncify_{start,stop}_{unwind,rewind}`.
+const HELPERS: u32 = 4;
+
 /// Asyncify's states, kept in the `state` global.
 const STATE_NORMAL: i32 = 0;
 const STATE_UNWINDING: i32 = 1;
@@ -96,10 +112,23 @@ pub(super) fn apply(wasm: &[u8]) -> Result<(Vec<u8>, CaptureStats), Unsupported>
         stack_memory: module.memory_count,
     };
 
+    // Every function that may unwind gets a rewind twin, numbered after the
+    // module's own functions and the four helpers.
+    let first_twin = module.imported_functions + module.bodies.len() as u32 + HELPERS;
+    let mut rewritten_functions: Vec<u32> = module
+        .may_unwind
+        .iter()
+        .copied()
+        .filter(|&function| function >= module.imported_functions)
+        .collect();
+    rewritten_functions.sort_unstable();
+    let twins: HashMap<u32, u32> = rewritten_functions.iter().copied().zip(first_twin..).collect();
+
     // Rewrite every function that may unwind; the others are copied.
     let mut validator = Validator::new_with_features(WasmFeatures::all());
     let mut block_types = BlockTypes::new(module.type_count + 2);
     let mut bodies: Vec<Vec<u8>> = Vec::with_capacity(module.bodies.len());
+    let mut twin_bodies: Vec<Vec<u8>> = Vec::with_capacity(twins.len());
     let mut stats = CaptureStats::default();
     let mut allocations = Default::default();
     let mut local_index = 0usize;
@@ -111,20 +140,25 @@ pub(super) fn apply(wasm: &[u8]) -> Result<(Vec<u8>, CaptureStats), Unsupported>
         if let (Payload::CodeSectionEntry(body), wasmparser::ValidPayload::Func(to_validate, _)) = (&payload, valid) {
             let function_index = module.imported_functions + local_index as u32;
             local_index += 1;
-            if !module.may_unwind.contains(&function_index) {
+            if !twins.contains_key(&function_index) {
                 bodies.push(wasm[body.range()].to_vec());
                 continue;
             }
             let func_validator = to_validate.into_validator(allocations);
-            let (rewritten, resume_points, returned) =
-                function::rewrite(&module, added, &mut block_types, func_validator, body.clone())?;
+            let (rewritten, returned) =
+                function::rewrite(&module, added, &mut block_types, &twins, func_validator, body.clone())?;
             allocations = returned;
             stats.functions += 1;
-            stats.resume_points += resume_points;
-            bodies.push(rewritten);
+            stats.resume_points += rewritten.resume_points;
+            bodies.push(rewritten.run);
+            twin_bodies.push(rewritten.rewind);
         }
     }
-    let bytes = module::emit(wasm, &module, added, &block_types, &bodies)?;
+    let twin_types: Vec<u32> = rewritten_functions
+        .iter()
+        .map(|&function| module.function_types[function as usize])
+        .collect();
+    let bytes = module::emit(wasm, &module, added, &block_types, &bodies, &twin_types, &twin_bodies)?;
     Ok((bytes, stats))
 }
 

@@ -56,11 +56,15 @@ pub(super) fn emit(
     added: Added,
     block_types: &BlockTypes,
     bodies: &[Vec<u8>],
+    twin_types: &[u32],
+    twin_bodies: &[Vec<u8>],
 ) -> Result<Vec<u8>, Unsupported> {
     let extender = Extender {
         added,
         block_types,
         bodies,
+        twin_types,
+        twin_bodies,
         helper_types: (info.type_count, info.type_count + 1),
         first_helper: info.imported_functions + info.bodies.len() as u32,
     };
@@ -97,6 +101,9 @@ struct Extender<'a> {
     added: Added,
     block_types: &'a BlockTypes,
     bodies: &'a [Vec<u8>],
+    /// Type index and body of every rewind twin, after the helpers.
+    twin_types: &'a [u32],
+    twin_bodies: &'a [Vec<u8>],
     /// Type indices of `(i32) -> ()` and `() -> ()`.
     helper_types: (u32, u32),
     /// Function index of the first helper.
@@ -134,6 +141,9 @@ impl Extender<'_> {
                 // In export order: start_unwind, stop_unwind, start_rewind, stop_rewind.
                 let (takes_pointer, takes_nothing) = self.helper_types;
                 for type_index in [takes_pointer, takes_nothing, takes_pointer, takes_nothing] {
+                    functions.function(type_index);
+                }
+                for &type_index in self.twin_types {
                     functions.function(type_index);
                 }
                 out.section(&functions);
@@ -196,6 +206,9 @@ impl Extender<'_> {
                 }
                 for helper in helper_bodies(self.added) {
                     code.function(&helper);
+                }
+                for body in self.twin_bodies {
+                    code.raw(body);
                 }
                 out.section(&code);
             }
