@@ -5,7 +5,10 @@
 //!   on wasmtime (the PyPI package, `integration-tests/python/run_wasmtime.py`);
 //! - instrumented / plain module on Ferry's Wasmer (Cranelift);
 //! - deploy (instrument + compile) / wasmtime's compile of the same `.wasm`,
-//!   with the instrumentation and the compile shown apart.
+//!   with the instrumentation and the compile shown apart;
+//! - the compile of the rewind module, which a hub does in the background
+//!   after a deploy (not part of the deploy; needed before the first
+//!   checkpoint or restore, and by a move's destination before the seal).
 //!
 //! Run: `cargo bench -p ferry-hub --bench corpus` (`-- --rounds N` for the
 //! median of N runs, default 3; `-- PROGRAM...` for some programs only).
@@ -91,7 +94,7 @@ fn main() {
         wasmer_types::VERSION
     );
     println!(
-        "  {:<8} {:>9} {:>9} {:>9} | {:>8} {:>8} | {:>9} {:>9} {:>9} {:>9} | {:>8}",
+        "  {:<8} {:>9} {:>9} {:>9} | {:>8} {:>8} | {:>9} {:>9} {:>9} {:>9} | {:>8} | {:>9}",
         "program",
         "wasmtime",
         "plain",
@@ -102,7 +105,8 @@ fn main() {
         "instrum.",
         "compile",
         "deploy",
-        "dep/wt"
+        "dep/wt",
+        "rewind"
     );
     for (name, args) in PROGRAMS {
         if !only.is_empty() && !only.iter().any(|wanted| wanted == name) {
@@ -112,11 +116,17 @@ fn main() {
         let plain_bytes = std::fs::read(&path).expect("corpus module (deploy/examples/build.sh)");
 
         let started = Instant::now();
-        let instrumented_bytes = ferry_migrator::instrument(&plain_bytes).expect("instrument").bytes;
+        let instrumented_module = ferry_migrator::instrument(&plain_bytes).expect("instrument");
         let instrumenting = started.elapsed();
         let started = Instant::now();
-        let instrumented = wasmer::Module::new(&engine, &instrumented_bytes).expect("instrumented compiles");
+        let instrumented = wasmer::Module::new(&engine, &instrumented_module.bytes).expect("instrumented compiles");
         let compiling = started.elapsed();
+        // Compiled in the background after a deploy, needed before a rewind.
+        let started = Instant::now();
+        if let Some(rewind) = &instrumented_module.rewind {
+            wasmer::Module::new(&engine, rewind).expect("rewind module compiles");
+        }
+        let rewind_compiling = started.elapsed();
         let plain = wasmer::Module::new(&engine, &plain_bytes).expect("plain compiles");
 
         let (mut wasmtime_runs, mut wasmtime_compiles) = (Vec::new(), Vec::new());
@@ -134,7 +144,7 @@ fn main() {
         let instrumented_run = median(instrumented_runs);
         let deploy = instrumenting + compiling;
         println!(
-            "  {name:<8} {:>7.0}ms {:>7.0}ms {:>7.0}ms | {:>7.2}x {:>7.2}x | {:>7.0}ms {:>7.0}ms {:>7.0}ms {:>7.0}ms | {:>7.2}x",
+            "  {name:<8} {:>7.0}ms {:>7.0}ms {:>7.0}ms | {:>7.2}x {:>7.2}x | {:>7.0}ms {:>7.0}ms {:>7.0}ms {:>7.0}ms | {:>7.2}x | {:>7.0}ms",
             ms(wasmtime_run),
             ms(plain_run),
             ms(instrumented_run),
@@ -145,6 +155,7 @@ fn main() {
             ms(compiling),
             ms(deploy),
             deploy.as_secs_f64() / wasmtime_compile.as_secs_f64(),
+            ms(rewind_compiling),
         );
     }
 }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_hub::runtime::{FunctionControl, HostServices, LaunchSpec, Outcome, SendOutcome, run_to_completion};
+use ferry_hub::runtime::{
+    FunctionControl, GuestModule, HostServices, LaunchSpec, Outcome, SendOutcome, run_to_completion,
+};
 use ferry_proto::v1::LogStream;
 
 /// Discards output: the benchmarks measure execution, not logging.
@@ -19,8 +21,10 @@ impl HostServices for Discard {
     }
 }
 
-/// Runs `module` to completion on the calling thread with `args`; its run time.
+/// Runs `module` to completion on the calling thread with `args` (never
+/// capturing it, so it needs no rewind module); its run time.
 pub fn run_guest(engine: &wasmer::Engine, module: &wasmer::Module, args: &[&str]) -> Duration {
+    let module = GuestModule::standalone(module.clone());
     let launch = LaunchSpec {
         name: "bench".into(),
         args: args.iter().map(|arg| arg.to_string()).collect(),
@@ -35,7 +39,7 @@ pub fn run_guest(engine: &wasmer::Engine, module: &wasmer::Module, args: &[&str]
     let started = Instant::now();
     let outcome = run_to_completion(
         engine,
-        module,
+        &module,
         &launch,
         Arc::new(FunctionControl::default()),
         Arc::new(Discard),

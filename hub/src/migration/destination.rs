@@ -20,7 +20,7 @@ use tracing::Instrument;
 use super::{Admission, MigrationContext, PREPARING_HEARTBEAT, STALL_TIMEOUT, resolve};
 use crate::checkpoint_codec::snapshot_from_manifest;
 use crate::error::HubError;
-use crate::runtime::Snapshot;
+use crate::runtime::{PreparedModule, Snapshot};
 use crate::supervisor::Supervisor;
 
 /// Answers one transfer; the frames to send back come out of the stream.
@@ -150,7 +150,13 @@ impl Arrival {
                 let runtime = Arc::clone(self.supervisor.runtime());
                 self.preparing = Some((
                     Instant::now(),
-                    tokio::task::spawn_blocking(move || runtime.prepare(&module).map(|_| ()).map_err(HubError::from)),
+                    tokio::task::spawn_blocking(move || {
+                        runtime
+                            .prepare(&module)
+                            .and_then(PreparedModule::ready_to_rewind)
+                            .map(|_| ())
+                            .map_err(HubError::from)
+                    }),
                 ));
                 Ok(None)
             }
@@ -233,7 +239,12 @@ impl Arrival {
             let runtime = Arc::clone(self.supervisor.runtime());
             let hash = spec.module_hash.clone();
             let started = Instant::now();
-            let preparing = tokio::task::spawn_blocking(move || runtime.prepare_stored(&hash).map(|_| ()));
+            let preparing = tokio::task::spawn_blocking(move || {
+                runtime
+                    .prepare_stored(&hash)
+                    .and_then(PreparedModule::ready_to_rewind)
+                    .map(|_| ())
+            });
             // A cached artifact loads at once: report the time only if it
             // took long enough to need heartbeats.
             self.await_preparation(started, preparing, false).await?;

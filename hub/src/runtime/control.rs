@@ -125,6 +125,15 @@ impl FunctionControl {
         self.capture.load(Ordering::Relaxed)
     }
 
+    /// Whether every pending capture request continues the run (only
+    /// checkpoints: no suspend, stop or move among them).
+    pub fn captures_all_continue(&self) -> bool {
+        self.lock()
+            .captures
+            .iter()
+            .all(|request| request.kind == CaptureKind::Continue)
+    }
+
     /// Takes every pending capture request (and clears the flag).
     pub fn take_capture_requests(&self) -> Vec<CaptureRequest> {
         let mut shared = self.lock();
@@ -348,6 +357,15 @@ mod tests {
     fn a_wait_with_a_past_deadline_times_out() {
         let control = FunctionControl::default();
         assert_eq!(control.wait_for_message(Some(Instant::now())), Wake::TimedOut);
+    }
+
+    #[test]
+    fn only_checkpoints_pending_is_what_lets_a_capture_wait() {
+        let control = FunctionControl::default();
+        let _checkpoint = control.request_capture(CaptureKind::Continue);
+        assert!(control.captures_all_continue());
+        let _suspend = control.request_capture(CaptureKind::Stop);
+        assert!(!control.captures_all_continue());
     }
 
     #[test]

@@ -13,6 +13,7 @@ use wasmer::{FunctionEnvMut, Memory, MemoryView, RuntimeError, WasmSlice};
 use super::clock::VirtualClock;
 use super::control::FunctionControl;
 use super::cpu::{CpuAccount, CpuGovernor, CpuMeter};
+use super::rewind::RewindModule;
 use super::snapshot::PendingCall;
 use super::unwind::{AsyncifyHooks, Phase};
 use super::wasi::fds::FdTable;
@@ -81,9 +82,20 @@ pub struct GuestEnv {
     pub may_park: bool,
     /// The current unwind parks the function (rather than capturing it).
     pub parking: bool,
+    /// The rewind module a checkpoint's rewind will need: until it is
+    /// compiled, preemption points postpone checkpoints (the function runs
+    /// on instead of waiting, unwound, for the compile).
+    pub rewind: Option<Arc<RewindModule>>,
 }
 
 impl GuestEnv {
+    /// Whether to let a capture wait for the next preemption point: every
+    /// pending request continues the run (so the rewind needs the rewind
+    /// module at once) and the rewind module is still being compiled.
+    pub fn postpone_capture(&self) -> bool {
+        self.rewind.as_ref().is_some_and(|rewind| !rewind.is_compiled()) && self.control.captures_all_continue()
+    }
+
     /// Whether a blocking call that still has `remaining` to wait (or no
     /// deadline) should park the function instead of holding its thread.
     /// Parking costs a copy of the memory out and back in, so a larger

@@ -144,6 +144,7 @@ impl GuestEnv {
             pending: None,
             may_park: false,
             parking: false,
+            rewind: None,
         }
     }
 }

@@ -13,6 +13,7 @@ use super::control::FunctionControl;
 use super::cpu::{CpuAccount, CpuGovernor, CpuMeter};
 use super::guest::{GuestEnv, GuestStop, HostServices};
 use super::imports::build_imports;
+use super::rewind::{GuestModule, RewindModule};
 use super::snapshot::{GlobalValue, HostSnapshot, Snapshot};
 use super::unwind::{AsyncifyHooks, Phase, STACK_DATA, used_stack_bytes};
 use super::wasi::fds::FdTable;
@@ -72,6 +73,12 @@ pub struct LiveInstance {
     capture: Option<CaptureExports>,
     start: TypedFunction<(), ()>,
     globals: Vec<(u32, Global)>,
+    /// The main module's instance, which the rewind module links against.
+    main: Instance,
+    /// The rewind module, until it is instantiated before the first rewind.
+    rewind: Option<Arc<RewindModule>>,
+    /// Its instance (kept so its twins stay alive).
+    rewind_instance: Option<Instance>,
 }
 
 fn initial_memory_bytes(module: &Module) -> u64 {
@@ -111,13 +118,14 @@ impl LiveInstance {
     /// to where the snapshot was taken.
     pub fn new(
         engine: &wasmer::Engine,
-        module: &Module,
+        guest_module: &GuestModule,
         launch: &LaunchSpec,
         control: Arc<FunctionControl>,
         services: Arc<dyn HostServices>,
         snapshot: Option<&Snapshot>,
         may_park: bool,
     ) -> Result<LiveInstance, String> {
+        let module = &guest_module.main;
         let needed_bytes =
             snapshot.map_or_else(|| initial_memory_bytes(module), |snapshot| snapshot.memory.len() as u64);
         if needed_bytes > launch.memory_limit_bytes {
@@ -152,6 +160,7 @@ impl LiveInstance {
                 pending: host.map(|host| host.pending),
                 may_park,
                 parking: false,
+                rewind: guest_module.rewind.clone(),
             },
         );
         let imports = build_imports(&mut store, &env, module);
@@ -222,6 +231,9 @@ impl LiveInstance {
             capture,
             start,
             globals,
+            main: instance.clone(),
+            rewind: guest_module.rewind.clone(),
+            rewind_instance: None,
         };
         if let Some(snapshot) = snapshot {
             live.restore(snapshot)?;
@@ -276,6 +288,11 @@ impl LiveInstance {
 
     /// Makes the next [`run`](Self::run) rewind to the unwound call.
     fn prepare_rewind(&mut self) -> Result<(), String> {
+        if self.rewind_instance.is_none()
+            && let Some(rewind) = &self.rewind
+        {
+            self.rewind_instance = Some(rewind.instantiate(&mut self.store, &self.main)?);
+        }
         let start_rewind = self.capture_exports()?.start_rewind.clone();
         self.env.as_mut(&mut self.store).phase = Phase::Rewinding;
         start_rewind
@@ -421,7 +438,7 @@ pub enum RunEnd {
 /// calling thread until it ends, is suspended or — with `may_park` — parks.
 pub fn run_until_parked(
     engine: &wasmer::Engine,
-    module: &Module,
+    module: &GuestModule,
     launch: &LaunchSpec,
     control: Arc<FunctionControl>,
     services: Arc<dyn HostServices>,
@@ -448,7 +465,7 @@ pub fn run_until_parked(
 /// (never parking: it holds the thread throughout).
 pub fn run_to_completion(
     engine: &wasmer::Engine,
-    module: &Module,
+    module: &GuestModule,
     launch: &LaunchSpec,
     control: Arc<FunctionControl>,
     services: Arc<dyn HostServices>,

@@ -9,6 +9,7 @@ mod host_api;
 mod imports;
 mod instance;
 mod registry;
+mod rewind;
 mod snapshot;
 #[cfg(test)]
 mod testing;
@@ -31,6 +32,7 @@ use crate::store::{ArtifactKey, Store, StoreError};
 pub use control::{CaptureKind, CaptureResult, FunctionControl, INBOX_CAPACITY, Message, capture_outcome};
 pub use guest::{HostServices, SendOutcome};
 pub use instance::{LaunchSpec, Outcome, RunEnd, run_to_completion, run_until_parked};
+pub use rewind::{GuestModule, RewindModule};
 pub use snapshot::{GlobalValue, HostSnapshot, PendingCall, Snapshot};
 
 /// Native stack a guest runs on.
@@ -61,6 +63,8 @@ pub enum RuntimeError {
     },
     #[error("module needs {initial_bytes} bytes of memory at start, above its limit of {limit_bytes} bytes")]
     InitialMemoryAboveLimit { initial_bytes: u64, limit_bytes: u64 },
+    #[error("{reason}")]
+    RewindModule { reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -73,6 +77,7 @@ impl ServiceError for RuntimeError {
             | RuntimeError::UnsupportedImport { .. }
             | RuntimeError::ImportSignature { .. } => ErrorCode::InvalidArgument,
             RuntimeError::InitialMemoryAboveLimit { .. } => ErrorCode::ResourceExhausted,
+            RuntimeError::RewindModule { .. } => ErrorCode::Internal,
             RuntimeError::Store(error) => error.error_code(),
         }
     }
@@ -82,11 +87,22 @@ impl ServiceError for RuntimeError {
 #[derive(Clone)]
 pub struct PreparedModule {
     pub hash: String,
-    pub module: wasmer::Module,
+    pub module: GuestModule,
     /// The compiled artifact came from a cache (memory or store).
     pub cache_hit: bool,
     /// Time spent preparing it.
     pub prepare_time: Duration,
+}
+
+impl PreparedModule {
+    /// Waits until the rewind module is compiled as well: for a hub about
+    /// to restore the function, which must not wait for it later.
+    pub fn ready_to_rewind(self) -> Result<PreparedModule, RuntimeError> {
+        self.module
+            .ready_to_rewind()
+            .map_err(|reason| RuntimeError::RewindModule { reason })?;
+        Ok(self)
+    }
 }
 
 /// Compiles modules once per hub and keeps them for every later start.
@@ -94,7 +110,7 @@ pub struct Runtime {
     engine: Engine,
     store: Store,
     target: String,
-    compiled: Mutex<HashMap<String, wasmer::Module>>,
+    compiled: Mutex<HashMap<String, GuestModule>>,
     /// The CPU quota all functions of the hub share.
     governor: Arc<cpu::CpuGovernor>,
 }
@@ -144,7 +160,9 @@ impl Runtime {
             });
         }
         let key = self.artifact_key(&hash);
-        if let Some(module) = self.load_artifact(&key)? {
+        if let Some(main) = load_artifact(&self.engine, &self.store, &key)? {
+            let rewind = GuestModule::needs_rewind_module(&main).then(|| self.rewind_module(&hash, None));
+            let module = GuestModule { main, rewind };
             self.remember(&hash, &module);
             return Ok(PreparedModule {
                 hash,
@@ -154,17 +172,19 @@ impl Runtime {
             });
         }
         let instrumented = ferry_migrator::instrument(original)?;
-        let module =
+        let main =
             wasmer::Module::new(&self.engine, &instrumented.bytes).map_err(|error| RuntimeError::InvalidModule {
                 reason: error.to_string(),
             })?;
-        imports::check_module(&self.engine, &module)?;
-        match module.serialize() {
+        imports::check_module(&self.engine, &main)?;
+        let rewind = instrumented.rewind.map(|bytes| self.rewind_module(&hash, Some(bytes)));
+        match main.serialize() {
             Ok(artifact) => self.store.put_artifact(&key, &artifact)?,
             Err(error) => {
                 tracing::warn!(module = %hash, %error, "could not serialize a compiled module; it will be compiled again next time")
             }
         }
+        let module = GuestModule { main, rewind };
         self.remember(&hash, &module);
         tracing::info!(
             module = %hash,
@@ -204,24 +224,46 @@ impl Runtime {
         }
     }
 
-    #[allow(unsafe_code)]
-    fn load_artifact(&self, key: &ArtifactKey) -> Result<Option<wasmer::Module>, RuntimeError> {
-        let Some(artifact) = self.store.artifact(key)? else {
-            return Ok(None);
-        };
-        // SAFETY: the artifact was serialized by a hub with this exact Wasmer
-        // version, target and instrumentation (all part of the key), it was
-        // never received from a peer, and the store verified its checksum.
-        match unsafe { wasmer::Module::deserialize(&self.engine, artifact) } {
-            Ok(module) => Ok(Some(module)),
-            Err(error) => {
-                tracing::warn!(module = %key.module_hash, %error, "cached artifact does not load; compiling again");
-                Ok(None)
+    /// The rewind module of the module `hash`, compiled on first use (and
+    /// started in the background now): from its cached artifact, from
+    /// `bytes`, or from instrumenting the stored module again.
+    fn rewind_module(&self, hash: &str, bytes: Option<Vec<u8>>) -> Arc<RewindModule> {
+        let (engine, store, hash) = (self.engine.clone(), self.store.clone(), hash.to_owned());
+        let key = self.artifact_key(&format!("{hash}+rewind"));
+        let bytes = Mutex::new(bytes);
+        let rewind = Arc::new(RewindModule::new(move || {
+            if let Some(module) = load_artifact(&engine, &store, &key).map_err(|error| error.to_string())? {
+                return Ok(module);
             }
-        }
+            let bytes = bytes.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).take();
+            let bytes = match bytes {
+                Some(bytes) => bytes,
+                None => {
+                    let original = store.module(&hash).map_err(|error| error.to_string())?;
+                    let instrumented = ferry_migrator::instrument(&original).map_err(|error| error.to_string())?;
+                    instrumented
+                        .rewind
+                        .ok_or_else(|| "the module has no rewind module".to_owned())?
+                }
+            };
+            let started = Instant::now();
+            let module = wasmer::Module::new(&engine, &bytes).map_err(|error| error.to_string())?;
+            match module.serialize() {
+                Ok(artifact) => {
+                    if let Err(error) = store.put_artifact(&key, &artifact) {
+                        tracing::warn!(module = %hash, %error, "could not cache a compiled rewind module");
+                    }
+                }
+                Err(error) => tracing::warn!(module = %hash, %error, "could not serialize a compiled rewind module"),
+            }
+            tracing::info!(module = %hash, elapsed_ms = started.elapsed().as_millis() as u64, "rewind module compiled");
+            Ok(module)
+        }));
+        rewind.compile_in_background();
+        rewind
     }
 
-    fn cached(&self, hash: &str) -> Option<wasmer::Module> {
+    fn cached(&self, hash: &str) -> Option<GuestModule> {
         self.compiled
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -229,10 +271,28 @@ impl Runtime {
             .cloned()
     }
 
-    fn remember(&self, hash: &str, module: &wasmer::Module) {
+    fn remember(&self, hash: &str, module: &GuestModule) {
         self.compiled
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .insert(hash.to_owned(), module.clone());
+    }
+}
+
+/// A compiled artifact from the store, or `None` when absent or unusable.
+#[allow(unsafe_code)]
+fn load_artifact(engine: &Engine, store: &Store, key: &ArtifactKey) -> Result<Option<wasmer::Module>, RuntimeError> {
+    let Some(artifact) = store.artifact(key)? else {
+        return Ok(None);
+    };
+    // SAFETY: the artifact was serialized by a hub with this exact Wasmer
+    // version, target and instrumentation (all part of the key), it was
+    // never received from a peer, and the store verified its checksum.
+    match unsafe { wasmer::Module::deserialize(engine, artifact) } {
+        Ok(module) => Ok(Some(module)),
+        Err(error) => {
+            tracing::warn!(module = %key.module_hash, %error, "cached artifact does not load; compiling again");
+            Ok(None)
+        }
     }
 }

@@ -17,7 +17,7 @@ use super::lifecycle::Request;
 /// or is suspended.
 pub(super) async fn drive(
     inner: Arc<Inner>,
-    module: wasmer::Module,
+    module: runtime::GuestModule,
     launch: LaunchSpec,
     control: Arc<FunctionControl>,
     mut snapshot: Option<Arc<Snapshot>>,

@@ -22,7 +22,7 @@ pub(super) struct Launch {
     control: Arc<FunctionControl>,
     finished: watch::Sender<bool>,
     spec: LaunchSpec,
-    module: wasmer::Module,
+    module: crate::runtime::GuestModule,
     snapshot: Option<Arc<Snapshot>>,
     starts: u32,
 }

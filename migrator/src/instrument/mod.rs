@@ -30,13 +30,14 @@ mod recursion;
 
 pub use asyncify::{STACK_MEMORY_EXPORT, STACK_MEMORY_PAGES, UNWINDING_IMPORTS};
 pub use capture::CaptureStats;
+pub use capture::{REWIND_EXPORT_PREFIX, REWIND_IMPORT_MODULE};
 pub use globals::GLOBAL_EXPORT_PREFIX;
 
 use thiserror::Error;
 
 /// Bumped whenever the rewrite changes, so that cached compiled artifacts of an
 /// older rewrite are never used.
-pub const INSTRUMENTATION_VERSION: u32 = 6;
+pub const INSTRUMENTATION_VERSION: u32 = 8;
 
 /// Import module of the host functions the rewrite adds.
 pub const RESERVED_IMPORT_MODULE: &str = "ferry";
@@ -48,7 +49,12 @@ pub const MEMORY_GROW_IMPORT: &str = "__memory_grow";
 /// A rewritten module and what the rewrite did.
 #[derive(Debug, Clone)]
 pub struct InstrumentedModule {
+    /// The module to deploy and run.
     pub bytes: Vec<u8>,
+    /// The rewind module it needs before a stack can be rewound into it
+    /// (see `capture`); `None` when Asyncify made a module that rewinds
+    /// by itself.
+    pub rewind: Option<Vec<u8>>,
     pub stats: InstrumentStats,
 }
 
@@ -104,17 +110,17 @@ pub fn instrument(wasm: &[u8]) -> Result<InstrumentedModule, InstrumentError> {
     let mut stats = preemption::insert_preemption_points(&mut module)?;
     globals::export_mutable_globals(&mut module);
     let rewritten = module.emit_wasm();
-    let bytes = match capture::apply(&rewritten) {
-        Ok((bytes, capture)) => {
-            stats.capture = Some(capture);
-            bytes
+    let (bytes, rewind) = match capture::apply(&rewritten) {
+        Ok(transformed) => {
+            stats.capture = Some(transformed.stats);
+            (transformed.main, Some(transformed.rewind))
         }
         Err(unsupported) => {
             tracing::info!(reason = %unsupported, "module needs Binaryen's Asyncify for stack capture");
-            asyncify::apply(&rewritten)?
+            (asyncify::apply(&rewritten)?, None)
         }
     };
-    Ok(InstrumentedModule { bytes, stats })
+    Ok(InstrumentedModule { bytes, rewind, stats })
 }
 
 #[cfg(test)]

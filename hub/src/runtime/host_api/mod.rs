@@ -241,7 +241,9 @@ pub fn preempt(mut env: Env<'_>) -> Result<i32, RuntimeError> {
         if let Some(memory) = guest.memory.clone() {
             guest.publish_counters_at(&memory.view(&store), cpu_used);
         }
-        guest.control.capture_requested()
+        // A checkpoint waits for a preemption point after the rewind module
+        // is compiled, rather than holding the function unwound meanwhile.
+        guest.control.capture_requested() && !guest.postpone_capture()
     };
     if capture {
         begin_unwind(&mut env, PendingCall::Preempt)?;

@@ -24,6 +24,7 @@ pub(super) struct ModuleInfo {
     pub function_types: Vec<u32>,
     pub global_count: u32,
     pub memory_count: u32,
+    pub table_count: u32,
     /// One entry per local function body.
     pub bodies: Vec<()>,
     /// Functions (imports included) that may start or propagate an unwind.
@@ -32,7 +33,26 @@ pub(super) struct ModuleInfo {
     pub unwinding_indirect_types: HashSet<FuncType>,
 }
 
+/// How many functions, tables, memories and globals a module has, imported
+/// ones included.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Counts {
+    pub functions: u32,
+    pub tables: u32,
+    pub memories: u32,
+    pub globals: u32,
+}
+
 impl ModuleInfo {
+    pub fn counts(&self) -> Counts {
+        Counts {
+            functions: self.imported_functions + self.bodies.len() as u32,
+            tables: self.table_count,
+            memories: self.memory_count,
+            globals: self.global_count,
+        }
+    }
+
     pub fn read(wasm: &[u8]) -> Result<ModuleInfo, wasmparser::BinaryReaderError> {
         let mut info = ModuleInfo::default();
         let mut unwinding_imports = HashSet::new();
@@ -69,6 +89,7 @@ impl ModuleInfo {
                             }
                             TypeRef::Global(_) => info.global_count += 1,
                             TypeRef::Memory(_) => info.memory_count += 1,
+                            TypeRef::Table(_) => info.table_count += 1,
                             _ => {}
                         }
                     }
@@ -79,6 +100,7 @@ impl ModuleInfo {
                     }
                 }
                 Payload::MemorySection(reader) => info.memory_count += reader.count(),
+                Payload::TableSection(reader) => info.table_count += reader.count(),
                 Payload::GlobalSection(reader) => info.global_count += reader.count(),
                 Payload::ExportSection(reader) => {
                     for export in reader {

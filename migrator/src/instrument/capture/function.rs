@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use fixedbitset::FixedBitSet;
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{BlockType, Function, Instruction, MemArg, ValType};
 use wasmparser::{FuncValidator, FuncValidatorAllocations, FunctionBody, Operator, ValidatorResources};
@@ -24,6 +25,11 @@ struct Entry {
     types: Vec<ValType>,
     /// The locals the stack is copied into, one per value in `types`.
     spills: Vec<u32>,
+    /// Whether each value is saved with the frame; the others (the
+    /// arguments of a call to a function of the module, which restores its
+    /// parameters from its own frame) are rebuilt as zeros on rewind, so
+    /// that they need not stay live across the call.
+    saved: Vec<bool>,
     /// The resume points it covers (textual order numbers), `first..=last`.
     first: u32,
     last: u32,
@@ -67,6 +73,9 @@ struct Plan<'a> {
     declared: Vec<(u32, ValType)>,
     /// Spill locals: (nesting level, type, ordinal) → local index.
     spill_locals: HashMap<(usize, ValType, usize), u32>,
+    /// Resume call → the original locals live right after it (the only ones
+    /// its frame saves).
+    live_after: HashMap<usize, FixedBitSet>,
     params: u32,
     results: Vec<ValType>,
 }
@@ -77,8 +86,9 @@ struct Plan<'a> {
 pub(super) enum Body {
     /// What normal execution runs: unwind tests after resume calls, no skip
     /// blocks, no dispatch. At entry in the rewinding state it hands over to
-    /// its rewind twin.
-    Run { rewind_twin: u32 },
+    /// its rewind twin, through the twins table (the twin lives in the
+    /// rewind module), with its own type.
+    Run { twin_slot: u32, type_index: u32 },
     /// Skip blocks and dispatches as well. Entered in the normal state (a
     /// call from another rewind body after the rewind ended), it hands over
     /// to its run twin.
@@ -119,9 +129,14 @@ pub(super) fn rewrite(
     let rewind_twin = *twins
         .get(&function)
         .ok_or_else(|| Unsupported(format!("function {function} has no rewind twin")))?;
+    let type_index = *module
+        .function_types
+        .get(function as usize)
+        .ok_or_else(|| Unsupported(format!("function {function} has no type")))?;
+    let twin_slot = rewind_twin - added.first_twin;
     let (plan, allocations) = plan(module, validator, &body)?;
     let rewritten = Rewritten {
-        run: emit(&plan, added, block_types, Body::Run { rewind_twin }, twins)?,
+        run: emit(&plan, added, block_types, Body::Run { twin_slot, type_index }, twins)?,
         rewind: emit(&plan, added, block_types, Body::Rewind { run_twin: function }, twins)?,
         resume_points: plan.resume.len() as u32,
     };
@@ -176,6 +191,7 @@ fn plan<'a>(
         locals,
         declared,
         spill_locals: HashMap::new(),
+        live_after: HashMap::new(),
         params,
         results,
     };
@@ -244,6 +260,7 @@ fn plan<'a>(
                         );
                         plan.sequences[opened.parent].entries.push(Entry {
                             position: opened.position,
+                            saved: vec![true; opened.types.len()],
                             types: opened.types,
                             spills,
                             first: opened.first_resume,
@@ -264,10 +281,12 @@ fn plan<'a>(
                 if may_unwind && live {
                     let types = stack_types(&validator, frame_height)?;
                     let spills = spill_locals(&mut plan.spill_locals, level, &types, first_new_local, &mut spill_count);
+                    let saved = saved_operands(module, &operator, types.len());
                     plan.sequences[frame.sequence].entries.push(Entry {
                         position: index,
                         types,
                         spills,
+                        saved,
                         first: next_resume,
                         last: next_resume,
                     });
@@ -281,6 +300,17 @@ fn plan<'a>(
             }
             Operator::ReturnCallIndirect { type_index, .. } if module.indirect_call_may_unwind(*type_index) => {
                 return Err(Unsupported("a tail call that may unwind".to_owned()));
+            }
+            Operator::MemoryInit { .. }
+            | Operator::DataDrop { .. }
+            | Operator::TableInit { .. }
+            | Operator::ElemDrop { .. }
+            | Operator::RefFunc { .. } => {
+                // The rewind module cannot name the main module's segments
+                // or declare its functions.
+                return Err(Unsupported(
+                    "a segment instruction or ref.func in a function that may unwind".to_owned(),
+                ));
             }
             Operator::Try { .. }
             | Operator::TryTable { .. }
@@ -300,7 +330,36 @@ fn plan<'a>(
         plan.operators.push(operator);
         index += 1;
     }
+    plan.live_after = super::liveness::live_after_calls(&plan.operators, &plan.resume, plan.locals.len());
     Ok((plan, validator.into_allocations()))
+}
+
+/// Which of the `height` values on the stack at a resume call are saved
+/// with the frame: all of them at a call of an import (which may read its
+/// arguments again when the call is replayed), all but the arguments at a
+/// call of a module function (its rewind restores its parameters from its
+/// own frame; the table index of an indirect call is kept).
+fn saved_operands(module: &ModuleInfo, operator: &Operator<'_>, height: usize) -> Vec<bool> {
+    let mut saved = vec![true; height];
+    let (params, above) = match operator {
+        Operator::Call { function_index } if *function_index >= module.imported_functions => (
+            module
+                .function_types
+                .get(*function_index as usize)
+                .and_then(|&ty| module.signature(ty))
+                .map_or(0, |ty| ty.params().len()),
+            0,
+        ),
+        Operator::CallIndirect { type_index, .. } => {
+            (module.signature(*type_index).map_or(0, |ty| ty.params().len()), 1)
+        }
+        _ => (0, 0),
+    };
+    let end = height.saturating_sub(above);
+    for value in saved.iter_mut().take(end).skip(end.saturating_sub(params)) {
+        *value = false;
+    }
+    saved
 }
 
 /// The operand stack of the current sequence (above `frame_height`), bottom first.
@@ -388,7 +447,8 @@ fn zero(ty: ValType) -> Instruction<'static> {
 struct Target {
     label: u32,
     last: u32,
-    spills: Vec<u32>,
+    /// Spill locals, and whether each was saved (or is rebuilt as a zero).
+    spills: Vec<(u32, bool)>,
 }
 
 /// A sequence being emitted.
@@ -479,8 +539,12 @@ fn emit(
             if entry.spills.is_empty() {
                 continue;
             }
+            let saved = entry.spills.iter().zip(&entry.saved).filter(|(_, saved)| **saved);
             for resume in entry.first..=entry.last {
-                chains.entry(resume).or_default().extend(entry.spills.iter().copied());
+                chains
+                    .entry(resume)
+                    .or_default()
+                    .extend(saved.clone().map(|(spill, _)| *spill));
             }
         }
     }
@@ -590,13 +654,13 @@ impl Emitter<'_> {
                         _ => self.reencoded(operator)?,
                     }
                     if let Some(&resume) = plan.resume.get(&index) {
-                        self.unwind_check(resume);
+                        self.unwind_check(index, resume);
                     }
                 }
                 Operator::CallIndirect { .. } => {
                     self.reencoded(operator)?;
                     if let Some(&resume) = plan.resume.get(&index) {
-                        self.unwind_check(resume);
+                        self.unwind_check(index, resume);
                     }
                 }
                 _ => self.reencoded(operator)?,
@@ -611,18 +675,23 @@ impl Emitter<'_> {
     /// passes the dummy results on.)
     fn hand_over(&mut self) {
         self.instr(&Instruction::GlobalGet(self.added.state_global));
-        let twin = match self.version {
-            Body::Run { rewind_twin } => rewind_twin,
-            Body::Rewind { run_twin } => {
-                self.instr(&Instruction::I32Eqz);
-                run_twin
-            }
-        };
+        if let Body::Rewind { .. } = self.version {
+            self.instr(&Instruction::I32Eqz);
+        }
         self.instr(&Instruction::If(BlockType::Empty));
         for param in 0..self.plan.params {
             self.instr(&Instruction::LocalGet(param));
         }
-        self.instr(&Instruction::Call(twin));
+        match self.version {
+            Body::Run { twin_slot, type_index } => {
+                self.instr(&Instruction::I32Const(twin_slot as i32));
+                self.instr(&Instruction::CallIndirect {
+                    type_index,
+                    table_index: self.added.twins_table,
+                });
+            }
+            Body::Rewind { run_twin } => self.instr(&Instruction::Call(run_twin)),
+        }
         self.instr(&Instruction::Return);
         self.instr(&Instruction::End);
     }
@@ -664,7 +733,7 @@ impl Emitter<'_> {
             .map(|(position, entry)| Target {
                 label: first_skip + (count - 1 - position as u32),
                 last: entry.last,
-                spills: entry.spills.clone(),
+                spills: entry.spills.iter().copied().zip(entry.saved.iter().copied()).collect(),
             })
             .collect();
         targets.extend(inherited);
@@ -686,10 +755,14 @@ impl Emitter<'_> {
             self.labels += 1;
             // The stack values were saved by the unwinding call site; the
             // frame's address is in `cur` for the whole rewind of this function.
-            for &spill in &target.spills {
+            for &(spill, saved) in &target.spills {
                 let (ty, offset) = self.spill_slots[&spill];
-                self.instr(&Instruction::LocalGet(self.cur_local));
-                self.instr(&load(ty, self.memarg(offset)));
+                if saved {
+                    self.instr(&Instruction::LocalGet(self.cur_local));
+                    self.instr(&load(ty, self.memarg(offset)));
+                } else {
+                    self.instr(&zero(ty));
+                }
             }
             self.instr(&Instruction::Br(self.depth_to(target.label)));
             self.instr(&Instruction::End);
@@ -754,15 +827,24 @@ impl Emitter<'_> {
         Ok(())
     }
 
-    /// After a call that may unwind: if it did, save the stack values its
-    /// rewind needs (they are live only here), note where, and go save the
-    /// locals.
-    fn unwind_check(&mut self, resume: u32) {
+    /// After a call that may unwind: if it did, save the locals live after
+    /// the call and the stack values its rewind needs (they are live only
+    /// here), note where, and go finish the frame.
+    fn unwind_check(&mut self, call: usize, resume: u32) {
         self.instr(&Instruction::GlobalGet(self.added.state_global));
         self.instr(&Instruction::If(BlockType::Empty));
         self.labels += 1;
+        self.frame_address_checked();
+        let plan = self.plan;
+        if let Some(live) = plan.live_after.get(&call) {
+            for local in live.ones() {
+                let (local, ty, offset) = self.frame[local];
+                self.instr(&Instruction::LocalGet(self.cur_local));
+                self.instr(&Instruction::LocalGet(local));
+                self.instr(&store(ty, self.memarg(offset)));
+            }
+        }
         if let Some(chain) = self.chains.get(&resume).cloned() {
-            self.frame_address_checked();
             for spill in chain {
                 let (ty, offset) = self.spill_slots[&spill];
                 self.instr(&Instruction::LocalGet(self.cur_local));
@@ -777,19 +859,18 @@ impl Emitter<'_> {
         self.labels -= 1;
     }
 
-    /// The body's end: return normally; after the unwind label, save the
-    /// frame and return dummy results.
+    /// The body's end: return normally; after the unwind label (`cur` set
+    /// by the unwinding call site), store the resume point's number, push
+    /// the frame and return dummy results.
     fn function_end(&mut self) {
         self.instr(&Instruction::Return);
         self.instr(&Instruction::End); // the unwind label
         self.labels -= 1;
-        self.frame_address_checked();
-        for index in 0..self.frame.len() {
-            let (local, ty, offset) = self.frame[index];
-            self.instr(&Instruction::LocalGet(self.cur_local));
-            self.instr(&Instruction::LocalGet(local));
-            self.instr(&store(ty, self.memarg(offset)));
-        }
+        let (local, ty, offset) = *self.frame.last().expect("the resume point's slot");
+        debug_assert_eq!(local, self.k_local);
+        self.instr(&Instruction::LocalGet(self.cur_local));
+        self.instr(&Instruction::LocalGet(local));
+        self.instr(&store(ty, self.memarg(offset)));
         self.instr(&Instruction::GlobalGet(self.added.data_global));
         self.instr(&Instruction::LocalGet(self.cur_local));
         self.instr(&Instruction::I32Const(self.frame_size as i32));

@@ -28,8 +28,20 @@
 //! and restore the same frame layout, so either can unwind a frame the
 //! other restores. The cost moves from every run to the rest of each frame
 //! that was rewound: those frames finish in their rewind bodies (as fast as
-//! the one-body transform was), everything they call runs at full speed,
-//! and the module holds about twice the code to compile.
+//! the one-body transform was) and everything they call runs at full
+//! speed.
+//!
+//! **Two modules.** The twins go to a rewind module of their own (see
+//! [`rewind`]), so that a deploy compiles only the run bodies; run bodies
+//! hand over to their twins through a table that the rewind module fills
+//! when it is instantiated, before the first rewind.
+//!
+//! **Frames hold what is live.** An unwinding call site saves only the
+//! locals live after the call ([`liveness`]) and the operand stack below
+//! the call's arguments when the callee is a module function (its rewind
+//! restores its parameters from its own frame; the arguments are rebuilt
+//! as zeros), so the unwind path keeps nothing alive that normal execution
+//! would have let die.
 //!
 //! **Unwind.** After a call returns in the unwinding state, the function
 //! branches to its save code, which stores every local (and the resume
@@ -58,7 +70,9 @@
 
 mod analysis;
 mod function;
+mod liveness;
 mod module;
+mod rewind;
 
 use std::collections::HashMap;
 
@@ -66,6 +80,7 @@ use wasm_encoder::{BlockType, MemArg, ValType};
 use wasmparser::{Parser, Payload, Validator, WasmFeatures};
 
 use super::asyncify::{STACK_MEMORY_EXPORT, STACK_MEMORY_PAGES};
+pub use rewind::{REWIND_EXPORT_PREFIX, REWIND_IMPORT_MODULE};
 
 /// Why the transform declined a module (the caller falls back to Asyncify).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,21 +115,37 @@ pub(super) struct Added {
     state_global: u32,
     data_global: u32,
     stack_memory: u32,
+    /// The table of rewind twins, filled when the rewind module is
+    /// instantiated.
+    twins_table: u32,
+    /// Function index of the first twin (in the rewind module, whose imports
+    /// are every function of the main module, in order).
+    first_twin: u32,
+}
+
+/// What [`apply`] makes: the main module and, apart, the rewind module.
+#[derive(Debug)]
+pub(super) struct Transformed {
+    pub main: Vec<u8>,
+    pub rewind: Vec<u8>,
+    pub stats: CaptureStats,
 }
 
 /// Rewrites `wasm` (already carrying preemption points and exported globals).
-pub(super) fn apply(wasm: &[u8]) -> Result<(Vec<u8>, CaptureStats), Unsupported> {
+pub(super) fn apply(wasm: &[u8]) -> Result<Transformed, Unsupported> {
     let unsupported = |what: &str, error: &dyn std::fmt::Display| Unsupported(format!("{what}: {error}"));
     let module = analysis::ModuleInfo::read(wasm).map_err(|error| unsupported("reading the module", &error))?;
+    // Every function that may unwind gets a rewind twin, numbered after the
+    // module's own functions and the four helpers.
+    let first_twin = module.imported_functions + module.bodies.len() as u32 + HELPERS;
     let added = Added {
         state_global: module.global_count,
         data_global: module.global_count + 1,
         stack_memory: module.memory_count,
+        twins_table: module.table_count,
+        first_twin,
     };
 
-    // Every function that may unwind gets a rewind twin, numbered after the
-    // module's own functions and the four helpers.
-    let first_twin = module.imported_functions + module.bodies.len() as u32 + HELPERS;
     let mut rewritten_functions: Vec<u32> = module
         .may_unwind
         .iter()
@@ -158,8 +189,9 @@ pub(super) fn apply(wasm: &[u8]) -> Result<(Vec<u8>, CaptureStats), Unsupported>
         .iter()
         .map(|&function| module.function_types[function as usize])
         .collect();
-    let bytes = module::emit(wasm, &module, added, &block_types, &bodies, &twin_types, &twin_bodies)?;
-    Ok((bytes, stats))
+    let main = module::emit(wasm, &module, added, &block_types, &bodies, twin_types.len() as u32)?;
+    let rewind = rewind::emit(&main, added, &twin_types, &twin_bodies)?;
+    Ok(Transformed { main, rewind, stats })
 }
 
 /// The multi-value block types the rewrite needs, appended to the type

@@ -5,19 +5,20 @@
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{
     BlockType, CodeSection, ConstExpr, ExportKind, ExportSection, Function, FunctionSection, GlobalSection, GlobalType,
-    Instruction, MemorySection, MemoryType, Module, RawSection, TypeSection, ValType,
+    Instruction, MemorySection, MemoryType, Module, RawSection, RefType, TableSection, TableType, TypeSection, ValType,
 };
 use wasmparser::{Parser, Payload};
 
-use super::analysis::ModuleInfo;
+use super::analysis::{Counts, ModuleInfo};
+use super::rewind::rewind_export_name;
 use super::{
-    Added, BlockTypes, STACK_MEMORY_EXPORT, STACK_MEMORY_PAGES, STATE_NORMAL, STATE_REWINDING, STATE_UNWINDING,
-    Unsupported, stack_memarg,
+    Added, BlockTypes, HELPERS, STACK_MEMORY_EXPORT, STACK_MEMORY_PAGES, STATE_NORMAL, STATE_REWINDING,
+    STATE_UNWINDING, Unsupported, stack_memarg,
 };
 
 /// Ids of the sections the rewrite extends, in the order the binary format
-/// puts them: type, function, memory, global, export, code.
-const EXTENDED: [u8; 6] = [1, 3, 5, 6, 7, 10];
+/// puts them: type, function, table, memory, global, export, code.
+const EXTENDED: [u8; 7] = [1, 3, 4, 5, 6, 7, 10];
 
 /// The position of section `id` in the binary format's order (custom
 /// sections, which may stand anywhere, are 0).
@@ -56,15 +57,14 @@ pub(super) fn emit(
     added: Added,
     block_types: &BlockTypes,
     bodies: &[Vec<u8>],
-    twin_types: &[u32],
-    twin_bodies: &[Vec<u8>],
+    twins: u32,
 ) -> Result<Vec<u8>, Unsupported> {
     let extender = Extender {
         added,
         block_types,
         bodies,
-        twin_types,
-        twin_bodies,
+        twins,
+        counts: info.counts(),
         helper_types: (info.type_count, info.type_count + 1),
         first_helper: info.imported_functions + info.bodies.len() as u32,
     };
@@ -101,9 +101,11 @@ struct Extender<'a> {
     added: Added,
     block_types: &'a BlockTypes,
     bodies: &'a [Vec<u8>],
-    /// Type index and body of every rewind twin, after the helpers.
-    twin_types: &'a [u32],
-    twin_bodies: &'a [Vec<u8>],
+    /// Number of rewind twins (the size of the twins table).
+    twins: u32,
+    /// Functions, tables, memories and globals of the module, before the
+    /// additions.
+    counts: Counts,
     /// Type indices of `(i32) -> ()` and `() -> ()`.
     helper_types: (u32, u32),
     /// Function index of the first helper.
@@ -143,10 +145,26 @@ impl Extender<'_> {
                 for type_index in [takes_pointer, takes_nothing, takes_pointer, takes_nothing] {
                     functions.function(type_index);
                 }
-                for &type_index in self.twin_types {
-                    functions.function(type_index);
-                }
                 out.section(&functions);
+            }
+            (4, existing) => {
+                let mut tables = TableSection::new();
+                if let Some(Payload::TableSection(reader)) = existing {
+                    reencoder
+                        .parse_table_section(&mut tables, reader)
+                        .map_err(|error| failed("tables", &error))?;
+                }
+                // No maximum: Wasmer keeps a funcref table whose size is fixed
+                // inside the instance, filled from the module's own segments
+                // only, and would never see what the rewind module writes.
+                tables.table(TableType {
+                    element_type: RefType::FUNCREF,
+                    table64: false,
+                    minimum: u64::from(self.twins),
+                    maximum: None,
+                    shared: false,
+                });
+                out.section(&tables);
             }
             (5, existing) => {
                 let mut memories = MemorySection::new();
@@ -197,6 +215,18 @@ impl Extender<'_> {
                 for (function, name) in (self.first_helper..).zip(names) {
                     exports.export(name, ExportKind::Func, function);
                 }
+                // Everything, for the rewind module to import (see `rewind`).
+                let counts = self.counts;
+                for (kind, count) in [
+                    (ExportKind::Func, counts.functions + HELPERS),
+                    (ExportKind::Table, counts.tables + 1),
+                    (ExportKind::Memory, counts.memories + 1),
+                    (ExportKind::Global, counts.globals + 2),
+                ] {
+                    for index in 0..count {
+                        exports.export(&rewind_export_name(kind, index), kind, index);
+                    }
+                }
                 out.section(&exports);
             }
             (10, _) => {
@@ -207,9 +237,7 @@ impl Extender<'_> {
                 for helper in helper_bodies(self.added) {
                     code.function(&helper);
                 }
-                for body in self.twin_bodies {
-                    code.raw(body);
-                }
+
                 out.section(&code);
             }
             (other, _) => return Err(Unsupported(format!("section {other} is not one the rewrite extends"))),

@@ -53,7 +53,12 @@ const MODULE: &str = r#"
 
 #[test]
 fn rewritten_module_validates_and_speaks_the_asyncify_abi() {
-    let (bytes, stats) = apply(&wat(MODULE)).unwrap();
+    let Transformed {
+        main: bytes,
+        rewind,
+        stats,
+    } = apply(&wat(MODULE)).unwrap();
+    wasmparser::Validator::new().validate_all(&rewind).unwrap();
     wasmparser::Validator::new().validate_all(&bytes).unwrap();
     let exports = exports_of(&bytes);
     for name in [
@@ -92,7 +97,7 @@ fn indirect_calls_of_a_type_no_unwinding_function_has_are_not_resume_points() {
       (func (export "_start")
         (drop (call_indirect (type $binary) (i32.const 1) (i32.const 2) (i32.const 0)))))
     "#;
-    let (bytes, stats) = apply(&wat(module)).unwrap();
+    let Transformed { main: bytes, stats, .. } = apply(&wat(module)).unwrap();
     wasmparser::Validator::new().validate_all(&bytes).unwrap();
     // Only $spin: _start calls through type $binary, which $spin is not.
     assert_eq!(
@@ -149,7 +154,7 @@ fn sections_the_module_lacks_are_added_in_their_place() {
       (memory 1)
       (func $spin (drop (call $preempt))))
     "#;
-    let (bytes, stats) = apply(&wat(module)).unwrap();
+    let Transformed { main: bytes, stats, .. } = apply(&wat(module)).unwrap();
     wasmparser::Validator::new().validate_all(&bytes).unwrap();
     assert!(exports_of(&bytes).contains(&"asyncify_start_rewind".to_owned()));
     assert_eq!(
