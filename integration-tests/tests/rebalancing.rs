@@ -22,11 +22,15 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const WORK: [&str; 2] = ["20000000", "1000000"];
 
 fn deploy_primes(hub: &HubProcess, name: &str, extra: &[&str]) {
+    deploy_primes_doing(hub, name, extra, &WORK);
+}
+
+fn deploy_primes_doing(hub: &HubProcess, name: &str, extra: &[&str], work: &[&str]) {
     let module = guest("examples/primes.wasm");
     let mut args = vec!["deploy", module.to_str().unwrap(), "--name", name];
     args.extend_from_slice(extra);
     args.push("--");
-    args.extend_from_slice(&WORK);
+    args.extend_from_slice(work);
     ok(hub.ferry(&args));
 }
 
@@ -121,8 +125,10 @@ async fn a_hub_that_only_recommends_records_its_decisions_and_suspends_nothing()
     let hub = HubProcess::start(HubOptions::default().args(["--cpus", "0.5", "--rebalance", "recommend"]))
         .await
         .unwrap();
+    // Ten times the usual work: the overload must outlast the policy's
+    // window on a busy machine (nothing here waits for the end).
     for (name, priority) in [("r1", "1"), ("r0", "0")] {
-        deploy_primes(&hub, name, &["--priority", priority]);
+        deploy_primes_doing(&hub, name, &["--priority", priority], &["200000000", "1000000"]);
     }
     let recommended = eventually("a recommendation to suspend r0", PATIENCE, || async {
         events_of_kind(&hub, "recommend").into_iter().find(|event| {

@@ -108,9 +108,12 @@ impl HubFigures {
 
     /// Everything the policy sees now.
     pub fn observe(&self, peers: &[PeerSnapshot], figures: &PeerFigures, automatic_in_flight: u32) -> Observation {
-        let functions: Vec<policy::Function> = self
-            .supervisor
-            .function_loads()
+        let loads = self.supervisor.function_loads();
+        let moving = loads
+            .iter()
+            .filter(|function| matches!(function.phase, Phase::MovingOut | Phase::PausedForMove))
+            .count() as u32;
+        let functions: Vec<policy::Function> = loads
             .into_iter()
             .map(|function| policy::Function {
                 state: state_of(function.phase),
@@ -137,12 +140,6 @@ impl HubFigures {
                 pinned: function.pinned,
             })
             .collect();
-        let moving = self
-            .supervisor
-            .function_loads()
-            .iter()
-            .filter(|function| matches!(function.phase, Phase::MovingOut | Phase::PausedForMove))
-            .count() as u32;
         let peers = peers
             .iter()
             .filter_map(|peer| {
