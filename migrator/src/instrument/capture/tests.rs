@@ -126,6 +126,54 @@ fn exception_handling_is_declined_for_the_fallback() {
 }
 
 #[test]
+fn a_segment_instruction_in_a_function_that_may_unwind_is_declined() {
+    // The rewind module could not name the main module's data segment.
+    let module = r#"
+    (module
+      (import "ferry" "__preempt" (func $preempt (result i32)))
+      (memory (export "memory") 1)
+      (data $bytes "abc")
+      (func (export "_start")
+        (memory.init $bytes (i32.const 0) (i32.const 0) (i32.const 3))
+        (drop (call $preempt))))
+    "#;
+    let error = apply(&wat(module)).unwrap_err();
+    assert!(error.0.contains("segment"), "{error}");
+}
+
+#[test]
+fn the_rewind_module_imports_every_entity_of_the_main_module_and_fills_the_twins_table() {
+    let Transformed { main, rewind, .. } = apply(&wat(MODULE)).unwrap();
+    let count_exports = |prefix: &str| {
+        let mut count = 0;
+        for payload in Parser::new(0).parse_all(&main) {
+            if let Payload::ExportSection(reader) = payload.unwrap() {
+                for export in reader {
+                    count += usize::from(export.unwrap().name.starts_with(prefix));
+                }
+            }
+        }
+        count
+    };
+    let (mut imports, mut elements) = (0, 0);
+    for payload in Parser::new(0).parse_all(&rewind) {
+        match payload.unwrap() {
+            Payload::ImportSection(reader) => {
+                for import in reader.into_imports() {
+                    let import = import.unwrap();
+                    assert_eq!(import.module, REWIND_IMPORT_MODULE);
+                    imports += 1;
+                }
+            }
+            Payload::ElementSection(reader) => elements += reader.count(),
+            _ => {}
+        }
+    }
+    assert_eq!(imports, count_exports(REWIND_EXPORT_PREFIX));
+    assert_eq!(elements, 1, "one active segment writes the twins");
+}
+
+#[test]
 fn a_block_with_parameters_at_a_resume_point_is_declined() {
     let module = r#"
     (module
