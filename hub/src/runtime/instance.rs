@@ -13,7 +13,7 @@ use super::control::FunctionControl;
 use super::cpu::{CpuAccount, CpuGovernor, CpuMeter};
 use super::guest::{GuestEnv, GuestStop, HostServices};
 use super::imports::build_imports;
-use super::rewind::{GuestModule, RewindModule};
+use super::rewind::GuestModule;
 use super::snapshot::{GlobalValue, HostSnapshot, Snapshot};
 use super::unwind::{AsyncifyHooks, Phase, STACK_DATA, used_stack_bytes};
 use super::wasi::fds::FdTable;
@@ -73,11 +73,11 @@ pub struct LiveInstance {
     capture: Option<CaptureExports>,
     start: TypedFunction<(), ()>,
     globals: Vec<(u32, Global)>,
-    /// The main module's instance, which the rewind module links against.
+    /// The main module's instance, which the rewind module (the guest
+    /// environment's) links against.
     main: Instance,
-    /// The rewind module, until it is instantiated before the first rewind.
-    rewind: Option<Arc<RewindModule>>,
-    /// Its instance (kept so its twins stay alive).
+    /// The rewind module's instance once the first rewind needed it (kept so
+    /// its twins stay alive).
     rewind_instance: Option<Instance>,
 }
 
@@ -232,7 +232,6 @@ impl LiveInstance {
             start,
             globals,
             main: instance.clone(),
-            rewind: guest_module.rewind.clone(),
             rewind_instance: None,
         };
         if let Some(snapshot) = snapshot {
@@ -289,7 +288,7 @@ impl LiveInstance {
     /// Makes the next [`run`](Self::run) rewind to the unwound call.
     fn prepare_rewind(&mut self) -> Result<(), String> {
         if self.rewind_instance.is_none()
-            && let Some(rewind) = &self.rewind
+            && let Some(rewind) = self.env.as_ref(&self.store).rewind.clone()
         {
             self.rewind_instance = Some(rewind.instantiate(&mut self.store, &self.main)?);
         }

@@ -33,26 +33,7 @@ pub(super) struct ModuleInfo {
     pub unwinding_indirect_types: HashSet<FuncType>,
 }
 
-/// How many functions, tables, memories and globals a module has, imported
-/// ones included.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Counts {
-    pub functions: u32,
-    pub tables: u32,
-    pub memories: u32,
-    pub globals: u32,
-}
-
 impl ModuleInfo {
-    pub fn counts(&self) -> Counts {
-        Counts {
-            functions: self.imported_functions + self.bodies.len() as u32,
-            tables: self.table_count,
-            memories: self.memory_count,
-            globals: self.global_count,
-        }
-    }
-
     pub fn read(wasm: &[u8]) -> Result<ModuleInfo, wasmparser::BinaryReaderError> {
         let mut info = ModuleInfo::default();
         let mut unwinding_imports = HashSet::new();

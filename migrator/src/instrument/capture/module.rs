@@ -9,11 +9,11 @@ use wasm_encoder::{
 };
 use wasmparser::{Parser, Payload};
 
-use super::analysis::{Counts, ModuleInfo};
+use super::analysis::ModuleInfo;
 use super::rewind::rewind_export_name;
 use super::{
-    Added, BlockTypes, HELPERS, STACK_MEMORY_EXPORT, STACK_MEMORY_PAGES, STATE_NORMAL, STATE_REWINDING,
-    STATE_UNWINDING, Unsupported, stack_memarg,
+    Added, BlockTypes, STACK_MEMORY_EXPORT, STACK_MEMORY_PAGES, STATE_NORMAL, STATE_REWINDING, STATE_UNWINDING,
+    Unsupported, stack_memarg,
 };
 
 /// Ids of the sections the rewrite extends, in the order the binary format
@@ -64,7 +64,6 @@ pub(super) fn emit(
         block_types,
         bodies,
         twins,
-        counts: info.counts(),
         helper_types: (info.type_count, info.type_count + 1),
         first_helper: info.imported_functions + info.bodies.len() as u32,
     };
@@ -103,9 +102,6 @@ struct Extender<'a> {
     bodies: &'a [Vec<u8>],
     /// Number of rewind twins (the size of the twins table).
     twins: u32,
-    /// Functions, tables, memories and globals of the module, before the
-    /// additions.
-    counts: Counts,
     /// Type indices of `(i32) -> ()` and `() -> ()`.
     helper_types: (u32, u32),
     /// Function index of the first helper.
@@ -215,13 +211,14 @@ impl Extender<'_> {
                 for (function, name) in (self.first_helper..).zip(names) {
                     exports.export(name, ExportKind::Func, function);
                 }
-                // Everything, for the rewind module to import (see `rewind`).
-                let counts = self.counts;
+                // Everything, additions included (each is the last of its
+                // kind), for the rewind module to import (see `rewind`).
+                let added = self.added;
                 for (kind, count) in [
-                    (ExportKind::Func, counts.functions + HELPERS),
-                    (ExportKind::Table, counts.tables + 1),
-                    (ExportKind::Memory, counts.memories + 1),
-                    (ExportKind::Global, counts.globals + 2),
+                    (ExportKind::Func, added.first_twin),
+                    (ExportKind::Table, added.twins_table + 1),
+                    (ExportKind::Memory, added.stack_memory + 1),
+                    (ExportKind::Global, added.data_global + 1),
                 ] {
                     for index in 0..count {
                         exports.export(&rewind_export_name(kind, index), kind, index);
