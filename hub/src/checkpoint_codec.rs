@@ -6,7 +6,7 @@ use std::time::Duration;
 use ferry_proto::internal::v1::{self as wire, global_value, pending_call};
 use ferry_proto::v1::FunctionSpec;
 
-use crate::runtime::{GlobalValue, HostSnapshot, PendingCall, Snapshot};
+use crate::runtime::{GlobalValue, HostSnapshot, PendingCall, Snapshot, SnapshotMemory};
 
 fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
@@ -135,7 +135,7 @@ pub fn manifest_template(
 pub fn snapshot_from_manifest(manifest: &wire::CheckpointManifest, memory: Vec<u8>) -> Result<Snapshot, String> {
     let host = manifest.host.as_ref().ok_or("the checkpoint has no host state")?;
     Ok(Snapshot {
-        memory,
+        memory: SnapshotMemory::Whole(memory),
         stack: manifest.stack.clone(),
         globals: manifest
             .globals
@@ -150,6 +150,7 @@ pub fn snapshot_from_manifest(manifest: &wire::CheckpointManifest, memory: Vec<u
             cpu: Duration::from_micros(host.cpu_micros),
             has_caller: host.has_caller,
         },
+        hold: None,
     })
 }
 
@@ -160,7 +161,7 @@ mod tests {
     #[test]
     fn a_snapshot_survives_the_manifest_round_trip() {
         let snapshot = Snapshot {
-            memory: vec![1; 65_536],
+            memory: SnapshotMemory::Whole(vec![1; 65_536]),
             stack: vec![8, 0, 0, 0, 0, 0, 0x80, 0, 42],
             globals: vec![
                 (0, GlobalValue::I32(-5)),
@@ -179,9 +180,10 @@ mod tests {
                 cpu: Duration::from_micros(5_000),
                 has_caller: true,
             },
+            hold: None,
         };
         let manifest = manifest_template(&snapshot, FunctionSpec::default(), 1, 2, 3);
-        let back = snapshot_from_manifest(&manifest, snapshot.memory.clone()).unwrap();
+        let back = snapshot_from_manifest(&manifest, snapshot.memory.whole().unwrap().to_vec()).unwrap();
         assert_eq!(back, snapshot);
     }
 

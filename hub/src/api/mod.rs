@@ -114,6 +114,7 @@ impl HubApi {
             free_memory_bytes: free_memory_bytes().unwrap_or_default(),
             draining: self.supervisor().draining(),
             rebalance: self.inner.rebalance.as_str().to_owned(),
+            dirty_tracking: crate::runtime::TrackingMode::of_this_hub().describe().to_owned(),
         }
     }
 

@@ -239,6 +239,7 @@ pub fn print_hub_info(info: &HubInfo, json: bool) -> Result<(), ClientError> {
                 "free_memory_bytes": info.free_memory_bytes,
                 "draining": info.draining,
                 "rebalance": info.rebalance,
+                "dirty_tracking": info.dirty_tracking,
             })
         );
         return Ok(());
@@ -264,6 +265,7 @@ pub fn print_hub_info(info: &HubInfo, json: bool) -> Result<(), ClientError> {
         ""
     };
     println!("rebalance {}{drain}", info.rebalance);
+    println!("tracking  {}", info.dirty_tracking);
     println!(
         "functions {} running, {} total",
         info.functions_running, info.functions_total

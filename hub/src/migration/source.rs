@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_migrator::checkpoint::{
-    CHECKPOINT_FORMAT_VERSION, ChunkHash, DEFAULT_CHUNK_SIZE, Fingerprints, codec::ChunkEncoder, scan_memory,
+    CHECKPOINT_FORMAT_VERSION, ChunkHash, DEFAULT_CHUNK_SIZE, chunk_count, codec::ChunkEncoder, hash_chunk,
+    is_zero_chunk,
 };
 use ferry_migrator::transfer::{Heard, NextStep, Owner, Sender, TransferError, code_from_name};
 use ferry_proto::internal::v1::{
-    AutomaticMove, CheckpointManifest, ChunkData, DestinationFrame, ForwardPointer, LogBatch, ModuleData, Offer,
-    SourceFrame, source_frame,
+    AutomaticMove, ChunkData, DestinationFrame, ForwardPointer, LogBatch, ModuleData, Offer, SourceFrame, source_frame,
 };
 use ferry_proto::v1::{MigrateProgress, MigrateSummary, RoundProgress, migrate_progress};
 use ferry_proto::{ErrorCode, PROTOCOL_VERSION};
@@ -25,7 +25,7 @@ use super::{DECISION_TIMEOUT, MigrationContext, STALL_TIMEOUT, migration_client}
 use crate::checkpoint_codec::manifest_template;
 use crate::error::HubError;
 use crate::logs::unix_ms_now;
-use crate::runtime::Snapshot;
+use crate::runtime::{MemoryChanges, MemoryWanted, Snapshot, SnapshotMemory};
 use crate::supervisor::{MoveCandidate, Supervisor};
 
 /// Log entries per `LogBatch` frame.
@@ -41,13 +41,6 @@ pub struct Target {
     pub address: SocketAddr,
     /// Set for a move the rebalancer decided: what the destination weighs.
     pub automatic: Option<AutomaticMove>,
-}
-
-/// The previous round's memory layout and fingerprints: the next round
-/// hashes only chunks whose fingerprint changed.
-struct RoundBase {
-    manifest: CheckpointManifest,
-    fingerprints: Fingerprints,
 }
 
 /// Moves `name` to `target` while it runs, reporting progress; returns the summary.
@@ -107,6 +100,7 @@ async fn migrate_as(
         prepare: Duration::ZERO,
     };
     let result = run.transfer(context, &mut sender).await;
+    supervisor.forget_dirty_set(name, &run.dirty_set());
     let stats = sender.stats();
     match result {
         Ok(start_micros) => Ok(run.summary(&sender, started, start_micros, true)),
@@ -144,6 +138,11 @@ struct MoveRun<'a> {
 }
 
 impl MoveRun<'_> {
+    /// The dirty set of this move's rounds in the function's instance.
+    fn dirty_set(&self) -> String {
+        format!("move {}", self.move_id)
+    }
+
     /// The whole exchange; returns the destination's start time in µs.
     async fn transfer(&mut self, context: &MigrationContext, sender: &mut Sender) -> Result<u64, TransferError> {
         let (outbound, frames) = mpsc::channel::<SourceFrame>(32);
@@ -242,30 +241,34 @@ impl MoveRun<'_> {
         outbound: &mpsc::Sender<SourceFrame>,
         inbound: &mut Streaming<ferry_proto::internal::v1::DestinationFrame>,
     ) -> Result<(), TransferError> {
-        let mut base: Option<RoundBase> = None;
+        let wanted = MemoryWanted::Changes {
+            set: self.dirty_set(),
+            chunk_size: sender.chunk_size(),
+        };
+        let mut base: Option<Vec<Option<ChunkHash>>> = None;
         let mut last = false;
         loop {
             let snapshot = if last {
                 let (snapshot, paused_at) = self
                     .supervisor
-                    .pause_for_move(self.name)
+                    .pause_for_move(self.name, wanted.clone())
                     .await
                     .map_err(|error| truncated(format!("cannot pause the function: {error}")))?;
                 self.paused_at = Some(paused_at);
-                self.memory_bytes = snapshot.memory.len() as u64;
+                self.memory_bytes = snapshot.memory.memory_bytes();
                 self.paused = Some(Arc::clone(&snapshot));
                 snapshot
             } else {
                 self.supervisor
-                    .capture_for_round(self.name)
+                    .capture_for_round(self.name, wanted.clone())
                     .await
                     .map_err(|error| truncated(format!("cannot capture the function: {error}")))?
             };
             let round_started = Instant::now();
-            let (hashes, next_base) = scan(Arc::clone(&snapshot), sender.chunk_size(), base.take()).await?;
-            base = Some(next_base);
-            let memory_bytes = snapshot.memory.len() as u64;
+            let hashes = hash_changes(Arc::clone(&snapshot), sender.chunk_size(), base.take()).await?;
+            let memory_bytes = snapshot.memory.memory_bytes();
             let planned = sender.plan_round(&hashes, memory_bytes, last);
+            base = Some(hashes);
             send(outbound, planned.frame).await?;
             let need = self.receive(sender, inbound, STALL_TIMEOUT).await?;
             let to_send = sender.on_need(need)?;
@@ -287,11 +290,14 @@ impl MoveRun<'_> {
                     1,
                     unix_ms_now(),
                 );
-                let layout = &base.as_ref().expect("set above").manifest;
+                let hashes = base.as_ref().expect("set above");
                 manifest.format_version = CHECKPOINT_FORMAT_VERSION;
-                manifest.memory_bytes = layout.memory_bytes;
-                manifest.chunk_size = layout.chunk_size;
-                manifest.chunk_hashes = layout.chunk_hashes.clone();
+                manifest.memory_bytes = memory_bytes;
+                manifest.chunk_size = sender.chunk_size();
+                manifest.chunk_hashes = hashes
+                    .iter()
+                    .map(|hash| hash.map(|hash| hash.0.to_vec()).unwrap_or_default())
+                    .collect();
                 send(outbound, sender.seal(manifest)?).await?;
                 self.final_round = round_started.elapsed();
                 return Ok(());
@@ -310,16 +316,18 @@ impl MoveRun<'_> {
         snapshot: &Arc<Snapshot>,
         to_send: Vec<(ChunkHash, u32)>,
     ) -> Result<(), TransferError> {
-        let chunk_size = sender.chunk_size() as usize;
         let (encoded_tx, mut encoded_rx) = mpsc::channel::<(u64, SourceFrame)>(16);
-        let memory = Arc::clone(snapshot);
+        let captured = Arc::clone(snapshot);
         let encoder = tokio::task::spawn_blocking(move || {
+            let SnapshotMemory::Changes(changes) = &captured.memory else {
+                return Err("the round captured the whole memory, not its changes".to_owned());
+            };
             let mut encoder = ChunkEncoder::new(ferry_migrator::checkpoint::codec::DEFAULT_COMPRESSION_LEVEL)
                 .map_err(|error| error.to_string())?;
             for (hash, slot) in to_send {
-                let start = slot as usize * chunk_size;
-                let end = (start + chunk_size).min(memory.memory.len());
-                let bytes = &memory.memory[start..end];
+                let bytes = changes
+                    .chunk(slot)
+                    .ok_or_else(|| format!("chunk {slot} changed but was not captured"))?;
                 let encoded = encoder.encode(bytes).map_err(|error| error.to_string())?;
                 let chunk = frame(source_frame::Frame::Chunk(ChunkData {
                     hash: hash.0.to_vec(),
@@ -397,28 +405,53 @@ impl MoveRun<'_> {
     }
 }
 
-/// Hashes the chunks of a captured memory that changed since `base`.
-async fn scan(
+/// The hash of every chunk of the memory after a round's capture: `base`
+/// (the previous round's) with the captured chunks hashed again, or — for a
+/// complete capture — the captured chunks alone. Only the captured chunks
+/// are read.
+async fn hash_changes(
     snapshot: Arc<Snapshot>,
     chunk_size: u32,
-    base: Option<RoundBase>,
-) -> Result<(Vec<Option<ChunkHash>>, RoundBase), TransferError> {
+    base: Option<Vec<Option<ChunkHash>>>,
+) -> Result<Vec<Option<ChunkHash>>, TransferError> {
     tokio::task::spawn_blocking(move || {
-        let base_ref = base.as_ref().map(|base| (&base.manifest, &base.fingerprints));
-        let scan = scan_memory(&snapshot.memory, chunk_size, base_ref).map_err(|error| error.to_string())?;
-        let manifest = CheckpointManifest {
-            memory_bytes: snapshot.memory.len() as u64,
-            chunk_size,
-            chunk_hashes: scan.manifest_entries(),
-            ..Default::default()
+        let changes = match &snapshot.memory {
+            SnapshotMemory::Changes(changes) => changes,
+            SnapshotMemory::Whole(_) => return Err("the round captured the whole memory, not its changes".to_owned()),
         };
-        let hashes = scan.chunk_hashes.clone();
-        let fingerprints = scan.into_fingerprints(&manifest);
-        Ok::<_, String>((hashes, RoundBase { manifest, fingerprints }))
+        round_hashes(changes, chunk_size, base)
     })
     .await
-    .map_err(|error| truncated(format!("scan failed: {error}")))?
-    .map_err(|reason| truncated(format!("cannot scan memory: {reason}")))
+    .map_err(|error| truncated(format!("hashing failed: {error}")))?
+    .map_err(|reason| truncated(format!("cannot hash the round: {reason}")))
+}
+
+fn round_hashes(
+    changes: &MemoryChanges,
+    chunk_size: u32,
+    base: Option<Vec<Option<ChunkHash>>>,
+) -> Result<Vec<Option<ChunkHash>>, String> {
+    if changes.chunk_size != chunk_size {
+        return Err(format!(
+            "captured {}-byte chunks, the move uses {chunk_size}",
+            changes.chunk_size
+        ));
+    }
+    let count = chunk_count(changes.memory_bytes, chunk_size) as usize;
+    let mut hashes = match base {
+        Some(base) if !changes.complete => base,
+        None if !changes.complete => return Err("the first round captured only changes".to_owned()),
+        _ => Vec::new(),
+    };
+    // Memory only grows; new chunks start as zero.
+    hashes.resize(count, None);
+    for (index, bytes) in changes.iter() {
+        let slot = hashes
+            .get_mut(index as usize)
+            .ok_or_else(|| format!("chunk {index} is beyond the memory's end"))?;
+        *slot = (!is_zero_chunk(bytes)).then(|| hash_chunk(bytes));
+    }
+    Ok(hashes)
 }
 
 /// Tells the destination the source keeps the function (best effort: the

@@ -66,10 +66,21 @@ pub fn capture_outcome(requests: &[CaptureRequest]) -> Option<super::Outcome> {
 /// Answer to a capture request: the snapshot, or why there is none.
 pub type CaptureResult = Result<Arc<Snapshot>, String>;
 
+/// Which memory a capture copies out.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum MemoryWanted {
+    /// All of it (a checkpoint, a suspend).
+    Whole,
+    /// The chunks changed since the previous capture for the same dirty
+    /// set (every non-zero chunk at its first): a move's rounds.
+    Changes { set: String, chunk_size: u32 },
+}
+
 /// A pending request to capture the function.
 #[derive(Debug)]
 pub struct CaptureRequest {
     pub kind: CaptureKind,
+    pub memory: MemoryWanted,
     pub reply: oneshot::Sender<CaptureResult>,
 }
 
@@ -79,6 +90,8 @@ struct Shared {
     /// Bytes of data in `inbox`.
     inbox_bytes: usize,
     captures: Vec<CaptureRequest>,
+    /// Dirty sets whose consumer is done, dropped at the next capture.
+    forgotten_sets: Vec<String>,
 }
 
 impl Shared {
@@ -111,10 +124,10 @@ pub struct FunctionControl {
 impl FunctionControl {
     /// Asks the function to unwind at its next preemption point or blocking
     /// call so it can be captured; the receiver gets the snapshot.
-    pub fn request_capture(&self, kind: CaptureKind) -> oneshot::Receiver<CaptureResult> {
+    pub fn request_capture(&self, kind: CaptureKind, memory: MemoryWanted) -> oneshot::Receiver<CaptureResult> {
         let (reply, receiver) = oneshot::channel();
         let mut shared = self.lock();
-        shared.captures.push(CaptureRequest { kind, reply });
+        shared.captures.push(CaptureRequest { kind, memory, reply });
         self.capture.store(true, Ordering::SeqCst);
         self.changed.notify_all();
         self.parked_wakeup.notify_one();
@@ -139,6 +152,16 @@ impl FunctionControl {
         let mut shared = self.lock();
         self.capture.store(false, Ordering::SeqCst);
         std::mem::take(&mut shared.captures)
+    }
+
+    /// The consumer of dirty set `set` is done with it.
+    pub fn forget_dirty_set(&self, set: &str) {
+        self.lock().forgotten_sets.push(set.to_owned());
+    }
+
+    /// Dirty sets to drop (taken once).
+    pub fn take_forgotten_sets(&self) -> Vec<String> {
+        std::mem::take(&mut self.lock().forgotten_sets)
     }
 
     /// Copies of the queued messages, for a snapshot.
@@ -362,9 +385,9 @@ mod tests {
     #[test]
     fn only_checkpoints_pending_is_what_lets_a_capture_wait() {
         let control = FunctionControl::default();
-        let _checkpoint = control.request_capture(CaptureKind::Continue);
+        let _checkpoint = control.request_capture(CaptureKind::Continue, MemoryWanted::Whole);
         assert!(control.captures_all_continue());
-        let _suspend = control.request_capture(CaptureKind::Stop);
+        let _suspend = control.request_capture(CaptureKind::Stop, MemoryWanted::Whole);
         assert!(!control.captures_all_continue());
     }
 
@@ -372,7 +395,7 @@ mod tests {
     fn a_capture_request_interrupts_a_wait_and_is_taken_once() {
         let control = Arc::new(FunctionControl::default());
         let requester = Arc::clone(&control);
-        let thread = std::thread::spawn(move || requester.request_capture(CaptureKind::Continue));
+        let thread = std::thread::spawn(move || requester.request_capture(CaptureKind::Continue, MemoryWanted::Whole));
         assert_eq!(control.wait_for_message(None), Wake::Capture);
         let _receiver = thread.join().unwrap();
         assert_eq!(control.take_capture_requests().len(), 1);

@@ -9,12 +9,13 @@ use ferry_migrator::{GLOBAL_EXPORT_PREFIX, STACK_MEMORY_EXPORT};
 use wasmer::{ExternType, FunctionEnv, Global, Instance, Memory, Module, RuntimeError, Store, TypedFunction, Value};
 
 use super::clock::VirtualClock;
-use super::control::FunctionControl;
+use super::control::{CaptureKind, FunctionControl, MemoryWanted};
 use super::cpu::{CpuAccount, CpuGovernor, CpuMeter};
+use super::dirty::{DirtyTracker, TrackingMode};
 use super::guest::{GuestEnv, GuestStop, HostServices};
 use super::imports::build_imports;
 use super::rewind::GuestModule;
-use super::snapshot::{GlobalValue, HostSnapshot, Snapshot};
+use super::snapshot::{GlobalValue, HoldDecision, HoldKeeper, HostSnapshot, PausedHold, Snapshot, SnapshotMemory};
 use super::unwind::{AsyncifyHooks, Phase, STACK_DATA, used_stack_bytes};
 use super::wasi::fds::FdTable;
 
@@ -79,7 +80,13 @@ pub struct LiveInstance {
     /// The rewind module's instance once the first rewind needed it (kept so
     /// its twins stay alive).
     rewind_instance: Option<Instance>,
+    /// What changed in memory, for each consumer that asks for changes.
+    dirty: DirtyTracker,
 }
+
+/// How long a thread keeps an instance paused for a move before it copies
+/// the memory out and ends anyway (the move's own limits end it sooner).
+const HOLD_LIMIT: Duration = Duration::from_secs(180);
 
 fn initial_memory_bytes(module: &Module) -> u64 {
     module
@@ -126,8 +133,10 @@ impl LiveInstance {
         may_park: bool,
     ) -> Result<LiveInstance, String> {
         let module = &guest_module.main;
-        let needed_bytes =
-            snapshot.map_or_else(|| initial_memory_bytes(module), |snapshot| snapshot.memory.len() as u64);
+        let needed_bytes = snapshot.map_or_else(
+            || initial_memory_bytes(module),
+            |snapshot| snapshot.memory.memory_bytes(),
+        );
         if needed_bytes > launch.memory_limit_bytes {
             return Err(format!(
                 "memory limit exceeded: the function needs {needed_bytes} bytes at start, limit is {} bytes",
@@ -233,6 +242,7 @@ impl LiveInstance {
             globals,
             main: instance.clone(),
             rewind_instance: None,
+            dirty: DirtyTracker::new(TrackingMode::of_this_hub()),
         };
         if let Some(snapshot) = snapshot {
             live.restore(snapshot)?;
@@ -243,8 +253,9 @@ impl LiveInstance {
     }
 
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
+        let memory = snapshot.memory.whole()?;
         let current = self.memory.view(&self.store).data_size();
-        let wanted = snapshot.memory.len() as u64;
+        let wanted = memory.len() as u64;
         if !wanted.is_multiple_of(PAGE) || wanted < current {
             return Err(format!(
                 "snapshot memory of {wanted} bytes does not fit a module that starts with {current} bytes"
@@ -258,7 +269,7 @@ impl LiveInstance {
         }
         self.memory
             .view(&self.store)
-            .write(0, &snapshot.memory)
+            .write(0, memory)
             .map_err(|error| format!("cannot write memory: {error}"))?;
         self.capture_exports()?
             .stack
@@ -332,13 +343,28 @@ impl LiveInstance {
         }
     }
 
-    /// The state of an unwound instance.
+    /// The state of an unwound instance, with its whole memory.
     fn snapshot(&mut self) -> Result<Snapshot, String> {
-        let memory = self
-            .memory
-            .view(&self.store)
-            .copy_to_vec()
-            .map_err(|error| format!("cannot read memory: {error}"))?;
+        let memory = self.capture_memory(&MemoryWanted::Whole)?;
+        self.snapshot_with(memory)
+    }
+
+    /// Copies out the memory `wanted`.
+    fn capture_memory(&mut self, wanted: &MemoryWanted) -> Result<SnapshotMemory, String> {
+        let view = self.memory.view(&self.store);
+        match wanted {
+            MemoryWanted::Whole => view
+                .copy_to_vec()
+                .map(SnapshotMemory::Whole)
+                .map_err(|error| format!("cannot read memory: {error}")),
+            MemoryWanted::Changes { set, chunk_size } => {
+                self.dirty.capture(&view, set, *chunk_size).map(SnapshotMemory::Changes)
+            }
+        }
+    }
+
+    /// The state of an unwound instance with `memory`.
+    fn snapshot_with(&mut self, memory: SnapshotMemory) -> Result<Snapshot, String> {
         let stack_view = self.capture_exports()?.stack.view(&self.store);
         let mut header = [0u8; 8];
         stack_view
@@ -369,24 +395,80 @@ impl LiveInstance {
                 cpu: guest.cpu.used(),
                 has_caller: guest.caller.is_some(),
             },
+            hold: None,
         })
     }
 
-    /// Answers every pending capture request from the (unwound) instance.
-    /// Returns the outcome if one of them ends the run (a suspend).
-    fn answer_captures(&mut self) -> Option<Outcome> {
+    /// Answers every pending capture request from the (unwound) instance,
+    /// one snapshot per kind of memory asked for. Returns the outcome if one
+    /// of them ends the run (a suspend, a pause), and the keeper of a paused
+    /// instance whose pause captured only changes.
+    fn answer_captures(&mut self) -> (Option<Outcome>, Option<HoldKeeper>) {
         let control = Arc::clone(&self.env.as_ref(&self.store).control);
+        for set in control.take_forgotten_sets() {
+            self.dirty.forget(&set);
+        }
         let requests = control.take_capture_requests();
-        let snapshot = self.snapshot().map(Arc::new);
         let ending = super::control::capture_outcome(&requests);
-        let failure = snapshot.as_ref().err().cloned();
+        let mut keeper = None;
+        let mut answered: Vec<(MemoryWanted, Result<Arc<Snapshot>, String>)> = Vec::new();
+        let mut failure = None;
         for request in requests {
-            let _ = request.reply.send(snapshot.clone());
+            let known = answered.iter().find(|(wanted, _)| *wanted == request.memory);
+            let snapshot = match known {
+                Some((_, snapshot)) => snapshot.clone(),
+                None => {
+                    let captured = self
+                        .capture_memory(&request.memory)
+                        .and_then(|memory| self.snapshot_with(memory));
+                    let captured = captured.map(|mut snapshot| {
+                        let pause_of_changes = request.kind == CaptureKind::Pause
+                            && matches!(snapshot.memory, SnapshotMemory::Changes(_))
+                            && ending == Some(Outcome::Paused);
+                        if pause_of_changes && keeper.is_none() {
+                            let (hold, kept) = PausedHold::new();
+                            snapshot.hold = Some(hold);
+                            keeper = Some(kept);
+                        }
+                        Arc::new(snapshot)
+                    });
+                    answered.push((request.memory.clone(), captured.clone()));
+                    captured
+                }
+            };
+            if let Err(reason) = &snapshot {
+                failure.get_or_insert_with(|| reason.clone());
+            }
+            let _ = request.reply.send(snapshot);
         }
+        drop(answered);
         if let Some(reason) = failure {
-            return Some(Outcome::Failed(format!("capture failed: {reason}")));
+            return (Some(Outcome::Failed(format!("capture failed: {reason}"))), None);
         }
-        ending
+        (ending, keeper)
+    }
+
+    /// Keeps the paused instance until the move decides: copies the whole
+    /// memory out if the function is to continue here (or the hub stops,
+    /// or the move takes too long), and drops it without a copy otherwise.
+    fn hold_until_decided(&mut self, keeper: HoldKeeper) {
+        let control = Arc::clone(&self.env.as_ref(&self.store).control);
+        let since = std::time::Instant::now();
+        loop {
+            let decision = keeper.wait(Duration::from_millis(100));
+            let give_up = control.stop_requested() || since.elapsed() > HOLD_LIMIT;
+            match decision {
+                HoldDecision::Release => return,
+                HoldDecision::Wait if !give_up => continue,
+                HoldDecision::Keep | HoldDecision::Wait => {
+                    match self.memory.view(&self.store).copy_to_vec() {
+                        Ok(memory) => keeper.keep(memory),
+                        Err(error) => tracing::error!(%error, "cannot copy a paused function's memory out"),
+                    }
+                    return;
+                }
+            }
+        }
     }
 
     /// Runs the function until it ends, is suspended, or parks in a long
@@ -411,7 +493,11 @@ impl LiveInstance {
                             Err(reason) => RunEnd::Finished(Outcome::Failed(format!("parking failed: {reason}"))),
                         };
                     }
-                    if let Some(outcome) = self.answer_captures() {
+                    let (ending, keeper) = self.answer_captures();
+                    if let Some(outcome) = ending {
+                        if let Some(keeper) = keeper {
+                            self.hold_until_decided(keeper);
+                        }
                         return RunEnd::Finished(outcome);
                     }
                     if let Err(reason) = self.prepare_rewind() {

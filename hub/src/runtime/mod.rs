@@ -4,6 +4,7 @@
 mod clock;
 mod control;
 pub mod cpu;
+mod dirty;
 mod guest;
 mod host_api;
 mod imports;
@@ -29,11 +30,14 @@ use wasmer::sys::{Cranelift, NativeEngineExt};
 
 use crate::store::{ArtifactKey, Store, StoreError};
 
-pub use control::{CaptureKind, CaptureResult, FunctionControl, INBOX_CAPACITY, Message, capture_outcome};
+pub use control::{
+    CaptureKind, CaptureResult, FunctionControl, INBOX_CAPACITY, MemoryWanted, Message, capture_outcome,
+};
+pub use dirty::TrackingMode;
 pub use guest::{HostServices, SendOutcome};
 pub use instance::{LaunchSpec, Outcome, RunEnd, run_to_completion, run_until_parked};
 pub use rewind::{GuestModule, RewindModule};
-pub use snapshot::{GlobalValue, HostSnapshot, PendingCall, Snapshot};
+pub use snapshot::{GlobalValue, HostSnapshot, MemoryChanges, PendingCall, Snapshot, SnapshotMemory};
 
 /// Native stack a guest runs on.
 pub const GUEST_STACK_BYTES: usize = 8 << 20;

@@ -2,6 +2,7 @@
 //! on this hub or another. WebAssembly-level state only: no native code, no
 //! host pointers.
 
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 /// The value of one exported mutable global.
@@ -49,11 +50,249 @@ pub struct HostSnapshot {
 /// A function at rest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {
-    /// The guest's linear memory (`memory`), whole.
-    pub memory: Vec<u8>,
+    /// The guest's linear memory (`memory`): whole, or what changed.
+    pub memory: SnapshotMemory,
     /// Asyncify's save area: the unwound call stack (header and frames).
     pub stack: Vec<u8>,
     /// Exported mutable globals by their index in the deployed module.
     pub globals: Vec<(u32, GlobalValue)>,
     pub host: HostSnapshot,
+    /// Set when the function was paused for a move with only its changes
+    /// captured: the rest of its memory, kept until the move ends.
+    pub hold: Option<PausedHold>,
+}
+
+impl Snapshot {
+    /// The whole memory, for a restore: from the snapshot itself, or (for
+    /// a paused function) from its hold, which must have been asked with
+    /// [`PausedHold::ask_for_memory`] and whose run must have ended.
+    pub fn with_whole_memory(&self) -> Result<Snapshot, String> {
+        let memory = match (&self.memory, &self.hold) {
+            (SnapshotMemory::Whole(_), _) => return Ok(self.clone()),
+            (SnapshotMemory::Changes(changes), _) if changes.complete => changes.to_whole(),
+            (SnapshotMemory::Changes(_), Some(hold)) => {
+                hold.take_memory().ok_or("the paused function's memory was not kept")?
+            }
+            (SnapshotMemory::Changes(_), None) => return Err("the snapshot holds only changes".to_owned()),
+        };
+        Ok(Snapshot {
+            memory: SnapshotMemory::Whole(memory),
+            hold: None,
+            ..self.clone()
+        })
+    }
+}
+
+/// A snapshot's linear memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SnapshotMemory {
+    Whole(Vec<u8>),
+    /// What changed since the previous capture for the same consumer.
+    Changes(MemoryChanges),
+}
+
+impl SnapshotMemory {
+    /// Size of the memory, in bytes.
+    pub fn memory_bytes(&self) -> u64 {
+        match self {
+            SnapshotMemory::Whole(bytes) => bytes.len() as u64,
+            SnapshotMemory::Changes(changes) => changes.memory_bytes,
+        }
+    }
+
+    /// The whole memory, if this is all of it.
+    pub fn whole(&self) -> Result<&[u8], String> {
+        match self {
+            SnapshotMemory::Whole(bytes) => Ok(bytes),
+            SnapshotMemory::Changes(_) => Err("the capture holds only the changed chunks".to_owned()),
+        }
+    }
+
+    /// As changes in `chunk_size` chunks: those captured, or every non-zero
+    /// chunk of a whole memory (a complete set).
+    pub fn into_changes(self, chunk_size: u32) -> MemoryChanges {
+        match self {
+            SnapshotMemory::Changes(changes) => changes,
+            SnapshotMemory::Whole(bytes) => {
+                let mut changes = MemoryChanges::new(bytes.len() as u64, chunk_size, true);
+                for (index, chunk) in bytes.chunks(chunk_size as usize).enumerate() {
+                    if !ferry_migrator::checkpoint::is_zero_chunk(chunk) {
+                        changes.push(index as u32, chunk);
+                    }
+                }
+                changes
+            }
+        }
+    }
+}
+
+/// Chunks of a linear memory, copied out at a capture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemoryChanges {
+    pub memory_bytes: u64,
+    pub chunk_size: u32,
+    /// Every chunk not listed is zero (a consumer's first capture); when
+    /// false, every chunk not listed is as the consumer's previous capture
+    /// had it.
+    pub complete: bool,
+    /// Indexes of the chunks held, ascending.
+    indexes: Vec<u32>,
+    /// Their bytes, one after the other (only the memory's last chunk may
+    /// be short).
+    data: Vec<u8>,
+}
+
+impl MemoryChanges {
+    pub fn new(memory_bytes: u64, chunk_size: u32, complete: bool) -> MemoryChanges {
+        MemoryChanges {
+            memory_bytes,
+            chunk_size,
+            complete,
+            indexes: Vec::new(),
+            data: Vec::new(),
+        }
+    }
+
+    /// Adds chunk `index` (greater than any added before).
+    pub fn push(&mut self, index: u32, bytes: &[u8]) {
+        debug_assert!(self.indexes.last().is_none_or(|last| *last < index));
+        self.indexes.push(index);
+        self.data.extend_from_slice(bytes);
+    }
+
+    /// Number of chunks held.
+    pub fn len(&self) -> usize {
+        self.indexes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.indexes.is_empty()
+    }
+
+    /// Bytes of chunk data held.
+    pub fn data_bytes(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// The chunks held, ascending.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &[u8])> {
+        let chunk_size = self.chunk_size as usize;
+        self.indexes
+            .iter()
+            .enumerate()
+            .map(move |(position, index)| (*index, self.at(position, chunk_size)))
+    }
+
+    /// The bytes of chunk `index`, if held.
+    pub fn chunk(&self, index: u32) -> Option<&[u8]> {
+        let position = self.indexes.binary_search(&index).ok()?;
+        Some(self.at(position, self.chunk_size as usize))
+    }
+
+    fn at(&self, position: usize, chunk_size: usize) -> &[u8] {
+        let start = position * chunk_size;
+        &self.data[start..(start + chunk_size).min(self.data.len())]
+    }
+
+    /// The whole memory of a complete set.
+    fn to_whole(&self) -> Vec<u8> {
+        debug_assert!(self.complete);
+        let mut memory = vec![0; self.memory_bytes as usize];
+        for (index, bytes) in self.iter() {
+            let start = index as usize * self.chunk_size as usize;
+            memory[start..start + bytes.len()].copy_from_slice(bytes);
+        }
+        memory
+    }
+}
+
+/// The rest of the memory of a function paused for a move, which only its
+/// changes were captured for: the run's thread keeps the instance until the
+/// move ends. If the move succeeds, every copy of the snapshot is dropped
+/// and the thread drops the instance without copying anything; if it
+/// fails, [`ask_for_memory`](Self::ask_for_memory) makes the thread copy the
+/// whole memory out before it ends, to continue from.
+#[derive(Debug, Clone)]
+pub struct PausedHold(Arc<HoldShared>);
+
+#[derive(Debug)]
+struct HoldShared {
+    ask: Mutex<mpsc::Sender<()>>,
+    memory: Mutex<Option<Vec<u8>>>,
+}
+
+/// The thread's side of a [`PausedHold`].
+pub struct HoldKeeper {
+    asked: mpsc::Receiver<()>,
+    hold: std::sync::Weak<HoldShared>,
+}
+
+impl PausedHold {
+    pub fn new() -> (PausedHold, HoldKeeper) {
+        let (ask, asked) = mpsc::channel();
+        let shared = Arc::new(HoldShared {
+            ask: Mutex::new(ask),
+            memory: Mutex::new(None),
+        });
+        let keeper = HoldKeeper {
+            asked,
+            hold: Arc::downgrade(&shared),
+        };
+        (PausedHold(shared), keeper)
+    }
+
+    /// Asks the thread to copy the memory out and end.
+    pub fn ask_for_memory(&self) {
+        let _ = self
+            .0
+            .ask
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .send(());
+    }
+
+    fn take_memory(&self) -> Option<Vec<u8>> {
+        self.0
+            .memory
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+    }
+}
+
+impl PartialEq for PausedHold {
+    fn eq(&self, other: &PausedHold) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for PausedHold {}
+
+/// What the thread holding a paused instance is told.
+pub enum HoldDecision {
+    /// Copy the memory out: the function continues here.
+    Keep,
+    /// Every copy of the snapshot is gone: drop the instance.
+    Release,
+    /// Nothing yet.
+    Wait,
+}
+
+impl HoldKeeper {
+    /// Waits up to `timeout` for the move's decision.
+    pub fn wait(&self, timeout: Duration) -> HoldDecision {
+        match self.asked.recv_timeout(timeout) {
+            Ok(()) => HoldDecision::Keep,
+            Err(mpsc::RecvTimeoutError::Disconnected) => HoldDecision::Release,
+            Err(mpsc::RecvTimeoutError::Timeout) if self.hold.strong_count() == 0 => HoldDecision::Release,
+            Err(mpsc::RecvTimeoutError::Timeout) => HoldDecision::Wait,
+        }
+    }
+
+    /// Hands the whole memory over (if anybody still holds the snapshot).
+    pub fn keep(&self, memory: Vec<u8>) {
+        if let Some(hold) = self.hold.upgrade() {
+            *hold.memory.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(memory);
+        }
+    }
 }

@@ -13,7 +13,7 @@ use super::{Inner, Supervisor, records};
 use crate::checkpoint_codec::{manifest_template, snapshot_from_manifest};
 use crate::error::HubError;
 use crate::logs::unix_ms_now;
-use crate::runtime::{CaptureKind, Snapshot};
+use crate::runtime::{CaptureKind, MemoryWanted, Snapshot};
 
 /// How long a capture may wait for the function to reach a preemption point
 /// or blocking call. Preemption points are microseconds apart, so this only
@@ -54,7 +54,7 @@ impl Supervisor {
     pub async fn checkpoint(&self, name: &str) -> Result<CheckpointInfo, HubError> {
         let started = Instant::now();
         let snapshot = self
-            .capture(name, Request::Checkpoint)
+            .capture(name, Request::Checkpoint, MemoryWanted::Whole)
             .await?
             .ok_or_else(|| HubError::Internal(format!("a checkpoint of {name:?} asked for no capture")))?;
         let capture = started.elapsed();
@@ -75,7 +75,7 @@ impl Supervisor {
 
     async fn suspend_as(&self, name: &str, request: Request) -> Result<(FunctionInfo, CheckpointInfo), HubError> {
         let started = Instant::now();
-        let Some(snapshot) = self.capture(name, request).await? else {
+        let Some(snapshot) = self.capture(name, request, MemoryWanted::Whole).await? else {
             // Already suspended by the hub: the user's suspend only takes it over.
             self.inner.save_durably(name)?;
             let info = self.get(name)?;
@@ -168,7 +168,12 @@ impl Supervisor {
     /// Decides `request` and, if its effect is a capture, asks the run for
     /// it and waits. `None`: the request needed no capture. A capture that
     /// does not come in time is abandoned: the run goes on.
-    pub(super) async fn capture(&self, name: &str, request: Request) -> Result<Option<Arc<Snapshot>>, HubError> {
+    pub(super) async fn capture(
+        &self,
+        name: &str,
+        request: Request,
+        memory: MemoryWanted,
+    ) -> Result<Option<Arc<Snapshot>>, HubError> {
         let (receiver, generation) = {
             let mut slots = self.inner.lock_slots();
             let slot = slots.get_mut(name).ok_or_else(|| self.inner.not_found(name))?;
@@ -185,7 +190,7 @@ impl Supervisor {
                     records::phase_words(slot.phase)
                 )));
             };
-            (running.control.request_capture(kind), running.generation)
+            (running.control.request_capture(kind, memory), running.generation)
         };
         let failed = |reason: String| HubError::CaptureFailed {
             name: name.to_owned(),
@@ -265,9 +270,11 @@ impl Inner {
         let template = manifest_template(&snapshot, spec, epoch, sequence, unix_ms_now());
         let store = self.checkpoints.clone();
         let owned_name = name.to_owned();
+        snapshot.memory.whole().map_err(HubError::Internal)?;
         let result = tokio::task::spawn_blocking(move || {
             let base_ref = base.as_ref().map(|base| (&base.manifest, &base.fingerprints));
-            let put = store.put(template, &snapshot.memory, base_ref)?;
+            let memory = snapshot.memory.whole().unwrap_or_default();
+            let put = store.put(template, memory, base_ref)?;
             store.retain(&owned_name, CHECKPOINTS_KEPT)?;
             Ok::<_, ferry_migrator::checkpoint::CheckpointError>(put)
         })

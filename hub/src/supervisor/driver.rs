@@ -8,7 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::runtime::{self, FunctionControl, HostServices, LaunchSpec, Outcome, PendingCall, RunEnd, Snapshot};
+use crate::runtime::{
+    self, FunctionControl, HostServices, LaunchSpec, MemoryWanted, Outcome, PendingCall, RunEnd, Snapshot,
+    SnapshotMemory,
+};
 
 use super::Inner;
 use super::lifecycle::Request;
@@ -84,11 +87,20 @@ async fn wait_while_parked(control: &FunctionControl, parked: Arc<Snapshot>) -> 
             return Err(Outcome::Stopped);
         }
         if control.capture_requested() {
-            let captured = Arc::new(current(&parked));
+            let captured = current(&parked);
             let requests = control.take_capture_requests();
             let ending = runtime::capture_outcome(&requests);
             for request in requests {
-                let _ = request.reply.send(Ok(Arc::clone(&captured)));
+                // A parked function has no instance to track changes in:
+                // a request for changes gets every non-zero chunk.
+                let answer = match request.memory {
+                    MemoryWanted::Whole => captured.clone(),
+                    MemoryWanted::Changes { chunk_size, .. } => Snapshot {
+                        memory: SnapshotMemory::Changes(captured.memory.clone().into_changes(chunk_size)),
+                        ..captured.clone()
+                    },
+                };
+                let _ = request.reply.send(Ok(Arc::new(answer)));
             }
             if let Some(outcome) = ending {
                 return Err(outcome);

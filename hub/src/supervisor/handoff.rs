@@ -14,7 +14,7 @@ use super::lifecycle::{Phase, Request};
 use super::{Inner, Slot, Supervisor, records};
 use crate::error::HubError;
 use crate::logs::unix_ms_now;
-use crate::runtime::Snapshot;
+use crate::runtime::{MemoryWanted, Snapshot};
 
 /// What a source offers of a function it runs.
 #[derive(Debug, Clone)]
@@ -62,11 +62,21 @@ impl Supervisor {
         Ok((candidate, guard))
     }
 
-    /// A capture for a pre-copy round; the function keeps running.
-    pub async fn capture_for_round(&self, name: &str) -> Result<Arc<Snapshot>, HubError> {
-        self.capture(name, Request::Checkpoint)
+    /// A capture for a pre-copy round of the chunks changed since the
+    /// previous round of the same move (`wanted`); the function keeps running.
+    pub async fn capture_for_round(&self, name: &str, wanted: MemoryWanted) -> Result<Arc<Snapshot>, HubError> {
+        self.capture(name, Request::Checkpoint, wanted)
             .await?
             .ok_or_else(|| HubError::Internal(format!("a round of {name:?} asked for no capture")))
+    }
+
+    /// The move that used dirty set `set` of `name` is over: its instance
+    /// stops collecting changes for it.
+    pub fn forget_dirty_set(&self, name: &str, set: &str) {
+        let slots = self.inner.lock_slots();
+        if let Some(running) = slots.get(name).and_then(|slot| slot.running.as_ref()) {
+            running.control.forget_dirty_set(set);
+        }
     }
 
     /// Captures the function for the last round and ends its run here,
@@ -74,13 +84,17 @@ impl Supervisor {
     /// was asked for: the function stops at its next preemption point or
     /// blocking call, microseconds later, so the downtime counted from here
     /// errs on the long side and includes copying its memory out.
-    pub async fn pause_for_move(&self, name: &str) -> Result<(Arc<Snapshot>, std::time::Instant), HubError> {
+    pub async fn pause_for_move(
+        &self,
+        name: &str,
+        wanted: MemoryWanted,
+    ) -> Result<(Arc<Snapshot>, std::time::Instant), HubError> {
         let asked = std::time::Instant::now();
         let snapshot = self
-            .capture(name, Request::PauseForMove)
+            .capture(name, Request::PauseForMove, wanted)
             .await?
             .ok_or_else(|| HubError::Internal(format!("the pause of {name:?} asked for no capture")))?;
-        // The run winds down (its instance is dropped) while the last round goes out.
+        // The run keeps the instance (a hold) or winds down while the last round goes out.
         Ok((snapshot, asked))
     }
 
@@ -93,10 +107,18 @@ impl Supervisor {
             self.inner.decide(name, slot, Request::MoveFailed)?;
             return Ok(());
         };
+        // A paused run that kept its instance copies the memory out and ends.
+        if let Some(hold) = &snapshot.hold {
+            hold.ask_for_memory();
+        }
         // The paused run may still be winding down.
         if let Some(finished) = self.finished_receiver(name) {
             super::wait_finished(name, finished).await;
         }
+        let snapshot = Arc::new(snapshot.with_whole_memory().map_err(|reason| HubError::CaptureFailed {
+            name: name.to_owned(),
+            reason,
+        })?);
         self.inner.logs.event(name, "move failed; continuing here");
         let prepared = self.inner.prepare_stored(name).await?;
         self.inner

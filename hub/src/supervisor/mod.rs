@@ -412,7 +412,11 @@ impl Supervisor {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         let names: Vec<String> = self.inner.lock_slots().keys().cloned().collect();
         for name in &names {
-            let captured = tokio::time::timeout(SHUTDOWN_CAPTURE, self.capture(name, Request::Shutdown)).await;
+            let captured = tokio::time::timeout(
+                SHUTDOWN_CAPTURE,
+                self.capture(name, Request::Shutdown, crate::runtime::MemoryWanted::Whole),
+            )
+            .await;
             match captured {
                 Ok(Ok(Some(snapshot))) => {
                     // A failing disk may block the store: the shutdown goes on.
