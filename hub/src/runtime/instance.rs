@@ -443,7 +443,9 @@ impl LiveInstance {
         }
         drop(answered);
         if let Some(reason) = failure {
-            return (Some(Outcome::Failed(format!("capture failed: {reason}"))), None);
+            // A pause answered before the failure still keeps its instance
+            // until the move decides.
+            return (Some(Outcome::Failed(format!("capture failed: {reason}"))), keeper);
         }
         (ending, keeper)
     }
