@@ -325,6 +325,16 @@ impl LogHub {
         })?
     }
 
+    /// The kept entries of `name` numbered `from_seq` and later, oldest
+    /// first (what a move sends at the pause, after the history it sent
+    /// while the function still ran).
+    pub fn history_from(&self, name: &str, from_seq: u64) -> Result<Vec<LogEntry>, StoreError> {
+        self.with_log(name, |log| {
+            self.flush_log(name, log);
+            self.store.read_logs_from(name, from_seq)
+        })?
+    }
+
     /// Retires the current log of `name` (its pending output is dropped)
     /// and runs `f` while no writer can reach a log of `name`.
     fn retire<R>(&self, name: &str, f: impl FnOnce() -> R) -> R {
@@ -345,6 +355,13 @@ impl LogHub {
             self.store.remove_logs(name)?;
             self.store.append_logs(name, entries)
         })
+    }
+
+    /// Adds `entries` (received with the function after an earlier
+    /// [`Logs::import`] of its history) to the history of `name`, keeping
+    /// their sequence numbers.
+    pub fn import_more(&self, name: &str, entries: &[LogEntry]) -> Result<(), StoreError> {
+        self.retire(name, || self.store.append_logs(name, entries))
     }
 
     /// Stores what is pending and ends every live follower (at hub shutdown).

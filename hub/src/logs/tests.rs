@@ -94,6 +94,28 @@ fn an_imported_history_replaces_pending_output() {
     assert_eq!(logs.next_seq("f"), 4);
 }
 
+#[test]
+fn a_history_imported_in_two_parts_equals_the_source_history() {
+    let (_dir, store, logs) = hub();
+    let entry = |seq: u64| LogEntry {
+        seq,
+        stream: LogStream::Stdout as i32,
+        data: format!("line {seq}\n").into_bytes(),
+        unix_ms: 0,
+    };
+    let source: Vec<LogEntry> = (0..5).map(entry).collect();
+    assert!(logs.history_from("f", 0).unwrap().is_empty());
+    logs.import("f", &source[..3]).unwrap();
+    assert_eq!(logs.history_from("f", 1).unwrap(), source[1..3]);
+    logs.import_more("f", &source[3..]).unwrap();
+    assert_eq!(stored(&store, "f"), [0, 1, 2, 3, 4]);
+    assert_eq!(logs.history("f").unwrap(), source);
+    assert_eq!(logs.history_from("f", 4).unwrap(), source[4..]);
+    assert!(logs.history_from("f", 5).unwrap().is_empty());
+    logs.append("f", LogStream::Stdout, b"next\n");
+    assert_eq!(logs.next_seq("f"), 6, "numbering continues after the last part");
+}
+
 #[tokio::test]
 async fn a_follower_gets_the_history_then_live_entries_each_once() {
     let (_dir, _store, logs) = hub();

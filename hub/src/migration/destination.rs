@@ -20,8 +20,8 @@ use tracing::Instrument;
 use super::{Admission, MigrationContext, PREPARING_HEARTBEAT, STALL_TIMEOUT, resolve};
 use crate::checkpoint_codec::snapshot_from_manifest;
 use crate::error::HubError;
-use crate::runtime::{PreparedModule, Snapshot};
-use crate::supervisor::Supervisor;
+use crate::runtime::{PreparedModule, Snapshot, WarmInstance};
+use crate::supervisor::{ArrivalLogs, Supervisor};
 
 /// Answers one transfer; the frames to send back come out of the stream.
 pub(super) fn receive(
@@ -46,12 +46,17 @@ pub(super) fn receive(
             image: Vec::new(),
             chunk_size: 0,
             received: Vec::new(),
+            early_logs: Vec::new(),
+            early_logs_import: None,
             logs: Vec::new(),
             installed: false,
             preparing: None,
             snapshot: None,
             outbound,
             admitted: None,
+            staged: None,
+            staging: None,
+            warm: None,
         };
         arrival.run(inbound).await;
     };
@@ -70,6 +75,12 @@ struct Arrival {
     chunk_size: usize,
     /// Chunks stored by this transfer, to drop those nothing names after all.
     received: Vec<ChunkHash>,
+    /// The log history sent before the rounds, kept until the seal in case
+    /// storing it ahead fails.
+    early_logs: Vec<LogEntry>,
+    /// Storing `early_logs` in the background during pre-copy; `Some` once started.
+    early_logs_import: Option<EarlyLogs>,
+    /// Log entries sent in the last round.
     logs: Vec<LogEntry>,
     installed: bool,
     /// The module being prepared, when the source sent it, and since when.
@@ -78,6 +89,20 @@ struct Arrival {
     outbound: mpsc::Sender<Result<DestinationFrame, Status>>,
     /// Room reserved for a move the source's rebalancer offered.
     admitted: Option<Admitted>,
+    /// The store's staged set for this transfer: the chunks of the rounds
+    /// so far, referenced before the seal (see `CheckpointStore::stage`).
+    staged: Option<String>,
+    /// The background task staging the last settled round and flushing.
+    staging: Option<tokio::task::JoinHandle<()>>,
+    /// The instance the function will run in, filled as the image is.
+    warm: Option<WarmInstance>,
+}
+
+/// The early log history being stored, or how that ended.
+enum EarlyLogs {
+    Storing(tokio::task::JoinHandle<Result<(), HubError>>),
+    Stored,
+    Failed,
 }
 
 /// An automatic move this hub admitted: its reservation is settled when
@@ -129,7 +154,7 @@ impl Arrival {
                 return;
             }
         };
-        self.after_end(&ended);
+        self.after_end(&ended).await;
     }
 
     fn name(&self) -> String {
@@ -177,10 +202,15 @@ impl Arrival {
                 }
                 for slot in slots {
                     self.slot(slot).copy_from_slice(&bytes);
+                    self.mirror(slot);
                 }
                 Ok(None)
             }
-            ReceiverStep::Logs(entries) => {
+            ReceiverStep::Logs { entries, early: true } => {
+                self.early_logs.extend(entries);
+                Ok(None)
+            }
+            ReceiverStep::Logs { entries, early: false } => {
                 self.logs.extend(entries);
                 Ok(None)
             }
@@ -188,7 +218,10 @@ impl Arrival {
             ReceiverStep::Commit => {
                 let started = Instant::now();
                 let name = self.name();
-                self.supervisor.commit_arrival(&name, self.snapshot.take()).await?;
+                let warm = self.warm.take();
+                self.supervisor
+                    .commit_arrival(&name, self.snapshot.take(), warm)
+                    .await?;
                 if let Some(admitted) = self.admitted.as_mut() {
                     admitted.arrived = true;
                 }
@@ -233,6 +266,7 @@ impl Arrival {
             });
         }
         self.chunk_size = offer.chunk_size as usize;
+        self.staged = Some(format!("{} {}", spec.name, offer.move_id));
         let need_module = self.supervisor.store().module(&spec.module_hash).is_err();
         if !need_module {
             // Compile (or load the cached artifact) now, not during the downtime.
@@ -299,19 +333,30 @@ impl Arrival {
         Ok(())
     }
 
-    async fn on_round(&mut self, plan: RoundPlan) -> Result<DestinationFrame, HubError> {
+    async fn on_round(&mut self, mut plan: RoundPlan) -> Result<DestinationFrame, HubError> {
         self.module_prepared().await?;
-        // Write what earlier rounds brought to disk now, so the flush that
-        // makes the arrival durable (inside the downtime) has little left.
-        let flushing = self.supervisor.checkpoint_store().clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(error) = flushing.flush() {
-                tracing::warn!(%error, "background flush of received chunks failed");
-            }
-        });
+        // The last round is short and the seal follows at once: what it
+        // would stage is counted by the seal instead.
+        if !plan.last {
+            self.stage_settled(std::mem::take(&mut plan.settled)).await;
+        }
+        if self.early_logs_import.is_none() && !self.early_logs.is_empty() {
+            let supervisor = self.supervisor.clone();
+            let (name, entries) = (self.name(), self.early_logs.clone());
+            self.early_logs_import = Some(EarlyLogs::Storing(tokio::task::spawn_blocking(move || {
+                supervisor.import_arrival_logs(&name, &entries)
+            })));
+        }
+        if plan.number == 1 {
+            self.warm_up().await;
+        }
         self.image.resize(plan.memory_bytes as usize, 0);
+        if let Some(warm) = &self.warm {
+            warm.grow_to(plan.memory_bytes);
+        }
         for slot in &plan.zeroed {
             self.slot(*slot).fill(0);
+            self.mirror(*slot);
         }
         let mut lacking = Vec::new();
         let store = self.supervisor.checkpoint_store().clone();
@@ -330,19 +375,87 @@ impl Arrival {
             }
             let start = first as usize * self.chunk_size;
             let len = self.slot(first).len();
+            self.mirror(first);
             for slot in rest {
                 let target = *slot as usize * self.chunk_size;
                 self.image.copy_within(start..start + len, target);
+                self.mirror(*slot);
             }
         }
         self.receiver.need(lacking).map_err(HubError::Transfer)
     }
 
+    /// Makes what earlier rounds brought durable and referenced now, in the
+    /// background while this round streams, so that the seal (inside the
+    /// downtime) only counts and flushes the last round's chunks.
+    async fn stage_settled(&mut self, settled: Vec<Option<ChunkHash>>) {
+        self.staging_done().await;
+        let store = self.supervisor.checkpoint_store().clone();
+        let staged = self.staged.clone().filter(|_| !settled.is_empty());
+        self.staging = Some(tokio::task::spawn_blocking(move || {
+            if let Some(staged) = staged
+                && let Err(error) = store.stage(&staged, &settled)
+            {
+                // The seal then counts every chunk itself.
+                tracing::debug!(%staged, %error, "could not stage the chunks received so far");
+            }
+            if let Err(error) = store.flush() {
+                tracing::warn!(%error, "background flush of received chunks failed");
+            }
+        }));
+    }
+
+    /// Waits until the early log history is stored (or failed to be).
+    async fn early_logs_done(&mut self) {
+        if let Some(EarlyLogs::Storing(storing)) = self.early_logs_import.take() {
+            let stored = match storing.await {
+                Ok(Ok(())) => true,
+                Ok(Err(error)) => {
+                    tracing::warn!(function = %self.name(), error = %ferry_proto::error_chain(&error), "could not store the early log history; storing it with the rest");
+                    false
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "early log import task failed");
+                    false
+                }
+            };
+            self.early_logs_import = Some(if stored { EarlyLogs::Stored } else { EarlyLogs::Failed });
+        }
+    }
+
+    /// The seal does not wait for a staging still running (the import
+    /// counts against whatever was staged): once that ends, whatever it
+    /// staged after the import took the set over is dropped again.
+    fn drop_late_staging(&mut self) {
+        let (Some(staging), Some(staged)) = (self.staging.take(), self.staged.clone()) else {
+            return;
+        };
+        let store = self.supervisor.checkpoint_store().clone();
+        tokio::spawn(async move {
+            let _ = staging.await;
+            let unstaged = tokio::task::spawn_blocking(move || store.unstage(&staged)).await;
+            if let Ok(Err(error)) = unstaged {
+                tracing::warn!(%error, "could not drop a staged set after the seal");
+            }
+        });
+    }
+
+    /// Waits for the background staging, if one runs.
+    async fn staging_done(&mut self) {
+        if let Some(staging) = self.staging.take()
+            && let Err(error) = staging.await
+        {
+            tracing::warn!(%error, "staging task failed");
+        }
+    }
+
     async fn on_seal(&mut self, mut manifest: CheckpointManifest) -> Result<DestinationFrame, HubError> {
         self.module_prepared().await?;
+        self.early_logs_done().await;
         let offer = self.receiver.offer().cloned().unwrap_or_default();
         let name = self.name();
         let store = self.supervisor.checkpoint_store().clone();
+        let started = Instant::now();
         let sequence = store
             .list(&name)
             .map_err(HubError::Checkpoint)?
@@ -356,12 +469,16 @@ impl Arrival {
                 reason,
             }
         })?;
+        let listed = started.elapsed();
         let imported = manifest.clone();
+        let staged = self.staged.clone().unwrap_or_default();
         // install_arrival flushes the manifest together with the record.
-        tokio::task::spawn_blocking(move || store.import_manifest_unflushed(&imported))
+        tokio::task::spawn_blocking(move || store.import_manifest_staged(&imported, &staged))
             .await
             .map_err(|error| HubError::Internal(format!("import task failed: {error}")))?
             .map_err(HubError::Checkpoint)?;
+        self.drop_late_staging();
+        let import_done = started.elapsed();
         let source_address = match (self.remote, offer.source_address.parse::<SocketAddr>()) {
             (Some(remote), Ok(advertised)) => SocketAddr::new(remote.ip(), advertised.port()).to_string(),
             _ => offer.source_address.clone(),
@@ -371,23 +488,49 @@ impl Arrival {
             source_hub_name: offer.source_hub_name.clone(),
             source_address,
         };
+        let mut whole_logs = Vec::new();
         self.supervisor.install_arrival(
             offer.spec.clone().unwrap_or_default(),
             manifest.epoch,
             offer.starts,
             sequence,
             source,
-            &self.logs,
+            self.arrival_logs(&mut whole_logs),
         )?;
         self.installed = true;
+        let install_done = started.elapsed();
         self.drop_unneeded(&manifest);
         self.snapshot = Some(Arc::new(snapshot));
-        tracing::info!(function = %name, epoch = manifest.epoch, sequence, "function prepared; waiting for the commit");
+        tracing::info!(
+            function = %name,
+            epoch = manifest.epoch,
+            sequence,
+            list_us = listed.as_micros() as u64,
+            import_us = (import_done - listed).as_micros() as u64,
+            install_us = (install_done - import_done).as_micros() as u64,
+            "function prepared; waiting for the commit"
+        );
         Ok(self.receiver.prepared())
     }
 
+    /// The log history to install: the rest, after an early part stored
+    /// ahead, or all of it (put together in `whole`) when that failed.
+    fn arrival_logs<'a>(&'a self, whole: &'a mut Vec<LogEntry>) -> ArrivalLogs<'a> {
+        match self.early_logs_import {
+            Some(EarlyLogs::Stored) => ArrivalLogs::Rest(&self.logs),
+            _ if self.early_logs.is_empty() => ArrivalLogs::Whole(&self.logs),
+            _ => {
+                whole.extend_from_slice(&self.early_logs);
+                whole.extend_from_slice(&self.logs);
+                ArrivalLogs::Whole(whole)
+            }
+        }
+    }
+
     /// The stream is over: discard, ask the source, or nothing (it runs here).
-    fn after_end(&mut self, why: &str) {
+    async fn after_end(&mut self, why: &str) {
+        self.staging_done().await;
+        self.early_logs_done().await;
         let name = self.name();
         match self.receiver.after_stream_end() {
             Disposition::Keep => {}
@@ -401,6 +544,14 @@ impl Arrival {
                         .discard_arrival(&name, self.receiver.new_epoch().saturating_sub(1))
                 {
                     tracing::error!(function = %name, error = %ferry_proto::error_chain(&error), "could not discard an arrival");
+                }
+                if self.early_logs_import.is_some() && !self.installed {
+                    self.supervisor.drop_arrival_logs(&name);
+                }
+                if let Some(staged) = &self.staged
+                    && let Err(error) = self.supervisor.checkpoint_store().unstage(staged)
+                {
+                    tracing::warn!(function = %name, %error, "could not drop the staged chunks of a discarded transfer");
                 }
                 let received = std::mem::take(&mut self.received);
                 self.drop_received(&received);
@@ -447,6 +598,32 @@ impl Arrival {
     fn drop_received(&self, hashes: &[ChunkHash]) {
         if let Err(error) = self.supervisor.checkpoint_store().drop_unreferenced(hashes) {
             tracing::warn!(%error, "could not drop unreferenced received chunks");
+        }
+    }
+
+    /// Instantiates the function now, while the rounds stream, so that the
+    /// arriving memory goes straight into it and the commit only rewinds.
+    /// Without one the start is cold (instantiate, then copy the image).
+    async fn warm_up(&mut self) {
+        let Some(spec) = self.receiver.offer().and_then(|offer| offer.spec.clone()) else {
+            return;
+        };
+        match self.supervisor.warm_instance(&spec).await {
+            Ok(warm) => self.warm = Some(warm),
+            Err(error) => {
+                tracing::info!(function = %spec.name, error = %ferry_proto::error_chain(&error), "no warm instance; the start will be cold");
+            }
+        }
+    }
+
+    /// Writes the image's slot into the warm instance too.
+    fn mirror(&self, slot: u32) {
+        if let Some(warm) = &self.warm {
+            let start = slot as usize * self.chunk_size;
+            let end = (start + self.chunk_size).min(self.image.len());
+            if let Some(bytes) = self.image.get(start..end) {
+                warm.write(start as u64, bytes.to_vec());
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use ferry_migrator::transfer::{Heard, NextStep, Owner, Sender, TransferError, co
 use ferry_proto::internal::v1::{
     AutomaticMove, ChunkData, DestinationFrame, ForwardPointer, LogBatch, ModuleData, Offer, SourceFrame, source_frame,
 };
-use ferry_proto::v1::{MigrateProgress, MigrateSummary, RoundProgress, migrate_progress};
+use ferry_proto::v1::{LogEntry, MigrateProgress, MigrateSummary, RoundProgress, migrate_progress};
 use ferry_proto::{ErrorCode, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -98,6 +98,7 @@ async fn migrate_as(
         module_bytes: 0,
         final_round: Duration::ZERO,
         prepare: Duration::ZERO,
+        last_early_log: None,
     };
     let result = run.transfer(context, &mut sender).await;
     supervisor.forget_dirty_set(name, &run.dirty_set());
@@ -135,6 +136,9 @@ struct MoveRun<'a> {
     module_bytes: u64,
     final_round: Duration,
     prepare: Duration,
+    /// The last log entry sent before the rounds: the last round sends
+    /// only what follows it.
+    last_early_log: Option<LogEntry>,
 }
 
 impl MoveRun<'_> {
@@ -184,7 +188,13 @@ impl MoveRun<'_> {
             send(&outbound, frame(source_frame::Frame::Module(ModuleData { module }))).await?;
         }
 
-        let result = self.rounds(sender, &outbound, &mut inbound).await;
+        // The history so far travels while the function still runs; the
+        // last round adds what it wrote meanwhile.
+        let early = self.send_logs(&outbound).await;
+        let result = match early {
+            Ok(()) => self.rounds(sender, &outbound, &mut inbound).await,
+            Err(error) => Err(error),
+        };
         if let Err(error) = result {
             return Err(abort(sender, &outbound, error));
         }
@@ -362,11 +372,35 @@ impl MoveRun<'_> {
             .map_err(|reason| truncated(format!("cannot encode a chunk: {reason}")))
     }
 
-    async fn send_logs(&self, outbound: &mpsc::Sender<SourceFrame>) -> Result<(), TransferError> {
-        let history = self
-            .supervisor
-            .log_history(self.name)
-            .map_err(|error| truncated(format!("cannot read the logs: {error}")))?;
+    /// Sends the log history: all of it the first time (before the
+    /// rounds), then what followed the last entry sent (in the last round).
+    async fn send_logs(&mut self, outbound: &mpsc::Sender<SourceFrame>) -> Result<(), TransferError> {
+        let unreadable = |error: HubError| truncated(format!("cannot read the logs: {error}"));
+        let history = match &self.last_early_log {
+            None => self.supervisor.log_history(self.name).map_err(unreadable)?,
+            Some(last) => {
+                let mut since = self
+                    .supervisor
+                    .log_history_from(self.name, last.seq)
+                    .map_err(unreadable)?;
+                match since.first() {
+                    Some(first) if first == last => {
+                        since.remove(0);
+                    }
+                    // The kept window moved past it: all of these are new.
+                    Some(first) if first.seq > last.seq => {}
+                    // Only a restart from a checkpoint rewrites a log; the
+                    // move could not carry on from such a run.
+                    _ => {
+                        return Err(truncated("the function's log was rewound during the move".to_owned()));
+                    }
+                }
+                since
+            }
+        };
+        if let Some(last) = history.last() {
+            self.last_early_log = Some(last.clone());
+        }
         for batch in history.chunks(LOG_BATCH) {
             let logs = LogBatch {
                 entries: batch.to_vec(),

@@ -254,8 +254,15 @@ impl LiveInstance {
 
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         let memory = snapshot.memory.whole()?;
+        self.grow_to(memory.len() as u64)?;
+        self.write_memory(0, memory)?;
+        self.restore_execution(snapshot)
+    }
+
+    /// Grows the linear memory to `wanted` bytes (whole pages, never less
+    /// than it has).
+    pub(super) fn grow_to(&mut self, wanted: u64) -> Result<(), String> {
         let current = self.memory.view(&self.store).data_size();
-        let wanted = memory.len() as u64;
         if !wanted.is_multiple_of(PAGE) || wanted < current {
             return Err(format!(
                 "snapshot memory of {wanted} bytes does not fit a module that starts with {current} bytes"
@@ -267,10 +274,48 @@ impl LiveInstance {
                 .grow(&mut self.store, delta)
                 .map_err(|error| format!("cannot grow memory to {wanted} bytes: {error}"))?;
         }
+        Ok(())
+    }
+
+    /// Writes `bytes` into the linear memory at `offset`.
+    pub(super) fn write_memory(&mut self, offset: u64, bytes: &[u8]) -> Result<(), String> {
         self.memory
             .view(&self.store)
-            .write(0, memory)
-            .map_err(|error| format!("cannot write memory: {error}"))?;
+            .write(offset, bytes)
+            .map_err(|error| format!("cannot write memory: {error}"))
+    }
+
+    /// Size of the linear memory.
+    pub(super) fn memory_bytes(&self) -> u64 {
+        self.memory.view(&self.store).data_size()
+    }
+
+    /// Puts a snapshot's execution state — host state, globals, the saved
+    /// stack — into an instance whose memory already holds the snapshot's
+    /// (written while it arrived), so that the next run rewinds.
+    pub(super) fn resume_in_place(&mut self, snapshot: &Snapshot, launch: &LaunchSpec) -> Result<(), String> {
+        let (held, wanted) = (self.memory_bytes(), snapshot.memory.memory_bytes());
+        if held != wanted {
+            return Err(format!(
+                "the instance holds {held} bytes of memory, the snapshot {wanted}"
+            ));
+        }
+        let host = &snapshot.host;
+        {
+            let guest = self.env.as_mut(&mut self.store);
+            guest.clock = VirtualClock::starting_at(host.monotonic);
+            guest.cpu = CpuMeter::start(host.cpu);
+            guest.cpu_account = CpuAccount::start(host.cpu, launch.cpu_cap);
+            guest.pending = Some(host.pending);
+        }
+        self.restore_execution(snapshot)?;
+        let control = Arc::clone(&self.env.as_ref(&self.store).control);
+        control.set_memory_bytes(held);
+        Ok(())
+    }
+
+    /// The saved stack and globals, then the rewind.
+    fn restore_execution(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         self.capture_exports()?
             .stack
             .view(&self.store)
@@ -298,16 +343,23 @@ impl LiveInstance {
 
     /// Makes the next [`run`](Self::run) rewind to the unwound call.
     fn prepare_rewind(&mut self) -> Result<(), String> {
-        if self.rewind_instance.is_none()
-            && let Some(rewind) = self.env.as_ref(&self.store).rewind.clone()
-        {
-            self.rewind_instance = Some(rewind.instantiate(&mut self.store, &self.main)?);
-        }
+        self.instantiate_rewind_module()?;
         let start_rewind = self.capture_exports()?.start_rewind.clone();
         self.env.as_mut(&mut self.store).phase = Phase::Rewinding;
         start_rewind
             .call(&mut self.store, STACK_DATA as i32)
             .map_err(|error| format!("cannot start rewinding: {error}"))
+    }
+
+    /// Instantiates the rewind module, if the module has one and it is not
+    /// instantiated yet (a warm instance does it before its first rewind).
+    pub(super) fn instantiate_rewind_module(&mut self) -> Result<(), String> {
+        if self.rewind_instance.is_none()
+            && let Some(rewind) = self.env.as_ref(&self.store).rewind.clone()
+        {
+            self.rewind_instance = Some(rewind.instantiate(&mut self.store, &self.main)?);
+        }
+        Ok(())
     }
 
     /// Calls `_start` (which rewinds if a rewind was prepared) until the guest

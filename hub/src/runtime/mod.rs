@@ -16,6 +16,7 @@ mod snapshot;
 mod testing;
 mod unwind;
 mod wait;
+mod warm;
 mod wasi;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ pub use guest::{HostServices, SendOutcome};
 pub use instance::{LaunchSpec, Outcome, RunEnd, run_to_completion, run_until_parked};
 pub use rewind::{GuestModule, RewindModule};
 pub use snapshot::{GlobalValue, HostSnapshot, MemoryChanges, PendingCall, Snapshot, SnapshotMemory};
+pub use warm::WarmInstance;
 
 /// Native stack a guest runs on.
 pub const GUEST_STACK_BYTES: usize = 8 << 20;

@@ -71,6 +71,20 @@ impl Store {
         Ok(LogPage { entries, next_seq })
     }
 
+    /// The kept entries numbered `from_seq` and later, oldest first.
+    pub fn read_logs_from(&self, name: &str, from_seq: u64) -> Result<Vec<LogEntry>, StoreError> {
+        self.logs
+            .range(key(name, from_seq)..key(name, u64::MAX))
+            .values()
+            .map(|value| {
+                LogEntry::decode(value?.as_ref()).map_err(|error| StoreError::Corrupt {
+                    what: format!("log entry of {name:?}"),
+                    reason: error.to_string(),
+                })
+            })
+            .collect()
+    }
+
     /// The sequence number the next entry of `name` gets.
     pub fn next_log_seq(&self, name: &str) -> Result<u64, StoreError> {
         let last = self.logs.scan_prefix(prefix(name)).next_back().transpose()?;

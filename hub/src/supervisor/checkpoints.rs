@@ -345,9 +345,16 @@ impl Inner {
 }
 
 /// Opens the checkpoint store in the hub's database.
-/// Chunks no checkpoint names (left by a crash during a put) are swept.
+/// Staged sets of arrivals that never sealed are dropped, then chunks no
+/// checkpoint names (left by a crash during a put or a transfer) are swept.
 pub fn open_store(db: &sled::Db) -> Result<CheckpointStore, HubError> {
     let store = CheckpointStore::open(db).map_err(HubError::Checkpoint)?;
+    // No transfer runs yet: what arrivals staged before a stop is theirs no more.
+    match store.unstage_all() {
+        Ok(0) => {}
+        Ok(sets) => tracing::info!(sets, "dropped the staged chunks of arrivals that never sealed"),
+        Err(error) => tracing::warn!(%error, "could not drop the staged chunks of unsealed arrivals"),
+    }
     // A sweep that cannot write (a full disk) waits for the next start.
     let swept = match store.collect_garbage() {
         Ok(swept) => swept,

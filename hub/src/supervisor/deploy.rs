@@ -93,7 +93,7 @@ impl Supervisor {
             let slot = slots
                 .entry(request.name.clone())
                 .or_insert(Slot::new(record, Phase::Starting));
-            self.inner.prepare_launch(slot, &prepared, None)
+            self.inner.prepare_launch(slot, &prepared, None, None)
         };
         self.inner
             .logs

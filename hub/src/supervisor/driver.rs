@@ -10,38 +10,43 @@ use std::time::Duration;
 
 use crate::runtime::{
     self, FunctionControl, HostServices, LaunchSpec, MemoryWanted, Outcome, PendingCall, RunEnd, Snapshot,
-    SnapshotMemory,
+    SnapshotMemory, WarmInstance,
 };
 
 use super::Inner;
 use super::lifecycle::Request;
 
-/// Runs the function (fresh, or from `snapshot`) until it ends, is stopped
-/// or is suspended.
+/// Runs the function (fresh, or from `snapshot` — in `warm` if an arrival
+/// filled one) until it ends, is stopped or is suspended.
 pub(super) async fn drive(
     inner: Arc<Inner>,
     module: runtime::GuestModule,
     launch: LaunchSpec,
     control: Arc<FunctionControl>,
     mut snapshot: Option<Arc<Snapshot>>,
+    mut warm: Option<WarmInstance>,
     generation: u64,
 ) -> Outcome {
     let launch = Arc::new(launch);
     loop {
         let (inner_for_thread, module_for_thread) = (Arc::clone(&inner), module.clone());
         let (launch_for_thread, control_for_thread) = (Arc::clone(&launch), Arc::clone(&control));
-        let run = tokio::task::spawn_blocking(move || {
-            let services: Arc<dyn HostServices> = inner_for_thread.clone();
-            runtime::run_until_parked(
-                inner_for_thread.runtime.engine(),
-                &module_for_thread,
-                &launch_for_thread,
-                control_for_thread,
-                services,
-                snapshot.as_deref(),
-                true,
-            )
-        });
+        let warm_start = warm.take().zip(snapshot.clone());
+        let run = match warm_start {
+            Some((warm, snapshot)) => warm.start(snapshot),
+            None => tokio::task::spawn_blocking(move || {
+                let services: Arc<dyn HostServices> = inner_for_thread.clone();
+                runtime::run_until_parked(
+                    inner_for_thread.runtime.engine(),
+                    &module_for_thread,
+                    &launch_for_thread,
+                    control_for_thread,
+                    services,
+                    snapshot.as_deref(),
+                    true,
+                )
+            }),
+        };
         let parked = match run.await {
             Ok(RunEnd::Finished(outcome)) => return outcome,
             Ok(RunEnd::Parked(parked)) => parked,

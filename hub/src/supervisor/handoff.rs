@@ -14,7 +14,17 @@ use super::lifecycle::{Phase, Request};
 use super::{Inner, Slot, Supervisor, records};
 use crate::error::HubError;
 use crate::logs::unix_ms_now;
-use crate::runtime::{MemoryWanted, Snapshot};
+use crate::runtime::{MemoryWanted, Snapshot, WarmInstance};
+
+/// The log history an arriving function brings, as
+/// [`Supervisor::install_arrival`] stores it.
+#[derive(Debug, Clone, Copy)]
+pub enum ArrivalLogs<'a> {
+    /// All of it: replaces whatever this hub kept under the name.
+    Whole(&'a [LogEntry]),
+    /// What follows the part stored with [`Supervisor::import_arrival_logs`].
+    Rest(&'a [LogEntry]),
+}
 
 /// What a source offers of a function it runs.
 #[derive(Debug, Clone)]
@@ -160,9 +170,58 @@ impl Supervisor {
         Ok(())
     }
 
+    /// An instance of the module of `spec`, made on its own thread, for an
+    /// arriving function's memory to be written into while it arrives (see
+    /// [`WarmInstance`]). The module must be stored.
+    pub async fn warm_instance(&self, spec: &FunctionSpec) -> Result<WarmInstance, HubError> {
+        let runtime = Arc::clone(&self.inner.runtime);
+        let hash = spec.module_hash.clone();
+        let prepared = tokio::task::spawn_blocking(move || {
+            runtime
+                .prepare_stored(&hash)
+                .and_then(crate::runtime::PreparedModule::ready_to_rewind)
+        })
+        .await
+        .map_err(|error| HubError::Internal(format!("prepare task failed: {error}")))??;
+        let services: Arc<dyn crate::runtime::HostServices> = self.inner.clone();
+        Ok(WarmInstance::spawn(
+            self.inner.runtime.engine().clone(),
+            prepared.module,
+            self.inner.launch_spec(spec),
+            services,
+            true,
+        ))
+    }
+
     /// Log history of a function, oldest first.
     pub fn log_history(&self, name: &str) -> Result<Vec<LogEntry>, HubError> {
         Ok(self.inner.logs.history(name)?)
+    }
+
+    /// Log entries of a function numbered `from_seq` and later, oldest first.
+    pub fn log_history_from(&self, name: &str, from_seq: u64) -> Result<Vec<LogEntry>, HubError> {
+        Ok(self.inner.logs.history_from(name, from_seq)?)
+    }
+
+    /// Stores the log history an arriving function brought before its
+    /// rounds, replacing whatever this hub kept under the name (stale: the
+    /// function does not run here), so that the seal only adds the rest.
+    pub fn import_arrival_logs(&self, name: &str, entries: &[LogEntry]) -> Result<(), HubError> {
+        crate::error::validate_function_name(name)?;
+        Ok(self.inner.logs.import(name, entries)?)
+    }
+
+    /// Drops the logs [`Supervisor::import_arrival_logs`] stored for an
+    /// arrival that was then discarded, unless a function of that name
+    /// lives here meanwhile.
+    pub fn drop_arrival_logs(&self, name: &str) {
+        let claimed = {
+            let slots = self.inner.lock_slots();
+            slots.get(name).is_some_and(|slot| slot.phase != Phase::Moved)
+        };
+        if !claimed && let Err(error) = self.inner.logs.remove(name) {
+            tracing::warn!(function = %name, %error, "could not drop the logs of a discarded arrival");
+        }
     }
 
     /// Where a function that moved away runs now.
@@ -256,11 +315,14 @@ impl Supervisor {
         starts: u32,
         sequence: u64,
         source: PendingHandoff,
-        logs: &[LogEntry],
+        logs: ArrivalLogs<'_>,
     ) -> Result<(), HubError> {
         let name = spec.name.clone();
         let source_hub_id = source.source_hub_id.clone();
-        self.inner.logs.import(&name, logs)?;
+        match logs {
+            ArrivalLogs::Whole(entries) => self.inner.logs.import(&name, entries)?,
+            ArrivalLogs::Rest(entries) => self.inner.logs.import_more(&name, entries)?,
+        }
         let mut record = FunctionRecord {
             format_version: RECORD_FORMAT_VERSION,
             spec: Some(spec),
@@ -295,8 +357,14 @@ impl Supervisor {
     }
 
     /// The source committed: the function runs here from `snapshot` (the
-    /// received image) or, after a restart, from its stored checkpoint.
-    pub async fn commit_arrival(&self, name: &str, snapshot: Option<Arc<Snapshot>>) -> Result<(), HubError> {
+    /// received image, in `warm` if the arrival filled an instance) or,
+    /// after a restart, from its stored checkpoint.
+    pub async fn commit_arrival(
+        &self,
+        name: &str,
+        snapshot: Option<Arc<Snapshot>>,
+        warm: Option<WarmInstance>,
+    ) -> Result<(), HubError> {
         let source = {
             let slots = self.inner.lock_slots();
             let slot = slots.get(name).ok_or_else(|| self.inner.not_found(name))?;
@@ -321,7 +389,7 @@ impl Supervisor {
         let prepared = self.inner.prepare_stored(name).await?;
         if !self
             .inner
-            .decide_and_launch(name, Request::Commit, &prepared, Some(snapshot))?
+            .decide_and_launch_warm(name, Request::Commit, &prepared, Some(snapshot), warm)?
         {
             return Ok(());
         }
@@ -335,7 +403,15 @@ impl Supervisor {
                 self.get(name)?.epoch
             ),
         );
-        self.inner.store.flush()?;
+        // Not inside the downtime: until this is on disk a restart finds the
+        // arrival still pending, asks the source, and starts it from the
+        // sealed checkpoint, as recovery would after the flush.
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = store.flush() {
+                tracing::warn!(%error, "could not flush the record of a started arrival");
+            }
+        });
         Ok(())
     }
 

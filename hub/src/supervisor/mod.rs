@@ -18,7 +18,7 @@ mod run;
 mod services;
 
 pub use checkpoints::{CHECKPOINTS_KEPT, open_store as open_checkpoint_store};
-pub use handoff::{MoveCandidate, MovingGuard};
+pub use handoff::{ArrivalLogs, MoveCandidate, MovingGuard};
 pub use info::state_name;
 pub use lifecycle::{Phase, Suspender};
 pub use placement::{CpuTotals, FunctionLoad};

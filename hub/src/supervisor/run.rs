@@ -6,13 +6,14 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use ferry_proto::v1::FunctionSpec;
 use tokio::sync::watch;
 
 use super::lifecycle::{self, Effect, Phase, Request, RunEnd, Transition};
 use super::{Inner, Running, Slot, driver, records};
 use crate::error::HubError;
 use crate::logs::unix_ms_now;
-use crate::runtime::{FunctionControl, LaunchSpec, Message, Outcome, PreparedModule, Snapshot};
+use crate::runtime::{FunctionControl, LaunchSpec, Message, Outcome, PreparedModule, Snapshot, WarmInstance};
 
 /// A run whose handle is in the table, to be started once the table is
 /// unlocked.
@@ -24,6 +25,8 @@ pub(super) struct Launch {
     spec: LaunchSpec,
     module: crate::runtime::GuestModule,
     snapshot: Option<Arc<Snapshot>>,
+    /// An instance that already holds the snapshot's memory (an arrival's).
+    warm: Option<WarmInstance>,
     starts: u32,
 }
 
@@ -84,6 +87,7 @@ impl Inner {
         slot: &mut Slot,
         prepared: &PreparedModule,
         snapshot: Option<Arc<Snapshot>>,
+        warm: Option<WarmInstance>,
     ) -> Launch {
         debug_assert!(
             matches!(slot.phase, Phase::Starting | Phase::Warming),
@@ -92,7 +96,11 @@ impl Inner {
         );
         let spec = slot.record.spec.clone().unwrap_or_default();
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
-        let control = Arc::new(FunctionControl::default());
+        // A warm instance was made with the control its run keeps.
+        let control = warm.as_ref().map_or_else(
+            || Arc::new(FunctionControl::default()),
+            |warm| Arc::clone(warm.control()),
+        );
         let (finished_tx, finished) = watch::channel(false);
         slot.record.starts += 1;
         slot.record.failure.clear();
@@ -113,21 +121,28 @@ impl Inner {
             generation,
             control,
             finished: finished_tx,
-            spec: LaunchSpec {
-                name: spec.name.clone(),
-                args: spec.args.clone(),
-                environ: spec.env.iter().map(|(key, value)| format!("{key}={value}")).collect(),
-                memory_limit_bytes: spec
-                    .limits
-                    .map(|limits| limits.memory_limit_bytes)
-                    .filter(|bytes| *bytes > 0)
-                    .unwrap_or(self.config.default_memory_limit_bytes),
-                cpu_cap: spec.limits.map(|limits| limits.cpus).filter(|cpus| *cpus > 0.0),
-                governor: Some(Arc::clone(self.runtime.governor())),
-            },
+            spec: self.launch_spec(&spec),
             module: prepared.module.clone(),
             snapshot,
+            warm,
             starts: slot.record.starts,
+        }
+    }
+
+    /// How a run of `spec` is started on this hub: its arguments and
+    /// environment, its limits (the hub's defaults where it sets none).
+    pub(super) fn launch_spec(&self, spec: &FunctionSpec) -> LaunchSpec {
+        LaunchSpec {
+            name: spec.name.clone(),
+            args: spec.args.clone(),
+            environ: spec.env.iter().map(|(key, value)| format!("{key}={value}")).collect(),
+            memory_limit_bytes: spec
+                .limits
+                .map(|limits| limits.memory_limit_bytes)
+                .filter(|bytes| *bytes > 0)
+                .unwrap_or(self.config.default_memory_limit_bytes),
+            cpu_cap: spec.limits.map(|limits| limits.cpus).filter(|cpus| *cpus > 0.0),
+            governor: Some(Arc::clone(self.runtime.governor())),
         }
     }
 
@@ -143,6 +158,7 @@ impl Inner {
             spec,
             module,
             snapshot,
+            warm,
             starts,
         } = launch;
         if let Err(error) = self.save(&name) {
@@ -174,6 +190,7 @@ impl Inner {
                 spec,
                 Arc::clone(&control),
                 snapshot,
+                warm,
                 generation,
             );
             tokio::pin!(drive);
@@ -258,6 +275,19 @@ impl Inner {
         prepared: &PreparedModule,
         snapshot: Option<Arc<Snapshot>>,
     ) -> Result<bool, HubError> {
+        self.decide_and_launch_warm(name, request, prepared, snapshot, None)
+    }
+
+    /// [`Inner::decide_and_launch`] into `warm`, an instance that holds the
+    /// snapshot's memory already, when there is one.
+    pub(super) fn decide_and_launch_warm(
+        self: &Arc<Self>,
+        name: &str,
+        request: Request,
+        prepared: &PreparedModule,
+        snapshot: Option<Arc<Snapshot>>,
+        warm: Option<WarmInstance>,
+    ) -> Result<bool, HubError> {
         let launch = {
             let mut slots = self.lock_slots();
             let slot = slots.get_mut(name).ok_or_else(|| self.not_found(name))?;
@@ -268,7 +298,7 @@ impl Inner {
             if request == Request::Commit {
                 slot.record.pending_handoff = None;
             }
-            self.prepare_launch(slot, prepared, snapshot)
+            self.prepare_launch(slot, prepared, snapshot, warm)
         };
         self.launch(launch);
         Ok(true)

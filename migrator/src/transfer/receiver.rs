@@ -50,6 +50,10 @@ pub struct RoundPlan {
     /// hub says which it lacks with [`Receiver::need`] and fills the others
     /// from its store.
     pub slots_by_hash: Vec<(ChunkHash, Vec<u32>)>,
+    /// The image as the previous rounds left it, every chunk of it
+    /// received (empty before the first round): what the hub may reference
+    /// durably ahead of the seal.
+    pub settled: Vec<Option<ChunkHash>>,
 }
 
 /// What the hub must do for a frame.
@@ -69,8 +73,10 @@ pub enum ReceiverStep {
         bytes: Vec<u8>,
         slots: Vec<u32>,
     },
-    /// Log history of the function, oldest first.
-    Logs(Vec<LogEntry>),
+    /// Log history of the function, oldest first: `early` is what it had
+    /// written before the rounds (sent while it still runs, to store ahead
+    /// of the downtime); the rest comes in the last round.
+    Logs { entries: Vec<LogEntry>, early: bool },
     /// Everything arrived and matches: persist the function under the
     /// manifest's (new) epoch, then answer with [`Receiver::prepared`].
     Seal(CheckpointManifest),
@@ -327,6 +333,7 @@ impl Receiver {
         }
         let chunk_size = self.offer.as_ref().map_or(1, |offer| offer.chunk_size);
         let slots = chunk_count(round.memory_bytes, chunk_size) as usize;
+        let settled = self.table.clone();
         self.table.resize(slots, None);
         self.memory_bytes = round.memory_bytes;
         let mut zeroed = Vec::new();
@@ -369,6 +376,7 @@ impl Receiver {
             memory_bytes: round.memory_bytes,
             zeroed,
             slots_by_hash,
+            settled,
         }))
     }
 
@@ -404,14 +412,17 @@ impl Receiver {
     }
 
     fn on_logs(&mut self, entries: Vec<LogEntry>) -> Result<ReceiverStep, TransferError> {
-        self.expect(&[Phase::LastRound], "logs")?;
+        let early = self.phase == Phase::Receiving && self.round == 0;
+        if !early {
+            self.expect(&[Phase::LastRound], "logs")?;
+        }
         self.log_entries += entries.len();
         if self.log_entries > MAX_LOG_ENTRIES {
             return Err(TransferError::protocol(format!(
                 "more than {MAX_LOG_ENTRIES} log entries"
             )));
         }
-        Ok(ReceiverStep::Logs(entries))
+        Ok(ReceiverStep::Logs { entries, early })
     }
 
     fn on_seal(&mut self, manifest: Option<CheckpointManifest>) -> Result<ReceiverStep, TransferError> {

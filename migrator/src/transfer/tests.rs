@@ -82,6 +82,8 @@ struct Destination {
     has_module: bool,
     sealed: Option<CheckpointManifest>,
     started: bool,
+    /// Log entries received: their numbers and whether they came early.
+    logs: Vec<(u64, bool)>,
 }
 
 impl Destination {
@@ -93,6 +95,7 @@ impl Destination {
             has_module,
             sealed: None,
             started: false,
+            logs: Vec::new(),
         }
     }
 
@@ -105,6 +108,10 @@ impl Destination {
                 Ok(None)
             }
             ReceiverStep::Round(plan) => {
+                // What the hub may reference ahead of the seal is exactly the
+                // image so far, and every chunk of it has arrived.
+                assert_eq!(plan.settled, hashes(&self.image), "round {}", plan.number);
+                assert!(plan.settled.iter().flatten().all(|hash| self.store.contains_key(hash)));
                 self.image.resize(plan.memory_bytes as usize, 0);
                 for slot in plan.zeroed {
                     self.slot(slot).fill(0);
@@ -125,7 +132,10 @@ impl Destination {
                 self.store.insert(hash, bytes);
                 Ok(None)
             }
-            ReceiverStep::Logs(_) => Ok(None),
+            ReceiverStep::Logs { entries, early } => {
+                self.logs.extend(entries.into_iter().map(|entry| (entry.seq, early)));
+                Ok(None)
+            }
             ReceiverStep::Seal(manifest) => {
                 self.sealed = Some(manifest);
                 Ok(Some(self.receiver.prepared()))
@@ -354,6 +364,41 @@ fn a_module_that_does_not_match_the_offered_hash_is_refused() {
     assert_eq!(error.error_code(), ferry_proto::ErrorCode::DataLoss, "{error}");
 }
 
+fn logs(seqs: &[u64]) -> SourceFrame {
+    SourceFrame {
+        frame: Some(source_frame::Frame::Logs(ferry_proto::internal::v1::LogBatch {
+            entries: seqs
+                .iter()
+                .map(|&seq| ferry_proto::v1::LogEntry {
+                    seq,
+                    ..Default::default()
+                })
+                .collect(),
+        })),
+    }
+}
+
+#[test]
+fn logs_come_before_the_rounds_or_in_the_last_round_only() {
+    let memory = memory_with(2, &[(0, 1)]);
+    let mut sender = Sender::new(CHUNK, RoundPolicy::default());
+    let mut destination = Destination::new(&[], true);
+    sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
+    assert!(destination.feed(logs(&[0, 1])).unwrap().is_none());
+    round(&mut sender, &mut destination, &memory, false);
+    let error = destination.feed(logs(&[2])).unwrap_err();
+    assert!(matches!(error, TransferError::Protocol { .. }), "{error}");
+
+    let mut destination = Destination::new(&[], true);
+    let mut sender = Sender::new(CHUNK, RoundPolicy::default());
+    sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
+    destination.feed(logs(&[0, 1])).unwrap();
+    round(&mut sender, &mut destination, &memory, true);
+    destination.feed(logs(&[2, 3])).unwrap();
+    assert_eq!(destination.logs, [(0, true), (1, true), (2, false), (3, false)]);
+    destination.feed(sender.seal(manifest(&memory)).unwrap()).unwrap();
+}
+
 #[test]
 fn frames_out_of_order_are_protocol_violations() {
     let cases: Vec<(&str, Vec<SourceFrame>)> = vec![
@@ -389,6 +434,7 @@ fn frames_out_of_order_are_protocol_violations() {
             ],
         ),
         ("empty frame", vec![SourceFrame { frame: None }]),
+        ("logs before the offer", vec![logs(&[0])]),
     ];
     for (case, frames) in cases {
         let mut destination = Destination::new(&[], true);

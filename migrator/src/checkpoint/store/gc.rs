@@ -6,9 +6,9 @@
 //! that reach zero, so a crash never leaves a count that is too low.
 
 use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::transaction::TransactionError;
 
-use super::{CheckpointStore, decode_refcount, function_prefix};
+use super::{CheckpointStore, function_prefix, staged::release};
 use crate::checkpoint::{
     CheckpointError, ChunkHash,
     manifest::{decode_manifest, distinct_chunks, validate_function_name},
@@ -161,18 +161,9 @@ impl CheckpointStore {
                 Err(error) => removal.unverifiable = Some(error.to_string()),
                 Ok(manifest) => {
                     for hash in distinct_chunks(&manifest) {
-                        let Some(value) = refs.get(hash.as_bytes())? else {
-                            continue;
-                        };
-                        let count = decode_refcount(&hash, &value).map_err(ConflictableTransactionError::Abort)?;
-                        if count > 1 {
-                            refs.insert(hash.as_bytes(), &(count - 1).to_be_bytes())?;
-                            continue;
-                        }
-                        refs.remove(hash.as_bytes())?;
-                        if let Some(bytes) = chunks.remove(hash.as_bytes())? {
+                        if let Some(bytes) = release::<CheckpointError>(refs, chunks, &hash)? {
                             removal.chunks_freed += 1;
-                            removal.bytes_freed += bytes.len() as u64;
+                            removal.bytes_freed += bytes;
                         }
                     }
                 }

@@ -4,11 +4,13 @@
 //! Trees: `checkpoint_chunks` (hash → encoded chunk), `checkpoint_chunk_refs`
 //! (hash → u64 big-endian count of stored manifests naming the chunk) and
 //! `checkpoints` (`function ‖ 0x00 ‖ sequence u64 big-endian` → framed
-//! manifest). Writing lives in `put.rs`, retention and garbage collection in
-//! `gc.rs`.
+//! manifest), and `checkpoint_staged` (a move's chunks referenced before it
+//! seals). Writing lives in `put.rs`, retention and garbage collection in
+//! `gc.rs`, staged arrivals in `staged.rs`.
 
 mod gc;
 mod put;
+mod staged;
 
 pub use gc::GcStats;
 pub use put::PutStats;
@@ -23,6 +25,7 @@ use super::{
 const CHUNKS_TREE: &str = "checkpoint_chunks";
 const REFS_TREE: &str = "checkpoint_chunk_refs";
 const CHECKPOINTS_TREE: &str = "checkpoints";
+const STAGED_TREE: &str = "checkpoint_staged";
 
 /// How a [`CheckpointStore`] writes new checkpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +61,7 @@ pub struct CheckpointStore {
     chunks: sled::Tree,
     refs: sled::Tree,
     checkpoints: sled::Tree,
+    staged: sled::Tree,
     options: CheckpointStoreOptions,
 }
 
@@ -84,6 +88,7 @@ impl CheckpointStore {
             chunks: db.open_tree(CHUNKS_TREE)?,
             refs: db.open_tree(REFS_TREE)?,
             checkpoints: db.open_tree(CHECKPOINTS_TREE)?,
+            staged: db.open_tree(STAGED_TREE)?,
             db: db.clone(),
             options,
         })
@@ -210,7 +215,8 @@ impl CheckpointStore {
         Ok(self.chunks.get(hash.as_bytes())?.map(|encoded| encoded.to_vec()))
     }
 
-    /// How many stored manifests name the chunk (0 if it is unknown).
+    /// How many stored manifests and staged sets name the chunk (0 if it
+    /// is unknown).
     pub fn chunk_refcount(&self, hash: &ChunkHash) -> Result<u64, CheckpointError> {
         match self.refs.get(hash.as_bytes())? {
             None => Ok(0),

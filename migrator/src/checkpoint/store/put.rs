@@ -12,7 +12,10 @@ use std::collections::HashSet;
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
-use super::{CheckpointStore, checkpoint_key, decode_refcount};
+use super::{
+    CheckpointStore, checkpoint_key,
+    staged::{acquire, read_set, release},
+};
 use crate::checkpoint::{
     CHECKPOINT_FORMAT_VERSION, CheckpointError, CheckpointManifest, ChunkHash, Fingerprints,
     chunking::{MemoryScan, chunk_count, hash_chunk, scan_memory},
@@ -65,6 +68,25 @@ impl PutStats {
 enum CommitAbort {
     Missing(Vec<ChunkHash>),
     Failed(CheckpointError),
+}
+
+impl CommitAbort {
+    /// The error a caller sees: the first missing chunk, or the failure.
+    fn into_error(self, manifest: &CheckpointManifest) -> CheckpointError {
+        match self {
+            CommitAbort::Failed(error) => error,
+            CommitAbort::Missing(missing) => match missing.first() {
+                Some(&hash) => CheckpointError::ChunkMissing { hash },
+                None => CheckpointError::corrupt(describe(manifest), "a chunk is missing"),
+            },
+        }
+    }
+}
+
+impl From<CheckpointError> for CommitAbort {
+    fn from(error: CheckpointError) -> Self {
+        CommitAbort::Failed(error)
+    }
 }
 
 impl From<sled::Error> for CommitAbort {
@@ -184,23 +206,41 @@ impl CheckpointStore {
     pub fn import_manifest_unflushed(&self, manifest: &CheckpointManifest) -> Result<(), CheckpointError> {
         validate_manifest(manifest)?;
         let framed = encode_manifest(manifest);
-        match self.commit(manifest, &framed) {
-            Ok(()) => {}
-            Err(CommitAbort::Failed(error)) => return Err(error),
-            Err(CommitAbort::Missing(missing)) => {
-                let Some(&hash) = missing.first() else {
-                    return Err(CheckpointError::corrupt(describe(manifest), "a chunk is missing"));
-                };
-                return Err(CheckpointError::ChunkMissing { hash });
-            }
-        }
+        self.commit(manifest, &framed)
+            .map_err(|abort| abort.into_error(manifest))?;
         tracing::debug!(checkpoint = %describe(manifest), "checkpoint imported");
+        Ok(())
+    }
+
+    /// Stores a manifest that a move sealed, taking over the references of
+    /// the staged set `staged` (see [`CheckpointStore::stage`]): counts
+    /// change only for chunks the manifest names and the set did not (+1)
+    /// or the set named and the manifest does not (−1), and the set is
+    /// gone afterwards. Without a staged set under that name it is
+    /// [`CheckpointStore::import_manifest_unflushed`]. Not flushed.
+    pub fn import_manifest_staged(&self, manifest: &CheckpointManifest, staged: &str) -> Result<(), CheckpointError> {
+        validate_manifest(manifest)?;
+        let framed = encode_manifest(manifest);
+        self.commit_from(manifest, &framed, Some(staged))
+            .map_err(|abort| abort.into_error(manifest))?;
+        tracing::debug!(checkpoint = %describe(manifest), staged, "checkpoint imported from a staged set");
         Ok(())
     }
 
     /// In one transaction: checks every chunk the manifest names is stored,
     /// increments their reference counts and inserts the manifest.
     fn commit(&self, manifest: &CheckpointManifest, framed: &[u8]) -> Result<(), CommitAbort> {
+        self.commit_from(manifest, framed, None)
+    }
+
+    /// [`CheckpointStore::commit`], taking over the references the staged
+    /// set `staged` holds (and dropping the set) when there is one.
+    fn commit_from(
+        &self,
+        manifest: &CheckpointManifest,
+        framed: &[u8],
+        staged: Option<&str>,
+    ) -> Result<(), CommitAbort> {
         let Some(spec) = &manifest.spec else {
             return Err(CommitAbort::Failed(CheckpointError::InvalidCheckpoint {
                 reason: "spec is missing".to_owned(),
@@ -208,7 +248,8 @@ impl CheckpointStore {
         };
         let key = checkpoint_key(&spec.name, manifest.sequence);
         let hashes = distinct_chunks(manifest);
-        let result = (&self.refs, &self.chunks, &self.checkpoints).transaction(|(refs, chunks, checkpoints)| {
+        let trees = (&self.refs, &self.chunks, &self.checkpoints, &self.staged);
+        let result = trees.transaction(|(refs, chunks, checkpoints, staged_tree)| {
             if let Some(existing) = checkpoints.get(&key)? {
                 if existing.as_ref() == framed {
                     return Ok(());
@@ -220,23 +261,25 @@ impl CheckpointStore {
                     },
                 )));
             }
+            let held = match staged {
+                Some(name) => read_set::<CommitAbort>(staged_tree, name.as_bytes())?,
+                None => HashSet::new(),
+            };
             let mut missing = Vec::new();
-            let mut counts = Vec::with_capacity(hashes.len());
-            for hash in &hashes {
-                match refs.get(hash.as_bytes())? {
-                    Some(value) => match decode_refcount(hash, &value) {
-                        Ok(count) => counts.push((hash, count.saturating_add(1))),
-                        Err(error) => return Err(ConflictableTransactionError::Abort(CommitAbort::Failed(error))),
-                    },
-                    None if chunks.get(hash.as_bytes())?.is_some() => counts.push((hash, 1)),
-                    None => missing.push(*hash),
+            for hash in hashes.iter().filter(|hash| !held.contains(*hash)) {
+                if !acquire::<CommitAbort>(refs, chunks, hash)? {
+                    missing.push(*hash);
                 }
             }
             if !missing.is_empty() {
                 return Err(ConflictableTransactionError::Abort(CommitAbort::Missing(missing)));
             }
-            for (hash, count) in counts {
-                refs.insert(hash.as_bytes(), &count.to_be_bytes())?;
+            if let Some(name) = staged {
+                let named: HashSet<&ChunkHash> = hashes.iter().collect();
+                for hash in held.iter().filter(|hash| !named.contains(hash)) {
+                    release::<CommitAbort>(refs, chunks, hash)?;
+                }
+                staged_tree.remove(name.as_bytes())?;
             }
             checkpoints.insert(key.as_slice(), framed)?;
             Ok(())

@@ -1,6 +1,7 @@
 //! Tests of the checkpoint store and codec against a temporary sled database.
 
 mod robustness;
+mod staged;
 mod store;
 mod verification;
 

@@ -1,0 +1,323 @@
+//! A warm instance: a function arriving by a move is instantiated on its
+//! own thread while the pre-copy streams, and the arriving memory is written
+//! into it as it comes. At the commit it only takes the snapshot's execution
+//! state (globals, the saved stack, host state) and rewinds, instead of
+//! instantiating and copying the whole memory inside the downtime.
+//!
+//! The thread that instantiates the instance is the one that runs it
+//! (Wasmer's `Store` stays on its thread). Writes are fire-and-forget; if one
+//! fails, or the memory does not match the snapshot at the start, the
+//! thread starts a fresh instance from the snapshot's whole memory instead,
+//! so a warm instance is never less correct than a cold start.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+
+use super::control::FunctionControl;
+use super::guest::HostServices;
+use super::instance::{LaunchSpec, LiveInstance, Outcome, RunEnd};
+use super::rewind::GuestModule;
+use super::snapshot::Snapshot;
+
+enum Command {
+    /// Grow the memory to this many bytes.
+    Grow(u64),
+    /// Write bytes at an offset.
+    Write(u64, Vec<u8>),
+    /// Run from the snapshot; its memory is what was written.
+    Start(Arc<Snapshot>),
+}
+
+/// An instance being filled on its own thread until it is started or
+/// dropped (dropping it ends the thread and frees the instance).
+pub struct WarmInstance {
+    commands: mpsc::Sender<Command>,
+    control: Arc<FunctionControl>,
+    thread: tokio::task::JoinHandle<RunEnd>,
+    /// Set when the start could not use the filled instance.
+    cold: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for WarmInstance {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("WarmInstance").finish_non_exhaustive()
+    }
+}
+
+impl WarmInstance {
+    /// Instantiates `module` on a new blocking thread of the current tokio
+    /// runtime, with a fresh control the run will keep.
+    pub fn spawn(
+        engine: wasmer::Engine,
+        module: GuestModule,
+        launch: LaunchSpec,
+        services: Arc<dyn HostServices>,
+        may_park: bool,
+    ) -> WarmInstance {
+        let (commands, received) = mpsc::channel();
+        let control = Arc::new(FunctionControl::default());
+        let run_control = Arc::clone(&control);
+        let cold = Arc::new(AtomicBool::new(false));
+        let run_cold = Arc::clone(&cold);
+        let thread = tokio::task::spawn_blocking(move || {
+            let warm = Warm {
+                engine,
+                module,
+                launch,
+                control: run_control,
+                services,
+                may_park,
+                cold: run_cold,
+            };
+            warm.run(received)
+        });
+        WarmInstance {
+            commands,
+            control,
+            thread,
+            cold,
+        }
+    }
+
+    /// Becomes true if the start could not use the filled instance and
+    /// started a fresh one from the snapshot instead.
+    pub fn started_cold(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.cold)
+    }
+
+    /// The control of the run this instance becomes.
+    pub fn control(&self) -> &Arc<FunctionControl> {
+        &self.control
+    }
+
+    /// Grows the instance's memory to `bytes`.
+    pub fn grow_to(&self, bytes: u64) {
+        let _ = self.commands.send(Command::Grow(bytes));
+    }
+
+    /// Writes `bytes` into the instance's memory at `offset`.
+    pub fn write(&self, offset: u64, bytes: Vec<u8>) {
+        let _ = self.commands.send(Command::Write(offset, bytes));
+    }
+
+    /// Runs the function from `snapshot` (whose memory is what was written,
+    /// or — if the writes failed — what a fresh instance gets) until it
+    /// ends, is suspended or parks.
+    pub fn start(self, snapshot: Arc<Snapshot>) -> tokio::task::JoinHandle<RunEnd> {
+        if self.commands.send(Command::Start(snapshot)).is_err() {
+            tracing::warn!("a warm instance's thread ended before its start");
+        }
+        self.thread
+    }
+}
+
+/// What the warm thread owns.
+struct Warm {
+    engine: wasmer::Engine,
+    module: GuestModule,
+    launch: LaunchSpec,
+    control: Arc<FunctionControl>,
+    services: Arc<dyn HostServices>,
+    may_park: bool,
+    cold: Arc<AtomicBool>,
+}
+
+impl Warm {
+    fn run(self, commands: mpsc::Receiver<Command>) -> RunEnd {
+        let mut live = self
+            .instantiate(None)
+            .and_then(|mut live| live.instantiate_rewind_module().map(|()| live));
+        let mut broken: Option<String> = live.as_ref().err().cloned();
+        let snapshot = loop {
+            let Ok(command) = commands.recv() else {
+                // Dropped without a start: the arrival was discarded.
+                return RunEnd::Finished(Outcome::Stopped);
+            };
+            let applied = match (&mut live, command) {
+                (_, Command::Start(snapshot)) => break snapshot,
+                (Err(_), _) => Ok(()),
+                (Ok(_), _) if broken.is_some() => Ok(()),
+                (Ok(_), Command::Grow(bytes)) if bytes > self.launch.memory_limit_bytes => Err(format!(
+                    "memory limit exceeded: {bytes} bytes, limit is {} bytes",
+                    self.launch.memory_limit_bytes
+                )),
+                (Ok(live), Command::Grow(bytes)) => live.grow_to(bytes),
+                (Ok(live), Command::Write(offset, bytes)) => live.write_memory(offset, &bytes),
+            };
+            if let Err(reason) = applied {
+                tracing::debug!(function = %self.launch.name, %reason, "warm instance unusable; the start will be cold");
+                broken = Some(reason);
+            }
+        };
+        let resumed = match live {
+            Ok(mut live) if broken.is_none() => live.resume_in_place(&snapshot, &self.launch).map(|()| live),
+            _ => Err(broken.unwrap_or_default()),
+        };
+        let mut live = match resumed {
+            Ok(live) => Ok(live),
+            Err(reason) => {
+                self.cold.store(true, Ordering::SeqCst);
+                tracing::info!(function = %self.launch.name, %reason, "starting cold instead of from the warm instance");
+                self.instantiate(Some(&snapshot))
+            }
+        };
+        self.control.mark_instantiated();
+        match &mut live {
+            Ok(live) => live.run_until_parked(),
+            Err(reason) => RunEnd::Finished(Outcome::Failed(reason.clone())),
+        }
+    }
+
+    fn instantiate(&self, snapshot: Option<&Snapshot>) -> Result<LiveInstance, String> {
+        LiveInstance::new(
+            &self.engine,
+            &self.module,
+            &self.launch,
+            Arc::clone(&self.control),
+            Arc::clone(&self.services),
+            snapshot,
+            self.may_park,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use ferry_proto::v1::LogStream;
+
+    use super::*;
+    use crate::runtime::testing::RecordingServices;
+    use crate::runtime::{CaptureKind, MemoryWanted, Runtime, run_to_completion, run_until_parked};
+
+    const HEAP_WALK: &[u8] = include_bytes!("../../../integration-tests/guests/heap_walk.wasm");
+    /// Long enough (≈ 1 s) to be paused part-way.
+    const ARGS: [&str; 2] = ["4", "200"];
+
+    fn launch() -> LaunchSpec {
+        LaunchSpec {
+            name: "walk".to_owned(),
+            args: ARGS.iter().map(|arg| (*arg).to_owned()).collect(),
+            environ: Vec::new(),
+            memory_limit_bytes: 256 << 20,
+            cpu_cap: None,
+            governor: None,
+        }
+    }
+
+    fn stdout(services: &RecordingServices) -> String {
+        let output = services.output.lock().unwrap();
+        let bytes: Vec<u8> = output
+            .iter()
+            .filter(|(stream, _)| *stream == LogStream::Stdout)
+            .flat_map(|(_, data)| data.iter().copied())
+            .collect();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    /// The module, its whole output run without a stop, and a snapshot
+    /// taken part-way with the output written before it.
+    async fn paused_heap_walk() -> (Arc<Runtime>, GuestModule, String, Arc<Snapshot>, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Runtime::new(crate::store::Store::open(dir.path()).unwrap());
+        let module = runtime.prepare(HEAP_WALK).unwrap().ready_to_rewind().unwrap().module;
+        let engine = runtime.engine().clone();
+
+        let whole = Arc::new(RecordingServices::default());
+        let (engine_for, module_for, services) = (engine.clone(), module.clone(), Arc::clone(&whole));
+        let outcome = tokio::task::spawn_blocking(move || {
+            run_to_completion(&engine_for, &module_for, &launch(), Arc::default(), services, None)
+        })
+        .await
+        .unwrap();
+        assert_eq!(outcome, Outcome::Exited(0));
+
+        let before = Arc::new(RecordingServices::default());
+        let control = Arc::new(FunctionControl::default());
+        let (engine_for, module_for, services, run_control) = (
+            engine.clone(),
+            module.clone(),
+            Arc::clone(&before),
+            Arc::clone(&control),
+        );
+        let run = tokio::task::spawn_blocking(move || {
+            run_until_parked(&engine_for, &module_for, &launch(), run_control, services, None, false)
+        });
+        control.instantiated().await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let capture = control.request_capture(CaptureKind::Stop, MemoryWanted::Whole);
+        let snapshot = tokio::time::timeout(Duration::from_secs(30), capture)
+            .await
+            .expect("the guest unwinds for the capture (it ended first?)")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(run.await.unwrap(), RunEnd::Finished(Outcome::Suspended)));
+        (runtime, module, stdout(&whole), snapshot, stdout(&before))
+    }
+
+    /// Starts a warm instance from `snapshot` after `fill` wrote into it;
+    /// returns how it ended and what it printed.
+    async fn warm_run(
+        runtime: &Runtime,
+        module: &GuestModule,
+        snapshot: &Arc<Snapshot>,
+        fill: impl FnOnce(&WarmInstance),
+    ) -> (RunEnd, String, bool) {
+        let services = Arc::new(RecordingServices::default());
+        let warm = WarmInstance::spawn(
+            runtime.engine().clone(),
+            module.clone(),
+            launch(),
+            Arc::clone(&services) as Arc<dyn HostServices>,
+            false,
+        );
+        fill(&warm);
+        let cold = warm.started_cold();
+        let end = warm.start(Arc::clone(snapshot)).await.unwrap();
+        (end, stdout(&services), cold.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_warm_instance_filled_chunk_by_chunk_continues_exactly_like_a_cold_restore() {
+        let (runtime, module, whole, snapshot, before) = paused_heap_walk().await;
+        let memory = snapshot.memory.whole().unwrap().to_vec();
+        assert!(memory.len() > 4 << 20, "the heap is in the snapshot");
+        let (end, after, cold) = warm_run(&runtime, &module, &snapshot, |warm| {
+            warm.grow_to(memory.len() as u64);
+            for (index, chunk) in memory.chunks(64 << 10).enumerate().rev() {
+                // In any order, as slots arrive; zero chunks need no write.
+                if chunk.iter().any(|byte| *byte != 0) {
+                    warm.write((index * (64 << 10)) as u64, chunk.to_vec());
+                }
+            }
+        })
+        .await;
+        assert!(matches!(end, RunEnd::Finished(Outcome::Exited(0))), "{end:?}");
+        assert!(!cold, "it ran in the instance it filled");
+        assert!(!before.is_empty() && !after.is_empty(), "paused part-way");
+        assert_eq!(format!("{before}{after}"), whole);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_warm_instance_whose_writes_failed_starts_cold_from_the_snapshot() {
+        let (runtime, module, whole, snapshot, before) = paused_heap_walk().await;
+        let bytes = snapshot.memory.memory_bytes();
+        type Fill = Box<dyn FnOnce(&WarmInstance)>;
+        let cases: [(&str, Fill); 3] = [
+            (
+                "a write past the end",
+                Box::new(move |warm| warm.write(bytes, vec![1; 16])),
+            ),
+            ("memory never grown", Box::new(|_| {})),
+            ("above the memory limit", Box::new(|warm| warm.grow_to(1 << 30))),
+        ];
+        for (case, fill) in cases {
+            let (end, after, cold) = warm_run(&runtime, &module, &snapshot, fill).await;
+            assert!(cold, "{case}: started from the snapshot instead");
+            assert!(matches!(end, RunEnd::Finished(Outcome::Exited(0))), "{case}: {end:?}");
+            assert_eq!(format!("{before}{after}"), whole, "{case}");
+        }
+    }
+}

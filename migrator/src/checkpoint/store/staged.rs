@@ -1,0 +1,155 @@
+//! Staged arrivals: the chunks a move has brought so far, referenced before
+//! the move seals, so that the checkpoint the seal imports costs one
+//! reference-count change per chunk of the *last* round, not per chunk of
+//! the memory.
+//!
+//! A staged set (`checkpoint_staged`: name → the distinct hashes, 32 bytes
+//! each) holds one reference on each chunk it names, exactly like a stored
+//! manifest. [`CheckpointStore::stage`] replaces a set (counts change only
+//! for the difference), [`CheckpointStore::import_manifest_staged`] turns it
+//! into a checkpoint in one transaction, and [`CheckpointStore::unstage`]
+//! drops it (a transfer that ended without a seal). A hub drops every staged
+//! set at start-up: an arrival that was not sealed before a crash is gone.
+
+use std::collections::HashSet;
+
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+
+use super::{CheckpointStore, decode_refcount};
+use crate::checkpoint::{CheckpointError, ChunkHash};
+
+impl CheckpointStore {
+    /// Makes `hashes` (an image's slots; `None` for zeros) the staged set
+    /// `name`, changing reference counts only for chunks that enter or
+    /// leave it. Every chunk that enters must be stored already; if one is
+    /// not, nothing changes and the first missing hash is the error.
+    pub fn stage(&self, name: &str, hashes: &[Option<ChunkHash>]) -> Result<(), CheckpointError> {
+        let wanted = distinct(hashes.iter().flatten().copied());
+        let encoded = encode_set(&wanted);
+        let result = (&self.refs, &self.chunks, &self.staged).transaction(|(refs, chunks, staged)| {
+            let held = read_set(staged, name.as_bytes())?;
+            for hash in wanted.iter().filter(|hash| !held.contains(*hash)) {
+                if !acquire(refs, chunks, hash)? {
+                    return Err(ConflictableTransactionError::Abort(CheckpointError::ChunkMissing {
+                        hash: *hash,
+                    }));
+                }
+            }
+            for hash in held.iter().filter(|hash| !wanted.contains(*hash)) {
+                release(refs, chunks, hash)?;
+            }
+            staged.insert(name.as_bytes(), encoded.as_slice())?;
+            Ok(())
+        });
+        result.map_err(flatten)
+    }
+
+    /// Drops the staged set `name` and the chunks only it named; nothing
+    /// if there is no such set.
+    pub fn unstage(&self, name: &str) -> Result<(), CheckpointError> {
+        let result = (&self.refs, &self.chunks, &self.staged).transaction(|(refs, chunks, staged)| {
+            let held = read_set(staged, name.as_bytes())?;
+            for hash in &held {
+                release(refs, chunks, hash)?;
+            }
+            staged.remove(name.as_bytes())?;
+            Ok(())
+        });
+        result.map_err(flatten)
+    }
+
+    /// Drops every staged set (at start-up: no transfer is running), then
+    /// returns how many there were.
+    pub fn unstage_all(&self) -> Result<usize, CheckpointError> {
+        let names = self.staged.iter().keys().collect::<Result<Vec<_>, _>>()?;
+        for name in &names {
+            self.unstage(&String::from_utf8_lossy(name))?;
+        }
+        Ok(names.len())
+    }
+
+    /// The names of the staged sets.
+    pub fn staged_sets(&self) -> Result<Vec<String>, CheckpointError> {
+        self.staged
+            .iter()
+            .keys()
+            .map(|name| Ok(String::from_utf8_lossy(&name?).into_owned()))
+            .collect()
+    }
+}
+
+/// The distinct hashes of `hashes`, in first-seen order.
+pub(super) fn distinct(hashes: impl IntoIterator<Item = ChunkHash>) -> Vec<ChunkHash> {
+    let mut seen = HashSet::new();
+    hashes.into_iter().filter(|hash| seen.insert(*hash)).collect()
+}
+
+fn encode_set(hashes: &[ChunkHash]) -> Vec<u8> {
+    hashes.iter().flat_map(|hash| hash.0).collect()
+}
+
+/// The staged set under `name` (empty if there is none).
+pub(super) fn read_set<E: From<CheckpointError>>(
+    staged: &TransactionalTree,
+    name: &[u8],
+) -> Result<HashSet<ChunkHash>, ConflictableTransactionError<E>> {
+    let Some(value) = staged.get(name)? else {
+        return Ok(HashSet::new());
+    };
+    if value.len() % 32 != 0 {
+        let what = format!("staged set {}", String::from_utf8_lossy(name));
+        return Err(ConflictableTransactionError::Abort(E::from(CheckpointError::corrupt(
+            what,
+            format!("{} bytes, not a multiple of 32", value.len()),
+        ))));
+    }
+    Ok(value
+        .chunks_exact(32)
+        .filter_map(|bytes| <[u8; 32]>::try_from(bytes).ok().map(ChunkHash))
+        .collect())
+}
+
+/// Inside a transaction: one more reference to `hash`. False if the chunk
+/// is not stored (and then nothing changed).
+pub(super) fn acquire<E: From<CheckpointError>>(
+    refs: &TransactionalTree,
+    chunks: &TransactionalTree,
+    hash: &ChunkHash,
+) -> Result<bool, ConflictableTransactionError<E>> {
+    let count = match refs.get(hash.as_bytes())? {
+        Some(value) => decode_refcount(hash, &value)
+            .map_err(|error| ConflictableTransactionError::Abort(E::from(error)))?
+            .saturating_add(1),
+        None if chunks.get(hash.as_bytes())?.is_some() => 1,
+        None => return Ok(false),
+    };
+    refs.insert(hash.as_bytes(), &count.to_be_bytes())?;
+    Ok(true)
+}
+
+/// Inside a transaction: one reference fewer to `hash`; the chunk is
+/// deleted when none is left. Returns the stored bytes freed, if it was.
+pub(super) fn release<E: From<CheckpointError>>(
+    refs: &TransactionalTree,
+    chunks: &TransactionalTree,
+    hash: &ChunkHash,
+) -> Result<Option<u64>, ConflictableTransactionError<E>> {
+    let Some(value) = refs.get(hash.as_bytes())? else {
+        return Ok(None);
+    };
+    let count = decode_refcount(hash, &value).map_err(|error| ConflictableTransactionError::Abort(E::from(error)))?;
+    if count > 1 {
+        refs.insert(hash.as_bytes(), &(count - 1).to_be_bytes())?;
+        return Ok(None);
+    }
+    refs.remove(hash.as_bytes())?;
+    Ok(chunks.remove(hash.as_bytes())?.map(|bytes| bytes.len() as u64))
+}
+
+fn flatten(error: TransactionError<CheckpointError>) -> CheckpointError {
+    match error {
+        TransactionError::Abort(error) => error,
+        TransactionError::Storage(error) => CheckpointError::Sled(error),
+    }
+}
