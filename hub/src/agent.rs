@@ -137,6 +137,8 @@ impl ShutdownSignals {
 /// How long the server waits for clients to close their connections at
 /// shutdown before it closes them itself.
 const CONNECTION_DRAIN: Duration = Duration::from_secs(3);
+/// How long the shutdown waits for the last log entries to be written.
+const LOGS_CLOSE: Duration = Duration::from_secs(5);
 
 /// A hub serving in this process.
 pub struct RunningHub {
@@ -179,7 +181,13 @@ impl RunningHub {
         }
         self.supervisor.shutdown().await;
         self.log_flusher.stop();
-        self.logs.close_all();
+        // On a full disk the database can block forever: never wait for it
+        // on the runtime's threads, nor longer than the other shutdown steps.
+        let logs = Arc::clone(&self.logs);
+        let closed = tokio::time::timeout(LOGS_CLOSE, tokio::task::spawn_blocking(move || logs.close_all())).await;
+        if closed.is_err() {
+            tracing::error!("writing the last log entries timed out at shutdown; the store does not answer");
+        }
         // A server that already ended has dropped the receiver; nothing to stop then.
         let _ = self.stop_serving.send(());
         let mut served = self.served;

@@ -157,6 +157,13 @@ impl Arrival {
         self.after_end(&ended).await;
     }
 
+    fn move_id(&self) -> String {
+        self.receiver
+            .offer()
+            .map(|offer| offer.move_id.clone())
+            .unwrap_or_default()
+    }
+
     fn name(&self) -> String {
         self.receiver
             .offer()
@@ -342,9 +349,9 @@ impl Arrival {
         }
         if self.early_logs_import.is_none() && !self.early_logs.is_empty() {
             let supervisor = self.supervisor.clone();
-            let (name, entries) = (self.name(), self.early_logs.clone());
+            let (name, move_id, entries) = (self.name(), self.move_id(), self.early_logs.clone());
             self.early_logs_import = Some(EarlyLogs::Storing(tokio::task::spawn_blocking(move || {
-                supervisor.import_arrival_logs(&name, &entries)
+                supervisor.import_arrival_logs(&name, &move_id, &entries)
             })));
         }
         if plan.number == 1 {
@@ -517,7 +524,10 @@ impl Arrival {
     /// ahead, or all of it (put together in `whole`) when that failed.
     fn arrival_logs<'a>(&'a self, whole: &'a mut Vec<LogEntry>) -> ArrivalLogs<'a> {
         match self.early_logs_import {
-            Some(EarlyLogs::Stored) => ArrivalLogs::Rest(&self.logs),
+            Some(EarlyLogs::Stored) => ArrivalLogs::Rest {
+                move_id: self.receiver.offer().map_or("", |offer| offer.move_id.as_str()),
+                entries: &self.logs,
+            },
             _ if self.early_logs.is_empty() => ArrivalLogs::Whole(&self.logs),
             _ => {
                 whole.extend_from_slice(&self.early_logs);
@@ -546,7 +556,7 @@ impl Arrival {
                     tracing::error!(function = %name, error = %ferry_proto::error_chain(&error), "could not discard an arrival");
                 }
                 if self.early_logs_import.is_some() && !self.installed {
-                    self.supervisor.drop_arrival_logs(&name);
+                    self.supervisor.drop_arrival_logs(&name, &self.move_id());
                 }
                 if let Some(staged) = &self.staged
                     && let Err(error) = self.supervisor.checkpoint_store().unstage(staged)

@@ -22,8 +22,9 @@ use crate::runtime::{MemoryWanted, Snapshot, WarmInstance};
 pub enum ArrivalLogs<'a> {
     /// All of it: replaces whatever this hub kept under the name.
     Whole(&'a [LogEntry]),
-    /// What follows the part stored with [`Supervisor::import_arrival_logs`].
-    Rest(&'a [LogEntry]),
+    /// What follows the part the move `move_id` stored with
+    /// [`Supervisor::import_arrival_logs`].
+    Rest { move_id: &'a str, entries: &'a [LogEntry] },
 }
 
 /// What a source offers of a function it runs.
@@ -165,9 +166,29 @@ impl Supervisor {
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
             let _serialized = inner.persist_lock.lock().await;
-            let _ = tokio::task::spawn_blocking(move || supervisor.drop_local_state(&owned)).await;
+            let _ = tokio::task::spawn_blocking(move || supervisor.drop_state_left_behind(&owned, epoch)).await;
         });
         Ok(())
+    }
+
+    /// [`Supervisor::drop_local_state`] for a function that moved away under
+    /// `epoch`, unless it is coming back meanwhile: then what is here is
+    /// the arrival's (its early log history, soon its checkpoint). Holds
+    /// the early-log lock so that an arrival cannot store its history
+    /// between the check and the drop.
+    fn drop_state_left_behind(&self, name: &str, epoch: u64) {
+        let owners = self.lock_early_logs();
+        let still_away = {
+            let slots = self.inner.lock_slots();
+            slots
+                .get(name)
+                .is_some_and(|slot| slot.phase == Phase::Moved && slot.record.epoch == epoch)
+        };
+        if !still_away || owners.contains_key(name) {
+            tracing::debug!(function = %name, "the function is coming back; its state here is kept");
+            return;
+        }
+        self.drop_local_state(name);
     }
 
     /// An instance of the module of `spec`, made on its own thread, for an
@@ -203,25 +224,51 @@ impl Supervisor {
         Ok(self.inner.logs.history_from(name, from_seq)?)
     }
 
-    /// Stores the log history an arriving function brought before its
+    /// Stores the log history that the move `move_id` brought before its
     /// rounds, replacing whatever this hub kept under the name (stale: the
     /// function does not run here), so that the seal only adds the rest.
-    pub fn import_arrival_logs(&self, name: &str, entries: &[LogEntry]) -> Result<(), HubError> {
+    pub fn import_arrival_logs(&self, name: &str, move_id: &str, entries: &[LogEntry]) -> Result<(), HubError> {
         crate::error::validate_function_name(name)?;
-        Ok(self.inner.logs.import(name, entries)?)
+        let mut owners = self.lock_early_logs();
+        if self.runs_here(name) {
+            return Err(HubError::Internal(format!(
+                "function {name:?} lives on this hub; its log is not replaced"
+            )));
+        }
+        self.inner.logs.import(name, entries)?;
+        owners.insert(name.to_owned(), move_id.to_owned());
+        Ok(())
     }
 
-    /// Drops the logs [`Supervisor::import_arrival_logs`] stored for an
-    /// arrival that was then discarded, unless a function of that name
-    /// lives here meanwhile.
-    pub fn drop_arrival_logs(&self, name: &str) {
-        let claimed = {
-            let slots = self.inner.lock_slots();
-            slots.get(name).is_some_and(|slot| slot.phase != Phase::Moved)
-        };
-        if !claimed && let Err(error) = self.inner.logs.remove(name) {
+    /// Drops the logs that the move `move_id` stored with
+    /// [`Supervisor::import_arrival_logs`] for an arrival that was then
+    /// discarded; nothing if another arrival has replaced them since or a
+    /// function of that name lives here meanwhile.
+    pub fn drop_arrival_logs(&self, name: &str, move_id: &str) {
+        let mut owners = self.lock_early_logs();
+        if owners.get(name).map(String::as_str) != Some(move_id) {
+            return;
+        }
+        owners.remove(name);
+        if !self.runs_here(name)
+            && let Err(error) = self.inner.logs.remove(name)
+        {
             tracing::warn!(function = %name, %error, "could not drop the logs of a discarded arrival");
         }
+    }
+
+    /// Whether a function of that name lives here (not only a forward
+    /// pointer).
+    fn runs_here(&self, name: &str) -> bool {
+        let slots = self.inner.lock_slots();
+        slots.get(name).is_some_and(|slot| slot.phase != Phase::Moved)
+    }
+
+    fn lock_early_logs(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, String>> {
+        self.inner
+            .early_logs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Where a function that moved away runs now.
@@ -319,10 +366,27 @@ impl Supervisor {
     ) -> Result<(), HubError> {
         let name = spec.name.clone();
         let source_hub_id = source.source_hub_id.clone();
-        match logs {
-            ArrivalLogs::Whole(entries) => self.inner.logs.import(&name, entries)?,
-            ArrivalLogs::Rest(entries) => self.inner.logs.import_more(&name, entries)?,
+        {
+            let mut owners = self.lock_early_logs();
+            match logs {
+                ArrivalLogs::Whole(entries) => self.inner.logs.import(&name, entries)?,
+                ArrivalLogs::Rest { move_id, entries } => {
+                    if owners.get(&name).map(String::as_str) != Some(move_id) {
+                        return Err(HubError::Internal(format!(
+                            "the early log history of function {name:?} was replaced by another arrival"
+                        )));
+                    }
+                    self.inner.logs.import_more(&name, entries)?;
+                }
+            }
+            owners.remove(&name);
         }
+        // A base left from an earlier stay here describes another run.
+        self.inner
+            .incremental
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(&name);
         let mut record = FunctionRecord {
             format_version: RECORD_FORMAT_VERSION,
             spec: Some(spec),

@@ -113,6 +113,11 @@ struct Inner {
     checkpoints: CheckpointStore,
     /// Previous checkpoint per function, for incremental checkpoints.
     incremental: Mutex<HashMap<String, checkpoints::IncrementalBase>>,
+    /// Which move stored the early log history of an arrival under each
+    /// name (`Supervisor::import_arrival_logs`): only that move may add
+    /// the rest or drop it, so that a late, discarded transfer never takes
+    /// away the history of the next arrival of the same function.
+    early_logs: Mutex<HashMap<String, String>>,
     /// Checkpoints are written one at a time.
     persist_lock: tokio::sync::Mutex<()>,
     /// Records are written one at a time, each the latest (`Inner::save`).
@@ -162,6 +167,7 @@ impl Supervisor {
                 store,
                 checkpoints,
                 incremental: Mutex::new(HashMap::new()),
+                early_logs: Mutex::new(HashMap::new()),
                 persist_lock: tokio::sync::Mutex::new(()),
                 record_writer: Mutex::new(()),
                 runtime,
