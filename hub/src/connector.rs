@@ -30,7 +30,8 @@ pub enum Purpose {
 
 const CONTROL_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
-const TRANSFER_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Three SYNs (at 0, 1 and 3 s): a lossy link still connects.
+pub const TRANSFER_CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
 const TRANSFER_STREAM_WINDOW: u32 = 8 << 20;
 const TRANSFER_CONNECTION_WINDOW: u32 = 16 << 20;
 
@@ -102,6 +103,13 @@ impl PeerConnector {
         let channel = self.endpoint(address, purpose)?.connect_lazy();
         channels.insert(key, channel.clone());
         Ok(channel)
+    }
+
+    /// Drops the shared channel to `address` for `purpose`: the next caller
+    /// gets a new connection (a stalled one stays in TCP's backoff).
+    pub fn forget(&self, address: &str, purpose: Purpose) {
+        let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        channels.remove(&(address.to_owned(), purpose));
     }
 
     /// A channel connected now: fails at once, with the reason, if the hub

@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use ferry_migrator::checkpoint::ChunkHash;
 use ferry_migrator::transfer::{Disposition, Receiver, ReceiverStep, RoundPlan, TransferError};
-use ferry_proto::internal::v1::{CheckpointManifest, DestinationFrame, Offer, PendingHandoff, SourceFrame};
+use ferry_proto::internal::v1::{
+    CheckpointManifest, DestinationFrame, Offer, PendingHandoff, Received, SourceFrame, destination_frame,
+};
 use ferry_proto::v1::LogEntry;
 use ferry_proto::{ErrorCode, ServiceError};
 use futures::Stream;
@@ -17,7 +19,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Status, Streaming};
 use tracing::Instrument;
 
-use super::{Admission, MigrationContext, PREPARING_HEARTBEAT, STALL_TIMEOUT, resolve};
+use super::watchdog::Watchdog;
+use super::{Admission, MigrationContext, PREPARING_HEARTBEAT, resolve};
 use crate::checkpoint_codec::snapshot_from_manifest;
 use crate::error::HubError;
 use crate::runtime::{PreparedModule, Snapshot, WarmInstance};
@@ -57,6 +60,7 @@ pub(super) fn receive(
             staged: None,
             staging: None,
             warm: None,
+            watchdog: Watchdog::default(),
         };
         arrival.run(inbound).await;
     };
@@ -96,6 +100,42 @@ struct Arrival {
     staging: Option<tokio::task::JoinHandle<()>>,
     /// The instance the function will run in, filled as the image is.
     warm: Option<WarmInstance>,
+    /// This side's stall limit: every frame received is progress.
+    watchdog: Watchdog,
+}
+
+/// How long a hub keeps the chunks of a transfer that failed, for a retry.
+const HOLD_FOR: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// The names of the staged sets that hold chunks of `name`'s failed
+/// transfers start with this (a transfer's own set has one space).
+fn held_prefix(name: &str) -> String {
+    format!("held {name} ")
+}
+
+/// What the destination tells the source of its progress (see the
+/// `Received` frame): the bytes read, at most once per [`REPORT_EVERY`].
+#[derive(Default)]
+struct ProgressReport {
+    bytes: u64,
+    last: Option<Instant>,
+}
+
+/// How often a destination reports the bytes it has read.
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl ProgressReport {
+    fn on_frame(&mut self, frame: &SourceFrame) -> Option<DestinationFrame> {
+        self.bytes += prost::Message::encoded_len(frame) as u64;
+        let now = Instant::now();
+        if self.last.is_some_and(|last| now.duration_since(last) < REPORT_EVERY) {
+            return None;
+        }
+        self.last = Some(now);
+        Some(DestinationFrame {
+            frame: Some(destination_frame::Frame::Received(Received { bytes: self.bytes })),
+        })
+    }
 }
 
 /// The early log history being stored, or how that ended.
@@ -121,13 +161,18 @@ impl Drop for Admitted {
 
 impl Arrival {
     async fn run(&mut self, mut inbound: Streaming<SourceFrame>) {
+        let mut report = ProgressReport::default();
         let ended = loop {
-            let frame = match tokio::time::timeout(STALL_TIMEOUT, inbound.message()).await {
+            let frame = match self.watchdog.guard(inbound.message()).await {
                 Ok(Ok(Some(frame))) => frame,
                 Ok(Ok(None)) => break "the source closed the stream".to_owned(),
                 Ok(Err(status)) => break format!("the stream failed: {}", status.message()),
-                Err(_) => break format!("the source sent nothing for {STALL_TIMEOUT:?}"),
+                Err(limit) => break format!("the source sent nothing for {limit:?}"),
             };
+            if let Some(received) = report.on_frame(&frame) {
+                // Never waits: a report that does not fit is replaced by the next.
+                let _ = self.outbound.try_send(Ok(received));
+            }
             match self.on_frame(frame).await {
                 Ok(Some(answer)) => {
                     if self.outbound.send(Ok(answer)).await.is_err() {
@@ -485,6 +530,7 @@ impl Arrival {
             .map_err(|error| HubError::Internal(format!("import task failed: {error}")))?
             .map_err(HubError::Checkpoint)?;
         self.drop_late_staging();
+        self.end_holds(&name);
         let import_done = started.elapsed();
         let source_address = match (self.remote, offer.source_address.parse::<SocketAddr>()) {
             (Some(remote), Ok(advertised)) => SocketAddr::new(remote.ip(), advertised.port()).to_string(),
@@ -558,13 +604,7 @@ impl Arrival {
                 if self.early_logs_import.is_some() && !self.installed {
                     self.supervisor.drop_arrival_logs(&name, &self.move_id());
                 }
-                if let Some(staged) = &self.staged
-                    && let Err(error) = self.supervisor.checkpoint_store().unstage(staged)
-                {
-                    tracing::warn!(function = %name, %error, "could not drop the staged chunks of a discarded transfer");
-                }
-                let received = std::mem::take(&mut self.received);
-                self.drop_received(&received);
+                self.hold_what_arrived(&name);
             }
             Disposition::Resolve => {
                 tracing::warn!(function = %name, reason = %why, "transfer ended while prepared; resolving with the source");
@@ -585,6 +625,66 @@ impl Arrival {
                 }
             }
         }
+    }
+
+    /// Keeps what this discarded transfer brought (its staged set and every
+    /// chunk it received) for [`HOLD_FOR`], so that a retried move of the
+    /// function sends only what this hub still lacks; a later hold of the
+    /// same function replaces it, and its seal or a restart ends it.
+    fn hold_what_arrived(&mut self, name: &str) {
+        let store = self.supervisor.checkpoint_store().clone();
+        let received = std::mem::take(&mut self.received);
+        let staged = self.staged.take();
+        if name.is_empty() {
+            if let Some(staged) = staged
+                && let Err(error) = store.unstage(&staged)
+            {
+                tracing::warn!(%error, "could not drop the staged chunks of a discarded transfer");
+            }
+            self.drop_received(&received);
+            return;
+        }
+        let prefix = held_prefix(name);
+        let hold = format!("{prefix}{}", self.move_id());
+        let function = name.to_owned();
+        tokio::spawn(async move {
+            let holding = hold.clone();
+            let held = tokio::task::spawn_blocking(move || {
+                let held = store.hold(staged.as_deref(), &holding, &received)?;
+                // After the new hold, so that chunks both name stay stored.
+                store.unstage_prefixed(&prefix, Some(&holding))?;
+                Ok::<_, ferry_migrator::checkpoint::CheckpointError>((store, held))
+            })
+            .await;
+            let store = match held {
+                Ok(Ok((store, chunks))) => {
+                    tracing::info!(function = %function, chunks, "keeping the chunks of a discarded transfer for a retry");
+                    store
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(function = %function, %error, "could not keep the chunks of a discarded transfer");
+                    return;
+                }
+                Err(_) => return,
+            };
+            tokio::time::sleep(HOLD_FOR).await;
+            let dropped = tokio::task::spawn_blocking(move || store.unstage(&hold)).await;
+            if let Ok(Err(error)) = dropped {
+                tracing::warn!(function = %function, %error, "could not drop the kept chunks of a discarded transfer");
+            }
+        });
+    }
+
+    /// Ends, in the background, every hold of this function's chunks: the
+    /// sealed checkpoint names what it needs of them.
+    fn end_holds(&self, name: &str) {
+        let store = self.supervisor.checkpoint_store().clone();
+        let prefix = held_prefix(name);
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = store.unstage_prefixed(&prefix, None) {
+                tracing::warn!(%error, "could not drop the kept chunks of an earlier transfer");
+            }
+        });
     }
 
     /// Drops, in the background, chunks this transfer stored that

@@ -9,6 +9,7 @@
 mod destination;
 mod resolve;
 mod source;
+mod watchdog;
 
 pub use resolve::spawn_resolver;
 pub use resolve::spawn_resolvers;
@@ -32,9 +33,12 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::connector::PeerConnector;
 use crate::supervisor::Supervisor;
 
-/// A transfer in which the other hub says nothing for this long is dead
-/// (a cut link stalls TCP rather than resetting it).
+/// A transfer in which nothing moves for this long is dead (a cut link
+/// stalls TCP rather than resetting it), unless its own history shows a
+/// lossy link that recovers from longer stalls (see [`watchdog`]).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest stall any transfer waits out: TCP's longest backoff.
+pub const STALL_MAX: Duration = Duration::from_secs(120);
 
 /// How often a destination preparing a module says so (well inside
 /// [`STALL_TIMEOUT`]).

@@ -19,10 +19,15 @@ use ferry_proto::{ErrorCode, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
+
+/// What the destination says, as the reader task hands it on.
+type Answers = mpsc::UnboundedReceiver<Result<DestinationFrame, tonic::Status>>;
 use tracing::Instrument;
 
+use super::watchdog::Watchdog;
 use super::{DECISION_TIMEOUT, MigrationContext, STALL_TIMEOUT, migration_client};
 use crate::checkpoint_codec::manifest_template;
+use crate::connector::{Purpose, TRANSFER_CONNECT_TIMEOUT};
 use crate::error::HubError;
 use crate::logs::unix_ms_now;
 use crate::runtime::{MemoryChanges, MemoryWanted, Snapshot, SnapshotMemory};
@@ -53,11 +58,38 @@ pub async fn migrate(
     target: &Target,
     progress: mpsc::Sender<MigrateProgress>,
 ) -> Result<MigrateSummary, HubError> {
-    let move_id = new_move_id();
-    let span = tracing::info_span!("move", %move_id, function = %name, to = %target.hub_name);
-    migrate_as(supervisor, context, name, target, progress, move_id)
-        .instrument(span)
-        .await
+    let mut attempt = 1;
+    loop {
+        let move_id = new_move_id();
+        let span = tracing::info_span!("move", %move_id, function = %name, to = %target.hub_name);
+        let outcome = migrate_as(supervisor, context, name, target, progress.clone(), move_id)
+            .instrument(span)
+            .await;
+        match outcome {
+            Attempt::Done(result) => return result,
+            Attempt::LinkFailed(error) if attempt < MOVE_ATTEMPTS => {
+                tracing::info!(function = %name, to = %target.hub_name, attempt, error = %ferry_proto::error_chain(&error), "retrying the move over a fresh connection; the destination keeps what it received");
+                // A stalled connection stays in TCP's backoff: start anew.
+                context.connector.forget(&target.address.to_string(), Purpose::Transfer);
+                tokio::time::sleep(RETRY_PAUSE).await;
+                attempt += 1;
+            }
+            Attempt::LinkFailed(error) => return Err(error),
+        }
+    }
+}
+
+/// How many times a move is tried when the link fails under it.
+const MOVE_ATTEMPTS: u32 = 3;
+/// The pause before a move is tried again.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// How one attempt at a move ended.
+enum Attempt {
+    /// Moved, or failed for a reason another attempt would meet again.
+    Done(Result<MigrateSummary, HubError>),
+    /// The link stalled or broke; the function continues here.
+    LinkFailed(HubError),
 }
 
 /// A fresh move id: 64 random bits in hex.
@@ -81,8 +113,11 @@ async fn migrate_as(
     target: &Target,
     progress: mpsc::Sender<MigrateProgress>,
     move_id: String,
-) -> Result<MigrateSummary, HubError> {
-    let (candidate, _moving) = supervisor.begin_move(name)?;
+) -> Attempt {
+    let (candidate, _moving) = match supervisor.begin_move(name) {
+        Ok(begun) => begun,
+        Err(error) => return Attempt::Done(Err(error)),
+    };
     let started = Instant::now();
     let mut sender = Sender::new(DEFAULT_CHUNK_SIZE, context.policy);
     let mut run = MoveRun {
@@ -99,25 +134,34 @@ async fn migrate_as(
         final_round: Duration::ZERO,
         prepare: Duration::ZERO,
         last_early_log: None,
+        watchdog: Watchdog::default(),
     };
     let result = run.transfer(context, &mut sender).await;
     supervisor.forget_dirty_set(name, &run.dirty_set());
     let stats = sender.stats();
     match result {
-        Ok(start_micros) => Ok(run.summary(&sender, started, start_micros, true)),
+        Ok(start_micros) => Attempt::Done(Ok(run.summary(&sender, started, start_micros, true))),
         Err(error) if sender.owner_after_failure() == Owner::Destination => {
             tracing::warn!(function = %name, to = %target.hub_name, error = %error, "moved, but the destination did not confirm the start; it starts the function when it resolves the handoff");
-            Ok(run.summary(&sender, started, 0, false))
+            Attempt::Done(Ok(run.summary(&sender, started, 0, false)))
         }
         Err(error) => {
             tracing::warn!(function = %name, to = %target.hub_name, rounds = stats.rounds, error = %error, "move failed; the function continues here");
-            supervisor.continue_after_failed_move(name, run.paused.take()).await?;
-            Err(HubError::MoveFailed {
+            if let Err(error) = supervisor.continue_after_failed_move(name, run.paused.take()).await {
+                return Attempt::Done(Err(error));
+            }
+            let link_failed = matches!(error, TransferError::Truncated { .. });
+            let failed = HubError::MoveFailed {
                 name: name.to_owned(),
                 hub: target.hub_name.clone(),
                 source_hub: supervisor.identity().name.clone(),
                 error: Box::new(error),
-            })
+            };
+            if link_failed {
+                Attempt::LinkFailed(failed)
+            } else {
+                Attempt::Done(Err(failed))
+            }
         }
     }
 }
@@ -139,6 +183,8 @@ struct MoveRun<'a> {
     /// The last log entry sent before the rounds: the last round sends
     /// only what follows it.
     last_early_log: Option<LogEntry>,
+    /// This side's stall limit: every frame sent or heard is progress.
+    watchdog: Watchdog,
 }
 
 impl MoveRun<'_> {
@@ -163,20 +209,22 @@ impl MoveRun<'_> {
             move_id: self.move_id.clone(),
             automatic: self.target.automatic,
         };
-        send(&outbound, frame(source_frame::Frame::Offer(offer))).await?;
+        send(&self.watchdog, &outbound, frame(source_frame::Frame::Offer(offer))).await?;
         let mut client = migration_client(&context.connector, &self.target.address.to_string())?;
-        let opened = tokio::time::timeout(STALL_TIMEOUT, client.transfer(ReceiverStream::new(frames)))
+        // Connecting (with its own limit) and the answer to the offer.
+        let open_limit = TRANSFER_CONNECT_TIMEOUT + STALL_TIMEOUT;
+        let opened = tokio::time::timeout(open_limit, client.transfer(ReceiverStream::new(frames)))
             .await
             .map_err(|_| {
                 truncated(format!(
-                    "hub {} did not answer within {STALL_TIMEOUT:?}",
+                    "hub {} did not answer within {open_limit:?}",
                     self.target.hub_name
                 ))
             })?
             .map_err(status_error)?;
-        let mut inbound = opened.into_inner();
+        let (mut inbound, _reader) = read_answers(opened.into_inner(), self.watchdog.clone());
 
-        let accept = self.receive(sender, &mut inbound, STALL_TIMEOUT).await?;
+        let accept = self.receive(sender, &mut inbound, None).await?;
         let need_module = sender.on_accept(accept)?;
         if need_module {
             let module = self
@@ -185,7 +233,12 @@ impl MoveRun<'_> {
                 .module(&self.candidate.spec.module_hash)
                 .map_err(|error| truncated(format!("cannot read the module: {error}")))?;
             self.module_bytes = module.len() as u64;
-            send(&outbound, frame(source_frame::Frame::Module(ModuleData { module }))).await?;
+            send(
+                &self.watchdog,
+                &outbound,
+                frame(source_frame::Frame::Module(ModuleData { module })),
+            )
+            .await?;
         }
 
         // The history so far travels while the function still runs; the
@@ -199,7 +252,7 @@ impl MoveRun<'_> {
             return Err(abort(sender, &outbound, error));
         }
         let prepared_wait = Instant::now();
-        let prepared = self.receive(sender, &mut inbound, DECISION_TIMEOUT).await;
+        let prepared = self.receive(sender, &mut inbound, Some(DECISION_TIMEOUT)).await;
         if let Err(error) = prepared.and_then(|prepared| sender.on_prepared(prepared)) {
             return Err(abort(sender, &outbound, error));
         }
@@ -217,8 +270,8 @@ impl MoveRun<'_> {
         }
         // The destination owns the function now.
         self.paused = None;
-        send(&outbound, sender.move_recorded()).await?;
-        let started = self.receive(sender, &mut inbound, DECISION_TIMEOUT).await?;
+        send(&self.watchdog, &outbound, sender.move_recorded()).await?;
+        let started = self.receive(sender, &mut inbound, Some(DECISION_TIMEOUT)).await?;
         let start_micros = sender.on_started(started)?;
         tracing::info!(function = %self.name, to = %self.target.hub_name, epoch = new_epoch, "function moved");
         Ok(start_micros)
@@ -230,12 +283,15 @@ impl MoveRun<'_> {
     async fn receive(
         &mut self,
         sender: &mut Sender,
-        inbound: &mut Streaming<DestinationFrame>,
-        timeout: Duration,
+        inbound: &mut Answers,
+        decision: Option<Duration>,
     ) -> Result<DestinationFrame, TransferError> {
         loop {
-            match sender.hear(recv(inbound, timeout).await?)? {
+            match sender.hear(recv(&self.watchdog, inbound, decision).await?)? {
                 Heard::Answer(frame) => return Ok(frame),
+                Heard::Received { bytes } => {
+                    tracing::trace!(function = %self.name, bytes, "destination progress");
+                }
                 Heard::Preparing { elapsed_micros, done } => {
                     tracing::debug!(function = %self.name, elapsed_us = elapsed_micros, done, "destination preparing the module");
                     self.report(migrate_progress::Event::ModulePreparingMicros(elapsed_micros));
@@ -249,7 +305,7 @@ impl MoveRun<'_> {
         &mut self,
         sender: &mut Sender,
         outbound: &mpsc::Sender<SourceFrame>,
-        inbound: &mut Streaming<ferry_proto::internal::v1::DestinationFrame>,
+        inbound: &mut Answers,
     ) -> Result<(), TransferError> {
         let wanted = MemoryWanted::Changes {
             set: self.dirty_set(),
@@ -279,8 +335,8 @@ impl MoveRun<'_> {
             let memory_bytes = snapshot.memory.memory_bytes();
             let planned = sender.plan_round(&hashes, memory_bytes, last);
             base = Some(hashes);
-            send(outbound, planned.frame).await?;
-            let need = self.receive(sender, inbound, STALL_TIMEOUT).await?;
+            send(&self.watchdog, outbound, planned.frame).await?;
+            let need = self.receive(sender, inbound, None).await?;
             let to_send = sender.on_need(need)?;
             let bytes_to_send: u64 = to_send.len() as u64 * u64::from(sender.chunk_size());
             let round_number = sender.stats().rounds;
@@ -308,7 +364,7 @@ impl MoveRun<'_> {
                     .iter()
                     .map(|hash| hash.map(|hash| hash.0.to_vec()).unwrap_or_default())
                     .collect();
-                send(outbound, sender.seal(manifest)?).await?;
+                send(&self.watchdog, outbound, sender.seal(manifest)?).await?;
                 self.final_round = round_started.elapsed();
                 return Ok(());
             }
@@ -356,7 +412,7 @@ impl MoveRun<'_> {
                 Some(source_frame::Frame::Chunk(data)) => data.encoded.len() as u64,
                 _ => 0,
             };
-            send(outbound, chunk).await?;
+            send(&self.watchdog, outbound, chunk).await?;
             sender.chunk_sent(uncompressed, encoded_len);
             since_report += uncompressed;
             round_sent += uncompressed;
@@ -405,7 +461,7 @@ impl MoveRun<'_> {
             let logs = LogBatch {
                 entries: batch.to_vec(),
             };
-            send(outbound, frame(source_frame::Frame::Logs(logs))).await?;
+            send(&self.watchdog, outbound, frame(source_frame::Frame::Logs(logs))).await?;
         }
         Ok(())
     }
@@ -505,20 +561,72 @@ fn truncated(reason: String) -> TransferError {
     TransferError::Truncated { reason }
 }
 
-async fn send(outbound: &mpsc::Sender<SourceFrame>, frame: SourceFrame) -> Result<(), TransferError> {
-    match tokio::time::timeout(STALL_TIMEOUT, outbound.send(frame)).await {
+async fn send(
+    watchdog: &Watchdog,
+    outbound: &mpsc::Sender<SourceFrame>,
+    frame: SourceFrame,
+) -> Result<(), TransferError> {
+    match watchdog.guard(outbound.send(frame)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(truncated("the destination closed the stream".to_owned())),
-        Err(_) => Err(truncated(format!("the destination took nothing for {STALL_TIMEOUT:?}"))),
+        Err(limit) => Err(truncated(format!("the destination took nothing for {limit:?}"))),
     }
 }
 
-async fn recv(inbound: &mut Streaming<DestinationFrame>, timeout: Duration) -> Result<DestinationFrame, TransferError> {
-    match tokio::time::timeout(timeout, inbound.message()).await {
-        Ok(Ok(Some(frame))) => Ok(frame),
-        Ok(Ok(None)) => Err(truncated("the destination closed the stream".to_owned())),
-        Ok(Err(status)) => Err(status_error(status)),
-        Err(_) => Err(truncated(format!("the destination said nothing for {timeout:?}"))),
+/// The next frame from the destination: within the stall limit, or, for a
+/// decision (the destination persisting or starting), within `decision`
+/// or the stall limit, whichever is longer.
+async fn recv(
+    watchdog: &Watchdog,
+    inbound: &mut Answers,
+    decision: Option<Duration>,
+) -> Result<DestinationFrame, TransferError> {
+    let heard = match decision {
+        None => watchdog.guard(inbound.recv()).await,
+        Some(decision) => {
+            let wait = decision.max(watchdog.limit());
+            tokio::time::timeout(wait, inbound.recv()).await.map_err(|_| wait)
+        }
+    };
+    match heard {
+        Ok(Some(Ok(frame))) => Ok(frame),
+        Ok(None) => Err(truncated("the destination closed the stream".to_owned())),
+        Ok(Some(Err(status))) => Err(status_error(status)),
+        Err(waited) => Err(truncated(format!("the destination said nothing for {waited:?}"))),
+    }
+}
+
+/// Reads the destination's frames on their own task, so that its progress
+/// reports reach the stall limit while this side is busy sending; the
+/// task ends with the stream or when the returned guard is dropped.
+fn read_answers(mut inbound: Streaming<DestinationFrame>, watchdog: Watchdog) -> (Answers, AbortOnDrop) {
+    let (answers, received) = mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        loop {
+            match inbound.message().await {
+                Ok(Some(frame)) => {
+                    watchdog.progressed();
+                    if answers.send(Ok(frame)).is_err() {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    let _ = answers.send(Err(status));
+                    break;
+                }
+            }
+        }
+    });
+    (received, AbortOnDrop(reader))
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -34,11 +34,13 @@
 
 mod receiver;
 mod sender;
+mod stall;
 #[cfg(test)]
 mod tests;
 
 pub use receiver::{Disposition, Receiver, ReceiverStep, RoundPlan};
 pub use sender::{Heard, NextStep, Owner, PlannedRound, Sender, SenderStats};
+pub use stall::StallLimit;
 
 use ferry_proto::{ErrorCode, ServiceError};
 use thiserror::Error;

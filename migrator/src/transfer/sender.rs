@@ -71,6 +71,10 @@ pub enum Heard {
         elapsed_micros: u64,
         done: bool,
     },
+    /// The destination has read this many bytes: progress, not an answer.
+    Received {
+        bytes: u64,
+    },
     Answer(DestinationFrame),
 }
 
@@ -154,6 +158,8 @@ impl Sender {
                     done: preparing.done,
                 })
             }
+            // Reports may trail the frames they count: any phase.
+            Some(destination_frame::Frame::Received(received)) => Ok(Heard::Received { bytes: received.bytes }),
             other => Ok(Heard::Answer(DestinationFrame { frame: other })),
         }
     }
@@ -388,6 +394,7 @@ fn unexpected(frame: &destination_frame::Frame, wanted: &str) -> TransferError {
         destination_frame::Frame::Started(_) => "started",
         destination_frame::Frame::Refuse(_) => "refuse",
         destination_frame::Frame::Preparing(_) => "preparing",
+        destination_frame::Frame::Received(_) => "received",
     };
     TransferError::protocol(format!("got {got}, wanted {wanted}"))
 }

@@ -532,3 +532,18 @@ fn a_seal_whose_manifest_differs_from_the_rounds_is_refused() {
     let error = destination.feed(seal).unwrap_err();
     assert!(error.to_string().contains("slot 1"), "{error}");
 }
+
+#[test]
+fn a_progress_report_is_heard_as_progress_in_any_phase_and_never_as_an_answer() {
+    use ferry_proto::internal::v1::{Received, destination_frame};
+    let mut sender = Sender::new(CHUNK, RoundPolicy::default());
+    let report = DestinationFrame {
+        frame: Some(destination_frame::Frame::Received(Received { bytes: 4096 })),
+    };
+    assert!(matches!(
+        sender.hear(report.clone()).unwrap(),
+        Heard::Received { bytes: 4096 }
+    ));
+    // Given where an answer is expected, it is not one.
+    assert!(sender.on_accept(report).is_err());
+}

@@ -69,6 +69,53 @@ impl CheckpointStore {
         Ok(names.len())
     }
 
+    /// Keeps what a transfer brought after it failed, for a retry to
+    /// start from: the staged set `from` (if any) and the stored chunks
+    /// among `extra` become the set `into`, and `from` is dropped. Returns
+    /// how many distinct chunks `into` holds.
+    pub fn hold(&self, from: Option<&str>, into: &str, extra: &[ChunkHash]) -> Result<usize, CheckpointError> {
+        let mut held: Vec<ChunkHash> = match from {
+            Some(from) => self
+                .staged
+                .get(from.as_bytes())?
+                .map(|value| {
+                    value
+                        .chunks_exact(32)
+                        .filter_map(|bytes| <[u8; 32]>::try_from(bytes).ok().map(ChunkHash))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            None => Vec::new(),
+        };
+        for hash in extra {
+            if self.contains_chunk(hash)? {
+                held.push(*hash);
+            }
+        }
+        let held = distinct(held);
+        let slots: Vec<Option<ChunkHash>> = held.iter().copied().map(Some).collect();
+        self.stage(into, &slots)?;
+        if let Some(from) = from {
+            self.unstage(from)?;
+        }
+        Ok(held.len())
+    }
+
+    /// Drops every staged set whose name starts with `prefix` except
+    /// `keep`; returns how many it dropped.
+    pub fn unstage_prefixed(&self, prefix: &str, keep: Option<&str>) -> Result<usize, CheckpointError> {
+        let names = self.staged_sets()?;
+        let mut dropped = 0;
+        for name in names
+            .iter()
+            .filter(|name| name.starts_with(prefix) && Some(name.as_str()) != keep)
+        {
+            self.unstage(name)?;
+            dropped += 1;
+        }
+        Ok(dropped)
+    }
+
     /// The names of the staged sets.
     pub fn staged_sets(&self) -> Result<Vec<String>, CheckpointError> {
         self.staged

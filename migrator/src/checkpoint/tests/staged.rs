@@ -193,3 +193,42 @@ fn unstaging_frees_exactly_what_only_the_staged_sets_named() {
     );
     assert_eq!(destination.load_memory(&kept).unwrap(), image[..64 * 1024]);
 }
+
+#[test]
+fn a_held_transfer_keeps_its_staged_and_received_chunks_until_the_hold_is_dropped() {
+    let (_source_db, source) = temp_store();
+    let (_destination_db, destination) = temp_store();
+    let image = memory(4, 651);
+    let (moving, _, _) = source.put(template("moving", 1), &image, None).unwrap();
+    send_chunks(&source, &destination, &moving);
+    let all = slots(&moving);
+    // Earlier rounds were staged; the rest arrived in the round that failed.
+    destination.stage("moving m1", &all[..8]).unwrap();
+    let received: Vec<ChunkHash> = all[8..].iter().flatten().copied().collect();
+    let missing = ChunkHash([7; 32]);
+    let mut extra = received.clone();
+    extra.push(missing);
+
+    let held = destination.hold(Some("moving m1"), "held moving m1", &extra).unwrap();
+    assert_eq!(
+        held,
+        distinct(&moving).len(),
+        "every stored chunk is held, the absent one is not"
+    );
+    assert_eq!(destination.staged_sets().unwrap(), vec!["held moving m1".to_owned()]);
+    // A sweep keeps them: a retry finds them all.
+    destination.collect_garbage().unwrap();
+    assert!(destination.missing_chunks(&moving).unwrap().is_empty());
+
+    // A later hold of the same function replaces the earlier one.
+    destination.hold(None, "held moving m2", &received).unwrap();
+    assert_eq!(
+        destination
+            .unstage_prefixed("held moving ", Some("held moving m2"))
+            .unwrap(),
+        1
+    );
+    assert_eq!(destination.staged_sets().unwrap(), vec!["held moving m2".to_owned()]);
+    assert_eq!(destination.unstage_prefixed("held moving ", None).unwrap(), 1);
+    assert_eq!(destination.stored_chunks(), 0, "nothing else named them");
+}
