@@ -247,14 +247,21 @@ async fn hostile_source(
     (sender, answers)
 }
 
+/// The destination's next answer; progress reports are skipped, as a
+/// source does.
 async fn answer(answers: &mut tonic::Streaming<DestinationFrame>) -> destination_frame::Frame {
-    tokio::time::timeout(PATIENCE, answers.message())
-        .await
-        .expect("an answer")
-        .expect("a frame, not a stream error")
-        .expect("a frame, not the end")
-        .frame
-        .expect("a non-empty frame")
+    loop {
+        let frame = tokio::time::timeout(PATIENCE, answers.message())
+            .await
+            .expect("an answer")
+            .expect("a frame, not a stream error")
+            .expect("a frame, not the end")
+            .frame
+            .expect("a non-empty frame");
+        if !matches!(frame, destination_frame::Frame::Received(_)) {
+            return frame;
+        }
+    }
 }
 
 fn round_of_one_chunk(hash: [u8; 32]) -> SourceFrame {

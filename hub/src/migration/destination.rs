@@ -114,11 +114,20 @@ fn held_prefix(name: &str) -> String {
 }
 
 /// What the destination tells the source of its progress (see the
-/// `Received` frame): the bytes read, at most once per [`REPORT_EVERY`].
-#[derive(Default)]
+/// `Received` frame): the bytes read, at most once per [`REPORT_EVERY`],
+/// the first one [`REPORT_EVERY`] after the transfer began.
 struct ProgressReport {
     bytes: u64,
-    last: Option<Instant>,
+    last: Instant,
+}
+
+impl Default for ProgressReport {
+    fn default() -> Self {
+        ProgressReport {
+            bytes: 0,
+            last: Instant::now(),
+        }
+    }
 }
 
 /// How often a destination reports the bytes it has read.
@@ -128,10 +137,10 @@ impl ProgressReport {
     fn on_frame(&mut self, frame: &SourceFrame) -> Option<DestinationFrame> {
         self.bytes += prost::Message::encoded_len(frame) as u64;
         let now = Instant::now();
-        if self.last.is_some_and(|last| now.duration_since(last) < REPORT_EVERY) {
+        if now.duration_since(self.last) < REPORT_EVERY {
             return None;
         }
-        self.last = Some(now);
+        self.last = now;
         Some(DestinationFrame {
             frame: Some(destination_frame::Frame::Received(Received { bytes: self.bytes })),
         })
