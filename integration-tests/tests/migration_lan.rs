@@ -191,9 +191,10 @@ async fn a_16_mib_move_across_a_link_losing_a_fifth_of_its_packets_completes_wit
     lossless(&lan, 1);
     let summary = summary.unwrap();
     eprintln!(
-        "16 MiB over a 20 % lossy link: {} KiB sent in {:?}, {} rounds, downtime {}",
+        "16 MiB over a 20 % lossy link: {} KiB sent in {:?}, {} attempt(s), {} rounds in the last, downtime {}",
         summary["bytes_sent"].as_u64().unwrap() / 1024,
         started.elapsed(),
+        summary["attempts"],
         summary["rounds"],
         ms(summary["downtime_micros"].as_u64().unwrap())
     );

@@ -87,6 +87,7 @@ fn print_summary(summary: &MigrateSummary, json: bool) {
                 "start_micros": summary.start_micros,
                 "start_confirmed": summary.start_confirmed,
                 "module_prepare_micros": summary.module_prepare_micros,
+                "attempts": summary.attempts,
             })
         );
         return;
@@ -121,6 +122,12 @@ fn print_summary(summary: &MigrateSummary, json: bool) {
         println!(
             "  the destination instrumented and compiled the module in {} (while the function ran here)",
             millis(summary.module_prepare_micros)
+        );
+    }
+    if summary.attempts > 1 {
+        println!(
+            "  the link failed under the move; it took {} attempts (each sent only what the destination lacked)",
+            summary.attempts
         );
     }
     if !summary.start_confirmed {

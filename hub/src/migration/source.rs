@@ -59,6 +59,8 @@ pub async fn migrate(
     progress: mpsc::Sender<MigrateProgress>,
 ) -> Result<MigrateSummary, HubError> {
     let mut attempt = 1;
+    // What earlier attempts sent: (chunk bytes, module bytes).
+    let mut sent_before = (0, 0);
     loop {
         let move_id = new_move_id();
         let span = tracing::info_span!("move", %move_id, function = %name, to = %target.hub_name);
@@ -66,15 +68,23 @@ pub async fn migrate(
             .instrument(span)
             .await;
         match outcome {
-            Attempt::Done(result) => return result,
-            Attempt::LinkFailed(error) if attempt < MOVE_ATTEMPTS => {
+            Attempt::Done(result) => {
+                return result.map(|mut summary| {
+                    summary.attempts = attempt;
+                    summary.bytes_sent += sent_before.0;
+                    summary.module_bytes_sent += sent_before.1;
+                    summary
+                });
+            }
+            Attempt::LinkFailed { error, sent } if attempt < MOVE_ATTEMPTS => {
+                sent_before = (sent_before.0 + sent.0, sent_before.1 + sent.1);
                 tracing::info!(function = %name, to = %target.hub_name, attempt, error = %ferry_proto::error_chain(&error), "retrying the move over a fresh connection; the destination keeps what it received");
                 // A stalled connection stays in TCP's backoff: start anew.
                 context.connector.forget(&target.address.to_string(), Purpose::Transfer);
                 tokio::time::sleep(RETRY_PAUSE).await;
                 attempt += 1;
             }
-            Attempt::LinkFailed(error) => return Err(error),
+            Attempt::LinkFailed { error, .. } => return Err(error),
         }
     }
 }
@@ -88,8 +98,9 @@ const RETRY_PAUSE: Duration = Duration::from_secs(1);
 enum Attempt {
     /// Moved, or failed for a reason another attempt would meet again.
     Done(Result<MigrateSummary, HubError>),
-    /// The link stalled or broke; the function continues here.
-    LinkFailed(HubError),
+    /// The link stalled or broke; the function continues here. `sent`:
+    /// the chunk and module bytes this attempt sent.
+    LinkFailed { error: HubError, sent: (u64, u64) },
 }
 
 /// A fresh move id: 64 random bits in hex.
@@ -158,7 +169,10 @@ async fn migrate_as(
                 error: Box::new(error),
             };
             if link_failed {
-                Attempt::LinkFailed(failed)
+                Attempt::LinkFailed {
+                    error: failed,
+                    sent: (stats.bytes_sent, run.module_bytes),
+                }
             } else {
                 Attempt::Done(Err(failed))
             }
@@ -491,6 +505,7 @@ impl MoveRun<'_> {
             start_micros,
             start_confirmed: confirmed,
             module_prepare_micros: stats.module_prepare_micros,
+            attempts: 1,
         }
     }
 }

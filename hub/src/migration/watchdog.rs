@@ -27,16 +27,19 @@ impl Watchdog {
     /// Runs `operation` until it completes (progress) or the transfer has
     /// gone without progress for as long as its history allows; then the
     /// error is the limit that ran out.
+    /// Only the time spent waiting counts: this side's own work before the
+    /// wait (a capture, a compile) is not the other side's silence.
     pub async fn guard<F: Future>(&self, operation: F) -> Result<F::Output, Duration> {
+        let since = Instant::now();
         let mut operation = std::pin::pin!(operation);
         loop {
-            let wait = self.lock().remaining(Instant::now());
+            let wait = self.lock().remaining_waiting_since(Instant::now(), since);
             if wait.is_zero() {
                 return Err(self.lock().limit());
             }
             // Another task's progress meanwhile moves the deadline on.
             if let Ok(output) = tokio::time::timeout(wait, &mut operation).await {
-                self.lock().progressed(Instant::now());
+                self.lock().progressed_waiting_since(Instant::now(), since);
                 return Ok(output);
             }
         }

@@ -45,7 +45,13 @@ impl StallLimit {
 
     /// Something moved at `now`: a frame was sent or received.
     pub fn progressed(&mut self, now: Instant) {
-        let stall = now.saturating_duration_since(self.last_progress);
+        self.progressed_waiting_since(now, self.last_progress);
+    }
+
+    /// Something moved at `now` for a wait that began at `since`: time this
+    /// side spent on its own work before it waited is not a stall.
+    pub fn progressed_waiting_since(&mut self, now: Instant, since: Instant) {
+        let stall = now.saturating_duration_since(self.last_progress.max(since));
         if stall >= SLOW {
             self.slow_recoveries = self.slow_recoveries.saturating_add(1);
         }
@@ -62,7 +68,13 @@ impl StallLimit {
 
     /// How long from `now` until the transfer counts as dead.
     pub fn remaining(&self, now: Instant) -> Duration {
-        (self.last_progress + self.limit()).saturating_duration_since(now)
+        self.remaining_waiting_since(now, self.last_progress)
+    }
+
+    /// [`StallLimit::remaining`] for a wait that began at `since`: the
+    /// other side is silent only while this side waits for it.
+    pub fn remaining_waiting_since(&self, now: Instant, since: Instant) -> Duration {
+        (self.last_progress.max(since) + self.limit()).saturating_duration_since(now)
     }
 }
 
@@ -110,6 +122,17 @@ mod tests {
         stall.progressed(start + secs(4.5));
         // One slow recovery doubles to 10 s; 4 × 4.5 s is more.
         assert_eq!(stall.limit(), secs(18.0));
+    }
+
+    #[test]
+    fn time_this_side_spent_working_before_it_waited_is_not_a_stall() {
+        let start = Instant::now();
+        let mut stall = StallLimit::new(BASE, MAX, start);
+        // Busy for 7 s (compiling), then waiting from there.
+        let waiting = start + secs(7.0);
+        assert_eq!(stall.remaining_waiting_since(waiting, waiting), BASE);
+        stall.progressed_waiting_since(waiting + secs(0.1), waiting);
+        assert_eq!(stall.limit(), BASE, "no slow recovery was seen");
     }
 
     #[test]
