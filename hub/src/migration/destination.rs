@@ -511,8 +511,10 @@ impl Arrival {
     }
 
     async fn on_seal(&mut self, mut manifest: CheckpointManifest) -> Result<DestinationFrame, HubError> {
+        let sealed = Instant::now();
         self.module_prepared().await?;
         self.early_logs_done().await;
+        let waited = sealed.elapsed();
         let offer = self.receiver.offer().cloned().unwrap_or_default();
         let name = self.name();
         let store = self.supervisor.checkpoint_store().clone();
@@ -567,6 +569,7 @@ impl Arrival {
             function = %name,
             epoch = manifest.epoch,
             sequence,
+            wait_us = waited.as_micros() as u64,
             list_us = listed.as_micros() as u64,
             import_us = (import_done - listed).as_micros() as u64,
             install_us = (install_done - import_done).as_micros() as u64,
