@@ -8,9 +8,7 @@ use std::time::Instant;
 
 use ferry_migrator::checkpoint::ChunkHash;
 use ferry_migrator::transfer::{Disposition, Receiver, ReceiverStep, RoundPlan, TransferError};
-use ferry_proto::internal::v1::{
-    CheckpointManifest, DestinationFrame, Offer, PendingHandoff, Received, SourceFrame, destination_frame,
-};
+use ferry_proto::internal::v1::{CheckpointManifest, DestinationFrame, Offer, PendingHandoff, SourceFrame};
 use ferry_proto::v1::LogEntry;
 use ferry_proto::{ErrorCode, ServiceError};
 use futures::Stream;
@@ -25,6 +23,11 @@ use crate::checkpoint_codec::snapshot_from_manifest;
 use crate::error::HubError;
 use crate::runtime::{PreparedModule, Snapshot, WarmInstance};
 use crate::supervisor::{ArrivalLogs, Supervisor};
+
+mod chunks;
+mod progress;
+
+use progress::ProgressReport;
 
 /// Answers one transfer; the frames to send back come out of the stream.
 pub(super) fn receive(
@@ -102,49 +105,6 @@ struct Arrival {
     warm: Option<WarmInstance>,
     /// This side's stall limit: every frame received is progress.
     watchdog: Watchdog,
-}
-
-/// How long a hub keeps the chunks of a transfer that failed, for a retry.
-const HOLD_FOR: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// The names of the staged sets that hold chunks of `name`'s failed
-/// transfers start with this (a transfer's own set has one space).
-fn held_prefix(name: &str) -> String {
-    format!("held {name} ")
-}
-
-/// What the destination tells the source of its progress (see the
-/// `Received` frame): the bytes read, at most once per [`REPORT_EVERY`],
-/// the first one [`REPORT_EVERY`] after the transfer began.
-struct ProgressReport {
-    bytes: u64,
-    last: Instant,
-}
-
-impl Default for ProgressReport {
-    fn default() -> Self {
-        ProgressReport {
-            bytes: 0,
-            last: Instant::now(),
-        }
-    }
-}
-
-/// How often a destination reports the bytes it has read.
-const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-
-impl ProgressReport {
-    fn on_frame(&mut self, frame: &SourceFrame) -> Option<DestinationFrame> {
-        self.bytes += prost::Message::encoded_len(frame) as u64;
-        let now = Instant::now();
-        if now.duration_since(self.last) < REPORT_EVERY {
-            return None;
-        }
-        self.last = now;
-        Some(DestinationFrame {
-            frame: Some(destination_frame::Frame::Received(Received { bytes: self.bytes })),
-        })
-    }
 }
 
 /// The early log history being stored, or how that ended.
@@ -446,26 +406,6 @@ impl Arrival {
         self.receiver.need(lacking).map_err(HubError::Transfer)
     }
 
-    /// Makes what earlier rounds brought durable and referenced now, in the
-    /// background while this round streams, so that the seal (inside the
-    /// downtime) only counts and flushes the last round's chunks.
-    async fn stage_settled(&mut self, settled: Vec<Option<ChunkHash>>) {
-        self.staging_done().await;
-        let store = self.supervisor.checkpoint_store().clone();
-        let staged = self.staged.clone().filter(|_| !settled.is_empty());
-        self.staging = Some(tokio::task::spawn_blocking(move || {
-            if let Some(staged) = staged
-                && let Err(error) = store.stage(&staged, &settled)
-            {
-                // The seal then counts every chunk itself.
-                tracing::debug!(%staged, %error, "could not stage the chunks received so far");
-            }
-            if let Err(error) = store.flush() {
-                tracing::warn!(%error, "background flush of received chunks failed");
-            }
-        }));
-    }
-
     /// Waits until the early log history is stored (or failed to be).
     async fn early_logs_done(&mut self) {
         if let Some(EarlyLogs::Storing(storing)) = self.early_logs_import.take() {
@@ -481,32 +421,6 @@ impl Arrival {
                 }
             };
             self.early_logs_import = Some(if stored { EarlyLogs::Stored } else { EarlyLogs::Failed });
-        }
-    }
-
-    /// The seal does not wait for a staging still running (the import
-    /// counts against whatever was staged): once that ends, whatever it
-    /// staged after the import took the set over is dropped again.
-    fn drop_late_staging(&mut self) {
-        let (Some(staging), Some(staged)) = (self.staging.take(), self.staged.clone()) else {
-            return;
-        };
-        let store = self.supervisor.checkpoint_store().clone();
-        tokio::spawn(async move {
-            let _ = staging.await;
-            let unstaged = tokio::task::spawn_blocking(move || store.unstage(&staged)).await;
-            if let Ok(Err(error)) = unstaged {
-                tracing::warn!(%error, "could not drop a staged set after the seal");
-            }
-        });
-    }
-
-    /// Waits for the background staging, if one runs.
-    async fn staging_done(&mut self) {
-        if let Some(staging) = self.staging.take()
-            && let Err(error) = staging.await
-        {
-            tracing::warn!(%error, "staging task failed");
         }
     }
 
@@ -636,90 +550,6 @@ impl Arrival {
                     );
                 }
             }
-        }
-    }
-
-    /// Keeps what this discarded transfer brought (its staged set and every
-    /// chunk it received) for [`HOLD_FOR`], so that a retried move of the
-    /// function sends only what this hub still lacks; a later hold of the
-    /// same function replaces it, and its seal or a restart ends it.
-    fn hold_what_arrived(&mut self, name: &str) {
-        let store = self.supervisor.checkpoint_store().clone();
-        let received = std::mem::take(&mut self.received);
-        let staged = self.staged.take();
-        if name.is_empty() {
-            if let Some(staged) = staged
-                && let Err(error) = store.unstage(&staged)
-            {
-                tracing::warn!(%error, "could not drop the staged chunks of a discarded transfer");
-            }
-            self.drop_received(&received);
-            return;
-        }
-        let prefix = held_prefix(name);
-        let hold = format!("{prefix}{}", self.move_id());
-        let function = name.to_owned();
-        tokio::spawn(async move {
-            let holding = hold.clone();
-            let held = tokio::task::spawn_blocking(move || {
-                let held = store.hold(staged.as_deref(), &holding, &received)?;
-                // After the new hold, so that chunks both name stay stored.
-                store.unstage_prefixed(&prefix, Some(&holding))?;
-                Ok::<_, ferry_migrator::checkpoint::CheckpointError>((store, held))
-            })
-            .await;
-            let store = match held {
-                Ok(Ok((store, chunks))) => {
-                    tracing::info!(function = %function, chunks, "keeping the chunks of a discarded transfer for a retry");
-                    store
-                }
-                Ok(Err(error)) => {
-                    tracing::warn!(function = %function, %error, "could not keep the chunks of a discarded transfer");
-                    return;
-                }
-                Err(_) => return,
-            };
-            tokio::time::sleep(HOLD_FOR).await;
-            let dropped = tokio::task::spawn_blocking(move || store.unstage(&hold)).await;
-            if let Ok(Err(error)) = dropped {
-                tracing::warn!(function = %function, %error, "could not drop the kept chunks of a discarded transfer");
-            }
-        });
-    }
-
-    /// Ends, in the background, every hold of this function's chunks: the
-    /// sealed checkpoint names what it needs of them.
-    fn end_holds(&self, name: &str) {
-        let store = self.supervisor.checkpoint_store().clone();
-        let prefix = held_prefix(name);
-        tokio::task::spawn_blocking(move || {
-            if let Err(error) = store.unstage_prefixed(&prefix, None) {
-                tracing::warn!(%error, "could not drop the kept chunks of an earlier transfer");
-            }
-        });
-    }
-
-    /// Drops, in the background, chunks this transfer stored that
-    /// `manifest` does not name.
-    fn drop_unneeded(&mut self, manifest: &CheckpointManifest) {
-        let received = std::mem::take(&mut self.received);
-        let named: std::collections::HashSet<Vec<u8>> = manifest.chunk_hashes.iter().cloned().collect();
-        let store = self.supervisor.checkpoint_store().clone();
-        tokio::task::spawn_blocking(move || {
-            let unneeded: Vec<ChunkHash> = received
-                .into_iter()
-                .filter(|hash| !named.contains(hash.as_bytes().as_slice()))
-                .collect();
-            if let Err(error) = store.drop_unreferenced(&unneeded) {
-                tracing::warn!(%error, "could not drop unreferenced received chunks");
-            }
-        });
-    }
-
-    /// Drops `hashes` unless something names them.
-    fn drop_received(&self, hashes: &[ChunkHash]) {
-        if let Err(error) = self.supervisor.checkpoint_store().drop_unreferenced(hashes) {
-            tracing::warn!(%error, "could not drop unreferenced received chunks");
         }
     }
 

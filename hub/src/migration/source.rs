@@ -10,19 +10,20 @@ use ferry_migrator::checkpoint::{
     CHECKPOINT_FORMAT_VERSION, ChunkHash, DEFAULT_CHUNK_SIZE, chunk_count, codec::ChunkEncoder, hash_chunk,
     is_zero_chunk,
 };
-use ferry_migrator::transfer::{Heard, NextStep, Owner, Sender, TransferError, code_from_name};
+use ferry_migrator::transfer::{Heard, NextStep, Owner, Sender, TransferError};
+use ferry_proto::PROTOCOL_VERSION;
 use ferry_proto::internal::v1::{
     AutomaticMove, ChunkData, DestinationFrame, ForwardPointer, LogBatch, ModuleData, Offer, SourceFrame, source_frame,
 };
 use ferry_proto::v1::{LogEntry, MigrateProgress, MigrateSummary, RoundProgress, migrate_progress};
-use ferry_proto::{ErrorCode, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::Streaming;
 
-/// What the destination says, as the reader task hands it on.
-type Answers = mpsc::UnboundedReceiver<Result<DestinationFrame, tonic::Status>>;
 use tracing::Instrument;
+
+mod wire;
+
+use wire::{Answers, read_answers, recv, send, status_error};
 
 use super::watchdog::Watchdog;
 use super::{DECISION_TIMEOUT, MigrationContext, STALL_TIMEOUT, migration_client};
@@ -574,86 +575,4 @@ fn frame(frame: source_frame::Frame) -> SourceFrame {
 
 fn truncated(reason: String) -> TransferError {
     TransferError::Truncated { reason }
-}
-
-async fn send(
-    watchdog: &Watchdog,
-    outbound: &mpsc::Sender<SourceFrame>,
-    frame: SourceFrame,
-) -> Result<(), TransferError> {
-    match watchdog.guard(outbound.send(frame)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(truncated("the destination closed the stream".to_owned())),
-        Err(limit) => Err(truncated(format!("the destination took nothing for {limit:?}"))),
-    }
-}
-
-/// The next frame from the destination: within the stall limit, or, for a
-/// decision (the destination persisting or starting), within `decision`
-/// or the stall limit, whichever is longer.
-async fn recv(
-    watchdog: &Watchdog,
-    inbound: &mut Answers,
-    decision: Option<Duration>,
-) -> Result<DestinationFrame, TransferError> {
-    let heard = match decision {
-        None => watchdog.guard(inbound.recv()).await,
-        Some(decision) => {
-            let wait = decision.max(watchdog.limit());
-            tokio::time::timeout(wait, inbound.recv()).await.map_err(|_| wait)
-        }
-    };
-    match heard {
-        Ok(Some(Ok(frame))) => Ok(frame),
-        Ok(None) => Err(truncated("the destination closed the stream".to_owned())),
-        Ok(Some(Err(status))) => Err(status_error(status)),
-        Err(waited) => Err(truncated(format!("the destination said nothing for {waited:?}"))),
-    }
-}
-
-/// Reads the destination's frames on their own task, so that its progress
-/// reports reach the stall limit while this side is busy sending; the
-/// task ends with the stream or when the returned guard is dropped.
-fn read_answers(mut inbound: Streaming<DestinationFrame>, watchdog: Watchdog) -> (Answers, AbortOnDrop) {
-    let (answers, received) = mpsc::unbounded_channel();
-    let reader = tokio::spawn(async move {
-        loop {
-            match inbound.message().await {
-                Ok(Some(frame)) => {
-                    watchdog.progressed();
-                    if answers.send(Ok(frame)).is_err() {
-                        break;
-                    }
-                }
-                Ok(None) => break,
-                Err(status) => {
-                    let _ = answers.send(Err(status));
-                    break;
-                }
-            }
-        }
-    });
-    (received, AbortOnDrop(reader))
-}
-
-/// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-fn status_error(status: tonic::Status) -> TransferError {
-    let code = ErrorCode::from_grpc_code(status.code());
-    if code == ErrorCode::Unavailable || code == ErrorCode::DeadlineExceeded || code == ErrorCode::Internal {
-        truncated(format!("the connection failed: {}", status.message()))
-    } else {
-        TransferError::Refused {
-            hub: "the destination",
-            code: code_from_name(ferry_migrator::transfer::code_name(code)),
-            reason: status.message().to_owned(),
-        }
-    }
 }
