@@ -236,6 +236,7 @@ async fn hostile_source(
             starts: 1,
             move_id: "hostile-move".to_owned(),
             automatic: None,
+            stall_limit_millis: 0,
         })))
         .await
         .unwrap();

@@ -262,6 +262,8 @@ impl Arrival {
         let span = tracing::Span::current();
         span.record("move_id", tracing::field::display(&offer.move_id));
         span.record("function", tracing::field::display(&spec.name));
+        // A retry over a link that stalled starts with the source's patience.
+        self.watchdog = Watchdog::starting_at(std::time::Duration::from_millis(offer.stall_limit_millis));
         if offer.cluster_id != self.context.cluster_id {
             return Err(HubError::Transfer(TransferError::Unacceptable {
                 code: ErrorCode::FailedPrecondition,

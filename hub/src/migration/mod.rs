@@ -37,8 +37,10 @@ use crate::supervisor::Supervisor;
 /// stalls TCP rather than resetting it), unless its own history shows a
 /// lossy link that recovers from longer stalls (see [`watchdog`]).
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// The longest stall any transfer waits out: TCP's longest backoff.
-pub const STALL_MAX: Duration = Duration::from_secs(120);
+/// The longest stall a transfer waits out. A connection that stalls longer
+/// is in deep retransmission backoff (which persists on that connection):
+/// a fresh one does better, and a retry resumes from what arrived.
+pub const STALL_MAX: Duration = Duration::from_secs(30);
 
 /// How often a destination preparing a module says so (well inside
 /// [`STALL_TIMEOUT`]).

@@ -62,12 +62,21 @@ pub async fn migrate(
     let mut attempt = 1;
     // What earlier attempts sent: (chunk bytes, module bytes).
     let mut sent_before = (0, 0);
+    let mut watchdog = Watchdog::default();
     loop {
         let move_id = new_move_id();
         let span = tracing::info_span!("move", %move_id, function = %name, to = %target.hub_name);
-        let outcome = migrate_as(supervisor, context, name, target, progress.clone(), move_id)
-            .instrument(span)
-            .await;
+        let outcome = migrate_as(
+            supervisor,
+            context,
+            name,
+            target,
+            progress.clone(),
+            move_id,
+            watchdog.clone(),
+        )
+        .instrument(span)
+        .await;
         match outcome {
             Attempt::Done(result) => {
                 return result.map(|mut summary| {
@@ -80,8 +89,10 @@ pub async fn migrate(
             Attempt::LinkFailed { error, sent } if attempt < MOVE_ATTEMPTS => {
                 sent_before = (sent_before.0 + sent.0, sent_before.1 + sent.1);
                 tracing::info!(function = %name, to = %target.hub_name, attempt, error = %ferry_proto::error_chain(&error), "retrying the move over a fresh connection; the destination keeps what it received");
-                // A stalled connection stays in TCP's backoff: start anew.
+                // A stalled connection stays in TCP's backoff: start anew,
+                // and give the next attempt the patience this link needs.
                 context.connector.forget(&target.address.to_string(), Purpose::Transfer);
+                watchdog = Watchdog::starting_at(watchdog.limit().saturating_mul(RETRY_PATIENCE));
                 tokio::time::sleep(RETRY_PAUSE).await;
                 attempt += 1;
             }
@@ -91,9 +102,12 @@ pub async fn migrate(
 }
 
 /// How many times a move is tried when the link fails under it.
-const MOVE_ATTEMPTS: u32 = 3;
+const MOVE_ATTEMPTS: u32 = 5;
 /// The pause before a move is tried again.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
+/// A retry's stall limit starts at this many times the limit the failed
+/// attempt ended with.
+const RETRY_PATIENCE: u32 = 4;
 
 /// How one attempt at a move ended.
 enum Attempt {
@@ -125,6 +139,7 @@ async fn migrate_as(
     target: &Target,
     progress: mpsc::Sender<MigrateProgress>,
     move_id: String,
+    watchdog: Watchdog,
 ) -> Attempt {
     let (candidate, _moving) = match supervisor.begin_move(name) {
         Ok(begun) => begun,
@@ -146,7 +161,7 @@ async fn migrate_as(
         final_round: Duration::ZERO,
         prepare: Duration::ZERO,
         last_early_log: None,
-        watchdog: Watchdog::default(),
+        watchdog,
     };
     let result = run.transfer(context, &mut sender).await;
     supervisor.forget_dirty_set(name, &run.dirty_set());
@@ -223,6 +238,7 @@ impl MoveRun<'_> {
             starts: self.candidate.starts,
             move_id: self.move_id.clone(),
             automatic: self.target.automatic,
+            stall_limit_millis: self.watchdog.limit().as_millis() as u64,
         };
         send(&self.watchdog, &outbound, frame(source_frame::Frame::Offer(offer))).await?;
         let mut client = migration_client(&context.connector, &self.target.address.to_string())?;

@@ -15,15 +15,18 @@ pub struct Watchdog(Arc<Mutex<StallLimit>>);
 
 impl Default for Watchdog {
     fn default() -> Self {
-        Watchdog(Arc::new(Mutex::new(StallLimit::new(
-            STALL_TIMEOUT,
-            STALL_MAX,
-            Instant::now(),
-        ))))
+        Watchdog::starting_at(STALL_TIMEOUT)
     }
 }
 
 impl Watchdog {
+    /// A watchdog whose limit starts at `base` (at least [`STALL_TIMEOUT`],
+    /// at most [`STALL_MAX`]).
+    pub fn starting_at(base: Duration) -> Watchdog {
+        let base = base.clamp(STALL_TIMEOUT, STALL_MAX);
+        Watchdog(Arc::new(Mutex::new(StallLimit::new(base, STALL_MAX, Instant::now()))))
+    }
+
     /// Runs `operation` until it completes (progress) or the transfer has
     /// gone without progress for as long as its history allows; then the
     /// error is the limit that ran out.
