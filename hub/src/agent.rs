@@ -11,7 +11,6 @@ use ferry_proto::internal::v1::migration_server::MigrationServer;
 use ferry_proto::v1::hub_server::HubServer;
 use thiserror::Error;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use ferry_discovery::{Discovery, DiscoveryConfig, DiscoveryError, DiscoveryHandle, HubAdvert};
 
@@ -372,7 +371,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         .add_service(reflection_v1alpha)
         .add_service(hub_service)
         .add_service(migration_service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+        .serve_with_incoming_shutdown(incoming(listener), shutdown);
     let served = tokio::spawn(async move { server.await.map_err(AgentError::Serve) });
     write_address_file(&config.data_dir, address)?;
     // Functions received but never committed wait for their sources' word.
@@ -463,4 +462,12 @@ fn rebalance_settings(config: &AgentConfig) -> Settings {
         settle: Duration::from_secs(3),
         ..Settings::default()
     }
+}
+
+/// The accepted connections, with Nagle's algorithm off: a move's small
+/// answers (accept, need, prepared, started) must not wait for the
+/// acknowledgement of the frame before them, which the peer delays by up to
+/// 40 ms (measured: every accept of a move arrived 41 ms late).
+fn incoming(listener: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true))
 }

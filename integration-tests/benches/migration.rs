@@ -23,7 +23,7 @@
 //!
 //! Run: `cargo bench -p ferry-integration-tests --bench migration`
 //! (`-- --moves N --trials N` to change the number of moves per function and
-//! of throughput trials).
+//! of throughput trials, `--only downtime|throughput` for one part).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -48,11 +48,17 @@ const BETWEEN_MOVES: Duration = Duration::from_millis(500);
 struct Options {
     moves: usize,
     trials: usize,
+    /// `downtime`, `throughput`, or both (the default).
+    only: Option<String>,
 }
 
 impl Options {
     fn parse() -> anyhow::Result<Options> {
-        let mut options = Options { moves: 6, trials: 3 };
+        let mut options = Options {
+            moves: 6,
+            trials: 3,
+            only: None,
+        };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             let mut number = |flag: &str| -> anyhow::Result<usize> {
@@ -64,6 +70,10 @@ impl Options {
             match arg.as_str() {
                 "--moves" => options.moves = number("--moves")?,
                 "--trials" => options.trials = number("--trials")?,
+                "--only" => match args.next().as_deref() {
+                    Some(part @ ("downtime" | "throughput")) => options.only = Some(part.to_owned()),
+                    _ => bail!("--only needs downtime or throughput"),
+                },
                 // `cargo bench` passes `--bench`.
                 _ => {}
             }
@@ -116,35 +126,13 @@ const CASES: [Case; 3] = [
 
 fn main() -> anyhow::Result<()> {
     if std::env::var_os("FERRY_BIN").is_none() {
-        return run_with_debug_ferry();
+        return ferry_integration_tests::rerun_with_dev_ferry();
     }
     let options = Options::parse()?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
         .block_on(run(options))
-}
-
-/// This process lives in target/release/deps, where the harness would look
-/// for target/release/ferry: runs itself again with `FERRY_BIN` pointing at
-/// the dev profile's binary (the environment is set for the child only).
-fn run_with_debug_ferry() -> anyhow::Result<()> {
-    let exe = std::env::current_exe()?;
-    let target = exe
-        .ancestors()
-        .nth(3)
-        .with_context(|| format!("{} is not in target/<profile>/deps", exe.display()))?;
-    let ferry = target.join("debug").join("ferry");
-    ensure!(
-        ferry.exists(),
-        "{} does not exist; build it first with `cargo build -p ferry-hub --bins`",
-        ferry.display()
-    );
-    let status = std::process::Command::new(&exe)
-        .args(std::env::args_os().skip(1))
-        .env("FERRY_BIN", &ferry)
-        .status()?;
-    std::process::exit(status.code().unwrap_or(1));
 }
 
 async fn run(options: Options) -> anyhow::Result<()> {
@@ -162,13 +150,17 @@ async fn run(options: Options) -> anyhow::Result<()> {
     );
 
     let mut downtime_ratios = Vec::new();
-    {
+    if options.only.as_deref() != Some("throughput") {
         let hubs = pair().await?;
         for case in &CASES {
             downtime_ratios.push(downtime(&hubs, case, options.moves).await?);
         }
     }
-    let throughput_ratios = throughput(options.trials).await?;
+    let throughput_ratios = if options.only.as_deref() != Some("downtime") {
+        throughput(options.trials).await?
+    } else {
+        Vec::new()
+    };
 
     println!("\n## Summary (ratios of this run)\n");
     for (case, ratios) in CASES.iter().zip(&downtime_ratios) {
@@ -181,18 +173,20 @@ async fn run(options: Options) -> anyhow::Result<()> {
             ratios.1
         );
     }
-    let mut sorted = throughput_ratios.clone();
-    sorted.sort_by(f64::total_cmp);
-    println!(
-        "throughput migration / raw TCP: {} (median {:.3}; target >= 0.8 met: {})",
-        throughput_ratios
-            .iter()
-            .map(|ratio| format!("{ratio:.3}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        median_f64(&sorted),
-        if median_f64(&sorted) >= 0.8 { "yes" } else { "no" }
-    );
+    if !throughput_ratios.is_empty() {
+        let mut sorted = throughput_ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "throughput migration / raw TCP: {} (median {:.3}; target >= 0.8 met: {})",
+            throughput_ratios
+                .iter()
+                .map(|ratio| format!("{ratio:.3}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            median_f64(&sorted),
+            if median_f64(&sorted) >= 0.8 { "yes" } else { "no" }
+        );
+    }
     Ok(())
 }
 

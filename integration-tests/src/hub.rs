@@ -33,6 +33,29 @@ pub fn ferry_binary() -> PathBuf {
     binary
 }
 
+/// For a benchmark (built in the bench profile, in target/release/deps,
+/// where [`ferry_binary`] would look for target/release/ferry): runs this
+/// executable again with `FERRY_BIN` pointing at the dev profile's binary
+/// (set for the child only) and exits with its status.
+pub fn rerun_with_dev_ferry() -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
+    let target = exe
+        .ancestors()
+        .nth(3)
+        .with_context(|| format!("{} is not in target/<profile>/deps", exe.display()))?;
+    let ferry = target.join("debug").join("ferry");
+    anyhow::ensure!(
+        ferry.exists(),
+        "{} does not exist; build it first with `cargo build -p ferry-hub --bins`",
+        ferry.display()
+    );
+    let status = std::process::Command::new(&exe)
+        .args(std::env::args_os().skip(1))
+        .env("FERRY_BIN", &ferry)
+        .status()?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
 /// How to start a hub.
 #[derive(Debug, Clone, Default)]
 pub struct HubOptions {

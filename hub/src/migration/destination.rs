@@ -25,6 +25,7 @@ use crate::runtime::{PreparedModule, Snapshot, WarmInstance};
 use crate::supervisor::{ArrivalLogs, Supervisor};
 
 mod chunks;
+mod image;
 mod progress;
 
 use progress::ProgressReport;
@@ -61,7 +62,6 @@ pub(super) fn receive(
             outbound,
             admitted: None,
             staged: None,
-            staging: None,
             warm: None,
             watchdog: Watchdog::default(),
         };
@@ -99,8 +99,6 @@ struct Arrival {
     /// The store's staged set for this transfer: the chunks of the rounds
     /// so far, referenced before the seal (see `CheckpointStore::stage`).
     staged: Option<String>,
-    /// The background task staging the last settled round and flushing.
-    staging: Option<tokio::task::JoinHandle<()>>,
     /// The instance the function will run in, filled as the image is.
     warm: Option<WarmInstance>,
     /// This side's stall limit: every frame received is progress.
@@ -221,9 +219,13 @@ impl Arrival {
                 {
                     self.received.push(hash);
                 }
+                // The warm instance takes the decoded chunk itself: no copy.
+                let bytes = Arc::new(bytes);
                 for slot in slots {
                     self.slot(slot).copy_from_slice(&bytes);
-                    self.mirror(slot);
+                    if let Some(warm) = &self.warm {
+                        warm.write(u64::from(slot) * self.chunk_size as u64, Arc::clone(&bytes));
+                    }
                 }
                 Ok(None)
             }
@@ -357,10 +359,16 @@ impl Arrival {
     }
 
     async fn on_round(&mut self, mut plan: RoundPlan) -> Result<DestinationFrame, HubError> {
+        let answering = Instant::now();
         self.module_prepared().await?;
         // The last round is short and the seal follows at once: what it
         // would stage is counted by the seal instead.
         if !plan.last {
+            // Waited for: a flush of the first round's 64 MiB still running
+            // when the source pauses the function would slow every write
+            // of the last round and the seal (measured: the last round's
+            // answer 10–27 ms late). The wait falls in pre-copy instead,
+            // while the function runs.
             self.stage_settled(std::mem::take(&mut plan.settled)).await;
         }
         if self.early_logs_import.is_none() && !self.early_logs.is_empty() {
@@ -373,7 +381,7 @@ impl Arrival {
         if plan.number == 1 {
             self.warm_up().await;
         }
-        self.image.resize(plan.memory_bytes as usize, 0);
+        self.grow_image(plan.memory_bytes as usize);
         if let Some(warm) = &self.warm {
             warm.grow_to(plan.memory_bytes);
         }
@@ -405,6 +413,13 @@ impl Arrival {
                 self.mirror(*slot);
             }
         }
+        tracing::debug!(
+            function = %self.name(),
+            round = plan.number,
+            last = plan.last,
+            answer_us = answering.elapsed().as_micros() as u64,
+            "round answered"
+        );
         self.receiver.need(lacking).map_err(HubError::Transfer)
     }
 
@@ -456,7 +471,6 @@ impl Arrival {
             .await
             .map_err(|error| HubError::Internal(format!("import task failed: {error}")))?
             .map_err(HubError::Checkpoint)?;
-        self.drop_late_staging();
         self.end_holds(&name);
         let import_done = started.elapsed();
         let source_address = match (self.remote, offer.source_address.parse::<SocketAddr>()) {
@@ -513,7 +527,6 @@ impl Arrival {
 
     /// The stream is over: discard, ask the source, or nothing (it runs here).
     async fn after_end(&mut self, why: &str) {
-        self.staging_done().await;
         self.early_logs_done().await;
         let name = self.name();
         match self.receiver.after_stream_end() {
@@ -553,37 +566,5 @@ impl Arrival {
                 }
             }
         }
-    }
-
-    /// Instantiates the function now, while the rounds stream, so that the
-    /// arriving memory goes straight into it and the commit only rewinds.
-    /// Without one the start is cold (instantiate, then copy the image).
-    async fn warm_up(&mut self) {
-        let Some(spec) = self.receiver.offer().and_then(|offer| offer.spec.clone()) else {
-            return;
-        };
-        match self.supervisor.warm_instance(&spec).await {
-            Ok(warm) => self.warm = Some(warm),
-            Err(error) => {
-                tracing::info!(function = %spec.name, error = %ferry_proto::error_chain(&error), "no warm instance; the start will be cold");
-            }
-        }
-    }
-
-    /// Writes the image's slot into the warm instance too.
-    fn mirror(&self, slot: u32) {
-        if let Some(warm) = &self.warm {
-            let start = slot as usize * self.chunk_size;
-            let end = (start + self.chunk_size).min(self.image.len());
-            if let Some(bytes) = self.image.get(start..end) {
-                warm.write(start as u64, bytes.to_vec());
-            }
-        }
-    }
-
-    fn slot(&mut self, slot: u32) -> &mut [u8] {
-        let start = slot as usize * self.chunk_size;
-        let end = (start + self.chunk_size).min(self.image.len());
-        &mut self.image[start..end]
     }
 }

@@ -6,10 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_migrator::checkpoint::{
-    CHECKPOINT_FORMAT_VERSION, ChunkHash, DEFAULT_CHUNK_SIZE, chunk_count, codec::ChunkEncoder, hash_chunk,
-    is_zero_chunk,
-};
+use ferry_migrator::checkpoint::{CHECKPOINT_FORMAT_VERSION, ChunkHash, DEFAULT_CHUNK_SIZE, codec::StreamEncoder};
 use ferry_migrator::transfer::{Heard, NextStep, Owner, Sender, TransferError};
 use ferry_proto::PROTOCOL_VERSION;
 use ferry_proto::internal::v1::{
@@ -21,8 +18,10 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use tracing::Instrument;
 
+mod hashes;
 mod wire;
 
+use hashes::hash_changes;
 use wire::{Answers, read_answers, recv, send, status_error};
 
 use super::watchdog::Watchdog;
@@ -31,7 +30,7 @@ use crate::checkpoint_codec::manifest_template;
 use crate::connector::{Purpose, TRANSFER_CONNECT_TIMEOUT};
 use crate::error::HubError;
 use crate::logs::unix_ms_now;
-use crate::runtime::{MemoryChanges, MemoryWanted, Snapshot, SnapshotMemory};
+use crate::runtime::{MemoryWanted, Snapshot, SnapshotMemory};
 use crate::supervisor::{MoveCandidate, Supervisor};
 
 /// Log entries per `LogBatch` frame.
@@ -262,7 +261,7 @@ impl MoveRun<'_> {
                 .supervisor
                 .store()
                 .module(&self.candidate.spec.module_hash)
-                .map_err(|error| truncated(format!("cannot read the module: {error}")))?;
+                .map_err(|error| local(format!("cannot read the module: {error}")))?;
             self.module_bytes = module.len() as u64;
             send(
                 &self.watchdog,
@@ -296,7 +295,7 @@ impl MoveRun<'_> {
             address: self.target.address.to_string(),
         };
         if let Err(error) = self.supervisor.record_moved(self.name, new_epoch, pointer) {
-            let error = truncated(format!("cannot record the move: {error}"));
+            let error = local(format!("cannot record the move: {error}"));
             return Err(abort(sender, &outbound, error));
         }
         // The destination owns the function now.
@@ -345,12 +344,13 @@ impl MoveRun<'_> {
         let mut base: Option<Vec<Option<ChunkHash>>> = None;
         let mut last = false;
         loop {
+            let capture_started = Instant::now();
             let snapshot = if last {
                 let (snapshot, paused_at) = self
                     .supervisor
                     .pause_for_move(self.name, wanted.clone())
                     .await
-                    .map_err(|error| truncated(format!("cannot pause the function: {error}")))?;
+                    .map_err(|error| local(format!("cannot pause the function: {error}")))?;
                 self.paused_at = Some(paused_at);
                 self.memory_bytes = snapshot.memory.memory_bytes();
                 self.paused = Some(Arc::clone(&snapshot));
@@ -359,10 +359,12 @@ impl MoveRun<'_> {
                 self.supervisor
                     .capture_for_round(self.name, wanted.clone())
                     .await
-                    .map_err(|error| truncated(format!("cannot capture the function: {error}")))?
+                    .map_err(|error| local(format!("cannot capture the function: {error}")))?
             };
             let round_started = Instant::now();
+            let capture = round_started - capture_started;
             let hashes = hash_changes(Arc::clone(&snapshot), sender.chunk_size(), base.take()).await?;
+            let hashed = round_started.elapsed();
             let memory_bytes = snapshot.memory.memory_bytes();
             let planned = sender.plan_round(&hashes, memory_bytes, last);
             base = Some(hashes);
@@ -377,7 +379,19 @@ impl MoveRun<'_> {
                 bytes_to_send: bytes_to_send.min(planned.changed_bytes),
                 bytes_deduplicated: planned.changed_bytes.saturating_sub(bytes_to_send),
             }));
+            let needed = round_started.elapsed();
             self.send_chunks(sender, outbound, &snapshot, to_send).await?;
+            tracing::debug!(
+                function = %self.name,
+                round = round_number,
+                last,
+                capture_us = capture.as_micros() as u64,
+                hash_us = hashed.as_micros() as u64,
+                need_us = (needed - hashed).as_micros() as u64,
+                send_us = (round_started.elapsed() - needed).as_micros() as u64,
+                bytes = bytes_to_send,
+                "round sent"
+            );
             if last {
                 self.send_logs(outbound).await?;
                 let mut manifest = manifest_template(
@@ -419,7 +433,7 @@ impl MoveRun<'_> {
             let SnapshotMemory::Changes(changes) = &captured.memory else {
                 return Err("the round captured the whole memory, not its changes".to_owned());
             };
-            let mut encoder = ChunkEncoder::new(ferry_migrator::checkpoint::codec::DEFAULT_COMPRESSION_LEVEL)
+            let mut encoder = StreamEncoder::new(ferry_migrator::checkpoint::codec::DEFAULT_COMPRESSION_LEVEL)
                 .map_err(|error| error.to_string())?;
             for (hash, slot) in to_send {
                 let bytes = changes
@@ -455,14 +469,14 @@ impl MoveRun<'_> {
         self.report(migrate_progress::Event::RoundBytesSent(round_sent));
         encoder
             .await
-            .map_err(|error| truncated(format!("encoder failed: {error}")))?
-            .map_err(|reason| truncated(format!("cannot encode a chunk: {reason}")))
+            .map_err(|error| local(format!("encoder failed: {error}")))?
+            .map_err(|reason| local(format!("cannot encode a chunk: {reason}")))
     }
 
     /// Sends the log history: all of it the first time (before the
     /// rounds), then what followed the last entry sent (in the last round).
     async fn send_logs(&mut self, outbound: &mpsc::Sender<SourceFrame>) -> Result<(), TransferError> {
-        let unreadable = |error: HubError| truncated(format!("cannot read the logs: {error}"));
+        let unreadable = |error: HubError| local(format!("cannot read the logs: {error}"));
         let history = match &self.last_early_log {
             None => self.supervisor.log_history(self.name).map_err(unreadable)?,
             Some(last) => {
@@ -479,7 +493,7 @@ impl MoveRun<'_> {
                     // Only a restart from a checkpoint rewrites a log; the
                     // move could not carry on from such a run.
                     _ => {
-                        return Err(truncated("the function's log was rewound during the move".to_owned()));
+                        return Err(local("the function's log was rewound during the move".to_owned()));
                     }
                 }
                 since
@@ -527,55 +541,6 @@ impl MoveRun<'_> {
     }
 }
 
-/// The hash of every chunk of the memory after a round's capture: `base`
-/// (the previous round's) with the captured chunks hashed again, or — for a
-/// complete capture — the captured chunks alone. Only the captured chunks
-/// are read.
-async fn hash_changes(
-    snapshot: Arc<Snapshot>,
-    chunk_size: u32,
-    base: Option<Vec<Option<ChunkHash>>>,
-) -> Result<Vec<Option<ChunkHash>>, TransferError> {
-    tokio::task::spawn_blocking(move || {
-        let changes = match &snapshot.memory {
-            SnapshotMemory::Changes(changes) => changes,
-            SnapshotMemory::Whole(_) => return Err("the round captured the whole memory, not its changes".to_owned()),
-        };
-        round_hashes(changes, chunk_size, base)
-    })
-    .await
-    .map_err(|error| truncated(format!("hashing failed: {error}")))?
-    .map_err(|reason| truncated(format!("cannot hash the round: {reason}")))
-}
-
-fn round_hashes(
-    changes: &MemoryChanges,
-    chunk_size: u32,
-    base: Option<Vec<Option<ChunkHash>>>,
-) -> Result<Vec<Option<ChunkHash>>, String> {
-    if changes.chunk_size != chunk_size {
-        return Err(format!(
-            "captured {}-byte chunks, the move uses {chunk_size}",
-            changes.chunk_size
-        ));
-    }
-    let count = chunk_count(changes.memory_bytes, chunk_size) as usize;
-    let mut hashes = match base {
-        Some(base) if !changes.complete => base,
-        None if !changes.complete => return Err("the first round captured only changes".to_owned()),
-        _ => Vec::new(),
-    };
-    // Memory only grows; new chunks start as zero.
-    hashes.resize(count, None);
-    for (index, bytes) in changes.iter() {
-        let slot = hashes
-            .get_mut(index as usize)
-            .ok_or_else(|| format!("chunk {index} is beyond the memory's end"))?;
-        *slot = (!is_zero_chunk(bytes)).then(|| hash_chunk(bytes));
-    }
-    Ok(hashes)
-}
-
 /// Tells the destination the source keeps the function (best effort: the
 /// stream may be gone already), and gives the error back.
 fn abort(sender: &mut Sender, outbound: &mpsc::Sender<SourceFrame>, error: TransferError) -> TransferError {
@@ -591,4 +556,8 @@ fn frame(frame: source_frame::Frame) -> SourceFrame {
 
 fn truncated(reason: String) -> TransferError {
     TransferError::Truncated { reason }
+}
+
+fn local(reason: String) -> TransferError {
+    TransferError::Local { reason }
 }

@@ -209,16 +209,22 @@ impl Runtime {
 
     /// Prepares a module that is already in the store, by hash.
     pub fn prepare_stored(&self, hash: &str) -> Result<PreparedModule, RuntimeError> {
-        if let Some(module) = self.cached(hash) {
-            return Ok(PreparedModule {
-                hash: hash.to_owned(),
-                module,
-                cache_hit: true,
-                prepare_time: Duration::ZERO,
-            });
+        if let Some(prepared) = self.prepared_in_memory(hash) {
+            return Ok(prepared);
         }
         let original = self.store.module(hash)?;
         self.prepare(&original)
+    }
+
+    /// The module `hash` if it is compiled and in memory: no I/O, no
+    /// waiting, for callers on the async runtime.
+    pub fn prepared_in_memory(&self, hash: &str) -> Option<PreparedModule> {
+        self.cached(hash).map(|module| PreparedModule {
+            hash: hash.to_owned(),
+            module,
+            cache_hit: true,
+            prepare_time: Duration::ZERO,
+        })
     }
 
     fn artifact_key(&self, hash: &str) -> ArtifactKey {

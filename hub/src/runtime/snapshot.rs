@@ -153,6 +153,13 @@ impl MemoryChanges {
         }
     }
 
+    /// Room for `chunks` more chunks, so that a large capture is not copied
+    /// again as it grows (pages never written cost nothing).
+    pub fn reserve_chunks(&mut self, chunks: usize) {
+        self.indexes.reserve(chunks);
+        self.data.reserve(chunks * self.chunk_size as usize);
+    }
+
     /// Adds chunk `index` (greater than any added before).
     pub fn push(&mut self, index: u32, bytes: &[u8]) {
         debug_assert!(self.indexes.last().is_none_or(|last| *last < index));

@@ -23,8 +23,8 @@ use super::snapshot::Snapshot;
 enum Command {
     /// Grow the memory to this many bytes.
     Grow(u64),
-    /// Write bytes at an offset.
-    Write(u64, Vec<u8>),
+    /// Write bytes at an offset (shared: one chunk may fill several slots).
+    Write(u64, Arc<Vec<u8>>),
     /// Run from the snapshot; its memory is what was written.
     Start(Arc<Snapshot>),
 }
@@ -97,7 +97,7 @@ impl WarmInstance {
     }
 
     /// Writes `bytes` into the instance's memory at `offset`.
-    pub fn write(&self, offset: u64, bytes: Vec<u8>) {
+    pub fn write(&self, offset: u64, bytes: Arc<Vec<u8>>) {
         let _ = self.commands.send(Command::Write(offset, bytes));
     }
 
@@ -289,7 +289,7 @@ mod tests {
             for (index, chunk) in memory.chunks(64 << 10).enumerate().rev() {
                 // In any order, as slots arrive; zero chunks need no write.
                 if chunk.iter().any(|byte| *byte != 0) {
-                    warm.write((index * (64 << 10)) as u64, chunk.to_vec());
+                    warm.write((index * (64 << 10)) as u64, Arc::new(chunk.to_vec()));
                 }
             }
         })
@@ -308,7 +308,7 @@ mod tests {
         let cases: [(&str, Fill); 3] = [
             (
                 "a write past the end",
-                Box::new(move |warm| warm.write(bytes, vec![1; 16])),
+                Box::new(move |warm| warm.write(bytes, Arc::new(vec![1; 16]))),
             ),
             ("memory never grown", Box::new(|_| {})),
             ("above the memory limit", Box::new(|warm| warm.grow_to(1 << 30))),

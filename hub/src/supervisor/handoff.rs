@@ -467,11 +467,17 @@ impl Supervisor {
                 self.get(name)?.epoch
             ),
         );
-        // Not inside the downtime: until this is on disk a restart finds the
-        // arrival still pending, asks the source, and starts it from the
-        // sealed checkpoint, as recovery would after the flush.
-        let store = self.inner.store.clone();
+        // Not inside the downtime (a write into the store can wait
+        // milliseconds for one being flushed): until the record is written
+        // and on disk a restart finds the arrival still pending, asks the
+        // source, and starts it from the sealed checkpoint, as recovery
+        // would after the flush. A save writes the record as it is then, so
+        // one written later by the run is never overwritten by an older one.
+        let (inner, store, function) = (Arc::clone(&self.inner), self.inner.store.clone(), name.to_owned());
         tokio::task::spawn_blocking(move || {
+            if let Err(error) = inner.save(&function) {
+                tracing::warn!(function = %function, error = %ferry_proto::error_chain(&error), "could not record the start");
+            }
             if let Err(error) = store.flush() {
                 tracing::warn!(%error, "could not flush the record of a started arrival");
             }

@@ -532,6 +532,11 @@ impl Inner {
             let slot = slots.get(name).ok_or_else(|| self.not_found(name))?;
             slot.record.spec.clone().unwrap_or_default().module_hash
         };
+        // The usual case inside a move's downtime: no hop to a blocking
+        // thread, which a busy machine can delay by milliseconds.
+        if let Some(prepared) = self.runtime.prepared_in_memory(&module_hash) {
+            return Ok(prepared);
+        }
         let runtime = Arc::clone(&self.runtime);
         let prepared = tokio::task::spawn_blocking(move || runtime.prepare_stored(&module_hash))
             .await

@@ -28,6 +28,9 @@ pub(super) struct Launch {
     /// An instance that already holds the snapshot's memory (an arrival's).
     warm: Option<WarmInstance>,
     starts: u32,
+    /// Whether [`Inner::launch`] writes the record; an arrival's commit
+    /// writes it after the start instead (see `Supervisor::commit_arrival`).
+    record_now: bool,
 }
 
 impl Inner {
@@ -126,6 +129,7 @@ impl Inner {
             snapshot,
             warm,
             starts: slot.record.starts,
+            record_now: true,
         }
     }
 
@@ -160,8 +164,9 @@ impl Inner {
             snapshot,
             warm,
             starts,
+            record_now,
         } = launch;
-        if let Err(error) = self.save(&name) {
+        if record_now && let Err(error) = self.save(&name) {
             tracing::warn!(function = %name, error = %ferry_proto::error_chain(&error), "could not record the start");
         }
         match &snapshot {
@@ -298,7 +303,9 @@ impl Inner {
             if request == Request::Commit {
                 slot.record.pending_handoff = None;
             }
-            self.prepare_launch(slot, prepared, snapshot, warm)
+            let mut launch = self.prepare_launch(slot, prepared, snapshot, warm);
+            launch.record_now = request != Request::Commit;
+            launch
         };
         self.launch(launch);
         Ok(true)

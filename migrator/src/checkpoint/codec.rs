@@ -30,16 +30,78 @@ impl ChunkEncoder {
     /// The encoded form of `bytes`.
     pub fn encode(&mut self, bytes: &[u8]) -> Result<Vec<u8>, CheckpointError> {
         let compressed = self.compressor.compress(bytes).map_err(CheckpointError::Compression)?;
-        let mut encoded = Vec::with_capacity(1 + compressed.len().min(bytes.len()));
-        if compressed.len() < bytes.len() {
-            encoded.push(CODEC_ZSTD);
-            encoded.extend_from_slice(&compressed);
+        if compressed.len() >= bytes.len() {
+            return Ok(raw(bytes));
+        }
+        let mut encoded = Vec::with_capacity(1 + compressed.len());
+        encoded.push(CODEC_ZSTD);
+        encoded.extend_from_slice(&compressed);
+        Ok(encoded)
+    }
+}
+
+/// A chunk "paid" for its compression when it shrank below this many
+/// 1/16ths of its size.
+const PAYS_SIXTEENTHS: usize = 14;
+/// After this many chunks in a row that did not pay, [`StreamEncoder`]
+/// stops trying for the longest stretch.
+const MAX_SKIP: u32 = 32;
+
+/// Encodes a stream of chunks (a transfer), compressing only where it
+/// pays: after a chunk that did not shrink by an eighth, the next chunks
+/// go raw without a try — one, then two, four, … up to [`MAX_SKIP`] while
+/// the tries keep failing; one that pays resets it. Incompressible memory
+/// (encrypted, random, already compressed) then costs one compression in
+/// 32 chunks instead of every one; compressible memory is always compressed.
+pub struct StreamEncoder {
+    encoder: ChunkEncoder,
+    /// Chunks still to send raw without a try.
+    skip: u32,
+    /// The stretch the next failed try starts.
+    stretch: u32,
+    /// Compressions tried so far.
+    tries: u64,
+}
+
+impl StreamEncoder {
+    pub fn new(level: i32) -> Result<StreamEncoder, CheckpointError> {
+        Ok(StreamEncoder {
+            encoder: ChunkEncoder::new(level)?,
+            skip: 0,
+            stretch: 1,
+            tries: 0,
+        })
+    }
+
+    /// The encoded form of `bytes`: compressed, or raw.
+    pub fn encode(&mut self, bytes: &[u8]) -> Result<Vec<u8>, CheckpointError> {
+        if self.skip > 0 {
+            self.skip -= 1;
+            return Ok(raw(bytes));
+        }
+        self.tries += 1;
+        let encoded = self.encoder.encode(bytes)?;
+        if (encoded.len() - 1) * 16 < bytes.len() * PAYS_SIXTEENTHS {
+            self.stretch = 1;
         } else {
-            encoded.push(CODEC_RAW);
-            encoded.extend_from_slice(bytes);
+            self.skip = self.stretch;
+            self.stretch = (self.stretch * 2).min(MAX_SKIP);
         }
         Ok(encoded)
     }
+
+    /// Compressions tried so far.
+    pub fn tries(&self) -> u64 {
+        self.tries
+    }
+}
+
+/// `bytes` encoded raw.
+fn raw(bytes: &[u8]) -> Vec<u8> {
+    let mut encoded = Vec::with_capacity(1 + bytes.len());
+    encoded.push(CODEC_RAW);
+    encoded.extend_from_slice(bytes);
+    encoded
 }
 
 /// Decodes chunks, reusing one zstd context.
@@ -153,15 +215,7 @@ mod tests {
     #[test]
     fn compressible_chunks_are_compressed_and_random_ones_kept_raw() -> Result<(), CheckpointError> {
         let compressible = vec![7u8; 4096];
-        let mut state = 0x1234_5678_u32;
-        let random: Vec<u8> = (0..4096)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                state as u8
-            })
-            .collect();
+        let random = random_chunk(0x1234_5678, 4096);
         for (name, bytes, codec) in [
             ("compressible", &compressible, CODEC_ZSTD),
             ("random", &random, CODEC_RAW),
@@ -179,6 +233,51 @@ mod tests {
                 bytes
             );
         }
+        Ok(())
+    }
+
+    fn random_chunk(seed: u32, len: usize) -> Vec<u8> {
+        let mut state = seed | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stream_of_incompressible_chunks_is_tried_rarely_and_compressible_ones_always() -> Result<(), CheckpointError> {
+        let mut encoder = StreamEncoder::new(DEFAULT_COMPRESSION_LEVEL)?;
+        let mut decoder = ChunkDecoder::new()?;
+        for index in 0..256 {
+            let chunk = random_chunk(index, 4096);
+            let encoded = encoder.encode(&chunk)?;
+            assert_eq!(encoded[0], CODEC_RAW);
+            let mut decoded = vec![0u8; chunk.len()];
+            decoder
+                .decode_into(&encoded, &mut decoded)
+                .map_err(|reason| CheckpointError::corrupt("raw", reason))?;
+            assert_eq!(decoded, chunk);
+        }
+        // 1 + 1 + 2 + 4 + 8 + 16 chunks up to the longest stretch, then one try per 33.
+        assert!(encoder.tries() <= 6 + (256 - 32) / 33 + 1, "{} tries", encoder.tries());
+        // The first compressible chunk after a stretch is compressed, and so is every one after it.
+        let compressible = vec![7u8; 4096];
+        let mut compressed = 0;
+        for _ in 0..64 {
+            if encoder.encode(&compressible)?[0] == CODEC_ZSTD {
+                compressed += 1;
+            }
+        }
+        assert!(compressed >= 64 - 32, "{compressed} of 64 compressed");
+        let tries = encoder.tries();
+        for _ in 0..16 {
+            assert_eq!(encoder.encode(&compressible)?[0], CODEC_ZSTD);
+        }
+        assert_eq!(encoder.tries(), tries + 16);
         Ok(())
     }
 

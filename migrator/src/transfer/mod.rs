@@ -85,9 +85,15 @@ pub enum TransferError {
     /// A chunk whose content does not match its hash.
     #[error("chunk {hash} does not match its hash: {reason}")]
     ChunkMismatch { hash: ChunkHash, reason: String },
-    /// The stream ended (or stalled) before the transfer was complete.
+    /// The stream ended (or stalled) before the transfer was complete: the
+    /// link failed, and another attempt over a fresh connection may not.
     #[error("the transfer stream ended early: {reason}")]
     Truncated { reason: String },
+    /// This hub could not go on (the function could not be captured, a
+    /// store could not be read or written): another attempt would meet the
+    /// same.
+    #[error("{reason}")]
+    Local { reason: String },
     /// The offer names something this hub cannot take.
     #[error("{reason}")]
     Unacceptable { code: ErrorCode, reason: String },
@@ -106,6 +112,7 @@ impl ServiceError for TransferError {
             TransferError::Protocol { .. } => ErrorCode::InvalidArgument,
             TransferError::ChunkMismatch { .. } => ErrorCode::DataLoss,
             TransferError::Truncated { .. } => ErrorCode::Unavailable,
+            TransferError::Local { .. } => ErrorCode::Aborted,
         }
     }
 }

@@ -17,14 +17,13 @@ fn held_prefix(name: &str) -> String {
 }
 
 impl Arrival {
-    /// Makes what earlier rounds brought durable and referenced now, in the
-    /// background while this round streams, so that the seal (inside the
-    /// downtime) only counts and flushes the last round's chunks.
+    /// Makes what earlier rounds brought durable and referenced, on a
+    /// blocking thread, and waits for it: the seal (inside the downtime)
+    /// then only counts and flushes the last round's chunks.
     pub(super) async fn stage_settled(&mut self, settled: Vec<Option<ChunkHash>>) {
-        self.staging_done().await;
         let store = self.supervisor.checkpoint_store().clone();
         let staged = self.staged.clone().filter(|_| !settled.is_empty());
-        self.staging = Some(tokio::task::spawn_blocking(move || {
+        let staging = tokio::task::spawn_blocking(move || {
             if let Some(staged) = staged
                 && let Err(error) = store.stage(&staged, &settled)
             {
@@ -32,33 +31,10 @@ impl Arrival {
                 tracing::debug!(%staged, %error, "could not stage the chunks received so far");
             }
             if let Err(error) = store.flush() {
-                tracing::warn!(%error, "background flush of received chunks failed");
-            }
-        }));
-    }
-
-    /// The seal does not wait for a staging still running (the import
-    /// counts against whatever was staged): once that ends, whatever it
-    /// staged after the import took the set over is dropped again.
-    pub(super) fn drop_late_staging(&mut self) {
-        let (Some(staging), Some(staged)) = (self.staging.take(), self.staged.clone()) else {
-            return;
-        };
-        let store = self.supervisor.checkpoint_store().clone();
-        tokio::spawn(async move {
-            let _ = staging.await;
-            let unstaged = tokio::task::spawn_blocking(move || store.unstage(&staged)).await;
-            if let Ok(Err(error)) = unstaged {
-                tracing::warn!(%error, "could not drop a staged set after the seal");
+                tracing::warn!(%error, "flush of received chunks failed");
             }
         });
-    }
-
-    /// Waits for the background staging, if one runs.
-    pub(super) async fn staging_done(&mut self) {
-        if let Some(staging) = self.staging.take()
-            && let Err(error) = staging.await
-        {
+        if let Err(error) = staging.await {
             tracing::warn!(%error, "staging task failed");
         }
     }
@@ -87,12 +63,18 @@ impl Arrival {
             let holding = hold.clone();
             let held = tokio::task::spawn_blocking(move || {
                 let held = store.hold(staged.as_deref(), &holding, &received)?;
-                // After the new hold, so that chunks both name stay stored.
-                store.unstage_prefixed(&prefix, Some(&holding))?;
+                if held == 0 {
+                    // Nothing arrived (a refused offer): earlier holds stay.
+                    store.unstage(&holding)?;
+                } else {
+                    // After the new hold, so that chunks both name stay stored.
+                    store.unstage_prefixed(&prefix, Some(&holding))?;
+                }
                 Ok::<_, ferry_migrator::checkpoint::CheckpointError>((store, held))
             })
             .await;
             let store = match held {
+                Ok(Ok((_, 0))) => return,
                 Ok(Ok((store, chunks))) => {
                     tracing::info!(function = %function, chunks, "keeping the chunks of a discarded transfer for a retry");
                     store

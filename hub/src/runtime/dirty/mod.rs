@@ -168,6 +168,7 @@ impl DirtyTracker {
             }
             _ => (0..chunk_count).collect(),
         };
+        changes.reserve_chunks(candidates.len());
         for index in candidates {
             self.read_chunk(view, &mut changes, index, known_bytes, key)?;
         }

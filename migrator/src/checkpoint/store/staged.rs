@@ -75,16 +75,10 @@ impl CheckpointStore {
     /// how many distinct chunks `into` holds.
     pub fn hold(&self, from: Option<&str>, into: &str, extra: &[ChunkHash]) -> Result<usize, CheckpointError> {
         let mut held: Vec<ChunkHash> = match from {
-            Some(from) => self
-                .staged
-                .get(from.as_bytes())?
-                .map(|value| {
-                    value
-                        .chunks_exact(32)
-                        .filter_map(|bytes| <[u8; 32]>::try_from(bytes).ok().map(ChunkHash))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            Some(from) => match self.staged.get(from.as_bytes())? {
+                Some(value) => decode_set(from.as_bytes(), &value)?,
+                None => Vec::new(),
+            },
             None => Vec::new(),
         };
         for hash in extra {
@@ -141,15 +135,22 @@ pub(super) fn read_set<E: From<CheckpointError>>(
     staged: &TransactionalTree,
     name: &[u8],
 ) -> Result<HashSet<ChunkHash>, ConflictableTransactionError<E>> {
-    let Some(value) = staged.get(name)? else {
-        return Ok(HashSet::new());
-    };
-    if value.len() % 32 != 0 {
+    match staged.get(name)? {
+        None => Ok(HashSet::new()),
+        Some(value) => decode_set(name, &value)
+            .map(|hashes| hashes.into_iter().collect())
+            .map_err(|error| ConflictableTransactionError::Abort(E::from(error))),
+    }
+}
+
+/// A staged set's stored value: hashes one after the other.
+fn decode_set(name: &[u8], value: &[u8]) -> Result<Vec<ChunkHash>, CheckpointError> {
+    if !value.len().is_multiple_of(32) {
         let what = format!("staged set {}", String::from_utf8_lossy(name));
-        return Err(ConflictableTransactionError::Abort(E::from(CheckpointError::corrupt(
+        return Err(CheckpointError::corrupt(
             what,
             format!("{} bytes, not a multiple of 32", value.len()),
-        ))));
+        ));
     }
     Ok(value
         .chunks_exact(32)
