@@ -43,8 +43,7 @@ impl ChunkEncoder {
 /// A chunk "paid" for its compression when it shrank below this many
 /// 1/16ths of its size.
 const PAYS_SIXTEENTHS: usize = 14;
-/// After this many chunks in a row that did not pay, [`StreamEncoder`]
-/// stops trying for the longest stretch.
+/// The longest stretch of chunks [`StreamEncoder`] sends raw without a try.
 const MAX_SKIP: u32 = 32;
 
 /// Encodes a stream of chunks (a transfer), compressing only where it
@@ -52,7 +51,7 @@ const MAX_SKIP: u32 = 32;
 /// go raw without a try — one, then two, four, … up to [`MAX_SKIP`] while
 /// the tries keep failing; one that pays resets it. Incompressible memory
 /// (encrypted, random, already compressed) then costs one compression in
-/// 32 chunks instead of every one; compressible memory is always compressed.
+/// 33 chunks instead of every one; compressible memory is always compressed.
 pub struct StreamEncoder {
     encoder: ChunkEncoder,
     /// Chunks still to send raw without a try.
