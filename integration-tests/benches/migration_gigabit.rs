@@ -30,8 +30,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use ferry_integration_tests::moves::{migrate, running_on, wait_peer_up};
-use ferry_integration_tests::{HubOptions, HubProcess, Lan, expect_success, guest, netns_or_skip};
+use ferry_integration_tests::moves::{deploy_guest, migrate, running_on, wait_peer_up};
+use ferry_integration_tests::{HubOptions, HubProcess, Lan, netns_or_skip};
 use serde_json::Value;
 
 /// Safety net against a hung hub, not a performance requirement.
@@ -39,6 +39,7 @@ const PATIENCE: Duration = Duration::from_secs(120);
 const RAW_COPIES: usize = 3;
 const RAW_PORT: u16 = 7499;
 const MIB: usize = 1 << 20;
+const HOTHEAP: &str = "examples/hotheap.wasm";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
@@ -105,8 +106,8 @@ async fn trials_of(fill: &str, trials: usize) -> anyhow::Result<f64> {
             shape(&lan, host)?;
         }
         let hubs = start_hubs(&lan).await?;
-        deploy(&hubs[1], "warm", &["1", "4", "1"])?;
-        deploy(&hubs[0], "fresh64", &["64", "4", "0", fill])?;
+        deploy_guest(&hubs[1], HOTHEAP, "warm", &["1", "4", "1"]);
+        deploy_guest(&hubs[0], HOTHEAP, "fresh64", &["64", "4", "0", fill]);
         tokio::time::sleep(Duration::from_secs(1)).await;
         let summary = migrate(&hubs[0], "fresh64", "hub-1").with_context(|| format!("trial {trial}"))?;
         ensure!(summary["start_confirmed"] == true, "start not confirmed: {summary}");
@@ -177,22 +178,6 @@ async fn start_hubs(lan: &Lan) -> anyhow::Result<Vec<HubProcess>> {
         wait_peer_up(hub, &format!("hub-{}", 1 - index), PATIENCE).await?;
     }
     Ok(hubs)
-}
-
-fn deploy(hub: &HubProcess, name: &str, args: &[&str]) -> anyhow::Result<()> {
-    let path = guest("examples/hotheap.wasm");
-    let mut command = vec![
-        "deploy",
-        path.to_str().context("guest path")?,
-        "--name",
-        name,
-        "--memory-limit",
-        "256MiB",
-        "--",
-    ];
-    command.extend_from_slice(args);
-    expect_success(hub.ferry(&command));
-    Ok(())
 }
 
 fn field(summary: &Value, name: &str) -> anyhow::Result<u64> {

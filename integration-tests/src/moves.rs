@@ -9,6 +9,24 @@ use serde_json::Value;
 
 use crate::{HubProcess, expect_success};
 
+/// Deploys the guest `module` (a path under the guest directories) as
+/// `name` on `hub`, with a 256 MiB memory limit (room for the big heaps the
+/// move tests use) and `args` for the guest.
+pub fn deploy_guest(hub: &HubProcess, module: &str, name: &str, args: &[&str]) {
+    let path = crate::guest(module);
+    let mut command = vec![
+        "deploy",
+        path.to_str().expect("guest paths are UTF-8"),
+        "--name",
+        name,
+        "--memory-limit",
+        "256MiB",
+        "--",
+    ];
+    command.extend_from_slice(args);
+    expect_success(hub.ferry(&command));
+}
+
 /// `ferry migrate NAME --to HUB --json` asked of `via`; the summary.
 pub fn migrate(via: &HubProcess, name: &str, to: &str) -> anyhow::Result<Value> {
     via.ferry_json(&["migrate", name, "--to", to])

@@ -9,10 +9,10 @@
 use std::time::{Duration, Instant};
 
 use ferry_integration_tests::moves::{
-    Rng, check_consecutive, migrate, migrate_refused, numbered_lines, running_on, stdout_of, wait_exited,
+    Rng, check_consecutive, deploy_guest, migrate, migrate_refused, numbered_lines, running_on, stdout_of, wait_exited,
 };
 use ferry_integration_tests::{
-    HubOptions, HubProcess, Lan, all_pairs, expect_success, guest, netns_or_skip, wait_for_peer_states,
+    HubOptions, HubProcess, Lan, all_pairs, expect_success, netns_or_skip, wait_for_peer_states,
 };
 
 /// Safety net for every wait; not a performance requirement.
@@ -36,21 +36,6 @@ async fn lan_with_hubs(count: usize) -> (Lan, Vec<HubProcess>) {
     (lan, hubs)
 }
 
-fn deploy(hub: &HubProcess, module: &str, name: &str, args: &[&str]) {
-    let path = guest(module);
-    let mut command = vec![
-        "deploy",
-        path.to_str().unwrap(),
-        "--name",
-        name,
-        "--memory-limit",
-        "256MiB",
-        "--",
-    ];
-    command.extend_from_slice(args);
-    expect_success(hub.ferry(&command));
-}
-
 fn ms(micros: u64) -> String {
     format!("{:.1} ms", micros as f64 / 1000.0)
 }
@@ -71,8 +56,8 @@ async fn two_running_functions_move_around_three_hubs_ten_times_and_print_what_a
     ];
     // The uninterrupted runs, on the last hub, alongside the moving ones.
     for (name, module, args) in functions {
-        deploy(&hubs[2], module, &format!("{name}-ref"), args);
-        deploy(&hubs[0], module, name, args);
+        deploy_guest(&hubs[2], module, &format!("{name}-ref"), args);
+        deploy_guest(&hubs[0], module, name, args);
     }
     let mut rng = Rng::new("moves");
     let moves = 10;
@@ -181,7 +166,7 @@ async fn a_16_mib_move_across_a_link_losing_a_fifth_of_its_packets_completes_wit
     let _serial = SERIAL.lock().await;
     let (lan, hubs) = lan_with_hubs(2).await;
     // 16 MiB written once, a 256 KiB region rewritten all the time.
-    deploy(&hubs[0], "examples/hotheap.wasm", "heap", &["16", "256"]);
+    deploy_guest(&hubs[0], "examples/hotheap.wasm", "heap", &["16", "256"]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     // 20 % loss each way on the destination (mDNS and probes suffer too):
     // TCP stalls for seconds at a time, and the move must wait that out.
@@ -212,7 +197,7 @@ async fn a_link_cut_mid_transfer_aborts_and_the_function_runs_on_at_the_source()
     }
     let _serial = SERIAL.lock().await;
     let (lan, hubs) = lan_with_hubs(2).await;
-    deploy(&hubs[0], "examples/bigheap.wasm", "heap", &["96", "0"]);
+    deploy_guest(&hubs[0], "examples/bigheap.wasm", "heap", &["96", "0"]);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let mover = {
         let via = hubs[0].address();
