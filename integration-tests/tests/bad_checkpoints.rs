@@ -91,7 +91,12 @@ async fn damaged_victim(damage: impl FnOnce(&sled::Db, &str)) -> (HubProcess, St
 
     // Nothing else is harmed: the bystander continued from its checkpoint
     // and still answers, and its checkpoints still work.
-    assert_eq!(function_info(&hub, "bystander")["state"], "running");
+    // Recovery restarts it from its checkpoint: `starting` until instantiated.
+    eventually("the bystander to run again", PATIENCE, || async {
+        (function_info(&hub, "bystander")["state"] == "running").then_some(())
+    })
+    .await
+    .unwrap();
     assert_eq!(
         ok(hub.ferry(&["invoke", "bystander", "--data", "after"])),
         "echo: after\n"
