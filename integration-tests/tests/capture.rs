@@ -57,6 +57,14 @@ impl Points {
 /// moments, each followed by `kill -9` of the hub and a restart on the same
 /// data directory; the two stdouts must be identical.
 async fn differential(module: &str, args: &[&str], points: usize, max_gap: Duration) {
+    differential_chains(module, args, points, 1, max_gap).await;
+}
+
+/// [`differential`] with `chain` checkpoints of the same run before each
+/// kill: every checkpoint after the first of a run is written from the
+/// chunks changed since the one before, so the kill resumes from the end of
+/// a chain of incremental checkpoints.
+async fn differential_chains(module: &str, args: &[&str], points: usize, chain: usize, max_gap: Duration) {
     let name = "subject";
     let path = guest(module);
     let mut deploy = vec![
@@ -82,21 +90,23 @@ async fn differential(module: &str, args: &[&str], points: usize, max_gap: Durat
     ok(hub.ferry(&deploy));
     let mut random = Points::new(module);
     let mut taken = 0;
-    for _ in 0..points {
-        tokio::time::sleep(random.delay(max_gap)).await;
-        let output = hub.ferry(&["checkpoint", name, "--json"]);
-        if !output.status.success() {
-            // The function finished before this point: nothing left to interrupt.
-            break;
+    'points: for _ in 0..points {
+        for _ in 0..chain {
+            tokio::time::sleep(random.delay(max_gap)).await;
+            let output = hub.ferry(&["checkpoint", name, "--json"]);
+            if !output.status.success() {
+                // The function finished before this point: nothing left to interrupt.
+                break 'points;
+            }
+            taken += 1;
         }
-        taken += 1;
         hub.kill().unwrap();
         hub.restart().await.unwrap();
     }
     let interrupted_state = wait_until_exited(&hub, name).await;
     assert_eq!(interrupted_state["state"], "exited", "{interrupted_state}");
     let interrupted = ok(hub.ferry(&["logs", name]));
-    eprintln!("{module}: {taken} checkpoints, each followed by kill -9 and a restart");
+    eprintln!("{module}: {taken} checkpoints, every {chain} followed by kill -9 and a restart");
     assert!(
         taken > 0,
         "{module} ended before the first checkpoint; lengthen its run"
@@ -121,6 +131,64 @@ async fn deep_recursion_with_indirect_calls_resumes_byte_identical() {
 #[tokio::test]
 async fn memory_grown_after_the_first_checkpoint_resumes_byte_identical() {
     differential("guests/grow_later.wasm", &[], 3, Duration::from_millis(700)).await;
+}
+
+#[tokio::test]
+async fn a_chain_of_incremental_checkpoints_over_a_large_heap_resumes_byte_identical() {
+    differential_chains("guests/heap_walk.wasm", &[], 2, 3, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_chain_of_incremental_checkpoints_across_memory_growth_resumes_byte_identical() {
+    differential_chains("guests/grow_later.wasm", &[], 2, 3, Duration::from_millis(300)).await;
+}
+
+#[tokio::test]
+async fn a_checkpoint_writes_only_the_chunks_written_since_the_previous_one() {
+    let mut hub = manual_hub().await;
+    let module = guest("examples/hotheap.wasm");
+    ok(hub.ferry(&[
+        "deploy",
+        module.to_str().unwrap(),
+        "--name",
+        "hot",
+        "--memory-limit",
+        "256MiB",
+        "--",
+        "64",
+        "256",
+    ]));
+    eventually("the heap to be filled", PATIENCE, || async {
+        stdout(&hub.ferry(&["logs", "hot"])).contains("filled").then_some(())
+    })
+    .await
+    .unwrap();
+    let checkpoint = || -> Value { serde_json::from_str(&ok(hub.ferry(&["checkpoint", "hot", "--json"]))).unwrap() };
+    let first = checkpoint();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = checkpoint();
+    let chunks = second["chunks"].as_u64().unwrap();
+    let unchanged = second["unchanged_chunks"].as_u64().unwrap();
+    let new = second["new_chunks"].as_u64().unwrap();
+    eprintln!("first checkpoint: {first}\nsecond: {second}");
+    assert!(chunks >= 1024, "{second}");
+    // The hot set is 4 chunks; the stack, allocator and stdio add a few.
+    assert!(new <= 32, "the second checkpoint wrote {new} chunks: {second}");
+    assert!(
+        unchanged + 32 >= chunks - second["zero_chunks"].as_u64().unwrap(),
+        "{second}"
+    );
+
+    // A hub killed now continues the function from the incremental one.
+    hub.kill().unwrap();
+    hub.restart().await.unwrap();
+    eventually("hot to run again", PATIENCE, || async {
+        (function_info(&hub, "hot")["state"] == "running").then_some(())
+    })
+    .await
+    .unwrap();
+    let info = function_info(&hub, "hot");
+    assert_eq!(info["last_checkpoint"], second["sequence"], "{info}");
 }
 
 #[tokio::test]

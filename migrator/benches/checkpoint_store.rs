@@ -1,20 +1,32 @@
 //! Incremental checkpoint cost against a full one, in the same run.
 //!
 //! A 64 MiB heap image (¾ non-zero data, ¼ zero pages) is checkpointed in
-//! full; then 1 % of its 64 KiB chunks get one byte changed and it is
-//! checkpointed again with the previous checkpoint as base. Prints medians
-//! of several rounds, their ratio (target ≤ 0.05), the bytes each wrote
-//! against the memory in use, and load time against a plain copy.
+//! full; then 1 % of it changes and it is checkpointed again on the first.
+//! Three incremental kinds, medians of several rounds each, every one a
+//! ratio to the full checkpoint of the same round (target ≤ 0.05):
+//! - **fingerprints**: the whole memory handed over, the changed chunks
+//!   found by comparing fingerprints (`put` with a base);
+//! - **changes, contiguous**: what a dirty-page tracker hands over when
+//!   1 % of the memory in one stretch was written (`put_changes`);
+//! - **changes, scattered**: 1 % of the 4 KiB pages written at random
+//!   places, so many more chunks are dirty than pages; measured with
+//!   64 KiB chunks (the default) and 16 KiB chunks.
 //!
-//! Run: `cargo bench -p ferry-migrator --bench checkpoint_store`
+//! Also the load of a checkpoint (verify + inflate) against a plain copy.
+//!
+//! Run: `cargo bench --profile dev -p ferry-migrator --bench checkpoint_store`
 
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use ferry_migrator::checkpoint::{CheckpointStore, DEFAULT_CHUNK_SIZE};
+use ferry_migrator::checkpoint::{
+    ChangedMemory, CheckpointStore, CheckpointStoreOptions, DEFAULT_CHUNK_SIZE, PutStats,
+};
 use ferry_proto::internal::v1::{CheckpointManifest, HostState, PendingCall, pending_call};
 use ferry_proto::v1::FunctionSpec;
 
 const MIB: usize = 1 << 20;
+const PAGE: usize = 4096;
 const ROUNDS: usize = 5;
 
 fn template(sequence: u64) -> CheckpointManifest {
@@ -54,74 +66,162 @@ fn heap_image(bytes: usize) -> Vec<u8> {
     image
 }
 
+/// How the 1 % of memory that changes is spread.
+#[derive(Clone, Copy)]
+enum Dirt {
+    /// One stretch of pages.
+    Contiguous,
+    /// Pages at random places.
+    Scattered,
+}
+
+/// Writes one byte into 1 % of the pages of `image`; returns the pages.
+fn dirty(image: &mut [u8], dirt: Dirt, round: usize) -> BTreeSet<usize> {
+    let pages = image.len() / PAGE;
+    let count = pages / 100;
+    let mut state = 0x9e37_79b9_7f4a_7c15u64 ^ round as u64;
+    let written: BTreeSet<usize> = match dirt {
+        Dirt::Contiguous => {
+            let first = (round * 977) % (pages - count);
+            (first..first + count).collect()
+        }
+        Dirt::Scattered => {
+            let mut written = BTreeSet::new();
+            while written.len() < count {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                written.insert((state % pages as u64) as usize);
+            }
+            written
+        }
+    };
+    for page in &written {
+        let offset = page * PAGE + (round * 31) % PAGE;
+        image[offset] = image[offset].wrapping_add(1);
+    }
+    written
+}
+
+/// What a tracker hands over for `pages` written: a copy of each chunk
+/// holding one of them.
+fn changed_chunks(image: &[u8], pages: &BTreeSet<usize>, chunk_size: usize) -> (Vec<u32>, Vec<u8>) {
+    let chunks: BTreeSet<usize> = pages.iter().map(|page| page * PAGE / chunk_size).collect();
+    let mut data = Vec::with_capacity(chunks.len() * chunk_size);
+    for chunk in &chunks {
+        data.extend_from_slice(&image[chunk * chunk_size..(chunk + 1) * chunk_size]);
+    }
+    (chunks.iter().map(|chunk| *chunk as u32).collect(), data)
+}
+
+/// One kind of incremental checkpoint measured against a full one.
+struct Trial {
+    full: Vec<Duration>,
+    incremental: Vec<Duration>,
+    full_stats: PutStats,
+    incremental_stats: PutStats,
+}
+
+/// Rounds of a full checkpoint then an incremental one of `dirt` (`None`:
+/// found by fingerprints) in a store of `chunk_size` chunks.
+fn trial(chunk_size: u32, dirt: Option<Dirt>, loads: &mut Vec<(Duration, Duration)>) -> Trial {
+    let mut trial = Trial {
+        full: Vec::new(),
+        incremental: Vec::new(),
+        full_stats: PutStats::default(),
+        incremental_stats: PutStats::default(),
+    };
+    for round in 0..ROUNDS {
+        let mut image = heap_image(64 * MIB);
+        let db = sled::Config::new().temporary(true).open().expect("temporary sled");
+        let options = CheckpointStoreOptions {
+            chunk_size,
+            ..Default::default()
+        };
+        let store = CheckpointStore::open_with(&db, options).expect("store");
+        let started = Instant::now();
+        let (base, fingerprints, full) = store.put(template(1), &image, None).expect("full put");
+        trial.full.push(started.elapsed());
+        let pages = dirty(&mut image, dirt.unwrap_or(Dirt::Contiguous), round);
+        let started = Instant::now();
+        let (next, incremental) = match dirt {
+            None => {
+                let (next, _, stats) = store
+                    .put(template(2), &image, Some((&base, &fingerprints)))
+                    .expect("incremental put");
+                (next, stats)
+            }
+            Some(_) => {
+                let (indexes, data) = changed_chunks(&image, &pages, chunk_size as usize);
+                let chunks: Vec<(u32, &[u8])> = indexes.iter().copied().zip(data.chunks(chunk_size as usize)).collect();
+                let changes = ChangedMemory {
+                    memory_bytes: image.len() as u64,
+                    chunk_size,
+                    complete: false,
+                    chunks: &chunks,
+                };
+                store
+                    .put_changes(template(2), changes, Some(&base))
+                    .expect("put of changes")
+            }
+        };
+        trial.incremental.push(started.elapsed());
+        trial.full_stats = full;
+        trial.incremental_stats = incremental;
+        if dirt.is_none() {
+            let started = Instant::now();
+            let loaded = store.load_memory(&next).expect("load");
+            let load = started.elapsed();
+            assert!(loaded == image, "the loaded image is the stored one");
+            let started = Instant::now();
+            let copy = std::hint::black_box(image.clone());
+            loads.push((load, started.elapsed()));
+            drop(copy);
+        }
+    }
+    trial
+}
+
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values[values.len() / 2]
 }
 
 fn main() {
-    let mut image = heap_image(64 * MIB);
-    let chunk = DEFAULT_CHUNK_SIZE as usize;
-    let chunks = image.len() / chunk;
-    let mut full_times = Vec::new();
-    let mut incremental_times = Vec::new();
-    let mut load_times = Vec::new();
-    let mut copy_times = Vec::new();
-    let (mut full_bytes, mut incremental_bytes, mut nonzero, mut changed) = (0, 0, 0, 0);
-    for round in 0..ROUNDS {
-        let db = sled::Config::new().temporary(true).open().expect("temporary sled");
-        let store = CheckpointStore::open(&db).expect("store");
-        let started = Instant::now();
-        let (base, fingerprints, full) = store.put(template(1), &image, None).expect("full put");
-        full_times.push(started.elapsed());
-        for step in 0..chunks / 100 {
-            let offset = ((step * 97 + round * 13) % chunks) * chunk + step % chunk;
-            image[offset] = image[offset].wrapping_add(1);
-        }
-        let started = Instant::now();
-        let (next, _, incremental) = store
-            .put(template(2), &image, Some((&base, &fingerprints)))
-            .expect("incremental put");
-        incremental_times.push(started.elapsed());
-        let started = Instant::now();
-        let loaded = store.load_memory(&next).expect("load");
-        load_times.push(started.elapsed());
-        assert!(loaded == image, "the loaded image is the stored one");
-        let started = Instant::now();
-        let copy = std::hint::black_box(image.clone());
-        copy_times.push(started.elapsed());
-        drop(copy);
-        full_bytes = full.checkpoint_bytes();
-        incremental_bytes = incremental.checkpoint_bytes();
-        nonzero = full.nonzero_bytes;
-        changed = incremental.hashed_chunks * u64::from(DEFAULT_CHUNK_SIZE);
+    let mut loads = Vec::new();
+    let kinds: [(&str, u32, Option<Dirt>); 4] = [
+        ("fingerprints, 64 KiB chunks", DEFAULT_CHUNK_SIZE, None),
+        (
+            "changes, contiguous, 64 KiB",
+            DEFAULT_CHUNK_SIZE,
+            Some(Dirt::Contiguous),
+        ),
+        ("changes, scattered, 64 KiB", DEFAULT_CHUNK_SIZE, Some(Dirt::Scattered)),
+        ("changes, scattered, 16 KiB", 16 * 1024, Some(Dirt::Scattered)),
+    ];
+    println!("checkpoint of a 64 MiB heap, 1 % of its pages written, {ROUNDS} rounds, medians");
+    for (name, chunk_size, dirt) in kinds {
+        let trial = trial(chunk_size, dirt, &mut loads);
+        let (full, incremental) = (median(trial.full), median(trial.incremental));
+        let stats = trial.incremental_stats;
+        println!(
+            "  {name:<28}: full {:>7.2} ms ({:>8} bytes), incremental {:>6.2} ms ({:>7} bytes, {} of {} chunks hashed), ratio {:.3} (target <= 0.05)",
+            ms(full),
+            trial.full_stats.checkpoint_bytes(),
+            ms(incremental),
+            stats.checkpoint_bytes(),
+            stats.hashed_chunks,
+            stats.chunks,
+            incremental.as_secs_f64() / full.as_secs_f64()
+        );
     }
-    let (full, incremental) = (median(full_times), median(incremental_times));
-    let (load, copy) = (median(load_times), median(copy_times));
-    println!("checkpoint of a 64 MiB heap, {ROUNDS} rounds, medians");
+    let load = median(loads.iter().map(|(load, _)| *load).collect());
+    let copy = median(loads.iter().map(|(_, copy)| *copy).collect());
     println!(
-        "  full checkpoint        : {:>8.2} ms, {:>9} bytes written for {} non-zero bytes ({:.3})",
-        ms(full),
-        full_bytes,
-        nonzero,
-        full_bytes as f64 / nonzero as f64
-    );
-    println!(
-        "  1 % dirty, incremental : {:>8.2} ms, {:>9} bytes written for {} changed bytes ({:.3})",
-        ms(incremental),
-        incremental_bytes,
-        changed,
-        incremental_bytes as f64 / changed.max(1) as f64
-    );
-    println!(
-        "  ratio incremental/full : {:.3}  (target <= 0.05)",
-        incremental.as_secs_f64() / full.as_secs_f64()
-    );
-    println!(
-        "  load (verify + inflate): {:>8.2} ms, plain copy {:.2} ms, ratio {:.1}",
+        "  load (verify + inflate): {:>8.2} ms, plain copy {:.2} ms, over the copy {:+.2} ms",
         ms(load),
         ms(copy),
-        load.as_secs_f64() / copy.as_secs_f64()
+        ms(load) - ms(copy)
     );
 }
 

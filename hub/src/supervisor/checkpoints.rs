@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_migrator::checkpoint::{CheckpointStore, Fingerprints, PutStats};
+use ferry_migrator::checkpoint::{ChangedMemory, CheckpointStore, PutStats};
 use ferry_proto::internal::v1::CheckpointManifest;
 use ferry_proto::v1::{CheckpointInfo, FunctionInfo};
 
@@ -13,7 +13,7 @@ use super::{Inner, Supervisor, records};
 use crate::checkpoint_codec::{manifest_template, snapshot_from_manifest};
 use crate::error::HubError;
 use crate::logs::unix_ms_now;
-use crate::runtime::{CaptureKind, MemoryWanted, Snapshot};
+use crate::runtime::{CaptureKind, FunctionControl, MemoryWanted, Snapshot, SnapshotMemory};
 
 /// How long a capture may wait for the function to reach a preemption point
 /// or blocking call. Preemption points are microseconds apart, so this only
@@ -22,12 +22,9 @@ const CAPTURE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Checkpoints kept per function; older ones are garbage-collected.
 pub const CHECKPOINTS_KEPT: usize = 2;
 
-/// The previous checkpoint of a function and the fingerprints of its memory,
-/// so the next checkpoint hashes and writes only what changed.
-pub(super) struct IncrementalBase {
-    manifest: CheckpointManifest,
-    fingerprints: Fingerprints,
-}
+/// The dirty set periodic and requested checkpoints capture from: each
+/// checkpoint reads only the chunks written since the previous one.
+const CHECKPOINT_SET: &str = "checkpoints";
 
 fn checkpoint_info(
     manifest: &CheckpointManifest,
@@ -51,14 +48,35 @@ fn checkpoint_info(
 
 impl Supervisor {
     /// Captures a running function into a durable checkpoint; it keeps running.
+    ///
+    /// The capture copies out only the chunks written since the previous
+    /// checkpoint of the same run ([`CHECKPOINT_SET`]), and the store
+    /// applies them to that checkpoint. That is exact only if the base is
+    /// the checkpoint of the set's previous capture, so: checkpoints
+    /// capture one at a time (`checkpoint_lock`, held from the capture to
+    /// the persist); the base is taken out before the capture and put back
+    /// only by a persist of changes that succeeded; and without a base the
+    /// set starts over, which makes the capture list every non-zero chunk.
+    /// A new run has a new tracker, whose first capture is complete too.
     pub async fn checkpoint(&self, name: &str) -> Result<CheckpointInfo, HubError> {
+        let _one_at_a_time = self.inner.checkpoint_lock.lock().await;
+        let base = self.inner.take_incremental_base(name);
+        if base.is_none()
+            && let Some(control) = self.inner.run_control(name)
+        {
+            control.forget_dirty_set(CHECKPOINT_SET);
+        }
         let started = Instant::now();
+        let wanted = MemoryWanted::Changes {
+            set: CHECKPOINT_SET.to_owned(),
+            chunk_size: self.inner.checkpoints.options().chunk_size,
+        };
         let snapshot = self
-            .capture(name, Request::Checkpoint, MemoryWanted::Whole)
+            .capture(name, Request::Checkpoint, wanted)
             .await?
             .ok_or_else(|| HubError::Internal(format!("a checkpoint of {name:?} asked for no capture")))?;
         let capture = started.elapsed();
-        self.inner.persist(name, snapshot, capture).await
+        self.inner.persist_from(name, snapshot, capture, base).await
     }
 
     /// Captures a running function, stops it and keeps only its checkpoint.
@@ -218,13 +236,45 @@ impl Supervisor {
 }
 
 impl Inner {
-    /// Writes a capture to the checkpoint store (incrementally when the
-    /// previous checkpoint's fingerprints are at hand) and records it.
+    /// Writes a capture of the whole memory to the checkpoint store and
+    /// records it.
     pub(super) async fn persist(
         self: &Arc<Self>,
         name: &str,
         snapshot: Arc<Snapshot>,
         capture: Duration,
+    ) -> Result<CheckpointInfo, HubError> {
+        self.take_incremental_base(name);
+        self.persist_from(name, snapshot, capture, None).await
+    }
+
+    /// The base of the next incremental checkpoint of `name`, taken out.
+    fn take_incremental_base(&self, name: &str) -> Option<CheckpointManifest> {
+        self.incremental
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .remove(name)
+    }
+
+    /// The control block of the current run of `name`, if it runs.
+    fn run_control(&self, name: &str) -> Option<Arc<FunctionControl>> {
+        let slots = self.lock_slots();
+        slots
+            .get(name)
+            .and_then(|slot| slot.running.as_ref())
+            .map(|running| Arc::clone(&running.control))
+    }
+
+    /// Writes a capture to the checkpoint store and records it: a whole
+    /// memory, or the changes since `base` (the checkpoint of the dirty
+    /// set's previous capture; none if the capture is complete). A persist
+    /// of changes that succeeds makes its checkpoint the next base.
+    async fn persist_from(
+        self: &Arc<Self>,
+        name: &str,
+        snapshot: Arc<Snapshot>,
+        capture: Duration,
+        base: Option<CheckpointManifest>,
     ) -> Result<CheckpointInfo, HubError> {
         let _serialized = self.persist_lock.lock().await;
         let started = Instant::now();
@@ -262,25 +312,32 @@ impl Inner {
             .last()
             .map_or(0, |entry| entry.sequence);
         let sequence = recorded.max(stored) + 1;
-        let base = self
-            .incremental
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .remove(name);
         let template = manifest_template(&snapshot, spec, epoch, sequence, unix_ms_now());
         let store = self.checkpoints.clone();
         let owned_name = name.to_owned();
-        snapshot.memory.whole().map_err(HubError::Internal)?;
+        let of_changes = matches!(snapshot.memory, SnapshotMemory::Changes(_));
         let result = tokio::task::spawn_blocking(move || {
-            let base_ref = base.as_ref().map(|base| (&base.manifest, &base.fingerprints));
-            let memory = snapshot.memory.whole().unwrap_or_default();
-            let put = store.put(template, memory, base_ref)?;
+            let put = match &snapshot.memory {
+                SnapshotMemory::Whole(memory) => store
+                    .put(template, memory, None)
+                    .map(|(manifest, _, stats)| (manifest, stats)),
+                SnapshotMemory::Changes(changes) => {
+                    let chunks: Vec<(u32, &[u8])> = changes.iter().collect();
+                    let changed = ChangedMemory {
+                        memory_bytes: changes.memory_bytes,
+                        chunk_size: changes.chunk_size,
+                        complete: changes.complete,
+                        chunks: &chunks,
+                    };
+                    store.put_changes(template, changed, base.as_ref())
+                }
+            }?;
             store.retain(&owned_name, CHECKPOINTS_KEPT)?;
             Ok::<_, ferry_migrator::checkpoint::CheckpointError>(put)
         })
         .await
         .map_err(|error| HubError::Internal(format!("persist task failed: {error}")))?;
-        let (manifest, fingerprints, stats) = result.map_err(HubError::Checkpoint)?;
+        let (manifest, stats) = result.map_err(HubError::Checkpoint)?;
         let persist = started.elapsed();
         let info = checkpoint_info(&manifest, &stats, capture, persist);
         {
@@ -291,10 +348,12 @@ impl Inner {
             }
         }
         self.save(name)?;
-        self.incremental
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(name.to_owned(), IncrementalBase { manifest, fingerprints });
+        if of_changes {
+            self.incremental
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .insert(name.to_owned(), manifest);
+        }
         tracing::info!(
             function = %name,
             sequence = info.sequence,

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use ferry_migrator::checkpoint::CheckpointStore;
-use ferry_proto::internal::v1::FunctionRecord;
+use ferry_proto::internal::v1::{CheckpointManifest, FunctionRecord};
 use ferry_proto::v1::FunctionInfo;
 use tokio::sync::{oneshot, watch};
 
@@ -111,8 +111,11 @@ struct Inner {
     config: SupervisorConfig,
     store: Store,
     checkpoints: CheckpointStore,
-    /// Previous checkpoint per function, for incremental checkpoints.
-    incremental: Mutex<HashMap<String, checkpoints::IncrementalBase>>,
+    /// Previous checkpoint per function, for incremental checkpoints: the
+    /// one written from the last capture of the run's checkpoint dirty set.
+    incremental: Mutex<HashMap<String, CheckpointManifest>>,
+    /// Checkpoints capture and persist one at a time (`Supervisor::checkpoint`).
+    checkpoint_lock: tokio::sync::Mutex<()>,
     /// Which move stored the early log history of an arrival under each
     /// name (`Supervisor::import_arrival_logs`): only that move may add
     /// the rest or drop it, so that a late, discarded transfer never takes
@@ -167,6 +170,7 @@ impl Supervisor {
                 store,
                 checkpoints,
                 incremental: Mutex::new(HashMap::new()),
+                checkpoint_lock: tokio::sync::Mutex::new(()),
                 early_logs: Mutex::new(HashMap::new()),
                 persist_lock: tokio::sync::Mutex::new(()),
                 record_writer: Mutex::new(()),
@@ -227,7 +231,17 @@ impl Supervisor {
         for name in to_start {
             let resumed = async {
                 let snapshot = match self.inner.checkpoints.latest(&name).map_err(HubError::Checkpoint)? {
-                    Some(manifest) => Some(Arc::new(self.inner.load_snapshot(&manifest).await?)),
+                    Some(manifest) => {
+                        let snapshot = Arc::new(self.inner.load_snapshot(&manifest).await?);
+                        // The record may lag behind the store after a crash.
+                        if let Some(slot) = self.inner.lock_slots().get_mut(&name)
+                            && slot.record.last_checkpoint < manifest.sequence
+                        {
+                            slot.record.last_checkpoint = manifest.sequence;
+                            slot.record.last_checkpoint_unix_ms = manifest.created_unix_ms;
+                        }
+                        Some(snapshot)
+                    }
                     None => None,
                 };
                 let from = if snapshot.is_some() {

@@ -170,6 +170,33 @@ impl MemoryScan {
             .collect()
     }
 
+    /// A scan made from known hashes (a checkpoint from changes): `hashed`
+    /// lists the chunks whose BLAKE3 was computed, ascending; it has no
+    /// fingerprints.
+    pub(crate) fn from_hashes(
+        chunk_hashes: Vec<Option<ChunkHash>>,
+        hashed_chunks: Vec<usize>,
+        bytes_hashed: u64,
+        nonzero_bytes: u64,
+    ) -> MemoryScan {
+        let zero_chunks = chunk_hashes.iter().filter(|hash| hash.is_none()).count() as u64;
+        let nonzero_chunks = chunk_hashes.len() as u64 - zero_chunks;
+        let hashed_nonzero = hashed_chunks
+            .iter()
+            .filter(|index| chunk_hashes.get(**index).is_some_and(Option::is_some))
+            .count() as u64;
+        MemoryScan {
+            unchanged_chunks: nonzero_chunks - hashed_nonzero,
+            chunk_hashes,
+            hashed_chunks,
+            zero_chunks,
+            bytes_hashed,
+            bytes_fingerprinted: nonzero_bytes,
+            seed: 0,
+            fingerprint_values: Vec::new(),
+        }
+    }
+
     /// Replaces the hash of chunk `index` after it was hashed again, e.g.
     /// because the store lacked the chunk the base named.
     pub(crate) fn rehashed(&mut self, index: usize, hash: ChunkHash, chunk_len: u64) {

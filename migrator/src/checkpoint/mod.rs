@@ -71,37 +71,51 @@
 //!   content. Fingerprints are bound to the manifest they were computed with
 //!   (a digest of its chunk list): a mismatched pair is refused
 //!   ([`CheckpointError::BaseMismatch`]) rather than trusted.
-//! - **Cost.** An incremental checkpoint still reads all of memory once (the
-//!   fingerprint pass; nothing here knows which pages were written) and
-//!   updates one reference count per distinct non-zero chunk in its commit.
-//!   For a 64 MiB heap with 1 % of its chunks dirty that is ≈ 7 ms + ≈ 3–6 ms
-//!   against ≈ 95 ms for a full checkpoint on the 2-core development machine
-//!   (ignored test `incremental_checkpoint_of_a_64_mib_heap_…`).
-//! - **Store layout** (one `sled::Db` passed in by the hub, three trees):
+//! - **Checkpoints from changes.** [`CheckpointStore::put_changes`] takes
+//!   the chunks a dirty-page tracker reports ([`ChangedMemory`]) and the
+//!   previous checkpoint of the same capture chain as base: the base's hash
+//!   for every chunk not listed, a BLAKE3 of each listed one. Nothing
+//!   unchanged is read. The caller guarantees the base is the checkpoint of
+//!   the tracker's previous capture (the hub does, see
+//!   `Supervisor::checkpoint`); the store checks what it can (function,
+//!   chunk size, a memory that did not shrink, chunk lengths and order).
+//! - **Cost.** A checkpoint from changes reads, hashes and writes only the
+//!   changed chunks, and its commit changes the counts of the chunks its
+//!   function's earlier checkpoints did not name. A `put` with fingerprints
+//!   still reads all of memory once (the XXH3 pass). Figures in
+//!   BENCHMARKS.md (`--bench checkpoint_store`).
+//! - **Store layout** (one `sled::Db` passed in by the hub, five trees):
 //!   `checkpoint_chunks` (hash → encoded chunk), `checkpoint_chunk_refs`
-//!   (hash → u64 big-endian: the number of stored manifests that name the
-//!   chunk, counting a manifest once however often it names it) and
+//!   (hash → u64 big-endian: the number of *holders* of the chunk),
 //!   `checkpoints` (`function ‖ 0x00 ‖ sequence u64 big-endian` → framed
-//!   manifest), so a prefix scan lists one function's checkpoints in order.
-//! - **Crash safety.** `put` writes new chunks first, then in one sled
+//!   manifest), so a prefix scan lists one function's checkpoints in order,
+//!   `checkpoint_holders` and `checkpoint_staged`. A holder is a function
+//!   (one reference on each chunk any of its checkpoints names, however
+//!   many name it), a staged set of a move, or a checkpoint stored before
+//!   holders existed (one reference per chunk it names).
+//! - **Crash safety.** A put writes new chunks first, then in one sled
 //!   transaction checks that every chunk the manifest names is present,
-//!   increments the reference counts and inserts the manifest, then flushes
+//!   adds the chunks new to the function's holder (one reference each),
+//!   inserts the manifest, then flushes
 //!   before returning: a returned checkpoint survives `kill -9`, and a manifest
 //!   is never visible before its chunks. A failed or interrupted put leaves at
 //!   most unreferenced chunks behind; the put removes those it wrote on
 //!   failure, and [`CheckpointStore::collect_garbage`] (run at hub start)
-//!   removes any left by a crash. Retention and removal decrement the counts
-//!   and delete chunks that reach zero in the same transaction that deletes
-//!   the manifest, one manifest per transaction.
+//!   removes any left by a crash. Retention and removal release the chunks
+//!   that no remaining checkpoint of the function names and delete chunks
+//!   that reach zero in the same transaction that deletes the manifest, one
+//!   manifest per transaction.
 //! - **Concurrency.** Transactions are serializable, so puts, imports,
 //!   retention and garbage collection may run concurrently from any threads:
 //!   a chunk deleted between a put's writes and its transaction is detected
 //!   in the transaction, written again from memory, and the transaction
 //!   retried.
 //! - **Failure isolation.** A corrupt manifest or chunk fails only the read
-//!   that meets it. A corrupt manifest that is retired cannot say which chunks
-//!   it named: its references are leaked (kept, with a warning), never
-//!   guessed, so no other checkpoint can lose a chunk because of it.
+//!   that meets it. While a function still has a checkpoint that does not
+//!   decode, removing its other checkpoints releases nothing (what the corrupt
+//!   one names is unknown); a corrupt checkpoint from before holders leaks
+//!   its references when retired (kept, with a warning). Counts are never
+//!   guessed, so no other checkpoint can lose a chunk because of one.
 //! - **Transfer.** A receiver checks [`CheckpointStore::missing_chunks`] of an
 //!   offered manifest, stores each received chunk with
 //!   [`CheckpointStore::put_chunk`] (verified against its name before it is
@@ -129,7 +143,7 @@ pub use ferry_proto::internal::v1::{
     CheckpointManifest, GlobalValue, HostState, InboxMessage, PendingCall, global_value, pending_call,
 };
 pub use manifest::{chunk_list_digest, decode_manifest, encode_manifest, validate_manifest};
-pub use store::{CheckpointEntry, CheckpointStore, CheckpointStoreOptions, GcStats, PutStats};
+pub use store::{ChangedMemory, CheckpointEntry, CheckpointStore, CheckpointStoreOptions, GcStats, PutStats};
 
 /// Version of the manifest format written by this build; any other is refused.
 pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;

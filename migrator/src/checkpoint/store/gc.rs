@@ -2,13 +2,14 @@
 //! no remaining checkpoint names.
 //!
 //! Each manifest is removed in its own transaction together with the
-//! decrement of its chunks' reference counts and the deletion of the chunks
-//! that reach zero, so a crash never leaves a count that is too low.
+//! release of the chunks it alone held (through its function's holder, see
+//! `holders.rs`) and the deletion of the chunks that reach zero, so a crash
+//! never leaves a count that is too low.
 
 use sled::Transactional;
 use sled::transaction::TransactionError;
 
-use super::{CheckpointStore, function_prefix, staged::release};
+use super::{CheckpointStore, function_prefix, holders::uncover, staged::release};
 use crate::checkpoint::{
     CheckpointError, ChunkHash,
     manifest::{decode_manifest, distinct_chunks, validate_function_name},
@@ -23,8 +24,10 @@ pub struct GcStats {
     pub chunks_freed: u64,
     /// Stored (compressed) bytes of those chunks.
     pub bytes_freed: u64,
-    /// Deleted manifests that did not verify: the chunks they named cannot
-    /// be known, so their references were kept (leaked) rather than guessed.
+    /// Removals that kept chunks referenced because a checkpoint did not
+    /// verify (the removed one, from before holders, or one its holder
+    /// still covers): what it names cannot be known, so references are
+    /// kept (leaked) rather than guessed.
     pub unverifiable_removed: u64,
 }
 
@@ -55,7 +58,7 @@ impl CheckpointStore {
                 tracing::warn!(
                     function,
                     %reason,
-                    "removed a checkpoint that does not verify; the chunks it named stay referenced"
+                    "a checkpoint does not verify; the chunks it may name stay referenced"
                 );
                 stats.unverifiable_removed += 1;
             }
@@ -149,24 +152,35 @@ impl CheckpointStore {
         })
     }
 
-    /// In one transaction: deletes the manifest under `key`, decrements the
-    /// counts of the chunks it names and deletes those that reach zero.
+    /// In one transaction: deletes the manifest under `key` and releases
+    /// the chunks no checkpoint names any more — through its function's
+    /// holder if it covers the checkpoint, else (a checkpoint from before
+    /// holders) one count per chunk it names.
     fn remove_checkpoint(&self, key: &[u8]) -> Result<Removal, CheckpointError> {
-        let result = (&self.refs, &self.chunks, &self.checkpoints).transaction(|(refs, chunks, checkpoints)| {
+        let (function, sequence) = function_and_sequence(key)?;
+        let trees = (&self.refs, &self.chunks, &self.checkpoints, &self.holders);
+        let result = trees.transaction(|(refs, chunks, checkpoints, holders)| {
             let mut removal = Removal::default();
             let Some(framed) = checkpoints.get(key)? else {
                 return Ok(removal);
             };
-            match decode_manifest(&framed) {
-                Err(error) => removal.unverifiable = Some(error.to_string()),
-                Ok(manifest) => {
-                    for hash in distinct_chunks(&manifest) {
-                        if let Some(bytes) = release::<CheckpointError>(refs, chunks, &hash)? {
-                            removal.chunks_freed += 1;
-                            removal.bytes_freed += bytes;
+            match uncover::<CheckpointError>((refs, chunks, checkpoints, holders), &function, sequence)? {
+                Some(uncovered) => {
+                    removal.chunks_freed = uncovered.chunks_freed;
+                    removal.bytes_freed = uncovered.bytes_freed;
+                    removal.unverifiable = uncovered.kept_for;
+                }
+                None => match decode_manifest(&framed) {
+                    Err(error) => removal.unverifiable = Some(error.to_string()),
+                    Ok(manifest) => {
+                        for hash in distinct_chunks(&manifest) {
+                            if let Some(bytes) = release::<CheckpointError>(refs, chunks, &hash)? {
+                                removal.chunks_freed += 1;
+                                removal.bytes_freed += bytes;
+                            }
                         }
                     }
-                }
+                },
             }
             checkpoints.remove(key)?;
             removal.removed = true;
@@ -177,4 +191,15 @@ impl CheckpointStore {
             TransactionError::Storage(error) => CheckpointError::Sled(error),
         })
     }
+}
+
+/// The function and sequence a checkpoint key names.
+fn function_and_sequence(key: &[u8]) -> Result<(String, u64), CheckpointError> {
+    let malformed = || CheckpointError::corrupt("checkpoint key", format!("{} bytes, malformed", key.len()));
+    let (name, sequence) = key.split_last_chunk::<8>().ok_or_else(malformed)?;
+    let name = name.strip_suffix(&[0]).ok_or_else(malformed)?;
+    Ok((
+        String::from_utf8_lossy(name).into_owned(),
+        u64::from_be_bytes(*sequence),
+    ))
 }

@@ -2,16 +2,22 @@
 //! stored once by hash with reference counts.
 //!
 //! Trees: `checkpoint_chunks` (hash → encoded chunk), `checkpoint_chunk_refs`
-//! (hash → u64 big-endian count of stored manifests naming the chunk) and
+//! (hash → u64 big-endian count of the holders of the chunk),
 //! `checkpoints` (`function ‖ 0x00 ‖ sequence u64 big-endian` → framed
-//! manifest), and `checkpoint_staged` (a move's chunks referenced before it
-//! seals). Writing lives in `put.rs`, retention and garbage collection in
-//! `gc.rs`, staged arrivals in `staged.rs`.
+//! manifest), `checkpoint_holders` (function → the checkpoints it covers
+//! and the chunks they name: one reference per function, not per
+//! checkpoint) and `checkpoint_staged` (a move's chunks referenced before
+//! it seals). Writing lives in `put.rs` (a whole memory) and `changes.rs`
+//! (the changed chunks), holders in `holders.rs`, retention and garbage
+//! collection in `gc.rs`, staged arrivals in `staged.rs`.
 
+mod changes;
 mod gc;
+mod holders;
 mod put;
 mod staged;
 
+pub use changes::ChangedMemory;
 pub use gc::GcStats;
 pub use put::PutStats;
 
@@ -26,6 +32,7 @@ const CHUNKS_TREE: &str = "checkpoint_chunks";
 const REFS_TREE: &str = "checkpoint_chunk_refs";
 const CHECKPOINTS_TREE: &str = "checkpoints";
 const STAGED_TREE: &str = "checkpoint_staged";
+const HOLDERS_TREE: &str = "checkpoint_holders";
 
 /// How a [`CheckpointStore`] writes new checkpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +69,7 @@ pub struct CheckpointStore {
     refs: sled::Tree,
     checkpoints: sled::Tree,
     staged: sled::Tree,
+    holders: sled::Tree,
     options: CheckpointStoreOptions,
 }
 
@@ -89,6 +97,7 @@ impl CheckpointStore {
             refs: db.open_tree(REFS_TREE)?,
             checkpoints: db.open_tree(CHECKPOINTS_TREE)?,
             staged: db.open_tree(STAGED_TREE)?,
+            holders: db.open_tree(HOLDERS_TREE)?,
             db: db.clone(),
             options,
         })
@@ -215,8 +224,9 @@ impl CheckpointStore {
         Ok(self.chunks.get(hash.as_bytes())?.map(|encoded| encoded.to_vec()))
     }
 
-    /// How many stored manifests and staged sets name the chunk (0 if it
-    /// is unknown).
+    /// How many holders hold the chunk: functions whose checkpoints name
+    /// it, staged sets, and checkpoints stored before holders (0 if it is
+    /// unknown).
     pub fn chunk_refcount(&self, hash: &ChunkHash) -> Result<u64, CheckpointError> {
         match self.refs.get(hash.as_bytes())? {
             None => Ok(0),

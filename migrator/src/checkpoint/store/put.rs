@@ -14,6 +14,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{
     CheckpointStore, checkpoint_key,
+    holders::Holder,
     staged::{acquire, read_set, release},
 };
 use crate::checkpoint::{
@@ -111,24 +112,8 @@ impl CheckpointStore {
         memory: &[u8],
         base: Option<(&CheckpointManifest, &Fingerprints)>,
     ) -> Result<(CheckpointManifest, Fingerprints, PutStats), CheckpointError> {
-        let mut manifest = manifest_template;
         let memory_bytes = memory.len() as u64;
-        validate_memory_bytes(memory_bytes)?;
-        manifest.format_version = CHECKPOINT_FORMAT_VERSION;
-        manifest.memory_bytes = memory_bytes;
-        manifest.chunk_size = self.options.chunk_size;
-        manifest.chunk_hashes = vec![Vec::new(); chunk_count(memory_bytes, manifest.chunk_size) as usize];
-        validate_manifest(&manifest)?;
-        if let Some(spec) = &manifest.spec
-            && self
-                .checkpoints
-                .contains_key(checkpoint_key(&spec.name, manifest.sequence))?
-        {
-            return Err(CheckpointError::AlreadyExists {
-                function: spec.name.clone(),
-                sequence: manifest.sequence,
-            });
-        }
+        let mut manifest = self.new_manifest(manifest_template, memory_bytes)?;
 
         let mut scan = scan_memory(memory, manifest.chunk_size, base)?;
         let mut stats = PutStats {
@@ -138,13 +123,11 @@ impl CheckpointStore {
             nonzero_bytes: scan.bytes_fingerprinted,
             ..PutStats::default()
         };
-        let mut writer = ChunkWriter {
-            store: self,
+        let source = WholeMemory {
             memory,
             chunk_size: manifest.chunk_size as usize,
-            encoder: ChunkEncoder::new(self.options.compression_level)?,
-            written: Vec::new(),
         };
+        let mut writer = ChunkWriter::new(self, &source)?;
         let committed = writer.write_and_commit(&mut manifest, &mut scan, &mut stats);
         if let Err(error) = committed {
             self.remove_if_unreferenced(&writer.written);
@@ -165,6 +148,34 @@ impl CheckpointStore {
         );
         let fingerprints = scan.into_fingerprints(&manifest);
         Ok((manifest, fingerprints, stats))
+    }
+
+    /// `template` with the layout of a memory of `memory_bytes` in this
+    /// store's chunks (every chunk zero so far), validated, and refused if
+    /// its function already has a checkpoint under that sequence.
+    pub(super) fn new_manifest(
+        &self,
+        template: CheckpointManifest,
+        memory_bytes: u64,
+    ) -> Result<CheckpointManifest, CheckpointError> {
+        let mut manifest = template;
+        validate_memory_bytes(memory_bytes)?;
+        manifest.format_version = CHECKPOINT_FORMAT_VERSION;
+        manifest.memory_bytes = memory_bytes;
+        manifest.chunk_size = self.options.chunk_size;
+        manifest.chunk_hashes = vec![Vec::new(); chunk_count(memory_bytes, manifest.chunk_size) as usize];
+        validate_manifest(&manifest)?;
+        if let Some(spec) = &manifest.spec
+            && self
+                .checkpoints
+                .contains_key(checkpoint_key(&spec.name, manifest.sequence))?
+        {
+            return Err(CheckpointError::AlreadyExists {
+                function: spec.name.clone(),
+                sequence: manifest.sequence,
+            });
+        }
+        Ok(manifest)
     }
 
     /// Stores a chunk received from a peer, after checking that it decodes
@@ -228,7 +239,8 @@ impl CheckpointStore {
     }
 
     /// In one transaction: checks every chunk the manifest names is stored,
-    /// increments their reference counts and inserts the manifest.
+    /// adds the manifest to its function's holder (a reference on each
+    /// chunk new to it) and inserts the manifest.
     fn commit(&self, manifest: &CheckpointManifest, framed: &[u8]) -> Result<(), CommitAbort> {
         self.commit_from(manifest, framed, None)
     }
@@ -248,8 +260,8 @@ impl CheckpointStore {
         };
         let key = checkpoint_key(&spec.name, manifest.sequence);
         let hashes = distinct_chunks(manifest);
-        let trees = (&self.refs, &self.chunks, &self.checkpoints, &self.staged);
-        let result = trees.transaction(|(refs, chunks, checkpoints, staged_tree)| {
+        let trees = (&self.refs, &self.chunks, &self.checkpoints, &self.staged, &self.holders);
+        let result = trees.transaction(|(refs, chunks, checkpoints, staged_tree, holders)| {
             if let Some(existing) = checkpoints.get(&key)? {
                 if existing.as_ref() == framed {
                     return Ok(());
@@ -261,13 +273,16 @@ impl CheckpointStore {
                     },
                 )));
             }
-            let held = match staged {
+            let mut held = match staged {
                 Some(name) => read_set::<CommitAbort>(staged_tree, name.as_bytes())?,
                 None => HashSet::new(),
             };
+            // Only chunks new to the function's holder change a count; a
+            // staged set's reference on one passes to the holder.
+            let mut holder = Holder::read::<CommitAbort>(holders, &spec.name)?;
             let mut missing = Vec::new();
-            for hash in hashes.iter().filter(|hash| !held.contains(*hash)) {
-                if !acquire::<CommitAbort>(refs, chunks, hash)? {
+            for hash in hashes.iter().filter(|hash| !holder.chunks.contains(*hash)) {
+                if !held.remove(hash) && !acquire::<CommitAbort>(refs, chunks, hash)? {
                     missing.push(*hash);
                 }
             }
@@ -275,12 +290,14 @@ impl CheckpointStore {
                 return Err(ConflictableTransactionError::Abort(CommitAbort::Missing(missing)));
             }
             if let Some(name) = staged {
-                let named: HashSet<&ChunkHash> = hashes.iter().collect();
-                for hash in held.iter().filter(|hash| !named.contains(hash)) {
+                for hash in &held {
                     release::<CommitAbort>(refs, chunks, hash)?;
                 }
                 staged_tree.remove(name.as_bytes())?;
             }
+            holder.chunks.extend(hashes.iter().copied());
+            holder.cover(manifest.sequence);
+            holder.write::<CommitAbort>(holders, &spec.name)?;
             checkpoints.insert(key.as_slice(), framed)?;
             Ok(())
         });
@@ -291,18 +308,47 @@ impl CheckpointStore {
     }
 }
 
-/// The state of one put while it writes chunks and commits.
-struct ChunkWriter<'a> {
-    store: &'a CheckpointStore,
+/// Where a put reads the bytes of a chunk: the whole memory, or only the
+/// chunks that changed.
+pub(super) trait ChunkSource {
+    /// The bytes of chunk `index`; `None` if this source does not hold them.
+    fn chunk(&self, index: usize) -> Option<&[u8]>;
+}
+
+/// A whole memory image, cut into chunks.
+struct WholeMemory<'a> {
     memory: &'a [u8],
     chunk_size: usize,
+}
+
+impl ChunkSource for WholeMemory<'_> {
+    fn chunk(&self, index: usize) -> Option<&[u8]> {
+        let start = index.saturating_mul(self.chunk_size).min(self.memory.len());
+        let end = start.saturating_add(self.chunk_size).min(self.memory.len());
+        self.memory.get(start..end)
+    }
+}
+
+/// The state of one put while it writes chunks and commits.
+pub(super) struct ChunkWriter<'a> {
+    store: &'a CheckpointStore,
+    source: &'a dyn ChunkSource,
     encoder: ChunkEncoder,
     /// Chunks this put inserted, to remove again if it fails.
-    written: Vec<ChunkHash>,
+    pub(super) written: Vec<ChunkHash>,
 }
 
 impl<'a> ChunkWriter<'a> {
-    fn write_and_commit(
+    pub(super) fn new(store: &'a CheckpointStore, source: &'a dyn ChunkSource) -> Result<Self, CheckpointError> {
+        Ok(ChunkWriter {
+            store,
+            source,
+            encoder: ChunkEncoder::new(store.options.compression_level)?,
+            written: Vec::new(),
+        })
+    }
+
+    pub(super) fn write_and_commit(
         &mut self,
         manifest: &mut CheckpointManifest,
         scan: &mut MemoryScan,
@@ -343,9 +389,10 @@ impl<'a> ChunkWriter<'a> {
         ))
     }
 
-    /// Hashes again, from memory, every chunk whose hash the store lacks
+    /// Hashes again, from the source, every chunk whose hash the store lacks
     /// (collected since the scan, or reused from a base whose chunk is gone)
-    /// and writes it.
+    /// and writes it. A missing chunk the source does not hold (one the
+    /// base named and that did not change) fails the put.
     fn rewrite_missing(
         &mut self,
         missing: &[ChunkHash],
@@ -361,7 +408,7 @@ impl<'a> ChunkWriter<'a> {
             if !missing.contains(&old_hash) {
                 continue;
             }
-            let chunk = self.chunk(index);
+            let chunk = self.chunk(index, old_hash)?;
             let hash = hash_chunk(chunk);
             scan.rehashed(index, hash, chunk.len() as u64);
             if rewritten.insert(hash) {
@@ -371,14 +418,14 @@ impl<'a> ChunkWriter<'a> {
         Ok(())
     }
 
-    fn chunk(&self, index: usize) -> &'a [u8] {
-        let start = index.saturating_mul(self.chunk_size).min(self.memory.len());
-        let end = start.saturating_add(self.chunk_size).min(self.memory.len());
-        self.memory.get(start..end).unwrap_or_default()
+    /// Chunk `index` from the source, named `hash` for the error if the
+    /// source does not hold it.
+    fn chunk(&self, index: usize, hash: ChunkHash) -> Result<&'a [u8], CheckpointError> {
+        self.source.chunk(index).ok_or(CheckpointError::ChunkMissing { hash })
     }
 
     fn write_chunk(&mut self, index: usize, hash: ChunkHash, stats: &mut PutStats) -> Result<(), CheckpointError> {
-        let chunk = self.chunk(index);
+        let chunk = self.chunk(index, hash)?;
         let encoded = self.encoder.encode(chunk)?;
         self.store.chunks.insert(hash.as_bytes(), encoded.as_slice())?;
         self.written.push(hash);

@@ -1,5 +1,7 @@
 //! Tests of the checkpoint store and codec against a temporary sled database.
 
+mod changes;
+mod holders;
 mod robustness;
 mod staged;
 mod store;

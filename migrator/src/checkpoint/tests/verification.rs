@@ -125,11 +125,10 @@ fn a_truncated_stored_manifest_fails_alone() {
     assert!(entries[1].manifest.is_err());
     assert_eq!(store.load_memory(&first).unwrap(), image);
 
-    // Retention drops the intact older one; dropping the damaged one keeps
-    // (leaks) every chunk it may have named rather than guess.
+    // Retention drops the intact older one but releases nothing while the
+    // damaged one, whose chunks are unknown, is kept; dropping the damaged
+    // one, the last of its function, releases every chunk the function held.
     let stats = store.retain("t", 1).unwrap();
-    assert_eq!((stats.checkpoints_removed, stats.unverifiable_removed), (1, 0));
-    let stats = store.remove_function("t").unwrap();
     assert_eq!(
         (
             stats.checkpoints_removed,
@@ -138,7 +137,15 @@ fn a_truncated_stored_manifest_fails_alone() {
         ),
         (1, 0, 1)
     );
-    assert!(store.stored_chunks() > 0);
+    assert_eq!(
+        store.load_memory(&first).unwrap(),
+        image,
+        "the chunks stay until the damaged one goes"
+    );
+    let stats = store.remove_function("t").unwrap();
+    assert_eq!((stats.checkpoints_removed, stats.unverifiable_removed), (1, 0));
+    assert!(stats.chunks_freed > 0);
+    assert_eq!(store.stored_chunks(), 0);
 }
 
 #[test]
