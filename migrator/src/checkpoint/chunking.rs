@@ -170,9 +170,9 @@ impl MemoryScan {
             .collect()
     }
 
-    /// A scan made from known hashes (a checkpoint from changes): `hashed`
-    /// lists the chunks whose BLAKE3 was computed, ascending; it has no
-    /// fingerprints.
+    /// A scan made from known hashes (a checkpoint from changes):
+    /// `hashed_chunks` lists the non-zero chunks whose BLAKE3 was computed,
+    /// ascending; it has no fingerprints.
     pub(crate) fn from_hashes(
         chunk_hashes: Vec<Option<ChunkHash>>,
         hashed_chunks: Vec<usize>,
@@ -181,12 +181,8 @@ impl MemoryScan {
     ) -> MemoryScan {
         let zero_chunks = chunk_hashes.iter().filter(|hash| hash.is_none()).count() as u64;
         let nonzero_chunks = chunk_hashes.len() as u64 - zero_chunks;
-        let hashed_nonzero = hashed_chunks
-            .iter()
-            .filter(|index| chunk_hashes.get(**index).is_some_and(Option::is_some))
-            .count() as u64;
         MemoryScan {
-            unchanged_chunks: nonzero_chunks - hashed_nonzero,
+            unchanged_chunks: nonzero_chunks.saturating_sub(hashed_chunks.len() as u64),
             chunk_hashes,
             hashed_chunks,
             zero_chunks,

@@ -111,7 +111,6 @@ fn scan_changes(
             }
         }
     }
-    let chunk_size = u64::from(changes.chunk_size);
     let mut hashed = Vec::with_capacity(changes.chunks.len());
     let mut bytes_hashed = 0;
     let mut previous: Option<u32> = None;
@@ -122,8 +121,7 @@ fn scan_changes(
             });
         }
         previous = Some(index);
-        let start = u64::from(index) * chunk_size;
-        let expected = changes.memory_bytes.saturating_sub(start).min(chunk_size);
+        let expected = chunk_len(changes, u64::from(index));
         let Some(slot) = hashes.get_mut(index as usize) else {
             return Err(CheckpointError::InvalidCheckpoint {
                 reason: format!("changed chunk {index} lies past the memory's {count} chunks"),
@@ -146,14 +144,15 @@ fn scan_changes(
         .iter()
         .enumerate()
         .filter(|(_, hash)| hash.is_some())
-        .map(|(index, _)| {
-            changes
-                .memory_bytes
-                .saturating_sub(index as u64 * chunk_size)
-                .min(chunk_size)
-        })
+        .map(|(index, _)| chunk_len(changes, index as u64))
         .sum();
     Ok(MemoryScan::from_hashes(hashes, hashed, bytes_hashed, nonzero_bytes))
+}
+
+/// The length of chunk `index` of the changed memory (the last may be short).
+fn chunk_len(changes: &ChangedMemory<'_>, index: u64) -> u64 {
+    let chunk_size = u64::from(changes.chunk_size);
+    changes.memory_bytes.saturating_sub(index * chunk_size).min(chunk_size)
 }
 
 /// Refuses a base that cannot be the previous checkpoint of the same memory.

@@ -2,17 +2,12 @@
 //! checkpoints come and go, next to checkpoints stored before holders.
 
 use super::{memory, temp_store, template};
-use crate::checkpoint::{CheckpointManifest, CheckpointStore, ChunkHash, store::checkpoint_key};
+use crate::checkpoint::{
+    CheckpointManifest, CheckpointStore, ChunkHash, manifest::distinct_chunks, store::checkpoint_key,
+};
 
 fn chunks_of(manifest: &CheckpointManifest) -> Vec<ChunkHash> {
-    let mut hashes: Vec<ChunkHash> = manifest
-        .chunk_hashes
-        .iter()
-        .filter_map(|entry| ChunkHash::from_manifest_entry(entry).ok().flatten())
-        .collect();
-    hashes.sort();
-    hashes.dedup();
-    hashes
+    distinct_chunks(manifest)
 }
 
 #[test]
