@@ -79,6 +79,15 @@
 //!   the tracker's previous capture (the hub does, see
 //!   `Supervisor::checkpoint`); the store checks what it can (function,
 //!   chunk size, a memory that did not shrink, chunk lengths and order).
+//! - **Reading.** [`CheckpointStore::read_memory`] streams a checkpoint's
+//!   memory chunk by chunk into a caller's sink (a restore writes each chunk
+//!   straight into an instance); [`CheckpointStore::load_memory`] collects
+//!   it into one image; [`CheckpointStore::verify_memory`] checks it without
+//!   keeping it. Each chunk is checked against its hash unless this store
+//!   (or a clone) checked it already — wrote it from bytes it hashed, took
+//!   it in verified, or verified it at an earlier read; see
+//!   `store/trusted.rs` for why that is safe. A store opened anew trusts
+//!   nothing, so what a hub finds on disk after a restart is verified.
 //! - **Cost.** A checkpoint from changes reads, hashes and writes only the
 //!   changed chunks, and its commit changes the counts of the chunks its
 //!   function's earlier checkpoints did not name. A `put` with fingerprints

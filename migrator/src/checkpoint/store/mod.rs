@@ -16,10 +16,14 @@ mod gc;
 mod holders;
 mod put;
 mod staged;
+mod trusted;
 
 pub use changes::ChangedMemory;
 pub use gc::GcStats;
 pub use put::PutStats;
+pub use trusted::TRUSTED_CAPACITY;
+
+use trusted::TrustedChunks;
 
 use super::{
     CheckpointError, CheckpointManifest, ChunkHash, DEFAULT_CHUNK_SIZE, Fingerprints,
@@ -71,6 +75,9 @@ pub struct CheckpointStore {
     staged: sled::Tree,
     holders: sled::Tree,
     options: CheckpointStoreOptions,
+    /// Chunks this store (and its clones) checked itself: loads skip
+    /// their hash. A store opened anew trusts nothing.
+    trusted: TrustedChunks,
 }
 
 impl std::fmt::Debug for CheckpointStore {
@@ -100,6 +107,7 @@ impl CheckpointStore {
             holders: db.open_tree(HOLDERS_TREE)?,
             db: db.clone(),
             options,
+            trusted: TrustedChunks::default(),
         })
     }
 
@@ -147,37 +155,115 @@ impl CheckpointStore {
         Ok(entries)
     }
 
-    /// The linear memory `manifest` describes, every chunk verified against
-    /// its hash after decompression. Changes nothing, whatever it finds.
+    /// The linear memory `manifest` describes, every chunk checked against
+    /// its hash after decompression — except chunks this store already
+    /// checked (see `trusted.rs`). Changes nothing, whatever it finds.
     pub fn load_memory(&self, manifest: &CheckpointManifest) -> Result<Vec<u8>, CheckpointError> {
-        validate_manifest(manifest)?;
-        let memory_len = usize::try_from(manifest.memory_bytes).map_err(|_| CheckpointError::InvalidCheckpoint {
-            reason: format!(
-                "{} bytes of memory do not fit this hub's address space",
-                manifest.memory_bytes
-            ),
+        let mut memory = vec![0u8; memory_len(manifest)?];
+        self.read_memory(manifest, |offset, chunk| {
+            if let Some(bytes) = chunk {
+                let start = offset as usize;
+                memory[start..start + bytes.len()].copy_from_slice(bytes);
+            }
+            Ok::<(), CheckpointError>(())
         })?;
-        let mut memory = vec![0u8; memory_len];
+        Ok(memory)
+    }
+
+    /// Streams the memory `manifest` describes chunk by chunk, in order,
+    /// into `sink(offset, chunk)`: each chunk decoded and checked like
+    /// [`CheckpointStore::load_memory`] does, `None` for an all-zero chunk.
+    /// One chunk-sized buffer, no image of the whole memory: a restore
+    /// writes each chunk straight into the instance.
+    pub fn read_memory<E: From<CheckpointError>>(
+        &self,
+        manifest: &CheckpointManifest,
+        mut sink: impl FnMut(u64, Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let memory_len = memory_len(manifest)? as u64;
+        let chunk_size = u64::from(manifest.chunk_size);
+        let mut buffer = vec![0u8; manifest.chunk_size as usize];
         let mut decoder = ChunkDecoder::new()?;
-        let chunk_slots = memory.chunks_mut(manifest.chunk_size as usize);
-        for (index, (entry, slot)) in manifest.chunk_hashes.iter().zip(chunk_slots).enumerate() {
+        let mut verified = Vec::new();
+        let result = (|| {
+            for (index, entry) in manifest.chunk_hashes.iter().enumerate() {
+                let offset = index as u64 * chunk_size;
+                let slot = &mut buffer[..chunk_size.min(memory_len - offset) as usize];
+                let Some(hash) = ChunkHash::from_manifest_entry(entry).ok().flatten() else {
+                    sink(offset, None)?;
+                    continue;
+                };
+                let trusted = self.trusted.contains(&hash);
+                self.decode_stored(manifest, index, &hash, trusted, &mut decoder, slot)?;
+                if !trusted {
+                    verified.push(hash);
+                }
+                sink(offset, Some(slot))?;
+            }
+            Ok(())
+        })();
+        self.trusted.trust(verified);
+        result
+    }
+
+    /// Checks, without keeping any of it, that the memory `manifest`
+    /// describes loads: every chunk is present, and each one this store
+    /// has not checked yet decodes to its hash (and is trusted from now
+    /// on). What a restore calls before it commits to a checkpoint.
+    pub fn verify_memory(&self, manifest: &CheckpointManifest) -> Result<(), CheckpointError> {
+        validate_manifest(manifest)?;
+        let mut buffer = vec![0u8; manifest.chunk_size as usize];
+        let mut decoder = ChunkDecoder::new()?;
+        let mut verified = Vec::new();
+        let memory_len = manifest.memory_bytes;
+        let chunk_size = u64::from(manifest.chunk_size);
+        let mut result = Ok(());
+        for (index, entry) in manifest.chunk_hashes.iter().enumerate() {
             let Some(hash) = ChunkHash::from_manifest_entry(entry).ok().flatten() else {
                 continue;
             };
-            let Some(encoded) = self.chunks.get(hash.as_bytes())? else {
-                tracing::warn!(checkpoint = %describe(manifest), chunk = index, %hash, "checkpoint chunk missing");
-                return Err(CheckpointError::ChunkMissing { hash });
-            };
-            if let Err(reason) = decoder
-                .decode_into(&encoded, slot)
-                .and_then(|()| verify_chunk(slot, &hash))
-            {
-                let what = format!("chunk {index} ({hash}) of {}", describe(manifest));
-                tracing::warn!(%what, %reason, "checkpoint chunk does not verify");
-                return Err(CheckpointError::corrupt(what, reason));
+            if self.trusted.contains(&hash) {
+                if !self.chunks.contains_key(hash.as_bytes())? {
+                    tracing::warn!(checkpoint = %describe(manifest), chunk = index, %hash, "checkpoint chunk missing");
+                    result = Err(CheckpointError::ChunkMissing { hash });
+                    break;
+                }
+                continue;
             }
+            let offset = index as u64 * chunk_size;
+            let slot = &mut buffer[..chunk_size.min(memory_len - offset) as usize];
+            if let Err(error) = self.decode_stored(manifest, index, &hash, false, &mut decoder, slot) {
+                result = Err(error);
+                break;
+            }
+            verified.push(hash);
         }
-        Ok(memory)
+        self.trusted.trust(verified);
+        result
+    }
+
+    /// Chunk `index` of `manifest`, named `hash`, decoded into `slot` and —
+    /// unless `trusted` — checked against its hash.
+    fn decode_stored(
+        &self,
+        manifest: &CheckpointManifest,
+        index: usize,
+        hash: &ChunkHash,
+        trusted: bool,
+        decoder: &mut ChunkDecoder,
+        slot: &mut [u8],
+    ) -> Result<(), CheckpointError> {
+        let Some(encoded) = self.chunks.get(hash.as_bytes())? else {
+            tracing::warn!(checkpoint = %describe(manifest), chunk = index, %hash, "checkpoint chunk missing");
+            return Err(CheckpointError::ChunkMissing { hash: *hash });
+        };
+        let decoded = decoder.decode_into(&encoded, slot);
+        if let Err(reason) = decoded.and_then(|()| if trusted { Ok(()) } else { verify_chunk(slot, hash) }) {
+            let what = format!("chunk {index} ({hash}) of {}", describe(manifest));
+            tracing::warn!(%what, %reason, "checkpoint chunk does not verify");
+            return Err(CheckpointError::corrupt(what, reason));
+        }
+        Ok(())
     }
 
     /// [`CheckpointStore::load_memory`] and the [`Fingerprints`] of the
@@ -209,14 +295,22 @@ impl CheckpointStore {
         Ok(self.chunks.contains_key(hash.as_bytes())?)
     }
 
-    /// A chunk's content, decoded and verified against its hash, into
-    /// `destination` (exactly its length).
+    /// A chunk's content, decoded and checked against its hash (unless
+    /// this store checked it already), into `destination` (exactly its
+    /// length).
     pub fn read_chunk_into(&self, hash: &ChunkHash, destination: &mut [u8]) -> Result<(), CheckpointError> {
         let encoded = self
             .chunks
             .get(hash.as_bytes())?
             .ok_or(CheckpointError::ChunkMissing { hash: *hash })?;
-        super::codec::decode_chunk_into(&encoded, hash, destination)
+        if self.trusted.contains(hash) {
+            return ChunkDecoder::new()?
+                .decode_into(&encoded, destination)
+                .map_err(|reason| CheckpointError::corrupt(format!("chunk {hash}"), reason));
+        }
+        super::codec::decode_chunk_into(&encoded, hash, destination)?;
+        self.trusted.trust([*hash]);
+        Ok(())
     }
 
     /// A chunk as stored (codec byte + payload): the form it travels in.
@@ -239,11 +333,28 @@ impl CheckpointStore {
         self.chunks.len()
     }
 
+    /// How many chunks this store trusts (for tests).
+    #[cfg(test)]
+    pub(crate) fn trusted_chunks(&self) -> usize {
+        self.trusted.len()
+    }
+
     /// Forces everything written so far to disk.
     pub fn flush(&self) -> Result<(), CheckpointError> {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// The memory size `manifest` names, once the manifest is valid.
+fn memory_len(manifest: &CheckpointManifest) -> Result<usize, CheckpointError> {
+    validate_manifest(manifest)?;
+    usize::try_from(manifest.memory_bytes).map_err(|_| CheckpointError::InvalidCheckpoint {
+        reason: format!(
+            "{} bytes of memory do not fit this hub's address space",
+            manifest.memory_bytes
+        ),
+    })
 }
 
 /// Decodes a stored manifest and checks it is the one its key names.

@@ -190,6 +190,7 @@ impl CheckpointStore {
             .decode_verified(encoded, hash)
             .map_err(|reason| CheckpointError::corrupt(format!("received chunk {hash}"), reason))?;
         self.chunks.insert(hash.as_bytes(), encoded)?;
+        self.trusted.trust([*hash]);
         Ok(true)
     }
 
@@ -197,7 +198,9 @@ impl CheckpointStore {
     /// `hash` (a transfer's receiver does, to fill its memory image).
     /// Returns whether it was new.
     pub fn put_verified_chunk(&self, hash: &ChunkHash, encoded: &[u8]) -> Result<bool, CheckpointError> {
-        Ok(self.chunks.insert(hash.as_bytes(), encoded)?.is_none())
+        let new = self.chunks.insert(hash.as_bytes(), encoded)?.is_none();
+        self.trusted.trust([*hash]);
+        Ok(new)
     }
 
     /// Stores a manifest whose chunks are all in the store already (received
@@ -428,6 +431,7 @@ impl<'a> ChunkWriter<'a> {
         let chunk = self.chunk(index, hash)?;
         let encoded = self.encoder.encode(chunk)?;
         self.store.chunks.insert(hash.as_bytes(), encoded.as_slice())?;
+        self.store.trusted.trust([hash]);
         self.written.push(hash);
         stats.new_chunks += 1;
         stats.bytes_uncompressed_new += chunk.len() as u64;

@@ -49,6 +49,33 @@ fn round_trip_restores_memory_and_manifest_exactly() {
         assert_eq!(stored, manifest, "{case}");
         assert_eq!(store.latest("fn").unwrap().as_ref(), Some(&manifest), "{case}");
         assert_eq!(store.load_memory(&stored).unwrap(), image, "{case}");
+        // Streamed chunk by chunk (as a restore writes into an instance), by
+        // the store that wrote it and by one opened anew: the same bytes,
+        // `None` exactly for the all-zero chunks.
+        for reader in [store.clone(), CheckpointStore::open_with(&db, options).unwrap()] {
+            reader.verify_memory(&stored).unwrap();
+            let mut streamed = vec![0xAAu8; image.len()];
+            let mut next = 0u64;
+            reader
+                .read_memory(&stored, |offset, chunk| {
+                    assert_eq!(offset, next, "{case}: chunks in order");
+                    let len = u64::from(chunk_size).min(image.len() as u64 - offset) as usize;
+                    let at = offset as usize;
+                    match chunk {
+                        Some(bytes) => {
+                            assert_eq!(bytes.len(), len, "{case}");
+                            assert!(!is_zero_chunk(bytes), "{case}: a zero chunk handed over");
+                            streamed[at..at + len].copy_from_slice(bytes);
+                        }
+                        None => streamed[at..at + len].fill(0),
+                    }
+                    next += len as u64;
+                    Ok::<(), CheckpointError>(())
+                })
+                .unwrap();
+            assert_eq!(next, image.len() as u64, "{case}: every chunk");
+            assert!(streamed == image, "{case}: streamed bytes differ");
+        }
         let expected = template("fn", 1);
         assert_eq!(
             (&stored.globals, &stored.host, &stored.stack),

@@ -8,9 +8,9 @@ use ferry_proto::{ErrorCode, ServiceError};
 
 use super::{PAGE, TEST_CHUNK_SIZE, Xorshift, memory, temp_store, template};
 use crate::checkpoint::{
-    CHECKPOINT_FORMAT_VERSION, CheckpointError, CheckpointManifest, ChunkHash, GlobalValue, MAX_CHUNK_SIZE,
-    MAX_MEMORY_BYTES, decode_manifest, encode_manifest, global_value, manifest::CHECKSUM_LEN, store::checkpoint_key,
-    validate_manifest,
+    CHECKPOINT_FORMAT_VERSION, CheckpointError, CheckpointManifest, CheckpointStore, ChunkHash, GlobalValue,
+    MAX_CHUNK_SIZE, MAX_MEMORY_BYTES, decode_manifest, encode_manifest, global_value, manifest::CHECKSUM_LEN,
+    store::checkpoint_key, validate_manifest,
 };
 
 /// A valid manifest of two pages in 4 KiB chunks, without a store.
@@ -35,7 +35,8 @@ fn assert_data_loss(error: &CheckpointError, expected_fragments: &[&str]) {
 
 #[test]
 fn a_flipped_byte_in_a_stored_chunk_is_data_loss_naming_the_chunk() {
-    let (db, store) = temp_store();
+    let (db, writer) = temp_store();
+    let store = &writer;
     let image_a = memory(4, 201);
     let image_b = memory(4, 202);
     let (a, _, _) = store.put(template("a", 1), &image_a, None).unwrap();
@@ -62,6 +63,8 @@ fn a_flipped_byte_in_a_stored_chunk_is_data_loss_naming_the_chunk() {
         let mut damaged = original.clone();
         damaged[position] ^= 0x01;
         chunks.insert(hash.as_bytes(), damaged).unwrap();
+        // As a hub finds its store after a restart: nothing trusted yet.
+        let store = CheckpointStore::open(&db).unwrap();
 
         let error = store.load_memory(&a).unwrap_err();
         assert_data_loss(
@@ -69,6 +72,9 @@ fn a_flipped_byte_in_a_stored_chunk_is_data_loss_naming_the_chunk() {
             &[&format!("chunk {index} ({hash})"), "checkpoint 1 of function a"],
         );
         assert!(matches!(error, CheckpointError::Corrupt { .. }), "{case}: {error:?}");
+        // What a restore checks before it commits finds it too.
+        let verify = CheckpointStore::open(&db).unwrap().verify_memory(&a).unwrap_err();
+        assert_data_loss(&verify, &[&format!("chunk {index} ({hash})")]);
         assert_eq!(
             store.get("a", 1).unwrap().as_ref(),
             Some(&a),
@@ -81,7 +87,57 @@ fn a_flipped_byte_in_a_stored_chunk_is_data_loss_naming_the_chunk() {
         );
     }
     chunks.insert(hash.as_bytes(), original).unwrap();
+    let store = CheckpointStore::open(&db).unwrap();
     assert_eq!(store.load_memory(&a).unwrap(), image_a, "nothing else changed");
+}
+
+#[test]
+fn chunks_found_on_disk_are_checked_until_a_load_has_verified_them() {
+    let (db, writer) = temp_store();
+    let image = memory(4, 203);
+    let (manifest, _, _) = writer.put(template("a", 1), &image, None).unwrap();
+    let distinct = crate::checkpoint::manifest::distinct_chunks(&manifest).len();
+    assert_eq!(writer.trusted_chunks(), distinct, "what a put hashed itself is trusted");
+
+    let restarted = CheckpointStore::open(&db).unwrap();
+    assert_eq!(
+        restarted.trusted_chunks(),
+        0,
+        "a store opened anew trusts nothing on disk"
+    );
+    restarted.verify_memory(&manifest).unwrap();
+    assert_eq!(
+        restarted.trusted_chunks(),
+        distinct,
+        "a verification trusts what it checked"
+    );
+    let restarted = CheckpointStore::open(&db).unwrap();
+    assert_eq!(restarted.load_memory(&manifest).unwrap(), image);
+    assert_eq!(
+        restarted.trusted_chunks(),
+        distinct,
+        "a verified load trusts what it checked"
+    );
+    assert_eq!(
+        restarted.load_memory(&manifest).unwrap(),
+        image,
+        "a trusted load gives the same bytes"
+    );
+
+    // A chunk that arrives from elsewhere is trusted only once it is checked.
+    let receiver_db = sled::Config::new().temporary(true).open().unwrap();
+    let receiver = CheckpointStore::open(&receiver_db).unwrap();
+    let hash = ChunkHash::from_manifest_entry(&manifest.chunk_hashes[0])
+        .unwrap()
+        .unwrap();
+    let encoded = writer.encoded_chunk(&hash).unwrap().unwrap();
+    let mut forged = encoded.clone();
+    let last = forged.len() - 1;
+    forged[last] ^= 0x01;
+    assert!(receiver.put_chunk(&hash, &forged).is_err(), "a forged chunk is refused");
+    assert_eq!(receiver.trusted_chunks(), 0);
+    assert!(receiver.put_chunk(&hash, &encoded).unwrap());
+    assert_eq!(receiver.trusted_chunks(), 1);
 }
 
 #[test]
@@ -229,6 +285,12 @@ fn a_manifest_naming_an_absent_chunk_is_chunk_missing() {
         .remove(first.as_bytes())
         .unwrap();
     let error = source.load_memory(&manifest).unwrap_err();
+    assert!(
+        matches!(error, CheckpointError::ChunkMissing { hash } if hash == first),
+        "{error:?}"
+    );
+    // Trusted or not, a restore's check looks it up.
+    let error = source.verify_memory(&manifest).unwrap_err();
     assert!(
         matches!(error, CheckpointError::ChunkMissing { hash } if hash == first),
         "{error:?}"
