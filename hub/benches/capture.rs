@@ -5,8 +5,9 @@
 //!    compute programs: run time, code size, compile time.
 //! 2. Through an in-process hub: capture latency (request → snapshot, the
 //!    bound on how long a stop or checkpoint waits for a preemption point),
-//!    checkpoint bytes vs memory, and resume from the store (cached artifact)
-//!    vs a plain copy of the same memory.
+//!    checkpoint bytes vs memory, resume from the store (cached artifact)
+//!    vs a plain copy of the same memory, and a suspend of what changed vs
+//!    the first suspend of a fresh function.
 //!
 //! Run: `cargo bench -p ferry-hub --bench capture`
 
@@ -206,7 +207,88 @@ async fn through_a_hub() -> anyhow::Result<()> {
         copy.as_secs_f64() * 1e3,
         (resume.saturating_sub(copy)).as_secs_f64() * 1e3,
     );
+    suspends_of_changes(&mut client).await?;
     tokio::time::timeout(Duration::from_secs(30), hub.shutdown()).await??;
+    Ok(())
+}
+
+/// A 64 MiB heap whose writes stay in a 256 KiB hot set: the first suspend
+/// of a fresh function (nothing stored: every chunk) against a suspend
+/// 300 ms after a resume (only what the resumed run wrote), and the first
+/// checkpoint after a resume.
+async fn suspends_of_changes(client: &mut HubClient<tonic::transport::Channel>) -> anyhow::Result<()> {
+    let mut whole = Vec::new();
+    let mut changes = Vec::new();
+    let mut checkpoints = Vec::new();
+    for round in 0..ROUNDS {
+        let name = format!("hot{round}");
+        client
+            .deploy(DeployRequest {
+                name: name.clone(),
+                module: guest("deploy/examples/hotheap.wasm"),
+                args: vec!["64".into(), "256".into()],
+                ..Default::default()
+            })
+            .await?;
+        wait_for_output(client, &name, "filled").await;
+        let suspend = |client: &mut HubClient<tonic::transport::Channel>| {
+            let name = name.clone();
+            let mut client = client.clone();
+            async move {
+                let started = Instant::now();
+                let response = client.suspend(SuspendRequest { name }).await?.into_inner();
+                anyhow::Ok((started.elapsed(), response.checkpoint.unwrap_or_default()))
+            }
+        };
+        whole.push(suspend(client).await?);
+        client.resume(ResumeRequest { name: name.clone() }).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let checkpoint = client
+            .checkpoint(CheckpointRequest { name: name.clone() })
+            .await?
+            .into_inner()
+            .checkpoint
+            .unwrap_or_default();
+        checkpoints.push(checkpoint);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        changes.push(suspend(client).await?);
+    }
+    let describe = |runs: &[(Duration, ferry_proto::v1::CheckpointInfo)]| {
+        let mut sorted = runs.to_vec();
+        sorted.sort_by_key(|(time, _)| *time);
+        let (time, info) = sorted[sorted.len() / 2];
+        (
+            time,
+            format!(
+                "{:.1} ms (capture {:.1} ms, persist {:.1} ms, {} new and {} unchanged of {} chunks)",
+                time.as_secs_f64() * 1e3,
+                info.capture_micros as f64 / 1e3,
+                info.persist_micros as f64 / 1e3,
+                info.new_chunks,
+                info.unchanged_chunks,
+                info.chunks
+            ),
+        )
+    };
+    let (whole_time, whole_text) = describe(&whole);
+    let (changes_time, changes_text) = describe(&changes);
+    println!("hotheap 64 MiB, 256 KiB hot, {ROUNDS} rounds, medians:");
+    println!("  first suspend of a fresh function: {whole_text}");
+    println!("  suspend 300 ms after a checkpoint of the resumed run: {changes_text}");
+    println!(
+        "  suspend of changes / first suspend: {:.3}",
+        changes_time.as_secs_f64() / whole_time.as_secs_f64()
+    );
+    checkpoints.sort_by_key(|info| info.capture_micros);
+    let middle = &checkpoints[checkpoints.len() / 2];
+    println!(
+        "  first checkpoint after a resume: capture {:.2} ms, persist {:.1} ms, {} new and {} unchanged of {} chunks",
+        middle.capture_micros as f64 / 1e3,
+        middle.persist_micros as f64 / 1e3,
+        middle.new_chunks,
+        middle.unchanged_chunks,
+        middle.chunks
+    );
     Ok(())
 }
 

@@ -131,11 +131,11 @@ pub fn manifest_template(
     }
 }
 
-/// A snapshot from a verified manifest and its memory image.
-pub fn snapshot_from_manifest(manifest: &wire::CheckpointManifest, memory: Vec<u8>) -> Result<Snapshot, String> {
+/// A snapshot from a verified manifest and its memory.
+pub fn snapshot_from_manifest(manifest: &wire::CheckpointManifest, memory: SnapshotMemory) -> Result<Snapshot, String> {
     let host = manifest.host.as_ref().ok_or("the checkpoint has no host state")?;
     Ok(Snapshot {
-        memory: SnapshotMemory::Whole(memory),
+        memory,
         stack: manifest.stack.clone(),
         globals: manifest
             .globals
@@ -183,7 +183,7 @@ mod tests {
             hold: None,
         };
         let manifest = manifest_template(&snapshot, FunctionSpec::default(), 1, 2, 3);
-        let back = snapshot_from_manifest(&manifest, snapshot.memory.whole().unwrap().to_vec()).unwrap();
+        let back = snapshot_from_manifest(&manifest, snapshot.memory.clone()).unwrap();
         assert_eq!(back, snapshot);
     }
 

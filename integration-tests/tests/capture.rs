@@ -57,14 +57,31 @@ impl Points {
 /// moments, each followed by `kill -9` of the hub and a restart on the same
 /// data directory; the two stdouts must be identical.
 async fn differential(module: &str, args: &[&str], points: usize, max_gap: Duration) {
-    differential_chains(module, args, points, 1, max_gap).await;
+    differential_chains(module, args, points, 1, max_gap, Interruption::Kill).await;
+}
+
+/// What ends each chain of checkpoints in [`differential_chains`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Interruption {
+    /// `kill -9` of the hub and a restart on the same data directory.
+    Kill,
+    /// `ferry suspend` then `ferry resume`; after every second one, a kill
+    /// as well (the restart continues from the suspend's checkpoint).
+    SuspendAndResume,
 }
 
 /// [`differential`] with `chain` checkpoints of the same run before each
 /// kill: every checkpoint after the first of a run is written from the
 /// chunks changed since the one before, so the kill resumes from the end of
 /// a chain of incremental checkpoints.
-async fn differential_chains(module: &str, args: &[&str], points: usize, chain: usize, max_gap: Duration) {
+async fn differential_chains(
+    module: &str,
+    args: &[&str],
+    points: usize,
+    chain: usize,
+    max_gap: Duration,
+    interruption: Interruption,
+) {
     let name = "subject";
     let path = guest(module);
     let mut deploy = vec![
@@ -90,7 +107,7 @@ async fn differential_chains(module: &str, args: &[&str], points: usize, chain: 
     ok(hub.ferry(&deploy));
     let mut random = Points::new(module);
     let mut taken = 0;
-    'points: for _ in 0..points {
+    'points: for point in 0..points {
         for _ in 0..chain {
             tokio::time::sleep(random.delay(max_gap)).await;
             let output = hub.ferry(&["checkpoint", name, "--json"]);
@@ -100,13 +117,24 @@ async fn differential_chains(module: &str, args: &[&str], points: usize, chain: 
             }
             taken += 1;
         }
+        if interruption == Interruption::SuspendAndResume {
+            tokio::time::sleep(random.delay(max_gap)).await;
+            if !hub.ferry(&["suspend", name]).status.success() {
+                break 'points;
+            }
+            taken += 1;
+            ok(hub.ferry(&["resume", name]));
+            if point % 2 == 0 {
+                continue;
+            }
+        }
         hub.kill().unwrap();
         hub.restart().await.unwrap();
     }
     let interrupted_state = wait_until_exited(&hub, name).await;
     assert_eq!(interrupted_state["state"], "exited", "{interrupted_state}");
     let interrupted = ok(hub.ferry(&["logs", name]));
-    eprintln!("{module}: {taken} checkpoints, every {chain} followed by kill -9 and a restart");
+    eprintln!("{module}: {taken} checkpoints, every {chain} followed by {interruption:?}");
     assert!(
         taken > 0,
         "{module} ended before the first checkpoint; lengthen its run"
@@ -135,12 +163,44 @@ async fn memory_grown_after_the_first_checkpoint_resumes_byte_identical() {
 
 #[tokio::test]
 async fn a_chain_of_incremental_checkpoints_over_a_large_heap_resumes_byte_identical() {
-    differential_chains("guests/heap_walk.wasm", &[], 2, 3, Duration::from_millis(300)).await;
+    differential_chains(
+        "guests/heap_walk.wasm",
+        &[],
+        2,
+        3,
+        Duration::from_millis(300),
+        Interruption::Kill,
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_chain_of_incremental_checkpoints_across_memory_growth_resumes_byte_identical() {
-    differential_chains("guests/grow_later.wasm", &[], 2, 3, Duration::from_millis(300)).await;
+    differential_chains(
+        "guests/grow_later.wasm",
+        &[],
+        2,
+        3,
+        Duration::from_millis(300),
+        Interruption::Kill,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn suspends_written_from_changes_resume_byte_identical() {
+    // Each suspend writes only what changed since the checkpoint before it;
+    // each resume reads chunks this hub wrote (trusted) or, after a kill,
+    // found on disk (verified).
+    differential_chains(
+        "guests/heap_walk.wasm",
+        &[],
+        4,
+        1,
+        Duration::from_millis(300),
+        Interruption::SuspendAndResume,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -189,6 +249,31 @@ async fn a_checkpoint_writes_only_the_chunks_written_since_the_previous_one() {
     .unwrap();
     let info = function_info(&hub, "hot");
     assert_eq!(info["last_checkpoint"], second["sequence"], "{info}");
+
+    // A run restored from a checkpoint starts from it: its first checkpoint
+    // writes only what the run changed — after a restart, and after a
+    // suspend (which writes only the changes too) and a resume.
+    let checkpoint = || -> Value { serde_json::from_str(&ok(hub.ferry(&["checkpoint", "hot", "--json"]))).unwrap() };
+    for after in ["a restart", "a suspend and a resume"] {
+        if after != "a restart" {
+            ok(hub.ferry(&["suspend", "hot"]));
+            ok(hub.ferry(&["resume", "hot"]));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let next = checkpoint();
+        eprintln!("checkpoint after {after}: {next}");
+        let new = next["new_chunks"].as_u64().unwrap();
+        assert!(
+            new <= 32,
+            "the first checkpoint after {after} wrote {new} chunks: {next}"
+        );
+        // Nothing else was even read: the run's dirty set started clean.
+        let (chunks, zero) = (next["chunks"].as_u64().unwrap(), next["zero_chunks"].as_u64().unwrap());
+        assert!(
+            next["unchanged_chunks"].as_u64().unwrap() + 32 >= chunks - zero,
+            "the first checkpoint after {after} read more than the run changed: {next}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -112,6 +112,21 @@ async fn a_full_disk_keeps_functions_running_and_a_restart_starts_degraded() {
     .unwrap();
     assert_eq!(function_info(&hub, "heap")["state"], "running");
 
+    // A suspend that cannot be stored is refused, and the function runs on
+    // from the memory its run kept while the store tried.
+    let unstored = |hub: &HubProcess| function_info(hub, "heap")["unstored_output_entries"].as_u64();
+    let before = unstored(&hub).unwrap_or(0);
+    let suspend = hub.ferry(&["suspend", "heap"]);
+    let refused = String::from_utf8_lossy(&suspend.stderr).to_lowercase();
+    assert!(!suspend.status.success(), "a suspend on a full disk succeeded");
+    assert!(refused.contains("space"), "{refused}");
+    eventually("heap to run on after its refused suspend", PATIENCE, || async {
+        let running = function_info(&hub, "heap")["state"] == "running";
+        (running && unstored(&hub) > Some(before + 2)).then_some(())
+    })
+    .await
+    .unwrap();
+
     // A restart on the full disk: the hub starts, degraded, with both functions.
     eprintln!("full disk: functions run on, restarting");
     hub.restart().await.unwrap();

@@ -21,7 +21,7 @@ use super::watchdog::Watchdog;
 use super::{Admission, MigrationContext, PREPARING_HEARTBEAT, resolve};
 use crate::checkpoint_codec::snapshot_from_manifest;
 use crate::error::HubError;
-use crate::runtime::{PreparedModule, Snapshot, WarmInstance};
+use crate::runtime::{PreparedModule, Snapshot, SnapshotMemory, WarmInstance};
 use crate::supervisor::{ArrivalLogs, Supervisor};
 
 mod chunks;
@@ -457,12 +457,11 @@ impl Arrival {
             .map_or(0, |entry| entry.sequence)
             + 1;
         manifest.sequence = sequence;
-        let snapshot = snapshot_from_manifest(&manifest, std::mem::take(&mut self.image)).map_err(|reason| {
-            HubError::CheckpointUnusable {
+        let snapshot = snapshot_from_manifest(&manifest, SnapshotMemory::Whole(std::mem::take(&mut self.image)))
+            .map_err(|reason| HubError::CheckpointUnusable {
                 name: name.clone(),
                 reason,
-            }
-        })?;
+            })?;
         let listed = started.elapsed();
         let imported = manifest.clone();
         let staged = self.staged.clone().unwrap_or_default();

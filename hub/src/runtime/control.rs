@@ -92,6 +92,9 @@ struct Shared {
     captures: Vec<CaptureRequest>,
     /// Dirty sets whose consumer is done, dropped at the next capture.
     forgotten_sets: Vec<String>,
+    /// Dirty sets (and their chunk sizes) whose consumer holds the memory
+    /// the run is restored from: started clean at the restore.
+    clean_sets: Vec<(String, u32)>,
 }
 
 impl Shared {
@@ -157,6 +160,18 @@ impl FunctionControl {
     /// The consumer of dirty set `set` is done with it.
     pub fn forget_dirty_set(&self, set: &str) {
         self.lock().forgotten_sets.push(set.to_owned());
+    }
+
+    /// Starts the dirty set `set` clean when the run restores its memory
+    /// (its consumer holds that memory already: the checkpoint it is
+    /// restored from). Must be asked before the run instantiates.
+    pub fn start_clean_after_restore(&self, set: &str, chunk_size: u32) {
+        self.lock().clean_sets.push((set.to_owned(), chunk_size));
+    }
+
+    /// Dirty sets to start clean after the restore (taken once).
+    pub fn take_clean_sets(&self) -> Vec<(String, u32)> {
+        std::mem::take(&mut self.lock().clean_sets)
     }
 
     /// Dirty sets to drop (taken once).

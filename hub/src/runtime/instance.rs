@@ -244,8 +244,16 @@ impl LiveInstance {
             rewind_instance: None,
             dirty: DirtyTracker::new(TrackingMode::of_this_hub()),
         };
+        let clean_sets = live.env.as_ref(&live.store).control.take_clean_sets();
         if let Some(snapshot) = snapshot {
             live.restore(snapshot)?;
+            let view = live.memory.view(&live.store);
+            for (set, chunk_size) in clean_sets {
+                if let Err(reason) = live.dirty.start_clean(&view, &set, chunk_size) {
+                    // The set starts at its first capture instead, complete.
+                    tracing::warn!(%set, %reason, "cannot start a dirty set clean after the restore");
+                }
+            }
         }
         let bytes = live.memory.view(&live.store).data_size();
         live.env.as_ref(&live.store).control.set_memory_bytes(bytes);
@@ -253,9 +261,30 @@ impl LiveInstance {
     }
 
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
-        let memory = snapshot.memory.whole()?;
-        self.grow_to(memory.len() as u64)?;
-        self.write_memory(0, memory)?;
+        if let SnapshotMemory::Stored(stored) = &snapshot.memory {
+            // Chunk by chunk from the store into the instance: no image of
+            // the whole memory in between.
+            let initial = self.memory_bytes();
+            self.grow_to(stored.manifest.memory_bytes)?;
+            let view = self.memory.view(&self.store);
+            stored.read(|offset, chunk| {
+                let written = match chunk {
+                    Some(bytes) => view.write(offset, bytes),
+                    // Grown pages are zero already; the module's own may
+                    // hold its data segments.
+                    None if offset < initial => {
+                        let len = u64::from(stored.manifest.chunk_size).min(initial - offset);
+                        view.write(offset, &vec![0; len as usize])
+                    }
+                    None => Ok(()),
+                };
+                written.map_err(|error| format!("cannot write memory at {offset}: {error}"))
+            })?;
+        } else {
+            let memory = snapshot.memory.whole()?;
+            self.grow_to(memory.len() as u64)?;
+            self.write_memory(0, memory)?;
+        }
         self.restore_execution(snapshot)
     }
 
@@ -453,8 +482,8 @@ impl LiveInstance {
 
     /// Answers every pending capture request from the (unwound) instance,
     /// one snapshot per kind of memory asked for. Returns the outcome if one
-    /// of them ends the run (a suspend, a pause), and the keeper of a paused
-    /// instance whose pause captured only changes.
+    /// of them ends the run (a suspend, a pause), and the keeper of an
+    /// instance whose pause or suspend captured only changes.
     fn answer_captures(&mut self) -> (Option<Outcome>, Option<HoldKeeper>) {
         let control = Arc::clone(&self.env.as_ref(&self.store).control);
         for set in control.take_forgotten_sets() {
@@ -462,7 +491,7 @@ impl LiveInstance {
         }
         let requests = control.take_capture_requests();
         let ending = super::control::capture_outcome(&requests);
-        let mut keeper = None;
+        let mut hold: Option<(PausedHold, HoldKeeper)> = None;
         let mut answered: Vec<(MemoryWanted, Result<Arc<Snapshot>, String>)> = Vec::new();
         let mut failure = None;
         for request in requests {
@@ -474,13 +503,15 @@ impl LiveInstance {
                         .capture_memory(&request.memory)
                         .and_then(|memory| self.snapshot_with(memory));
                     let captured = captured.map(|mut snapshot| {
-                        let pause_of_changes = request.kind == CaptureKind::Pause
-                            && matches!(snapshot.memory, SnapshotMemory::Changes(_))
-                            && ending == Some(Outcome::Paused);
-                        if pause_of_changes && keeper.is_none() {
-                            let (hold, kept) = PausedHold::new();
-                            snapshot.hold = Some(hold);
-                            keeper = Some(kept);
+                        // A pause or a suspend that captured only changes
+                        // keeps the instance until every copy of its
+                        // snapshot is gone (the move or the persist is
+                        // done) or the whole memory is asked for.
+                        let ends_the_run = matches!(request.kind, CaptureKind::Pause | CaptureKind::Stop)
+                            && matches!(ending, Some(Outcome::Paused | Outcome::Suspended));
+                        if ends_the_run && matches!(snapshot.memory, SnapshotMemory::Changes(_)) {
+                            let (shared, _) = hold.get_or_insert_with(PausedHold::new);
+                            snapshot.hold = Some(shared.clone());
                         }
                         Arc::new(snapshot)
                     });
@@ -494,6 +525,8 @@ impl LiveInstance {
             let _ = request.reply.send(snapshot);
         }
         drop(answered);
+        // The snapshots hold it now; the thread keeps only the keeper.
+        let keeper = hold.map(|(_, keeper)| keeper);
         if let Some(reason) = failure {
             // A pause answered before the failure still keeps its instance
             // until the move decides.
@@ -502,9 +535,10 @@ impl LiveInstance {
         (ending, keeper)
     }
 
-    /// Keeps the paused instance until the move decides: copies the whole
-    /// memory out if the function is to continue here (or the hub stops,
-    /// or the move takes too long), and drops it without a copy otherwise.
+    /// Keeps the paused or suspended instance until the move or the
+    /// suspend's persist decides: copies the whole memory out if the
+    /// function is to continue here (or the hub stops, or the decision
+    /// takes too long), and drops it without a copy otherwise.
     fn hold_until_decided(&mut self, keeper: HoldKeeper) {
         let control = Arc::clone(&self.env.as_ref(&self.store).control);
         let since = std::time::Instant::now();

@@ -38,7 +38,7 @@ pub use dirty::TrackingMode;
 pub use guest::{HostServices, SendOutcome};
 pub use instance::{LaunchSpec, Outcome, RunEnd, run_to_completion, run_until_parked};
 pub use rewind::{GuestModule, RewindModule};
-pub use snapshot::{GlobalValue, HostSnapshot, MemoryChanges, PendingCall, Snapshot, SnapshotMemory};
+pub use snapshot::{GlobalValue, HostSnapshot, MemoryChanges, PendingCall, Snapshot, SnapshotMemory, StoredMemory};
 pub use warm::WarmInstance;
 
 /// Native stack a guest runs on.

@@ -5,6 +5,9 @@
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use ferry_migrator::checkpoint::{CheckpointError, CheckpointStore};
+use ferry_proto::internal::v1::CheckpointManifest;
+
 /// The value of one exported mutable global.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GlobalValue {
@@ -57,8 +60,9 @@ pub struct Snapshot {
     /// Exported mutable globals by their index in the deployed module.
     pub globals: Vec<(u32, GlobalValue)>,
     pub host: HostSnapshot,
-    /// Set when the function was paused for a move with only its changes
-    /// captured: the rest of its memory, kept until the move ends.
+    /// Set when the function was paused for a move or suspended with only
+    /// its changes captured: the rest of its memory, kept until the move
+    /// or the suspend's persist ends.
     pub hold: Option<PausedHold>,
 }
 
@@ -68,7 +72,7 @@ impl Snapshot {
     /// [`PausedHold::ask_for_memory`] and whose run must have ended.
     pub fn with_whole_memory(&self) -> Result<Snapshot, String> {
         let memory = match (&self.memory, &self.hold) {
-            (SnapshotMemory::Whole(_), _) => return Ok(self.clone()),
+            (SnapshotMemory::Whole(_) | SnapshotMemory::Stored(_), _) => return Ok(self.clone()),
             (SnapshotMemory::Changes(changes), _) if changes.complete => changes.to_whole(),
             (SnapshotMemory::Changes(_), Some(hold)) => {
                 hold.take_memory().ok_or("the paused function's memory was not kept")?
@@ -89,7 +93,55 @@ pub enum SnapshotMemory {
     Whole(Vec<u8>),
     /// What changed since the previous capture for the same consumer.
     Changes(MemoryChanges),
+    /// The memory of a verified checkpoint, still in the store: a restore
+    /// reads it chunk by chunk straight into the instance.
+    Stored(StoredMemory),
 }
+
+/// The memory of a checkpoint in a store ([`SnapshotMemory::Stored`]).
+#[derive(Clone)]
+pub struct StoredMemory {
+    pub store: CheckpointStore,
+    pub manifest: Arc<CheckpointManifest>,
+}
+
+impl StoredMemory {
+    /// Streams the memory into `sink(offset, chunk)` (`None`: all zero).
+    pub fn read(&self, mut sink: impl FnMut(u64, Option<&[u8]>) -> Result<(), String>) -> Result<(), String> {
+        self.store
+            .read_memory(&self.manifest, |offset, chunk| {
+                sink(offset, chunk).map_err(StoreReadError)
+            })
+            .map_err(|error| error.0)
+    }
+}
+
+/// Why reading a stored memory failed, as text.
+struct StoreReadError(String);
+
+impl From<CheckpointError> for StoreReadError {
+    fn from(error: CheckpointError) -> StoreReadError {
+        StoreReadError(error.to_string())
+    }
+}
+
+impl std::fmt::Debug for StoredMemory {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("StoredMemory")
+            .field("sequence", &self.manifest.sequence)
+            .field("memory_bytes", &self.manifest.memory_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for StoredMemory {
+    fn eq(&self, other: &StoredMemory) -> bool {
+        Arc::ptr_eq(&self.manifest, &other.manifest) || self.manifest == other.manifest
+    }
+}
+
+impl Eq for StoredMemory {}
 
 impl SnapshotMemory {
     /// Size of the memory, in bytes.
@@ -97,6 +149,7 @@ impl SnapshotMemory {
         match self {
             SnapshotMemory::Whole(bytes) => bytes.len() as u64,
             SnapshotMemory::Changes(changes) => changes.memory_bytes,
+            SnapshotMemory::Stored(stored) => stored.manifest.memory_bytes,
         }
     }
 
@@ -105,24 +158,34 @@ impl SnapshotMemory {
         match self {
             SnapshotMemory::Whole(bytes) => Ok(bytes),
             SnapshotMemory::Changes(_) => Err("the capture holds only the changed chunks".to_owned()),
+            SnapshotMemory::Stored(_) => Err("the memory is still in the checkpoint store".to_owned()),
         }
     }
 
     /// As changes in `chunk_size` chunks: those captured, or every non-zero
     /// chunk of a whole memory (a complete set).
-    pub fn into_changes(self, chunk_size: u32) -> MemoryChanges {
-        match self {
-            SnapshotMemory::Changes(changes) => changes,
-            SnapshotMemory::Whole(bytes) => {
-                let mut changes = MemoryChanges::new(bytes.len() as u64, chunk_size, true);
-                for (index, chunk) in bytes.chunks(chunk_size as usize).enumerate() {
-                    if !ferry_migrator::checkpoint::is_zero_chunk(chunk) {
-                        changes.push(index as u32, chunk);
+    pub fn into_changes(self, chunk_size: u32) -> Result<MemoryChanges, String> {
+        let bytes = match self {
+            SnapshotMemory::Changes(changes) => return Ok(changes),
+            SnapshotMemory::Whole(bytes) => bytes,
+            SnapshotMemory::Stored(stored) => {
+                let mut bytes = vec![0; stored.manifest.memory_bytes as usize];
+                stored.read(|offset, chunk| {
+                    if let Some(chunk) = chunk {
+                        bytes[offset as usize..offset as usize + chunk.len()].copy_from_slice(chunk);
                     }
-                }
-                changes
+                    Ok(())
+                })?;
+                bytes
+            }
+        };
+        let mut changes = MemoryChanges::new(bytes.len() as u64, chunk_size, true);
+        for (index, chunk) in bytes.chunks(chunk_size as usize).enumerate() {
+            if !ferry_migrator::checkpoint::is_zero_chunk(chunk) {
+                changes.push(index as u32, chunk);
             }
         }
+        Ok(changes)
     }
 }
 
@@ -213,12 +276,13 @@ impl MemoryChanges {
     }
 }
 
-/// The rest of the memory of a function paused for a move, which only its
-/// changes were captured for: the run's thread keeps the instance until the
-/// move ends. If the move succeeds, every copy of the snapshot is dropped
-/// and the thread drops the instance without copying anything; if it
-/// fails, [`ask_for_memory`](Self::ask_for_memory) makes the thread copy the
-/// whole memory out before it ends, to continue from.
+/// The rest of the memory of a function paused for a move or suspended,
+/// which only its changes were captured for: the run's thread keeps the
+/// instance until the move (or the suspend's persist) ends. If it succeeds,
+/// every copy of the snapshot is dropped and the thread drops the instance
+/// without copying anything; if it fails,
+/// [`ask_for_memory`](Self::ask_for_memory) makes the thread copy the whole
+/// memory out before it ends, to continue from.
 #[derive(Debug, Clone)]
 pub struct PausedHold(Arc<HoldShared>);
 

@@ -320,4 +320,49 @@ mod tests {
             assert_eq!(format!("{before}{after}"), whole, "{case}");
         }
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restore_from_the_store_writes_each_chunk_into_the_instance_and_continues_exactly() {
+        let (runtime, module, whole, snapshot, before) = paused_heap_walk().await;
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let spec = ferry_proto::v1::FunctionSpec {
+            name: "walk".to_owned(),
+            module_hash: blake3::hash(HEAP_WALK).to_hex().to_string(),
+            ..Default::default()
+        };
+        let template = crate::checkpoint_codec::manifest_template(&snapshot, spec, 0, 1, 0);
+        // Written by this store (trusted) and read by one opened anew (verified).
+        let writer = ferry_migrator::checkpoint::CheckpointStore::open(&db).unwrap();
+        let (manifest, _, _) = writer.put(template, snapshot.memory.whole().unwrap(), None).unwrap();
+        for store in [
+            writer.clone(),
+            ferry_migrator::checkpoint::CheckpointStore::open(&db).unwrap(),
+        ] {
+            store.verify_memory(&manifest).unwrap();
+            let stored = Arc::new(Snapshot {
+                memory: crate::runtime::SnapshotMemory::Stored(crate::runtime::StoredMemory {
+                    store,
+                    manifest: Arc::new(manifest.clone()),
+                }),
+                ..(*snapshot).clone()
+            });
+            let services = Arc::new(RecordingServices::default());
+            let (engine, module, run_services) = (runtime.engine().clone(), module.clone(), Arc::clone(&services));
+            let end = tokio::task::spawn_blocking(move || {
+                run_until_parked(
+                    &engine,
+                    &module,
+                    &launch(),
+                    Arc::default(),
+                    run_services,
+                    Some(&stored),
+                    false,
+                )
+            })
+            .await
+            .unwrap();
+            assert!(matches!(end, RunEnd::Finished(Outcome::Exited(0))), "{end:?}");
+            assert_eq!(format!("{before}{}", stdout(&services)), whole);
+        }
+    }
 }

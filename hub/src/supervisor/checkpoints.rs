@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_migrator::checkpoint::{ChangedMemory, CheckpointStore, PutStats};
+use ferry_migrator::checkpoint::{ChangedMemory, CheckpointError, CheckpointStore, PutStats};
 use ferry_proto::internal::v1::CheckpointManifest;
 use ferry_proto::v1::{CheckpointInfo, FunctionInfo};
 
@@ -13,7 +13,7 @@ use super::{Inner, Supervisor, records};
 use crate::checkpoint_codec::{manifest_template, snapshot_from_manifest};
 use crate::error::HubError;
 use crate::logs::unix_ms_now;
-use crate::runtime::{CaptureKind, FunctionControl, MemoryWanted, Snapshot, SnapshotMemory};
+use crate::runtime::{CaptureKind, FunctionControl, MemoryWanted, Snapshot, SnapshotMemory, StoredMemory};
 
 /// How long a capture may wait for the function to reach a preemption point
 /// or blocking call. Preemption points are microseconds apart, so this only
@@ -24,7 +24,7 @@ pub const CHECKPOINTS_KEPT: usize = 2;
 
 /// The dirty set periodic and requested checkpoints capture from: each
 /// checkpoint reads only the chunks written since the previous one.
-const CHECKPOINT_SET: &str = "checkpoints";
+pub(super) const CHECKPOINT_SET: &str = "checkpoints";
 
 fn checkpoint_info(
     manifest: &CheckpointManifest,
@@ -46,6 +46,16 @@ fn checkpoint_info(
     }
 }
 
+/// A capture of the changes since the previous checkpoint, with its base,
+/// taken under `checkpoint_lock` (released when this is dropped).
+pub(super) struct ChangesCapture<'a> {
+    _one_at_a_time: tokio::sync::MutexGuard<'a, ()>,
+    /// `None`: the request needed no capture.
+    pub(super) snapshot: Option<Arc<Snapshot>>,
+    pub(super) base: Option<CheckpointManifest>,
+    pub(super) capture: Duration,
+}
+
 impl Supervisor {
     /// Captures a running function into a durable checkpoint; it keeps running.
     ///
@@ -59,7 +69,22 @@ impl Supervisor {
     /// set starts over, which makes the capture list every non-zero chunk.
     /// A new run has a new tracker, whose first capture is complete too.
     pub async fn checkpoint(&self, name: &str) -> Result<CheckpointInfo, HubError> {
-        let _one_at_a_time = self.inner.checkpoint_lock.lock().await;
+        let captured = self.capture_changes(name, Request::Checkpoint).await?;
+        let snapshot = captured
+            .snapshot
+            .ok_or_else(|| HubError::Internal(format!("a checkpoint of {name:?} asked for no capture")))?;
+        self.inner
+            .persist_from(name, snapshot, captured.capture, captured.base)
+            .await
+    }
+
+    /// Decides `request` (a checkpoint, a suspend, the hub's shutdown) and
+    /// captures the chunks of `name` written since its previous checkpoint,
+    /// with that checkpoint as the base of the store's write (see
+    /// [`Supervisor::checkpoint`] for why this is exact). The returned
+    /// guard keeps other checkpoints out until the persist is done.
+    pub(super) async fn capture_changes(&self, name: &str, request: Request) -> Result<ChangesCapture<'_>, HubError> {
+        let one_at_a_time = self.inner.checkpoint_lock.lock().await;
         let base = self.inner.take_incremental_base(name);
         if base.is_none()
             && let Some(control) = self.inner.run_control(name)
@@ -71,15 +96,21 @@ impl Supervisor {
             set: CHECKPOINT_SET.to_owned(),
             chunk_size: self.inner.checkpoints.options().chunk_size,
         };
-        let snapshot = self
-            .capture(name, Request::Checkpoint, wanted)
-            .await?
-            .ok_or_else(|| HubError::Internal(format!("a checkpoint of {name:?} asked for no capture")))?;
-        let capture = started.elapsed();
-        self.inner.persist_from(name, snapshot, capture, base).await
+        let snapshot = self.capture(name, request, wanted).await?;
+        Ok(ChangesCapture {
+            _one_at_a_time: one_at_a_time,
+            snapshot,
+            base,
+            capture: started.elapsed(),
+        })
     }
 
     /// Captures a running function, stops it and keeps only its checkpoint.
+    ///
+    /// Like a checkpoint, the suspend writes only the chunks written since
+    /// the previous one. Its run keeps the instance (a hold) until the
+    /// persist is done: if the persist fails, the whole memory is copied
+    /// out of it and the function runs on from there.
     pub async fn suspend(&self, name: &str) -> Result<(FunctionInfo, CheckpointInfo), HubError> {
         self.suspend_as(name, Request::Suspend).await
     }
@@ -92,8 +123,8 @@ impl Supervisor {
     }
 
     async fn suspend_as(&self, name: &str, request: Request) -> Result<(FunctionInfo, CheckpointInfo), HubError> {
-        let started = Instant::now();
-        let Some(snapshot) = self.capture(name, request, MemoryWanted::Whole).await? else {
+        let captured = self.capture_changes(name, request).await?;
+        let Some(snapshot) = captured.snapshot else {
             // Already suspended by the hub: the user's suspend only takes it over.
             self.inner.save_durably(name)?;
             let info = self.get(name)?;
@@ -104,12 +135,17 @@ impl Supervisor {
             };
             return Ok((info, latest));
         };
-        let capture = started.elapsed();
-        if let Some(finished) = self.finished_receiver(name) {
-            super::wait_finished(name, finished).await;
-        }
-        match self.inner.persist(name, Arc::clone(&snapshot), capture).await {
+        let persisted = self
+            .inner
+            .persist_from(name, Arc::clone(&snapshot), captured.capture, captured.base)
+            .await;
+        match persisted {
             Ok(checkpoint) => {
+                // The last copy of the snapshot: the run drops its instance.
+                drop(snapshot);
+                if let Some(finished) = self.finished_receiver(name) {
+                    super::wait_finished(name, finished).await;
+                }
                 {
                     let mut slots = self.inner.lock_slots();
                     let slot = slots.get_mut(name).ok_or_else(|| self.inner.not_found(name))?;
@@ -121,12 +157,36 @@ impl Supervisor {
             Err(error) => {
                 // Never lose the function: run it on from the capture we hold.
                 tracing::error!(function = %name, error = %ferry_proto::error_chain(&error), "suspend could not persist; resuming from memory");
-                let prepared = self.inner.prepare_stored(name).await?;
-                self.inner
-                    .decide_and_launch(name, Request::SuspendNotPersisted, &prepared, Some(snapshot))?;
+                self.run_on_from_capture(name, &snapshot, Request::SuspendNotPersisted)
+                    .await?;
                 Err(error)
             }
         }
+    }
+
+    /// Continues `name` here from `snapshot`, the capture that ended its
+    /// run (a suspend or a move's pause), deciding `request`: a run that
+    /// kept its instance for it (a hold) copies the whole memory out first.
+    pub(super) async fn run_on_from_capture(
+        &self,
+        name: &str,
+        snapshot: &Snapshot,
+        request: Request,
+    ) -> Result<(), HubError> {
+        if let Some(hold) = &snapshot.hold {
+            hold.ask_for_memory();
+        }
+        // The run may still be winding down.
+        if let Some(finished) = self.finished_receiver(name) {
+            super::wait_finished(name, finished).await;
+        }
+        let snapshot = Arc::new(snapshot.with_whole_memory().map_err(|reason| HubError::CaptureFailed {
+            name: name.to_owned(),
+            reason,
+        })?);
+        let prepared = self.inner.prepare_stored(name).await?;
+        self.inner.decide_and_launch(name, request, &prepared, Some(snapshot))?;
+        Ok(())
     }
 
     /// Continues a function that is not running from its latest checkpoint.
@@ -144,15 +204,15 @@ impl Supervisor {
     async fn start_from_checkpoint(&self, name: &str, request: Request) -> Result<(), HubError> {
         // Refuse early, before reading a checkpoint for nothing.
         self.inner.check(name, request)?;
-        let manifest = self
-            .inner
-            .checkpoints
-            .latest(name)
-            .map_err(HubError::Checkpoint)?
-            .ok_or_else(|| HubError::NoCheckpoint { name: name.to_owned() })?;
-        let snapshot = Arc::new(self.inner.load_snapshot(&manifest).await?);
-        let prepared = self.inner.prepare_stored(name).await?;
-        self.inner.decide_and_launch(name, request, &prepared, Some(snapshot))?;
+        {
+            // The latest checkpoint stays the latest until the run has it as its base.
+            let _serialized = self.inner.checkpoint_lock.lock().await;
+            let manifest = self.inner.latest_checkpoint(name)?;
+            let snapshot = Arc::new(self.inner.load_snapshot(&manifest).await?);
+            let prepared = self.inner.prepare_stored(name).await?;
+            self.inner
+                .decide_and_launch_restored(name, request, &prepared, snapshot, manifest)?;
+        }
         self.wait_instantiated(name).await;
         Ok(())
     }
@@ -236,16 +296,12 @@ impl Supervisor {
 }
 
 impl Inner {
-    /// Writes a capture of the whole memory to the checkpoint store and
-    /// records it.
-    pub(super) async fn persist(
-        self: &Arc<Self>,
-        name: &str,
-        snapshot: Arc<Snapshot>,
-        capture: Duration,
-    ) -> Result<CheckpointInfo, HubError> {
-        self.take_incremental_base(name);
-        self.persist_from(name, snapshot, capture, None).await
+    /// The newest stored checkpoint of `name`; an error if it has none.
+    pub(super) fn latest_checkpoint(&self, name: &str) -> Result<CheckpointManifest, HubError> {
+        self.checkpoints
+            .latest(name)
+            .map_err(HubError::Checkpoint)?
+            .ok_or_else(|| HubError::NoCheckpoint { name: name.to_owned() })
     }
 
     /// The base of the next incremental checkpoint of `name`, taken out.
@@ -254,6 +310,14 @@ impl Inner {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(name)
+    }
+
+    /// Makes `manifest` the base of the next incremental checkpoint of `name`.
+    pub(super) fn set_incremental_base(&self, name: &str, manifest: CheckpointManifest) {
+        self.incremental
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(name.to_owned(), manifest);
     }
 
     /// The control block of the current run of `name`, if it runs.
@@ -269,7 +333,7 @@ impl Inner {
     /// memory, or the changes since `base` (the checkpoint of the dirty
     /// set's previous capture; none if the capture is complete). A persist
     /// of changes that succeeds makes its checkpoint the next base.
-    async fn persist_from(
+    pub(super) async fn persist_from(
         self: &Arc<Self>,
         name: &str,
         snapshot: Arc<Snapshot>,
@@ -321,6 +385,10 @@ impl Inner {
                 SnapshotMemory::Whole(memory) => store
                     .put(template, memory, None)
                     .map(|(manifest, _, stats)| (manifest, stats)),
+                // Captures hold their memory; only a restore's snapshot is stored.
+                SnapshotMemory::Stored(stored) => Err(CheckpointError::InvalidCheckpoint {
+                    reason: format!("the snapshot is stored checkpoint {} already", stored.manifest.sequence),
+                }),
                 SnapshotMemory::Changes(changes) => {
                     let chunks: Vec<(u32, &[u8])> = changes.iter().collect();
                     let changed = ChangedMemory {
@@ -349,10 +417,7 @@ impl Inner {
         }
         self.save(name)?;
         if of_changes {
-            self.incremental
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .insert(name.to_owned(), manifest);
+            self.set_incremental_base(name, manifest);
         }
         tracing::info!(
             function = %name,
@@ -393,12 +458,19 @@ impl Inner {
                 manifest.module_hash
             )));
         }
+        // Verified now (only chunks this hub has not checked yet), read into
+        // the instance at its restore.
         let store = self.checkpoints.clone();
-        let owned = manifest.clone();
-        let memory = tokio::task::spawn_blocking(move || store.load_memory(&owned))
+        let owned = Arc::new(manifest.clone());
+        let verified = Arc::clone(&owned);
+        tokio::task::spawn_blocking(move || store.verify_memory(&verified))
             .await
             .map_err(|error| HubError::Internal(format!("load task failed: {error}")))?
             .map_err(HubError::Checkpoint)?;
+        let memory = SnapshotMemory::Stored(StoredMemory {
+            store: self.checkpoints.clone(),
+            manifest: owned,
+        });
         snapshot_from_manifest(manifest, memory).map_err(unusable)
     }
 }

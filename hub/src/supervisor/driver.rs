@@ -98,14 +98,19 @@ async fn wait_while_parked(control: &FunctionControl, parked: Arc<Snapshot>) -> 
             for request in requests {
                 // A parked function has no instance to track changes in:
                 // a request for changes gets every non-zero chunk.
-                let answer = match request.memory {
-                    MemoryWanted::Whole => captured.clone(),
-                    MemoryWanted::Changes { chunk_size, .. } => Snapshot {
-                        memory: SnapshotMemory::Changes(captured.memory.clone().into_changes(chunk_size)),
-                        ..captured.clone()
-                    },
-                };
-                let _ = request.reply.send(Ok(Arc::new(answer)));
+                let answer =
+                    match request.memory {
+                        MemoryWanted::Whole => Ok(captured.clone()),
+                        MemoryWanted::Changes { chunk_size, .. } => captured
+                            .memory
+                            .clone()
+                            .into_changes(chunk_size)
+                            .map(|changes| Snapshot {
+                                memory: SnapshotMemory::Changes(changes),
+                                ..captured.clone()
+                            }),
+                    };
+                let _ = request.reply.send(answer.map(Arc::new));
             }
             if let Some(outcome) = ending {
                 return Err(outcome);

@@ -118,23 +118,8 @@ impl Supervisor {
             self.inner.decide(name, slot, Request::MoveFailed)?;
             return Ok(());
         };
-        // A paused run that kept its instance copies the memory out and ends.
-        if let Some(hold) = &snapshot.hold {
-            hold.ask_for_memory();
-        }
-        // The paused run may still be winding down.
-        if let Some(finished) = self.finished_receiver(name) {
-            super::wait_finished(name, finished).await;
-        }
-        let snapshot = Arc::new(snapshot.with_whole_memory().map_err(|reason| HubError::CaptureFailed {
-            name: name.to_owned(),
-            reason,
-        })?);
         self.inner.logs.event(name, "move failed; continuing here");
-        let prepared = self.inner.prepare_stored(name).await?;
-        self.inner
-            .decide_and_launch(name, Request::MoveFailed, &prepared, Some(snapshot))?;
-        Ok(())
+        self.run_on_from_capture(name, &snapshot, Request::MoveFailed).await
     }
 
     /// Durably records that `name` runs on another hub from now on, under
@@ -441,12 +426,7 @@ impl Supervisor {
         let snapshot = match snapshot {
             Some(snapshot) => snapshot,
             None => {
-                let manifest = self
-                    .inner
-                    .checkpoints
-                    .latest(name)
-                    .map_err(HubError::Checkpoint)?
-                    .ok_or_else(|| HubError::NoCheckpoint { name: name.to_owned() })?;
+                let manifest = self.inner.latest_checkpoint(name)?;
                 Arc::new(self.inner.load_snapshot(&manifest).await?)
             }
         };

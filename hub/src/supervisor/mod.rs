@@ -230,7 +230,8 @@ impl Supervisor {
         }
         for name in to_start {
             let resumed = async {
-                let snapshot = match self.inner.checkpoints.latest(&name).map_err(HubError::Checkpoint)? {
+                let _serialized = self.inner.checkpoint_lock.lock().await;
+                let restored = match self.inner.checkpoints.latest(&name).map_err(HubError::Checkpoint)? {
                     Some(manifest) => {
                         let snapshot = Arc::new(self.inner.load_snapshot(&manifest).await?);
                         // The record may lag behind the store after a crash.
@@ -240,19 +241,24 @@ impl Supervisor {
                             slot.record.last_checkpoint = manifest.sequence;
                             slot.record.last_checkpoint_unix_ms = manifest.created_unix_ms;
                         }
-                        Some(snapshot)
+                        Some((snapshot, manifest))
                     }
                     None => None,
                 };
-                let from = if snapshot.is_some() {
+                let from = if restored.is_some() {
                     "its latest checkpoint"
                 } else {
                     "the beginning"
                 };
                 tracing::info!(function = %name, from, "continuing function after hub restart");
                 let prepared = self.inner.prepare_stored(&name).await?;
-                self.inner
-                    .decide_and_launch(&name, Request::Recover, &prepared, snapshot)
+                match restored {
+                    Some((snapshot, manifest)) => {
+                        self.inner
+                            .decide_and_launch_restored(&name, Request::Recover, &prepared, snapshot, manifest)
+                    }
+                    None => self.inner.decide_and_launch(&name, Request::Recover, &prepared, None),
+                }
             };
             if let Err(error) = resumed.await {
                 let reason = ferry_proto::error_chain(&error);
@@ -432,17 +438,18 @@ impl Supervisor {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         let names: Vec<String> = self.inner.lock_slots().keys().cloned().collect();
         for name in &names {
-            let captured = tokio::time::timeout(
-                SHUTDOWN_CAPTURE,
-                self.capture(name, Request::Shutdown, crate::runtime::MemoryWanted::Whole),
-            )
-            .await;
+            let captured = tokio::time::timeout(SHUTDOWN_CAPTURE, self.capture_changes(name, Request::Shutdown)).await;
+            // (what the pattern leaves in `captured`, the checkpoint lock,
+            // is dropped after the persist)
             match captured {
-                Ok(Ok(Some(snapshot))) => {
+                Ok(Ok(checkpoints::ChangesCapture {
+                    snapshot: Some(snapshot),
+                    base,
+                    ..
+                })) => {
                     // A failing disk may block the store: the shutdown goes on.
-                    let persisted =
-                        tokio::time::timeout(SHUTDOWN_CAPTURE, self.inner.persist(name, snapshot, Duration::ZERO))
-                            .await;
+                    let persist = self.inner.persist_from(name, snapshot, Duration::ZERO, base);
+                    let persisted = tokio::time::timeout(SHUTDOWN_CAPTURE, persist).await;
                     match persisted {
                         Ok(Ok(_)) => {}
                         Ok(Err(error)) => {
@@ -453,7 +460,7 @@ impl Supervisor {
                         }
                     }
                 }
-                Ok(Ok(None)) => {}
+                Ok(Ok(_)) => {}
                 Ok(Err(error)) => {
                     tracing::warn!(function = %name, error = %ferry_proto::error_chain(&error), "could not capture at shutdown");
                 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use ferry_proto::internal::v1::CheckpointManifest;
 use ferry_proto::v1::FunctionSpec;
 use tokio::sync::watch;
 
@@ -283,6 +284,35 @@ impl Inner {
         self.decide_and_launch_warm(name, request, prepared, snapshot, None)
     }
 
+    /// [`Inner::decide_and_launch`] from the stored checkpoint `manifest`,
+    /// whose memory `snapshot` holds: the run's checkpoint dirty set starts
+    /// clean after the restore and `manifest` becomes the base of the next
+    /// checkpoint, so the run's first checkpoint (or suspend) writes only
+    /// what the run changed. The caller holds `checkpoint_lock` from
+    /// reading the latest checkpoint until here, so no persist of an
+    /// earlier run can replace the base in between.
+    pub(super) fn decide_and_launch_restored(
+        self: &Arc<Self>,
+        name: &str,
+        request: Request,
+        prepared: &PreparedModule,
+        snapshot: Arc<Snapshot>,
+        manifest: CheckpointManifest,
+    ) -> Result<bool, HubError> {
+        let Some(launch) = self.decide_launch(name, request, prepared, Some(snapshot), None)? else {
+            return Ok(false);
+        };
+        let chunk_size = self.checkpoints.options().chunk_size;
+        if manifest.chunk_size == chunk_size {
+            launch
+                .control
+                .start_clean_after_restore(super::checkpoints::CHECKPOINT_SET, chunk_size);
+            self.set_incremental_base(name, manifest);
+        }
+        self.launch(launch);
+        Ok(true)
+    }
+
     /// [`Inner::decide_and_launch`] into `warm`, an instance that holds the
     /// snapshot's memory already, when there is one.
     pub(super) fn decide_and_launch_warm(
@@ -293,21 +323,34 @@ impl Inner {
         snapshot: Option<Arc<Snapshot>>,
         warm: Option<WarmInstance>,
     ) -> Result<bool, HubError> {
-        let launch = {
-            let mut slots = self.lock_slots();
-            let slot = slots.get_mut(name).ok_or_else(|| self.not_found(name))?;
-            let transition = self.decide(name, slot, request)?;
-            if transition.effect != Effect::StartRun {
-                return Ok(false);
-            }
-            if request == Request::Commit {
-                slot.record.pending_handoff = None;
-            }
-            let mut launch = self.prepare_launch(slot, prepared, snapshot, warm);
-            launch.record_now = request != Request::Commit;
-            launch
+        let Some(launch) = self.decide_launch(name, request, prepared, snapshot, warm)? else {
+            return Ok(false);
         };
         self.launch(launch);
         Ok(true)
+    }
+
+    /// Decides `request` and prepares the run it starts; `None` if the
+    /// accepted request has nothing to start.
+    fn decide_launch(
+        &self,
+        name: &str,
+        request: Request,
+        prepared: &PreparedModule,
+        snapshot: Option<Arc<Snapshot>>,
+        warm: Option<WarmInstance>,
+    ) -> Result<Option<Launch>, HubError> {
+        let mut slots = self.lock_slots();
+        let slot = slots.get_mut(name).ok_or_else(|| self.not_found(name))?;
+        let transition = self.decide(name, slot, request)?;
+        if transition.effect != Effect::StartRun {
+            return Ok(None);
+        }
+        if request == Request::Commit {
+            slot.record.pending_handoff = None;
+        }
+        let mut launch = self.prepare_launch(slot, prepared, snapshot, warm);
+        launch.record_now = request != Request::Commit;
+        Ok(Some(launch))
     }
 }

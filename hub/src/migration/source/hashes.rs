@@ -21,7 +21,9 @@ pub(super) async fn hash_changes(
     tokio::task::spawn_blocking(move || {
         let changes = match &snapshot.memory {
             SnapshotMemory::Changes(changes) => changes,
-            SnapshotMemory::Whole(_) => return Err("the round captured the whole memory, not its changes".to_owned()),
+            SnapshotMemory::Whole(_) | SnapshotMemory::Stored(_) => {
+                return Err("the round captured the whole memory, not its changes".to_owned());
+            }
         };
         round_hashes(changes, chunk_size, base)
     })

@@ -113,12 +113,48 @@ impl DirtyTracker {
         }
     }
 
+    /// Starts the dirty set `key` with nothing changed: its consumer holds
+    /// `view` as it is now (the memory was just restored from the
+    /// consumer's own checkpoint), so its first capture reports only what
+    /// is written from here on. Replaces a set of the same name.
+    pub fn start_clean(&mut self, view: &MemoryView<'_>, key: &str, chunk_size: u32) -> Result<(), String> {
+        check_chunk_size(chunk_size)?;
+        let memory_bytes = view.data_size();
+        self.sets.remove(key);
+        if self.mode == TrackingMode::WriteProtect {
+            // Arms the watch (or finds it lost, which falls back to fingerprints).
+            self.collect(view);
+        }
+        let changes = match self.mode {
+            TrackingMode::WriteProtect => SetChanges::Pages(FixedBitSet::with_capacity(pages_of(memory_bytes))),
+            TrackingMode::Fingerprints => {
+                let chunk_count = memory_bytes.div_ceil(u64::from(chunk_size));
+                let mut values = Vec::with_capacity(chunk_count as usize);
+                for index in 0..chunk_count {
+                    let offset = index * u64::from(chunk_size);
+                    let len = u64::from(chunk_size).min(memory_bytes - offset) as usize;
+                    self.buffer.resize(len, 0);
+                    view.read(offset, &mut self.buffer)
+                        .map_err(|error| format!("cannot read memory at {offset}: {error}"))?;
+                    values.push(XxHash3_128::oneshot_with_seed(self.seed, &self.buffer));
+                }
+                SetChanges::Fingerprints { chunk_size, values }
+            }
+        };
+        self.sets.insert(
+            key.to_owned(),
+            DirtySet {
+                known_bytes: memory_bytes,
+                changes,
+            },
+        );
+        Ok(())
+    }
+
     /// The chunks of `view` that changed since `key`'s previous capture
     /// (every non-zero chunk at its first), copied out.
     pub fn capture(&mut self, view: &MemoryView<'_>, key: &str, chunk_size: u32) -> Result<MemoryChanges, String> {
-        if chunk_size == 0 || !chunk_size.is_multiple_of(PAGE_BYTES as u32) {
-            return Err(format!("chunk size {chunk_size} is not a multiple of {PAGE_BYTES}"));
-        }
+        check_chunk_size(chunk_size)?;
         let memory_bytes = view.data_size();
         if self.mode == TrackingMode::WriteProtect {
             self.collect(view);
@@ -284,6 +320,13 @@ impl DirtyTracker {
             }
         }
     }
+}
+
+fn check_chunk_size(chunk_size: u32) -> Result<(), String> {
+    if chunk_size == 0 || !chunk_size.is_multiple_of(PAGE_BYTES as u32) {
+        return Err(format!("chunk size {chunk_size} is not a multiple of {PAGE_BYTES}"));
+    }
+    Ok(())
 }
 
 fn pages_of(memory_bytes: u64) -> usize {

@@ -118,11 +118,21 @@ fn scenario(mode: TrackingMode) -> Vec<(Vec<u32>, bool)> {
     guest.guest_write(5 * CHUNK + 8, 0);
     assert_eq!(step(&mut seen, &guest, &mut tracker, "move"), (vec![5], false));
 
+    // A set started clean (its consumer restored this memory from its own
+    // checkpoint) reports only what is written afterwards.
+    tracker
+        .start_clean(&guest.memory.view(&guest.store), "restored", CHUNK)
+        .expect("start clean");
+    assert_eq!(step(&mut seen, &guest, &mut tracker, "restored"), (vec![], false));
+    guest.guest_write(7 * CHUNK + 12, 4);
+    guest.host_write(13 * CHUNK, b"read from a file");
+    assert_eq!(step(&mut seen, &guest, &mut tracker, "restored"), (vec![7, 13], false));
+
     // A forgotten set starts over, complete.
     tracker.forget("move");
     assert_eq!(
         step(&mut seen, &guest, &mut tracker, "move"),
-        (vec![0, 3, 9, 12, 22], true)
+        (vec![0, 3, 7, 9, 12, 13, 22], true)
     );
     assert_eq!(tracker.mode(), mode, "the tracker kept its mode");
     seen
