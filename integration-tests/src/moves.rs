@@ -84,6 +84,54 @@ pub fn numbered_lines(text: &str, prefix: &str) -> Vec<u64> {
         .collect()
 }
 
+/// Fails unless the `round N checksum HEX` lines of `logs` print what an
+/// undisturbed `bigheap MIB 0` prints (the model below follows
+/// `deploy/examples/bigheap.c`): a run whose memory was restored wrong
+/// prints other checksums from then on. Every eighth round and the last
+/// are compared (an unoptimized test build hashes 8 MiB in tens of ms).
+pub fn check_bigheap_checksums(logs: &str, mib: usize) -> anyhow::Result<()> {
+    let printed: std::collections::BTreeMap<usize, u64> = logs
+        .lines()
+        .filter_map(|line| {
+            let mut words = line.strip_prefix("round ")?.split_whitespace();
+            let round = words.next()?.parse().ok()?;
+            let checksum = u64::from_str_radix(words.nth(1)?, 16).ok()?;
+            Some((round, checksum))
+        })
+        .collect();
+    let last = printed.keys().next_back().copied().unwrap_or(0);
+    let words = mib * 1024 * 1024 / 4;
+    let mut heap: Vec<u32> = (0..words)
+        .map(|index| (index as u32).wrapping_mul(0x9E37_79B1))
+        .collect();
+    let mut lcg: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = || {
+        lcg = lcg
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (lcg >> 32) as u32
+    };
+    for round in 1..=last {
+        for _ in 0..4096 {
+            let position = next() as usize % words;
+            heap[position] = next();
+        }
+        let Some(checksum) = printed.get(&round).filter(|_| round % 8 == 0 || round == last) else {
+            continue;
+        };
+        let mut expected = 0xcbf2_9ce4_8422_2325_u64;
+        for word in &heap {
+            expected = (expected ^ u64::from(*word)).wrapping_mul(0x0100_0000_01b3);
+        }
+        if *checksum != expected {
+            bail!(
+                "round {round} printed checksum {checksum:016x}; an undisturbed bigheap {mib} prints {expected:016x}"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Fails unless `numbers` is exactly 1, 2, ..., n: no gap, no duplicate.
 pub fn check_consecutive(numbers: &[u64], what: &str) -> anyhow::Result<()> {
     for (index, number) in numbers.iter().enumerate() {
@@ -184,5 +232,20 @@ impl Rng {
     /// A duration uniform in `0..max`.
     pub fn duration(&mut self, max: Duration) -> Duration {
         Duration::from_micros(self.below(max.as_micros() as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_bigheap_checksums;
+
+    #[test]
+    fn a_wrong_bigheap_checksum_is_caught_and_unchecked_rounds_pass() {
+        let wrong = "heap 1 MiB filled\nround 7 checksum 0123456789abcdef\nround 8 checksum 0123456789abcdef\n";
+        let error = check_bigheap_checksums(wrong, 1).unwrap_err().to_string();
+        assert!(error.contains("round 8 printed checksum 0123456789abcdef"), "{error}");
+        // Round 7 alone is the last round printed, so it is compared too.
+        assert!(check_bigheap_checksums("round 7 checksum 0123456789abcdef\n", 1).is_err());
+        assert!(check_bigheap_checksums("no rounds yet\n", 1).is_ok());
     }
 }

@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ferry_integration_tests::moves::{Rng, check_consecutive, loopback_pair, numbered_lines};
+use ferry_integration_tests::moves::{Rng, check_bigheap_checksums, check_consecutive, loopback_pair, numbered_lines};
 use ferry_integration_tests::{HubProcess, expect_success, guest};
 use ferry_proto::v1::hub_client::HubClient;
 use ferry_proto::v1::{
-    CheckpointRequest, FunctionState, ListFunctionsRequest, MigrateRequest, ResumeRequest, StopRequest,
+    CheckpointRequest, FunctionState, ListFunctionsRequest, MigrateRequest, ResumeRequest, StopRequest, SuspendRequest,
     migrate_progress,
 };
 use tonic::transport::Channel;
@@ -101,7 +101,7 @@ impl Tally {
     }
 }
 
-/// Asks `resume`, `checkpoint`, `stop` and `migrate` of one hub, at random,
+/// Asks `resume`, `checkpoint`, `suspend`, `stop` and `migrate` of one hub, at random,
 /// until told to stop.
 async fn hammer(
     mut client: HubClient<Channel>,
@@ -114,13 +114,15 @@ async fn hammer(
     while !done.load(Ordering::SeqCst) {
         let pick = rng.next_u64() % 100;
         let name = NAME.to_owned();
-        let (request, result) = if pick < 35 {
+        let (request, result) = if pick < 30 {
             ("resume", client.resume(ResumeRequest { name }).await.map(|_| ()))
-        } else if pick < 70 {
+        } else if pick < 60 {
             (
                 "checkpoint",
                 client.checkpoint(CheckpointRequest { name }).await.map(|_| ()),
             )
+        } else if pick < 70 {
+            ("suspend", client.suspend(SuspendRequest { name }).await.map(|_| ()))
         } else if pick < 80 {
             ("stop", client.stop(StopRequest { name }).await.map(|_| ()))
         } else {
@@ -284,6 +286,8 @@ async fn user_commands_racing_moves_never_run_a_function_twice_nor_lose_output()
     assert!(violations.is_empty(), "{NAME} ran on two hubs at once: {violations:#?}");
     assert!(rounds.len() > 10, "too few rounds printed: {logs}");
     check_consecutive(&rounds, "bigheap rounds while users raced moves").unwrap();
+    // And its memory came through every restore intact.
+    check_bigheap_checksums(&logs, 8).unwrap();
     // The races happened: requests met the function in the middle of a move.
     let met_a_move: u64 = tally
         .iter()
