@@ -21,7 +21,6 @@ mod trusted;
 pub use changes::ChangedMemory;
 pub use gc::GcStats;
 pub use put::PutStats;
-pub use trusted::TRUSTED_CAPACITY;
 
 use trusted::TrustedChunks;
 

@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use crate::checkpoint::ChunkHash;
 
 /// Most hashes trusted at once (≈ 16 GiB of 64 KiB chunks, ≈ 12 MB of set).
-pub const TRUSTED_CAPACITY: usize = 1 << 18;
+const TRUSTED_CAPACITY: usize = 1 << 18;
 
 /// The hashes of chunks this process checked itself. Cheap to clone (the
 /// clones share one set).
