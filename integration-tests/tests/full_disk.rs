@@ -54,10 +54,17 @@ impl Drop for SmallDisk {
     }
 }
 
-/// Writes a file until the disk refuses more; returns its path.
+/// Writes a file until the disk refuses more; returns its path. Called
+/// again it tops the disk up: the store frees space of its own (a failed
+/// checkpoint's chunks removed, sled compacting), and output that finds a
+/// few free bytes is stored after all.
 fn fill(disk: &Path) -> PathBuf {
     let path = disk.join("filler");
-    let mut file = std::fs::File::create(&path).unwrap();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap();
     let block = vec![0x5a_u8; 256 << 10];
     while file.write_all(&block).and_then(|()| file.flush()).is_ok() {}
     path
@@ -105,6 +112,7 @@ async fn a_full_disk_keeps_functions_running_and_a_restart_starts_degraded() {
     assert!(degraded.contains("full"), "{degraded}");
     // The functions run on; what the ticker prints and cannot be stored is counted.
     eventually("unstored output counted", PATIENCE, || async {
+        fill(disk.path());
         let ticker = function_info(&hub, "ticker");
         (ticker["state"] == "running" && ticker["unstored_output_entries"].as_u64() > Some(0)).then_some(())
     })
@@ -115,12 +123,14 @@ async fn a_full_disk_keeps_functions_running_and_a_restart_starts_degraded() {
     // A suspend that cannot be stored is refused, and the function runs on
     // from the memory its run kept while the store tried.
     let unstored = |hub: &HubProcess| function_info(hub, "heap")["unstored_output_entries"].as_u64();
+    fill(disk.path());
     let before = unstored(&hub).unwrap_or(0);
     let suspend = hub.ferry(&["suspend", "heap"]);
     let refused = String::from_utf8_lossy(&suspend.stderr).to_lowercase();
     assert!(!suspend.status.success(), "a suspend on a full disk succeeded");
     assert!(refused.contains("space"), "{refused}");
     eventually("heap to run on after its refused suspend", PATIENCE, || async {
+        fill(disk.path());
         let running = function_info(&hub, "heap")["state"] == "running";
         (running && unstored(&hub) > Some(before + 2)).then_some(())
     })
@@ -129,6 +139,7 @@ async fn a_full_disk_keeps_functions_running_and_a_restart_starts_degraded() {
 
     // A restart on the full disk: the hub starts, degraded, with both functions.
     eprintln!("full disk: functions run on, restarting");
+    fill(disk.path());
     hub.restart().await.unwrap();
     let reason = info(&hub)["degraded"].as_str().unwrap_or_default().to_owned();
     assert!(!reason.is_empty(), "a hub restarted on a full disk is not degraded");
