@@ -24,6 +24,9 @@ set -euo pipefail
 PREFIX=ferry-lan-
 BRIDGE_NS=${PREFIX}br
 STATE_DIR=/tmp/ferry-lan
+# Hub 1 founds the cluster and writes the operator credential the CLI uses.
+CREDENTIAL=$STATE_DIR/h1/data/admin.cred
+export FERRY_CREDENTIALS=${FERRY_CREDENTIALS:-$CREDENTIAL}
 SUBNET=10.213.0
 FIRST_HOST=10
 PORT=7411
@@ -132,9 +135,14 @@ add_host() {
   ip -n "$ns" link set lan0 up
 }
 
+# Hub 1 founds the cluster (its CA, and the operator credential every CLI
+# call here uses); the others join it with a token (start_hub I FERRY
+# CLUSTER TOKEN).
 start_hub() {
-  local i=$1 ferry=$2 cluster=$3 ns=${PREFIX}h$1 dir=$STATE_DIR/h$1
+  local i=$1 ferry=$2 cluster=$3 token=${4:-} ns=${PREFIX}h$1 dir=$STATE_DIR/h$1
   local address=$SUBNET.$((FIRST_HOST + i)):$PORT
+  local join=()
+  [[ -n $token ]] && join=(--join "$token" --peer "$SUBNET.$((FIRST_HOST + 1)):$PORT")
   mkdir -p "$dir/data"
   # setsid: the hub outlives this script and the terminal's Ctrl-C.
   ip netns exec "$ns" setsid "$ferry" agent \
@@ -142,6 +150,7 @@ start_hub() {
     --listen "$address" \
     --name "lan-h$i" \
     --cluster-id "$cluster" \
+    "${join[@]}" \
     </dev/null >"$dir/agent.log" 2>&1 &
   echo $! >"$dir/pid"
   echo "$address" >"$dir/address"
@@ -202,12 +211,20 @@ cmd_up() {
   for ((i = 1; i <= count; i++)); do
     add_host "$i"
   done
-  for ((i = 1; i <= count; i++)); do
-    start_hub "$i" "$ferry" "$cluster"
-  done
-  for ((i = 1; i <= count; i++)); do
-    wait_for_hub "$i" "$ferry" || die "hub $i did not start; 'deploy/lan.sh down' removes the LAN"
-  done
+  start_hub 1 "$ferry" "$cluster"
+  wait_for_hub 1 "$ferry" || die "hub 1 did not start; 'deploy/lan.sh down' removes the LAN"
+  if ((count > 1)); then
+    local token
+    token=$(ip netns exec "${PREFIX}h1" "$ferry" --hub "$(cat "$STATE_DIR/h1/address")" \
+      cluster token create --uses $((count - 1)) --ttl 10m 2>/dev/null) ||
+      die "hub 1 made no join token; 'deploy/lan.sh down' removes the LAN"
+    for ((i = 2; i <= count; i++)); do
+      start_hub "$i" "$ferry" "$cluster" "$token"
+    done
+    for ((i = 2; i <= count; i++)); do
+      wait_for_hub "$i" "$ferry" || die "hub $i did not start; 'deploy/lan.sh down' removes the LAN"
+    done
+  fi
 
   echo "ferry LAN up: $count hubs on $SUBNET.0/24, cluster $cluster, ferry $ferry"
   for ((i = 1; i <= count; i++)); do
@@ -216,7 +233,9 @@ cmd_up() {
   done
   cat <<EOF
 
-Run the CLI inside a hub's namespace, e.g. hub 1:
+Every hub joined hub 1's cluster (mutual TLS); the CLI uses hub 1's operator
+credential. Run it inside a hub's namespace, e.g. hub 1:
+  export FERRY_CREDENTIALS=$CREDENTIAL
   ip netns exec ${PREFIX}h1 $ferry --hub $SUBNET.$((FIRST_HOST + 1)):$PORT peers
   ip netns exec ${PREFIX}h1 $ferry --hub $SUBNET.$((FIRST_HOST + 1)):$PORT ps
 Stop a hub the hard way and watch the others mark it down:

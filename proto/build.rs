@@ -13,6 +13,7 @@ const INTERNAL: &[&str] = &[
     "ferry/internal/v1/records.proto",
     "ferry/internal/v1/checkpoint.proto",
     "ferry/internal/v1/transfer.proto",
+    "ferry/internal/v1/join.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

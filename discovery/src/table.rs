@@ -172,7 +172,8 @@ pub struct PeerSnapshot {
     pub verified: bool,
     /// Whether we may work with the peer; `None` exactly when `identity` is.
     pub compatibility: Option<Compatibility>,
-    /// Every known address: static ones first, then IPv4, then IPv6.
+    /// Every known address: static ones first, then the one that last
+    /// answered, then the advertised ones (IPv4, then IPv6).
     pub addresses: Vec<SocketAddr>,
     /// The address to reach the peer at: the one that last answered a probe,
     /// or the next one to try.
@@ -213,6 +214,11 @@ struct Entry {
     identity: Option<PeerIdentity>,
     verified: bool,
     static_addrs: Vec<SocketAddr>,
+    /// The address that last answered a probe. Kept when mDNS replaces the
+    /// advertised addresses: a record that claims this peer's id at another
+    /// address (a stale one, or a spoofed one) must not take a working
+    /// address away from it.
+    proven_addr: Option<SocketAddr>,
     mdns_addrs: Vec<SocketAddr>,
     mdns_instance: Option<String>,
     state: PeerState,
@@ -231,6 +237,7 @@ impl Entry {
             identity: None,
             verified: false,
             static_addrs: Vec::new(),
+            proven_addr: None,
             mdns_addrs: Vec::new(),
             mdns_instance: None,
             state: PeerState::Unknown,
@@ -243,7 +250,7 @@ impl Entry {
 
     fn addresses(&self) -> Vec<SocketAddr> {
         let mut addresses = self.static_addrs.clone();
-        for addr in &self.mdns_addrs {
+        for addr in self.proven_addr.iter().chain(&self.mdns_addrs) {
             if !addresses.contains(addr) {
                 addresses.push(*addr);
             }
@@ -274,6 +281,7 @@ impl Entry {
         self.state = PeerState::Up;
         self.last_seen = Some(now);
         self.next_probe_at = now;
+        self.proven_addr = Some(addr);
         if let Some(index) = self.addresses().iter().position(|known| *known == addr) {
             self.rotation = index;
         }
@@ -480,6 +488,13 @@ impl PeerTable {
             }
             PeerKey::Id(expected) => {
                 if identity.hub_id != *expected {
+                    // Another hub answers there now: the address proves
+                    // nothing about this peer any more.
+                    if let Some(entry) = self.entries.get_mut(key)
+                        && entry.proven_addr == Some(addr)
+                    {
+                        entry.proven_addr = None;
+                    }
                     self.detach_static_addr(key, addr, &identity.hub_id, now);
                     self.on_probe_failed(key, now);
                     return ProbeOutcome::IdentityMismatch {

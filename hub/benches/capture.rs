@@ -112,6 +112,7 @@ async fn through_a_hub() -> anyhow::Result<()> {
             listen: Some("127.0.0.1:0".parse()?),
             no_mdns: true,
             checkpoint_interval: Some(Duration::ZERO),
+            insecure: true,
             ..AgentArgs::default()
         },
         FileConfig::default(),

@@ -1,7 +1,9 @@
 //! Invoke round trips per second through a hub (gRPC → supervisor → guest
 //! inbox → `echo.wasm` → reply) against a plain tonic service that answers
 //! the same `Invoke` call directly, both measured in this process, in
-//! alternating rounds, on loopback. Prints both rates and their ratio.
+//! alternating rounds, on loopback; and the same hub path over mutual TLS
+//! (a second hub in this process, TLS on as users run it). Prints the rates
+//! and their ratios.
 //!
 //! Run: `cargo bench -p ferry-hub --bench invoke_roundtrip`
 //! (`-- --rounds N --calls N --concurrency N` to change the workload).
@@ -11,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use ferry_hub::agent;
 use ferry_hub::config::{AgentArgs, AgentConfig, FileConfig};
+use ferry_hub::connector::{PeerConnector, Purpose, hub_client};
+use ferry_hub::trust::{ClientTls, Credential};
 use ferry_proto::v1::hub_client::HubClient;
 use ferry_proto::v1::hub_server::{Hub, HubServer};
 use ferry_proto::v1::*;
@@ -58,6 +62,27 @@ impl Hub for PlainEcho {
         Err(Status::unimplemented("baseline"))
     }
     async fn undrain(&self, _: Request<UndrainRequest>) -> Result<Response<HubInfo>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn issue_credential(
+        &self,
+        _: Request<IssueCredentialRequest>,
+    ) -> Result<Response<IssueCredentialResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn create_join_token(&self, _: Request<CreateJoinTokenRequest>) -> Result<Response<JoinToken>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn list_join_tokens(
+        &self,
+        _: Request<ListJoinTokensRequest>,
+    ) -> Result<Response<ListJoinTokensResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
+    async fn remove_join_token(
+        &self,
+        _: Request<RemoveJoinTokenRequest>,
+    ) -> Result<Response<RemoveJoinTokenResponse>, Status> {
         Err(Status::unimplemented("baseline"))
     }
     type LogsStream = LogStreamResult;
@@ -144,30 +169,46 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let options = options();
-    let data_dir = tempfile::tempdir()?;
+/// A hub in this process with `echo` deployed, and a client of it: over
+/// mutual TLS with the hub's operator credential, or plaintext (`insecure`).
+async fn hub_with_echo(
+    data_dir: &std::path::Path,
+    insecure: bool,
+) -> anyhow::Result<(agent::RunningHub, HubClient<Channel>)> {
     let config = AgentConfig::resolve(
         &AgentArgs {
-            data_dir: Some(data_dir.path().to_owned()),
+            data_dir: Some(data_dir.to_owned()),
             listen: Some("127.0.0.1:0".parse()?),
             no_mdns: true,
+            insecure,
             ..AgentArgs::default()
         },
         FileConfig::default(),
         None,
     );
     let hub = agent::start(config).await?;
-    let mut hub_client = HubClient::connect(format!("http://{}", hub.address)).await?;
+    let connector = match insecure {
+        true => PeerConnector::new(),
+        false => PeerConnector::with_tls(ClientTls::new(&Credential::read(&data_dir.join("admin.cred"))?)),
+    };
+    let mut client = hub_client(connector.connect(&hub.address.to_string(), Purpose::Control).await?);
     let echo = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/examples/echo.wasm"))?;
-    hub_client
+    client
         .deploy(DeployRequest {
             name: "echo".into(),
             module: echo,
             ..Default::default()
         })
         .await?;
+    Ok((hub, client))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let options = options();
+    let data_dir = tempfile::tempdir()?;
+    let (hub, hub_client) = hub_with_echo(&data_dir.path().join("plain"), true).await?;
+    let (tls_hub, tls_client) = hub_with_echo(&data_dir.path().join("tls"), false).await?;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let baseline_address = listener.local_addr()?;
@@ -181,14 +222,18 @@ async fn main() -> anyhow::Result<()> {
     // Warm both paths up (connections, JIT-ed guest, allocator).
     measure(&hub_client, "echo", 200, options.concurrency).await;
     measure(&baseline_client, "echo", 200, options.concurrency).await;
+    measure(&tls_client, "echo", 200, options.concurrency).await;
 
     let mut through_hub = Vec::new();
+    let mut through_tls = Vec::new();
     let mut baseline = Vec::new();
     for _ in 0..options.rounds {
         baseline.push(measure(&baseline_client, "echo", options.calls, options.concurrency).await);
         through_hub.push(measure(&hub_client, "echo", options.calls, options.concurrency).await);
+        through_tls.push(measure(&tls_client, "echo", options.calls, options.concurrency).await);
     }
     let hub_rate = median(&mut through_hub);
+    let tls_rate = median(&mut through_tls);
     let baseline_rate = median(&mut baseline);
     println!(
         "invoke round trips, {} rounds x {} calls, concurrency {}",
@@ -196,12 +241,18 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("  plain tonic echo : {baseline_rate:>9.0} calls/s (median)");
     println!("  through the hub  : {hub_rate:>9.0} calls/s (median)");
+    println!("  hub over mTLS    : {tls_rate:>9.0} calls/s (median)");
     println!("  ratio hub/plain  : {:.2}", hub_rate / baseline_rate);
+    println!(
+        "  ratio mTLS/hub   : {:.2} (the same hub path with and without mutual TLS)",
+        tls_rate / hub_rate
+    );
     println!(
         "  hub round trip   : {:.1} us, plain: {:.1} us",
         1e6 / hub_rate * options.concurrency as f64,
         1e6 / baseline_rate * options.concurrency as f64
     );
     tokio::time::timeout(Duration::from_secs(10), hub.shutdown()).await??;
+    tokio::time::timeout(Duration::from_secs(10), tls_hub.shutdown()).await??;
     Ok(())
 }

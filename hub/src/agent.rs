@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_migrator::transfer::RoundPolicy;
+use ferry_proto::internal::v1::join_server::JoinServer;
 use ferry_proto::internal::v1::migration_server::MigrationServer;
 use ferry_proto::v1::hub_server::HubServer;
 use thiserror::Error;
@@ -30,6 +31,9 @@ use crate::service::HubService;
 use crate::store::reserve::DiskReserve;
 use crate::store::{Store, StoreError};
 use crate::supervisor::{HubIdentity, Supervisor, SupervisorConfig};
+use crate::trust::join::{JoinError, JoinService};
+use crate::trust::setup::JoinPlan;
+use crate::trust::{AccessLayer, ClientTls, HubTrust, TrustError};
 
 /// File in the data directory holding the address the hub listens on.
 pub const ADDRESS_FILE: &str = "hub.addr";
@@ -70,6 +74,10 @@ pub enum AgentError {
     Signals(#[source] std::io::Error),
     #[error("cannot start peer discovery")]
     Discovery(#[source] DiscoveryError),
+    #[error("cannot set up cluster trust")]
+    Trust(#[source] TrustError),
+    #[error("cannot join the cluster")]
+    Join(#[source] JoinError),
 }
 
 /// Loads or creates the hub's id, and settles its name.
@@ -258,6 +266,30 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         path: store_path,
         source,
     })?;
+    // Cluster trust: this hub's certificate (a new cluster's CA on first
+    // start) and the TLS every connection uses, unless `--insecure`.
+    let trust = match config.insecure {
+        true => {
+            tracing::warn!(
+                listen = %config.listen,
+                "insecure: plaintext and no authentication; anyone who reaches this port can deploy, read and move functions"
+            );
+            None
+        }
+        false => Some(match &config.join {
+            Some(token) => {
+                let plan = JoinPlan {
+                    token: token.clone(),
+                    peer: config.peers[0].clone(),
+                };
+                HubTrust::join_or_load(&config.data_dir, &identity.id, &config.cluster_id, &plan)
+                    .await
+                    .map_err(AgentError::Join)?
+            }
+            None => HubTrust::load_or_found(&config.data_dir, &identity.id, &config.cluster_id)
+                .map_err(AgentError::Trust)?,
+        }),
+    };
     let runtime = Runtime::new(store.clone());
     if let Some(cpus) = config.cpus {
         runtime.governor().set_capacity(cpus);
@@ -299,7 +331,10 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
     })?;
 
     // Every channel to another hub is built here: probes, forwarding, moves.
-    let connector = PeerConnector::new();
+    let connector = match &trust {
+        Some(trust) => PeerConnector::with_tls(ClientTls::new(&trust.credential)),
+        None => PeerConnector::new(),
+    };
     let gauge = Arc::new(LoadGauge::default());
     let hub_figures = HubFigures::new(supervisor.clone(), Arc::clone(&gauge), rebalance_settings(&config));
     let migration_context = MigrationContext {
@@ -346,6 +381,8 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         figures,
         rebalance: config.rebalance.mode,
         events: Arc::clone(&events),
+        authority: trust.as_ref().and_then(|trust| trust.authority.clone()),
+        tokens: trust.as_ref().and_then(|trust| trust.tokens.clone()),
     });
     let hub_service = HubServer::new(HubService::new(api))
         .max_decoding_message_size(64 << 20)
@@ -366,13 +403,31 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(16 << 20)
         .max_frame_size(Some(1 << 20))
+        .layer(AccessLayer {
+            enforce: trust.is_some(),
+        })
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(hub_service)
         .add_service(migration_service)
-        .serve_with_incoming_shutdown(incoming(listener), shutdown);
-    let served = tokio::spawn(async move { server.await.map_err(AgentError::Serve) });
+        .add_service(JoinServer::new(JoinService::new(trust.as_ref().and_then(|trust| {
+            Some((
+                Arc::clone(trust.authority.as_ref()?),
+                Arc::clone(trust.tokens.as_ref()?),
+            ))
+        }))));
+    let served = match &trust {
+        Some(trust) => {
+            let tls = crate::trust::tls::server_config(&trust.credential).map_err(AgentError::Trust)?;
+            let serving = server.serve_with_incoming_shutdown(crate::trust::tls::incoming(listener, tls), shutdown);
+            tokio::spawn(async move { serving.await.map_err(AgentError::Serve) })
+        }
+        None => {
+            let serving = server.serve_with_incoming_shutdown(incoming(listener), shutdown);
+            tokio::spawn(async move { serving.await.map_err(AgentError::Serve) })
+        }
+    };
     write_address_file(&config.data_dir, address)?;
     // Functions received but never committed wait for their sources' word.
     crate::migration::spawn_resolvers(&supervisor, &connector);

@@ -50,6 +50,13 @@ pub struct AgentArgs {
     /// Cluster this hub belongs to; peers of other clusters are listed, never used [default: default]
     #[arg(long, env = "FERRY_CLUSTER_ID")]
     pub cluster_id: Option<String>,
+    /// Join a cluster with a token from `ferry cluster token create` (through the first --peer); ignored once this hub is a member
+    #[arg(long, env = "FERRY_JOIN", value_name = "TOKEN")]
+    pub join: Option<String>,
+    /// Plaintext without authentication (the global `--insecure`; set by
+    /// the binary, not a flag of its own)
+    #[arg(skip)]
+    pub insecure: bool,
     /// Neither advertise nor browse with mDNS (only --peer peers are known)
     #[arg(long, env = "FERRY_NO_MDNS")]
     pub no_mdns: bool,
@@ -165,6 +172,8 @@ pub struct FileConfig {
     pub peers: Option<Vec<String>>,
     pub cpus: Option<f64>,
     pub rebalance: Option<RebalanceFile>,
+    /// Confirms `--insecure` for a hub that listens beyond loopback.
+    pub insecure: Option<bool>,
 }
 
 /// Settings after precedence was applied.
@@ -188,6 +197,12 @@ pub struct AgentConfig {
     /// Cores for functions; `None`: the cgroup quota or every CPU.
     pub cpus: Option<f64>,
     pub rebalance: RebalanceConfig,
+    /// Plaintext and no authentication (`--insecure`).
+    pub insecure: bool,
+    /// `--join`: the token this hub joins a cluster with.
+    pub join: Option<crate::trust::tokens::ParsedToken>,
+    /// The config file says `insecure = true` too.
+    pub insecure_confirmed: bool,
 }
 
 /// How often running functions are checkpointed unless configured otherwise.
@@ -273,6 +288,9 @@ impl AgentConfig {
             mdns_interfaces: non_empty_or(&args.mdns_interfaces, file.mdns_interfaces),
             peers: non_empty_or(&args.peers, file.peers),
             cpus: args.cpus.or(file.cpus),
+            insecure: args.insecure,
+            join: None,
+            insecure_confirmed: file.insecure.unwrap_or(false),
             rebalance: {
                 let table = file.rebalance.unwrap_or_default();
                 let defaults = RebalanceConfig::default();
@@ -289,6 +307,29 @@ impl AgentConfig {
 
     /// Checks what the types do not: numbers in range, watermarks in order.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.join.is_some() && self.peers.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "join",
+                reason: "--join needs --peer HOST:PORT: the member (holding the cluster CA key) to join through"
+                    .to_owned(),
+            });
+        }
+        if self.join.is_some() && self.insecure {
+            return Err(ConfigError::Invalid {
+                key: "join",
+                reason: "--join and --insecure exclude each other".to_owned(),
+            });
+        }
+        if self.insecure && !self.listen.ip().is_loopback() && !self.insecure_confirmed {
+            return Err(ConfigError::Invalid {
+                key: "insecure",
+                reason: format!(
+                    "--insecure on {} would let anyone on the network deploy, read and move functions; \
+                     to mean it, also put `insecure = true` in the config file",
+                    self.listen
+                ),
+            });
+        }
         if let Some(cpus) = self.cpus {
             crate::runtime::cpu::check_cpus(cpus).map_err(|reason| ConfigError::Invalid { key: "cpus", reason })?;
         }
@@ -328,7 +369,14 @@ impl AgentConfig {
             Some(path) => FileConfig::load(path)?,
             None => FileConfig::default(),
         };
-        let config = AgentConfig::resolve(args, file, std::env::var("RUST_LOG").ok());
+        let mut config = AgentConfig::resolve(args, file, std::env::var("RUST_LOG").ok());
+        if let Some(token) = &args.join {
+            config.join = Some(
+                token
+                    .parse()
+                    .map_err(|reason| ConfigError::Invalid { key: "join", reason })?,
+            );
+        }
         config.validate()?;
         Ok(config)
     }
@@ -361,8 +409,34 @@ mod tests {
                 peers: Vec::new(),
                 cpus: None,
                 rebalance: RebalanceConfig::default(),
+                insecure: false,
+                join: None,
+                insecure_confirmed: false,
             }
         );
+    }
+
+    #[test]
+    fn insecure_beyond_loopback_needs_the_config_file_to_say_so_too() {
+        let args = AgentArgs {
+            insecure: true,
+            listen: Some("0.0.0.0:7411".parse().unwrap()),
+            ..AgentArgs::default()
+        };
+        let refused = AgentConfig::resolve(&args, FileConfig::default(), None)
+            .validate()
+            .unwrap_err();
+        assert!(refused.to_string().contains("insecure = true"), "{refused}");
+        AgentConfig::resolve(&args, file("insecure = true"), None)
+            .validate()
+            .unwrap();
+        let loopback = AgentArgs {
+            insecure: true,
+            ..AgentArgs::default()
+        };
+        AgentConfig::resolve(&loopback, FileConfig::default(), None)
+            .validate()
+            .unwrap();
     }
 
     #[test]

@@ -12,6 +12,8 @@ use ferry_proto::v1::hub_client::HubClient;
 use thiserror::Error;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::trust::ClientTls;
+
 /// Largest request or answer of the `Hub` service (a module, a log page).
 pub const MAX_HUB_MESSAGE_BYTES: usize = 64 << 20;
 /// Largest frame of a move: one memory chunk or a module.
@@ -40,23 +42,37 @@ const TRANSFER_CONNECTION_WINDOW: u32 = 16 << 20;
 pub enum ConnectError {
     #[error("bad hub address {address:?}: {reason}")]
     BadAddress { address: String, reason: String },
+    #[error("cannot set up TLS to {address}: {reason}")]
+    Tls { address: String, reason: String },
     #[error("cannot reach hub at {address}: {reason}")]
     Unreachable { address: String, reason: String },
 }
 
 /// Builds (and shares) channels to hubs. Cheap to clone; clones share
 /// their channels, one lazily connected channel per address and purpose.
+/// With TLS (`tls` set) every channel is mutual TLS under the cluster CA:
+/// it presents this side's credential and accepts only a hub certificate
+/// of the cluster.
 #[derive(Clone, Default)]
 pub struct PeerConnector {
-    channels: Arc<Mutex<HashMap<(String, Purpose), Channel>>>,
+    channels: Arc<Mutex<HashMap<ChannelKey, Channel>>>,
+    tls: Option<ClientTls>,
 }
+
+/// One shared channel per address, purpose and the hub it must be (with
+/// TLS, `Some(id)` accepts only the certificate of hub `id`).
+type ChannelKey = (String, Purpose, Option<String>);
 
 /// `http://` + `address`, unless it names its scheme.
 pub fn address_uri(address: &str) -> String {
+    scheme_uri(address, "http")
+}
+
+fn scheme_uri(address: &str, scheme: &str) -> String {
     if address.contains("://") {
         address.to_owned()
     } else {
-        format!("http://{address}")
+        format!("{scheme}://{address}")
     }
 }
 
@@ -71,16 +87,47 @@ impl std::fmt::Debug for PeerConnector {
 }
 
 impl PeerConnector {
+    /// Plaintext channels (an `--insecure` hub or client).
     pub fn new() -> PeerConnector {
         PeerConnector::default()
     }
 
-    /// The endpoint for `address` configured for `purpose`.
+    /// Mutual-TLS channels presenting `tls`'s credential.
+    pub fn with_tls(tls: ClientTls) -> PeerConnector {
+        PeerConnector {
+            channels: Arc::default(),
+            tls: Some(tls),
+        }
+    }
+
+    /// Whether channels are mutual TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The endpoint for `address` configured for `purpose`, to any hub of
+    /// the cluster.
     pub fn endpoint(&self, address: &str, purpose: Purpose) -> Result<Endpoint, ConnectError> {
-        let endpoint = Endpoint::from_shared(address_uri(address)).map_err(|error| ConnectError::BadAddress {
-            address: address.to_owned(),
-            reason: error.to_string(),
-        })?;
+        self.endpoint_to(address, purpose, None)
+    }
+
+    /// The endpoint for `address` configured for `purpose`; with TLS and
+    /// `hub_id`, only hub `hub_id`'s certificate is accepted.
+    pub fn endpoint_to(&self, address: &str, purpose: Purpose, hub_id: Option<&str>) -> Result<Endpoint, ConnectError> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint =
+            Endpoint::from_shared(scheme_uri(address, scheme)).map_err(|error| ConnectError::BadAddress {
+                address: address.to_owned(),
+                reason: error.to_string(),
+            })?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.config(hub_id))
+                .map_err(|error| ConnectError::Tls {
+                    address: address.to_owned(),
+                    reason: innermost_reason(&error),
+                })?;
+        }
         Ok(match purpose {
             Purpose::Control => endpoint.connect_timeout(CONTROL_CONNECT_TIMEOUT).tcp_nodelay(true),
             Purpose::Probe => endpoint.connect_timeout(PROBE_TIMEOUT).timeout(PROBE_TIMEOUT),
@@ -95,12 +142,18 @@ impl PeerConnector {
     /// A lazily connected channel to `address`, shared by every caller
     /// with the same purpose; it reconnects by itself.
     pub fn channel(&self, address: &str, purpose: Purpose) -> Result<Channel, ConnectError> {
-        let key = (address.to_owned(), purpose);
+        self.channel_to(address, purpose, None)
+    }
+
+    /// Like [`PeerConnector::channel`], to hub `hub_id` only (with TLS: its
+    /// certificate must name that hub).
+    pub fn channel_to(&self, address: &str, purpose: Purpose, hub_id: Option<&str>) -> Result<Channel, ConnectError> {
+        let key = (address.to_owned(), purpose, hub_id.map(str::to_owned));
         let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(channel) = channels.get(&key) {
             return Ok(channel.clone());
         }
-        let channel = self.endpoint(address, purpose)?.connect_lazy();
+        let channel = self.endpoint_to(address, purpose, hub_id)?.connect_lazy();
         channels.insert(key, channel.clone());
         Ok(channel)
     }
@@ -109,7 +162,9 @@ impl PeerConnector {
     /// gets a new connection (a stalled one stays in TCP's backoff).
     pub fn forget(&self, address: &str, purpose: Purpose) {
         let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        channels.remove(&(address.to_owned(), purpose));
+        channels.retain(|(channel_address, channel_purpose, _), _| {
+            channel_address != address || *channel_purpose != purpose
+        });
     }
 
     /// A channel connected now: fails at once, with the reason, if the hub
@@ -119,21 +174,28 @@ impl PeerConnector {
             .connect()
             .await
             .map_err(|error| ConnectError::Unreachable {
-                address: address_uri(address),
+                address: scheme_uri(address, if self.tls.is_some() { "https" } else { "http" }),
                 reason: innermost_reason(&error),
             })
     }
 
-    /// A `Hub` client of `address` (lazily connected).
-    pub fn hub_client(&self, address: &str, purpose: Purpose) -> Result<HubClient<Channel>, ConnectError> {
-        Ok(hub_client(self.channel(address, purpose)?))
+    /// A `Hub` client of `address` (lazily connected), of hub `hub_id` if given.
+    pub fn hub_client(
+        &self,
+        address: &str,
+        purpose: Purpose,
+        hub_id: Option<&str>,
+    ) -> Result<HubClient<Channel>, ConnectError> {
+        Ok(hub_client(self.channel_to(address, purpose, hub_id)?))
     }
 
-    /// A `Migration` client of `address` (lazily connected).
-    pub fn migration_client(&self, address: &str) -> Result<MigrationClient<Channel>, ConnectError> {
-        Ok(MigrationClient::new(self.channel(address, Purpose::Transfer)?)
-            .max_decoding_message_size(MAX_TRANSFER_FRAME_BYTES)
-            .max_encoding_message_size(MAX_TRANSFER_FRAME_BYTES))
+    /// A `Migration` client of hub `hub_id` at `address` (lazily connected).
+    pub fn migration_client(&self, address: &str, hub_id: &str) -> Result<MigrationClient<Channel>, ConnectError> {
+        Ok(
+            MigrationClient::new(self.channel_to(address, Purpose::Transfer, Some(hub_id))?)
+                .max_decoding_message_size(MAX_TRANSFER_FRAME_BYTES)
+                .max_encoding_message_size(MAX_TRANSFER_FRAME_BYTES),
+        )
     }
 }
 

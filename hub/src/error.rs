@@ -47,6 +47,10 @@ pub enum HubError {
     Busy { name: String, state: &'static str },
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("{0}")]
+    Trust(#[from] crate::trust::TrustError),
+    #[error("no join token {id:?} on this hub (see `ferry cluster token ls`)")]
+    TokenNotFound { id: String },
     #[error("the request was forwarded {hops} times (last toward hub {hub}): the forward pointers form a loop")]
     ForwardLoop { hops: u32, hub: String },
     #[error("log follower of function {name:?} fell behind and missed {missed} entries")]
@@ -78,7 +82,9 @@ pub enum HubError {
 impl ServiceError for HubError {
     fn error_code(&self) -> ErrorCode {
         match self {
-            HubError::FunctionNotFound { .. } | HubError::HubNotFound { .. } => ErrorCode::NotFound,
+            HubError::FunctionNotFound { .. } | HubError::HubNotFound { .. } | HubError::TokenNotFound { .. } => {
+                ErrorCode::NotFound
+            }
             HubError::FunctionExists { .. } => ErrorCode::AlreadyExists,
             HubError::InvalidName { .. } | HubError::InvalidRequest(_) => ErrorCode::InvalidArgument,
             HubError::NotRunning { .. } | HubError::NoReply { .. } => ErrorCode::FailedPrecondition,
@@ -93,6 +99,9 @@ impl ServiceError for HubError {
                 ErrorCode::FailedPrecondition
             }
             HubError::Internal(_) => ErrorCode::Internal,
+            HubError::Trust(crate::trust::TrustError::NotAnAuthority) => ErrorCode::FailedPrecondition,
+            HubError::Trust(crate::trust::TrustError::Parse(_)) => ErrorCode::InvalidArgument,
+            HubError::Trust(_) => ErrorCode::Internal,
             HubError::ForwardLoop { .. } => ErrorCode::FailedPrecondition,
             HubError::LogFollowerLagged { .. } => ErrorCode::ResourceExhausted,
             HubError::Remote { code, .. } => *code,

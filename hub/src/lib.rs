@@ -23,3 +23,4 @@ pub mod service;
 pub mod store;
 pub mod supervisor;
 pub mod telemetry;
+pub mod trust;

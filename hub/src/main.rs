@@ -16,7 +16,8 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Agent(args) => {
+        Command::Agent(mut args) => {
+            args.insecure = cli.insecure;
             let code = runtime.block_on(run_agent(args));
             // The hub has flushed what it could. Exit without waiting for
             // blocking threads or destructors: on a full or failing disk the

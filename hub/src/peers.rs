@@ -29,11 +29,18 @@ pub const LOAD_FULL_SCALE: u32 = 10_000;
 /// who it is. The request introduces this hub, so a peer that has not heard
 /// of it yet probes it back at once. Keeps one lazily connected channel per
 /// address.
+///
+/// With TLS the id a peer claims must be the one its certificate names: the
+/// first answer from an address is checked at once by a second probe that
+/// accepts only the certificate of the claimed hub, and later probes of that
+/// address accept only that certificate.
 pub struct HubProber {
     own_hub_id: String,
     own_port: u16,
     connector: PeerConnector,
     figures: PeerFigures,
+    /// The hub id each address proved to hold (TLS only).
+    proven: Mutex<HashMap<SocketAddr, String>>,
 }
 
 impl HubProber {
@@ -43,29 +50,74 @@ impl HubProber {
             own_port,
             connector,
             figures,
+            proven: Mutex::default(),
         }
     }
 
-    fn client(&self, addr: SocketAddr) -> Result<HubClient<Channel>, ProbeError> {
+    fn client(&self, addr: SocketAddr, hub_id: Option<&str>) -> Result<HubClient<Channel>, ProbeError> {
         let channel = self
             .connector
-            .channel(&addr.to_string(), Purpose::Probe)
+            .channel_to(&addr.to_string(), Purpose::Probe, hub_id)
             .map_err(ProbeError::failed)?;
         Ok(HubClient::new(channel))
     }
-}
 
-impl Prober for HubProber {
-    async fn probe(&self, addr: SocketAddr) -> Result<PeerIdentity, ProbeError> {
-        let mut client = self.client(addr)?;
-        let info = client
+    async fn ask(&self, addr: SocketAddr, hub_id: Option<&str>) -> Result<HubInfo, ProbeError> {
+        self.client(addr, hub_id)?
             .get_hub_info(GetHubInfoRequest {
                 caller_hub_id: self.own_hub_id.clone(),
                 caller_port: u32::from(self.own_port),
             })
             .await
-            .map_err(|status| ProbeError::failed(status.message().to_owned()))?
-            .into_inner();
+            .map(tonic::Response::into_inner)
+            .map_err(|status| ProbeError::failed(status.message().to_owned()))
+    }
+
+    /// Asks `addr`, and with TLS makes sure the answer comes from the hub
+    /// whose certificate names the id it claims.
+    async fn ask_proven(&self, addr: SocketAddr) -> Result<HubInfo, ProbeError> {
+        if !self.connector.is_tls() {
+            return self.ask(addr, None).await;
+        }
+        let proven = self.lock_proven().get(&addr).cloned();
+        if let Some(id) = proven {
+            // A failure forgets the proof: another hub may have taken the
+            // address, and the next probe identifies it afresh.
+            let info = self.ask(addr, Some(&id)).await.inspect_err(|_| {
+                self.lock_proven().remove(&addr);
+            })?;
+            if info.hub_id == id {
+                return Ok(info);
+            }
+            // Cannot happen with an honest hub: its certificate names `id`.
+            self.lock_proven().remove(&addr);
+            return Err(ProbeError::failed(format!(
+                "claims to be {} but its certificate names {id}",
+                info.hub_id
+            )));
+        }
+        let claimed = self.ask(addr, None).await?;
+        let info = self.ask(addr, Some(&claimed.hub_id)).await.map_err(|error| {
+            ProbeError::failed(format!(
+                "claims to be {} but its certificate does not name that hub: {error}",
+                claimed.hub_id
+            ))
+        })?;
+        if info.hub_id != claimed.hub_id {
+            return Err(ProbeError::failed("answered with two different hub ids".to_owned()));
+        }
+        self.lock_proven().insert(addr, info.hub_id.clone());
+        Ok(info)
+    }
+
+    fn lock_proven(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, String>> {
+        self.proven.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Prober for HubProber {
+    async fn probe(&self, addr: SocketAddr) -> Result<PeerIdentity, ProbeError> {
+        let info = self.ask_proven(addr).await?;
         self.figures.record(&info);
         Ok(PeerIdentity {
             hub_id: info.hub_id,

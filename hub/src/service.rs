@@ -8,11 +8,12 @@ use std::pin::Pin;
 use ferry_proto::ServiceError;
 use ferry_proto::v1::hub_server::Hub;
 use ferry_proto::v1::{
-    CheckpointRequest, CheckpointResponse, DeployRequest, DeployResponse, DrainProgress, DrainRequest, EventsRequest,
-    FunctionInfo, GetFunctionRequest, GetHubInfoRequest, HubEvent, HubInfo, InvokeRequest, InvokeResponse,
-    ListFunctionsRequest, ListFunctionsResponse, ListPeersRequest, ListPeersResponse, LogEntry, LogsRequest,
-    MigrateProgress, MigrateRequest, RemoveRequest, RemoveResponse, ResumeRequest, StopRequest, SuspendRequest,
-    SuspendResponse, UndrainRequest,
+    CheckpointRequest, CheckpointResponse, CreateJoinTokenRequest, DeployRequest, DeployResponse, DrainProgress,
+    DrainRequest, EventsRequest, FunctionInfo, GetFunctionRequest, GetHubInfoRequest, HubEvent, HubInfo, InvokeRequest,
+    InvokeResponse, IssueCredentialRequest, IssueCredentialResponse, JoinToken, ListFunctionsRequest,
+    ListFunctionsResponse, ListJoinTokensRequest, ListJoinTokensResponse, ListPeersRequest, ListPeersResponse,
+    LogEntry, LogsRequest, MigrateProgress, MigrateRequest, RemoveJoinTokenRequest, RemoveJoinTokenResponse,
+    RemoveRequest, RemoveResponse, ResumeRequest, StopRequest, SuspendRequest, SuspendResponse, UndrainRequest,
 };
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -138,6 +139,35 @@ impl Hub for HubService {
     async fn undrain(&self, request: Request<UndrainRequest>) -> Result<Response<HubInfo>, Status> {
         let hops = hops(&request);
         answer(self.api.undrain(request.into_inner(), hops).await)
+    }
+
+    async fn issue_credential(
+        &self,
+        request: Request<IssueCredentialRequest>,
+    ) -> Result<Response<IssueCredentialResponse>, Status> {
+        answer(self.api.issue_credential(request.into_inner()))
+    }
+
+    async fn create_join_token(&self, request: Request<CreateJoinTokenRequest>) -> Result<Response<JoinToken>, Status> {
+        answer(self.api.create_join_token(request.into_inner()))
+    }
+
+    async fn list_join_tokens(
+        &self,
+        _request: Request<ListJoinTokensRequest>,
+    ) -> Result<Response<ListJoinTokensResponse>, Status> {
+        answer(self.api.list_join_tokens())
+    }
+
+    async fn remove_join_token(
+        &self,
+        request: Request<RemoveJoinTokenRequest>,
+    ) -> Result<Response<RemoveJoinTokenResponse>, Status> {
+        answer(
+            self.api
+                .remove_join_token(request.into_inner())
+                .map(|()| RemoveJoinTokenResponse {}),
+        )
     }
 
     type MigrateStream = StatusStream<MigrateProgress>;

@@ -3,18 +3,39 @@
 
 use std::process::Command;
 
-fn ferry(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
+/// `ferry` where no credential can be found: an empty home and working
+/// directory, and none of the CLI's variables from this environment.
+fn bare_ferry() -> (Command, tempfile::TempDir) {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command
+        .current_dir(scratch.path())
+        .env("HOME", scratch.path())
+        .env("XDG_CONFIG_HOME", scratch.path())
         .env_remove("FERRY_HUB")
-        .output()
-        .expect("running ferry")
+        .env_remove("FERRY_CREDENTIALS")
+        .env_remove("FERRY_INSECURE");
+    (command, scratch)
+}
+
+fn ferry(args: &[&str]) -> std::process::Output {
+    let (mut command, _scratch) = bare_ferry();
+    command.args(args).output().expect("running ferry")
+}
+
+#[test]
+fn a_client_without_a_credential_is_refused_with_exit_code_11_and_says_where_it_looked() {
+    let output = ferry(&["--hub", "127.0.0.1:1", "ps"]);
+    assert_eq!(output.status.code(), Some(11));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(message.contains("no credential"), "{message}");
+    assert!(message.contains("ferry-data/admin.cred"), "{message}");
 }
 
 #[test]
 fn a_hub_nobody_listens_on_gives_exit_code_5_and_says_what_to_do() {
     // Port 1 on loopback: nothing listens there.
-    let output = ferry(&["--hub", "127.0.0.1:1", "ps"]);
+    let output = ferry(&["--insecure", "--hub", "127.0.0.1:1", "ps"]);
     assert_eq!(output.status.code(), Some(5));
     let message = String::from_utf8_lossy(&output.stderr);
     assert!(message.contains("cannot reach hub at http://127.0.0.1:1"), "{message}");
@@ -23,9 +44,11 @@ fn a_hub_nobody_listens_on_gives_exit_code_5_and_says_what_to_do() {
 
 #[test]
 fn the_hub_address_can_come_from_the_environment() {
-    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+    let (mut command, _scratch) = bare_ferry();
+    let output = command
         .args(["ps"])
         .env("FERRY_HUB", "127.0.0.1:1")
+        .env("FERRY_INSECURE", "true")
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(5));

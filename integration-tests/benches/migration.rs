@@ -15,6 +15,11 @@
 //!    its chunks but has the module compiled (`memory_bytes / total_micros`), against a
 //!    raw tokio TCP copy of as many bytes on 127.0.0.1 (1 MiB writes, the
 //!    reader reads everything), in this process, right after the move.
+//! 3. Mutual TLS: the same first move on a plaintext pair (`--insecure`) and
+//!    on a TLS pair (the second hub joined the first's cluster), alternating;
+//!    the ratio of their rates.
+//!
+//! Parts 1 and 2 run hubs as users do, with mutual TLS.
 //!
 //! The hubs are the `ferry` binary of the dev profile (`target/debug/ferry`,
 //! or `$FERRY_BIN`): build it first with `cargo build -p ferry-hub --bins`.
@@ -23,7 +28,7 @@
 //!
 //! Run: `cargo bench -p ferry-integration-tests --bench migration`
 //! (`-- --moves N --trials N` to change the number of moves per function and
-//! of throughput trials, `--only downtime|throughput` for one part).
+//! of throughput trials, `--only downtime|throughput|tls` for one part).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -71,8 +76,8 @@ impl Options {
                 "--moves" => options.moves = number("--moves")?,
                 "--trials" => options.trials = number("--trials")?,
                 "--only" => match args.next().as_deref() {
-                    Some(part @ ("downtime" | "throughput")) => options.only = Some(part.to_owned()),
-                    _ => bail!("--only needs downtime or throughput"),
+                    Some(part @ ("downtime" | "throughput" | "tls")) => options.only = Some(part.to_owned()),
+                    _ => bail!("--only needs downtime, throughput or tls"),
                 },
                 // `cargo bench` passes `--bench`.
                 _ => {}
@@ -149,15 +154,21 @@ async fn run(options: Options) -> anyhow::Result<()> {
         guest("examples/bigheap.wasm").display()
     );
 
+    let part = |name: &str| options.only.as_deref().is_none_or(|only| only == name);
     let mut downtime_ratios = Vec::new();
-    if options.only.as_deref() != Some("throughput") {
-        let hubs = pair().await?;
+    if part("downtime") {
+        let hubs = pair(true).await?;
         for case in &CASES {
             downtime_ratios.push(downtime(&hubs, case, options.moves).await?);
         }
     }
-    let throughput_ratios = if options.only.as_deref() != Some("downtime") {
+    let throughput_ratios = if part("throughput") {
         throughput(options.trials).await?
+    } else {
+        Vec::new()
+    };
+    let tls_ratios = if part("tls") {
+        tls_cost(options.trials).await?
     } else {
         Vec::new()
     };
@@ -187,6 +198,20 @@ async fn run(options: Options) -> anyhow::Result<()> {
             if median_f64(&sorted) >= 0.8 { "yes" } else { "no" }
         );
     }
+    if !tls_ratios.is_empty() {
+        let mut sorted = tls_ratios.clone();
+        sorted.sort_by(f64::total_cmp);
+        println!(
+            "move throughput with mutual TLS / plaintext: {} (median {:.3}; goal >= 0.85 met: {})",
+            tls_ratios
+                .iter()
+                .map(|ratio| format!("{ratio:.3}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            median_f64(&sorted),
+            if median_f64(&sorted) >= 0.85 { "yes" } else { "no" }
+        );
+    }
     Ok(())
 }
 
@@ -208,17 +233,20 @@ fn free_address() -> anyhow::Result<SocketAddr> {
 }
 
 /// Two hubs on loopback that know each other by `--peer`, without periodic
-/// checkpoints, each seeing the other up.
-async fn pair() -> anyhow::Result<[HubProcess; 2]> {
+/// checkpoints, each seeing the other up. `secure`: as users run them, the
+/// second joined the first's cluster and every connection is mutual TLS;
+/// else both run `--insecure` (plaintext).
+async fn pair(secure: bool) -> anyhow::Result<[HubProcess; 2]> {
     let addresses = [free_address()?, free_address()?];
-    let mut hubs = Vec::new();
+    let mut hubs: Vec<HubProcess> = Vec::new();
     for (index, address) in addresses.iter().enumerate() {
         let peer = addresses[1 - index].to_string();
-        let options =
-            HubOptions::named(HUB_NAMES[index])
-                .listen(*address)
-                .args(["--peer", &peer, "--checkpoint-interval", "0s"]);
-        hubs.push(HubProcess::start(options).await?);
+        let options = HubOptions::named(HUB_NAMES[index]).listen(*address);
+        let options = match secure {
+            false => options.args(["--peer", &peer]),
+            true => ferry_integration_tests::moves::in_cluster(options, hubs.first())?.args(["--peer", &peer]),
+        };
+        hubs.push(HubProcess::start(options.args(["--checkpoint-interval", "0s"])).await?);
     }
     for (index, hub) in hubs.iter().enumerate() {
         wait_peer_up(hub, HUB_NAMES[1 - index], PATIENCE).await?;
@@ -443,6 +471,63 @@ async fn raw_tcp_copy(payload: &[u8], bytes: u64) -> anyhow::Result<Duration> {
 /// raw TCP copies of as many bytes; `trials` times, each on a new pair of
 /// hubs (hotheap is deterministic: a hub that took part in an earlier trial
 /// could hold some of its chunks). Returns the ratios migration / raw.
+/// The first move of a freshly deployed `hotheap 64 4` to a new pair's
+/// other hub (which has the module compiled): the move's summary.
+async fn fresh_move(secure: bool) -> anyhow::Result<serde_json::Value> {
+    let hubs = pair(secure).await?;
+    let name = "fresh64";
+    // The destination compiles the module once, before: not what is measured.
+    deploy_heap(&hubs[1], "warm", "examples/hotheap.wasm", &["1", "4", "1"], &[])
+        .await
+        .ok();
+    deploy_heap(
+        &hubs[0],
+        name,
+        "examples/hotheap.wasm",
+        &["64", "4", "0"],
+        CASES[0].deploy_args,
+    )
+    .await?;
+    let summary = migrate(&hubs[0], name, HUB_NAMES[1])?;
+    ensure!(summary["start_confirmed"] == true, "start not confirmed: {summary}");
+    if field(&summary, "bytes_deduplicated")? != 0 {
+        bail!("the destination of a fresh pair held chunks: {summary}");
+    }
+    settle(&hubs, name, 1).await?;
+    Ok(summary)
+}
+
+/// What mutual TLS costs a move: the same fresh 64 MiB move on a plaintext
+/// pair and on a TLS pair, alternating; the ratio of their rates
+/// (`memory / total`) per trial.
+async fn tls_cost(trials: usize) -> anyhow::Result<Vec<f64>> {
+    println!("## Mutual TLS: first move of a fresh hotheap 64 MiB, TLS pair vs plaintext pair\n");
+    println!(
+        "| trial | plaintext total ms | TLS total ms | TLS downtime ms (plaintext) | ratio TLS/plaintext throughput |"
+    );
+    println!("|---|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for trial in 1..=trials {
+        let plain = fresh_move(false)
+            .await
+            .with_context(|| format!("plaintext trial {trial}"))?;
+        let tls = fresh_move(true).await.with_context(|| format!("TLS trial {trial}"))?;
+        let rate = |summary: &serde_json::Value| -> anyhow::Result<f64> {
+            Ok(field(summary, "memory_bytes")? as f64 / field(summary, "total_micros")? as f64)
+        };
+        let ratio = rate(&tls)? / rate(&plain)?;
+        println!(
+            "| {trial} | {:.1} | {:.1} | {:.1} ({:.1}) | **{ratio:.3}** |",
+            ms(field(&plain, "total_micros")?),
+            ms(field(&tls, "total_micros")?),
+            ms(field(&tls, "downtime_micros")?),
+            ms(field(&plain, "downtime_micros")?),
+        );
+        ratios.push(ratio);
+    }
+    Ok(ratios)
+}
+
 async fn throughput(trials: usize) -> anyhow::Result<Vec<f64>> {
     println!("## Throughput: first move of a fresh hotheap 64 MiB (4 KiB hot) vs a raw TCP copy on 127.0.0.1\n");
     println!(
@@ -452,26 +537,7 @@ async fn throughput(trials: usize) -> anyhow::Result<Vec<f64>> {
     let payload = pattern(MIB);
     let mut ratios = Vec::new();
     for trial in 1..=trials {
-        let hubs = pair().await?;
-        let name = "fresh64";
-        // The destination compiles the module once, before: not what is measured.
-        deploy_heap(&hubs[1], "warm", "examples/hotheap.wasm", &["1", "4", "1"], &[])
-            .await
-            .ok();
-        deploy_heap(
-            &hubs[0],
-            name,
-            "examples/hotheap.wasm",
-            &["64", "4", "0"],
-            CASES[0].deploy_args,
-        )
-        .await?;
-        let summary = migrate(&hubs[0], name, HUB_NAMES[1]).with_context(|| format!("trial {trial}"))?;
-        ensure!(summary["start_confirmed"] == true, "start not confirmed: {summary}");
-        if field(&summary, "bytes_deduplicated")? != 0 {
-            bail!("the destination of a fresh pair held chunks: {summary}");
-        }
-        settle(&hubs, name, 1).await?;
+        let summary = fresh_move(true).await.with_context(|| format!("trial {trial}"))?;
         let memory = field(&summary, "memory_bytes")?;
         let total = field(&summary, "total_micros")?;
         let migration = memory as f64 / total as f64;

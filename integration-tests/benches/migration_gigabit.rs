@@ -172,6 +172,8 @@ async fn start_hubs(lan: &Lan) -> anyhow::Result<Vec<HubProcess>> {
             "--rebalance",
             "off",
         ]);
+        // As users run them: hub-1 joins hub-0's cluster, mutual TLS.
+        let options = ferry_integration_tests::moves::in_cluster(options, hubs.first())?;
         hubs.push(lan.start_hub(index, options).await?);
     }
     for (index, hub) in hubs.iter().enumerate() {

@@ -114,6 +114,8 @@ async fn main() -> anyhow::Result<()> {
             "--rebalance".to_owned(),
             "on".to_owned(),
         ]);
+        // As users run them: one cluster, mutual TLS.
+        let options = ferry_integration_tests::moves::in_cluster(options, hubs.first())?;
         hubs.push(lan.start_hub(index, options).await?);
     }
     let ids: Vec<String> = hubs.iter().map(HubProcess::hub_id).collect::<anyhow::Result<_>>()?;

@@ -23,30 +23,12 @@ where they could reach real networks, unless --allow-host-network is given.
 
 import argparse
 import json
-import os
 import sys
 import time
 
+from netns_guard import named_network_namespace
+
 SERVICE_TYPE = "_ferry._tcp.local."
-
-
-def named_network_namespace():
-    """The name of the `ip netns` namespace this process runs in (what
-    `ip netns identify` prints), or None outside every named namespace, as
-    on the machine's own network."""
-    try:
-        own = os.stat("/proc/self/ns/net")
-        names = os.listdir("/run/netns")
-    except OSError:
-        return None
-    for name in sorted(names):
-        try:
-            other = os.stat(os.path.join("/run/netns", name))
-        except OSError:
-            continue
-        if (other.st_dev, other.st_ino) == (own.st_dev, own.st_ino):
-            return name
-    return None
 
 
 def decode(value):

@@ -69,6 +69,13 @@ pub struct HubOptions {
     /// also holds the agent's log; with a data directory of its own, the
     /// log stays there).
     pub data_dir: Option<PathBuf>,
+    /// Mutual TLS under the hub's own cluster CA (the CLI uses the
+    /// `admin.cred` it writes). `false`: the hub runs `--insecure`, as
+    /// tests of several hubs do until they join one cluster.
+    pub secure: bool,
+    /// The credential the CLI uses with a secure hub. `None`: the
+    /// `admin.cred` the hub wrote (a hub that joined writes none).
+    pub credentials: Option<PathBuf>,
 }
 
 impl HubOptions {
@@ -99,6 +106,26 @@ impl HubOptions {
     /// Listens on `address` (a fixed port survives restarts).
     pub fn listen(mut self, address: SocketAddr) -> HubOptions {
         self.listen = Some(address);
+        self
+    }
+
+    /// Runs the hub with TLS on, as users run it.
+    pub fn secure(mut self) -> HubOptions {
+        self.secure = true;
+        self
+    }
+
+    /// Runs the hub with TLS on, joining the cluster of the hub at `peer`
+    /// with `token`; the CLI talks to it with `credentials`.
+    pub fn joining(mut self, token: &str, peer: SocketAddr, credentials: impl Into<PathBuf>) -> HubOptions {
+        self.secure = true;
+        self.credentials = Some(credentials.into());
+        self.extra_args.extend([
+            "--join".to_owned(),
+            token.to_owned(),
+            "--peer".to_owned(),
+            peer.to_string(),
+        ]);
         self
     }
 
@@ -217,6 +244,16 @@ impl HubProcess {
             // join multicast groups on every interface of this machine.
             command.arg("--no-mdns");
         }
+        if !self.options.secure {
+            command.arg("--insecure");
+            if !listen.ip().is_loopback() && !self.options.has_arg("--config") {
+                // Beyond loopback a hub runs insecure only if its config
+                // file says so too.
+                let config = self.data_dir().join("insecure.toml");
+                std::fs::write(&config, "insecure = true\n")?;
+                command.arg("--config").arg(config);
+            }
+        }
         if !self.options.has_arg("--rebalance") {
             // Tests place functions themselves; the rebalancing tests say
             // `--rebalance on` (the default of a hub users start).
@@ -235,6 +272,8 @@ impl HubProcess {
             .env_remove("FERRY_CONFIG")
             .env_remove("FERRY_REBALANCE")
             .env_remove("FERRY_CPUS")
+            .env_remove("FERRY_INSECURE")
+            .env_remove("FERRY_CREDENTIALS")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -342,14 +381,66 @@ impl HubProcess {
                 self.address
             );
         }
-        Ok(HubClient::connect(format!("http://{}", self.address)).await?)
+        Ok(HubClient::new(self.channel().await?)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20))
+    }
+
+    /// A gRPC channel to this hub: mutual TLS with the hub's `admin.cred`
+    /// for a secure hub. Only for hubs on this machine's network.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
+        if let Placement::Namespace(namespace) = &self.placement {
+            bail!(
+                "hub {} runs in network namespace {namespace}; use ferry() to reach it",
+                self.address
+            );
+        }
+        Ok(match self.options.secure {
+            true => {
+                let tls = client_tls(&std::fs::read_to_string(self.admin_credential())?)?;
+                Channel::from_shared(format!("https://{}", self.address))?
+                    .tls_config(tls)?
+                    .connect()
+                    .await?
+            }
+            false => {
+                Channel::from_shared(format!("http://{}", self.address))?
+                    .connect()
+                    .await?
+            }
+        })
+    }
+
+    /// The credential the CLI uses with this hub: the one the options
+    /// name, else the operator credential the hub wrote into its data
+    /// directory.
+    pub fn admin_credential(&self) -> PathBuf {
+        self.options
+            .credentials
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join("admin.cred"))
+    }
+
+    /// A `ferry` command aimed at this hub (inside the hub's namespace, if
+    /// any) with the means to talk to it: the hub's `admin.cred`, or
+    /// `--insecure` for an insecure hub.
+    pub fn ferry_command(&self) -> Command {
+        let mut command = self.command(ferry_binary());
+        command
+            .env("FERRY_HUB", self.address.to_string())
+            .env_remove("FERRY_CREDENTIALS")
+            .env_remove("FERRY_INSECURE");
+        match self.options.secure {
+            true => command.env("FERRY_CREDENTIALS", self.admin_credential()),
+            false => command.env("FERRY_INSECURE", "1"),
+        };
+        command
     }
 
     /// Runs the `ferry` CLI against this hub (inside the hub's namespace, if any).
     pub fn ferry(&self, args: &[&str]) -> Output {
-        self.command(ferry_binary())
+        self.ferry_command()
             .args(args)
-            .env("FERRY_HUB", self.address.to_string())
             .stdin(Stdio::null())
             .output()
             .expect("running the ferry CLI")
@@ -448,4 +539,24 @@ impl Drop for HubProcess {
             eprintln!("--- agent log of {}{place} ---\n{}", self.address, self.agent_log());
         }
     }
+}
+
+/// The TLS of a client holding the credential file `text` (its key, its
+/// certificate, the cluster CA, as PEM blocks in that order) talking to any
+/// hub of the cluster.
+pub fn client_tls(text: &str) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    let mut pems = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let block = &rest[start..];
+        let end = block.find("-----END ").context("a PEM block without its end")?;
+        let close = block[end + 9..].find("-----").context("a PEM block without its end")? + end + 9 + 5;
+        pems.push(block[..close].to_owned());
+        rest = &block[close..];
+    }
+    anyhow::ensure!(pems.len() == 3, "a credential holds 3 PEM blocks, not {}", pems.len());
+    Ok(tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&pems[2]))
+        .identity(tonic::transport::Identity::from_pem(&pems[1], &pems[0]))
+        .domain_name("hub.ferry"))
 }

@@ -159,19 +159,46 @@ pub fn free_loopback_address() -> std::net::SocketAddr {
 /// with `args` too; returns once each sees the other up.
 pub async fn loopback_pair(args: &[&str], patience: Duration) -> anyhow::Result<Vec<HubProcess>> {
     let addresses = [free_loopback_address(), free_loopback_address()];
-    let mut hubs = Vec::new();
-    for (index, address) in addresses.iter().enumerate() {
-        let peer = addresses[1 - index].to_string();
-        let options = crate::HubOptions::named(format!("hub-{index}"))
-            .listen(*address)
-            .args(["--peer", peer.as_str()])
-            .args(args.iter().copied());
-        hubs.push(HubProcess::start(options).await?);
-    }
+    // hub-0 founds the cluster; hub-1 joins it with a token, as users do:
+    // every connection between them is mutual TLS.
+    let founder = HubProcess::start(
+        in_cluster(crate::HubOptions::named("hub-0"), None)?
+            .listen(addresses[0])
+            .args(["--peer", addresses[1].to_string().as_str()])
+            .args(args.iter().copied()),
+    )
+    .await?;
+    let member = HubProcess::start(
+        in_cluster(crate::HubOptions::named("hub-1"), Some(&founder))?
+            .listen(addresses[1])
+            .args(args.iter().copied()),
+    )
+    .await?;
+    let hubs = vec![founder, member];
     for (index, hub) in hubs.iter().enumerate() {
         wait_peer_up(hub, &format!("hub-{}", 1 - index), patience).await?;
     }
     Ok(hubs)
+}
+
+/// `options` for a member of one cluster, as users build one: with no
+/// `founder` the hub founds the cluster (TLS on); else it joins the
+/// founder's with a one-use token, and the CLI uses the founder's operator
+/// credential with it.
+pub fn in_cluster(options: crate::HubOptions, founder: Option<&HubProcess>) -> anyhow::Result<crate::HubOptions> {
+    Ok(match founder {
+        None => options.secure(),
+        Some(founder) => options.joining(&join_token(founder)?, founder.address(), founder.admin_credential()),
+    })
+}
+
+/// A one-use join token made by `hub` (which must hold the cluster CA).
+pub fn join_token(hub: &HubProcess) -> anyhow::Result<String> {
+    let created = hub.ferry_json(&["cluster", "token", "create"])?;
+    created["token"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("no token in {created}"))
 }
 
 /// Waits until `hub` lists the peer named `peer_name` as up.

@@ -363,3 +363,118 @@ async fn lan_and_its_hubs_are_removed_even_when_the_test_panics() {
         "the hub process {pid} is gone"
     );
 }
+
+/// A third-party mDNS client advertises a fake hub with a real member's id
+/// and name at another address. The fake never becomes up, a move to that
+/// name goes to the real member only, and the fake receives nothing but TLS
+/// handshakes that it cannot complete.
+#[tokio::test]
+async fn a_spoofed_mdns_record_of_a_member_is_never_up_and_receives_nothing() {
+    if !netns_or_skip("a_spoofed_mdns_record_of_a_member_is_never_up_and_receives_nothing") {
+        return;
+    }
+    let Some(python) = ferry_integration_tests::corpus::venv_python() else {
+        let message = "the zeroconf venv is missing: run scripts/install-deps (or set FERRY_VENV)";
+        if std::env::var_os("FERRY_REQUIRE_NETNS").is_some() || std::env::var_os("CI").is_some() {
+            panic!("{message}");
+        }
+        eprintln!("skipping a_spoofed_mdns_record_of_a_member_is_never_up_and_receives_nothing: {message}");
+        return;
+    };
+    let _serial = SERIAL.lock().await;
+    let lan = Lan::new(3).unwrap();
+    // hub-0 founds the cluster, hub-1 joins it; host 2 is the impostor's.
+    let in_cluster = ferry_integration_tests::moves::in_cluster;
+    let founder = lan
+        .start_hub(0, in_cluster(hub_options("hub-0"), None).unwrap())
+        .await
+        .unwrap();
+    let member = lan
+        .start_hub(1, in_cluster(hub_options("hub-1"), Some(&founder)).unwrap())
+        .await
+        .unwrap();
+    let ids = vec![founder.hub_id().unwrap(), member.hub_id().unwrap()];
+    wait_for_peer_states(&[&founder, &member], &all_pairs(&ids), "up", PATIENCE).unwrap();
+    ferry_integration_tests::moves::deploy_guest(&founder, "examples/ticker.wasm", "ticker", &["50"]);
+
+    let member_info = member.info().unwrap();
+    let impostor_address = lan.host_ip(2).to_string();
+    let txt = [
+        format!("id={}", ids[1]),
+        "name=hub-1".to_owned(),
+        format!("port={LAN_HUB_PORT}"),
+        format!("proto={}", member_info["protocol_version"]),
+        format!("cluster={CLUSTER}"),
+        "load=0".to_owned(),
+    ];
+    let mut impostor = lan.command(2, &python);
+    impostor
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python/fake_hub.py"))
+        .args([
+            "--address",
+            &impostor_address,
+            "--port",
+            &LAN_HUB_PORT.to_string(),
+            "--seconds",
+            "10",
+        ])
+        .args(txt.iter().flat_map(|field| ["--txt", field.as_str()]))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let impostor = impostor.spawn().unwrap();
+
+    // While it advertises: no peer at its address is ever up on either hub,
+    // and the real member stays usable.
+    let impostor_endpoint = format!("{impostor_address}:{LAN_HUB_PORT}");
+    let watch_until = Instant::now() + Duration::from_secs(7);
+    let mut moved = false;
+    while Instant::now() < watch_until {
+        for hub in [&founder, &member] {
+            let peers = hub.ferry_json(&["peers"]).unwrap();
+            for peer in peers.as_array().unwrap() {
+                assert!(
+                    !(peer["address"] == impostor_endpoint.as_str() && peer["state"] == "up"),
+                    "the impostor is up: {peers:#}"
+                );
+            }
+        }
+        if !moved && Instant::now() + Duration::from_secs(4) < watch_until {
+            let summary = ferry_integration_tests::moves::migrate(&founder, "ticker", "hub-1").unwrap();
+            assert!(summary["epoch"].as_u64() > Some(0), "{summary}");
+            moved = true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(moved);
+    assert_eq!(
+        ferry_integration_tests::function_info(&member, "ticker")["state"],
+        "running"
+    );
+
+    let output = impostor.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "fake_hub.py failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+    eprintln!("the impostor saw: {seen}");
+    for (first, bytes) in seen["first_bytes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(seen["bytes"].as_array().unwrap())
+    {
+        // 0x16: a TLS handshake record (a ClientHello); nothing after it,
+        // since the handshake never completes.
+        assert!(
+            first.is_null() || first == 0x16,
+            "the impostor got non-TLS bytes: {seen}"
+        );
+        assert!(
+            bytes.as_u64() < Some(4096),
+            "the impostor got more than a ClientHello: {seen}"
+        );
+    }
+}

@@ -95,18 +95,10 @@ async fn killing_the_source_or_the_destination_mid_move_never_loses_or_duplicate
         let destination = 1 - owner;
         let victim = if rng.below(2) == 0 { owner } else { destination };
         let delay = rng.duration(move_time * 3 / 2);
-        let via = hubs[owner].address().to_string();
+        let mut command = hubs[owner].ferry_command();
         let mover = std::thread::spawn(move || {
-            std::process::Command::new(ferry_integration_tests::ferry_binary())
-                .args([
-                    "--hub",
-                    &via,
-                    "migrate",
-                    "heap",
-                    "--to",
-                    &format!("hub-{destination}"),
-                    "--json",
-                ])
+            command
+                .args(["migrate", "heap", "--to", &format!("hub-{destination}"), "--json"])
                 .output()
                 .unwrap()
         });
@@ -146,12 +138,15 @@ async fn killing_the_source_or_the_destination_mid_move_never_loses_or_duplicate
 #[tokio::test]
 async fn moves_to_an_unknown_down_or_foreign_hub_are_refused_and_the_function_keeps_running() {
     let mut hubs = pair().await;
-    let foreign = HubProcess::start(HubOptions::named("foreign").args([
-        "--cluster-id",
-        "elsewhere",
-        "--peer",
-        &hubs[0].address().to_string(),
-    ]))
+    // Joined to the same CA, but configured for another cluster id (a hub
+    // of another CA never gets past the handshake: `cluster_trust`).
+    let foreign = HubProcess::start(
+        ferry_integration_tests::moves::in_cluster(
+            HubOptions::named("foreign").args(["--cluster-id", "elsewhere", "--peer", &hubs[0].address().to_string()]),
+            Some(&hubs[0]),
+        )
+        .unwrap(),
+    )
     .await
     .unwrap();
     deploy(&hubs[0], "examples/ticker.wasm", "tick", &["50"]);

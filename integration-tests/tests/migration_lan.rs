@@ -26,8 +26,11 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 async fn lan_with_hubs(count: usize) -> (Lan, Vec<HubProcess>) {
     let lan = Lan::new(count).unwrap();
     let mut hubs = Vec::new();
+    // hub-0 founds the cluster, the others join it with a token: every
+    // connection on the LAN is mutual TLS.
     for index in 0..count {
         let options = HubOptions::named(format!("hub-{index}")).args(["--cluster-id", CLUSTER]);
+        let options = ferry_integration_tests::moves::in_cluster(options, hubs.first()).unwrap();
         hubs.push(lan.start_hub(index, options).await.unwrap());
     }
     let ids: Vec<String> = hubs.iter().map(|hub| hub.hub_id().unwrap()).collect();
@@ -204,16 +207,8 @@ async fn a_link_cut_mid_transfer_aborts_and_the_function_runs_on_at_the_source()
     deploy_guest(&hubs[0], "examples/bigheap.wasm", "heap", &["96", "0"]);
     tokio::time::sleep(Duration::from_millis(800)).await;
     let mover = {
-        let via = hubs[0].address();
-        let namespace = hubs[0].namespace().unwrap().to_owned();
-        std::thread::spawn(move || {
-            std::process::Command::new("ip")
-                .args(["netns", "exec", &namespace])
-                .arg(ferry_integration_tests::ferry_binary())
-                .args(["--hub", &via.to_string(), "migrate", "heap", "--to", "hub-1"])
-                .output()
-                .unwrap()
-        })
+        let mut command = hubs[0].ferry_command();
+        std::thread::spawn(move || command.args(["migrate", "heap", "--to", "hub-1"]).output().unwrap())
     };
     tokio::time::sleep(Duration::from_millis(150)).await;
     lan.cut_link(1).unwrap();

@@ -2,11 +2,11 @@
 //! way a user would.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use ferry_integration_tests::{
-    HubOptions, HubProcess, eventually, expect_success as ok, ferry_binary, guest, stdout_text as stdout, ticks_in,
+    HubOptions, HubProcess, eventually, expect_success as ok, guest, stdout_text as stdout, ticks_in,
 };
 use serde_json::Value;
 
@@ -87,9 +87,9 @@ async fn invoke_delivers_a_message_to_echo_and_prints_its_reply() {
 async fn logs_follow_streams_output_as_it_is_written() {
     let hub = HubProcess::start(HubOptions::default()).await.unwrap();
     deploy(&hub, "examples/ticker.wasm", "ticker", &["--", "20"]);
-    let mut follower = Command::new(ferry_binary())
+    let mut follower = hub
+        .ferry_command()
         .args(["logs", "ticker", "-f"])
-        .env("FERRY_HUB", hub.address().to_string())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -317,14 +317,9 @@ async fn invoking_a_function_that_never_replies_times_out_with_a_clear_error() {
 #[tokio::test]
 async fn reflection_lists_the_public_hub_service_in_v1_and_v1alpha() {
     use tonic_reflection::pb::{v1, v1alpha};
-    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
-    let uri = format!("http://{}", hub.address());
-
-    let channel = tonic::transport::Channel::from_shared(uri)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    // Over mutual TLS, as users run hubs.
+    let hub = HubProcess::start(HubOptions::default().secure()).await.unwrap();
+    let channel = hub.channel().await.unwrap();
     let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(channel.clone());
     let request = v1alpha::ServerReflectionRequest {
         host: String::new(),

@@ -28,6 +28,11 @@ pub enum ErrorCode {
     DataLoss,
     /// The operation was aborted by a concurrent one or by a fence.
     Aborted,
+    /// The caller did not prove who it is (no credential, or one of
+    /// another cluster).
+    Unauthenticated,
+    /// The caller's role does not allow the request.
+    PermissionDenied,
     /// A bug or an unexpected environment failure.
     Internal,
 }
@@ -45,6 +50,8 @@ impl ErrorCode {
             ErrorCode::Unavailable => tonic::Code::Unavailable,
             ErrorCode::DataLoss => tonic::Code::DataLoss,
             ErrorCode::Aborted => tonic::Code::Aborted,
+            ErrorCode::Unauthenticated => tonic::Code::Unauthenticated,
+            ErrorCode::PermissionDenied => tonic::Code::PermissionDenied,
             ErrorCode::Internal => tonic::Code::Internal,
         }
     }
@@ -57,6 +64,8 @@ impl ErrorCode {
             ErrorCode::NotFound => 404,
             ErrorCode::AlreadyExists | ErrorCode::Aborted => 409,
             ErrorCode::ResourceExhausted => 429,
+            ErrorCode::Unauthenticated => 401,
+            ErrorCode::PermissionDenied => 403,
             ErrorCode::DataLoss | ErrorCode::Internal => 500,
             ErrorCode::Unavailable => 503,
             ErrorCode::DeadlineExceeded => 504,
@@ -75,6 +84,8 @@ impl ErrorCode {
             tonic::Code::Unavailable => ErrorCode::Unavailable,
             tonic::Code::DataLoss => ErrorCode::DataLoss,
             tonic::Code::Aborted => ErrorCode::Aborted,
+            tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
+            tonic::Code::PermissionDenied => ErrorCode::PermissionDenied,
             _ => ErrorCode::Internal,
         }
     }

@@ -179,11 +179,15 @@ fn mdns_peers_are_suggested_then_confirmed_by_probes() {
             Advert(100, "b._ferry._tcp.local.", "hub-b/beta-2/lab/2/400", &[B_ADDR]),
             Peers(&["hub-b unknown mdns beta-2 load=400 incompatible-protocol claimed unusable @10.0.0.2:7000 [10.0.0.2:7000] seen=-"]),
         ]),
-        ("after a probe an advert only updates load and addresses", &[
+        ("after a probe an advert only updates load and adds addresses; the one that answered stays", &[
             Advert(0, "b._ferry._tcp.local.", B, &[B_ADDR]),
             ProbeOk(10, "hub-b", B_ADDR, B, "confirmed"),
             Advert(100, "b._ferry._tcp.local.", "hub-b/mallory/evil/9/900", &["10.0.0.3:7000"]),
-            Peers(&["hub-b up mdns beta load=900 compatible verified usable @10.0.0.3:7000 [10.0.0.3:7000] seen=10"]),
+            Peers(&["hub-b up mdns beta load=900 compatible verified usable @10.0.0.2:7000 [10.0.0.2:7000,10.0.0.3:7000] seen=10"]),
+            Targets(100, &["hub-b@10.0.0.2:7000"]),
+            // Only when the proven address stops answering is the new one tried.
+            ProbeFailed(200, "hub-b"),
+            Targets(200, &["hub-b@10.0.0.3:7000"]),
         ]),
         ("addresses prefer ipv4, then global ipv6, then link-local ipv6", &[
             Advert(0, "b._ferry._tcp.local.", B, &["[fe80::2%2]:7000", "[fd00::2]:7000", B_ADDR, B_ADDR]),
@@ -340,7 +344,7 @@ fn quiet_peers_are_probed_slowly_until_a_fresh_advert() {
             Targets(0, &["hub-b@172.17.0.2:7000"]),
             ProbeOk(250, "hub-b", "172.17.0.2:7000", B, "confirmed"),
             Targets(500, &["hub-b@172.17.0.2:7000"]),
-            Peers(&["hub-b up mdns beta load=250 compatible verified usable @172.17.0.2:7000 [10.0.0.2:7000,172.17.0.2:7000] seen=250"]),
+            Peers(&["hub-b up mdns beta load=250 compatible verified usable @172.17.0.2:7000 [172.17.0.2:7000,10.0.0.2:7000] seen=250"]),
         ]),
         ("peers without any address are never targets", &[
             AddStatic(0, "10.0.0.9:7000", true),

@@ -20,7 +20,7 @@ const DRAIN_PATIENCE: Duration = Duration::from_secs(60);
 /// Which hub a drain names.
 enum HubRef {
     Here,
-    Peer { name: String, address: String },
+    Peer(super::forward::PeerAt),
 }
 
 impl HubApi {
@@ -48,20 +48,19 @@ impl HubApi {
             hub: hub.to_owned(),
             reason: "its address is unknown".to_owned(),
         })?;
-        Ok(HubRef::Peer {
+        Ok(HubRef::Peer(super::forward::PeerAt {
+            id: peer.id().map(str::to_owned),
             name: peer.name().unwrap_or(hub).to_owned(),
             address: address.to_string(),
-        })
+        }))
     }
 
     /// Moves every movable function off the hub `request.hub` names and
     /// keeps new deploys off it: progress as functions leave, then a summary.
     pub async fn drain(&self, request: DrainRequest, hops: u32) -> Result<AnswerStream<DrainProgress>, HubError> {
-        if let HubRef::Peer { name, address } = self.hub_ref(&request.hub)? {
+        if let HubRef::Peer(peer) = self.hub_ref(&request.hub)? {
             let progress = self
-                .forward_to(&name, &address, request, hops, async |mut hub, request| {
-                    hub.drain(request).await
-                })
+                .forward_to(&peer, request, hops, async |mut hub, request| hub.drain(request).await)
                 .await?;
             return Ok(progress.map(|item| item.map_err(HubError::from_status)).boxed());
         }
@@ -82,9 +81,9 @@ impl HubApi {
 
     /// Ends a drain of the hub `request.hub` names.
     pub async fn undrain(&self, request: UndrainRequest, hops: u32) -> Result<HubInfo, HubError> {
-        if let HubRef::Peer { name, address } = self.hub_ref(&request.hub)? {
+        if let HubRef::Peer(peer) = self.hub_ref(&request.hub)? {
             return self
-                .forward_to(&name, &address, request, hops, async |mut hub, request| {
+                .forward_to(&peer, request, hops, async |mut hub, request| {
                     hub.undrain(request).await
                 })
                 .await;

@@ -46,6 +46,15 @@ about_function!(
     ferry_proto::v1::InvokeRequest
 );
 
+/// A hub to forward to: its id (when known, TLS accepts only that hub's
+/// certificate), its name and its address.
+#[derive(Debug, Clone)]
+pub(super) struct PeerAt {
+    pub id: Option<String>,
+    pub name: String,
+    pub address: String,
+}
+
 impl HubApi {
     /// Runs `local` here, or, if the function moved away, asks the hub it
     /// moved to with `remote`, one hop further.
@@ -70,20 +79,24 @@ impl HubApi {
         hops: u32,
         remote: impl AsyncFnOnce(HubClient<Channel>, Request<M>) -> Result<Response<R>, Status>,
     ) -> Result<R, HubError> {
-        self.forward_to(&pointer.hub_name, &pointer.address, request, hops, remote)
-            .await
+        let peer = PeerAt {
+            id: Some(pointer.hub_id.clone()).filter(|id| !id.is_empty()),
+            name: pointer.hub_name.clone(),
+            address: pointer.address.clone(),
+        };
+        self.forward_to(&peer, request, hops, remote).await
     }
 
-    /// Asks the hub `hub_name` at `address` with `remote`, one hop further.
+    /// Asks the hub `peer` names with `remote`, one hop further.
     pub(super) async fn forward_to<M, R>(
         &self,
-        hub_name: &str,
-        address: &str,
+        peer: &PeerAt,
         request: M,
         hops: u32,
         remote: impl AsyncFnOnce(HubClient<Channel>, Request<M>) -> Result<Response<R>, Status>,
     ) -> Result<R, HubError> {
-        let client = self.client(address)?;
+        let (hub_name, address) = (peer.name.as_str(), peer.address.as_str());
+        let client = self.client(address, peer.id.as_deref())?;
         let request = onward(request, hops, hub_name)?;
         remote(client, request)
             .await
@@ -91,11 +104,11 @@ impl HubApi {
             .map_err(|status| unreachable(hub_name, address, &status))
     }
 
-    fn client(&self, address: &str) -> Result<HubClient<Channel>, HubError> {
+    fn client(&self, address: &str, hub_id: Option<&str>) -> Result<HubClient<Channel>, HubError> {
         self.inner
             .migration
             .connector
-            .hub_client(address, Purpose::Control)
+            .hub_client(address, Purpose::Control, hub_id)
             .map_err(|error| HubError::Internal(format!("cannot forward to {address}: {error}")))
     }
 

@@ -12,6 +12,7 @@
 //! Invariant: nothing here knows which transport the caller used; nothing
 //! below (`supervisor`, `migration`, `logs`) knows about forwarding.
 
+mod credentials;
 mod drain;
 mod forward;
 mod target;
@@ -75,6 +76,10 @@ pub struct ApiParts {
     pub figures: PeerFigures,
     pub rebalance: RebalanceMode,
     pub events: Arc<HubEvents>,
+    /// The cluster CA, on a hub that holds its key.
+    pub authority: Option<Arc<crate::trust::ClusterAuthority>>,
+    /// The join tokens this hub made (with the CA key only).
+    pub tokens: Option<Arc<crate::trust::tokens::JoinTokens>>,
 }
 
 impl HubApi {

@@ -1,14 +1,85 @@
 //! Connecting to a hub and the errors a client command can end with.
 
+use std::path::{Path, PathBuf};
+
 use ferry_proto::ErrorCode;
 use ferry_proto::v1::hub_client::HubClient;
 use thiserror::Error;
 use tonic::transport::Channel;
 
 use crate::connector::{ConnectError, PeerConnector, Purpose, hub_client};
+use crate::trust::setup::ADMIN_CREDENTIAL_FILE;
+use crate::trust::{ClientTls, Credential, TrustError};
 
 /// Hub address used when neither `--hub` nor `FERRY_HUB` is given.
 pub const DEFAULT_HUB: &str = "127.0.0.1:7411";
+
+/// The hub a command talks to, and how. The credential is looked up when
+/// the command connects, so that a command's own usage errors come first.
+#[derive(Debug, Clone)]
+pub struct HubTarget {
+    pub address: String,
+    /// `--credentials` (or `FERRY_CREDENTIALS`).
+    pub credentials: Option<PathBuf>,
+    /// `--insecure`: plaintext, no credential.
+    pub insecure: bool,
+}
+
+impl std::fmt::Display for HubTarget {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str(&self.address)
+    }
+}
+
+/// Where the CLI looks for its credential when `--credentials` and
+/// `FERRY_CREDENTIALS` name none: the data directory of a hub started here
+/// with the defaults, then the user's configuration directory.
+pub fn default_credential_paths() -> Vec<PathBuf> {
+    let mut paths = vec![Path::new(crate::config::DEFAULT_DATA_DIR).join(ADMIN_CREDENTIAL_FILE)];
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")));
+    if let Some(config) = config {
+        paths.push(config.join("ferry").join(ADMIN_CREDENTIAL_FILE));
+    }
+    paths
+}
+
+/// The TLS a client command uses: the credential named by `--credentials`
+/// (or `FERRY_CREDENTIALS`), else the first of [`default_credential_paths`]
+/// that exists. An expired or unreadable credential is refused here, with
+/// the reason, before anything is sent.
+pub fn client_tls(named: Option<&Path>) -> Result<ClientTls, ClientError> {
+    let path = match named {
+        Some(path) => path.to_owned(),
+        None => {
+            let candidates = default_credential_paths();
+            match candidates.iter().find(|path| path.exists()) {
+                Some(path) => path.clone(),
+                None => {
+                    let looked = candidates
+                        .iter()
+                        .map(|path| path.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(ClientError::NoCredential { looked });
+                }
+            }
+        }
+    };
+    let credential = Credential::read(&path).map_err(ClientError::Credential)?;
+    let identity = credential.identity().map_err(ClientError::Credential)?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if identity.not_after <= now {
+        let expired = super::commands::timestamp(identity.not_after);
+        return Err(ClientError::ExpiredCredential {
+            path: path.display().to_string(),
+            expired,
+        });
+    }
+    Ok(ClientTls::new(&credential))
+}
 
 /// Why a client command failed. Each maps to its own exit code (README).
 #[derive(Debug, Error)]
@@ -31,6 +102,16 @@ pub enum ClientError {
     },
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    #[error(
+        "no credential to talk to the hub with (looked for --credentials, FERRY_CREDENTIALS, then {looked}); ask an operator for one (`ferry cluster credentials create`), or pass --insecure for a hub started with --insecure"
+    )]
+    NoCredential { looked: String },
+    #[error("{0}")]
+    Credential(TrustError),
+    #[error("the credential {path} expired at {expired}: ask an operator for a new one")]
+    ExpiredCredential { path: String, expired: String },
+    #[error("the hub at {address} and this credential are not of one cluster, or the credential was refused: {reason}")]
+    NotTrusted { address: String, reason: String },
 }
 
 impl From<tonic::Status> for ClientError {
@@ -53,9 +134,14 @@ impl ClientError {
 
     /// Exit codes: 1 other, 2 usage, 3 not found, 4 invalid input,
     /// 5 hub unreachable, 6 timed out, 7 wrong state, 8 already exists,
-    /// 9 limit exceeded, 10 data loss.
+    /// 9 limit exceeded, 10 data loss, 11 not allowed (no credential, a
+    /// credential that is expired, of another cluster, or without the role).
     pub fn exit_code(&self) -> u8 {
         match self {
+            ClientError::NoCredential { .. }
+            | ClientError::Credential(_)
+            | ClientError::ExpiredCredential { .. }
+            | ClientError::NotTrusted { .. } => 11,
             ClientError::Address { .. } | ClientError::Usage(_) => 2,
             ClientError::ReadFile { .. } => 4,
             ClientError::Unreachable { .. } => 5,
@@ -69,20 +155,44 @@ impl ClientError {
                 ErrorCode::AlreadyExists => 8,
                 ErrorCode::ResourceExhausted => 9,
                 ErrorCode::DataLoss => 10,
+                ErrorCode::Unauthenticated | ErrorCode::PermissionDenied => 11,
                 ErrorCode::Internal => 1,
             },
         }
     }
 }
 
-/// Connects to the hub at `address` (`HOST:PORT` or a full URL).
-pub async fn connect(address: &str) -> Result<HubClient<Channel>, ClientError> {
-    let channel = PeerConnector::new()
-        .connect(address, Purpose::Control)
+/// Connects to the hub `target` names: a malformed address is reported
+/// first, then a missing or unusable credential, then an unreachable hub.
+pub async fn connect(target: &HubTarget) -> Result<HubClient<Channel>, ClientError> {
+    if let Err(ConnectError::BadAddress { address, reason }) =
+        PeerConnector::new().endpoint(&target.address, Purpose::Control)
+    {
+        return Err(ClientError::Address { address, reason });
+    }
+    let connector = match target.insecure {
+        true => PeerConnector::new(),
+        false => PeerConnector::with_tls(client_tls(target.credentials.as_deref())?),
+    };
+    let channel = connector
+        .connect(&target.address, Purpose::Control)
         .await
         .map_err(|error| match error {
             ConnectError::BadAddress { address, reason } => ClientError::Address { address, reason },
+            ConnectError::Unreachable { address, reason } if is_trust_failure(&reason) => {
+                ClientError::NotTrusted { address, reason }
+            }
             ConnectError::Unreachable { address, reason } => ClientError::Unreachable { address, reason },
+            ConnectError::Tls { address, reason } => ClientError::NotTrusted { address, reason },
         })?;
     Ok(hub_client(channel))
+}
+
+/// Whether a failed handshake was about certificates (this side refusing
+/// the hub's, or the hub refusing ours), not about reaching the hub.
+fn is_trust_failure(reason: &str) -> bool {
+    let reason = reason.to_lowercase();
+    ["certificate", "alert", "unknownissuer", "tls handshake"]
+        .iter()
+        .any(|word| reason.contains(word))
 }

@@ -4,20 +4,27 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use ferry_proto::v1::{
-    CheckpointRequest, DeployRequest, EventsRequest, GetHubInfoRequest, InvokeRequest, Limits, ListFunctionsRequest,
-    ListPeersRequest, LogStream, LogsRequest, Placement, RemoveRequest, ResumeRequest, StopRequest, SuspendRequest,
+    CheckpointRequest, CreateJoinTokenRequest, DeployRequest, EventsRequest, GetHubInfoRequest, InvokeRequest,
+    IssueCredentialRequest, Limits, ListFunctionsRequest, ListJoinTokensRequest, ListPeersRequest, LogStream,
+    LogsRequest, Placement, RemoveJoinTokenRequest, RemoveRequest, ResumeRequest, StopRequest, SuspendRequest,
     UndrainRequest,
 };
 use tokio_stream::StreamExt;
 
-use super::client::{ClientError, connect};
+use super::client::{ClientError, HubTarget, connect};
 use super::output;
-use super::{Command, DeployArgs, InvokeArgs, LogsArgs};
+use super::{
+    ClusterCommand, Command, CreateCredentialArgs, CredentialsCommand, DeployArgs, InvokeArgs, LogsArgs, TokenCommand,
+};
 
-pub async fn run(hub: &str, json: bool, command: Command) -> Result<(), ClientError> {
+pub async fn run(hub: &HubTarget, json: bool, command: Command) -> Result<(), ClientError> {
     match command {
         Command::Agent(_) => Err(ClientError::Usage("`agent` is not a client command".to_owned())),
         Command::Deploy(args) => deploy(hub, json, args).await,
+        Command::Cluster(ClusterCommand::Credentials(CredentialsCommand::Create(args))) => {
+            create_credential(hub, json, args).await
+        }
+        Command::Cluster(ClusterCommand::Token(command)) => token(hub, json, command).await,
         Command::Ps => ps(hub, json).await,
         Command::Logs(args) => logs(hub, json, args).await,
         Command::Stop { name } => {
@@ -91,7 +98,7 @@ fn parse_env(pairs: &[String]) -> Result<HashMap<String, String>, ClientError> {
         .collect()
 }
 
-async fn deploy(hub: &str, json: bool, args: DeployArgs) -> Result<(), ClientError> {
+async fn deploy(hub: &HubTarget, json: bool, args: DeployArgs) -> Result<(), ClientError> {
     let module = std::fs::read(&args.file).map_err(|source| ClientError::ReadFile {
         path: args.file.display().to_string(),
         source,
@@ -115,7 +122,7 @@ async fn deploy(hub: &str, json: bool, args: DeployArgs) -> Result<(), ClientErr
     output::print_deployed(&response, json)
 }
 
-async fn ps(hub: &str, json: bool) -> Result<(), ClientError> {
+async fn ps(hub: &HubTarget, json: bool) -> Result<(), ClientError> {
     let functions = connect(hub)
         .await?
         .list_functions(ListFunctionsRequest {})
@@ -125,7 +132,7 @@ async fn ps(hub: &str, json: bool) -> Result<(), ClientError> {
     output::print_functions(&functions, json)
 }
 
-async fn logs(hub: &str, json: bool, args: LogsArgs) -> Result<(), ClientError> {
+async fn logs(hub: &HubTarget, json: bool, args: LogsArgs) -> Result<(), ClientError> {
     let mut stream = connect(hub)
         .await?
         .logs(LogsRequest {
@@ -170,7 +177,7 @@ async fn logs(hub: &str, json: bool, args: LogsArgs) -> Result<(), ClientError> 
     Ok(())
 }
 
-async fn events(hub: &str, json: bool, follow: bool, tail: u32) -> Result<(), ClientError> {
+async fn events(hub: &HubTarget, json: bool, follow: bool, tail: u32) -> Result<(), ClientError> {
     let mut stream = connect(hub)
         .await?
         .events(EventsRequest { follow, tail })
@@ -182,7 +189,7 @@ async fn events(hub: &str, json: bool, follow: bool, tail: u32) -> Result<(), Cl
     Ok(())
 }
 
-async fn invoke(hub: &str, json: bool, args: InvokeArgs) -> Result<(), ClientError> {
+async fn invoke(hub: &HubTarget, json: bool, args: InvokeArgs) -> Result<(), ClientError> {
     let request = InvokeRequest {
         name: args.name,
         data: args.data.into_bytes(),
@@ -201,6 +208,128 @@ async fn invoke(hub: &str, json: bool, args: InvokeArgs) -> Result<(), ClientErr
     out.write_all(&reply)?;
     if !reply.ends_with(b"\n") {
         out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// `ferry cluster credentials create`: the key is made here and never sent;
+/// the hub signs a certificate for it.
+async fn create_credential(hub: &HubTarget, json: bool, args: CreateCredentialArgs) -> Result<(), ClientError> {
+    let (key_pem, signing_request_pem) =
+        crate::trust::authority::new_signing_request(&args.name).map_err(ClientError::Credential)?;
+    let response = connect(hub)
+        .await?
+        .issue_credential(IssueCredentialRequest {
+            name: args.name.clone(),
+            role: args.role.clone(),
+            ttl_seconds: args.ttl.map_or(0, |ttl| ttl.as_secs().max(1)),
+            signing_request_pem,
+        })
+        .await?
+        .into_inner();
+    let credential = crate::trust::Credential::new(key_pem, response.certificate_pem, response.ca_pem);
+    let path = args
+        .output
+        .unwrap_or_else(|| std::path::PathBuf::from(format!("{}.cred", args.name)));
+    credential.write(&path).map_err(ClientError::Credential)?;
+    let identity = credential.identity().map_err(ClientError::Credential)?;
+    let expires = timestamp(identity.not_after);
+    let mut out = std::io::stdout().lock();
+    if json {
+        let value = serde_json::json!({
+            "path": path.display().to_string(),
+            "name": identity.name,
+            "role": identity.role.as_str(),
+            "expires": expires,
+        });
+        writeln!(out, "{value}")?;
+    } else {
+        writeln!(
+            out,
+            "wrote {} ({} credential of {:?}, valid until {expires})",
+            path.display(),
+            identity.role,
+            identity.name
+        )?;
+    }
+    Ok(())
+}
+
+/// Seconds since the epoch as RFC 3339 (UTC, whole seconds).
+pub(super) fn timestamp(seconds: i64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// `ferry cluster token create|ls|rm`.
+async fn token(hub: &HubTarget, json: bool, command: TokenCommand) -> Result<(), ClientError> {
+    let mut client = connect(hub).await?;
+    let mut out = std::io::stdout().lock();
+    let describe = |token: &ferry_proto::v1::JoinToken| {
+        serde_json::json!({
+            "id": token.id,
+            "expires_at": timestamp(token.expires_at),
+            "uses_left": token.uses_left,
+        })
+    };
+    match command {
+        TokenCommand::Create { ttl, uses } => {
+            let token = client
+                .create_join_token(CreateJoinTokenRequest {
+                    ttl_seconds: ttl.map_or(0, |ttl| ttl.as_secs().max(1)),
+                    uses: uses.unwrap_or(1),
+                })
+                .await?
+                .into_inner();
+            if json {
+                let mut value = describe(&token);
+                value["token"] = serde_json::Value::String(token.token.clone());
+                writeln!(out, "{value}")?;
+            } else {
+                writeln!(out, "{}", token.token)?;
+                eprintln!(
+                    "join token {}: {} use(s), valid until {}; start a hub with: ferry agent --join TOKEN --peer {}",
+                    token.id,
+                    token.uses_left,
+                    timestamp(token.expires_at),
+                    hub.address
+                );
+            }
+        }
+        TokenCommand::Ls => {
+            let tokens = client
+                .list_join_tokens(ListJoinTokensRequest {})
+                .await?
+                .into_inner()
+                .tokens;
+            if json {
+                let list: Vec<_> = tokens.iter().map(describe).collect();
+                writeln!(out, "{}", serde_json::Value::Array(list))?;
+            } else if tokens.is_empty() {
+                writeln!(out, "no join tokens")?;
+            } else {
+                writeln!(out, "{:<10} {:>9}  EXPIRES", "ID", "USES LEFT")?;
+                for token in &tokens {
+                    writeln!(
+                        out,
+                        "{:<10} {:>9}  {}",
+                        token.id,
+                        token.uses_left,
+                        timestamp(token.expires_at)
+                    )?;
+                }
+            }
+        }
+        TokenCommand::Rm { id } => {
+            client
+                .remove_join_token(RemoveJoinTokenRequest { id: id.clone() })
+                .await?;
+            if json {
+                writeln!(out, "{}", serde_json::json!({ "removed": id }))?;
+            } else {
+                writeln!(out, "removed join token {id}")?;
+            }
+        }
     }
     Ok(())
 }

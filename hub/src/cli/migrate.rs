@@ -8,10 +8,10 @@ use serde_json::json;
 use tokio_stream::StreamExt;
 
 use super::MigrateArgs;
-use super::client::{ClientError, connect};
+use super::client::{ClientError, HubTarget, connect};
 use super::output::human_bytes;
 
-pub async fn migrate(hub: &str, json: bool, args: MigrateArgs) -> Result<(), ClientError> {
+pub async fn migrate(hub: &HubTarget, json: bool, args: MigrateArgs) -> Result<(), ClientError> {
     let mut events = connect(hub)
         .await?
         .migrate(MigrateRequest {
@@ -138,7 +138,7 @@ fn print_summary(summary: &MigrateSummary, json: bool) {
 }
 
 /// `ferry drain HUB`: each function that leaves, then a summary.
-pub async fn drain(hub: &str, json: bool, name: String) -> Result<(), ClientError> {
+pub async fn drain(hub: &HubTarget, json: bool, name: String) -> Result<(), ClientError> {
     let mut progress = connect(hub)
         .await?
         .drain(DrainRequest { hub: name })

@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::AgentArgs;
 
-pub use client::{ClientError, DEFAULT_HUB};
+pub use client::{ClientError, DEFAULT_HUB, HubTarget, client_tls};
 
 /// Run WebAssembly functions on edge hubs.
 #[derive(Debug, Parser)]
@@ -27,6 +27,14 @@ pub struct Cli {
     /// Print JSON instead of tables and text
     #[arg(long, global = true)]
     pub json: bool,
+    /// Credential file (key, certificate, cluster CA) [default: ./ferry-data/admin.cred, then ~/.config/ferry/admin.cred]
+    #[arg(long, global = true, env = "FERRY_CREDENTIALS", value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
+    /// Plaintext, no TLS and no authentication: a client talks to a hub
+    /// started with --insecure; `ferry agent --insecure` starts one (loopback
+    /// only, unless its config file says `insecure = true` too)
+    #[arg(long, global = true, env = "FERRY_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub insecure: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -86,6 +94,9 @@ pub enum Command {
         #[arg(value_name = "HUB")]
         target: String,
     },
+    /// Cluster membership and credentials
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// What the hub decided on its own (rebalancing, drains), with reasons
     Events {
         /// Keep printing new events as they happen
@@ -95,6 +106,57 @@ pub enum Command {
         #[arg(long, value_name = "N")]
         tail: Option<u32>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Client credentials (a key, its certificate, the cluster CA: one file)
+    #[command(subcommand)]
+    Credentials(CredentialsCommand),
+    /// Tokens new hubs join with (`ferry agent --join TOKEN --peer HOST:PORT`)
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a join token and print it (it is shown only now)
+    Create {
+        /// How long it is valid, e.g. 30m [default: 1h]
+        #[arg(long, value_parser = humantime::parse_duration)]
+        ttl: Option<Duration>,
+        /// How many hubs may join with it [default: 1]
+        #[arg(long)]
+        uses: Option<u32>,
+    },
+    /// List the join tokens that can still be used
+    Ls,
+    /// Revoke a join token
+    Rm {
+        /// The token's id, as `ls` shows it
+        id: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CredentialsCommand {
+    /// Make a key here and have the hub certify it for a role; writes one credential file
+    Create(CreateCredentialArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateCredentialArgs {
+    /// Who the credential is for (shown in the hub's logs)
+    pub name: String,
+    /// viewer: ps, logs, peers, info, events; operator: everything a user does
+    #[arg(long)]
+    pub role: String,
+    /// How long it is valid, e.g. 30d [default: 90 days]
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ttl: Option<Duration>,
+    /// Where to write it (mode 0600) [default: ./NAME.cred]
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -174,11 +236,30 @@ fn parse_function_cpus(text: &str) -> Result<f64, String> {
 
 /// Runs a client command and turns its outcome into a process exit code.
 pub async fn run_client(cli: Cli) -> ExitCode {
-    let hub = cli.hub.clone().unwrap_or_else(|| DEFAULT_HUB.to_owned());
-    match commands::run(&hub, cli.json, cli.command).await {
+    let address = cli.hub.clone().unwrap_or_else(|| DEFAULT_HUB.to_owned());
+    let cli_insecure = cli.insecure;
+    let target = HubTarget {
+        address,
+        credentials: cli.credentials.clone(),
+        insecure: cli.insecure,
+    };
+    match commands::run(&target, cli.json, cli.command).await {
         Ok(()) => ExitCode::SUCCESS,
         // `ferry logs x | head` closing the pipe is not an error.
         Err(ClientError::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(ClientError::Hub(status))
+            if cli_insecure
+                && matches!(
+                    status.code(),
+                    tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Internal
+                ) =>
+        {
+            eprintln!(
+                "error: {} (with --insecure the connection is plaintext: if the hub uses TLS, drop --insecure and use a credential)",
+                status.message()
+            );
+            ExitCode::from(ClientError::Hub(status).exit_code())
+        }
         Err(error) => {
             eprintln!("error: {}", error.message());
             ExitCode::from(error.exit_code())

@@ -35,6 +35,7 @@ pub(super) fn receive(
     supervisor: Supervisor,
     context: MigrationContext,
     remote: Option<SocketAddr>,
+    caller_hub_id: Option<String>,
     inbound: Streaming<SourceFrame>,
 ) -> impl Stream<Item = Result<DestinationFrame, Status>> {
     let (outbound, frames) = mpsc::channel(64);
@@ -49,6 +50,7 @@ pub(super) fn receive(
             supervisor,
             context,
             remote,
+            caller_hub_id,
             receiver: Receiver::new(),
             image: Vec::new(),
             chunk_size: 0,
@@ -76,6 +78,8 @@ struct Arrival {
     supervisor: Supervisor,
     context: MigrationContext,
     remote: Option<SocketAddr>,
+    /// The hub id the caller's certificate names (TLS only).
+    caller_hub_id: Option<String>,
     receiver: Receiver,
     /// The function's memory as the rounds built it.
     image: Vec<u8>,
@@ -272,6 +276,17 @@ impl Arrival {
                 reason: format!(
                     "the source belongs to cluster {:?}, this hub to {:?}",
                     offer.cluster_id, self.context.cluster_id
+                ),
+            }));
+        }
+        if let Some(caller) = self.caller_hub_id.as_deref()
+            && caller != offer.source_hub_id
+        {
+            return Err(HubError::Transfer(TransferError::Unacceptable {
+                code: ErrorCode::PermissionDenied,
+                reason: format!(
+                    "the offer names hub {:?} as its source, but the caller's certificate names {caller:?}",
+                    offer.source_hub_id
                 ),
             }));
         }

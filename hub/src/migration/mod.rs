@@ -75,9 +75,13 @@ pub trait Admission: Send + Sync + std::fmt::Debug {
 }
 
 /// A client of another hub's `Migration` service.
-pub fn migration_client(connector: &PeerConnector, address: &str) -> Result<MigrationClient<Channel>, TransferError> {
+pub fn migration_client(
+    connector: &PeerConnector,
+    address: &str,
+    hub_id: &str,
+) -> Result<MigrationClient<Channel>, TransferError> {
     connector
-        .migration_client(address)
+        .migration_client(address, hub_id)
         .map_err(|error| TransferError::Truncated {
             reason: error.to_string(),
         })
@@ -106,10 +110,13 @@ impl Migration for MigrationService {
         request: Request<Streaming<SourceFrame>>,
     ) -> Result<Response<Self::TransferStream>, Status> {
         let remote = request.remote_addr();
+        // With TLS the offer must come from the hub it names as its source.
+        let caller_hub_id = crate::trust::access::caller_identity(&request).and_then(|identity| identity.hub_id);
         let frames = destination::receive(
             self.supervisor.clone(),
             self.context.clone(),
             remote,
+            caller_hub_id,
             request.into_inner(),
         );
         Ok(Response::new(Box::pin(frames)))

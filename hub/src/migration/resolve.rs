@@ -36,7 +36,8 @@ pub fn spawn_resolver(
     let task = async move {
         tracing::info!(function = %name, epoch, source = %source.source_hub_name, "asking the source how the handoff ended");
         // One lazily connected channel for all attempts: it reconnects by itself.
-        let client = migration_client(&connector, &source.source_address).map_err(|error| error.to_string());
+        let client = migration_client(&connector, &source.source_address, &source.source_hub_id)
+            .map_err(|error| error.to_string());
         let mut attempts = 0u64;
         loop {
             if !supervisor

@@ -240,7 +240,11 @@ impl MoveRun<'_> {
             stall_limit_millis: self.watchdog.limit().as_millis() as u64,
         };
         send(&self.watchdog, &outbound, frame(source_frame::Frame::Offer(offer))).await?;
-        let mut client = migration_client(&context.connector, &self.target.address.to_string())?;
+        let mut client = migration_client(
+            &context.connector,
+            &self.target.address.to_string(),
+            &self.target.hub_id,
+        )?;
         // Connecting (with its own limit) and the answer to the offer.
         let open_limit = TRANSFER_CONNECT_TIMEOUT + STALL_TIMEOUT;
         let opened = tokio::time::timeout(open_limit, client.transfer(ReceiverStream::new(frames)))

@@ -129,6 +129,8 @@ pub fn code_name(code: ErrorCode) -> &'static str {
         ErrorCode::Unavailable => "Unavailable",
         ErrorCode::DataLoss => "DataLoss",
         ErrorCode::Aborted => "Aborted",
+        ErrorCode::Unauthenticated => "Unauthenticated",
+        ErrorCode::PermissionDenied => "PermissionDenied",
         ErrorCode::Internal => "Internal",
     }
 }
@@ -145,6 +147,8 @@ pub fn code_from_name(name: &str) -> ErrorCode {
         ErrorCode::Unavailable,
         ErrorCode::DataLoss,
         ErrorCode::Aborted,
+        ErrorCode::Unauthenticated,
+        ErrorCode::PermissionDenied,
     ]
     .into_iter()
     .find(|code| code_name(*code) == name)

@@ -1,0 +1,121 @@
+//! Client credentials and join tokens: a hub that holds the cluster CA key
+//! signs a viewer or operator certificate for a client's own key, and makes
+//! the tokens new hubs join with.
+
+use std::time::Duration;
+
+use ferry_proto::v1::{
+    CreateJoinTokenRequest, IssueCredentialRequest, IssueCredentialResponse, JoinToken, ListJoinTokensResponse,
+    RemoveJoinTokenRequest,
+};
+
+use super::HubApi;
+use crate::error::HubError;
+use crate::trust::authority::Subject;
+use crate::trust::{Role, TrustError};
+
+/// Lifetime of a credential issued without a TTL.
+pub const DEFAULT_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Lifetime of a join token made without a TTL.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// The longest a join token may live.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The longest lifetime a credential may be issued for.
+pub const MAX_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(5 * 365 * 24 * 3600);
+
+fn token_info(info: crate::trust::tokens::TokenInfo, token: String) -> JoinToken {
+    JoinToken {
+        token,
+        id: info.id,
+        expires_at: info.expires_at,
+        uses_left: info.uses_left,
+    }
+}
+
+impl HubApi {
+    fn signer(&self) -> Result<(&crate::trust::ClusterAuthority, &crate::trust::tokens::JoinTokens), HubError> {
+        match (&self.inner.authority, &self.inner.tokens) {
+            (Some(authority), Some(tokens)) => Ok((authority, tokens)),
+            _ => Err(TrustError::NotAnAuthority.into()),
+        }
+    }
+
+    pub fn create_join_token(&self, request: CreateJoinTokenRequest) -> Result<JoinToken, HubError> {
+        let (authority, tokens) = self.signer()?;
+        let lifetime = match request.ttl_seconds {
+            0 => DEFAULT_TOKEN_LIFETIME,
+            seconds => Duration::from_secs(seconds),
+        };
+        if lifetime > MAX_TOKEN_LIFETIME {
+            return Err(HubError::InvalidRequest(format!(
+                "a join token lives at most {}",
+                humantime::format_duration(MAX_TOKEN_LIFETIME)
+            )));
+        }
+        let fingerprint = crate::trust::tokens::ca_fingerprint(&authority.certificate_der()?);
+        let (token, info) = tokens.create(&fingerprint, lifetime, request.uses.max(1))?;
+        tracing::info!(id = %info.id, uses = info.uses_left, lifetime_s = lifetime.as_secs(), "made a join token");
+        Ok(token_info(info, token))
+    }
+
+    pub fn list_join_tokens(&self) -> Result<ListJoinTokensResponse, HubError> {
+        let (_, tokens) = self.signer()?;
+        Ok(ListJoinTokensResponse {
+            tokens: tokens
+                .list()
+                .into_iter()
+                .map(|info| token_info(info, String::new()))
+                .collect(),
+        })
+    }
+
+    pub fn remove_join_token(&self, request: RemoveJoinTokenRequest) -> Result<(), HubError> {
+        let (_, tokens) = self.signer()?;
+        match tokens.remove(&request.id)? {
+            true => {
+                tracing::info!(id = %request.id, "revoked a join token");
+                Ok(())
+            }
+            false => Err(HubError::TokenNotFound { id: request.id }),
+        }
+    }
+
+    pub fn issue_credential(&self, request: IssueCredentialRequest) -> Result<IssueCredentialResponse, HubError> {
+        let (authority, _) = self.signer()?;
+        let role: Role = request.role.parse().map_err(HubError::InvalidRequest)?;
+        if role == Role::Hub {
+            return Err(HubError::InvalidRequest(
+                "hub certificates are given to hubs that join with a token, not issued as credentials".to_owned(),
+            ));
+        }
+        let name = request.name.trim();
+        if name.is_empty() || name.len() > 64 || name.chars().any(char::is_control) {
+            return Err(HubError::InvalidRequest(format!(
+                "a credential name is 1 to 64 printable characters, not {:?}",
+                request.name
+            )));
+        }
+        let lifetime = match request.ttl_seconds {
+            0 => DEFAULT_CREDENTIAL_LIFETIME,
+            seconds => Duration::from_secs(seconds),
+        };
+        if lifetime > MAX_CREDENTIAL_LIFETIME {
+            return Err(HubError::InvalidRequest(format!(
+                "a credential lives at most {}",
+                humantime::format_duration(MAX_CREDENTIAL_LIFETIME)
+            )));
+        }
+        let subject = Subject {
+            name: name.to_owned(),
+            role,
+            lifetime,
+        };
+        let certificate_pem = authority.sign_request(&request.signing_request_pem, &subject)?;
+        tracing::info!(name, %role, lifetime_s = lifetime.as_secs(), "issued a client credential");
+        Ok(IssueCredentialResponse {
+            certificate_pem,
+            ca_pem: authority.certificate_pem().to_owned(),
+        })
+    }
+}
