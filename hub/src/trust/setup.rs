@@ -75,7 +75,17 @@ impl HubTrust {
                 tracing::info!("renewed this hub's certificate");
                 renewed
             }
-            (Some(credential), _) => credential,
+            (Some(credential), Some(_)) => credential,
+            (Some(credential), None) => {
+                // A hub that joined cannot renew its own certificate yet.
+                if needs_renewal(&credential, hub_id)? {
+                    tracing::warn!(
+                        not_after = credential.identity()?.not_after,
+                        "this hub's certificate names another hub or ends within 10 days; peers refuse it once it has expired: join again with a new token (move tls/hub.cred away first)"
+                    );
+                }
+                credential
+            }
             (None, Some(authority)) => {
                 let issued = authority.issue(&Subject::hub(hub_id, HUB_CERTIFICATE_LIFETIME))?;
                 issued.write(&credential_path)?;
