@@ -208,7 +208,7 @@ pub fn hub_client(channel: Channel) -> HubClient<Channel> {
 
 /// The innermost cause of an error: for a refused connection, "Connection
 /// refused (os error 111)" rather than "transport error".
-fn innermost_reason(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn innermost_reason(error: &(dyn std::error::Error + 'static)) -> String {
     let mut innermost = error;
     while let Some(source) = innermost.source() {
         innermost = source;

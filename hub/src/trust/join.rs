@@ -178,7 +178,7 @@ pub async fn join_cluster(peer: &str, token: &ParsedToken, hub_id: &str) -> Resu
             config: Arc::new(config),
         })
         .await
-        .map_err(|error| not_the_cluster(innermost(&error)))?;
+        .map_err(|error| not_the_cluster(crate::connector::innermost_reason(&error)))?;
     let ca = verifier
         .ca
         .lock()
@@ -206,14 +206,6 @@ pub async fn join_cluster(peer: &str, token: &ParsedToken, hub_id: &str) -> Resu
         ));
     }
     Ok(credential)
-}
-
-fn innermost(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut innermost = error;
-    while let Some(source) = innermost.source() {
-        innermost = source;
-    }
-    innermost.to_string()
 }
 
 /// The server side: redeems tokens and signs hub certificates, on a hub
