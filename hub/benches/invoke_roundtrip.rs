@@ -85,6 +85,9 @@ impl Hub for PlainEcho {
     ) -> Result<Response<RemoveJoinTokenResponse>, Status> {
         Err(Status::unimplemented("baseline"))
     }
+    async fn remove_hub(&self, _: Request<RemoveHubRequest>) -> Result<Response<RemoveHubResponse>, Status> {
+        Err(Status::unimplemented("baseline"))
+    }
     type LogsStream = LogStreamResult;
     async fn logs(&self, _: Request<LogsRequest>) -> Result<Response<Self::LogsStream>, Status> {
         Err(Status::unimplemented("baseline"))

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ferry_migrator::transfer::RoundPolicy;
 use ferry_proto::internal::v1::join_server::JoinServer;
+use ferry_proto::internal::v1::membership_server::MembershipServer;
 use ferry_proto::internal::v1::migration_server::MigrationServer;
 use ferry_proto::v1::hub_server::HubServer;
 use thiserror::Error;
@@ -31,7 +32,8 @@ use crate::service::HubService;
 use crate::store::reserve::DiskReserve;
 use crate::store::{Store, StoreError};
 use crate::supervisor::{HubIdentity, Supervisor, SupervisorConfig};
-use crate::trust::join::{JoinError, JoinService};
+use crate::trust::join::{JoinError, JoinService, Signer};
+use crate::trust::renewal::MembershipService;
 use crate::trust::setup::JoinPlan;
 use crate::trust::{AccessLayer, ClientTls, HubTrust, TrustError};
 
@@ -158,6 +160,8 @@ pub struct RunningHub {
     rebalancer: tokio::task::JoinHandle<()>,
     periodic_checkpoints: Option<tokio::task::JoinHandle<()>>,
     reserve_checks: tokio::task::JoinHandle<()>,
+    /// Renews the hub certificate (with TLS).
+    renewer: Option<tokio::task::JoinHandle<()>>,
     log_flusher: crate::logs::LogFlusher,
     health: tonic_health::server::HealthReporter,
     stop_serving: tokio::sync::oneshot::Sender<()>,
@@ -171,6 +175,9 @@ impl RunningHub {
     pub async fn shutdown(self) -> Result<(), AgentError> {
         self.health.set_not_serving::<HubServer<HubService>>().await;
         self.reserve_checks.abort();
+        if let Some(renewer) = &self.renewer {
+            renewer.abort();
+        }
         self.rebalancer.abort();
         if let Some(periodic) = self.periodic_checkpoints {
             periodic.abort();
@@ -282,12 +289,23 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
                     token: token.clone(),
                     peer: config.peers[0].clone(),
                 };
-                HubTrust::join_or_load(&config.data_dir, &identity.id, &config.cluster_id, &plan)
-                    .await
-                    .map_err(AgentError::Join)?
+                HubTrust::join_or_load(
+                    &config.data_dir,
+                    &identity.id,
+                    &config.cluster_id,
+                    config.hub_certificate_lifetime,
+                    &plan,
+                )
+                .await
+                .map_err(AgentError::Join)?
             }
-            None => HubTrust::load_or_found(&config.data_dir, &identity.id, &config.cluster_id)
-                .map_err(AgentError::Trust)?,
+            None => HubTrust::load_or_found(
+                &config.data_dir,
+                &identity.id,
+                &config.cluster_id,
+                config.hub_certificate_lifetime,
+            )
+            .map_err(AgentError::Trust)?,
         }),
     };
     let runtime = Runtime::new(store.clone());
@@ -332,7 +350,9 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
 
     // Every channel to another hub is built here: probes, forwarding, moves.
     let connector = match &trust {
-        Some(trust) => PeerConnector::with_tls(ClientTls::new(&trust.credential)),
+        Some(trust) => {
+            PeerConnector::with_tls(ClientTls::new(&trust.credential)).with_revocations(Arc::clone(&trust.revocations))
+        }
         None => PeerConnector::new(),
     };
     let gauge = Arc::new(LoadGauge::default());
@@ -378,11 +398,12 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         peers: discovery.watch_peers(),
         suggester: discovery.suggester(),
         migration: migration_context.clone(),
-        figures,
+        figures: figures.clone(),
         rebalance: config.rebalance.mode,
         events: Arc::clone(&events),
         authority: trust.as_ref().and_then(|trust| trust.authority.clone()),
         tokens: trust.as_ref().and_then(|trust| trust.tokens.clone()),
+        revocations: trust.as_ref().map(|trust| Arc::clone(&trust.revocations)),
     });
     let hub_service = HubServer::new(HubService::new(api))
         .max_decoding_message_size(64 << 20)
@@ -392,6 +413,15 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         .max_decoding_message_size(crate::migration::MAX_FRAME_BYTES)
         .max_encoding_message_size(crate::migration::MAX_FRAME_BYTES);
 
+    // A hub holding the CA key signs joins and renewals.
+    let signer = trust.as_ref().and_then(|trust| {
+        Some(Signer {
+            authority: Arc::clone(trust.authority.as_ref()?),
+            tokens: Arc::clone(trust.tokens.as_ref()?),
+            revocations: Arc::clone(&trust.revocations),
+            hub_lifetime: config.hub_certificate_lifetime,
+        })
+    });
     let (stop_serving, stop_serving_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         // A dropped sender means the same as a sent one.
@@ -404,22 +434,34 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         .initial_connection_window_size(16 << 20)
         .max_frame_size(Some(1 << 20))
         .layer(AccessLayer {
-            enforce: trust.is_some(),
+            enforce: trust.as_ref().map(|trust| Arc::clone(&trust.revocations)),
         })
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(hub_service)
         .add_service(migration_service)
-        .add_service(JoinServer::new(JoinService::new(trust.as_ref().and_then(|trust| {
-            Some((
-                Arc::clone(trust.authority.as_ref()?),
-                Arc::clone(trust.tokens.as_ref()?),
-            ))
-        }))));
+        .add_service(JoinServer::new(JoinService::new(signer.clone())))
+        .add_service(MembershipServer::new(MembershipService::new(signer)));
+    let renewer = trust.as_ref().map(|trust| {
+        crate::renewer::Renewer::new(
+            trust,
+            &identity.id,
+            config.hub_certificate_lifetime,
+            connector.clone(),
+            discovery.watch_peers(),
+            figures.clone(),
+        )
+        .spawn()
+    });
     let served = match &trust {
         Some(trust) => {
-            let tls = crate::trust::tls::server_config(&trust.credential).map_err(AgentError::Trust)?;
+            let tls = crate::trust::tls::server_config(
+                &trust.credential,
+                Arc::clone(&trust.certificate),
+                Arc::clone(&trust.revocations),
+            )
+            .map_err(AgentError::Trust)?;
             let serving = server.serve_with_incoming_shutdown(crate::trust::tls::incoming(listener, tls), shutdown);
             tokio::spawn(async move { serving.await.map_err(AgentError::Serve) })
         }
@@ -448,6 +490,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         rebalancer,
         periodic_checkpoints,
         reserve_checks,
+        renewer,
         log_flusher,
         health: health_reporter,
         stop_serving,

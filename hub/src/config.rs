@@ -174,6 +174,10 @@ pub struct FileConfig {
     pub rebalance: Option<RebalanceFile>,
     /// Confirms `--insecure` for a hub that listens beyond loopback.
     pub insecure: Option<bool>,
+    /// How long the hub certificates this hub signs are valid (a hub that
+    /// holds the cluster CA key); members renew theirs when a third is left.
+    #[serde(default, with = "humantime_serde")]
+    pub hub_certificate_lifetime: Option<Duration>,
 }
 
 /// Settings after precedence was applied.
@@ -203,10 +207,15 @@ pub struct AgentConfig {
     pub join: Option<crate::trust::tokens::ParsedToken>,
     /// The config file says `insecure = true` too.
     pub insecure_confirmed: bool,
+    /// How long the hub certificates this hub signs are valid.
+    pub hub_certificate_lifetime: Duration,
 }
 
 /// How often running functions are checkpointed unless configured otherwise.
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The shortest hub certificate lifetime a signer may be set to.
+pub const MIN_HUB_CERTIFICATE_LIFETIME: Duration = Duration::from_secs(10);
 
 /// Cluster id of a hub started without `--cluster-id`.
 pub const DEFAULT_CLUSTER_ID: &str = "default";
@@ -291,6 +300,9 @@ impl AgentConfig {
             insecure: args.insecure,
             join: None,
             insecure_confirmed: file.insecure.unwrap_or(false),
+            hub_certificate_lifetime: file
+                .hub_certificate_lifetime
+                .unwrap_or(crate::trust::setup::HUB_CERTIFICATE_LIFETIME),
             rebalance: {
                 let table = file.rebalance.unwrap_or_default();
                 let defaults = RebalanceConfig::default();
@@ -307,6 +319,15 @@ impl AgentConfig {
 
     /// Checks what the types do not: numbers in range, watermarks in order.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.hub_certificate_lifetime < MIN_HUB_CERTIFICATE_LIFETIME {
+            return Err(ConfigError::Invalid {
+                key: "hub-certificate-lifetime",
+                reason: format!(
+                    "at least {} (members renew when a third is left)",
+                    humantime::format_duration(MIN_HUB_CERTIFICATE_LIFETIME)
+                ),
+            });
+        }
         if self.join.is_some() && self.peers.is_empty() {
             return Err(ConfigError::Invalid {
                 key: "join",
@@ -412,6 +433,7 @@ mod tests {
                 insecure: false,
                 join: None,
                 insecure_confirmed: false,
+                hub_certificate_lifetime: Duration::from_secs(30 * 24 * 3600),
             }
         );
     }

@@ -4,7 +4,7 @@
 //! forwarding and moves all connect through a [`PeerConnector`].
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use ferry_proto::internal::v1::migration_client::MigrationClient;
@@ -13,6 +13,7 @@ use thiserror::Error;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::trust::ClientTls;
+use crate::trust::revocation::Revocations;
 
 /// Largest request or answer of the `Hub` service (a module, a log page).
 pub const MAX_HUB_MESSAGE_BYTES: usize = 64 << 20;
@@ -46,17 +47,22 @@ pub enum ConnectError {
     Tls { address: String, reason: String },
     #[error("cannot reach hub at {address}: {reason}")]
     Unreachable { address: String, reason: String },
+    #[error("hub {hub_id} was removed from the cluster (ferry cluster rm): this hub does not connect to it")]
+    Revoked { hub_id: String },
 }
 
 /// Builds (and shares) channels to hubs. Cheap to clone; clones share
 /// their channels, one lazily connected channel per address and purpose.
 /// With TLS (`tls` set) every channel is mutual TLS under the cluster CA:
 /// it presents this side's credential and accepts only a hub certificate
-/// of the cluster.
+/// of the cluster, and a hub removed from the cluster is never connected
+/// to by name.
 #[derive(Clone, Default)]
 pub struct PeerConnector {
     channels: Arc<Mutex<HashMap<ChannelKey, Channel>>>,
-    tls: Option<ClientTls>,
+    /// Replaced when the hub's certificate is renewed.
+    tls: Option<Arc<RwLock<ClientTls>>>,
+    revocations: Option<Arc<Revocations>>,
 }
 
 /// One shared channel per address, purpose and the hub it must be (with
@@ -96,7 +102,41 @@ impl PeerConnector {
     pub fn with_tls(tls: ClientTls) -> PeerConnector {
         PeerConnector {
             channels: Arc::default(),
-            tls: Some(tls),
+            tls: Some(Arc::new(RwLock::new(tls))),
+            revocations: None,
+        }
+    }
+
+    /// Refuses to connect by name to a hub on `revocations`'s list.
+    pub fn with_revocations(mut self, revocations: Arc<Revocations>) -> PeerConnector {
+        self.revocations = Some(revocations);
+        self
+    }
+
+    /// Presents `tls` on every connection made from now on (a renewed
+    /// certificate). Connections open now keep the old one, which stays
+    /// valid until it ends: a move under way is not disturbed.
+    pub fn replace_tls(&self, tls: ClientTls) {
+        if let Some(current) = &self.tls {
+            *current.write().unwrap_or_else(|poisoned| poisoned.into_inner()) = tls;
+            self.channels
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .clear();
+        }
+    }
+
+    /// The revocation list this connector honours (a hub with TLS).
+    pub fn revocations(&self) -> Option<&Arc<Revocations>> {
+        self.revocations.as_ref()
+    }
+
+    fn refuse_revoked(&self, hub_id: Option<&str>) -> Result<(), ConnectError> {
+        match (hub_id, &self.revocations) {
+            (Some(hub_id), Some(revocations)) if revocations.is_revoked(hub_id) => Err(ConnectError::Revoked {
+                hub_id: hub_id.to_owned(),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -114,6 +154,7 @@ impl PeerConnector {
     /// The endpoint for `address` configured for `purpose`; with TLS and
     /// `hub_id`, only hub `hub_id`'s certificate is accepted.
     pub fn endpoint_to(&self, address: &str, purpose: Purpose, hub_id: Option<&str>) -> Result<Endpoint, ConnectError> {
+        self.refuse_revoked(hub_id)?;
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut endpoint =
             Endpoint::from_shared(scheme_uri(address, scheme)).map_err(|error| ConnectError::BadAddress {
@@ -121,12 +162,14 @@ impl PeerConnector {
                 reason: error.to_string(),
             })?;
         if let Some(tls) = &self.tls {
-            endpoint = endpoint
-                .tls_config(tls.config(hub_id))
-                .map_err(|error| ConnectError::Tls {
-                    address: address.to_owned(),
-                    reason: innermost_reason(&error),
-                })?;
+            let config = tls
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .config(hub_id);
+            endpoint = endpoint.tls_config(config).map_err(|error| ConnectError::Tls {
+                address: address.to_owned(),
+                reason: innermost_reason(&error),
+            })?;
         }
         Ok(match purpose {
             Purpose::Control => endpoint.connect_timeout(CONTROL_CONNECT_TIMEOUT).tcp_nodelay(true),
@@ -150,6 +193,10 @@ impl PeerConnector {
     pub fn channel_to(&self, address: &str, purpose: Purpose, hub_id: Option<&str>) -> Result<Channel, ConnectError> {
         let key = (address.to_owned(), purpose, hub_id.map(str::to_owned));
         let mut channels = self.channels.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Err(revoked) = self.refuse_revoked(hub_id) {
+            channels.remove(&key);
+            return Err(revoked);
+        }
         if let Some(channel) = channels.get(&key) {
             return Ok(channel.clone());
         }

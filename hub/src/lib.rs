@@ -18,6 +18,7 @@ pub mod logs;
 pub mod migration;
 pub mod peers;
 pub mod rebalance;
+pub mod renewer;
 pub mod runtime;
 pub mod service;
 pub mod store;

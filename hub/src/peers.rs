@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 
 use crate::connector::{PeerConnector, Purpose};
 use crate::supervisor::{CpuTotals, Supervisor};
+use crate::trust::revocation::{Revocations, SignedList};
 
 /// How often the advertised load figure is recomputed.
 const LOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -118,6 +119,15 @@ impl HubProber {
 impl Prober for HubProber {
     async fn probe(&self, addr: SocketAddr) -> Result<PeerIdentity, ProbeError> {
         let info = self.ask_proven(addr).await?;
+        if let Some(revocations) = self.connector.revocations() {
+            adopt_revocations(revocations, &info);
+            if revocations.is_revoked(&info.hub_id) {
+                return Err(ProbeError::failed(format!(
+                    "hub {} was removed from the cluster (ferry cluster rm)",
+                    info.hub_id
+                )));
+            }
+        }
         self.figures.record(&info);
         Ok(PeerIdentity {
             hub_id: info.hub_id,
@@ -126,6 +136,24 @@ impl Prober for HubProber {
             protocol_version: info.protocol_version,
             load: info.load,
         })
+    }
+}
+
+/// Takes the revocation list a probe answer carries if it is newer than
+/// this hub's: how a removal spreads through the cluster.
+fn adopt_revocations(revocations: &Revocations, info: &HubInfo) {
+    let signed = SignedList {
+        list: info.revocation_list.clone(),
+        signature: info.revocation_signature.clone(),
+    };
+    match revocations.adopt(&signed) {
+        Ok(true) => tracing::info!(
+            from = %info.hub_id,
+            sequence = revocations.sequence(),
+            "adopted a newer list of hubs removed from the cluster"
+        ),
+        Ok(false) => {}
+        Err(error) => tracing::warn!(from = %info.hub_id, %error, "ignored a revocation list"),
     }
 }
 

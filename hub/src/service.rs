@@ -12,8 +12,9 @@ use ferry_proto::v1::{
     DrainRequest, EventsRequest, FunctionInfo, GetFunctionRequest, GetHubInfoRequest, HubEvent, HubInfo, InvokeRequest,
     InvokeResponse, IssueCredentialRequest, IssueCredentialResponse, JoinToken, ListFunctionsRequest,
     ListFunctionsResponse, ListJoinTokensRequest, ListJoinTokensResponse, ListPeersRequest, ListPeersResponse,
-    LogEntry, LogsRequest, MigrateProgress, MigrateRequest, RemoveJoinTokenRequest, RemoveJoinTokenResponse,
-    RemoveRequest, RemoveResponse, ResumeRequest, StopRequest, SuspendRequest, SuspendResponse, UndrainRequest,
+    LogEntry, LogsRequest, MigrateProgress, MigrateRequest, RemoveHubRequest, RemoveHubResponse,
+    RemoveJoinTokenRequest, RemoveJoinTokenResponse, RemoveRequest, RemoveResponse, ResumeRequest, StopRequest,
+    SuspendRequest, SuspendResponse, UndrainRequest,
 };
 use futures::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
@@ -168,6 +169,10 @@ impl Hub for HubService {
                 .remove_join_token(request.into_inner())
                 .map(|()| RemoveJoinTokenResponse {}),
         )
+    }
+
+    async fn remove_hub(&self, request: Request<RemoveHubRequest>) -> Result<Response<RemoveHubResponse>, Status> {
+        answer(self.api.remove_hub(request.into_inner()))
     }
 
     type MigrateStream = StatusStream<MigrateProgress>;

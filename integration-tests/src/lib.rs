@@ -15,7 +15,7 @@ pub mod memory;
 pub mod moves;
 pub mod netns;
 
-pub use hub::{HubOptions, HubProcess, ferry_binary, rerun_with_dev_ferry};
+pub use hub::{HubOptions, HubProcess, client_tls, ferry_binary, rerun_with_dev_ferry};
 pub use netns::{Lan, NetNs, netns_or_skip};
 
 use std::future::Future;

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use ferry_proto::v1::{
     CreateJoinTokenRequest, IssueCredentialRequest, IssueCredentialResponse, JoinToken, ListJoinTokensResponse,
-    RemoveJoinTokenRequest,
+    RemoveHubRequest, RemoveHubResponse, RemoveJoinTokenRequest,
 };
 
 use super::HubApi;
 use crate::error::HubError;
 use crate::trust::authority::Subject;
+use crate::trust::names::is_hub_id;
 use crate::trust::{Role, TrustError};
 
 /// Lifetime of a credential issued without a TTL.
@@ -117,5 +118,50 @@ impl HubApi {
             certificate_pem,
             ca_pem: authority.certificate_pem().to_owned(),
         })
+    }
+
+    /// Removes a hub from the cluster: it goes on the revocation list,
+    /// which this hub signs and its peers pick up from their next probe of
+    /// it. `hub` is a hub id, or the name of exactly one known peer; an id
+    /// no peer has now (a hub long gone) is taken as it is.
+    pub fn remove_hub(&self, request: RemoveHubRequest) -> Result<RemoveHubResponse, HubError> {
+        let (authority, _) = self.signer()?;
+        let revocations = self.inner.revocations.as_ref().ok_or(TrustError::NotAnAuthority)?;
+        let wanted = request.hub.trim();
+        let identity = self.supervisor().identity();
+        if wanted == identity.id || wanted == identity.name {
+            return Err(HubError::InvalidRequest(
+                "this hub holds the cluster CA key and cannot remove itself".to_owned(),
+            ));
+        }
+        let known: Vec<String> = self
+            .inner
+            .peers
+            .borrow()
+            .iter()
+            .filter(|peer| peer.id() == Some(wanted) || peer.name() == Some(wanted))
+            .filter_map(|peer| peer.id().map(str::to_owned))
+            .collect();
+        let hub_id = match known.as_slice() {
+            [hub_id] => hub_id.clone(),
+            [] if is_hub_id(wanted) => wanted.to_owned(),
+            [] => {
+                return Err(HubError::HubNotFound { hub: wanted.to_owned() });
+            }
+            _ => {
+                return Err(HubError::InvalidRequest(format!(
+                    "several hubs are named {wanted:?}; give the hub id"
+                )));
+            }
+        };
+        if revocations.is_revoked(&hub_id) {
+            return Ok(RemoveHubResponse {
+                hub_id,
+                sequence: revocations.sequence(),
+            });
+        }
+        let sequence = revocations.revoke(authority, &hub_id)?;
+        tracing::warn!(%hub_id, sequence, "removed a hub from the cluster");
+        Ok(RemoveHubResponse { hub_id, sequence })
     }
 }

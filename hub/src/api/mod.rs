@@ -80,6 +80,8 @@ pub struct ApiParts {
     pub authority: Option<Arc<crate::trust::ClusterAuthority>>,
     /// The join tokens this hub made (with the CA key only).
     pub tokens: Option<Arc<crate::trust::tokens::JoinTokens>>,
+    /// The hubs removed from the cluster (with TLS only).
+    pub revocations: Option<Arc<crate::trust::revocation::Revocations>>,
 }
 
 impl HubApi {
@@ -100,6 +102,12 @@ impl HubApi {
             .count();
         let identity = self.supervisor().identity();
         let cpu = self.inner.load.cpu();
+        let revocations = self
+            .inner
+            .revocations
+            .as_ref()
+            .map(|revocations| revocations.signed())
+            .unwrap_or_default();
         HubInfo {
             hub_id: identity.id.clone(),
             hub_name: identity.name.clone(),
@@ -120,6 +128,9 @@ impl HubApi {
             draining: self.supervisor().draining(),
             rebalance: self.inner.rebalance.as_str().to_owned(),
             dirty_tracking: crate::runtime::TrackingMode::of_this_hub().describe().to_owned(),
+            revocation_list: revocations.list,
+            revocation_signature: revocations.signature,
+            signer: self.inner.authority.is_some(),
         }
     }
 

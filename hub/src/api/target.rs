@@ -32,6 +32,16 @@ impl HubApi {
             [peer] => *peer,
             _ => return Err(unusable("several hubs have that name; give the hub id".to_owned())),
         };
+        if let Some(hub_id) = peer.id().filter(|hub_id| {
+            self.inner
+                .revocations
+                .as_ref()
+                .is_some_and(|revocations| revocations.is_revoked(hub_id))
+        }) {
+            return Err(unusable(format!(
+                "hub {hub_id} was removed from the cluster (ferry cluster rm)"
+            )));
+        }
         if !peer.is_usable() {
             let reason = match (peer.state, peer.compatibility) {
                 (_, Some(Compatibility::ForeignCluster)) => format!(

@@ -184,6 +184,11 @@ pub async fn connect(target: &HubTarget) -> Result<HubClient<Channel>, ClientErr
             }
             ConnectError::Unreachable { address, reason } => ClientError::Unreachable { address, reason },
             ConnectError::Tls { address, reason } => ClientError::NotTrusted { address, reason },
+            // The CLI's connector holds no revocation list.
+            revoked @ ConnectError::Revoked { .. } => ClientError::NotTrusted {
+                address: target.address.clone(),
+                reason: revoked.to_string(),
+            },
         })?;
     Ok(hub_client(channel))
 }

@@ -6,8 +6,8 @@ use std::io::Write;
 use ferry_proto::v1::{
     CheckpointRequest, CreateJoinTokenRequest, DeployRequest, EventsRequest, GetHubInfoRequest, InvokeRequest,
     IssueCredentialRequest, Limits, ListFunctionsRequest, ListJoinTokensRequest, ListPeersRequest, LogStream,
-    LogsRequest, Placement, RemoveJoinTokenRequest, RemoveRequest, ResumeRequest, StopRequest, SuspendRequest,
-    UndrainRequest,
+    LogsRequest, Placement, RemoveHubRequest, RemoveJoinTokenRequest, RemoveRequest, ResumeRequest, StopRequest,
+    SuspendRequest, UndrainRequest,
 };
 use tokio_stream::StreamExt;
 
@@ -25,6 +25,7 @@ pub async fn run(hub: &HubTarget, json: bool, command: Command) -> Result<(), Cl
             create_credential(hub, json, args).await
         }
         Command::Cluster(ClusterCommand::Token(command)) => token(hub, json, command).await,
+        Command::Cluster(ClusterCommand::Rm { removed }) => remove_hub(hub, json, removed).await,
         Command::Ps => ps(hub, json).await,
         Command::Logs(args) => logs(hub, json, args).await,
         Command::Stop { name } => {
@@ -259,6 +260,30 @@ async fn create_credential(hub: &HubTarget, json: bool, args: CreateCredentialAr
 pub(super) fn timestamp(seconds: i64) -> String {
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(u64::try_from(seconds).unwrap_or(0));
     humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// `ferry cluster rm HUB`.
+async fn remove_hub(hub: &HubTarget, json: bool, removed: String) -> Result<(), ClientError> {
+    let response = connect(hub)
+        .await?
+        .remove_hub(RemoveHubRequest { hub: removed })
+        .await?
+        .into_inner();
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(
+            out,
+            "{}",
+            serde_json::json!({ "removed": response.hub_id, "revocation_list": response.sequence })
+        )?;
+    } else {
+        writeln!(
+            out,
+            "removed hub {} from the cluster (revocation list {}); members refuse it within seconds",
+            response.hub_id, response.sequence
+        )?;
+    }
+    Ok(())
 }
 
 /// `ferry cluster token create|ls|rm`.

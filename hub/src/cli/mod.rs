@@ -116,6 +116,12 @@ pub enum ClusterCommand {
     /// Tokens new hubs join with (`ferry agent --join TOKEN --peer HOST:PORT`)
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Remove a hub from the cluster: every member refuses it within seconds
+    Rm {
+        /// The hub's id or name
+        #[arg(value_name = "HUB")]
+        removed: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! Which role each call needs, and the layer that refuses a caller whose
 //! certificate does not carry it. Runs before any service sees the call.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tonic::codegen::http;
@@ -9,6 +10,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::names::{CertifiedIdentity, Role};
+use super::revocation::Revocations;
 
 /// The calls a `viewer` may make: reads only.
 const VIEWER_CALLS: &[&str] = &[
@@ -43,11 +45,12 @@ pub fn required_role(path: &str) -> Option<Role> {
 }
 
 /// Wraps the server's services: a call from a certificate without the
-/// role it needs ends with `PermissionDenied` naming that role. On an
-/// insecure hub (`enforce` false) every call goes through.
-#[derive(Debug, Clone, Copy, Default)]
+/// role it needs ends with `PermissionDenied` naming that role, one from a
+/// hub removed from the cluster (over a connection made before) with
+/// `Unauthenticated`. On an insecure hub (`None`) every call goes through.
+#[derive(Debug, Clone, Default)]
 pub struct AccessLayer {
-    pub enforce: bool,
+    pub enforce: Option<Arc<Revocations>>,
 }
 
 impl<S> Layer<S> for AccessLayer {
@@ -56,7 +59,7 @@ impl<S> Layer<S> for AccessLayer {
     fn layer(&self, inner: S) -> Access<S> {
         Access {
             inner,
-            enforce: self.enforce,
+            enforce: self.enforce.clone(),
         }
     }
 }
@@ -64,7 +67,7 @@ impl<S> Layer<S> for AccessLayer {
 #[derive(Debug, Clone)]
 pub struct Access<S> {
     inner: S,
-    enforce: bool,
+    enforce: Option<Arc<Revocations>>,
 }
 
 /// The caller's identity, from the certificate its TLS handshake proved.
@@ -86,10 +89,15 @@ pub fn caller_identity<T>(request: &tonic::Request<T>) -> Option<CertifiedIdenti
 }
 
 /// Why `request` may not go on, or `None`.
-pub fn refusal<B>(request: &http::Request<B>) -> Option<tonic::Status> {
+pub fn refusal<B>(request: &http::Request<B>, revocations: &Revocations) -> Option<tonic::Status> {
     let path = request.uri().path();
     let needed = required_role(path)?;
     match caller(request) {
+        Ok(CertifiedIdentity {
+            hub_id: Some(hub_id), ..
+        }) if revocations.is_revoked(&hub_id) => Some(tonic::Status::unauthenticated(format!(
+            "the certificate of hub {hub_id}: that hub was removed from the cluster (ferry cluster rm)"
+        ))),
         Ok(identity) if identity.role.allows(needed) => None,
         Ok(identity) => Some(tonic::Status::permission_denied(format!(
             "{path} needs the {needed} role; the credential of {:?} has the {} role",
@@ -117,7 +125,11 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        match self.enforce.then(|| refusal(&request)).flatten() {
+        match self
+            .enforce
+            .as_ref()
+            .and_then(|revocations| refusal(&request, revocations))
+        {
             Some(status) => {
                 tracing::info!(path = request.uri().path(), reason = status.message(), "call refused");
                 futures::future::Either::Left(futures::future::ready(Ok(status.into_http())))
@@ -152,7 +164,9 @@ mod tests {
             .uri("/ferry.v1.Hub/ListFunctions")
             .body(())
             .unwrap();
-        let status = refusal(&request).unwrap();
+        let authority = crate::trust::ClusterAuthority::create("test").unwrap();
+        let revocations = Revocations::in_memory(&authority.certificate_der().unwrap()).unwrap();
+        let status = refusal(&request, &revocations).unwrap();
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
     }
 }

@@ -19,7 +19,7 @@ use super::names::{ANY_HUB, Role, hub_dns_name, hub_uri, role_uri};
 const CA_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Certificates are valid from a little before they are made: clocks of
 /// edge boards drift.
-const CLOCK_SKEW: Duration = Duration::from_secs(3600);
+pub(crate) const CLOCK_SKEW: Duration = Duration::from_secs(3600);
 
 /// What a certificate is issued for.
 #[derive(Debug, Clone)]
@@ -165,6 +165,13 @@ impl ClusterAuthority {
             certificate.pem(),
             self.certificate_pem.clone(),
         ))
+    }
+
+    /// The CA key's signature (ECDSA P-256, SHA-256, ASN.1) over `message`:
+    /// what vouches for a revocation list.
+    pub fn sign(&self, message: &[u8]) -> Result<Vec<u8>, TrustError> {
+        use rcgen::SigningKey;
+        Ok(self.key.sign(message)?)
     }
 
     /// A certificate for `subject` on the public key of a signing request

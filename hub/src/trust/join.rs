@@ -29,8 +29,8 @@ use tonic::{Request, Response, Status};
 use super::TrustError;
 use super::authority::{ClusterAuthority, Subject, new_signing_request};
 use super::credential::Credential;
-use super::names::ANY_HUB;
-use super::setup::HUB_CERTIFICATE_LIFETIME;
+use super::names::{ANY_HUB, is_hub_id};
+use super::revocation::Revocations;
 use super::tokens::{JoinTokens, ParsedToken, RedeemError, ca_fingerprint};
 
 const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -208,23 +208,28 @@ pub async fn join_cluster(peer: &str, token: &ParsedToken, hub_id: &str) -> Resu
     Ok(credential)
 }
 
+/// What a hub that holds the CA key signs with: the CA, its join tokens,
+/// and the revocation list (a removed hub id is never signed again).
+#[derive(Debug, Clone)]
+pub struct Signer {
+    pub authority: Arc<ClusterAuthority>,
+    pub tokens: Arc<JoinTokens>,
+    pub revocations: Arc<Revocations>,
+    /// How long the hub certificates it signs are valid.
+    pub hub_lifetime: Duration,
+}
+
 /// The server side: redeems tokens and signs hub certificates, on a hub
 /// that holds the CA key.
 #[derive(Debug)]
 pub struct JoinService {
-    signer: Option<(Arc<ClusterAuthority>, Arc<JoinTokens>)>,
+    signer: Option<Signer>,
 }
 
 impl JoinService {
-    pub fn new(signer: Option<(Arc<ClusterAuthority>, Arc<JoinTokens>)>) -> JoinService {
+    pub fn new(signer: Option<Signer>) -> JoinService {
         JoinService { signer }
     }
-}
-
-/// A hub id as hubs make them: `hub-` and 16 hex digits.
-fn valid_hub_id(id: &str) -> bool {
-    id.strip_prefix("hub-")
-        .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|byte| byte.is_ascii_hexdigit()))
 }
 
 #[tonic::async_trait]
@@ -232,19 +237,31 @@ impl Join for JoinService {
     async fn join_cluster(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
         let remote = request.remote_addr();
         let request = request.into_inner();
-        let Some((authority, tokens)) = &self.signer else {
+        let Some(Signer {
+            authority,
+            tokens,
+            revocations,
+            hub_lifetime,
+        }) = &self.signer
+        else {
             return Err(Status::failed_precondition(
                 "this hub does not hold the cluster CA key and cannot sign joins: join through the hub that made the token",
             ));
         };
-        if !valid_hub_id(&request.hub_id) {
+        if !is_hub_id(&request.hub_id) {
             return Err(Status::invalid_argument(format!(
                 "{:?} is not a hub id",
                 request.hub_id
             )));
         }
+        if revocations.is_revoked(&request.hub_id) {
+            return Err(Status::permission_denied(format!(
+                "hub {} was removed from this cluster; a hub joins again with a new data directory (a new hub id)",
+                request.hub_id
+            )));
+        }
         // Signed first, so that a bad request does not use up the token.
-        let subject = Subject::hub(&request.hub_id, HUB_CERTIFICATE_LIFETIME);
+        let subject = Subject::hub(&request.hub_id, *hub_lifetime);
         let certificate_pem = authority
             .sign_request(&request.signing_request_pem, &subject)
             .map_err(|error| Status::invalid_argument(error.to_string()))?;

@@ -14,6 +14,8 @@ pub mod authority;
 pub mod credential;
 pub mod join;
 pub mod names;
+pub mod renewal;
+pub mod revocation;
 pub mod setup;
 pub mod tls;
 pub mod tokens;

@@ -65,6 +65,12 @@ impl std::str::FromStr for Role {
     }
 }
 
+/// A hub id as hubs make them: `hub-` and 16 hex digits.
+pub fn is_hub_id(id: &str) -> bool {
+    id.strip_prefix("hub-")
+        .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|byte| byte.is_ascii_hexdigit()))
+}
+
 /// The DNS name that only the certificate of hub `hub_id` carries.
 pub fn hub_dns_name(hub_id: &str) -> String {
     format!("{hub_id}.{ANY_HUB}")
@@ -86,6 +92,8 @@ pub struct CertifiedIdentity {
     pub name: String,
     /// For hub certificates, the hub id they were issued to.
     pub hub_id: Option<String>,
+    /// Seconds since the epoch before which the certificate is not valid.
+    pub not_before: i64,
     /// Seconds since the epoch after which the certificate is expired.
     pub not_after: i64,
 }
@@ -125,6 +133,7 @@ impl CertifiedIdentity {
             role,
             name,
             hub_id,
+            not_before: certificate.validity().not_before.timestamp(),
             not_after: certificate.validity().not_after.timestamp(),
         })
     }

@@ -14,23 +14,30 @@ use super::authority::{ClusterAuthority, Subject};
 use super::credential::Credential;
 use super::join::{JoinError, join_cluster};
 use super::names::Role;
+use super::renewal::renewal_due;
+use super::revocation::Revocations;
+use super::tls::HubCertificate;
 use super::tokens::{JoinTokens, ParsedToken};
 
-/// How long a hub certificate is valid.
+/// How long a hub certificate is valid unless configured otherwise.
 pub const HUB_CERTIFICATE_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
-/// A hub certificate with less than this left is renewed at start.
-const RENEW_BEFORE: Duration = Duration::from_secs(10 * 24 * 3600);
 /// How long the operator credential written at founding is valid.
 pub const ADMIN_CREDENTIAL_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The name of the operator credential file in the data directory.
 pub const ADMIN_CREDENTIAL_FILE: &str = "admin.cred";
 
-/// What a hub holds: its credential, and the CA key (with the join tokens
-/// it made) if it can sign.
+/// What a hub holds: its credential (as loaded at start; renewal replaces
+/// `certificate` and the file), the revocation list, and the CA key (with
+/// the join tokens it made) if it can sign.
 #[derive(Debug)]
 pub struct HubTrust {
     pub credential: Credential,
+    /// Where `credential` is kept (`tls/hub.cred`).
+    pub credential_path: PathBuf,
+    /// What the hub's server presents now.
+    pub certificate: Arc<HubCertificate>,
+    pub revocations: Arc<Revocations>,
     pub authority: Option<Arc<ClusterAuthority>>,
     pub tokens: Option<Arc<JoinTokens>>,
 }
@@ -50,8 +57,14 @@ fn tls_dir(data_dir: &Path) -> PathBuf {
 impl HubTrust {
     /// Loads the hub's trust material, or founds a new cluster if the data
     /// directory has none: a new CA, a certificate for `hub_id`, and
-    /// `admin.cred`. A hub certificate near its end is renewed.
-    pub fn load_or_found(data_dir: &Path, hub_id: &str, cluster_name: &str) -> Result<HubTrust, TrustError> {
+    /// `admin.cred`. A hub certificate near its end is renewed (on a hub
+    /// that holds the CA key; others renew once they reach a signer).
+    pub fn load_or_found(
+        data_dir: &Path,
+        hub_id: &str,
+        cluster_name: &str,
+        hub_lifetime: Duration,
+    ) -> Result<HubTrust, TrustError> {
         let dir = tls_dir(data_dir);
         create_private_dir(&dir)?;
         let credential_path = dir.join("hub.cred");
@@ -70,24 +83,29 @@ impl HubTrust {
         }
         let credential = match (existing, &authority) {
             (Some(credential), Some(authority)) if needs_renewal(&credential, hub_id)? => {
-                let renewed = authority.issue(&Subject::hub(hub_id, HUB_CERTIFICATE_LIFETIME))?;
+                let renewed = authority.issue(&Subject::hub(hub_id, hub_lifetime))?;
                 renewed.write(&credential_path)?;
                 tracing::info!("renewed this hub's certificate");
                 renewed
             }
             (Some(credential), Some(_)) => credential,
             (Some(credential), None) => {
-                // A hub that joined cannot renew its own certificate yet.
-                if needs_renewal(&credential, hub_id)? {
+                let identity = credential.identity()?;
+                if identity.hub_id.as_deref() != Some(hub_id) {
                     tracing::warn!(
-                        not_after = credential.identity()?.not_after,
-                        "this hub's certificate names another hub or ends within 10 days; peers refuse it once it has expired: join again with a new token (move tls/hub.cred away first)"
+                        certificate_names = ?identity.hub_id,
+                        "this hub's certificate names another hub; peers refuse it: join again with a new token (move tls/hub.cred away first)"
+                    );
+                } else if identity.not_after <= OffsetDateTime::now_utc().unix_timestamp() {
+                    tracing::warn!(
+                        not_after = identity.not_after,
+                        "this hub's certificate has expired and peers refuse it: join again with a new token (move tls/hub.cred away first)"
                     );
                 }
                 credential
             }
             (None, Some(authority)) => {
-                let issued = authority.issue(&Subject::hub(hub_id, HUB_CERTIFICATE_LIFETIME))?;
+                let issued = authority.issue(&Subject::hub(hub_id, hub_lifetime))?;
                 issued.write(&credential_path)?;
                 issued
             }
@@ -109,9 +127,21 @@ impl HubTrust {
             Some(_) => Some(Arc::new(JoinTokens::open(&dir)?)),
             None => None,
         };
+        HubTrust::assemble(&dir, credential, authority.map(Arc::new), tokens)
+    }
+
+    fn assemble(
+        dir: &Path,
+        credential: Credential,
+        authority: Option<Arc<ClusterAuthority>>,
+        tokens: Option<Arc<JoinTokens>>,
+    ) -> Result<HubTrust, TrustError> {
         Ok(HubTrust {
+            credential_path: dir.join("hub.cred"),
+            certificate: Arc::new(HubCertificate::new(&credential)?),
+            revocations: Arc::new(Revocations::open(dir, &credential.ca_der()?)?),
             credential,
-            authority: authority.map(Arc::new),
+            authority,
             tokens,
         })
     }
@@ -123,32 +153,31 @@ impl HubTrust {
         data_dir: &Path,
         hub_id: &str,
         cluster_name: &str,
+        hub_lifetime: Duration,
         plan: &JoinPlan,
     ) -> Result<HubTrust, JoinError> {
         let dir = tls_dir(data_dir);
         let credential_path = dir.join("hub.cred");
         if credential_path.exists() || dir.join("ca.key").exists() {
             tracing::info!("this hub is a member of a cluster already; the join token is not used");
-            return Ok(HubTrust::load_or_found(data_dir, hub_id, cluster_name)?);
+            return Ok(HubTrust::load_or_found(data_dir, hub_id, cluster_name, hub_lifetime)?);
         }
         create_private_dir(&dir)?;
         let credential = join_cluster(&plan.peer, &plan.token, hub_id).await?;
         credential.write(&credential_path)?;
         tracing::info!(peer = %plan.peer, "joined the cluster");
-        Ok(HubTrust {
-            credential,
-            authority: None,
-            tokens: None,
-        })
+        Ok(HubTrust::assemble(&dir, credential, None, None)?)
     }
 }
 
-/// Whether `credential` must be replaced: it names another hub, or it
-/// expires within [`RENEW_BEFORE`].
+/// Whether `credential` must be replaced: it names another hub, or a third
+/// or less of its lifetime is left.
 fn needs_renewal(credential: &Credential, hub_id: &str) -> Result<bool, TrustError> {
     let identity = credential.identity()?;
-    let left = identity.not_after - OffsetDateTime::now_utc().unix_timestamp();
-    Ok(identity.hub_id.as_deref() != Some(hub_id) || left < RENEW_BEFORE.as_secs() as i64)
+    Ok(
+        identity.hub_id.as_deref() != Some(hub_id)
+            || renewal_due(&identity, OffsetDateTime::now_utc().unix_timestamp()),
+    )
 }
 
 fn create_private_dir(dir: &Path) -> Result<(), TrustError> {
@@ -169,7 +198,7 @@ mod tests {
     #[test]
     fn a_new_data_directory_founds_a_cluster_and_a_restart_keeps_it() {
         let dir = tempfile::tempdir().unwrap();
-        let first = HubTrust::load_or_found(dir.path(), "hub-01", "test").unwrap();
+        let first = HubTrust::load_or_found(dir.path(), "hub-01", "test", HUB_CERTIFICATE_LIFETIME).unwrap();
         assert!(first.authority.is_some());
         let identity = first.credential.identity().unwrap();
         assert_eq!((identity.role, identity.hub_id.as_deref()), (Role::Hub, Some("hub-01")));
@@ -177,7 +206,7 @@ mod tests {
         assert_eq!(admin.identity().unwrap().role, Role::Operator);
         assert_eq!(admin.ca_pem(), first.credential.ca_pem());
 
-        let again = HubTrust::load_or_found(dir.path(), "hub-01", "test").unwrap();
+        let again = HubTrust::load_or_found(dir.path(), "hub-01", "test", HUB_CERTIFICATE_LIFETIME).unwrap();
         assert_eq!(again.credential.certificate_pem(), first.credential.certificate_pem());
         assert_eq!(again.credential.ca_pem(), first.credential.ca_pem());
     }
