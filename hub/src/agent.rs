@@ -433,8 +433,9 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(16 << 20)
         .max_frame_size(Some(1 << 20))
-        .layer(AccessLayer {
-            enforce: trust.as_ref().map(|trust| Arc::clone(&trust.revocations)),
+        .layer(match &trust {
+            Some(trust) => AccessLayer::enforcing(Arc::clone(&trust.revocations)),
+            None => AccessLayer::open(),
         })
         .add_service(health_service)
         .add_service(reflection)

@@ -292,6 +292,19 @@ impl MoveRun<'_> {
         }
         self.prepare = prepared_wait.elapsed();
 
+        // A destination removed from the cluster while the function was on
+        // its way never gets it: the record below is the point of no return.
+        if context
+            .connector
+            .revocations()
+            .is_some_and(|revocations| revocations.is_revoked(&self.target.hub_id))
+        {
+            let error = local(format!(
+                "hub {} was removed from the cluster during the move",
+                self.target.hub_id
+            ));
+            return Err(abort(sender, &outbound, error));
+        }
         let new_epoch = self.candidate.epoch + 1;
         let pointer = ForwardPointer {
             hub_id: self.target.hub_id.clone(),

@@ -1,8 +1,10 @@
 //! Which role each call needs, and the layer that refuses a caller whose
 //! certificate does not carry it. Runs before any service sees the call.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+
+use rustls::pki_types::CertificateDer;
 
 use tonic::codegen::http;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
@@ -50,7 +52,31 @@ pub fn required_role(path: &str) -> Option<Role> {
 /// `Unauthenticated`. On an insecure hub (`None`) every call goes through.
 #[derive(Debug, Clone, Default)]
 pub struct AccessLayer {
-    pub enforce: Option<Arc<Revocations>>,
+    enforce: Option<Arc<Enforcement>>,
+}
+
+impl AccessLayer {
+    /// Checks every call against the caller's role and `revocations`.
+    pub fn enforcing(revocations: Arc<Revocations>) -> AccessLayer {
+        AccessLayer {
+            enforce: Some(Arc::new(Enforcement {
+                revocations,
+                identities: IdentityCache::default(),
+            })),
+        }
+    }
+
+    /// Lets every call through (an insecure hub).
+    pub fn open() -> AccessLayer {
+        AccessLayer::default()
+    }
+}
+
+/// What the check of a call needs.
+#[derive(Debug)]
+struct Enforcement {
+    revocations: Arc<Revocations>,
+    identities: IdentityCache,
 }
 
 impl<S> Layer<S> for AccessLayer {
@@ -67,18 +93,50 @@ impl<S> Layer<S> for AccessLayer {
 #[derive(Debug, Clone)]
 pub struct Access<S> {
     inner: S,
-    enforce: Option<Arc<Revocations>>,
+    enforce: Option<Arc<Enforcement>>,
+}
+
+/// A connection's certificate list (the same `Arc` for every call on it).
+type PeerCertificates = Arc<Vec<CertificateDer<'static>>>;
+
+/// How many connections' identities are kept.
+const CACHED_CONNECTIONS: usize = 64;
+
+/// The identities of the last connections' certificates, so that a call
+/// does not parse the certificate its connection already showed. An entry
+/// holds the connection's certificate list, so the pointer it is found by
+/// cannot be reused by another list while it is cached.
+#[derive(Debug, Default)]
+struct IdentityCache {
+    entries: Mutex<Vec<(PeerCertificates, Result<CertifiedIdentity, String>)>>,
+}
+
+impl IdentityCache {
+    fn identity(&self, certificates: &PeerCertificates) -> Result<CertifiedIdentity, String> {
+        let mut entries = self.entries.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((_, identity)) = entries.iter().find(|(cached, _)| Arc::ptr_eq(cached, certificates)) {
+            return identity.clone();
+        }
+        let identity = match certificates.first() {
+            Some(first) => CertifiedIdentity::from_der(first).map_err(|error| error.to_string()),
+            None => Err("the caller presented no certificate".to_owned()),
+        };
+        if entries.len() >= CACHED_CONNECTIONS {
+            drop(entries.remove(0));
+        }
+        entries.push((Arc::clone(certificates), identity.clone()));
+        identity
+    }
 }
 
 /// The caller's identity, from the certificate its TLS handshake proved.
-fn caller<B>(request: &http::Request<B>) -> Result<CertifiedIdentity, String> {
+fn caller<B>(request: &http::Request<B>, identities: &IdentityCache) -> Result<CertifiedIdentity, String> {
     let certificates = request
         .extensions()
         .get::<TlsConnectInfo<TcpConnectInfo>>()
         .and_then(TlsConnectInfo::peer_certs)
         .ok_or("the caller presented no certificate")?;
-    let first = certificates.first().ok_or("the caller presented no certificate")?;
-    CertifiedIdentity::from_der(first).map_err(|error| error.to_string())
+    identities.identity(&certificates)
 }
 
 /// Who made a gRPC call, by the certificate its TLS handshake proved
@@ -89,13 +147,13 @@ pub fn caller_identity<T>(request: &tonic::Request<T>) -> Option<CertifiedIdenti
 }
 
 /// Why `request` may not go on, or `None`.
-pub fn refusal<B>(request: &http::Request<B>, revocations: &Revocations) -> Option<tonic::Status> {
+fn refusal<B>(request: &http::Request<B>, enforcement: &Enforcement) -> Option<tonic::Status> {
     let path = request.uri().path();
     let needed = required_role(path)?;
-    match caller(request) {
+    match caller(request, &enforcement.identities) {
         Ok(CertifiedIdentity {
             hub_id: Some(hub_id), ..
-        }) if revocations.is_revoked(&hub_id) => Some(tonic::Status::unauthenticated(format!(
+        }) if enforcement.revocations.is_revoked(&hub_id) => Some(tonic::Status::unauthenticated(format!(
             "the certificate of hub {hub_id}: that hub was removed from the cluster (ferry cluster rm)"
         ))),
         Ok(identity) if identity.role.allows(needed) => None,
@@ -165,8 +223,44 @@ mod tests {
             .body(())
             .unwrap();
         let authority = crate::trust::ClusterAuthority::create("test").unwrap();
-        let revocations = Revocations::in_memory(&authority.certificate_der().unwrap()).unwrap();
-        let status = refusal(&request, &revocations).unwrap();
+        let enforcement = Enforcement {
+            revocations: Arc::new(Revocations::in_memory(&authority.certificate_der().unwrap()).unwrap()),
+            identities: IdentityCache::default(),
+        };
+        let status = refusal(&request, &enforcement).unwrap();
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
+    }
+
+    #[test]
+    fn a_connection_is_identified_once_and_each_connection_by_its_own_certificate() {
+        let authority = crate::trust::ClusterAuthority::create("test").unwrap();
+        let certificates = |hub_id: &str| -> PeerCertificates {
+            let credential = authority
+                .issue(&crate::trust::authority::Subject::hub(
+                    hub_id,
+                    std::time::Duration::from_secs(60),
+                ))
+                .unwrap();
+            Arc::new(vec![credential.certificate_der().unwrap()])
+        };
+        let cache = IdentityCache::default();
+        let first = certificates("hub-0000000000000001");
+        let second = certificates("hub-0000000000000002");
+        for _ in 0..3 {
+            assert_eq!(
+                cache.identity(&first).unwrap().hub_id.as_deref(),
+                Some("hub-0000000000000001")
+            );
+            assert_eq!(
+                cache.identity(&second).unwrap().hub_id.as_deref(),
+                Some("hub-0000000000000002")
+            );
+        }
+        assert_eq!(cache.entries.lock().unwrap().len(), 2);
+        for index in 0..CACHED_CONNECTIONS + 5 {
+            cache.identity(&certificates(&format!("hub-{index:016x}"))).unwrap();
+        }
+        assert_eq!(cache.entries.lock().unwrap().len(), CACHED_CONNECTIONS);
+        assert!(cache.identity(&Arc::new(Vec::new())).is_err());
     }
 }
