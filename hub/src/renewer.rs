@@ -16,23 +16,23 @@ use tokio::sync::watch;
 use crate::connector::{PeerConnector, Purpose};
 use crate::peers::PeerFigures;
 use crate::trust::authority::Subject;
-use crate::trust::renewal::{RenewalError, check_interval, renew_through, renewal_due};
+use crate::trust::renewal::{RenewalError, check_interval, lifetime, renew_through, renewal_due};
 use crate::trust::tls::HubCertificate;
 use crate::trust::{ClientTls, ClusterAuthority, Credential, HubTrust};
 
 /// What renewal reads and replaces.
 pub struct Renewer {
-    pub hub_id: String,
-    pub current: Credential,
-    pub credential_path: PathBuf,
-    pub certificate: Arc<HubCertificate>,
-    pub connector: PeerConnector,
+    hub_id: String,
+    current: Credential,
+    credential_path: PathBuf,
+    certificate: Arc<HubCertificate>,
+    connector: PeerConnector,
     /// The CA, on a hub that holds its key.
-    pub authority: Option<Arc<ClusterAuthority>>,
+    authority: Option<Arc<ClusterAuthority>>,
     /// How long certificates this hub signs itself are valid.
-    pub lifetime: Duration,
-    pub peers: watch::Receiver<Vec<PeerSnapshot>>,
-    pub figures: PeerFigures,
+    lifetime: Duration,
+    peers: watch::Receiver<Vec<PeerSnapshot>>,
+    figures: PeerFigures,
 }
 
 impl Renewer {
@@ -62,9 +62,7 @@ impl Renewer {
         tokio::spawn(async move {
             loop {
                 let Ok(identity) = self.current.identity() else { return };
-                let issued = identity.not_before + crate::trust::authority::CLOCK_SKEW.as_secs() as i64;
-                let lifetime = Duration::from_secs((identity.not_after - issued).max(1) as u64);
-                tokio::time::sleep(check_interval(lifetime)).await;
+                tokio::time::sleep(check_interval(lifetime(&identity))).await;
                 if !renewal_due(&identity, OffsetDateTime::now_utc().unix_timestamp()) {
                     continue;
                 }

@@ -27,9 +27,14 @@ use super::names::{CertifiedIdentity, Role};
 /// Whether a certificate with `identity` should be renewed at `now` (Unix
 /// seconds): a third or less of its lifetime is left.
 pub fn renewal_due(identity: &CertifiedIdentity, now: i64) -> bool {
+    identity.not_after - now <= lifetime(identity).as_secs() as i64 / 3
+}
+
+/// How long a certificate was issued for (its validity starts
+/// [`CLOCK_SKEW`] before it was made).
+pub fn lifetime(identity: &CertifiedIdentity) -> Duration {
     let issued = identity.not_before + CLOCK_SKEW.as_secs() as i64;
-    let lifetime = (identity.not_after - issued).max(0);
-    identity.not_after - now <= lifetime / 3
+    Duration::from_secs((identity.not_after - issued).max(0) as u64)
 }
 
 /// How often a hub looks at its certificate's lifetime: often enough that
