@@ -419,6 +419,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
             authority: Arc::clone(trust.authority.as_ref()?),
             tokens: Arc::clone(trust.tokens.as_ref()?),
             revocations: Arc::clone(&trust.revocations),
+            members: Arc::clone(trust.members.as_ref()?),
             hub_lifetime: config.hub_certificate_lifetime,
         })
     });

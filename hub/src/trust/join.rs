@@ -29,6 +29,7 @@ use tonic::{Request, Response, Status};
 use super::TrustError;
 use super::authority::{ClusterAuthority, Subject, new_signing_request};
 use super::credential::Credential;
+use super::members::Members;
 use super::names::{ANY_HUB, is_hub_id};
 use super::revocation::Revocations;
 use super::tokens::{JoinTokens, ParsedToken, RedeemError, ca_fingerprint};
@@ -215,6 +216,8 @@ pub struct Signer {
     pub authority: Arc<ClusterAuthority>,
     pub tokens: Arc<JoinTokens>,
     pub revocations: Arc<Revocations>,
+    /// The hub ids that joined: never signed for another joiner.
+    pub members: Arc<Members>,
     /// How long the hub certificates it signs are valid.
     pub hub_lifetime: Duration,
 }
@@ -241,6 +244,7 @@ impl Join for JoinService {
             authority,
             tokens,
             revocations,
+            members,
             hub_lifetime,
         }) = &self.signer
         else {
@@ -260,12 +264,27 @@ impl Join for JoinService {
                 request.hub_id
             )));
         }
-        // Signed first, so that a bad request does not use up the token.
+        // The id is taken first (a token never buys a member's id), then
+        // the certificate signed (a bad request does not use up the token),
+        // then the token redeemed; a failure gives the id back.
+        match members.admit(&request.hub_id) {
+            Ok(Ok(())) => {}
+            Ok(Err(taken)) => {
+                tracing::warn!(?remote, hub_id = %request.hub_id, "join refused: the hub id is a member's");
+                return Err(Status::permission_denied(taken.to_string()));
+            }
+            Err(error) => return Err(Status::internal(error.to_string())),
+        }
         let subject = Subject::hub(&request.hub_id, *hub_lifetime);
-        let certificate_pem = authority
-            .sign_request(&request.signing_request_pem, &subject)
-            .map_err(|error| Status::invalid_argument(error.to_string()))?;
+        let certificate_pem = match authority.sign_request(&request.signing_request_pem, &subject) {
+            Ok(certificate_pem) => certificate_pem,
+            Err(error) => {
+                members.release(&request.hub_id);
+                return Err(Status::invalid_argument(error.to_string()));
+            }
+        };
         if let Err(error) = tokens.redeem(&request.token_id, &request.secret) {
+            members.release(&request.hub_id);
             tracing::warn!(?remote, hub_id = %request.hub_id, %error, "join refused");
             return Err(match error {
                 RedeemError::Refused(refusal) => Status::permission_denied(refusal.to_string()),
@@ -277,5 +296,66 @@ impl Join for JoinService {
             certificate_pem,
             ca_pem: authority.certificate_pem().to_owned(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn signer(dir: &std::path::Path) -> Signer {
+        let authority = ClusterAuthority::create("test").unwrap();
+        let revocations = Revocations::in_memory(&authority.certificate_der().unwrap()).unwrap();
+        Signer {
+            authority: Arc::new(authority),
+            tokens: Arc::new(JoinTokens::open(dir).unwrap()),
+            revocations: Arc::new(revocations),
+            members: Arc::new(Members::open(dir, "hub-00000000000000f0").unwrap()),
+            hub_lifetime: Duration::from_secs(3600),
+        }
+    }
+
+    fn request(signer: &Signer, hub_id: &str) -> Request<JoinRequest> {
+        let fingerprint = ca_fingerprint(&signer.authority.certificate_der().unwrap());
+        let (token, _) = signer.tokens.create(&fingerprint, Duration::from_secs(60), 1).unwrap();
+        let token: ParsedToken = token.parse().unwrap();
+        let (_, signing_request_pem) = new_signing_request(hub_id).unwrap();
+        Request::new(JoinRequest {
+            token_id: token.id,
+            secret: token.secret,
+            hub_id: hub_id.to_owned(),
+            signing_request_pem,
+        })
+    }
+
+    #[tokio::test]
+    async fn a_token_never_buys_the_id_of_a_member_or_of_the_signer() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = signer(dir.path());
+        let service = JoinService::new(Some(signer.clone()));
+        service
+            .join_cluster(request(&signer, "hub-0000000000000001"))
+            .await
+            .unwrap();
+        for taken in ["hub-0000000000000001", "hub-00000000000000f0"] {
+            let second = request(&signer, taken);
+            let token_id = second.get_ref().token_id.clone();
+            let status = service.join_cluster(second).await.unwrap_err();
+            assert_eq!(status.code(), tonic::Code::PermissionDenied);
+            assert!(status.message().contains("already a member"), "{}", status.message());
+            // The refused join did not use up its token.
+            assert!(signer.tokens.list().iter().any(|token| token.id == token_id));
+        }
+        // A failed join gives the id back: a wrong secret, then the right one.
+        let mut wrong = request(&signer, "hub-0000000000000002");
+        wrong.get_mut().secret = "0".repeat(32);
+        assert_eq!(
+            service.join_cluster(wrong).await.unwrap_err().code(),
+            tonic::Code::PermissionDenied
+        );
+        service
+            .join_cluster(request(&signer, "hub-0000000000000002"))
+            .await
+            .unwrap();
     }
 }

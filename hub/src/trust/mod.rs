@@ -13,6 +13,7 @@ pub mod access;
 pub mod authority;
 pub mod credential;
 pub mod join;
+pub mod members;
 pub mod names;
 pub mod renewal;
 pub mod revocation;

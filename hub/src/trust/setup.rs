@@ -13,6 +13,7 @@ use super::TrustError;
 use super::authority::{ClusterAuthority, Subject};
 use super::credential::Credential;
 use super::join::{JoinError, join_cluster};
+use super::members::Members;
 use super::names::Role;
 use super::renewal::renewal_due;
 use super::revocation::Revocations;
@@ -40,6 +41,8 @@ pub struct HubTrust {
     pub revocations: Arc<Revocations>,
     pub authority: Option<Arc<ClusterAuthority>>,
     pub tokens: Option<Arc<JoinTokens>>,
+    /// The hub ids that joined through this hub (with the CA key only).
+    pub members: Option<Arc<Members>>,
 }
 
 /// How a hub without trust material gets it: by joining through a member.
@@ -123,11 +126,14 @@ impl HubTrust {
                 tracing::info!(path = %admin.display(), "wrote an operator credential for the cli");
             }
         }
-        let tokens = match &authority {
-            Some(_) => Some(Arc::new(JoinTokens::open(&dir)?)),
-            None => None,
+        let (tokens, members) = match &authority {
+            Some(_) => (
+                Some(Arc::new(JoinTokens::open(&dir)?)),
+                Some(Arc::new(Members::open(&dir, hub_id)?)),
+            ),
+            None => (None, None),
         };
-        HubTrust::assemble(&dir, credential, authority.map(Arc::new), tokens)
+        HubTrust::assemble(&dir, credential, authority.map(Arc::new), tokens, members)
     }
 
     fn assemble(
@@ -135,6 +141,7 @@ impl HubTrust {
         credential: Credential,
         authority: Option<Arc<ClusterAuthority>>,
         tokens: Option<Arc<JoinTokens>>,
+        members: Option<Arc<Members>>,
     ) -> Result<HubTrust, TrustError> {
         Ok(HubTrust {
             credential_path: dir.join("hub.cred"),
@@ -143,6 +150,7 @@ impl HubTrust {
             credential,
             authority,
             tokens,
+            members,
         })
     }
 
@@ -166,7 +174,7 @@ impl HubTrust {
         let credential = join_cluster(&plan.peer, &plan.token, hub_id).await?;
         credential.write(&credential_path)?;
         tracing::info!(peer = %plan.peer, "joined the cluster");
-        Ok(HubTrust::assemble(&dir, credential, None, None)?)
+        Ok(HubTrust::assemble(&dir, credential, None, None, None)?)
     }
 }
 
