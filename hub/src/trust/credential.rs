@@ -135,6 +135,21 @@ impl Credential {
     }
 }
 
+/// The JSON file at `path`, or `T::default()` if there is none yet.
+pub fn read_json_or_default<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T, TrustError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| TrustError::BadCredential {
+            path: path.to_owned(),
+            reason: error.to_string(),
+        }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(source) => Err(TrustError::Read {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
 /// Writes `bytes` to `path` with mode 0600 (set before anything is written),
 /// replacing the file whole.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TrustError> {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use super::TrustError;
-use super::credential::write_private;
+use super::credential::{read_json_or_default, write_private};
 
 const FILE: &str = "members.json";
 
@@ -29,14 +29,7 @@ impl Members {
     /// The members kept in `dir` (none yet if the file does not exist).
     pub fn open(dir: &Path, own_id: &str) -> Result<Members, TrustError> {
         let path = dir.join(FILE);
-        let joined = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| TrustError::BadCredential {
-                path: path.clone(),
-                reason: error.to_string(),
-            })?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
-            Err(source) => return Err(TrustError::Read { path, source }),
-        };
+        let joined = read_json_or_default(&path)?;
         Ok(Members {
             path,
             own_id: own_id.to_owned(),

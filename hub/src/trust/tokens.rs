@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::TrustError;
-use super::credential::write_private;
+use super::credential::{read_json_or_default, write_private};
 
 const PREFIX: &str = "ferry-join";
 
@@ -105,14 +105,7 @@ impl JoinTokens {
     /// The tokens kept in `dir` (none yet if the file does not exist).
     pub fn open(dir: &Path) -> Result<JoinTokens, TrustError> {
         let path = dir.join("join-tokens.json");
-        let records = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|error| TrustError::BadCredential {
-                path: path.clone(),
-                reason: error.to_string(),
-            })?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(source) => return Err(TrustError::Read { path, source }),
-        };
+        let records = read_json_or_default(&path)?;
         Ok(JoinTokens {
             path,
             records: Mutex::new(records),
