@@ -44,6 +44,7 @@ fn launch() -> LaunchSpec {
         memory_limit_bytes: 1 << 30,
         cpu_cap: None,
         governor: None,
+        preopens: Ok(Vec::new()),
     }
 }
 

@@ -324,6 +324,8 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         SupervisorConfig {
             default_memory_limit_bytes: config.default_memory_limit.as_u64(),
             default_invoke_timeout: config.invoke_timeout,
+            resources: config.resources.clone(),
+            data_dir: config.data_dir.clone(),
         },
         store,
         checkpoints,

@@ -178,6 +178,8 @@ pub struct FileConfig {
     /// holds the cluster CA key); members renew theirs when a third is left.
     #[serde(default, with = "humantime_serde")]
     pub hub_certificate_lifetime: Option<Duration>,
+    /// Host directories functions may mount, by name.
+    pub resources: Option<crate::resources::Resources>,
 }
 
 /// Settings after precedence was applied.
@@ -209,6 +211,8 @@ pub struct AgentConfig {
     pub insecure_confirmed: bool,
     /// How long the hub certificates this hub signs are valid.
     pub hub_certificate_lifetime: Duration,
+    /// Host directories functions may mount (`[resources.NAME]`).
+    pub resources: crate::resources::Resources,
 }
 
 /// How often running functions are checkpointed unless configured otherwise.
@@ -236,6 +240,8 @@ pub enum ConfigError {
     },
     #[error("invalid setting {key}: {reason}")]
     Invalid { key: &'static str, reason: String },
+    #[error("invalid setting {key}: {reason}")]
+    InvalidResource { key: String, reason: String },
 }
 
 /// The list given on the command line (or environment), else the file's.
@@ -303,6 +309,7 @@ impl AgentConfig {
             hub_certificate_lifetime: file
                 .hub_certificate_lifetime
                 .unwrap_or(crate::trust::setup::HUB_CERTIFICATE_LIFETIME),
+            resources: file.resources.unwrap_or_default(),
             rebalance: {
                 let table = file.rebalance.unwrap_or_default();
                 let defaults = RebalanceConfig::default();
@@ -351,6 +358,8 @@ impl AgentConfig {
                 ),
             });
         }
+        crate::resources::validate_resources(&self.resources, &self.data_dir)
+            .map_err(|(key, reason)| ConfigError::InvalidResource { key, reason })?;
         if let Some(cpus) = self.cpus {
             crate::runtime::cpu::check_cpus(cpus).map_err(|reason| ConfigError::Invalid { key: "cpus", reason })?;
         }
@@ -434,8 +443,34 @@ mod tests {
                 join: None,
                 insecure_confirmed: false,
                 hub_certificate_lifetime: Duration::from_secs(30 * 24 * 3600),
+                resources: Default::default(),
             }
         );
+    }
+
+    #[test]
+    fn resources_come_from_the_config_file_and_are_checked() {
+        let outside = tempfile::tempdir().unwrap();
+        let offered = file(&format!(
+            "[resources.samples]\npath = {:?}\naccess = \"ro\"\n",
+            outside.path().display().to_string()
+        ));
+        let config = AgentConfig::resolve(&AgentArgs::default(), offered, None);
+        assert_eq!(config.resources["samples"].access, crate::resources::Access::Ro);
+        config.validate().unwrap();
+        let refused = AgentConfig::resolve(
+            &AgentArgs::default(),
+            file("[resources.kernel]\npath = \"/proc\"\naccess = \"ro\"\n"),
+            None,
+        )
+        .validate()
+        .unwrap_err();
+        assert!(
+            refused.to_string().contains("resources.kernel") && refused.to_string().contains("/proc"),
+            "{refused}"
+        );
+        let mistyped: Result<FileConfig, _> = toml::from_str("[resources.x]\npath = \"/srv\"\naccess = \"rwx\"\n");
+        assert!(mistyped.is_err());
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod migration;
 pub mod peers;
 pub mod rebalance;
 pub mod renewer;
+pub mod resources;
 pub mod runtime;
 pub mod service;
 pub mod store;

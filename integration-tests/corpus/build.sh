@@ -3,7 +3,9 @@
 # registry crates bundle (pinned in Cargo.toml / Cargo.lock next to this
 # script), compiled to wasm32-wasi command modules with Debian's clang-14 and
 # wasi-libc. Each NAME_bench.c here is a driver with a deterministic workload;
-# NAME.wasm is committed next to it.
+# NAME.wasm is committed next to it. sqlite_file.c (-> sqlite_file.wasm) is
+# SQLite with its real unix VFS, on a database file through the WASI
+# filesystem (preopened directories).
 #
 # Usage: integration-tests/corpus/build.sh           build every program
 #        integration-tests/corpus/build.sh --check   rebuild into a temp dir and
@@ -55,6 +57,13 @@ declare -A PROGRAM
 PROGRAM[sqlite]="-DSQLITE_OS_OTHER=1 -DSQLITE_THREADSAFE=0 -DSQLITE_TEMP_STORE=3 -DSQLITE_OMIT_LOAD_EXTENSION
   -DSQLITE_OMIT_WAL -DSQLITE_OMIT_SHARED_CACHE -DSQLITE_DEFAULT_MEMSTATUS=0 -DLONGDOUBLE_TYPE=double
   -I$sqlite sqlite_bench.c $sqlite/sqlite3.c"
+# SQLite's os_unix.c knows wasi (__wasi__: no fchmod/fchown/mremap, getpid
+# stubbed, no <sys/mman.h>); the driver picks the lock-free "unix-none" VFS
+# (wasi has no fcntl locks). No WAL (it needs shared memory), no mmap, temp
+# files in memory.
+PROGRAM[sqlite_file]="-DSQLITE_THREADSAFE=0 -DSQLITE_TEMP_STORE=3 -DSQLITE_OMIT_LOAD_EXTENSION -DSQLITE_OMIT_WAL
+  -DSQLITE_MAX_MMAP_SIZE=0 -DSQLITE_OMIT_SHARED_CACHE -DSQLITE_DEFAULT_MEMSTATUS=0 -DLONGDOUBLE_TYPE=double
+  -I$sqlite sqlite_file.c $sqlite/sqlite3.c"
 lua_sources=$(cd "$lua" && ls ./*.c | grep -v -E '/(lua|luac|linit|liolib|loslib|loadlib|ldblib|lcorolib|lutf8lib)\.c$' |
   LC_ALL=C sort | sed "s|^\./|$lua/|" | tr '\n' ' ')
 # No setjmp on wasm32-wasi with clang-14: a Lua error aborts (include-lua/lua_wasi.h).
@@ -85,7 +94,7 @@ build() {
   "$CLANG" "${COMMON[@]}" "${args[@]}" -o "$tmp/$name.wasm"
 }
 
-names=(lua quickjs sqlite zlib zstd)
+names=(lua quickjs sqlite sqlite_file zlib zstd)
 pids=()
 for name in "${names[@]}"; do
   build "$name" &

@@ -5,7 +5,7 @@
  * `CALL(ARGS) = ERRNO` line per call (8 EBADF, 21 EFAULT, 28 EINVAL,
  * 52 ENOSYS, 70 ESPIPE), then `memory_bytes=N` and `done`, then exits
  * with proc_exit(7).
- * Deploy it with at least one environment variable.
+ * Deploy it with at least one environment variable and a volume (fd 3).
  *
  * Usage: hostile_wasi   (no arguments)
  */
@@ -82,6 +82,7 @@ int main(void) {
     CALL("random_get(16, 0xffffff00)", raw_random_get(16, (int32_t)0xFFFFFF00u));
     CALL("sched_yield()", raw_sched_yield());
     CALL("path_open(3, end, ...)", raw_path_open(3, 0, end, 100, 0, 0, 0, 0, end));
+    CALL("sock_accept(3, 0, ok)", raw_sock_accept(3, 0, ok));
 
     printf("memory_bytes=%u\n", (unsigned)memory_end());
     printf("done\n");

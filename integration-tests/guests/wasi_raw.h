@@ -28,10 +28,11 @@ WASI_RAW("poll_oneoff") int32_t raw_poll_oneoff(int32_t in, int32_t out, int32_t
 WASI_RAW("random_get") int32_t raw_random_get(int32_t buf, int32_t len);
 WASI_RAW("sched_yield") int32_t raw_sched_yield(void);
 WASI_RAW("proc_exit") _Noreturn void raw_proc_exit(int32_t code);
-/* Outside the hub's subset: answered with ENOSYS. */
 WASI_RAW("path_open") int32_t raw_path_open(int32_t fd, int32_t dirflags, int32_t path, int32_t path_len,
                                             int32_t oflags, int64_t rights_base, int64_t rights_inheriting,
                                             int32_t fdflags, int32_t opened_fd);
+/* Outside the hub's subset: answered with ENOSYS. */
+WASI_RAW("sock_accept") int32_t raw_sock_accept(int32_t fd, int32_t flags, int32_t fd_out);
 
 /* A guest address as the integer the raw calls take. */
 #define ADDR(p) ((int32_t)(uintptr_t)(p))

@@ -158,6 +158,15 @@ pub fn free_loopback_address() -> std::net::SocketAddr {
 /// other by `--peer`, on fixed ports (a restart keeps them), each started
 /// with `args` too; returns once each sees the other up.
 pub async fn loopback_pair(args: &[&str], patience: Duration) -> anyhow::Result<Vec<HubProcess>> {
+    loopback_pair_with(args, args, patience).await
+}
+
+/// [`loopback_pair`] with arguments of each hub's own.
+pub async fn loopback_pair_with(
+    founder_args: &[&str],
+    member_args: &[&str],
+    patience: Duration,
+) -> anyhow::Result<Vec<HubProcess>> {
     let addresses = [free_loopback_address(), free_loopback_address()];
     // hub-0 founds the cluster; hub-1 joins it with a token, as users do:
     // every connection between them is mutual TLS.
@@ -165,13 +174,13 @@ pub async fn loopback_pair(args: &[&str], patience: Duration) -> anyhow::Result<
         in_cluster(crate::HubOptions::named("hub-0"), None)?
             .listen(addresses[0])
             .args(["--peer", addresses[1].to_string().as_str()])
-            .args(args.iter().copied()),
+            .args(founder_args.iter().copied()),
     )
     .await?;
     let member = HubProcess::start(
         in_cluster(crate::HubOptions::named("hub-1"), Some(&founder))?
             .listen(addresses[1])
-            .args(args.iter().copied()),
+            .args(member_args.iter().copied()),
     )
     .await?;
     let hubs = vec![founder, member];

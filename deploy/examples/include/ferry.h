@@ -28,6 +28,7 @@
 #define FERRY_NO_CALLER (-2) /* ferry_reply: no received message is waiting for a reply */
 #define FERRY_NO_SUCH_FUNCTION (-3) /* ferry_send: the target name is unknown */
 #define FERRY_INBOX_FULL (-4) /* ferry_send: the target's inbox holds 1024 messages or 16 MiB */
+#define FERRY_DENIED (-5) /* ferry_send: a messaging rule (send-to, invoked-by) forbids it */
 
 /* Writes one log line (not stdout) with a level. At most 64 KiB of `msg`
  * are kept; the rest is dropped. */
@@ -53,8 +54,8 @@ FERRY_IMPORT("recv") int32_t ferry_recv(uint8_t *buf, uint32_t cap, int64_t time
 FERRY_IMPORT("reply") int32_t ferry_reply(const uint8_t *data, uint32_t len);
 
 /* Puts a message into another function's inbox (no reply expected).
- * At most 16 MiB of `data` are sent. 0, FERRY_NO_SUCH_FUNCTION or
- * FERRY_INBOX_FULL. */
+ * At most 16 MiB of `data` are sent. 0, FERRY_NO_SUCH_FUNCTION,
+ * FERRY_INBOX_FULL or FERRY_DENIED. */
 FERRY_IMPORT("send") int32_t ferry_send(const char *name, uint32_t name_len,
                                         const uint8_t *data, uint32_t len);
 

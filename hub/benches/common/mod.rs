@@ -35,6 +35,7 @@ pub fn run_guest(engine: &wasmer::Engine, module: &wasmer::Module, args: &[&str]
         governor: Some(std::sync::Arc::new(ferry_hub::runtime::cpu::CpuGovernor::new(
             ferry_hub::runtime::cpu::default_capacity(),
         ))),
+        preopens: Ok(Vec::new()),
     };
     let started = Instant::now();
     let outcome = run_to_completion(

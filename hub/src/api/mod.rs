@@ -131,6 +131,7 @@ impl HubApi {
             revocation_list: revocations.list,
             revocation_signature: revocations.signature,
             signer: self.inner.authority.is_some(),
+            resources: crate::resources::describe(self.supervisor().resources()),
         }
     }
 
@@ -312,6 +313,22 @@ impl HubApi {
         }
         self.supervisor().get(&request.name)?;
         let target = self.resolve_target(&request.to)?;
+        if let Some(spec) = self.supervisor().spec(&request.name)
+            && let Some(info) = self.inner.figures.get(&target.hub_id)
+            && let Some(reason) = crate::resources::placement_refusal(&spec, &info.resources)
+        {
+            return Err(HubError::PeerUnusable {
+                hub: request.to.clone(),
+                reason,
+            });
+        }
+        if self
+            .supervisor()
+            .spec(&request.name)
+            .is_some_and(|spec| crate::resources::has_files(&spec))
+        {
+            return Err(HubError::FilesDoNotTravel { name: request.name });
+        }
         let (progress_tx, mut progress_rx) = mpsc::channel(256);
         let (events_tx, events_rx) = mpsc::channel(256);
         let supervisor = self.supervisor().clone();

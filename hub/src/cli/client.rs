@@ -100,6 +100,8 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    #[error("manifest {path} is invalid: {reason}")]
+    Manifest { path: String, reason: String },
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
     #[error(
@@ -143,7 +145,7 @@ impl ClientError {
             | ClientError::ExpiredCredential { .. }
             | ClientError::NotTrusted { .. } => 11,
             ClientError::Address { .. } | ClientError::Usage(_) => 2,
-            ClientError::ReadFile { .. } => 4,
+            ClientError::ReadFile { .. } | ClientError::Manifest { .. } => 4,
             ClientError::Unreachable { .. } => 5,
             ClientError::Output(_) => 1,
             ClientError::Hub(status) => match ErrorCode::from_grpc_code(status.code()) {

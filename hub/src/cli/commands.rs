@@ -4,10 +4,9 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use ferry_proto::v1::{
-    CheckpointRequest, CreateJoinTokenRequest, DeployRequest, EventsRequest, GetHubInfoRequest, InvokeRequest,
-    IssueCredentialRequest, Limits, ListFunctionsRequest, ListJoinTokensRequest, ListPeersRequest, LogStream,
-    LogsRequest, Placement, RemoveHubRequest, RemoveJoinTokenRequest, RemoveRequest, ResumeRequest, StopRequest,
-    SuspendRequest, UndrainRequest,
+    CheckpointRequest, CreateJoinTokenRequest, EventsRequest, GetHubInfoRequest, InvokeRequest, IssueCredentialRequest,
+    ListFunctionsRequest, ListJoinTokensRequest, ListPeersRequest, LogStream, LogsRequest, RemoveHubRequest,
+    RemoveJoinTokenRequest, RemoveRequest, ResumeRequest, StopRequest, SuspendRequest, UndrainRequest,
 };
 use tokio_stream::StreamExt;
 
@@ -89,7 +88,7 @@ pub async fn run(hub: &HubTarget, json: bool, command: Command) -> Result<(), Cl
     }
 }
 
-fn parse_env(pairs: &[String]) -> Result<HashMap<String, String>, ClientError> {
+pub(super) fn parse_env(pairs: &[String]) -> Result<HashMap<String, String>, ClientError> {
     pairs
         .iter()
         .map(|pair| match pair.split_once('=') {
@@ -100,25 +99,7 @@ fn parse_env(pairs: &[String]) -> Result<HashMap<String, String>, ClientError> {
 }
 
 async fn deploy(hub: &HubTarget, json: bool, args: DeployArgs) -> Result<(), ClientError> {
-    let module = std::fs::read(&args.file).map_err(|source| ClientError::ReadFile {
-        path: args.file.display().to_string(),
-        source,
-    })?;
-    let request = DeployRequest {
-        name: args.name,
-        module,
-        args: args.args,
-        env: parse_env(&args.env)?,
-        limits: Some(Limits {
-            memory_limit_bytes: args.memory_limit.map_or(0, |limit| limit.as_u64()),
-            cpus: args.cpus.unwrap_or(0.0),
-        }),
-        replace: args.replace,
-        placement: Some(Placement {
-            priority: args.priority.unwrap_or(0),
-            pinned: args.pin,
-        }),
-    };
+    let request = super::manifest::deploy_request(args)?;
     let response = connect(hub).await?.deploy(request).await?.into_inner();
     output::print_deployed(&response, json)
 }

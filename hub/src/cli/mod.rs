@@ -3,6 +3,7 @@
 
 mod client;
 mod commands;
+mod manifest;
 mod migrate;
 mod output;
 
@@ -167,11 +168,26 @@ pub struct CreateCredentialArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct DeployArgs {
-    /// A wasm32-wasi command module
-    pub file: PathBuf,
+    /// A wasm32-wasi command module (or `module` in the manifest)
+    pub file: Option<PathBuf>,
+    /// Deployment manifest (TOML: name, module, args, env, limits, volume, mounts, messaging); flags override it
+    #[arg(short = 'f', long = "manifest", value_name = "FN.TOML")]
+    pub manifest: Option<PathBuf>,
     /// Function name (letters, digits, '-', '_', '.'; at most 63)
     #[arg(long)]
-    pub name: String,
+    pub name: Option<String>,
+    /// The function's own directory, GUEST_PATH[:QUOTA], e.g. /data:256MiB; its files travel with it
+    #[arg(long, value_name = "PATH[:QUOTA]", value_parser = manifest::parse_volume)]
+    pub volume: Option<ferry_proto::v1::Volume>,
+    /// A resource the hub offers, RESOURCE:GUEST_PATH[:ro|rw] (repeatable; default ro)
+    #[arg(long = "mount", value_name = "RESOURCE:PATH[:ACCESS]", value_parser = manifest::parse_mount)]
+    pub mounts: Vec<ferry_proto::v1::Mount>,
+    /// The only functions this one may send to or invoke (repeatable)
+    #[arg(long = "send-to", value_name = "FUNCTION")]
+    pub send_to: Vec<String>,
+    /// The only functions that may invoke or send to this one (repeatable)
+    #[arg(long = "invoked-by", value_name = "FUNCTION")]
+    pub invoked_by: Vec<String>,
     /// Upper bound of the function's linear memory, e.g. 64MiB [default: the hub's]
     #[arg(long)]
     pub memory_limit: Option<ByteSize>,

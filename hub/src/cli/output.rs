@@ -240,6 +240,11 @@ pub fn print_hub_info(info: &HubInfo, json: bool) -> Result<(), ClientError> {
                 "draining": info.draining,
                 "rebalance": info.rebalance,
                 "dirty_tracking": info.dirty_tracking,
+                "resources": info.resources.iter().map(|resource| json!({
+                    "name": resource.name,
+                    "path": resource.path,
+                    "access": resource.access,
+                })).collect::<Vec<_>>(),
             })
         );
         return Ok(());
@@ -274,6 +279,12 @@ pub fn print_hub_info(info: &HubInfo, json: bool) -> Result<(), ClientError> {
         "version   ferry {} (protocol {}), wasmer {}, {}",
         info.version, info.protocol_version, info.wasmer_version, info.target
     );
+    if info.resources.is_empty() {
+        println!("resources none (`[resources.NAME]` in the config file offers a host directory)");
+    }
+    for resource in &info.resources {
+        println!("resource  {} {} ({})", resource.name, resource.path, resource.access);
+    }
     Ok(())
 }
 

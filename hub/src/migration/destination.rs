@@ -291,6 +291,15 @@ impl Arrival {
             }));
         }
         self.supervisor.check_arrival(&spec.name, offer.epoch)?;
+        // Mounted resources belong to hubs: a function comes only where they are.
+        crate::resources::check_files(
+            spec.volume.as_ref(),
+            &spec.mounts,
+            spec.messaging.as_ref(),
+            self.supervisor.resources(),
+            &self.supervisor.identity().name,
+        )
+        .map_err(|reason| HubError::InvalidRequest(format!("cannot take function {:?}: {reason}", spec.name)))?;
         if let (Some(automatic), Some(admission)) = (offer.automatic.as_ref(), self.context.admission.as_ref()) {
             admission.admit(&spec.name, automatic).map_err(|reason| {
                 tracing::info!(function = %spec.name, from = %offer.source_hub_name, %reason, "refusing an automatic move");

@@ -35,6 +35,8 @@ pub enum SendOutcome {
     Delivered,
     NoSuchFunction,
     InboxFull,
+    /// A messaging rule of the sender or the receiver forbids it.
+    Denied,
 }
 
 /// Why a guest stopped running other than by returning from `_start`.
@@ -59,7 +61,7 @@ pub struct GuestEnv {
     pub services: Arc<dyn HostServices>,
     pub args: Vec<String>,
     pub environ: Vec<String>,
-    /// Open descriptors (stdio).
+    /// Open descriptors: stdio, preopens, what the guest opened.
     pub fds: FdTable,
     pub clock: VirtualClock,
     pub cpu: CpuMeter,

@@ -18,6 +18,7 @@ use super::rewind::GuestModule;
 use super::snapshot::{GlobalValue, HoldDecision, HoldKeeper, HostSnapshot, PausedHold, Snapshot, SnapshotMemory};
 use super::unwind::{AsyncifyHooks, Phase, STACK_DATA, used_stack_bytes};
 use super::wasi::fds::FdTable;
+use super::wasi::files::PreopenSpec;
 
 const PAGE: u64 = 65_536;
 
@@ -34,6 +35,17 @@ pub struct LaunchSpec {
     pub cpu_cap: Option<f64>,
     /// The hub's CPU quota every function charges (none: unlimited).
     pub governor: Option<Arc<CpuGovernor>>,
+    /// The directories the function gets (its volume, then its mounts), or
+    /// why the hub cannot lay them out (the run fails with it).
+    pub preopens: Result<Vec<PreopenSpec>, String>,
+}
+
+impl LaunchSpec {
+    /// Whether the function has directories: its open files live in the
+    /// instance, so it never parks.
+    pub fn has_files(&self) -> bool {
+        !matches!(&self.preopens, Ok(preopens) if preopens.is_empty())
+    }
 }
 
 /// How a run ended.
@@ -143,6 +155,8 @@ impl LiveInstance {
                 launch.memory_limit_bytes
             ));
         }
+        let fds = FdTable::with_preopens(launch.preopens.as_deref().map_err(Clone::clone)?)?;
+        let may_park = may_park && !launch.has_files();
         let mut store = Store::new(engine.clone());
         let mut args = vec![launch.name.clone()];
         args.extend(launch.args.iter().cloned());
@@ -156,7 +170,7 @@ impl LiveInstance {
                 services,
                 args,
                 environ: launch.environ.clone(),
-                fds: FdTable::stdio(),
+                fds,
                 clock: VirtualClock::starting_at(host.map_or(Duration::ZERO, |host| host.monotonic)),
                 cpu: CpuMeter::start(host.map_or(Duration::ZERO, |host| host.cpu)),
                 cpu_account: CpuAccount::start(host.map_or(Duration::ZERO, |host| host.cpu), launch.cpu_cap),

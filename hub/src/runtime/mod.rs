@@ -40,6 +40,7 @@ pub use instance::{LaunchSpec, Outcome, RunEnd, run_to_completion, run_until_par
 pub use rewind::{GuestModule, RewindModule};
 pub use snapshot::{GlobalValue, HostSnapshot, MemoryChanges, PendingCall, Snapshot, SnapshotMemory, StoredMemory};
 pub use warm::WarmInstance;
+pub use wasi::files::PreopenSpec;
 
 /// Native stack a guest runs on.
 pub const GUEST_STACK_BYTES: usize = 8 << 20;

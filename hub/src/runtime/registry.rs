@@ -3,8 +3,6 @@
 //! instantiation both resolve imports here and nowhere else.
 //!
 //! A new call is one row here and its body in `wasi::calls` or `host_api`.
-//! The filesystem calls will be rows in the WASI block (bodies in
-//! `wasi/calls/path.rs` and `wasi/calls/fd.rs`, descriptors in `wasi::fds`).
 
 use ferry_migrator::{MEMORY_GROW_IMPORT, PREEMPT_IMPORT};
 use wasmer::{Function, FunctionEnv, Store};
@@ -51,6 +49,45 @@ static FUNCTIONS: &[HostFunction] = &[
     host!(wasi::MODULE, "fd_read", calls::fd::fd_read),
     host!(wasi::MODULE, "fd_seek", calls::fd::fd_seek),
     host!(wasi::MODULE, "fd_write", calls::fd::fd_write),
+    host!(wasi::MODULE, "fd_pread", calls::file::fd_pread),
+    host!(wasi::MODULE, "fd_pwrite", calls::file::fd_pwrite),
+    host!(wasi::MODULE, "fd_tell", calls::file::fd_tell),
+    host!(wasi::MODULE, "fd_filestat_get", calls::file::fd_filestat_get),
+    host!(wasi::MODULE, "fd_filestat_set_size", calls::file::fd_filestat_set_size),
+    host!(
+        wasi::MODULE,
+        "fd_filestat_set_times",
+        calls::file::fd_filestat_set_times
+    ),
+    host!(wasi::MODULE, "fd_readdir", calls::file::fd_readdir),
+    host!(wasi::MODULE, "fd_sync", calls::file::fd_sync),
+    host!(wasi::MODULE, "fd_datasync", calls::file::fd_datasync),
+    host!(wasi::MODULE, "fd_advise", calls::file::fd_advise),
+    host!(wasi::MODULE, "fd_allocate", calls::file::fd_allocate),
+    host!(wasi::MODULE, "fd_fdstat_set_flags", calls::file::fd_fdstat_set_flags),
+    host!(wasi::MODULE, "fd_renumber", calls::file::fd_renumber),
+    host!(wasi::MODULE, "path_open", calls::path::path_open),
+    host!(wasi::MODULE, "path_filestat_get", calls::path::path_filestat_get),
+    host!(
+        wasi::MODULE,
+        "path_filestat_set_times",
+        calls::path::path_filestat_set_times
+    ),
+    host!(
+        wasi::MODULE,
+        "path_create_directory",
+        calls::path::path_create_directory
+    ),
+    host!(
+        wasi::MODULE,
+        "path_remove_directory",
+        calls::path::path_remove_directory
+    ),
+    host!(wasi::MODULE, "path_unlink_file", calls::path::path_unlink_file),
+    host!(wasi::MODULE, "path_rename", calls::path::path_rename),
+    host!(wasi::MODULE, "path_link", calls::path::path_link),
+    host!(wasi::MODULE, "path_symlink", calls::path::path_symlink),
+    host!(wasi::MODULE, "path_readlink", calls::path::path_readlink),
     host!(wasi::MODULE, "poll_oneoff", calls::poll::poll_oneoff),
     host!(wasi::MODULE, "proc_exit", calls::proc::proc_exit),
     host!(wasi::MODULE, "random_get", calls::random::random_get),
@@ -117,8 +154,32 @@ mod tests {
       (import "wasi_snapshot_preview1" "proc_exit" (func (param i32)))
       (import "wasi_snapshot_preview1" "random_get" (func $random_get (param i32 i32) (result i32)))
       (import "wasi_snapshot_preview1" "sched_yield" (func (result i32)))
+      (import "wasi_snapshot_preview1" "fd_pread" (func (param i32 i32 i32 i64 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_pwrite" (func (param i32 i32 i32 i64 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_tell" (func (param i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_filestat_get" (func (param i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_filestat_set_size" (func (param i32 i64) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_filestat_set_times" (func (param i32 i64 i64 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_readdir" (func (param i32 i32 i32 i64 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_sync" (func (param i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_datasync" (func (param i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_advise" (func (param i32 i64 i64 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_allocate" (func (param i32 i64 i64) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_fdstat_set_flags" (func (param i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "fd_renumber" (func (param i32 i32) (result i32)))
       (import "wasi_snapshot_preview1" "path_open"
         (func $path_open (param i32 i32 i32 i32 i32 i64 i64 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "path_filestat_get" (func (param i32 i32 i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "path_filestat_set_times"
+        (func (param i32 i32 i32 i32 i64 i64 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "path_create_directory" (func (param i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "path_remove_directory" (func (param i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "path_unlink_file" (func (param i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "path_rename" (func (param i32 i32 i32 i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "path_link" (func (param i32 i32 i32 i32 i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "path_symlink" (func (param i32 i32 i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "path_readlink" (func (param i32 i32 i32 i32 i32 i32) (result i32)))
+      (import "wasi_snapshot_preview1" "sock_accept" (func $sock_accept (param i32 i32 i32) (result i32)))
       (import "ferry" "log" (func (param i32 i32 i32)))
       (import "ferry" "sleep_ms" (func (param i64)))
       (import "ferry" "recv" (func (param i32 i32 i64) (result i32)))
@@ -134,7 +195,9 @@ mod tests {
         (call $fd_write (local.get 0) (local.get 1) (local.get 2) (local.get 3)))
       (func (export "open") (result i32)
         (call $path_open (i32.const 3) (i32.const 0) (i32.const 0) (i32.const 0) (i32.const 0)
-          (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 0))))
+          (i64.const 0) (i64.const 0) (i32.const 0) (i32.const 0)))
+      (func (export "accept") (result i32)
+        (call $sock_accept (i32.const 3) (i32.const 0) (i32.const 0))))
     "#;
 
     fn compile(store: &Store, wat: &str) -> Module {
@@ -165,7 +228,7 @@ mod tests {
 
     #[test]
     fn a_wasi_call_outside_the_subset_is_accepted_and_anything_else_unknown_is_refused() {
-        assert!(matches!(resolve(wasi::MODULE, "path_open"), Resolution::Unsupported));
+        assert!(matches!(resolve(wasi::MODULE, "sock_accept"), Resolution::Unsupported));
         assert!(matches!(resolve(host_api::MODULE, "path_open"), Resolution::Refused));
         assert!(matches!(resolve("env", "random_get"), Resolution::Refused));
         let store = Store::default();
@@ -190,10 +253,13 @@ mod tests {
         let write: TypedFunction<(i32, i32, i32, i32), i32> =
             instance.exports.get_typed_function(&store, "write").unwrap();
         let open: TypedFunction<(), i32> = instance.exports.get_typed_function(&store, "open").unwrap();
+        let accept: TypedFunction<(), i32> = instance.exports.get_typed_function(&store, "accept").unwrap();
         assert_eq!(random.call(&mut store, 16, 0xFFFF_FF00_u32 as i32).unwrap(), 21);
         assert_eq!(random.call(&mut store, 0, 16).unwrap(), 0);
         assert_eq!(write.call(&mut store, 1, -8, 2, 0).unwrap(), 21);
         assert_eq!(write.call(&mut store, 1, 0, 4096, 0).unwrap(), 28);
-        assert_eq!(open.call(&mut store).unwrap(), 52);
+        // No preopen: fd 3 is not open.
+        assert_eq!(open.call(&mut store).unwrap(), 8);
+        assert_eq!(accept.call(&mut store).unwrap(), 52);
     }
 }

@@ -204,6 +204,7 @@ mod tests {
             memory_limit_bytes: 256 << 20,
             cpu_cap: None,
             governor: None,
+            preopens: Ok(Vec::new()),
         }
     }
 

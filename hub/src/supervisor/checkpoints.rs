@@ -255,6 +255,9 @@ impl Supervisor {
         let (receiver, generation) = {
             let mut slots = self.inner.lock_slots();
             let slot = slots.get_mut(name).ok_or_else(|| self.inner.not_found(name))?;
+            if slot.record.spec.as_ref().is_some_and(crate::resources::has_files) {
+                return Err(HubError::FilesDoNotTravel { name: name.to_owned() });
+            }
             let transition = self.inner.decide(name, slot, request)?;
             let kind = match transition.effect {
                 Effect::CaptureAndContinue => CaptureKind::Continue,

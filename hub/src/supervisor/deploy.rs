@@ -42,6 +42,14 @@ impl Supervisor {
                 placement.priority
             )));
         }
+        crate::resources::check_files(
+            request.volume.as_ref(),
+            &request.mounts,
+            request.messaging.as_ref(),
+            &self.inner.config.resources,
+            &self.inner.identity.name,
+        )
+        .map_err(HubError::InvalidRequest)?;
         if self.draining() {
             return Err(HubError::Draining {
                 hub: self.inner.identity.name.clone(),
@@ -80,6 +88,9 @@ impl Supervisor {
                     cpus,
                 }),
                 placement: Some(placement),
+                volume: request.volume,
+                mounts: request.mounts,
+                messaging: request.messaging,
             }),
             deployed_unix_ms: unix_ms_now(),
             ..Default::default()

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use ferry_migrator::checkpoint::CheckpointStore;
 use ferry_proto::internal::v1::{CheckpointManifest, FunctionRecord};
-use ferry_proto::v1::FunctionInfo;
+use ferry_proto::v1::{FunctionInfo, FunctionSpec};
 use tokio::sync::{oneshot, watch};
 
 use crate::error::HubError;
@@ -68,6 +68,10 @@ pub struct HubIdentity {
 pub struct SupervisorConfig {
     pub default_memory_limit_bytes: u64,
     pub default_invoke_timeout: Duration,
+    /// The host directories this hub offers functions.
+    pub resources: crate::resources::Resources,
+    /// Where function volumes live (`DATA/functions/NAME/volume`).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// A function instance that is running right now.
@@ -183,6 +187,11 @@ impl Supervisor {
                 draining: AtomicBool::new(draining),
             }),
         }
+    }
+
+    /// The host directories this hub offers functions.
+    pub fn resources(&self) -> &crate::resources::Resources {
+        &self.inner.config.resources
     }
 
     pub fn identity(&self) -> &HubIdentity {
@@ -317,6 +326,14 @@ impl Supervisor {
         infos
     }
 
+    /// What the function `name` is, as deployed (`None` if this hub has no such function).
+    pub fn spec(&self, name: &str) -> Option<FunctionSpec> {
+        self.inner
+            .lock_slots()
+            .get(name)
+            .and_then(|slot| slot.record.spec.clone())
+    }
+
     pub fn get(&self, name: &str) -> Result<FunctionInfo, HubError> {
         let slots = self.inner.lock_slots();
         let slot = slots.get(name).ok_or_else(|| self.inner.not_found(name))?;
@@ -396,6 +413,18 @@ impl Supervisor {
         {
             let slots = self.inner.lock_slots();
             let slot = slots.get(name).ok_or_else(|| self.inner.not_found(name))?;
+            // A client is no function: a list of invokers leaves it out.
+            if let Some(rules) = slot.record.spec.as_ref().and_then(|spec| spec.messaging.as_ref())
+                && rules.restrict_invoked_by
+            {
+                let rule = format!(
+                    "function {name:?} may be invoked only by the functions {:?} (messaging.invoked-by), not by a client",
+                    rules.invoked_by
+                );
+                drop(slots);
+                self.inner.logs.event(name, &format!("invocation denied: {rule}"));
+                return Err(HubError::MessagingDenied { rule });
+            }
             // A paused run's inbox is already in the snapshot that moves.
             let accepts = slot.phase.is_live() || slot.phase == Phase::MovingOut;
             let Some(running) = slot.running.as_ref().filter(|_| accepts) else {

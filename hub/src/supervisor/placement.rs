@@ -111,7 +111,8 @@ impl Supervisor {
                         .as_ref()
                         .map_or(0, |running| running.control.memory_bytes()),
                     priority: placement.priority,
-                    pinned: placement.pinned,
+                    // Its files do not travel yet: never moved or suspended automatically.
+                    pinned: placement.pinned || spec.is_some_and(crate::resources::has_files),
                     arrived: slot.arrived.clone(),
                 }
             })

@@ -148,6 +148,7 @@ impl Inner {
                 .unwrap_or(self.config.default_memory_limit_bytes),
             cpu_cap: spec.limits.map(|limits| limits.cpus).filter(|cpus| *cpus > 0.0),
             governor: Some(Arc::clone(self.runtime.governor())),
+            preopens: crate::resources::preopens(spec, &self.config.resources, &self.config.data_dir),
         }
     }
 

@@ -19,7 +19,24 @@ impl HostServices for Inner {
     fn send(&self, from: &str, to: &str, data: &[u8]) -> SendOutcome {
         let control = {
             let slots = self.lock_slots();
-            let Some(running) = slots.get(to).and_then(|slot| slot.running.as_ref()) else {
+            let Some(slot) = slots.get(to) else {
+                tracing::debug!(%from, %to, "message to a function that is not running here");
+                return SendOutcome::NoSuchFunction;
+            };
+            let rules = |name: &str| {
+                slots
+                    .get(name)
+                    .and_then(|slot| slot.record.spec.as_ref())
+                    .and_then(|spec| spec.messaging.clone())
+            };
+            if let Err(rule) = crate::resources::messaging_allowed(from, rules(from).as_ref(), to, rules(to).as_ref()) {
+                drop(slots);
+                tracing::info!(%from, %to, %rule, "message denied");
+                self.logs.event(from, &format!("message to {to} denied: {rule}"));
+                self.logs.event(to, &format!("message from {from} denied: {rule}"));
+                return SendOutcome::Denied;
+            }
+            let Some(running) = slot.running.as_ref() else {
                 tracing::debug!(%from, %to, "message to a function that is not running here");
                 return SendOutcome::NoSuchFunction;
             };

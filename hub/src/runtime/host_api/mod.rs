@@ -29,6 +29,7 @@ const FERRY_TIMEOUT: i32 = -1;
 const FERRY_NO_CALLER: i32 = -2;
 const FERRY_NO_SUCH_FUNCTION: i32 = -3;
 const FERRY_INBOX_FULL: i32 = -4;
+const FERRY_DENIED: i32 = -5;
 
 /// Most bytes of one `ferry.log` line; the rest of a longer text is dropped.
 /// One line is one log entry.
@@ -207,6 +208,7 @@ pub fn send(mut env: Env<'_>, name_ptr: i32, name_len: i32, data_ptr: i32, data_
             SendOutcome::Delivered => 0,
             SendOutcome::NoSuchFunction => FERRY_NO_SUCH_FUNCTION,
             SendOutcome::InboxFull => FERRY_INBOX_FULL,
+            SendOutcome::Denied => FERRY_DENIED,
         })
     })?
 }

@@ -6,12 +6,14 @@
 //! return `ENOSYS` and are logged once per function.
 //!
 //! `abi` holds the numbers and layouts of the ABI, `fds` the descriptor
-//! table, `calls` the calls themselves; `runtime::registry` is where each
+//! table, `files` the preopened directories and the rules of the
+//! filesystem calls, `calls` the calls themselves; `runtime::registry` is where each
 //! import name is bound to its call.
 
 pub mod abi;
 pub mod calls;
 pub mod fds;
+pub mod files;
 
 use ferry_proto::v1::LogStream;
 use wasmer::{Function, FunctionEnv, FunctionEnvMut, FunctionType, RuntimeError, Store, Type, Value};

@@ -2,11 +2,12 @@
 //! checks every pointer and length the guest passes against its memory
 //! before it reads, writes or allocates anything, and answers a bad one with
 //! an errno (`EFAULT`, `EINVAL`, `EOVERFLOW`), never with a trap or a panic.
-//! Filesystem calls (`path_open` & co.) come as `path.rs` and more `fd.rs`.
 
 pub mod args;
 pub mod clock;
 pub mod fd;
+pub mod file;
+pub mod path;
 pub mod poll;
 pub mod proc;
 pub mod random;

@@ -109,7 +109,7 @@ fn immediate_events(guest: &GuestEnv, subscriptions: &[Subscription]) -> Vec<Eve
         .filter_map(|subscription| match subscription.kind {
             SubscriptionKind::Fd { event_type, fd } => Some(match guest.fds.get(fd) {
                 Ok(descriptor) => {
-                    let flags = if descriptor == Descriptor::Stdin {
+                    let flags = if matches!(descriptor, Descriptor::Stdin) {
                         EVENTRWFLAG_HANGUP
                     } else {
                         0

@@ -5,6 +5,7 @@
 
 mod args_clock;
 mod fd;
+mod files;
 mod poll;
 mod random;
 
