@@ -10,22 +10,27 @@
 //!   after a deploy (not part of the deploy; needed before the first
 //!   checkpoint or restore, and by a move's destination before the seal).
 //!
+//! `sqlite_file` writes its database into a directory of its own (a fresh
+//! one each run, on the same disk for both runtimes): a volume on Ferry,
+//! `--dir` on wasmtime.
+//!
 //! Run: `cargo bench -p ferry-hub --bench corpus` (`-- --rounds N` for the
 //! median of N runs, default 3; `-- PROGRAM...` for some programs only).
 //! Needs the venv that `scripts/install-deps` makes (`FERRY_VENV`).
 
 mod common;
 
-use common::{median, run_guest};
+use common::{median, run_guest_with};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use ferry_hub::runtime::GUEST_STACK_BYTES;
+use ferry_hub::runtime::{GUEST_STACK_BYTES, PreopenSpec};
 
 /// Longer runs than the integration tests use: a few seconds each on wasmtime.
-const PROGRAMS: [(&str, &[&str]); 5] = [
+const PROGRAMS: [(&str, &[&str]); 6] = [
     ("sqlite", &["30", "12000"]),
+    ("sqlite_file", &["/data/db.sqlite", "40000"]),
     ("lua", &["24", "200000"]),
     ("quickjs", &["16", "60000"]),
     ("zstd", &["24", "8"]),
@@ -37,10 +42,15 @@ fn repository() -> PathBuf {
 }
 
 /// wasmtime's compile and run of `module`, timed inside its Python process.
-fn run_on_wasmtime(python: &Path, module: &Path, args: &[&str]) -> (Duration, Duration) {
-    let output = Command::new(python)
+fn run_on_wasmtime(python: &Path, module: &Path, args: &[&str], data: Option<&Path>) -> (Duration, Duration) {
+    let mut command = Command::new(python);
+    command
         .arg(repository().join("integration-tests/python/run_wasmtime.py"))
-        .arg("--time")
+        .arg("--time");
+    if let Some(data) = data {
+        command.arg("--dir").arg(format!("{}::/data", data.display()));
+    }
+    let output = command
         .arg(module)
         .args(args)
         .stdin(Stdio::null())
@@ -94,7 +104,7 @@ fn main() {
         wasmer_types::VERSION
     );
     println!(
-        "  {:<8} {:>9} {:>9} {:>9} | {:>8} {:>8} | {:>9} {:>9} {:>9} {:>9} | {:>8} | {:>9}",
+        "  {:<11} {:>9} {:>9} {:>9} | {:>8} {:>8} | {:>9} {:>9} {:>9} {:>9} | {:>8} | {:>9}",
         "program",
         "wasmtime",
         "plain",
@@ -131,12 +141,29 @@ fn main() {
 
         let (mut wasmtime_runs, mut wasmtime_compiles) = (Vec::new(), Vec::new());
         let (mut plain_runs, mut instrumented_runs) = (Vec::new(), Vec::new());
+        // A fresh directory for each run of a program that writes files.
+        let volume = || {
+            (name == "sqlite_file").then(|| tempfile::tempdir_in(std::env::temp_dir()).expect("a temporary directory"))
+        };
+        let preopens = |dir: &Option<tempfile::TempDir>| {
+            dir.iter()
+                .map(|dir| PreopenSpec {
+                    guest_path: "/data".to_owned(),
+                    host_path: dir.path().to_owned(),
+                    writable: true,
+                    quota_bytes: Some(1 << 30),
+                })
+                .collect::<Vec<_>>()
+        };
         for _ in 0..rounds {
-            let (compile, run) = run_on_wasmtime(&python, &path, args);
+            let dir = volume();
+            let (compile, run) = run_on_wasmtime(&python, &path, args, dir.as_ref().map(|dir| dir.path()));
             wasmtime_compiles.push(compile);
             wasmtime_runs.push(run);
-            plain_runs.push(run_guest(&engine, &plain, args));
-            instrumented_runs.push(run_guest(&engine, &instrumented, args));
+            let dir = volume();
+            plain_runs.push(run_guest_with(&engine, &plain, args, preopens(&dir)));
+            let dir = volume();
+            instrumented_runs.push(run_guest_with(&engine, &instrumented, args, preopens(&dir)));
         }
         let wasmtime_run = median(wasmtime_runs);
         let wasmtime_compile = median(wasmtime_compiles);
@@ -144,7 +171,7 @@ fn main() {
         let instrumented_run = median(instrumented_runs);
         let deploy = instrumenting + compiling;
         println!(
-            "  {name:<8} {:>7.0}ms {:>7.0}ms {:>7.0}ms | {:>7.2}x {:>7.2}x | {:>7.0}ms {:>7.0}ms {:>7.0}ms {:>7.0}ms | {:>7.2}x | {:>7.0}ms",
+            "  {name:<11} {:>7.0}ms {:>7.0}ms {:>7.0}ms | {:>7.2}x {:>7.2}x | {:>7.0}ms {:>7.0}ms {:>7.0}ms {:>7.0}ms | {:>7.2}x | {:>7.0}ms",
             ms(wasmtime_run),
             ms(plain_run),
             ms(instrumented_run),

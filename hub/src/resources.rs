@@ -237,9 +237,14 @@ pub fn has_files(spec: &FunctionSpec) -> bool {
     spec.volume.is_some() || !spec.mounts.is_empty()
 }
 
+/// Where the hub keeps everything of the function `name` on disk.
+pub fn function_dir(data_dir: &Path, name: &str) -> PathBuf {
+    data_dir.join("functions").join(name)
+}
+
 /// Where the hub keeps the files of the function `name`.
 pub fn volume_dir(data_dir: &Path, name: &str) -> PathBuf {
-    data_dir.join("functions").join(name).join("volume")
+    function_dir(data_dir, name).join("volume")
 }
 
 /// Creates the function's volume directory (owner-only) if it is missing.

@@ -249,6 +249,27 @@ async fn sqlite_keeps_its_database_in_its_volume_and_the_file_checks_out_on_the_
         format!("count=20000 {sum_k} integrity=ok"),
         "the file the guest wrote"
     );
+    // A redeploy keeps the volume (the program refuses to start over on it);
+    // a removal deletes it.
+    ok(hub.ferry(&[
+        "deploy",
+        module.to_str().unwrap(),
+        "--name",
+        "db",
+        "--replace",
+        "--volume",
+        "/data:64MiB",
+        "--",
+        "/data/db.sqlite",
+        "20000",
+    ]));
+    let output = finished(&hub, "db", 3).await;
+    assert!(output.contains("database already holds 20000 rows"), "{output}");
+    ok(hub.ferry(&["rm", "db"]));
+    assert!(
+        !hub.data_dir().join("functions/db").exists(),
+        "the volume outlived the function"
+    );
 }
 
 /// `ferry deploy -f` of a manifest holding `body` (the module line is

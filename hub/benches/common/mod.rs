@@ -23,7 +23,18 @@ impl HostServices for Discard {
 
 /// Runs `module` to completion on the calling thread with `args` (never
 /// capturing it, so it needs no rewind module); its run time.
+#[allow(dead_code)] // each bench compiles this module; not every one uses it
 pub fn run_guest(engine: &wasmer::Engine, module: &wasmer::Module, args: &[&str]) -> Duration {
+    run_guest_with(engine, module, args, Vec::new())
+}
+
+/// [`run_guest`] with directories (`preopens`).
+pub fn run_guest_with(
+    engine: &wasmer::Engine,
+    module: &wasmer::Module,
+    args: &[&str],
+    preopens: Vec<ferry_hub::runtime::PreopenSpec>,
+) -> Duration {
     let module = GuestModule::standalone(module.clone());
     let launch = LaunchSpec {
         name: "bench".into(),
@@ -35,7 +46,7 @@ pub fn run_guest(engine: &wasmer::Engine, module: &wasmer::Module, args: &[&str]
         governor: Some(std::sync::Arc::new(ferry_hub::runtime::cpu::CpuGovernor::new(
             ferry_hub::runtime::cpu::default_capacity(),
         ))),
-        preopens: Ok(Vec::new()),
+        preopens: Ok(preopens),
     };
     let started = Instant::now();
     let outcome = run_to_completion(

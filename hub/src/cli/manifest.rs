@@ -209,6 +209,8 @@ mod tests {
             name = "db"
             module = "sqlite_file.wasm"
             args = ["/data", "300000"]
+            env = { MODE = "batch" }
+            memory-limit = "128MiB"
             [volume]
             path = "/data"
             quota = "256MiB"
@@ -223,6 +225,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(manifest.name.as_deref(), Some("db"));
+        assert_eq!(manifest.memory_limit, Some(ByteSize::mib(128)));
+        assert_eq!(manifest.env.unwrap()["MODE"], "batch");
         assert_eq!(manifest.volume.unwrap().quota, Some(ByteSize::mib(256)));
         assert_eq!(manifest.mount.unwrap()[0].resource, "samples");
         assert_eq!(manifest.messaging.unwrap().invoked_by.unwrap(), ["gateway"]);

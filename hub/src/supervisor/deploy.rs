@@ -65,7 +65,8 @@ impl Supervisor {
             if !request.replace {
                 return Err(HubError::FunctionExists { name: request.name });
             }
-            self.remove(&request.name).await?;
+            // A redeploy keeps the function's files: it is an upgrade.
+            self.remove_keeping(&request.name, true).await?;
         }
 
         let runtime = Arc::clone(&self.inner.runtime);

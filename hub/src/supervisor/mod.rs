@@ -375,7 +375,15 @@ impl Supervisor {
     }
 
     /// Stops (if needed) and forgets a function, its checkpoints and logs.
+    /// Forgets a function: its record, checkpoints, logs and files (its
+    /// volume).
     pub async fn remove(&self, name: &str) -> Result<(), HubError> {
+        self.remove_keeping(name, false).await
+    }
+
+    /// [`remove`](Self::remove); with `keep_files`, the volume stays for
+    /// the function of the same name that replaces it (`deploy --replace`).
+    pub(super) async fn remove_keeping(&self, name: &str, keep_files: bool) -> Result<(), HubError> {
         // A running function is stopped first, then forgotten.
         for _ in 0..2 {
             let forget = {
@@ -393,6 +401,14 @@ impl Supervisor {
                 // No checkpoint of it is written while (or after) its state goes.
                 let _serialized = self.inner.persist_lock.lock().await;
                 self.drop_local_state(name);
+                if !keep_files {
+                    let files = crate::resources::function_dir(&self.inner.config.data_dir, name);
+                    if let Err(error) = std::fs::remove_dir_all(&files)
+                        && error.kind() != std::io::ErrorKind::NotFound
+                    {
+                        tracing::warn!(function = %name, path = %files.display(), %error, "could not remove the function's files");
+                    }
+                }
                 tracing::info!(function = %name, "function removed");
                 return Ok(());
             }

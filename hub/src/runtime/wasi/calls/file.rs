@@ -15,7 +15,7 @@ use super::super::abi::{
     FSTFLAG_MTIM_NOW, errno,
 };
 use super::super::fds::{Descriptor, FileFd};
-use super::super::files::host;
+use super::super::files::{self, host};
 use super::Env;
 use super::fd::{Iovec, iovecs, read_file, seekable, write_file};
 use crate::runtime::guest::{GuestMemory, with_memory};
@@ -288,17 +288,32 @@ pub fn fd_readdir(
 pub fn fd_sync(env: Env<'_>, fd: i32) -> i32 {
     errno(match env.data().fds.get(fd as u32) {
         Ok(Descriptor::File(file)) => host(file.file.sync_all()),
-        Ok(Descriptor::Dir(dir)) => host(rustix::fs::fsync(&dir.dir).map_err(Into::into)),
+        Ok(Descriptor::Dir(dir)) => sync_dir(&dir.dir),
         Ok(_) => Err(Errno::Inval),
         Err(error) => Err(error),
     })
+}
+
+/// Syncs a directory's entries. cap-std holds directories as `O_PATH`
+/// descriptors, which cannot be synced: `.` beneath it is opened for
+/// reading (it names the directory itself, never anything outside).
+fn sync_dir(dir: &cap_std::fs::Dir) -> Result<(), Errno> {
+    use rustix::fs::{Mode, OFlags};
+    let readable = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|error| files::errno_of(&error.into()))?;
+    rustix::fs::fsync(&readable).map_err(|error| files::errno_of(&error.into()))
 }
 
 pub fn fd_datasync(env: Env<'_>, fd: i32) -> i32 {
     errno(match env.data().fds.get(fd as u32) {
         Ok(Descriptor::File(file)) if file.write => host(file.file.sync_data()),
         Ok(Descriptor::File(_)) => Err(Errno::Badf),
-        Ok(Descriptor::Dir(dir)) => host(rustix::fs::fdatasync(&dir.dir).map_err(Into::into)),
+        Ok(Descriptor::Dir(dir)) => sync_dir(&dir.dir),
         Ok(_) => Err(Errno::Inval),
         Err(error) => Err(error),
     })
