@@ -262,6 +262,7 @@ pub fn peer_info(peer: &PeerSnapshot, figures: Option<&HubInfo>, now: tokio::tim
         free_memory_bytes: figures.free_memory_bytes,
         functions_total: figures.functions_total,
         draining: figures.draining,
+        removed: false,
     }
 }
 

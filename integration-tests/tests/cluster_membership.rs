@@ -146,6 +146,18 @@ async fn a_removed_hub_is_refused_by_every_member_within_seconds() {
     assert!(text.contains("removed from the cluster"), "{text}");
     let (_, text) = migrate_refused(founder, "heap", "hub-2");
     assert!(text.contains("removed from the cluster"), "{text}");
+    // `ferry peers` says so.
+    for hub in [founder, member] {
+        let peers = hub.ferry_json(&["peers"]).unwrap();
+        let row = peers
+            .as_array()
+            .and_then(|peers| peers.iter().find(|peer| peer["id"] == removed_id.as_str()))
+            .cloned()
+            .unwrap_or_default();
+        assert!(row["removed"] == true && row["usable"] == false, "{peers}");
+        let table = ferry_integration_tests::expect_success(hub.ferry(&["peers"]));
+        assert!(table.contains("removed from the cluster"), "{table}");
+    }
 
     // The others stay whole, and removing it again changes nothing.
     let member_id = member.hub_id().unwrap();

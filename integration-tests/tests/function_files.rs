@@ -427,3 +427,49 @@ async fn messaging_rules_deny_what_they_do_not_name_with_an_error_and_an_event()
     // echo got exactly the gateway's two messages.
     assert_eq!(logs(&hub, "echo").matches("got ").count(), 2, "{}", logs(&hub, "echo"));
 }
+
+#[tokio::test]
+async fn a_function_with_files_starts_again_on_its_files_after_a_hub_restart_or_a_kill() {
+    let mut hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    let ticker = guest("examples/ticker.wasm");
+    ok(hub.ferry(&[
+        "deploy",
+        ticker.to_str().unwrap(),
+        "--name",
+        "t",
+        "--volume",
+        "/data",
+        "--",
+        "100",
+    ]));
+    let marker = hub.data_dir().join("functions/t/volume/kept.txt");
+    std::fs::write(&marker, b"kept\n").unwrap();
+    for restart in ["terminate", "kill -9"] {
+        let before = eventually("t to run", PATIENCE, || async {
+            let info = ferry_integration_tests::function_info_or_null(&hub, "t");
+            (info["state"] == "running").then(|| info["started_unix_ms"].as_u64().unwrap_or(0))
+        })
+        .await
+        .unwrap();
+        match restart {
+            "terminate" => hub.terminate().map(drop).unwrap(),
+            _ => hub.kill().unwrap(),
+        }
+        hub.restart().await.unwrap();
+        // (A kill may take the last start's record with it: the start
+        // count says less than the start time.)
+        let info = eventually(&format!("t to run again after {restart}"), PATIENCE, || async {
+            let info = ferry_integration_tests::function_info_or_null(&hub, "t");
+            let started = info["started_unix_ms"].as_u64().unwrap_or(0);
+            (info["state"] == "running" && started > before).then_some(info)
+        })
+        .await
+        .unwrap();
+        eprintln!("after {restart}: {info}");
+        assert_eq!(
+            std::fs::read(&marker).unwrap(),
+            b"kept\n",
+            "the volume survived {restart}"
+        );
+    }
+}

@@ -191,7 +191,14 @@ impl HubApi {
             .iter()
             .map(|peer| {
                 let figures = peer.id().and_then(|id| self.inner.figures.get(id));
-                peer_info(peer, figures.as_ref(), now)
+                let mut info = peer_info(peer, figures.as_ref(), now);
+                info.removed = self
+                    .inner
+                    .revocations
+                    .as_ref()
+                    .is_some_and(|revocations| revocations.is_revoked(&info.hub_id));
+                info.usable &= !info.removed;
+                info
             })
             .collect();
         ListPeersResponse { peers }

@@ -330,6 +330,7 @@ pub fn peer_json(peer: &PeerInfo) -> Value {
         "free_memory_bytes": peer.free_memory_bytes,
         "functions_total": peer.functions_total,
         "draining": peer.draining,
+        "removed": peer.removed,
     })
 }
 
@@ -362,6 +363,9 @@ pub fn print_peers(peers: &[PeerInfo], json: bool) -> Result<(), ClientError> {
             Some("compatible") | None => String::new(),
             Some(other) => format!("{other}: not used"),
         };
+        if peer.removed {
+            note = "removed from the cluster: not used".to_owned();
+        }
         if peer.draining {
             note = if note.is_empty() {
                 "draining".to_owned()

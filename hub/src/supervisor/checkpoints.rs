@@ -256,6 +256,15 @@ impl Supervisor {
             let mut slots = self.inner.lock_slots();
             let slot = slots.get_mut(name).ok_or_else(|| self.inner.not_found(name))?;
             if slot.record.spec.as_ref().is_some_and(crate::resources::has_files) {
+                // Its files are not captured yet. At a shutdown it stops
+                // uncaptured and stays recoverable: the next start runs it
+                // again (from the start, on the files it left).
+                if matches!(request, Request::Shutdown) && self.inner.decide(name, slot, request).is_ok() {
+                    if let Some(running) = slot.running.as_ref() {
+                        running.control.request_stop();
+                    }
+                    return Ok(None);
+                }
                 return Err(HubError::FilesDoNotTravel { name: name.to_owned() });
             }
             let transition = self.inner.decide(name, slot, request)?;
