@@ -21,6 +21,11 @@ use crate::runtime::guest::{GuestMemory, with_memory};
 /// next call, as POSIX allows any write to be.
 pub const MAX_WRITE_BYTES: u32 = 64 << 10;
 
+/// Most bytes one read or write of a file moves (a short read or write
+/// beyond, which libc continues): the count must fit the ABI's `u32`, and
+/// one call should not hold the function's thread for long.
+pub const MAX_FILE_IO_BYTES: u64 = 64 << 20;
+
 /// One `ciovec`: a buffer the guest passed, checked to lie inside memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Iovec {
@@ -131,8 +136,12 @@ pub(super) fn read_file(
     }
     let mut total = 0u64;
     for iovec in iovecs {
+        let len = u64::from(iovec.len).min(MAX_FILE_IO_BYTES - total) as u32;
+        if len == 0 && total == MAX_FILE_IO_BYTES {
+            break;
+        }
         let mut short = false;
-        let filled = memory.fill_in_place(iovec.ptr, iovec.len, iovec.len.max(1), |buffer| {
+        let filled = memory.fill_in_place(iovec.ptr, len, len.max(1), |buffer| {
             let mut done = 0;
             while done < buffer.len() {
                 let count = match at {
@@ -176,7 +185,11 @@ pub(super) fn write_file(
         return Err(Errno::Badf);
     }
     file.area.check_writable()?;
-    let wanted: u64 = iovecs.iter().map(|iovec| u64::from(iovec.len)).sum();
+    let wanted: u64 = iovecs
+        .iter()
+        .map(|iovec| u64::from(iovec.len))
+        .sum::<u64>()
+        .min(MAX_FILE_IO_BYTES);
     // Where the bytes land decides how much the quota lets through.
     let placement = match file.area.used_bytes() {
         None => None,

@@ -264,7 +264,8 @@ pub fn fd_readdir(
                 };
                 entries.push((entry.ino(), kind, name));
             }
-            let mut out = Vec::with_capacity(buf_len as usize);
+            // Grows with the listing, never to what the guest names.
+            let mut out = Vec::new();
             let skip = usize::try_from(cookie as u64).unwrap_or(usize::MAX);
             for (index, (ino, kind, name)) in entries.into_iter().enumerate().skip(skip) {
                 if out.len() >= buf_len as usize {
