@@ -320,21 +320,19 @@ impl HubApi {
         }
         self.supervisor().get(&request.name)?;
         let target = self.resolve_target(&request.to)?;
-        if let Some(spec) = self.supervisor().spec(&request.name)
-            && let Some(info) = self.inner.figures.get(&target.hub_id)
-            && let Some(reason) = crate::resources::placement_refusal(&spec, &info.resources)
-        {
-            return Err(HubError::PeerUnusable {
-                hub: request.to.clone(),
-                reason,
-            });
-        }
-        if self
-            .supervisor()
-            .spec(&request.name)
-            .is_some_and(|spec| crate::resources::has_files(&spec))
-        {
-            return Err(HubError::FilesDoNotTravel { name: request.name });
+        if let Some(spec) = self.supervisor().spec(&request.name) {
+            // The destination's resources first: that refusal outlasts the next one.
+            if let Some(info) = self.inner.figures.get(&target.hub_id)
+                && let Some(reason) = crate::resources::placement_refusal(&spec, &info.resources)
+            {
+                return Err(HubError::PeerUnusable {
+                    hub: request.to.clone(),
+                    reason,
+                });
+            }
+            if crate::resources::has_files(&spec) {
+                return Err(HubError::FilesDoNotTravel { name: request.name });
+            }
         }
         let (progress_tx, mut progress_rx) = mpsc::channel(256);
         let (events_tx, events_rx) = mpsc::channel(256);

@@ -27,9 +27,9 @@ impl HostServices for Inner {
                 slots
                     .get(name)
                     .and_then(|slot| slot.record.spec.as_ref())
-                    .and_then(|spec| spec.messaging.clone())
+                    .and_then(|spec| spec.messaging.as_ref())
             };
-            if let Err(rule) = crate::resources::messaging_allowed(from, rules(from).as_ref(), to, rules(to).as_ref()) {
+            if let Err(rule) = crate::resources::messaging_allowed(from, rules(from), to, rules(to)) {
                 drop(slots);
                 tracing::info!(%from, %to, %rule, "message denied");
                 self.logs.event(from, &format!("message to {to} denied: {rule}"));

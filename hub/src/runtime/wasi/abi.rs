@@ -136,24 +136,6 @@ pub const RIGHT_PATH_REMOVE_DIRECTORY: u64 = 1 << 25;
 pub const RIGHT_PATH_UNLINK_FILE: u64 = 1 << 26;
 pub const RIGHT_POLL_FD_READWRITE: u64 = 1 << 27;
 
-/// Rights that change a file or a directory's entries.
-#[cfg(test)]
-pub const RIGHTS_MUTATING: u64 = RIGHT_FD_DATASYNC
-    | RIGHT_FD_WRITE
-    | RIGHT_FD_ALLOCATE
-    | RIGHT_PATH_CREATE_DIRECTORY
-    | RIGHT_PATH_CREATE_FILE
-    | RIGHT_PATH_LINK_SOURCE
-    | RIGHT_PATH_LINK_TARGET
-    | RIGHT_PATH_RENAME_SOURCE
-    | RIGHT_PATH_RENAME_TARGET
-    | RIGHT_PATH_FILESTAT_SET_SIZE
-    | RIGHT_PATH_FILESTAT_SET_TIMES
-    | RIGHT_FD_FILESTAT_SET_SIZE
-    | RIGHT_FD_FILESTAT_SET_TIMES
-    | RIGHT_PATH_SYMLINK
-    | RIGHT_PATH_REMOVE_DIRECTORY
-    | RIGHT_PATH_UNLINK_FILE;
 /// Rights of a regular file opened for reading.
 pub const RIGHTS_FILE_READ: u64 = RIGHT_FD_READ
     | RIGHT_FD_SEEK
@@ -166,6 +148,9 @@ pub const RIGHTS_FILE_READ: u64 = RIGHT_FD_READ
 /// Rights writing adds to a regular file.
 pub const RIGHTS_FILE_WRITE: u64 =
     RIGHT_FD_DATASYNC | RIGHT_FD_WRITE | RIGHT_FD_ALLOCATE | RIGHT_FD_FILESTAT_SET_SIZE | RIGHT_FD_FILESTAT_SET_TIMES;
+/// Rights that change a file or a directory's entries.
+#[cfg(test)]
+pub const RIGHTS_MUTATING: u64 = RIGHTS_DIR_WRITE | RIGHTS_FILE_WRITE;
 /// Rights of a directory in a read-only mount.
 pub const RIGHTS_DIR_READ: u64 = RIGHT_PATH_OPEN
     | RIGHT_FD_READDIR
