@@ -13,15 +13,12 @@
 
 mod common;
 
-use common::{median, run_guest};
+use common::{in_process_hub, median, run_guest, wait_for_output};
 use std::time::{Duration, Instant};
 
-use ferry_hub::agent;
-use ferry_hub::config::{AgentArgs, AgentConfig, FileConfig};
 use ferry_hub::runtime::GUEST_STACK_BYTES;
 use ferry_proto::v1::hub_client::HubClient;
-use ferry_proto::v1::{CheckpointRequest, DeployRequest, LogsRequest, ResumeRequest, SuspendRequest};
-use tokio_stream::StreamExt;
+use ferry_proto::v1::{CheckpointRequest, DeployRequest, ResumeRequest, SuspendRequest};
 
 const ROUNDS: usize = 3;
 
@@ -80,45 +77,8 @@ fn instrumentation_overhead() {
     }
 }
 
-async fn wait_for_output(client: &mut HubClient<tonic::transport::Channel>, name: &str, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let mut stream = client
-            .logs(LogsRequest {
-                name: name.into(),
-                follow: false,
-                tail: 0,
-            })
-            .await
-            .expect("logs")
-            .into_inner();
-        let mut text = Vec::new();
-        while let Some(entry) = stream.next().await {
-            text.extend(entry.expect("log entry").data);
-        }
-        if String::from_utf8_lossy(&text).contains(needle) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{name} never printed {needle:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn through_a_hub() -> anyhow::Result<()> {
-    let data_dir = tempfile::tempdir()?;
-    let config = AgentConfig::resolve(
-        &AgentArgs {
-            data_dir: Some(data_dir.path().to_owned()),
-            listen: Some("127.0.0.1:0".parse()?),
-            no_mdns: true,
-            checkpoint_interval: Some(Duration::ZERO),
-            insecure: true,
-            ..AgentArgs::default()
-        },
-        FileConfig::default(),
-        None,
-    );
-    let hub = agent::start(config).await?;
+    let (_data_dir, hub) = in_process_hub().await?;
     let mut client = HubClient::connect(format!("http://{}", hub.address)).await?;
 
     // Capture latency of a CPU-bound function: how long a checkpoint (and so

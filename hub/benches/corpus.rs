@@ -152,6 +152,8 @@ fn main() {
                     host_path: dir.path().to_owned(),
                     writable: true,
                     quota_bytes: Some(1 << 30),
+                    // As on a hub: every write is tracked for the checkpoints.
+                    volume: true,
                 })
                 .collect::<Vec<_>>()
         };

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ferry_proto::internal::v1::{self as wire, global_value, pending_call};
 use ferry_proto::v1::FunctionSpec;
 
-use crate::runtime::{GlobalValue, HostSnapshot, PendingCall, Snapshot, SnapshotMemory};
+use crate::runtime::{GlobalValue, HostSnapshot, PendingCall, Snapshot, SnapshotFiles, SnapshotMemory};
 
 fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
@@ -127,6 +127,12 @@ pub fn manifest_template(
             caller_invocation_id: 0,
         }),
         stack: snapshot.stack.clone(),
+        volume: snapshot.files.as_ref().and_then(|files| files.volume.clone()),
+        descriptors: snapshot
+            .files
+            .as_ref()
+            .map(|files| files.descriptors.clone())
+            .unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -150,6 +156,11 @@ pub fn snapshot_from_manifest(manifest: &wire::CheckpointManifest, memory: Snaps
             cpu: Duration::from_micros(host.cpu_micros),
             has_caller: host.has_caller,
         },
+        files: (manifest.volume.is_some() || !manifest.descriptors.is_empty()).then(|| SnapshotFiles {
+            volume: manifest.volume.clone(),
+            descriptors: manifest.descriptors.clone(),
+            ..SnapshotFiles::default()
+        }),
         hold: None,
     })
 }
@@ -180,6 +191,7 @@ mod tests {
                 cpu: Duration::from_micros(5_000),
                 has_caller: true,
             },
+            files: None,
             hold: None,
         };
         let manifest = manifest_template(&snapshot, FunctionSpec::default(), 1, 2, 3);

@@ -47,10 +47,6 @@ pub enum HubError {
     Busy { name: String, state: &'static str },
     #[error("internal error: {0}")]
     Internal(String),
-    #[error(
-        "function {name:?} has a volume or mounts: its files are not checkpointed yet, so it cannot be checkpointed, suspended or moved (it keeps running here)"
-    )]
-    FilesDoNotTravel { name: String },
     #[error("{rule}")]
     MessagingDenied { rule: String },
     #[error("{0}")]
@@ -105,7 +101,6 @@ impl ServiceError for HubError {
                 ErrorCode::FailedPrecondition
             }
             HubError::Internal(_) => ErrorCode::Internal,
-            HubError::FilesDoNotTravel { .. } => ErrorCode::FailedPrecondition,
             HubError::MessagingDenied { .. } => ErrorCode::PermissionDenied,
             HubError::Trust(crate::trust::TrustError::NotAnAuthority) => ErrorCode::FailedPrecondition,
             HubError::Trust(crate::trust::TrustError::Parse(_)) => ErrorCode::InvalidArgument,

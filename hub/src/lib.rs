@@ -26,3 +26,4 @@ pub mod store;
 pub mod supervisor;
 pub mod telemetry;
 pub mod trust;
+pub mod volume_layout;

@@ -273,6 +273,7 @@ pub fn preopens(spec: &FunctionSpec, resources: &Resources, data_dir: &Path) -> 
             host_path,
             writable: true,
             quota_bytes: Some(quota),
+            volume: true,
         });
     }
     for mount in &spec.mounts {
@@ -285,6 +286,7 @@ pub fn preopens(spec: &FunctionSpec, resources: &Resources, data_dir: &Path) -> 
             host_path: decl.path.clone(),
             writable: access == Access::Rw && decl.access == Access::Rw,
             quota_bytes: None,
+            volume: false,
         });
     }
     Ok(preopens)

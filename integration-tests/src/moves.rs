@@ -271,6 +271,63 @@ impl Rng {
     }
 }
 
+/// Waits until `name` runs on exactly one of `hubs` and no hub holds an
+/// uncommitted copy; returns that hub's index. Fails at once if it ever
+/// runs on two.
+pub async fn settle(hubs: &[HubProcess], name: &str, patience: Duration) -> usize {
+    let all: Vec<&HubProcess> = hubs.iter().collect();
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let running = running_on(&all, name);
+        assert!(running.len() <= 1, "{name} runs on hubs {running:?} at once");
+        let arriving = hubs
+            .iter()
+            .any(|hub| matches!(local_view(hub, name), Some((state, _)) if state == "arriving"));
+        if running.len() == 1 && !arriving {
+            return running[0];
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} did not settle: running on {running:?}, arriving {arriving}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One trial of a move hit by a crash: moves `name` from `hubs[owner]` to
+/// the other hub and, `delay` later, kills `hubs[victim]` (`kill -9`) and
+/// restarts it. Returns the hub it runs on once settled and whether the
+/// move was reported done; a reported move whose destination was killed
+/// must end there (asserted).
+pub async fn kill_mid_move(
+    hubs: &mut [HubProcess],
+    name: &str,
+    owner: usize,
+    victim: usize,
+    delay: Duration,
+    patience: Duration,
+) -> (usize, bool) {
+    let destination = 1 - owner;
+    let mut command = hubs[owner].ferry_command();
+    let name_owned = name.to_owned();
+    let mover = std::thread::spawn(move || {
+        command
+            .args(["migrate", &name_owned, "--to", &format!("hub-{destination}"), "--json"])
+            .output()
+            .unwrap()
+    });
+    tokio::time::sleep(delay).await;
+    hubs[victim].kill().unwrap();
+    let output = mover.join().unwrap();
+    hubs[victim].restart().await.unwrap();
+    let settled_on = settle(hubs, name, patience).await;
+    let reported = output.status.success();
+    if reported && victim == destination {
+        assert_eq!(settled_on, destination, "a reported move ends on the destination");
+    }
+    (settled_on, reported)
+}
+
 #[cfg(test)]
 mod tests {
     use super::check_bigheap_checksums;

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 use ferry_hub::runtime::{
     FunctionControl, GuestModule, HostServices, LaunchSpec, Outcome, SendOutcome, run_to_completion,
 };
-use ferry_proto::v1::LogStream;
+use ferry_proto::v1::hub_client::HubClient;
+use ferry_proto::v1::{LogStream, LogsRequest};
+use tokio_stream::StreamExt;
 
 /// Discards output: the benchmarks measure execution, not logging.
 pub struct Discard;
@@ -65,4 +67,52 @@ pub fn run_guest_with(
 pub fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values[values.len() / 2]
+}
+
+/// Waits until `name` has printed `needle` (two minutes at most).
+#[allow(dead_code)] // each bench compiles this module; not every one uses it
+pub async fn wait_for_output(client: &mut HubClient<tonic::transport::Channel>, name: &str, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut stream = client
+            .logs(LogsRequest {
+                name: name.into(),
+                follow: false,
+                tail: 0,
+            })
+            .await
+            .expect("logs")
+            .into_inner();
+        let mut text = Vec::new();
+        while let Some(entry) = stream.next().await {
+            text.extend(entry.expect("log entry").data);
+        }
+        if String::from_utf8_lossy(&text).contains(needle) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{name} never printed {needle:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A hub in this process on a fresh data directory: loopback, insecure, no
+/// mDNS, no periodic checkpoints. Keep the directory as long as the hub.
+#[allow(dead_code)] // each bench compiles this module; not every one uses it
+pub async fn in_process_hub() -> anyhow::Result<(tempfile::TempDir, ferry_hub::agent::RunningHub)> {
+    use ferry_hub::config::{AgentArgs, AgentConfig, FileConfig};
+    let data_dir = tempfile::tempdir()?;
+    let config = AgentConfig::resolve(
+        &AgentArgs {
+            data_dir: Some(data_dir.path().to_owned()),
+            listen: Some("127.0.0.1:0".parse()?),
+            no_mdns: true,
+            checkpoint_interval: Some(Duration::ZERO),
+            insecure: true,
+            ..AgentArgs::default()
+        },
+        FileConfig::default(),
+        None,
+    );
+    let hub = ferry_hub::agent::start(config).await?;
+    Ok((data_dir, hub))
 }

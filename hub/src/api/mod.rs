@@ -330,9 +330,6 @@ impl HubApi {
                     reason,
                 });
             }
-            if crate::resources::has_files(&spec) {
-                return Err(HubError::FilesDoNotTravel { name: request.name });
-            }
         }
         let (progress_tx, mut progress_rx) = mpsc::channel(256);
         let (events_tx, events_rx) = mpsc::channel(256);

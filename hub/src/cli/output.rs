@@ -431,6 +431,9 @@ pub fn print_checkpoint(name: &str, info: &CheckpointInfo, json: bool) -> Result
                 "bytes_written": info.bytes_written,
                 "capture_micros": info.capture_micros,
                 "persist_micros": info.persist_micros,
+                "volume_bytes": info.volume_bytes,
+                "volume_bytes_read": info.volume_bytes_read,
+                "volume_new_chunks": info.volume_new_chunks,
             })
         );
         return Ok(());
@@ -447,6 +450,14 @@ pub fn print_checkpoint(name: &str, info: &CheckpointInfo, json: bool) -> Result
         info.capture_micros as f64 / 1000.0,
         info.persist_micros as f64 / 1000.0,
     );
+    if info.volume_bytes > 0 {
+        println!(
+            "volume: {} in files, {} read (written since the previous checkpoint), {} new chunks",
+            human_bytes(info.volume_bytes),
+            human_bytes(info.volume_bytes_read),
+            info.volume_new_chunks,
+        );
+    }
     Ok(())
 }
 

@@ -393,7 +393,9 @@ impl Arrival {
             // of the last round and the seal (measured: the last round's
             // answer 10–27 ms late). The wait falls in pre-copy instead,
             // while the function runs.
-            self.stage_settled(std::mem::take(&mut plan.settled)).await;
+            let mut settled = std::mem::take(&mut plan.settled);
+            settled.extend(plan.settled_volume.drain(..).map(Some));
+            self.stage_settled(settled).await;
         }
         if self.early_logs_import.is_none() && !self.early_logs.is_empty() {
             let supervisor = self.supervisor.clone();
@@ -417,6 +419,10 @@ impl Arrival {
         let store = self.supervisor.checkpoint_store().clone();
         for (hash, slots) in plan.slots_by_hash {
             let Some((&first, rest)) = slots.split_first() else {
+                // A chunk of the volume's files only: stored or asked for.
+                if !store.contains_chunk(&hash).map_err(HubError::Checkpoint)? {
+                    lacking.push(hash);
+                }
                 continue;
             };
             if !store.contains_chunk(&hash).map_err(HubError::Checkpoint)? {
@@ -515,6 +521,8 @@ impl Arrival {
             self.arrival_logs(&mut whole_logs),
         )?;
         self.installed = true;
+        // Installed first: from here the volume directory is the arrival's.
+        self.supervisor.lay_out_volume(&manifest).await?;
         let install_done = started.elapsed();
         self.drop_unneeded(&manifest);
         self.snapshot = Some(Arc::new(snapshot));
@@ -567,6 +575,10 @@ impl Arrival {
                 }
                 if self.early_logs_import.is_some() && !self.installed {
                     self.supervisor.drop_arrival_logs(&name, &self.move_id());
+                }
+                if !self.installed && !name.is_empty() {
+                    // The warm instance made its (empty) volume directory.
+                    self.supervisor.remove_files_unless_here(&name);
                 }
                 self.hold_what_arrived(&name);
             }

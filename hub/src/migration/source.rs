@@ -6,8 +6,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ferry_migrator::checkpoint::volume::volume_chunk_lengths;
 use ferry_migrator::checkpoint::{CHECKPOINT_FORMAT_VERSION, ChunkHash, DEFAULT_CHUNK_SIZE, codec::StreamEncoder};
-use ferry_migrator::transfer::{Heard, NextStep, Owner, Sender, TransferError};
+use ferry_migrator::transfer::{ChunkAt, Heard, NextStep, Owner, Sender, TransferError};
 use ferry_proto::PROTOCOL_VERSION;
 use ferry_proto::internal::v1::{
     AutomaticMove, ChunkData, DestinationFrame, ForwardPointer, LogBatch, ModuleData, Offer, SourceFrame, source_frame,
@@ -383,7 +384,13 @@ impl MoveRun<'_> {
             let hashes = hash_changes(Arc::clone(&snapshot), sender.chunk_size(), base.take()).await?;
             let hashed = round_started.elapsed();
             let memory_bytes = snapshot.memory.memory_bytes();
-            let planned = sender.plan_round(&hashes, memory_bytes, last);
+            let volume = snapshot
+                .files
+                .as_ref()
+                .and_then(|files| files.volume.as_ref())
+                .map(|volume| volume_chunk_lengths(volume, sender.chunk_size()))
+                .unwrap_or_default();
+            let planned = sender.plan_round(&hashes, memory_bytes, &volume, last);
             base = Some(hashes);
             send(&self.watchdog, outbound, planned.frame).await?;
             let need = self.receive(sender, inbound, None).await?;
@@ -442,7 +449,7 @@ impl MoveRun<'_> {
         sender: &mut Sender,
         outbound: &mpsc::Sender<SourceFrame>,
         snapshot: &Arc<Snapshot>,
-        to_send: Vec<(ChunkHash, u32)>,
+        to_send: Vec<(ChunkHash, ChunkAt)>,
     ) -> Result<(), TransferError> {
         let (encoded_tx, mut encoded_rx) = mpsc::channel::<(u64, SourceFrame)>(16);
         let captured = Arc::clone(snapshot);
@@ -452,10 +459,22 @@ impl MoveRun<'_> {
             };
             let mut encoder = StreamEncoder::new(ferry_migrator::checkpoint::codec::DEFAULT_COMPRESSION_LEVEL)
                 .map_err(|error| error.to_string())?;
-            for (hash, slot) in to_send {
-                let bytes = changes
-                    .chunk(slot)
-                    .ok_or_else(|| format!("chunk {slot} changed but was not captured"))?;
+            let volume: std::collections::HashMap<ChunkHash, &[u8]> = captured
+                .files
+                .iter()
+                .flat_map(|files| files.chunks.iter())
+                .map(|(hash, bytes)| (*hash, &bytes[..]))
+                .collect();
+            for (hash, at) in to_send {
+                let bytes = match at {
+                    ChunkAt::Memory(slot) => changes
+                        .chunk(slot)
+                        .ok_or_else(|| format!("chunk {slot} changed but was not captured"))?,
+                    ChunkAt::Volume => volume
+                        .get(&hash)
+                        .copied()
+                        .ok_or_else(|| format!("volume chunk {hash} is new but was not read"))?,
+                };
                 let encoded = encoder.encode(bytes).map_err(|error| error.to_string())?;
                 let chunk = frame(source_frame::Frame::Chunk(ChunkData {
                     hash: hash.0.to_vec(),

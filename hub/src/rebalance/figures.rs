@@ -116,6 +116,7 @@ impl HubFigures {
         let functions: Vec<policy::Function> = loads
             .into_iter()
             .map(|function| policy::Function {
+                barred: barred_peers(&function.mounts, peers, figures),
                 state: state_of(function.phase),
                 // What a function that left, stopped or is suspended used
                 // in the last sample is not load here any more.
@@ -168,6 +169,32 @@ impl HubFigures {
             moves_in_flight: moving.max(automatic_in_flight),
         }
     }
+}
+
+/// The peers (by id) that lack a resource among `mounts` (or grant less
+/// access than they ask for), as their last figures say.
+fn barred_peers(
+    mounts: &[ferry_proto::v1::Mount],
+    peers: &[PeerSnapshot],
+    figures: &PeerFigures,
+) -> std::collections::BTreeSet<String> {
+    if mounts.is_empty() {
+        return Default::default();
+    }
+    let spec = ferry_proto::v1::FunctionSpec {
+        mounts: mounts.to_vec(),
+        ..Default::default()
+    };
+    peers
+        .iter()
+        .filter_map(|peer| peer.id())
+        .filter(|id| {
+            figures
+                .get(id)
+                .is_none_or(|info| crate::resources::placement_refusal(&spec, &info.resources).is_some())
+        })
+        .map(str::to_owned)
+        .collect()
 }
 
 /// A lifecycle phase as placement sees it.

@@ -19,6 +19,7 @@ use super::snapshot::{GlobalValue, HoldDecision, HoldKeeper, HostSnapshot, Pause
 use super::unwind::{AsyncifyHooks, Phase, STACK_DATA, used_stack_bytes};
 use super::wasi::fds::FdTable;
 use super::wasi::files::PreopenSpec;
+use super::wasi::volume::{SnapshotFiles, capture_files};
 
 const PAGE: u64 = 65_536;
 
@@ -155,7 +156,10 @@ impl LiveInstance {
                 launch.memory_limit_bytes
             ));
         }
-        let fds = FdTable::with_preopens(launch.preopens.as_deref().map_err(Clone::clone)?)?;
+        let mut fds = FdTable::with_preopens(launch.preopens.as_deref().map_err(Clone::clone)?)?;
+        if let Some(files) = snapshot.and_then(|snapshot| snapshot.files.as_ref()) {
+            super::wasi::volume::restore_descriptors(&mut fds, &files.descriptors)?;
+        }
         let may_park = may_park && !launch.has_files();
         let mut store = Store::new(engine.clone());
         let mut args = vec![launch.name.clone()];
@@ -344,8 +348,21 @@ impl LiveInstance {
             ));
         }
         let host = &snapshot.host;
+        // Its directories are opened again: the volume was laid out from
+        // the checkpoint after this instance was made.
+        let fds = match &snapshot.files {
+            Some(files) => {
+                let mut fds = FdTable::with_preopens(launch.preopens.as_deref().map_err(Clone::clone)?)?;
+                super::wasi::volume::restore_descriptors(&mut fds, &files.descriptors)?;
+                Some(fds)
+            }
+            None => None,
+        };
         {
             let guest = self.env.as_mut(&mut self.store);
+            if let Some(fds) = fds {
+                guest.fds = fds;
+            }
             guest.clock = VirtualClock::starting_at(host.monotonic);
             guest.cpu = CpuMeter::start(host.cpu);
             guest.cpu_account = CpuAccount::start(host.cpu, launch.cpu_cap);
@@ -441,7 +458,8 @@ impl LiveInstance {
     /// The state of an unwound instance, with its whole memory.
     fn snapshot(&mut self) -> Result<Snapshot, String> {
         let memory = self.capture_memory(&MemoryWanted::Whole)?;
-        self.snapshot_with(memory)
+        let files = self.capture_files(&MemoryWanted::Whole)?;
+        self.snapshot_with(memory, files)
     }
 
     /// Copies out the memory `wanted`.
@@ -458,8 +476,18 @@ impl LiveInstance {
         }
     }
 
+    /// The files of an unwound instance: for the consumer of `wanted`'s
+    /// dirty set, only what changed since its previous capture is read.
+    fn capture_files(&self, wanted: &MemoryWanted) -> Result<Option<SnapshotFiles>, String> {
+        let (set, chunk_size) = match wanted {
+            MemoryWanted::Whole => (None, ferry_migrator::checkpoint::DEFAULT_CHUNK_SIZE),
+            MemoryWanted::Changes { set, chunk_size } => (Some(set.as_str()), *chunk_size),
+        };
+        capture_files(&self.env.as_ref(&self.store).fds, set, chunk_size)
+    }
+
     /// The state of an unwound instance with `memory`.
-    fn snapshot_with(&mut self, memory: SnapshotMemory) -> Result<Snapshot, String> {
+    fn snapshot_with(&mut self, memory: SnapshotMemory, files: Option<SnapshotFiles>) -> Result<Snapshot, String> {
         let stack_view = self.capture_exports()?.stack.view(&self.store);
         let mut header = [0u8; 8];
         stack_view
@@ -490,6 +518,7 @@ impl LiveInstance {
                 cpu: guest.cpu.used(),
                 has_caller: guest.caller.is_some(),
             },
+            files,
             hold: None,
         })
     }
@@ -502,6 +531,11 @@ impl LiveInstance {
         let control = Arc::clone(&self.env.as_ref(&self.store).control);
         for set in control.take_forgotten_sets() {
             self.dirty.forget(&set);
+            for area in self.env.as_ref(&self.store).fds.areas() {
+                if let Some(mut tracker) = area.tracker() {
+                    tracker.forget(&set);
+                }
+            }
         }
         let requests = control.take_capture_requests();
         let ending = super::control::capture_outcome(&requests);
@@ -513,9 +547,10 @@ impl LiveInstance {
             let snapshot = match known {
                 Some((_, snapshot)) => snapshot.clone(),
                 None => {
-                    let captured = self
-                        .capture_memory(&request.memory)
-                        .and_then(|memory| self.snapshot_with(memory));
+                    let captured = self.capture_memory(&request.memory).and_then(|memory| {
+                        let files = self.capture_files(&request.memory)?;
+                        self.snapshot_with(memory, files)
+                    });
                     let captured = captured.map(|mut snapshot| {
                         // A pause or a suspend that captured only changes
                         // keeps the instance until every copy of its

@@ -41,6 +41,7 @@ pub use rewind::{GuestModule, RewindModule};
 pub use snapshot::{GlobalValue, HostSnapshot, MemoryChanges, PendingCall, Snapshot, SnapshotMemory, StoredMemory};
 pub use warm::WarmInstance;
 pub use wasi::files::PreopenSpec;
+pub use wasi::volume::SnapshotFiles;
 
 /// Native stack a guest runs on.
 pub const GUEST_STACK_BYTES: usize = 8 << 20;

@@ -60,6 +60,9 @@ pub struct Snapshot {
     /// Exported mutable globals by their index in the deployed module.
     pub globals: Vec<(u32, GlobalValue)>,
     pub host: HostSnapshot,
+    /// The function's volume and open descriptors (`None`: it has no
+    /// directories).
+    pub files: Option<super::wasi::volume::SnapshotFiles>,
     /// Set when the function was paused for a move or suspended with only
     /// its changes captured: the rest of its memory, kept until the move
     /// or the suspend's persist ends.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_migrator::checkpoint::{ChangedMemory, CheckpointError, CheckpointStore, PutStats};
+use ferry_migrator::checkpoint::{ChangedMemory, CheckpointError, CheckpointStore, ChunkHash, PutStats};
 use ferry_proto::internal::v1::CheckpointManifest;
 use ferry_proto::v1::{CheckpointInfo, FunctionInfo};
 
@@ -43,7 +43,15 @@ fn checkpoint_info(
         bytes_written: stats.bytes_written_compressed,
         capture_micros: capture.as_micros() as u64,
         persist_micros: persist.as_micros() as u64,
+        ..CheckpointInfo::default()
     }
+}
+
+/// What a checkpoint did with the function's volume.
+struct VolumeFigures {
+    bytes: u64,
+    bytes_read: u64,
+    new_chunks: u64,
 }
 
 /// A capture of the changes since the previous checkpoint, with its base,
@@ -255,18 +263,6 @@ impl Supervisor {
         let (receiver, generation) = {
             let mut slots = self.inner.lock_slots();
             let slot = slots.get_mut(name).ok_or_else(|| self.inner.not_found(name))?;
-            if slot.record.spec.as_ref().is_some_and(crate::resources::has_files) {
-                // Its files are not captured yet. At a shutdown it stops
-                // uncaptured and stays recoverable: the next start runs it
-                // again (from the start, on the files it left).
-                if matches!(request, Request::Shutdown) && self.inner.decide(name, slot, request).is_ok() {
-                    if let Some(running) = slot.running.as_ref() {
-                        running.control.request_stop();
-                    }
-                    return Ok(None);
-                }
-                return Err(HubError::FilesDoNotTravel { name: name.to_owned() });
-            }
             let transition = self.inner.decide(name, slot, request)?;
             let kind = match transition.effect {
                 Effect::CaptureAndContinue => CaptureKind::Continue,
@@ -393,6 +389,15 @@ impl Inner {
         let owned_name = name.to_owned();
         let of_changes = matches!(snapshot.memory, SnapshotMemory::Changes(_));
         let result = tokio::task::spawn_blocking(move || {
+            // The files' chunks first: the commit below checks every chunk
+            // the manifest names is stored.
+            let file_chunks: Vec<(ChunkHash, &[u8])> = snapshot
+                .files
+                .iter()
+                .flat_map(|files| files.chunks.iter())
+                .map(|(hash, bytes)| (*hash, &bytes[..]))
+                .collect();
+            let (volume_new_chunks, volume_bytes_written) = store.put_loose_chunks(&file_chunks)?;
             let put = match &snapshot.memory {
                 SnapshotMemory::Whole(memory) => store
                     .put(template, memory, None)
@@ -413,13 +418,29 @@ impl Inner {
                 }
             }?;
             store.retain(&owned_name, CHECKPOINTS_KEPT)?;
-            Ok::<_, ferry_migrator::checkpoint::CheckpointError>(put)
+            let (manifest, mut stats) = put;
+            stats.bytes_written_compressed += volume_bytes_written;
+            let files = snapshot.files.as_ref();
+            let volume = VolumeFigures {
+                bytes: manifest
+                    .volume
+                    .iter()
+                    .flat_map(|volume| volume.entries.iter())
+                    .map(|entry| entry.size)
+                    .sum(),
+                bytes_read: files.map_or(0, |files| files.bytes_read),
+                new_chunks: volume_new_chunks,
+            };
+            Ok::<_, ferry_migrator::checkpoint::CheckpointError>((manifest, stats, volume))
         })
         .await
         .map_err(|error| HubError::Internal(format!("persist task failed: {error}")))?;
-        let (manifest, stats) = result.map_err(HubError::Checkpoint)?;
+        let (manifest, stats, volume) = result.map_err(HubError::Checkpoint)?;
         let persist = started.elapsed();
-        let info = checkpoint_info(&manifest, &stats, capture, persist);
+        let mut info = checkpoint_info(&manifest, &stats, capture, persist);
+        info.volume_bytes = volume.bytes;
+        info.volume_bytes_read = volume.bytes_read;
+        info.volume_new_chunks = volume.new_chunks;
         {
             let mut slots = self.lock_slots();
             if let Some(slot) = slots.get_mut(name) {
@@ -438,6 +459,8 @@ impl Inner {
             new_chunks = info.new_chunks,
             capture_us = info.capture_micros,
             persist_us = info.persist_micros,
+            volume_bytes = info.volume_bytes,
+            volume_bytes_read = info.volume_bytes_read,
             "checkpoint written"
         );
         Ok(info)
@@ -479,11 +502,47 @@ impl Inner {
             .await
             .map_err(|error| HubError::Internal(format!("load task failed: {error}")))?
             .map_err(HubError::Checkpoint)?;
+        self.lay_out_volume(manifest).await?;
         let memory = SnapshotMemory::Stored(StoredMemory {
             store: self.checkpoints.clone(),
             manifest: owned,
         });
         snapshot_from_manifest(manifest, memory).map_err(unusable)
+    }
+
+    /// Puts the function's volume back as `manifest` captured it (see
+    /// `volume_layout`), off the async runtime. Only for a function that
+    /// does not run: it is about to start from this checkpoint.
+    pub(crate) async fn lay_out_volume(&self, manifest: &CheckpointManifest) -> Result<(), HubError> {
+        let Some(volume) = manifest.volume.clone() else {
+            return Ok(());
+        };
+        let name = manifest.spec.as_ref().map(|spec| spec.name.clone()).unwrap_or_default();
+        let (store, data_dir, chunk_size) = (
+            self.checkpoints.clone(),
+            self.config.data_dir.clone(),
+            manifest.chunk_size,
+        );
+        let owned = name.clone();
+        let started = Instant::now();
+        let laid = tokio::task::spawn_blocking(move || {
+            crate::volume_layout::lay_out_from_checkpoint(&store, &data_dir, &owned, &volume, chunk_size)
+        })
+        .await
+        .map_err(|error| HubError::Internal(format!("volume layout task failed: {error}")))?
+        .map_err(|reason| HubError::CheckpointUnusable {
+            name: name.clone(),
+            reason: format!("checkpoint {}: {reason}", manifest.sequence),
+        })?;
+        tracing::info!(
+            function = %name,
+            sequence = manifest.sequence,
+            files = laid.files,
+            bytes = laid.bytes,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "volume restored from the checkpoint"
+        );
+        Ok(())
     }
 }
 

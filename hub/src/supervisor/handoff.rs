@@ -174,6 +174,7 @@ impl Supervisor {
             return;
         }
         self.drop_local_state(name);
+        self.remove_files(name);
     }
 
     /// An instance of the module of `spec`, made on its own thread, for an
@@ -487,6 +488,8 @@ impl Supervisor {
         }
         self.inner.save_durably(name)?;
         self.drop_local_state(name);
+        // A volume laid out at the seal: the function runs on at the source.
+        self.remove_files(name);
         Ok(())
     }
 

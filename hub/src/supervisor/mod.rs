@@ -237,6 +237,7 @@ impl Supervisor {
                 slots.insert(name, Slot::new(record, phase));
             }
         }
+        self.sweep_files_left_behind();
         for name in to_start {
             let resumed = async {
                 let _serialized = self.inner.checkpoint_lock.lock().await;
@@ -383,6 +384,53 @@ impl Supervisor {
 
     /// [`remove`](Self::remove); with `keep_files`, the volume stays for
     /// the function of the same name that replaces it (`deploy --replace`).
+    /// Removes everything of `name` on disk (its volume): it was removed,
+    /// or it runs on another hub now.
+    pub(super) fn remove_files(&self, name: &str) {
+        let files = crate::resources::function_dir(&self.inner.config.data_dir, name);
+        if let Err(error) = std::fs::remove_dir_all(&files)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(function = %name, path = %files.display(), %error, "could not remove the function's files");
+        }
+    }
+
+    /// Removes the files of `name` unless it lives on this hub (any phase
+    /// but moved away): what a discarded arrival laid out.
+    pub fn remove_files_unless_here(&self, name: &str) {
+        let here = {
+            let slots = self.inner.lock_slots();
+            slots.get(name).is_some_and(|slot| slot.phase != Phase::Moved)
+        };
+        if !here {
+            self.remove_files(name);
+        }
+    }
+
+    /// Removes the files of every function that does not live here: a
+    /// crash may have come between a move's record and the removal of
+    /// what it left, or in the middle of an arrival that never installed.
+    fn sweep_files_left_behind(&self) {
+        let root = self.inner.config.data_dir.join("functions");
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if let Some(name) = entry.file_name().to_str() {
+                self.remove_files_unless_here(name);
+            }
+        }
+    }
+
+    /// Puts the volume of a function that is about to start from
+    /// `manifest` back as that checkpoint captured it.
+    pub async fn lay_out_volume(
+        &self,
+        manifest: &ferry_proto::internal::v1::CheckpointManifest,
+    ) -> Result<(), HubError> {
+        self.inner.lay_out_volume(manifest).await
+    }
+
     pub(super) async fn remove_keeping(&self, name: &str, keep_files: bool) -> Result<(), HubError> {
         // A running function is stopped first, then forgotten.
         for _ in 0..2 {
@@ -402,12 +450,7 @@ impl Supervisor {
                 let _serialized = self.inner.persist_lock.lock().await;
                 self.drop_local_state(name);
                 if !keep_files {
-                    let files = crate::resources::function_dir(&self.inner.config.data_dir, name);
-                    if let Err(error) = std::fs::remove_dir_all(&files)
-                        && error.kind() != std::io::ErrorKind::NotFound
-                    {
-                        tracing::warn!(function = %name, path = %files.display(), %error, "could not remove the function's files");
-                    }
+                    self.remove_files(name);
                 }
                 tracing::info!(function = %name, "function removed");
                 return Ok(());

@@ -51,6 +51,8 @@ pub struct FunctionLoad {
     pub memory_bytes: u64,
     pub priority: i32,
     pub pinned: bool,
+    /// The hub resources it mounts: it runs only where they exist.
+    pub mounts: Vec<ferry_proto::v1::Mount>,
     /// When and from which hub (id) it was moved here.
     pub arrived: Option<(Instant, String)>,
 }
@@ -111,8 +113,8 @@ impl Supervisor {
                         .as_ref()
                         .map_or(0, |running| running.control.memory_bytes()),
                     priority: placement.priority,
-                    // Its files do not travel yet: never moved or suspended automatically.
-                    pinned: placement.pinned || spec.is_some_and(crate::resources::has_files),
+                    pinned: placement.pinned,
+                    mounts: spec.map(|spec| spec.mounts.clone()).unwrap_or_default(),
                     arrived: slot.arrived.clone(),
                 }
             })

@@ -88,7 +88,8 @@ pub fn validate_manifest(manifest: &CheckpointManifest) -> Result<(), Checkpoint
         }
     }
     validate_globals(manifest)?;
-    validate_host(manifest)
+    validate_host(manifest)?;
+    super::volume::validate_files(manifest)
 }
 
 /// A function name usable as a store key: non-empty, no NUL byte.
@@ -196,13 +197,16 @@ pub(crate) fn describe(manifest: &CheckpointManifest) -> String {
     format!("checkpoint {} of function {name}", manifest.sequence)
 }
 
-/// The distinct chunks a (validated) manifest names, in first-use order.
+/// The distinct chunks a (validated) manifest names, memory first then its
+/// volume's files, in first-use order.
 pub(crate) fn distinct_chunks(manifest: &CheckpointManifest) -> Vec<ChunkHash> {
     let mut seen = std::collections::HashSet::new();
+    let files = manifest.volume.iter().flat_map(super::volume::volume_chunks);
     manifest
         .chunk_hashes
         .iter()
         .filter_map(|entry| ChunkHash::from_manifest_entry(entry).ok().flatten())
+        .chain(files)
         .filter(|hash| seen.insert(*hash))
         .collect()
 }

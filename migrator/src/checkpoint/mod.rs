@@ -3,8 +3,9 @@
 //! A checkpoint is everything needed to resume a function exactly where it
 //! stopped: a [`CheckpointManifest`] (protobuf, `ferry/v1/checkpoint.proto`:
 //! spec, module hash, epoch, sequence, globals, host state, the Asyncify stack
-//! data, the memory size and one hash per memory chunk) plus the chunks of
-//! linear memory it names. This module is pure data and sled: it never runs a
+//! data, the memory size and one hash per memory chunk, the volume's files
+//! with their chunk hashes and the open descriptors) plus the chunks of
+//! linear memory and of files it names. This module is pure data and sled: it never runs a
 //! module and never opens a socket.
 //!
 //! - [`chunking`]: cutting memory into chunks, all-zero detection, BLAKE3
@@ -14,6 +15,10 @@
 //! - [`codec`]: the encoding of one chunk at rest and on the wire.
 //! - [`store`]: [`CheckpointStore`], chunks stored once with reference counts,
 //!   manifests per function and sequence, garbage collection.
+//! - [`volume`]: the files part of a manifest (a volume's entries, the open
+//!   descriptors) and its validation. File chunks are chunks like memory's:
+//!   everything the store counts goes through `distinct_chunks`, which
+//!   names both.
 //!
 //! # Decisions
 //!
@@ -29,8 +34,13 @@
 //!   ([`MAX_CHUNK_SIZE`], which also bounds what one chunk may decompress to),
 //!   exactly `ceil(memory_bytes / chunk_size)` chunk hashes each empty (an
 //!   all-zero chunk) or 32 bytes, globals strictly increasing by index each
-//!   with a value (a `v128` of 16 bytes), and a `host` with a `pending` call
-//!   (a checkpoint is always taken inside a host call).
+//!   with a value (a `v128` of 16 bytes), a `host` with a `pending` call
+//!   (a checkpoint is always taken inside a host call), and — if it has a
+//!   volume — entries strictly increasing by path, each path relative and
+//!   normalised and in a directory listed before it, a file with
+//!   `ceil(size / chunk_size)` hashes, a symlink with a relative target;
+//!   descriptors strictly increasing, each with a kind and (for a file) a
+//!   normalised path.
 //! - **Chunks.** Memory is cut into `chunk_size` chunks ([`DEFAULT_CHUNK_SIZE`]
 //!   = 64 KiB, one wasm page; the last chunk may be shorter). All-zero chunks
 //!   are elided (empty hash) and never stored; every other chunk is named by
@@ -139,6 +149,7 @@ pub mod codec;
 mod error;
 pub mod manifest;
 pub mod store;
+pub mod volume;
 
 #[cfg(test)]
 mod tests;

@@ -11,8 +11,11 @@
 //!    module?) or `Refuse`.
 //! 2. Pre-copy rounds while the function keeps running: each `Round` lists
 //!    the chunk slots whose content changed since the previous round (the
-//!    first: every non-zero slot); the destination answers `Need` with the
-//!    distinct hashes it holds nowhere; the source sends those chunks.
+//!    first: every non-zero slot) and the chunks of the volume's files not
+//!    offered before (by hash and length); the destination answers `Need`
+//!    with the distinct hashes it holds nowhere; the source sends those
+//!    chunks. The last round thus leaves the destination with every chunk
+//!    the sealed manifest's volume names.
 //! 3. When a round was small enough, did not shrink (the function writes
 //!    memory as fast as rounds send it), or after [`RoundPolicy::max_rounds`],
 //!    the function is paused and the last round sent, then the log history
@@ -39,7 +42,7 @@ mod stall;
 mod tests;
 
 pub use receiver::{Disposition, Receiver, ReceiverStep, RoundPlan};
-pub use sender::{Heard, NextStep, Owner, PlannedRound, Sender, SenderStats};
+pub use sender::{ChunkAt, Heard, NextStep, Owner, PlannedRound, Sender, SenderStats};
 pub use stall::StallLimit;
 
 use ferry_proto::{ErrorCode, ServiceError};

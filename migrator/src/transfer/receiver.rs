@@ -2,7 +2,7 @@
 //! in order, that every chunk matches its hash and that the sealed manifest
 //! describes exactly the memory the rounds built; the hub does the storing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ferry_proto::PROTOCOL_VERSION;
 use ferry_proto::internal::v1::{
@@ -54,6 +54,9 @@ pub struct RoundPlan {
     /// received (empty before the first round): what the hub may reference
     /// durably ahead of the seal.
     pub settled: Vec<Option<ChunkHash>>,
+    /// The volume chunks earlier rounds offered, every one of them held
+    /// or received: referenced ahead of the seal like `settled`.
+    pub settled_volume: Vec<ChunkHash>,
 }
 
 /// What the hub must do for a frame.
@@ -66,7 +69,8 @@ pub enum ReceiverStep {
     Module(Vec<u8>),
     /// Apply a round to the image, then answer with [`Receiver::need`].
     Round(RoundPlan),
-    /// A chunk that matches its hash: store `encoded`, copy `bytes` into `slots`.
+    /// A chunk that matches its hash: store `encoded`, copy `bytes` into
+    /// `slots` (none for a chunk of the volume only).
     Chunk {
         hash: ChunkHash,
         encoded: Vec<u8>,
@@ -112,6 +116,8 @@ pub struct Receiver {
     round_slots: HashMap<ChunkHash, Vec<u32>>,
     /// Needed chunks not yet received, with the slots they fill.
     outstanding: HashMap<ChunkHash, Vec<u32>>,
+    /// Volume chunks offered in any round, and the length of each.
+    volume: HashMap<ChunkHash, u32>,
     log_entries: usize,
     decoder: Option<ChunkDecoder>,
 }
@@ -145,6 +151,7 @@ impl Receiver {
             round: 0,
             round_slots: HashMap::new(),
             outstanding: HashMap::new(),
+            volume: HashMap::new(),
             log_entries: 0,
             decoder: None,
         }
@@ -361,6 +368,28 @@ impl Receiver {
                 }
             }
         }
+        let settled_volume = self.volume.keys().copied().collect();
+        let mut offered_volume = HashSet::new();
+        for chunk in round.volume_chunks {
+            let hash = entry_hash(&chunk.hash)?
+                .ok_or_else(|| TransferError::protocol("a volume chunk named by an empty hash"))?;
+            if chunk.len == 0 || chunk.len > chunk_size || !offered_volume.insert(hash) {
+                return Err(TransferError::protocol(format!(
+                    "round {} offers volume chunk {hash} twice or with length {} (chunks are 1..={chunk_size} bytes)",
+                    round.number, chunk.len
+                )));
+            }
+            if self.volume.insert(hash, chunk.len).is_some() {
+                return Err(TransferError::protocol(format!(
+                    "round {} offers volume chunk {hash} again",
+                    round.number
+                )));
+            }
+            if let std::collections::hash_map::Entry::Vacant(slots) = by_hash.entry(hash) {
+                slots.insert(Vec::new());
+                order.push(hash);
+            }
+        }
         self.round = round.number;
         if round.last {
             self.phase = Phase::LastRound;
@@ -377,6 +406,7 @@ impl Receiver {
             zeroed,
             slots_by_hash,
             settled,
+            settled_volume,
         }))
     }
 
@@ -387,10 +417,14 @@ impl Receiver {
             .outstanding
             .remove(&hash)
             .ok_or_else(|| TransferError::protocol(format!("chunk {hash} was not asked for")))?;
-        let first = slots.first().copied().unwrap_or(0);
         let chunk_size = self.offer.as_ref().map_or(1, |offer| offer.chunk_size);
-        let start = u64::from(first) * u64::from(chunk_size);
-        let len = self.memory_bytes.saturating_sub(start).min(u64::from(chunk_size)) as usize;
+        let len = match slots.first() {
+            Some(&first) => {
+                let start = u64::from(first) * u64::from(chunk_size);
+                self.memory_bytes.saturating_sub(start).min(u64::from(chunk_size)) as usize
+            }
+            None => self.volume.get(&hash).copied().unwrap_or_default() as usize,
+        };
         let decoder = match &mut self.decoder {
             Some(decoder) => decoder,
             empty => empty.insert(ChunkDecoder::new().map_err(|error| TransferError::Unacceptable {
@@ -464,6 +498,21 @@ impl Receiver {
                 return Err(TransferError::protocol(format!(
                     "the sealed manifest names another chunk at slot {index} than the rounds sent"
                 )));
+            }
+        }
+        if let Some(volume) = &manifest.volume {
+            for entry in &volume.entries {
+                for (index, hash) in entry.chunk_hashes.iter().enumerate() {
+                    let Some(hash) = entry_hash(hash)? else { continue };
+                    let end = entry.size.min((index as u64 + 1) * u64::from(manifest.chunk_size));
+                    let len = end - index as u64 * u64::from(manifest.chunk_size);
+                    if self.volume.get(&hash).is_none_or(|offered| u64::from(*offered) != len) {
+                        return Err(TransferError::protocol(format!(
+                            "the sealed manifest's volume names chunk {hash} ({len} bytes of {}), which no round offered so",
+                            entry.path
+                        )));
+                    }
+                }
             }
         }
         manifest.epoch = offer.epoch + 1;

@@ -1,10 +1,11 @@
 //! The source's side of a transfer: which chunks each round sends, when to
 //! pause the function, and who owns it if the transfer fails.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ferry_proto::internal::v1::{
-    CheckpointManifest, ChunkRef, Commit, DestinationFrame, Round, SourceFrame, destination_frame, source_frame,
+    CheckpointManifest, ChunkRef, Commit, DestinationFrame, Round, SourceFrame, VolumeChunk, destination_frame,
+    source_frame,
 };
 
 use super::{RoundPolicy, TransferError, code_from_name, entry_hash};
@@ -78,6 +79,15 @@ pub enum Heard {
     Answer(DestinationFrame),
 }
 
+/// Where the bytes of a chunk the destination needs are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkAt {
+    /// In this memory slot of the round's capture.
+    Memory(u32),
+    /// Among the volume chunks the round's capture read.
+    Volume,
+}
+
 /// One planned round: the frame to send and the bytes it offers.
 #[derive(Debug, Clone)]
 pub struct PlannedRound {
@@ -99,6 +109,10 @@ pub struct Sender {
     last: bool,
     /// Hash → a slot holding it, for the chunks of the current round.
     offered: HashMap<ChunkHash, u32>,
+    /// Volume chunks offered in any round so far: the destination holds them.
+    volume_offered: HashSet<ChunkHash>,
+    /// Volume chunks new in the current round, with their lengths.
+    volume_round: HashMap<ChunkHash, u32>,
     /// Bytes of the changed non-zero slots of the current round.
     round_bytes: u64,
     /// The same for the round before it.
@@ -118,6 +132,8 @@ impl Sender {
             round: 0,
             last: false,
             offered: HashMap::new(),
+            volume_offered: HashSet::new(),
+            volume_round: HashMap::new(),
             round_bytes: 0,
             previous_round_bytes: None,
             stats: SenderStats::default(),
@@ -177,9 +193,17 @@ impl Sender {
     }
 
     /// Plans the next round from the hashes of memory as captured
-    /// (`None`: an all-zero chunk). With `last` the function is paused and
-    /// this round must leave the destination with exactly this memory.
-    pub fn plan_round(&mut self, chunk_hashes: &[Option<ChunkHash>], memory_bytes: u64, last: bool) -> PlannedRound {
+    /// (`None`: an all-zero chunk) and the distinct chunks of the volume's
+    /// files with their lengths. With `last` the function is paused and
+    /// this round must leave the destination with exactly this memory and
+    /// every chunk of this volume.
+    pub fn plan_round(
+        &mut self,
+        chunk_hashes: &[Option<ChunkHash>],
+        memory_bytes: u64,
+        volume: &[(ChunkHash, u32)],
+        last: bool,
+    ) -> PlannedRound {
         debug_assert!(matches!(self.phase, Phase::Accepted | Phase::Sending));
         self.round += 1;
         self.last = last;
@@ -206,6 +230,18 @@ impl Sender {
                 self.offered.entry(*hash).or_insert(index);
             }
         }
+        self.volume_round.clear();
+        let mut volume_chunks = Vec::new();
+        for &(hash, len) in volume {
+            if self.volume_offered.insert(hash) {
+                self.volume_round.insert(hash, len);
+                volume_chunks.push(VolumeChunk {
+                    hash: hash.0.to_vec(),
+                    len,
+                });
+                changed_bytes += u64::from(len);
+            }
+        }
         if self.round > 1 {
             self.previous_round_bytes = Some(self.round_bytes);
         }
@@ -220,6 +256,7 @@ impl Sender {
                     last,
                     memory_bytes,
                     changed,
+                    volume_chunks,
                 })),
             },
             changed_bytes,
@@ -227,8 +264,8 @@ impl Sender {
     }
 
     /// The destination's `Need` for the current round: the chunks to send,
-    /// each with a slot that holds it.
-    pub fn on_need(&mut self, frame: DestinationFrame) -> Result<Vec<(ChunkHash, u32)>, TransferError> {
+    /// each with where its bytes are.
+    pub fn on_need(&mut self, frame: DestinationFrame) -> Result<Vec<(ChunkHash, ChunkAt)>, TransferError> {
         self.expect(Phase::RoundOffered, "need")?;
         let need = match refused(frame)? {
             destination_frame::Frame::Need(need) => need,
@@ -244,19 +281,29 @@ impl Sender {
         let mut seen = std::collections::HashSet::new();
         for entry in &need.hashes {
             let hash = entry_hash(entry)?.ok_or_else(|| TransferError::protocol("need names an all-zero chunk"))?;
-            let index = *self.offered.get(&hash).ok_or_else(|| {
-                TransferError::protocol(format!(
-                    "need names chunk {hash}, which round {} did not offer",
-                    self.round
-                ))
-            })?;
+            let at = match (self.offered.get(&hash), self.volume_round.contains_key(&hash)) {
+                (Some(index), _) => ChunkAt::Memory(*index),
+                (None, true) => ChunkAt::Volume,
+                (None, false) => {
+                    return Err(TransferError::protocol(format!(
+                        "need names chunk {hash}, which round {} did not offer",
+                        self.round
+                    )));
+                }
+            };
             if !seen.insert(hash) {
                 return Err(TransferError::protocol(format!("need names chunk {hash} twice")));
             }
-            to_send.push((hash, index));
+            to_send.push((hash, at));
         }
         // Slots sharing a hash go once; what is not sent was deduplicated.
-        let needed: u64 = to_send.iter().map(|(_, index)| self.slot_len(*index)).sum();
+        let needed: u64 = to_send
+            .iter()
+            .map(|(hash, at)| match at {
+                ChunkAt::Memory(index) => self.slot_len(*index),
+                ChunkAt::Volume => u64::from(self.volume_round.get(hash).copied().unwrap_or_default()),
+            })
+            .sum();
         self.stats.bytes_deduplicated += self.round_bytes.saturating_sub(needed);
         self.phase = Phase::Sending;
         Ok(to_send)
@@ -300,6 +347,14 @@ impl Sender {
             return Err(TransferError::protocol(
                 "the manifest does not describe the memory the rounds sent",
             ));
+        }
+        if let Some(volume) = &manifest.volume
+            && let Some(hash) =
+                crate::checkpoint::volume::volume_chunks(volume).find(|hash| !self.volume_offered.contains(hash))
+        {
+            return Err(TransferError::protocol(format!(
+                "the manifest names volume chunk {hash}, which no round offered"
+            )));
         }
         self.phase = Phase::Sealed;
         Ok(SourceFrame {

@@ -156,11 +156,31 @@ impl Destination {
 
 /// Runs one round from `sender` into `destination` with `memory` as captured.
 fn round(sender: &mut Sender, destination: &mut Destination, memory: &[u8], last: bool) -> u64 {
-    let planned = sender.plan_round(&hashes(memory), memory.len() as u64, last);
+    round_with_volume(sender, destination, memory, &[], last)
+}
+
+/// [`round`] with the chunks of a volume's files as captured.
+fn round_with_volume(
+    sender: &mut Sender,
+    destination: &mut Destination,
+    memory: &[u8],
+    volume: &[&[u8]],
+    last: bool,
+) -> u64 {
+    let volume_chunks: Vec<(ChunkHash, u32)> = volume
+        .iter()
+        .map(|bytes| (hash_chunk(bytes), bytes.len() as u32))
+        .collect();
+    let planned = sender.plan_round(&hashes(memory), memory.len() as u64, &volume_chunks, last);
     let need = destination.feed(planned.frame).unwrap().expect("a need");
-    for (hash, slot) in sender.on_need(need).unwrap() {
-        let start = slot as usize * CHUNK as usize;
-        let bytes = &memory[start..start + CHUNK as usize];
+    for (hash, at) in sender.on_need(need).unwrap() {
+        let bytes = match at {
+            ChunkAt::Memory(slot) => {
+                let start = slot as usize * CHUNK as usize;
+                &memory[start..start + CHUNK as usize]
+            }
+            ChunkAt::Volume => *volume.iter().find(|bytes| hash_chunk(bytes) == hash).unwrap(),
+        };
         let encoded = encode_chunk(bytes, 1).unwrap();
         sender.chunk_sent(bytes.len() as u64, encoded.len() as u64);
         let chunk = SourceFrame {
@@ -281,7 +301,7 @@ fn after_first_round(memory: &[u8]) -> (Destination, ChunkHash) {
     let mut destination = Destination::new(&[], true);
     let mut sender = Sender::new(CHUNK, RoundPolicy::default());
     sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
-    let planned = sender.plan_round(&hashes(memory), memory.len() as u64, true);
+    let planned = sender.plan_round(&hashes(memory), memory.len() as u64, &[], true);
     destination.feed(planned.frame).unwrap();
     (destination, hashes(memory)[0].unwrap())
 }
@@ -335,7 +355,11 @@ fn a_seal_for_a_module_that_was_never_sent_is_refused() {
     let mut sender = Sender::new(CHUNK, RoundPolicy::default());
     sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
     destination
-        .feed(sender.plan_round(&hashes(&memory), memory.len() as u64, true).frame)
+        .feed(
+            sender
+                .plan_round(&hashes(&memory), memory.len() as u64, &[], true)
+                .frame,
+        )
         .unwrap();
     let seal = SourceFrame {
         frame: Some(source_frame::Frame::Seal(ferry_proto::internal::v1::Seal {
@@ -546,4 +570,75 @@ fn a_progress_report_is_heard_as_progress_in_any_phase_and_never_as_an_answer() 
     ));
     // Given where an answer is expected, it is not one.
     assert!(sender.on_accept(report).is_err());
+}
+
+/// A manifest of `memory` whose volume is one file of `chunks` in order.
+fn manifest_with_volume(memory: &[u8], chunks: &[&[u8]]) -> CheckpointManifest {
+    use ferry_proto::internal::v1::{VolumeEntry, VolumeState, volume_entry};
+    let mut manifest = manifest(memory);
+    let size = chunks.iter().map(|chunk| chunk.len() as u64).sum();
+    manifest.volume = Some(VolumeState {
+        entries: vec![VolumeEntry {
+            path: "db".to_owned(),
+            kind: volume_entry::Kind::File as i32,
+            size,
+            chunk_hashes: chunks.iter().map(|chunk| hash_chunk(chunk).0.to_vec()).collect(),
+            ..VolumeEntry::default()
+        }],
+    });
+    manifest
+}
+
+#[test]
+fn volume_chunks_are_offered_once_across_rounds_and_the_seal_must_name_only_offered_ones() {
+    let mut sender = Sender::new(CHUNK, RoundPolicy::default());
+    let mut destination = Destination::new(&[], true);
+    sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
+    let memory = memory_with(2, &[(0, 1)]);
+    let full = vec![7u8; CHUNK as usize];
+    let tail = vec![8u8; 100];
+    let changed = round_with_volume(&mut sender, &mut destination, &memory, &[&full, &tail], false);
+    assert_eq!(
+        changed,
+        u64::from(CHUNK) * 2 + 100,
+        "memory slot 0 and both volume chunks"
+    );
+    assert!(
+        destination.store.contains_key(&hash_chunk(&tail)),
+        "the short chunk arrived"
+    );
+    // The file's tail was rewritten: only the new chunk is offered again.
+    let new_tail = vec![9u8; 50];
+    let changed = round_with_volume(&mut sender, &mut destination, &memory, &[&full, &new_tail], true);
+    assert_eq!(changed, 50);
+    let sealed = manifest_with_volume(&memory, &[&full, &new_tail]);
+    destination
+        .feed(sender.seal(sealed.clone()).unwrap())
+        .unwrap()
+        .expect("prepared");
+    assert_eq!(
+        destination.sealed.as_ref().map(|manifest| &manifest.volume),
+        Some(&sealed.volume)
+    );
+}
+
+#[test]
+fn a_seal_naming_a_volume_chunk_no_round_offered_is_refused_on_both_sides() {
+    let memory = memory_with(1, &[(0, 1)]);
+    let mut sender = Sender::new(CHUNK, RoundPolicy::default());
+    let mut destination = Destination::new(&[], true);
+    sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
+    let offered = vec![3u8; 10];
+    round_with_volume(&mut sender, &mut destination, &memory, &[&offered], true);
+    let unsent = vec![4u8; 10];
+    let sealed = manifest_with_volume(&memory, &[&unsent]);
+    let error = sender.seal(sealed.clone()).unwrap_err();
+    assert!(error.to_string().contains("no round offered"), "{error}");
+    let seal = SourceFrame {
+        frame: Some(source_frame::Frame::Seal(ferry_proto::internal::v1::Seal {
+            manifest: Some(sealed),
+        })),
+    };
+    let error = destination.feed(seal).unwrap_err();
+    assert!(error.to_string().contains("no round offered"), "{error}");
 }

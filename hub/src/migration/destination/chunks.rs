@@ -109,7 +109,12 @@ impl Arrival {
     /// `manifest` does not name.
     pub(super) fn drop_unneeded(&mut self, manifest: &CheckpointManifest) {
         let received = std::mem::take(&mut self.received);
-        let named: std::collections::HashSet<Vec<u8>> = manifest.chunk_hashes.iter().cloned().collect();
+        let files = manifest
+            .volume
+            .iter()
+            .flat_map(|volume| volume.entries.iter())
+            .flat_map(|entry| entry.chunk_hashes.iter());
+        let named: std::collections::HashSet<Vec<u8>> = manifest.chunk_hashes.iter().chain(files).cloned().collect();
         let store = self.supervisor.checkpoint_store().clone();
         tokio::task::spawn_blocking(move || {
             let unneeded: Vec<ChunkHash> = received

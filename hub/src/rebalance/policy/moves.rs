@@ -160,7 +160,7 @@ impl Policy {
             let came_from_there = function.arrival.as_ref().is_some_and(|arrival| {
                 arrival.from == peer.id && view.now.saturating_sub(arrival.at) < settings.cooldown
             });
-            if came_from_there {
+            if came_from_there || function.barred.contains(&peer.id) {
                 continue;
             }
             if destination.free_memory < function.memory {

@@ -69,6 +69,8 @@ pub struct Function {
     pub priority: i32,
     /// Never moved or suspended by the policy.
     pub pinned: bool,
+    /// Hubs (by id) it cannot run on: they lack a resource it mounts.
+    pub barred: std::collections::BTreeSet<String>,
     pub state: FunctionState,
     /// When it last arrived on this hub and from where, if it ever did.
     pub arrival: Option<Arrival>,

@@ -96,6 +96,7 @@ fn measure(capacity: f64, specs: &[Spec]) -> Vec<Function> {
                 memory: spec.memory,
                 priority: spec.priority,
                 pinned: spec.pinned,
+                barred: Default::default(),
                 state: spec.state,
                 arrival: spec.arrival.clone(),
             }

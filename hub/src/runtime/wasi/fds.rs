@@ -24,6 +24,9 @@ pub struct DirFd {
     pub area: Arc<Area>,
     /// The area's own root, announced by `fd_prestat_get`.
     pub preopen: bool,
+    /// Beneath the area's root, as opened ("" for the root): how a restore
+    /// opens it again in a mount (a volume's entries are found by inode).
+    pub path: String,
 }
 
 /// A regular file (or other non-directory) the function opened.
@@ -35,6 +38,10 @@ pub struct FileFd {
     pub write: bool,
     /// Every write goes to the end (`O_APPEND`, `fd_fdstat_set_flags`).
     pub append: bool,
+    /// Beneath the area's root, as opened (see [`DirFd::path`]).
+    pub path: String,
+    /// The file's inode: what the volume's tracker records changes under.
+    pub ino: u64,
 }
 
 /// What an open descriptor refers to.
@@ -136,6 +143,8 @@ impl Descriptor {
 #[derive(Debug)]
 pub struct FdTable {
     slots: Vec<Option<Descriptor>>,
+    /// Every preopened area in order, open or closed by the guest.
+    areas: Vec<Arc<Area>>,
 }
 
 impl FdTable {
@@ -147,7 +156,26 @@ impl FdTable {
                 Some(Descriptor::Stdout),
                 Some(Descriptor::Stderr),
             ],
+            areas: Vec::new(),
         }
+    }
+
+    /// The preopened areas, in order (the volume first, if any).
+    pub fn areas(&self) -> &[Arc<Area>] {
+        &self.areas
+    }
+
+    /// Every open descriptor with its number.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &Descriptor)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(fd, slot)| slot.as_ref().map(|descriptor| (fd as u32, descriptor)))
+    }
+
+    /// Replaces the table with exactly `slots` (a restore), keeping the areas.
+    pub fn replace_slots(&mut self, slots: Vec<Option<Descriptor>>) {
+        self.slots = slots;
     }
 
     /// Stdio and one preopen per directory, 3 onwards, in order. Fails with
@@ -162,10 +190,13 @@ impl FdTable {
                     spec.guest_path
                 )
             })?;
+            let area = Arc::new(area);
+            table.areas.push(Arc::clone(&area));
             table.slots.push(Some(Descriptor::Dir(DirFd {
                 dir,
-                area: Arc::new(area),
+                area,
                 preopen: true,
+                path: String::new(),
             })));
         }
         Ok(table)
@@ -256,6 +287,7 @@ mod tests {
             host_path: dir.to_owned(),
             writable,
             quota_bytes: None,
+            volume: false,
         }
     }
 
@@ -293,6 +325,7 @@ mod tests {
                 dir: preopen.dir.try_clone().unwrap(),
                 area: Arc::clone(&preopen.area),
                 preopen: false,
+                path: String::new(),
             })
         };
         while table.slots.len() < MAX_FDS {

@@ -32,6 +32,9 @@ pub struct PreopenSpec {
     pub writable: bool,
     /// Most bytes its regular files may hold together (a volume's quota).
     pub quota_bytes: Option<u64>,
+    /// The function's private volume: its content is captured with the
+    /// function, so the hub tracks what is written in it.
+    pub volume: bool,
 }
 
 /// A preopened directory tree and what may be done in it.
@@ -41,6 +44,8 @@ pub struct Area {
     pub writable: bool,
     quota: Option<Quota>,
     root: Dir,
+    /// What changed in a volume since each consumer's previous capture.
+    tracker: Option<std::sync::Mutex<super::volume::VolumeTracker>>,
 }
 
 #[derive(Debug)]
@@ -65,11 +70,42 @@ impl Area {
             writable: spec.writable,
             quota,
             root: root.try_clone()?,
+            tracker: spec.volume.then(Default::default),
         };
         if let Some(quota) = &area.quota {
             quota.used.store(usage(&area.root)?, Ordering::Relaxed);
         }
         Ok((area, root))
+    }
+
+    /// The area's root directory.
+    pub fn root(&self) -> &Dir {
+        &self.root
+    }
+
+    /// Whether this is the function's volume (captured with it).
+    pub fn is_volume(&self) -> bool {
+        self.tracker.is_some()
+    }
+
+    /// Records that bytes `start..end` of file `ino` changed (written,
+    /// grown into, cut off), for the next capture of every consumer.
+    pub fn changed(&self, ino: u64, start: u64, end: u64) {
+        if let Some(tracker) = &self.tracker
+            && start < end
+        {
+            tracker
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .changed(ino, start, end);
+        }
+    }
+
+    /// The volume's tracker, locked (`None` for a mount).
+    pub fn tracker(&self) -> Option<std::sync::MutexGuard<'_, super::volume::VolumeTracker>> {
+        self.tracker
+            .as_ref()
+            .map(|tracker| tracker.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
     }
 
     /// `EROFS` unless the area takes changes.
@@ -233,6 +269,7 @@ mod tests {
             host_path: dir.to_owned(),
             writable: true,
             quota_bytes: quota,
+            volume: false,
         })
         .unwrap()
         .0

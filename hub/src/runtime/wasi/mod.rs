@@ -7,13 +7,14 @@
 //!
 //! `abi` holds the numbers and layouts of the ABI, `fds` the descriptor
 //! table, `files` the preopened directories and the rules of the
-//! filesystem calls, `calls` the calls themselves; `runtime::registry` is where each
+//! filesystem calls, `volume` the capture and restore of a function's files, `calls` the calls themselves; `runtime::registry` is where each
 //! import name is bound to its call.
 
 pub mod abi;
 pub mod calls;
 pub mod fds;
 pub mod files;
+pub mod volume;
 
 use ferry_proto::v1::LogStream;
 use wasmer::{Function, FunctionEnv, FunctionEnvMut, FunctionType, RuntimeError, Store, Type, Value};

@@ -194,6 +194,27 @@ impl CheckpointStore {
         Ok(true)
     }
 
+    /// Stores chunks whose hashes the caller computed from these very bytes
+    /// (the file chunks a capture read from a function's volume), each
+    /// encoded, unless the store holds it already. They stay unreferenced
+    /// until a manifest naming them is committed. Returns how many were new
+    /// and their stored size.
+    pub fn put_loose_chunks(&self, chunks: &[(ChunkHash, &[u8])]) -> Result<(u64, u64), CheckpointError> {
+        let mut encoder = ChunkEncoder::new(self.options.compression_level)?;
+        let (mut new, mut bytes) = (0, 0);
+        for (hash, chunk) in chunks {
+            if self.chunks.contains_key(hash.as_bytes())? {
+                continue;
+            }
+            let encoded = encoder.encode(chunk)?;
+            self.chunks.insert(hash.as_bytes(), encoded.as_slice())?;
+            self.trusted.trust([*hash]);
+            new += 1;
+            bytes += encoded.len() as u64;
+        }
+        Ok((new, bytes))
+    }
+
     /// Stores a chunk the caller has already decoded and checked against
     /// `hash` (a transfer's receiver does, to fill its memory image).
     /// Returns whether it was new.
@@ -395,15 +416,17 @@ impl<'a> ChunkWriter<'a> {
     /// Hashes again, from the source, every chunk whose hash the store lacks
     /// (collected since the scan, or reused from a base whose chunk is gone)
     /// and writes it. A missing chunk the source does not hold (one the
-    /// base named and that did not change) fails the put.
+    /// base named and that did not change, or one of the volume's files)
+    /// fails the put with [`CheckpointError::ChunkMissing`].
     fn rewrite_missing(
         &mut self,
         missing: &[ChunkHash],
         scan: &mut MemoryScan,
         stats: &mut PutStats,
     ) -> Result<(), CheckpointError> {
-        let missing: HashSet<ChunkHash> = missing.iter().copied().collect();
+        let mut missing: HashSet<ChunkHash> = missing.iter().copied().collect();
         let mut rewritten = HashSet::new();
+        let mut found = HashSet::new();
         for index in 0..scan.chunk_hashes.len() {
             let Some(Some(old_hash)) = scan.chunk_hashes.get(index).copied() else {
                 continue;
@@ -411,6 +434,7 @@ impl<'a> ChunkWriter<'a> {
             if !missing.contains(&old_hash) {
                 continue;
             }
+            found.insert(old_hash);
             let chunk = self.chunk(index, old_hash)?;
             let hash = hash_chunk(chunk);
             scan.rehashed(index, hash, chunk.len() as u64);
@@ -418,7 +442,13 @@ impl<'a> ChunkWriter<'a> {
                 self.write_chunk(index, hash, stats)?;
             }
         }
-        Ok(())
+        // A chunk of the volume's files is not in memory: the caller stored
+        // it (loose) and it is gone, or it never was.
+        missing.retain(|hash| !found.contains(hash));
+        match missing.into_iter().next() {
+            Some(hash) => Err(CheckpointError::ChunkMissing { hash }),
+            None => Ok(()),
+        }
     }
 
     /// Chunk `index` from the source, named `hash` for the error if the

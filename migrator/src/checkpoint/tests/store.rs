@@ -418,3 +418,61 @@ fn garbage_collection_removes_only_unreferenced_chunks() {
     assert_eq!(store.stored_chunks(), stored);
     assert_eq!(store.load_memory(&manifest).unwrap(), image);
 }
+
+/// `template` with a volume of one file made of `chunks` (each stored
+/// loose first, as the hub does before it commits a checkpoint).
+fn with_volume(
+    store: &CheckpointStore,
+    function: &str,
+    sequence: u64,
+    chunks: &[&[u8]],
+) -> crate::checkpoint::CheckpointManifest {
+    use crate::checkpoint::volume::{VolumeEntry, VolumeState, volume_entry};
+    let loose: Vec<(ChunkHash, &[u8])> = chunks.iter().map(|chunk| (hash_chunk(chunk), *chunk)).collect();
+    store.put_loose_chunks(&loose).unwrap();
+    let mut manifest = template(function, sequence);
+    manifest.volume = Some(VolumeState {
+        entries: vec![VolumeEntry {
+            path: "db".to_owned(),
+            kind: volume_entry::Kind::File as i32,
+            size: chunks.iter().map(|chunk| chunk.len() as u64).sum(),
+            chunk_hashes: loose.iter().map(|(hash, _)| hash.0.to_vec()).collect(),
+            ..VolumeEntry::default()
+        }],
+    });
+    manifest
+}
+
+#[test]
+fn volume_chunks_are_held_released_and_shared_like_memory_chunks() {
+    let (_db, store) = temp_store();
+    let image = memory(1, 5);
+    let (page, tail) = (vec![3u8; TEST_CHUNK_SIZE as usize], vec![4u8; 10]);
+    let first = with_volume(&store, "fn", 1, &[&page, &tail]);
+    let (first, _, _) = store.put(first, &image, None).unwrap();
+    assert_eq!(store.chunk_refcount(&hash_chunk(&tail)).unwrap(), 1);
+    // A second checkpoint rewrote the tail; the first is retired.
+    let new_tail = vec![5u8; 20];
+    let second = with_volume(&store, "fn", 2, &[&page, &new_tail]);
+    store.put(second, &image, None).unwrap();
+    store.retain("fn", 1).unwrap();
+    assert!(
+        !store.contains_chunk(&hash_chunk(&tail)).unwrap(),
+        "no kept checkpoint names it"
+    );
+    assert_eq!(store.chunk_refcount(&hash_chunk(&page)).unwrap(), 1);
+    // A receiver asks for the volume chunks it lacks too.
+    let (_other_db, other) = temp_store();
+    let missing: HashSet<ChunkHash> = other.missing_chunks(&first).unwrap().into_iter().collect();
+    assert!(missing.contains(&hash_chunk(&page)) && missing.contains(&hash_chunk(&tail)));
+}
+
+#[test]
+fn a_checkpoint_naming_a_volume_chunk_the_store_lacks_is_refused() {
+    let (_db, store) = temp_store();
+    let mut manifest = with_volume(&store, "fn", 1, &[&[6u8; 100]]);
+    manifest.volume.as_mut().unwrap().entries[0].chunk_hashes[0] = vec![9; 32];
+    let error = store.put(manifest, &memory(1, 6), None).unwrap_err();
+    assert!(matches!(error, CheckpointError::ChunkMissing { .. }), "{error}");
+    assert!(store.get("fn", 1).unwrap().is_none());
+}

@@ -233,6 +233,8 @@ pub(super) fn write_file(
     }
     if let Some((size, offset)) = placement {
         file.area.resized(size, size.max(offset + written));
+        // What was written, and the hole a write past the end left.
+        file.area.changed(file.ino, offset.min(size), offset + written);
     }
     Ok(written)
 }

@@ -148,6 +148,7 @@ fn resize(file: &FileFd, size: u64, only_grow: bool) -> Result<(), Errno> {
     }
     host(file.file.set_len(size))?;
     file.area.resized(before, size);
+    file.area.changed(file.ino, before.min(size), before.max(size));
     Ok(())
 }
 

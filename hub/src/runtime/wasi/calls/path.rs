@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use cap_fs_ext::{DirExt, FollowSymlinks, OpenOptionsFollowExt, OpenOptionsMaybeDirExt, SystemTimeSpec};
-use cap_std::fs::{Dir, OpenOptions, OpenOptionsExt};
+use cap_std::fs::{Dir, MetadataExt, OpenOptions, OpenOptionsExt};
 use wasmer::RuntimeError;
 
 use super::super::abi::{
@@ -108,6 +108,7 @@ pub fn path_open(
             let (dir, area) = directory(guest, fd)?;
             let request = OpenRequest::parse(dirflags, oflags, rights_base, fdflags)?;
             let path = read_path(memory, path as u32, path_len as u32)?;
+            let beneath = join_beneath(&guest.fds.get(fd as u32)?.dir()?.path, &path);
             memory.check(opened as u32, 4)?;
             let area = Arc::clone(area);
             if request.mutates() {
@@ -127,9 +128,10 @@ pub fn path_open(
                     dir: host(opened)?,
                     area,
                     preopen: false,
+                    path: beneath,
                 })
             } else {
-                open_file(dir, &path, &request, follow, area)?
+                open_file(dir, &path, beneath, &request, follow, area)?
             };
             let number = guest.fds.insert(descriptor)?;
             Ok(memory.write_u32(opened as u32, number)?)
@@ -142,6 +144,7 @@ pub fn path_open(
 fn open_file(
     dir: &Dir,
     path: &str,
+    beneath: String,
     request: &OpenRequest,
     follow: FollowSymlinks,
     area: Arc<Area>,
@@ -170,11 +173,13 @@ fn open_file(
             dir: Dir::from_std_file(file.into_std()),
             area,
             preopen: false,
+            path: beneath,
         }));
     }
     if truncate_here && metadata.len() > 0 {
         host(file.set_len(0))?;
         area.resized(metadata.len(), 0);
+        area.changed(metadata.ino(), 0, metadata.len());
     }
     Ok(Descriptor::File(FileFd {
         file,
@@ -182,7 +187,26 @@ fn open_file(
         read: request.read || !write,
         write,
         append: request.append,
+        path: beneath,
+        ino: metadata.ino(),
     }))
+}
+
+/// `path` opened beneath the directory at `base` (both beneath an area's
+/// root), as one normalised path: what a restore opens again in a mount.
+/// Textual: `..` after a symlink may name another file than the open did.
+fn join_beneath(base: &str, path: &str) -> String {
+    let mut parts: Vec<&str> = base.split('/').filter(|part| !part.is_empty()).collect();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    parts.join("/")
 }
 
 pub fn path_filestat_get(

@@ -36,13 +36,13 @@ const ENOENT: i32 = Errno::Noent as i32;
 
 /// fd 3: a read-write volume of `quota` bytes at `/data`; fd 4: a read-only
 /// mount at `/ro` holding `hello.txt`; and `outside/secret` next to them.
-struct Files {
-    test: TestGuest,
+pub(super) struct Files {
+    pub(super) test: TestGuest,
     root: tempfile::TempDir,
 }
 
 impl Files {
-    fn new(quota: Option<u64>) -> Files {
+    pub(super) fn new(quota: Option<u64>) -> Files {
         let root = tempfile::tempdir().unwrap();
         for dir in ["volume", "ro", "outside"] {
             std::fs::create_dir(root.path().join(dir)).unwrap();
@@ -56,24 +56,26 @@ impl Files {
                 host_path: root.path().join("volume"),
                 writable: true,
                 quota_bytes: quota,
+                volume: true,
             },
             PreopenSpec {
                 guest_path: "/ro".to_owned(),
                 host_path: root.path().join("ro"),
                 writable: false,
                 quota_bytes: None,
+                volume: false,
             },
         ])
         .unwrap();
         Files { test, root }
     }
 
-    fn host(&self, path: &str) -> std::path::PathBuf {
+    pub(super) fn host(&self, path: &str) -> std::path::PathBuf {
         self.root.path().join(path)
     }
 
     /// `path_open` of `path` beneath `dir`; the new fd or the errno.
-    fn open(&mut self, dir: i32, path: &str, oflags: u16, rights: u64, fdflags: u16) -> Result<i32, i32> {
+    pub(super) fn open(&mut self, dir: i32, path: &str, oflags: u16, rights: u64, fdflags: u16) -> Result<i32, i32> {
         self.test.write(PATH, path.as_bytes());
         let result = path_open(
             self.test.env(),
@@ -95,7 +97,7 @@ impl Files {
         }
     }
 
-    fn write(&mut self, fd: i32, data: &[u8]) -> Result<u32, i32> {
+    pub(super) fn write(&mut self, fd: i32, data: &[u8]) -> Result<u32, i32> {
         self.test.write(DATA, data);
         self.test.write_iovecs(IOVS, &[(DATA, data.len() as u32)]);
         match fd_write(self.test.env(), fd, IOVS as i32, 1, OUT as i32).unwrap() {
@@ -115,7 +117,7 @@ impl Files {
     }
 
     /// A call taking one path beneath `dir`.
-    fn path_call(
+    pub(super) fn path_call(
         &mut self,
         call: fn(Env<'_>, i32, i32, i32) -> Result<i32, wasmer::RuntimeError>,
         dir: i32,
@@ -152,10 +154,10 @@ impl Files {
     }
 }
 
-type Env<'a> = crate::runtime::wasi::calls::Env<'a>;
+pub(super) type Env<'a> = crate::runtime::wasi::calls::Env<'a>;
 
-const READ: u64 = RIGHT_FD_READ | RIGHT_FD_SEEK;
-const WRITE: u64 = RIGHT_FD_WRITE;
+pub(super) const READ: u64 = RIGHT_FD_READ | RIGHT_FD_SEEK;
+pub(super) const WRITE: u64 = RIGHT_FD_WRITE;
 
 #[test]
 fn preopens_are_announced_with_their_guest_paths() {

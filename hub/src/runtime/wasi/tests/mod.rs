@@ -8,6 +8,7 @@ mod fd;
 mod files;
 mod poll;
 mod random;
+mod volume;
 
 use super::abi::{Errno, SUCCESS};
 
