@@ -10,13 +10,19 @@
 //! start from the checkpoint builds the volume again (leftovers of an
 //! earlier attempt are removed first). Nothing is synced: until the
 //! function has run from it, the volume is derived data.
+//!
+//! An arrival lays its volume out while the move is still in pre-copy
+//! ([`prelay`], in `volume.arriving`, from each round's entries once their
+//! chunks are in), so that its seal — inside the function's downtime —
+//! only patches the chunks the last round changed ([`finish_arrival`]).
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use ferry_migrator::checkpoint::volume::{VolumeState, volume_entry};
+use ferry_migrator::checkpoint::volume::{VolumeEntry, VolumeState, volume_entry};
 use ferry_migrator::checkpoint::{CheckpointStore, ChunkHash};
 
 use crate::resources::{function_dir, volume_dir};
@@ -24,8 +30,15 @@ use crate::resources::{function_dir, volume_dir};
 /// What a layout wrote, for the log.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Laid {
+    /// Files created or patched.
     pub files: u64,
+    /// Bytes of chunks written.
     pub bytes: u64,
+}
+
+/// Where an arrival lays its volume out ahead of the seal.
+fn arriving_dir(data_dir: &Path, name: &str) -> PathBuf {
+    function_dir(data_dir, name).join("volume.arriving")
 }
 
 /// Replaces the volume of `name` under `data_dir` by `volume`, every chunk
@@ -38,35 +51,79 @@ pub fn lay_out_from_checkpoint(
     volume: &VolumeState,
     chunk_size: u32,
 ) -> Result<Laid, String> {
-    let target = volume_dir(data_dir, name);
     let building = function_dir(data_dir, name).join("volume.restoring");
-    let old = function_dir(data_dir, name).join("volume.old");
-    for leftover in [&building, &old] {
-        remove_if_present(leftover).map_err(|error| format!("cannot remove {}: {error}", leftover.display()))?;
+    remove_if_present(&arriving_dir(data_dir, name))
+        .map_err(|error| format!("cannot remove an arrival's leftover volume: {error}"))?;
+    let laid = build_fresh(store, &building, volume, chunk_size)?;
+    swap_in(data_dir, name, &building)?;
+    Ok(laid)
+}
+
+/// Lays an arriving function's volume out ahead of its seal: `entries` as
+/// a pre-copy round found them, patched over what the previous call laid
+/// out (`previous`; none: built afresh). Every chunk must be in `store`.
+pub fn prelay(
+    store: &CheckpointStore,
+    data_dir: &Path,
+    name: &str,
+    previous: Option<&VolumeState>,
+    entries: &VolumeState,
+    chunk_size: u32,
+) -> Result<Laid, String> {
+    let dir = arriving_dir(data_dir, name);
+    match previous {
+        Some(previous) => apply(store, &dir, previous, entries, chunk_size),
+        None => build_fresh(store, &dir, entries, chunk_size),
     }
+}
+
+/// Finishes an arrival's volume: patches what [`prelay`] laid out as
+/// `prelaid` to `volume` (the sealed checkpoint's) and swaps it in. On
+/// failure the caller lays the volume out afresh instead.
+pub fn finish_arrival(
+    store: &CheckpointStore,
+    data_dir: &Path,
+    name: &str,
+    prelaid: &VolumeState,
+    volume: &VolumeState,
+    chunk_size: u32,
+) -> Result<Laid, String> {
+    let dir = arriving_dir(data_dir, name);
+    let laid = apply(store, &dir, prelaid, volume, chunk_size)?;
+    swap_in(data_dir, name, &dir)?;
+    Ok(laid)
+}
+
+/// `volume` written into `dir`, made anew (a leftover is removed first).
+fn build_fresh(store: &CheckpointStore, dir: &Path, volume: &VolumeState, chunk_size: u32) -> Result<Laid, String> {
+    remove_if_present(dir).map_err(|error| format!("cannot remove {}: {error}", dir.display()))?;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&building)
-        .map_err(|error| format!("cannot create {}: {error}", building.display()))?;
-    let laid = match write_entries(store, &building, volume, chunk_size) {
-        Ok(laid) => laid,
-        Err(error) => {
-            let _ = fs::remove_dir_all(&building);
-            return Err(error);
-        }
-    };
+        .create(dir)
+        .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+    apply(store, dir, &VolumeState::default(), volume, chunk_size).inspect_err(|_| {
+        let _ = fs::remove_dir_all(dir);
+    })
+}
+
+/// Makes `dir` the volume of `name`: the old one is renamed away, `dir`
+/// renamed in, the old one removed.
+fn swap_in(data_dir: &Path, name: &str, dir: &Path) -> Result<(), String> {
+    let target = volume_dir(data_dir, name);
+    let old = function_dir(data_dir, name).join("volume.old");
+    remove_if_present(&old).map_err(|error| format!("cannot remove {}: {error}", old.display()))?;
     let swapped = (|| {
         if target.exists() {
             fs::rename(&target, &old)?;
         }
-        fs::rename(&building, &target)
+        fs::rename(dir, &target)
     })();
     swapped.map_err(|error| format!("cannot put the restored volume in place: {error}"))?;
     if let Err(error) = remove_if_present(&old) {
         tracing::warn!(function = %name, %error, "could not remove the replaced volume");
     }
-    Ok(laid)
+    Ok(())
 }
 
 fn remove_if_present(path: &Path) -> io::Result<()> {
@@ -76,39 +133,86 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Writes every entry beneath `root`. The entries are validated (relative,
-/// normalised, each in a directory listed before it), so joining them to
-/// `root` stays beneath it, and no entry lies under a symlink.
-fn write_entries(store: &CheckpointStore, root: &Path, volume: &VolumeState, chunk_size: u32) -> Result<Laid, String> {
+/// Brings `root`, which holds exactly `old`, to `new`: removes what is gone
+/// (or changed kind), creates what is new, and writes of each file only
+/// the chunks whose hash or extent changed. The entries are validated
+/// (relative, normalised, each in a directory listed before it), so
+/// joining them to `root` stays beneath it, and no entry lies under a
+/// symlink.
+fn apply(
+    store: &CheckpointStore,
+    root: &Path,
+    old: &VolumeState,
+    new: &VolumeState,
+    chunk_size: u32,
+) -> Result<Laid, String> {
+    let kind_of = |entry: &VolumeEntry| volume_entry::Kind::try_from(entry.kind).ok();
+    let before: HashMap<&str, &VolumeEntry> = old.entries.iter().map(|entry| (entry.path.as_str(), entry)).collect();
+    let after: HashMap<&str, &VolumeEntry> = new.entries.iter().map(|entry| (entry.path.as_str(), entry)).collect();
+    // Deepest first, so a directory's entries go before it.
+    for entry in old.entries.iter().rev() {
+        if after
+            .get(entry.path.as_str())
+            .is_some_and(|kept| kind_of(kept) == kind_of(entry))
+        {
+            continue;
+        }
+        let path = root.join(&entry.path);
+        let removed = match kind_of(entry) {
+            Some(volume_entry::Kind::Directory) => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+        match removed {
+            Err(error) if error.kind() != io::ErrorKind::NotFound => {
+                return Err(format!("cannot remove {} of the volume: {error}", entry.path));
+            }
+            _ => {}
+        }
+    }
     let mut laid = Laid::default();
     let mut buffer = vec![0u8; chunk_size as usize];
-    for entry in &volume.entries {
+    for entry in &new.entries {
         let path: PathBuf = root.join(&entry.path);
+        let previous = before
+            .get(entry.path.as_str())
+            .copied()
+            .filter(|previous| kind_of(previous) == kind_of(entry));
         let failed = |error: &dyn std::fmt::Display| format!("cannot restore {} of the volume: {error}", entry.path);
-        match volume_entry::Kind::try_from(entry.kind) {
-            Ok(volume_entry::Kind::Directory) => {
-                fs::DirBuilder::new()
-                    .mode(0o700)
-                    .create(&path)
-                    .map_err(|error| failed(&error))?;
+        match kind_of(entry) {
+            Some(volume_entry::Kind::Directory) => {
+                if previous.is_none() {
+                    fs::DirBuilder::new()
+                        .mode(0o700)
+                        .create(&path)
+                        .map_err(|error| failed(&error))?;
+                }
             }
-            Ok(volume_entry::Kind::Symlink) => {
+            Some(volume_entry::Kind::Symlink) => {
+                if previous.is_some_and(|previous| previous.target == entry.target) {
+                    continue;
+                }
+                if previous.is_some() {
+                    fs::remove_file(&path).map_err(|error| failed(&error))?;
+                }
                 std::os::unix::fs::symlink(&entry.target, &path).map_err(|error| failed(&error))?;
             }
-            Ok(volume_entry::Kind::File) => {
-                let file = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
+            Some(volume_entry::Kind::File) => {
+                if previous == Some(entry) {
+                    continue;
+                }
+                let mut options = fs::OpenOptions::new();
+                options.write(true);
+                if previous.is_none() {
+                    options.create_new(true).mode(0o600);
+                }
+                let file = options.open(&path).map_err(|error| failed(&error))?;
+                laid.bytes += write_file(store, &file, entry, previous, chunk_size, &mut buffer)
                     .map_err(|error| failed(&error))?;
-                write_file(store, &file, entry, chunk_size, &mut buffer).map_err(|error| failed(&error))?;
                 if entry.modified_unix_ns > 0 {
                     let modified = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(entry.modified_unix_ns);
                     let _ = file.set_modified(modified);
                 }
                 laid.files += 1;
-                laid.bytes += entry.size;
             }
             _ => return Err(failed(&"it has no kind")),
         }
@@ -116,31 +220,47 @@ fn write_entries(store: &CheckpointStore, root: &Path, volume: &VolumeState, chu
     Ok(laid)
 }
 
-/// A file's chunks at their offsets; holes stay holes.
+/// Writes a file's chunks at their offsets, except those `previous` (the
+/// file as it is on disk) holds already with the same extent; a hole where
+/// there was data is written as zeros, a hole in a new file stays a hole.
+/// Returns the bytes written.
 fn write_file(
     store: &CheckpointStore,
     file: &File,
-    entry: &ferry_migrator::checkpoint::volume::VolumeEntry,
+    entry: &VolumeEntry,
+    previous: Option<&VolumeEntry>,
     chunk_size: u32,
     buffer: &mut [u8],
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let chunk_size = u64::from(chunk_size);
+    let mut written = 0;
     for (index, hash) in entry.chunk_hashes.iter().enumerate() {
-        let Ok(Some(hash)) = ChunkHash::from_manifest_entry(hash) else {
-            continue;
-        };
         let start = index as u64 * chunk_size;
-        let chunk = &mut buffer[..entry.size.saturating_sub(start).min(chunk_size) as usize];
-        store.read_chunk_into(&hash, chunk).map_err(|error| error.to_string())?;
+        let len = entry.size.saturating_sub(start).min(chunk_size);
+        let held = previous.and_then(|previous| {
+            let old_len = previous.size.saturating_sub(start).min(chunk_size);
+            previous.chunk_hashes.get(index).filter(|_| old_len == len)
+        });
+        if held == Some(hash) {
+            continue;
+        }
+        let chunk = &mut buffer[..len as usize];
+        match ChunkHash::from_manifest_entry(hash) {
+            Ok(Some(hash)) => store.read_chunk_into(&hash, chunk).map_err(|error| error.to_string())?,
+            // Zeros over what was there; nothing where nothing was.
+            _ if previous.is_some_and(|previous| previous.size > start) => chunk.fill(0),
+            _ => continue,
+        }
         file.write_all_at(chunk, start).map_err(|error| error.to_string())?;
+        written += len;
     }
-    file.set_len(entry.size).map_err(|error| error.to_string())
+    file.set_len(entry.size).map_err(|error| error.to_string())?;
+    Ok(written)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_migrator::checkpoint::volume::VolumeEntry;
     use ferry_migrator::checkpoint::{hash_chunk, is_zero_chunk};
 
     fn store() -> (tempfile::TempDir, CheckpointStore) {
@@ -197,11 +317,12 @@ mod tests {
             ],
         };
         let laid = lay_out_from_checkpoint(&store, data, "f", &volume, 1024).unwrap();
+        // The holes in the middle are not written.
         assert_eq!(
             laid,
             Laid {
                 files: 1,
-                bytes: content.len() as u64
+                bytes: 1024 + 10
             }
         );
         assert_eq!(fs::read(current.join("db/main")).unwrap(), content);
@@ -233,5 +354,54 @@ mod tests {
         assert!(error.contains("gone") && error.contains("missing"), "{error}");
         assert_eq!(fs::read(current.join("keep")).unwrap(), b"still here");
         assert!(!function_dir(data, "f").join("volume.restoring").exists());
+    }
+
+    #[test]
+    fn an_arrival_s_prelaid_volume_is_patched_to_the_sealed_one_writing_only_what_changed() {
+        let (dir, store) = store();
+        let data = dir.path();
+        let chunk = |byte: u8| vec![byte; 1024];
+        let directory = |path: &str| VolumeEntry {
+            path: path.to_owned(),
+            kind: volume_entry::Kind::Directory as i32,
+            ..VolumeEntry::default()
+        };
+        let round = VolumeState {
+            entries: vec![
+                directory("db"),
+                file_entry(&store, "db/main", &[chunk(1), chunk(2), chunk(3)].concat(), 1024),
+                file_entry(&store, "gone", b"removed before the seal", 1024),
+            ],
+        };
+        let laid = prelay(&store, data, "f", None, &round, 1024).unwrap();
+        assert_eq!(laid.bytes, 3 * 1024 + 23);
+        let sealed = VolumeState {
+            entries: vec![
+                directory("db"),
+                file_entry(
+                    &store,
+                    "db/main",
+                    &[chunk(1), chunk(9), chunk(3), chunk(4)].concat(),
+                    1024,
+                ),
+                directory("new"),
+            ],
+        };
+        let laid = finish_arrival(&store, data, "f", &round, &sealed, 1024).unwrap();
+        assert_eq!(
+            laid,
+            Laid {
+                files: 1,
+                bytes: 2 * 1024
+            },
+            "only the changed and the new chunk"
+        );
+        let volume = volume_dir(data, "f");
+        assert_eq!(
+            fs::read(volume.join("db/main")).unwrap(),
+            [chunk(1), chunk(9), chunk(3), chunk(4)].concat()
+        );
+        assert!(!volume.join("gone").exists() && volume.join("new").is_dir());
+        assert!(!function_dir(data, "f").join("volume.arriving").exists());
     }
 }

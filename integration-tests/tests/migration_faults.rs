@@ -230,6 +230,7 @@ fn round_of_one_chunk(hash: [u8; 32]) -> SourceFrame {
             hash: hash.to_vec(),
         }],
         volume_chunks: vec![],
+        volume: None,
     }))
 }
 
@@ -302,6 +303,7 @@ async fn a_hostile_source_gets_clear_refusals_and_leaves_nothing_behind() {
             memory_bytes: 64 * 1024,
             changed: vec![],
             volume_chunks: vec![],
+            volume: None,
         })))
         .await
         .unwrap();

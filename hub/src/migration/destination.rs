@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use ferry_migrator::checkpoint::ChunkHash;
 use ferry_migrator::transfer::{Disposition, Receiver, ReceiverStep, RoundPlan, TransferError};
-use ferry_proto::internal::v1::{CheckpointManifest, DestinationFrame, Offer, PendingHandoff, SourceFrame};
+use ferry_proto::internal::v1::{
+    CheckpointManifest, DestinationFrame, Offer, PendingHandoff, SourceFrame, VolumeState,
+};
 use ferry_proto::v1::LogEntry;
 use ferry_proto::{ErrorCode, ServiceError};
 use futures::Stream;
@@ -65,6 +67,7 @@ pub(super) fn receive(
             admitted: None,
             staged: None,
             warm: None,
+            prelaying: None,
             watchdog: Watchdog::default(),
         };
         arrival.run(inbound).await;
@@ -105,6 +108,9 @@ struct Arrival {
     staged: Option<String>,
     /// The instance the function will run in, filled as the image is.
     warm: Option<WarmInstance>,
+    /// Laying the volume out ahead of the seal: what it laid out, once done
+    /// (`None`: it failed, the seal lays the volume out afresh).
+    prelaying: Option<tokio::task::JoinHandle<Option<VolumeState>>>,
     /// This side's stall limit: every frame received is progress.
     watchdog: Watchdog,
 }
@@ -396,6 +402,15 @@ impl Arrival {
             let mut settled = std::mem::take(&mut plan.settled);
             settled.extend(plan.settled_volume.drain(..).map(Some));
             self.stage_settled(settled).await;
+            // Its chunks are in and staged: lay the previous round's volume
+            // out now, while the function still runs at the source.
+            if let Some(entries) = plan.settled_entries.take() {
+                let previous = self.prelaid().await;
+                let (supervisor, name, chunk_size) = (self.supervisor.clone(), self.name(), self.chunk_size as u32);
+                self.prelaying = Some(tokio::spawn(async move {
+                    supervisor.prelay_volume(&name, previous, entries, chunk_size).await
+                }));
+            }
         }
         if self.early_logs_import.is_none() && !self.early_logs.is_empty() {
             let supervisor = self.supervisor.clone();
@@ -451,6 +466,11 @@ impl Arrival {
             "round answered"
         );
         self.receiver.need(lacking).map_err(HubError::Transfer)
+    }
+
+    /// What laying the volume out ahead of the seal laid out, once done.
+    async fn prelaid(&mut self) -> Option<VolumeState> {
+        self.prelaying.take()?.await.ok().flatten()
     }
 
     /// Waits until the early log history is stored (or failed to be).
@@ -522,7 +542,8 @@ impl Arrival {
         )?;
         self.installed = true;
         // Installed first: from here the volume directory is the arrival's.
-        self.supervisor.lay_out_volume(&manifest).await?;
+        let prelaid = self.prelaid().await;
+        self.supervisor.finish_volume_layout(&manifest, prelaid).await?;
         let install_done = started.elapsed();
         self.drop_unneeded(&manifest);
         self.snapshot = Some(Arc::new(snapshot));

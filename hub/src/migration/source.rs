@@ -384,13 +384,12 @@ impl MoveRun<'_> {
             let hashes = hash_changes(Arc::clone(&snapshot), sender.chunk_size(), base.take()).await?;
             let hashed = round_started.elapsed();
             let memory_bytes = snapshot.memory.memory_bytes();
-            let volume = snapshot
-                .files
+            let entries = snapshot.files.as_ref().and_then(|files| files.volume.clone());
+            let volume = entries
                 .as_ref()
-                .and_then(|files| files.volume.as_ref())
                 .map(|volume| volume_chunk_lengths(volume, sender.chunk_size()))
                 .unwrap_or_default();
-            let planned = sender.plan_round(&hashes, memory_bytes, &volume, last);
+            let planned = sender.plan_round_with_volume(&hashes, memory_bytes, &volume, entries, last);
             base = Some(hashes);
             send(&self.watchdog, outbound, planned.frame).await?;
             let need = self.receive(sender, inbound, None).await?;

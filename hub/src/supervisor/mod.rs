@@ -21,6 +21,8 @@ pub use checkpoints::{CHECKPOINTS_KEPT, open_store as open_checkpoint_store};
 pub use handoff::{ArrivalLogs, MoveCandidate, MovingGuard};
 pub use info::state_name;
 pub use lifecycle::{Phase, Suspender};
+
+use ferry_proto::internal::v1::VolumeState;
 pub use placement::{CpuTotals, FunctionLoad};
 
 use std::collections::HashMap;
@@ -422,12 +424,73 @@ impl Supervisor {
         }
     }
 
-    /// Puts the volume of a function that is about to start from
-    /// `manifest` back as that checkpoint captured it.
-    pub async fn lay_out_volume(
+    /// Lays an arriving function's volume out ahead of its seal, as a
+    /// pre-copy round found it (`entries`), over what the previous call laid
+    /// out (`previous`). Returns what is laid out now; `None` if that
+    /// failed (the seal lays the volume out afresh).
+    pub async fn prelay_volume(
+        &self,
+        name: &str,
+        previous: Option<VolumeState>,
+        entries: VolumeState,
+        chunk_size: u32,
+    ) -> Option<VolumeState> {
+        let (store, data_dir, owned) = (
+            self.inner.checkpoints.clone(),
+            self.inner.config.data_dir.clone(),
+            name.to_owned(),
+        );
+        let started = std::time::Instant::now();
+        let laid = tokio::task::spawn_blocking(move || {
+            crate::volume_layout::prelay(&store, &data_dir, &owned, previous.as_ref(), &entries, chunk_size)
+                .map(|laid| (laid, entries))
+        })
+        .await;
+        match laid {
+            Ok(Ok((laid, entries))) => {
+                tracing::debug!(function = %name, files = laid.files, bytes = laid.bytes, elapsed_us = started.elapsed().as_micros() as u64, "arriving volume laid out ahead of the seal");
+                Some(entries)
+            }
+            Ok(Err(reason)) => {
+                tracing::warn!(function = %name, %reason, "could not lay the arriving volume out ahead of the seal");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Puts the volume of an arrival in place as its sealed checkpoint
+    /// `manifest` holds it: patching what was laid out ahead (`prelaid`),
+    /// or from scratch.
+    pub async fn finish_volume_layout(
         &self,
         manifest: &ferry_proto::internal::v1::CheckpointManifest,
+        prelaid: Option<VolumeState>,
     ) -> Result<(), HubError> {
+        let name = manifest.spec.as_ref().map(|spec| spec.name.clone()).unwrap_or_default();
+        if let (Some(prelaid), Some(volume)) = (prelaid, manifest.volume.clone()) {
+            let (store, data_dir, owned, chunk_size) = (
+                self.inner.checkpoints.clone(),
+                self.inner.config.data_dir.clone(),
+                name.clone(),
+                manifest.chunk_size,
+            );
+            let started = std::time::Instant::now();
+            let finished = tokio::task::spawn_blocking(move || {
+                crate::volume_layout::finish_arrival(&store, &data_dir, &owned, &prelaid, &volume, chunk_size)
+            })
+            .await;
+            match finished {
+                Ok(Ok(laid)) => {
+                    tracing::info!(function = %name, files = laid.files, bytes = laid.bytes, elapsed_us = started.elapsed().as_micros() as u64, "arriving volume patched to the sealed checkpoint");
+                    return Ok(());
+                }
+                Ok(Err(reason)) => {
+                    tracing::warn!(function = %name, %reason, "could not patch the arriving volume; laying it out afresh");
+                }
+                Err(_) => {}
+            }
+        }
         self.inner.lay_out_volume(manifest).await
     }
 

@@ -61,7 +61,8 @@ pub(crate) fn validate_files(manifest: &CheckpointManifest) -> Result<(), Checkp
     validate_descriptors(&manifest.descriptors)
 }
 
-fn validate_volume(volume: &VolumeState, chunk_size: u32) -> Result<(), CheckpointError> {
+/// Checks a volume's entries (see `validate_manifest`) for chunks of `chunk_size`.
+pub fn validate_volume(volume: &VolumeState, chunk_size: u32) -> Result<(), CheckpointError> {
     if volume.entries.len() > MAX_VOLUME_ENTRIES {
         return Err(invalid(format!(
             "the volume holds {} entries (at most {MAX_VOLUME_ENTRIES})",

@@ -7,13 +7,14 @@ use std::collections::{HashMap, HashSet};
 use ferry_proto::PROTOCOL_VERSION;
 use ferry_proto::internal::v1::{
     Accept, CheckpointManifest, DestinationFrame, Need, Offer, Prepared, Preparing, Refuse, SourceFrame, Started,
-    destination_frame, source_frame,
+    VolumeState, destination_frame, source_frame,
 };
 use ferry_proto::v1::LogEntry;
 
 use super::{TransferError, code_name, entry_hash};
 use crate::checkpoint::codec::ChunkDecoder;
 use crate::checkpoint::manifest::{validate_chunk_size, validate_memory_bytes};
+use crate::checkpoint::volume::validate_volume;
 use crate::checkpoint::{ChunkHash, chunk_count, validate_manifest};
 
 /// Log entries one transfer may carry at most.
@@ -38,7 +39,7 @@ enum Phase {
 }
 
 /// One round as the hub applies it to the function's memory image.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RoundPlan {
     pub number: u32,
     pub last: bool,
@@ -57,6 +58,9 @@ pub struct RoundPlan {
     /// The volume chunks earlier rounds offered, every one of them held
     /// or received: referenced ahead of the seal like `settled`.
     pub settled_volume: Vec<ChunkHash>,
+    /// The volume as the previous round found it, every chunk of it held
+    /// or received: what the hub may lay out ahead of the seal.
+    pub settled_entries: Option<VolumeState>,
 }
 
 /// What the hub must do for a frame.
@@ -118,6 +122,8 @@ pub struct Receiver {
     outstanding: HashMap<ChunkHash, Vec<u32>>,
     /// Volume chunks offered in any round, and the length of each.
     volume: HashMap<ChunkHash, u32>,
+    /// The volume's entries the current round sent (checked).
+    entries: Option<VolumeState>,
     log_entries: usize,
     decoder: Option<ChunkDecoder>,
 }
@@ -152,6 +158,7 @@ impl Receiver {
             round_slots: HashMap::new(),
             outstanding: HashMap::new(),
             volume: HashMap::new(),
+            entries: None,
             log_entries: 0,
             decoder: None,
         }
@@ -390,6 +397,20 @@ impl Receiver {
                 order.push(hash);
             }
         }
+        if let Some(entries) = &round.volume {
+            validate_volume(entries, chunk_size).map_err(|error| TransferError::protocol(error.to_string()))?;
+            let unoffered = crate::checkpoint::volume::volume_chunk_lengths(entries, chunk_size)
+                .into_iter()
+                .find(|(hash, len)| self.volume.get(hash) != Some(len));
+            if let Some((hash, _)) = unoffered {
+                return Err(TransferError::protocol(format!(
+                    "round {}'s volume names chunk {hash}, which no round offered so",
+                    round.number
+                )));
+            }
+        }
+        // The previous round's chunks have all arrived (checked above).
+        let settled_entries = std::mem::replace(&mut self.entries, round.volume);
         self.round = round.number;
         if round.last {
             self.phase = Phase::LastRound;
@@ -407,6 +428,7 @@ impl Receiver {
             slots_by_hash,
             settled,
             settled_volume,
+            settled_entries,
         }))
     }
 

@@ -4,8 +4,8 @@
 use std::collections::{HashMap, HashSet};
 
 use ferry_proto::internal::v1::{
-    CheckpointManifest, ChunkRef, Commit, DestinationFrame, Round, SourceFrame, VolumeChunk, destination_frame,
-    source_frame,
+    CheckpointManifest, ChunkRef, Commit, DestinationFrame, Round, SourceFrame, VolumeChunk, VolumeState,
+    destination_frame, source_frame,
 };
 
 use super::{RoundPolicy, TransferError, code_from_name, entry_hash};
@@ -204,6 +204,20 @@ impl Sender {
         volume: &[(ChunkHash, u32)],
         last: bool,
     ) -> PlannedRound {
+        self.plan_round_with_volume(chunk_hashes, memory_bytes, volume, None, last)
+    }
+
+    /// [`Sender::plan_round`] that also sends the volume's entries as the
+    /// round's capture found them (for the destination to lay out ahead of
+    /// the seal; left out of the last round).
+    pub fn plan_round_with_volume(
+        &mut self,
+        chunk_hashes: &[Option<ChunkHash>],
+        memory_bytes: u64,
+        volume: &[(ChunkHash, u32)],
+        entries: Option<VolumeState>,
+        last: bool,
+    ) -> PlannedRound {
         debug_assert!(matches!(self.phase, Phase::Accepted | Phase::Sending));
         self.round += 1;
         self.last = last;
@@ -257,6 +271,7 @@ impl Sender {
                     memory_bytes,
                     changed,
                     volume_chunks,
+                    volume: entries.filter(|_| !last),
                 })),
             },
             changed_bytes,

@@ -84,6 +84,8 @@ struct Destination {
     started: bool,
     /// Log entries received: their numbers and whether they came early.
     logs: Vec<(u64, bool)>,
+    /// The volume entries each round handed over as settled.
+    settled_entries: Vec<Option<ferry_proto::internal::v1::VolumeState>>,
 }
 
 impl Destination {
@@ -96,6 +98,7 @@ impl Destination {
             sealed: None,
             started: false,
             logs: Vec::new(),
+            settled_entries: Vec::new(),
         }
     }
 
@@ -112,6 +115,8 @@ impl Destination {
                 // image so far, and every chunk of it has arrived.
                 assert_eq!(plan.settled, hashes(&self.image), "round {}", plan.number);
                 assert!(plan.settled.iter().flatten().all(|hash| self.store.contains_key(hash)));
+                assert!(plan.settled_volume.iter().all(|hash| self.store.contains_key(hash)));
+                self.settled_entries.push(plan.settled_entries.clone());
                 self.image.resize(plan.memory_bytes as usize, 0);
                 for slot in plan.zeroed {
                     self.slot(slot).fill(0);
@@ -641,4 +646,30 @@ fn a_seal_naming_a_volume_chunk_no_round_offered_is_refused_on_both_sides() {
     };
     let error = destination.feed(seal).unwrap_err();
     assert!(error.to_string().contains("no round offered"), "{error}");
+}
+
+#[test]
+fn a_round_s_volume_entries_are_handed_over_once_its_chunks_arrived_and_never_with_the_last_round() {
+    let mut sender = Sender::new(CHUNK, RoundPolicy::default());
+    let mut destination = Destination::new(&[], true);
+    sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
+    let memory = memory_with(1, &[(0, 1)]);
+    let content = vec![7u8; 100];
+    let entries = manifest_with_volume(&memory, &[&content]).volume;
+    let volume = [(hash_chunk(&content), 100)];
+    for last in [false, false, true] {
+        let planned =
+            sender.plan_round_with_volume(&hashes(&memory), memory.len() as u64, &volume, entries.clone(), last);
+        let need = destination.feed(planned.frame).unwrap().expect("a need");
+        for (hash, at) in sender.on_need(need).unwrap() {
+            let bytes = match at {
+                ChunkAt::Memory(slot) => &memory[slot as usize * CHUNK as usize..][..CHUNK as usize],
+                ChunkAt::Volume => &content[..],
+            };
+            destination.feed(chunk_frame(&hash, bytes)).unwrap();
+        }
+    }
+    // Round 1 settles nothing; rounds 2 and 3 settle round 1's and round 2's
+    // entries (the last round itself sends none).
+    assert_eq!(destination.settled_entries, vec![None, entries.clone(), entries]);
 }
