@@ -42,19 +42,18 @@ fn arriving_dir(data_dir: &Path, name: &str) -> PathBuf {
 }
 
 /// Replaces the volume of `name` under `data_dir` by `volume`, every chunk
-/// read from `store` (`chunk_size` as in its manifest). On failure the old
+/// read from `store`. On failure the old
 /// volume is untouched and the error names what could not be written.
 pub fn lay_out_from_checkpoint(
     store: &CheckpointStore,
     data_dir: &Path,
     name: &str,
     volume: &VolumeState,
-    chunk_size: u32,
 ) -> Result<Laid, String> {
     let building = function_dir(data_dir, name).join("volume.restoring");
     remove_if_present(&arriving_dir(data_dir, name))
         .map_err(|error| format!("cannot remove an arrival's leftover volume: {error}"))?;
-    let laid = build_fresh(store, &building, volume, chunk_size)?;
+    let laid = build_fresh(store, &building, volume)?;
     swap_in(data_dir, name, &building)?;
     Ok(laid)
 }
@@ -68,12 +67,11 @@ pub fn prelay(
     name: &str,
     previous: Option<&VolumeState>,
     entries: &VolumeState,
-    chunk_size: u32,
 ) -> Result<Laid, String> {
     let dir = arriving_dir(data_dir, name);
     match previous {
-        Some(previous) => apply(store, &dir, previous, entries, chunk_size),
-        None => build_fresh(store, &dir, entries, chunk_size),
+        Some(previous) => apply(store, &dir, previous, entries),
+        None => build_fresh(store, &dir, entries),
     }
 }
 
@@ -86,23 +84,26 @@ pub fn finish_arrival(
     name: &str,
     prelaid: &VolumeState,
     volume: &VolumeState,
-    chunk_size: u32,
 ) -> Result<Laid, String> {
     let dir = arriving_dir(data_dir, name);
-    let laid = apply(store, &dir, prelaid, volume, chunk_size)?;
+    let laid = apply(store, &dir, prelaid, volume)?;
     swap_in(data_dir, name, &dir)?;
     Ok(laid)
 }
 
 /// `volume` written into `dir`, made anew (a leftover is removed first).
-fn build_fresh(store: &CheckpointStore, dir: &Path, volume: &VolumeState, chunk_size: u32) -> Result<Laid, String> {
+fn build_fresh(store: &CheckpointStore, dir: &Path, volume: &VolumeState) -> Result<Laid, String> {
     remove_if_present(dir).map_err(|error| format!("cannot remove {}: {error}", dir.display()))?;
     fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(dir)
         .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
-    apply(store, dir, &VolumeState::default(), volume, chunk_size).inspect_err(|_| {
+    let empty = VolumeState {
+        entries: Vec::new(),
+        chunk_size: volume.chunk_size,
+    };
+    apply(store, dir, &empty, volume).inspect_err(|_| {
         let _ = fs::remove_dir_all(dir);
     })
 }
@@ -139,13 +140,14 @@ fn remove_if_present(path: &Path) -> io::Result<()> {
 /// (relative, normalised, each in a directory listed before it), so
 /// joining them to `root` stays beneath it, and no entry lies under a
 /// symlink.
-fn apply(
-    store: &CheckpointStore,
-    root: &Path,
-    old: &VolumeState,
-    new: &VolumeState,
-    chunk_size: u32,
-) -> Result<Laid, String> {
+fn apply(store: &CheckpointStore, root: &Path, old: &VolumeState, new: &VolumeState) -> Result<Laid, String> {
+    let chunk_size = new.chunk_size;
+    if old.chunk_size != chunk_size && !old.entries.is_empty() {
+        return Err(format!(
+            "the volume laid out is in chunks of {} bytes, the new one in chunks of {chunk_size}",
+            old.chunk_size
+        ));
+    }
     let kind_of = |entry: &VolumeEntry| volume_entry::Kind::try_from(entry.kind).ok();
     let before: HashMap<&str, &VolumeEntry> = old.entries.iter().map(|entry| (entry.path.as_str(), entry)).collect();
     let after: HashMap<&str, &VolumeEntry> = new.entries.iter().map(|entry| (entry.path.as_str(), entry)).collect();
@@ -301,6 +303,7 @@ mod tests {
         content[..5].copy_from_slice(b"hello");
         content[3 * 1024..].copy_from_slice(b"0123456789");
         let volume = VolumeState {
+            chunk_size: 1024,
             entries: vec![
                 VolumeEntry {
                     path: "db".to_owned(),
@@ -316,7 +319,7 @@ mod tests {
                 },
             ],
         };
-        let laid = lay_out_from_checkpoint(&store, data, "f", &volume, 1024).unwrap();
+        let laid = lay_out_from_checkpoint(&store, data, "f", &volume).unwrap();
         // The holes in the middle are not written.
         assert_eq!(
             laid,
@@ -342,6 +345,7 @@ mod tests {
         fs::create_dir_all(&current).unwrap();
         fs::write(current.join("keep"), b"still here").unwrap();
         let volume = VolumeState {
+            chunk_size: 1024,
             entries: vec![VolumeEntry {
                 path: "gone".to_owned(),
                 kind: volume_entry::Kind::File as i32,
@@ -350,7 +354,7 @@ mod tests {
                 ..VolumeEntry::default()
             }],
         };
-        let error = lay_out_from_checkpoint(&store, data, "f", &volume, 1024).unwrap_err();
+        let error = lay_out_from_checkpoint(&store, data, "f", &volume).unwrap_err();
         assert!(error.contains("gone") && error.contains("missing"), "{error}");
         assert_eq!(fs::read(current.join("keep")).unwrap(), b"still here");
         assert!(!function_dir(data, "f").join("volume.restoring").exists());
@@ -367,15 +371,17 @@ mod tests {
             ..VolumeEntry::default()
         };
         let round = VolumeState {
+            chunk_size: 1024,
             entries: vec![
                 directory("db"),
                 file_entry(&store, "db/main", &[chunk(1), chunk(2), chunk(3)].concat(), 1024),
                 file_entry(&store, "gone", b"removed before the seal", 1024),
             ],
         };
-        let laid = prelay(&store, data, "f", None, &round, 1024).unwrap();
+        let laid = prelay(&store, data, "f", None, &round).unwrap();
         assert_eq!(laid.bytes, 3 * 1024 + 23);
         let sealed = VolumeState {
+            chunk_size: 1024,
             entries: vec![
                 directory("db"),
                 file_entry(
@@ -387,7 +393,7 @@ mod tests {
                 directory("new"),
             ],
         };
-        let laid = finish_arrival(&store, data, "f", &round, &sealed, 1024).unwrap();
+        let laid = finish_arrival(&store, data, "f", &round, &sealed).unwrap();
         assert_eq!(
             laid,
             Laid {

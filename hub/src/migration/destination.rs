@@ -406,9 +406,9 @@ impl Arrival {
             // out now, while the function still runs at the source.
             if let Some(entries) = plan.settled_entries.take() {
                 let previous = self.prelaid().await;
-                let (supervisor, name, chunk_size) = (self.supervisor.clone(), self.name(), self.chunk_size as u32);
+                let (supervisor, name) = (self.supervisor.clone(), self.name());
                 self.prelaying = Some(tokio::spawn(async move {
-                    supervisor.prelay_volume(&name, previous, entries, chunk_size).await
+                    supervisor.prelay_volume(&name, previous, entries).await
                 }));
             }
         }

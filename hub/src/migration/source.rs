@@ -385,16 +385,20 @@ impl MoveRun<'_> {
             let hashed = round_started.elapsed();
             let memory_bytes = snapshot.memory.memory_bytes();
             let entries = snapshot.files.as_ref().and_then(|files| files.volume.clone());
-            let volume = entries
-                .as_ref()
-                .map(|volume| volume_chunk_lengths(volume, sender.chunk_size()))
-                .unwrap_or_default();
+            let volume = entries.as_ref().map(volume_chunk_lengths).unwrap_or_default();
             let planned = sender.plan_round_with_volume(&hashes, memory_bytes, &volume, entries, last);
             base = Some(hashes);
             send(&self.watchdog, outbound, planned.frame).await?;
             let need = self.receive(sender, inbound, None).await?;
             let to_send = sender.on_need(need)?;
-            let bytes_to_send: u64 = to_send.len() as u64 * u64::from(sender.chunk_size());
+            let file_chunk_lengths: std::collections::HashMap<ChunkHash, u32> = volume.iter().copied().collect();
+            let bytes_to_send: u64 = to_send
+                .iter()
+                .map(|(hash, at)| match at {
+                    ChunkAt::Memory(_) => u64::from(sender.chunk_size()),
+                    ChunkAt::Volume => u64::from(file_chunk_lengths.get(hash).copied().unwrap_or_default()),
+                })
+                .sum();
             let round_number = sender.stats().rounds;
             self.report(migrate_progress::Event::Round(RoundProgress {
                 number: round_number,

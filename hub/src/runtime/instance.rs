@@ -479,11 +479,11 @@ impl LiveInstance {
     /// The files of an unwound instance: for the consumer of `wanted`'s
     /// dirty set, only what changed since its previous capture is read.
     fn capture_files(&self, wanted: &MemoryWanted) -> Result<Option<SnapshotFiles>, String> {
-        let (set, chunk_size) = match wanted {
-            MemoryWanted::Whole => (None, ferry_migrator::checkpoint::DEFAULT_CHUNK_SIZE),
-            MemoryWanted::Changes { set, chunk_size } => (Some(set.as_str()), *chunk_size),
+        let set = match wanted {
+            MemoryWanted::Whole => None,
+            MemoryWanted::Changes { set, .. } => Some(set.as_str()),
         };
-        capture_files(&self.env.as_ref(&self.store).fds, set, chunk_size)
+        capture_files(&self.env.as_ref(&self.store).fds, set)
     }
 
     /// The state of an unwound instance with `memory`.

@@ -518,15 +518,11 @@ impl Inner {
             return Ok(());
         };
         let name = manifest.spec.as_ref().map(|spec| spec.name.clone()).unwrap_or_default();
-        let (store, data_dir, chunk_size) = (
-            self.checkpoints.clone(),
-            self.config.data_dir.clone(),
-            manifest.chunk_size,
-        );
+        let (store, data_dir) = (self.checkpoints.clone(), self.config.data_dir.clone());
         let owned = name.clone();
         let started = Instant::now();
         let laid = tokio::task::spawn_blocking(move || {
-            crate::volume_layout::lay_out_from_checkpoint(&store, &data_dir, &owned, &volume, chunk_size)
+            crate::volume_layout::lay_out_from_checkpoint(&store, &data_dir, &owned, &volume)
         })
         .await
         .map_err(|error| HubError::Internal(format!("volume layout task failed: {error}")))?

@@ -433,7 +433,6 @@ impl Supervisor {
         name: &str,
         previous: Option<VolumeState>,
         entries: VolumeState,
-        chunk_size: u32,
     ) -> Option<VolumeState> {
         let (store, data_dir, owned) = (
             self.inner.checkpoints.clone(),
@@ -442,7 +441,7 @@ impl Supervisor {
         );
         let started = std::time::Instant::now();
         let laid = tokio::task::spawn_blocking(move || {
-            crate::volume_layout::prelay(&store, &data_dir, &owned, previous.as_ref(), &entries, chunk_size)
+            crate::volume_layout::prelay(&store, &data_dir, &owned, previous.as_ref(), &entries)
                 .map(|laid| (laid, entries))
         })
         .await;
@@ -469,15 +468,14 @@ impl Supervisor {
     ) -> Result<(), HubError> {
         let name = manifest.spec.as_ref().map(|spec| spec.name.clone()).unwrap_or_default();
         if let (Some(prelaid), Some(volume)) = (prelaid, manifest.volume.clone()) {
-            let (store, data_dir, owned, chunk_size) = (
+            let (store, data_dir, owned) = (
                 self.inner.checkpoints.clone(),
                 self.inner.config.data_dir.clone(),
                 name.clone(),
-                manifest.chunk_size,
             );
             let started = std::time::Instant::now();
             let finished = tokio::task::spawn_blocking(move || {
-                crate::volume_layout::finish_arrival(&store, &data_dir, &owned, &prelaid, &volume, chunk_size)
+                crate::volume_layout::finish_arrival(&store, &data_dir, &owned, &prelaid, &volume)
             })
             .await;
             match finished {

@@ -1,8 +1,8 @@
 //! The files part of a checkpoint: a function's volume ([`VolumeState`]) and
 //! the descriptors it held open ([`OpenDescriptor`]), and their validation.
 //!
-//! A volume file is cut into chunks of the manifest's `chunk_size` exactly
-//! like memory, named by the BLAKE3 of their bytes (an all-zero chunk, a
+//! A volume file is cut into chunks of the volume's own `chunk_size`
+//! ([`FILE_CHUNK_SIZE`], smaller than memory's) like memory is into its chunks, named by the BLAKE3 of their bytes (an all-zero chunk, a
 //! hole, is elided) and kept in the same store: a chunk shared by memory and
 //! a file, or by two files, is stored once. Pure data, no I/O.
 
@@ -11,6 +11,14 @@ use std::collections::HashSet;
 pub use ferry_proto::internal::v1::{OpenDescriptor, VolumeEntry, VolumeState, open_descriptor, volume_entry};
 
 use super::{CheckpointError, CheckpointManifest, ChunkHash, chunking::chunk_count};
+
+/// The chunk size of files this build writes: 8 KiB, two pages of SQLite
+/// or of most filesystems, so a program rewriting scattered pages makes a
+/// checkpoint read and a move send little more than it wrote, while a
+/// manifest names few enough chunks (1,024 per 8 MiB of files) to stay
+/// cheap to write with every checkpoint (BENCHMARKS.md: 4 KiB made the
+/// metadata dominate, 16 KiB and 64 KiB read too much around each page).
+pub const FILE_CHUNK_SIZE: u32 = 8 * 1024;
 
 /// Most entries a volume in a checkpoint may hold.
 pub const MAX_VOLUME_ENTRIES: usize = 1_000_000;
@@ -56,13 +64,15 @@ pub fn validate_relative_path(path: &str, what: &str) -> Result<(), CheckpointEr
 /// `validate_manifest`, which calls this).
 pub(crate) fn validate_files(manifest: &CheckpointManifest) -> Result<(), CheckpointError> {
     if let Some(volume) = &manifest.volume {
-        validate_volume(volume, manifest.chunk_size)?;
+        validate_volume(volume)?;
     }
     validate_descriptors(&manifest.descriptors)
 }
 
-/// Checks a volume's entries (see `validate_manifest`) for chunks of `chunk_size`.
-pub fn validate_volume(volume: &VolumeState, chunk_size: u32) -> Result<(), CheckpointError> {
+/// Checks a volume's chunk size and entries (see `validate_manifest`).
+pub fn validate_volume(volume: &VolumeState) -> Result<(), CheckpointError> {
+    let chunk_size = volume.chunk_size;
+    super::manifest::validate_chunk_size(chunk_size)?;
     if volume.entries.len() > MAX_VOLUME_ENTRIES {
         return Err(invalid(format!(
             "the volume holds {} entries (at most {MAX_VOLUME_ENTRIES})",
@@ -189,7 +199,8 @@ pub fn volume_chunks(volume: &VolumeState) -> impl Iterator<Item = ChunkHash> + 
 
 /// The distinct chunks a volume's files name, each with its length (a
 /// file's last chunk may be short), in first-use order.
-pub fn volume_chunk_lengths(volume: &VolumeState, chunk_size: u32) -> Vec<(ChunkHash, u32)> {
+pub fn volume_chunk_lengths(volume: &VolumeState) -> Vec<(ChunkHash, u32)> {
+    let chunk_size = volume.chunk_size;
     let mut seen = HashSet::new();
     let mut chunks = Vec::new();
     for entry in &volume.entries {
@@ -230,7 +241,10 @@ mod tests {
     }
 
     fn checked(entries: Vec<VolumeEntry>) -> Result<(), CheckpointError> {
-        validate_volume(&VolumeState { entries }, 1024)
+        validate_volume(&VolumeState {
+            entries,
+            chunk_size: 1024,
+        })
     }
 
     #[test]

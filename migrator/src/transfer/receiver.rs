@@ -15,7 +15,7 @@ use super::{TransferError, code_name, entry_hash};
 use crate::checkpoint::codec::ChunkDecoder;
 use crate::checkpoint::manifest::{validate_chunk_size, validate_memory_bytes};
 use crate::checkpoint::volume::validate_volume;
-use crate::checkpoint::{ChunkHash, chunk_count, validate_manifest};
+use crate::checkpoint::{ChunkHash, MAX_CHUNK_SIZE, chunk_count, validate_manifest};
 
 /// Log entries one transfer may carry at most.
 const MAX_LOG_ENTRIES: usize = 1_000_000;
@@ -380,9 +380,9 @@ impl Receiver {
         for chunk in round.volume_chunks {
             let hash = entry_hash(&chunk.hash)?
                 .ok_or_else(|| TransferError::protocol("a volume chunk named by an empty hash"))?;
-            if chunk.len == 0 || chunk.len > chunk_size || !offered_volume.insert(hash) {
+            if chunk.len == 0 || chunk.len > MAX_CHUNK_SIZE || !offered_volume.insert(hash) {
                 return Err(TransferError::protocol(format!(
-                    "round {} offers volume chunk {hash} twice or with length {} (chunks are 1..={chunk_size} bytes)",
+                    "round {} offers volume chunk {hash} twice or with length {} (chunks are 1..={MAX_CHUNK_SIZE} bytes)",
                     round.number, chunk.len
                 )));
             }
@@ -398,8 +398,8 @@ impl Receiver {
             }
         }
         if let Some(entries) = &round.volume {
-            validate_volume(entries, chunk_size).map_err(|error| TransferError::protocol(error.to_string()))?;
-            let unoffered = crate::checkpoint::volume::volume_chunk_lengths(entries, chunk_size)
+            validate_volume(entries).map_err(|error| TransferError::protocol(error.to_string()))?;
+            let unoffered = crate::checkpoint::volume::volume_chunk_lengths(entries)
                 .into_iter()
                 .find(|(hash, len)| self.volume.get(hash) != Some(len));
             if let Some((hash, _)) = unoffered {
@@ -526,8 +526,8 @@ impl Receiver {
             for entry in &volume.entries {
                 for (index, hash) in entry.chunk_hashes.iter().enumerate() {
                     let Some(hash) = entry_hash(hash)? else { continue };
-                    let end = entry.size.min((index as u64 + 1) * u64::from(manifest.chunk_size));
-                    let len = end - index as u64 * u64::from(manifest.chunk_size);
+                    let end = entry.size.min((index as u64 + 1) * u64::from(volume.chunk_size));
+                    let len = end - index as u64 * u64::from(volume.chunk_size);
                     if self.volume.get(&hash).is_none_or(|offered| u64::from(*offered) != len) {
                         return Err(TransferError::protocol(format!(
                             "the sealed manifest's volume names chunk {hash} ({len} bytes of {}), which no round offered so",

@@ -583,6 +583,7 @@ fn manifest_with_volume(memory: &[u8], chunks: &[&[u8]]) -> CheckpointManifest {
     let mut manifest = manifest(memory);
     let size = chunks.iter().map(|chunk| chunk.len() as u64).sum();
     manifest.volume = Some(VolumeState {
+        chunk_size: CHUNK,
         entries: vec![VolumeEntry {
             path: "db".to_owned(),
             kind: volume_entry::Kind::File as i32,

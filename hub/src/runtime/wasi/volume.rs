@@ -16,14 +16,17 @@ use std::sync::Arc;
 
 use cap_fs_ext::DirExt;
 use cap_std::fs::{Dir, File, FileExt, MetadataExt, OpenOptions};
-use ferry_migrator::checkpoint::volume::{OpenDescriptor, VolumeEntry, VolumeState, open_descriptor, volume_entry};
+use ferry_migrator::checkpoint::volume::{
+    FILE_CHUNK_SIZE, OpenDescriptor, VolumeEntry, VolumeState, open_descriptor, volume_entry,
+};
 use ferry_migrator::checkpoint::{ChunkHash, chunk_count, hash_chunk, is_zero_chunk};
 
 use super::fds::{Descriptor, DirFd, FdTable, FileFd};
 use super::files::Area;
 
-/// The granularity at which changes are recorded, in bytes.
-const TRACK_CHUNK: u64 = ferry_migrator::checkpoint::DEFAULT_CHUNK_SIZE as u64;
+/// The granularity at which changes are recorded, in bytes: the chunk of
+/// a file.
+const TRACK_CHUNK: u64 = FILE_CHUNK_SIZE as u64;
 
 /// What changed in a volume since each consumer's previous capture.
 #[derive(Debug, Default)]
@@ -83,8 +86,9 @@ impl Eq for SnapshotFiles {}
 
 /// Captures the files of the function whose descriptors are `fds`, for the
 /// consumer `set` (`None`: read everything, remember nothing), in chunks of
-/// `chunk_size`. `None` for a function without directories.
-pub fn capture_files(fds: &FdTable, set: Option<&str>, chunk_size: u32) -> Result<Option<SnapshotFiles>, String> {
+/// [`FILE_CHUNK_SIZE`]. `None` for a function without directories.
+pub fn capture_files(fds: &FdTable, set: Option<&str>) -> Result<Option<SnapshotFiles>, String> {
+    let chunk_size = FILE_CHUNK_SIZE;
     if fds.areas().is_empty() {
         return Ok(None);
     }
@@ -123,7 +127,7 @@ pub fn capture_files(fds: &FdTable, set: Option<&str>, chunk_size: u32) -> Resul
                 },
             );
         }
-        files.volume = Some(VolumeState { entries });
+        files.volume = Some(VolumeState { entries, chunk_size });
     }
     files.descriptors = capture_descriptors(fds, &paths)?;
     Ok(Some(files))

@@ -432,6 +432,7 @@ fn with_volume(
     store.put_loose_chunks(&loose).unwrap();
     let mut manifest = template(function, sequence);
     manifest.volume = Some(VolumeState {
+        chunk_size: TEST_CHUNK_SIZE,
         entries: vec![VolumeEntry {
             path: "db".to_owned(),
             kind: volume_entry::Kind::File as i32,

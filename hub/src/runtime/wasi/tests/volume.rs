@@ -11,8 +11,8 @@ use crate::runtime::wasi::calls::path::path_unlink_file;
 use crate::runtime::wasi::fds::{Descriptor, FdTable};
 use crate::runtime::wasi::files::PreopenSpec;
 use crate::runtime::wasi::volume::{SnapshotFiles, capture_files, restore_descriptors};
+use ferry_migrator::checkpoint::volume::FILE_CHUNK_SIZE as CHUNK;
 
-const CHUNK: u32 = 64 * 1024;
 const FILE_BYTES: usize = 3 * CHUNK as usize + 100;
 
 /// A volume (fd 3, with a quota so that writes are counted) holding
@@ -26,7 +26,7 @@ fn volume_with_a_file() -> Files {
 }
 
 fn capture(files: &mut Files, set: &str) -> SnapshotFiles {
-    capture_files(&files.test.guest().fds, Some(set), CHUNK)
+    capture_files(&files.test.guest().fds, Some(set))
         .unwrap()
         .expect("the function has directories")
 }
@@ -136,6 +136,6 @@ fn a_file_removed_while_open_fails_the_capture_naming_its_descriptor() {
     let mut files = volume_with_a_file();
     let fd = files.open(3, "scratch", OFLAG_CREAT, READ | WRITE, 0).unwrap();
     assert_eq!(files.path_call(path_unlink_file, 3, "scratch"), 0);
-    let error = capture_files(&files.test.guest().fds, Some("checkpoints"), CHUNK).unwrap_err();
+    let error = capture_files(&files.test.guest().fds, Some("checkpoints")).unwrap_err();
     assert!(error.contains(&format!("descriptor {fd}")), "{error}");
 }
