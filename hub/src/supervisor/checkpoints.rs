@@ -215,6 +215,9 @@ impl Supervisor {
         {
             // The latest checkpoint stays the latest until the run has it as its base.
             let _serialized = self.inner.checkpoint_lock.lock().await;
+            // Again under the lock: a start that won the race for it may run
+            // the function now, and loading lays its volume out.
+            self.inner.check(name, request)?;
             let manifest = self.inner.latest_checkpoint(name)?;
             let snapshot = Arc::new(self.inner.load_snapshot(&manifest).await?);
             let prepared = self.inner.prepare_stored(name).await?;
