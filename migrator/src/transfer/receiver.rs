@@ -399,10 +399,7 @@ impl Receiver {
         }
         if let Some(entries) = &round.volume {
             validate_volume(entries).map_err(|error| TransferError::protocol(error.to_string()))?;
-            let unoffered = crate::checkpoint::volume::volume_chunk_lengths(entries)
-                .into_iter()
-                .find(|(hash, len)| self.volume.get(hash) != Some(len));
-            if let Some((hash, _)) = unoffered {
+            if let Some(hash) = self.unoffered_volume_chunk(entries) {
                 return Err(TransferError::protocol(format!(
                     "round {}'s volume names chunk {hash}, which no round offered so",
                     round.number
@@ -522,24 +519,26 @@ impl Receiver {
                 )));
             }
         }
-        if let Some(volume) = &manifest.volume {
-            for entry in &volume.entries {
-                for (index, hash) in entry.chunk_hashes.iter().enumerate() {
-                    let Some(hash) = entry_hash(hash)? else { continue };
-                    let end = entry.size.min((index as u64 + 1) * u64::from(volume.chunk_size));
-                    let len = end - index as u64 * u64::from(volume.chunk_size);
-                    if self.volume.get(&hash).is_none_or(|offered| u64::from(*offered) != len) {
-                        return Err(TransferError::protocol(format!(
-                            "the sealed manifest's volume names chunk {hash} ({len} bytes of {}), which no round offered so",
-                            entry.path
-                        )));
-                    }
-                }
-            }
+        if let Some(hash) = manifest
+            .volume
+            .as_ref()
+            .and_then(|volume| self.unoffered_volume_chunk(volume))
+        {
+            return Err(TransferError::protocol(format!(
+                "the sealed manifest's volume names chunk {hash}, which no round offered so"
+            )));
         }
         manifest.epoch = offer.epoch + 1;
         self.phase = Phase::Sealed;
         Ok(ReceiverStep::Seal(manifest))
+    }
+
+    /// A chunk `volume` names that no round offered with that length.
+    fn unoffered_volume_chunk(&self, volume: &VolumeState) -> Option<ChunkHash> {
+        crate::checkpoint::volume::volume_chunk_lengths(volume)
+            .into_iter()
+            .find(|(hash, len)| self.volume.get(hash) != Some(len))
+            .map(|(hash, _)| hash)
     }
 
     fn spec_module_hash(&self) -> String {
