@@ -23,7 +23,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     // Reflection serves the public package only.
     let public = protox::compile(PUBLIC, ["."])?;
-    std::fs::write(out_dir.join("ferry_public_descriptor.bin"), public.encode_to_vec())?;
+    let public_descriptors = public.encode_to_vec();
+    std::fs::write(out_dir.join("ferry_public_descriptor.bin"), &public_descriptors)?;
+    // The protobuf JSON mapping of the public messages, for the HTTP API.
+    pbjson_build::Builder::new()
+        .register_descriptors(&public_descriptors)?
+        .build(&[".ferry.v1"])?;
     let everything = protox::compile(PUBLIC.iter().chain(INTERNAL), ["."])?;
     tonic_prost_build::configure().compile_fds(everything)?;
     Ok(())

@@ -8,6 +8,9 @@
 //! Run: `cargo bench -p ferry-hub --bench invoke_roundtrip`
 //! (`-- --rounds N --calls N --concurrency N` to change the workload).
 
+#[allow(dead_code)] // shared by every bench; this one uses a part of it
+mod common;
+
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
@@ -32,7 +35,10 @@ impl Hub for PlainEcho {
     async fn invoke(&self, request: Request<InvokeRequest>) -> Result<Response<InvokeResponse>, Status> {
         let mut data = b"echo: ".to_vec();
         data.extend_from_slice(&request.into_inner().data);
-        Ok(Response::new(InvokeResponse { data }))
+        Ok(Response::new(InvokeResponse {
+            data,
+            hub_name: String::new(),
+        }))
     }
     async fn get_hub_info(&self, _: Request<GetHubInfoRequest>) -> Result<Response<HubInfo>, Status> {
         Err(Status::unimplemented("baseline"))
@@ -167,11 +173,6 @@ async fn measure(client: &HubClient<Channel>, name: &str, calls: usize, concurre
     calls as f64 / started.elapsed().as_secs_f64()
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    values[values.len() / 2]
-}
-
 /// A hub in this process with `echo` deployed, and a client of it: over
 /// mutual TLS with the hub's operator credential, or plaintext (`insecure`).
 async fn hub_with_echo(
@@ -235,9 +236,9 @@ async fn main() -> anyhow::Result<()> {
         through_hub.push(measure(&hub_client, "echo", options.calls, options.concurrency).await);
         through_tls.push(measure(&tls_client, "echo", options.calls, options.concurrency).await);
     }
-    let hub_rate = median(&mut through_hub);
-    let tls_rate = median(&mut through_tls);
-    let baseline_rate = median(&mut baseline);
+    let hub_rate = common::median_rate(&mut through_hub);
+    let tls_rate = common::median_rate(&mut through_tls);
+    let baseline_rate = common::median_rate(&mut baseline);
     println!(
         "invoke round trips, {} rounds x {} calls, concurrency {}",
         options.rounds, options.calls, options.concurrency

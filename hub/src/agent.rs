@@ -407,6 +407,16 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         tokens: trust.as_ref().and_then(|trust| trust.tokens.clone()),
         revocations: trust.as_ref().map(|trust| Arc::clone(&trust.revocations)),
     });
+    let access = match &trust {
+        Some(trust) => AccessLayer::enforcing(Arc::clone(&trust.revocations)),
+        None => AccessLayer::open(),
+    };
+    let http_access = match (&trust, config.http_remote) {
+        (Some(_), _) => crate::http::HttpAccess::ClusterCredentials(access.clone()),
+        (None, false) => crate::http::HttpAccess::LoopbackOnly,
+        (None, true) => crate::http::HttpAccess::Anyone,
+    };
+    let http_routes = crate::http::router(api.clone(), http_access);
     let hub_service = HubServer::new(HubService::new(api))
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20);
@@ -436,17 +446,21 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         .initial_stream_window_size(8 << 20)
         .initial_connection_window_size(16 << 20)
         .max_frame_size(Some(1 << 20))
-        .layer(match &trust {
-            Some(trust) => AccessLayer::enforcing(Arc::clone(&trust.revocations)),
-            None => AccessLayer::open(),
-        })
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_v1alpha)
-        .add_service(hub_service)
-        .add_service(migration_service)
-        .add_service(JoinServer::new(JoinService::new(signer.clone())))
-        .add_service(MembershipServer::new(MembershipService::new(signer)));
+        .layer(access)
+        // The HTTP API shares the port: HTTP/1.1 as well as HTTP/2.
+        .accept_http1(true)
+        .add_routes(tonic::service::Routes::from(
+            tonic::service::Routes::new(health_service)
+                .add_service(reflection)
+                .add_service(reflection_v1alpha)
+                .add_service(hub_service)
+                .add_service(migration_service)
+                .add_service(JoinServer::new(JoinService::new(signer.clone())))
+                .add_service(MembershipServer::new(MembershipService::new(signer)))
+                .into_axum_router()
+                .merge(http_routes)
+                .fallback(crate::http::fallback),
+        ));
     let renewer = trust.as_ref().map(|trust| {
         crate::renewer::Renewer::new(
             trust,

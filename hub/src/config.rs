@@ -80,6 +80,9 @@ pub struct AgentArgs {
     /// Rebalancing on overload: on, recommend (only log what it would do) or off [default: on]
     #[arg(long, value_name = "MODE", env = "FERRY_REBALANCE")]
     pub rebalance: Option<RebalanceMode>,
+    /// Serve the HTTP API of an --insecure hub to callers beyond loopback too (a secure hub asks every caller for a credential instead)
+    #[arg(long, env = "FERRY_HTTP_REMOTE")]
+    pub http_remote: bool,
 }
 
 /// What a hub does about sustained overload.
@@ -174,6 +177,8 @@ pub struct FileConfig {
     pub rebalance: Option<RebalanceFile>,
     /// Confirms `--insecure` for a hub that listens beyond loopback.
     pub insecure: Option<bool>,
+    /// The HTTP API of an insecure hub answers callers beyond loopback.
+    pub http_remote: Option<bool>,
     /// How long the hub certificates this hub signs are valid (a hub that
     /// holds the cluster CA key); members renew theirs when a third is left.
     #[serde(default, with = "humantime_serde")]
@@ -213,6 +218,8 @@ pub struct AgentConfig {
     pub hub_certificate_lifetime: Duration,
     /// Host directories functions may mount (`[resources.NAME]`).
     pub resources: crate::resources::Resources,
+    /// An insecure hub's HTTP API answers callers beyond loopback.
+    pub http_remote: bool,
 }
 
 /// How often running functions are checkpointed unless configured otherwise.
@@ -310,6 +317,7 @@ impl AgentConfig {
                 .hub_certificate_lifetime
                 .unwrap_or(crate::trust::setup::HUB_CERTIFICATE_LIFETIME),
             resources: file.resources.unwrap_or_default(),
+            http_remote: args.http_remote || file.http_remote.unwrap_or(false),
             rebalance: {
                 let table = file.rebalance.unwrap_or_default();
                 let defaults = RebalanceConfig::default();
@@ -444,6 +452,7 @@ mod tests {
                 insecure_confirmed: false,
                 hub_certificate_lifetime: Duration::from_secs(30 * 24 * 3600),
                 resources: Default::default(),
+                http_remote: false,
             }
         );
     }

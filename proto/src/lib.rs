@@ -27,6 +27,9 @@ pub mod v1 {
     //! Generated code for the public `ferry.v1` package.
     #![allow(clippy::all, missing_docs, rust_2018_idioms)]
     tonic::include_proto!("ferry.v1");
+    // serde for every public message, by the protobuf JSON mapping
+    // (lowerCamelCase fields, enums by name, 64-bit integers as strings).
+    include!(concat!(env!("OUT_DIR"), "/ferry.v1.serde.rs"));
 
     /// Encoded `FileDescriptorSet` of the public package, for gRPC reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("ferry_public_descriptor");

@@ -116,3 +116,10 @@ pub async fn in_process_hub() -> anyhow::Result<(tempfile::TempDir, ferry_hub::a
     let hub = ferry_hub::agent::start(config).await?;
     Ok((data_dir, hub))
 }
+
+/// The median of rates (sorted in place).
+#[allow(dead_code)] // each bench compiles this module; not every one uses it
+pub fn median_rate(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}

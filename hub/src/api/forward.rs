@@ -65,10 +65,50 @@ impl HubApi {
         remote: impl AsyncFnOnce(HubClient<Channel>, Request<M>) -> Result<Response<R>, Status>,
         local: impl AsyncFnOnce(M) -> Result<R, HubError>,
     ) -> Result<R, HubError> {
-        match self.supervisor().forward_pointer(request.function_name()) {
+        let name = request.function_name();
+        match self.supervisor().forward_pointer(name) {
             Some(pointer) => self.forward(&pointer, request, hops, remote).await,
+            None if hops == 0 && self.supervisor().get(name).is_err() => match self.locate(name).await {
+                Some(peer) => self.forward_to(&peer, request, hops, remote).await,
+                None => local(request).await,
+            },
             None => local(request).await,
         }
+    }
+
+    /// The peer that runs a function this hub has never heard of: every
+    /// usable peer is asked at once (one hop, so none of them asks its own
+    /// peers), and the one running it wins over one that merely points to it.
+    pub(super) async fn locate(&self, name: &str) -> Option<PeerAt> {
+        let peers: Vec<PeerAt> = self
+            .inner
+            .peers
+            .borrow()
+            .iter()
+            .filter(|peer| peer.is_usable())
+            .filter_map(|peer| {
+                Some(PeerAt {
+                    id: peer.id().map(str::to_owned),
+                    name: peer.name().unwrap_or_default().to_owned(),
+                    address: peer.address?.to_string(),
+                })
+            })
+            .collect();
+        let asks = peers.into_iter().map(|peer| async move {
+            let request = GetFunctionRequest { name: name.to_owned() };
+            let asked = self.forward_to(&peer, request, 0, async |mut hub, request| {
+                hub.get_function(request).await
+            });
+            match tokio::time::timeout(MOVED_INFO_TIMEOUT, asked).await {
+                Ok(Ok(info)) => Some((peer, info)),
+                _ => None,
+            }
+        });
+        let found: Vec<(PeerAt, FunctionInfo)> = futures::future::join_all(asks).await.into_iter().flatten().collect();
+        let running_there = found.iter().position(|(_, info)| !info.forwarded);
+        let (peer, info) = found.into_iter().nth(running_there.unwrap_or(0))?;
+        tracing::debug!(function = %name, hub = %info.hub_name, "located on a peer");
+        Some(peer)
     }
 
     /// Asks the hub `pointer` names with `remote`, one hop further.

@@ -39,6 +39,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::config::RebalanceMode;
 use crate::error::HubError;
 use crate::events::HubEvents;
+use crate::metrics::InvocationOutcome;
 use crate::migration::{self, MigrationContext};
 use crate::peers::{LoadGauge, PeerFigures, peer_info};
 use crate::runtime::WASMER_VERSION;
@@ -135,6 +136,15 @@ impl HubApi {
         }
     }
 
+    /// How long an invocation waits for its reply unless told otherwise.
+    pub fn invoke_timeout(&self) -> Duration {
+        self.supervisor().invoke_timeout()
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::HubMetrics> {
+        self.supervisor().metrics()
+    }
+
     /// A probing hub we do not know yet introduced itself: probe it back.
     pub fn introduce(&self, caller: &Caller) {
         if caller.hub_id.is_empty() || caller.address.port() == 0 || caller.hub_id == self.supervisor().identity().id {
@@ -178,7 +188,22 @@ impl HubApi {
     }
 
     pub async fn get_function(&self, request: GetFunctionRequest, hops: u32) -> Result<FunctionInfo, HubError> {
-        let local = self.supervisor().get(&request.name)?;
+        let local = match self.supervisor().get(&request.name) {
+            Ok(local) => local,
+            Err(not_found @ HubError::FunctionNotFound { .. }) if hops == 0 => {
+                let Some(peer) = self.locate(&request.name).await else {
+                    return Err(not_found);
+                };
+                let mut info = self
+                    .forward_to(&peer, request, hops, async |mut hub, request| {
+                        hub.get_function(request).await
+                    })
+                    .await?;
+                info.forwarded = true;
+                return Ok(info);
+            }
+            Err(error) => return Err(error),
+        };
         Ok(self.moved_info(local, hops).await)
     }
 
@@ -212,6 +237,15 @@ impl HubApi {
                 .forward(&pointer, request, hops, async |mut hub, request| {
                     hub.logs(request).await
                 })
+                .await?;
+            return Ok(entries.map(|entry| entry.map_err(HubError::from_status)).boxed());
+        }
+        if hops == 0
+            && self.supervisor().get(&request.name).is_err()
+            && let Some(peer) = self.locate(&request.name).await
+        {
+            let entries = self
+                .forward_to(&peer, request, hops, async |mut hub, request| hub.logs(request).await)
                 .await?;
             return Ok(entries.map(|entry| entry.map_err(HubError::from_status)).boxed());
         }
@@ -299,8 +333,24 @@ impl HubApi {
             async |mut hub, request| hub.invoke(request).await,
             async |request| {
                 let timeout = (request.timeout_ms > 0).then(|| Duration::from_millis(u64::from(request.timeout_ms)));
-                let data = self.supervisor().invoke(&request.name, request.data, timeout).await?;
-                Ok(InvokeResponse { data })
+                let started = std::time::Instant::now();
+                let result = self.supervisor().invoke(&request.name, request.data, timeout).await;
+                let outcome = match &result {
+                    Ok(_) => Some(InvocationOutcome::Succeeded),
+                    Err(HubError::InvokeTimeout { .. }) => Some(InvocationOutcome::TimedOut),
+                    // Only functions that exist get a label.
+                    Err(HubError::FunctionNotFound { .. } | HubError::InvalidName { .. }) => None,
+                    Err(_) => Some(InvocationOutcome::Failed),
+                };
+                if let Some(outcome) = outcome {
+                    self.supervisor()
+                        .metrics()
+                        .invocation(&request.name, outcome, started.elapsed());
+                }
+                Ok(InvokeResponse {
+                    data: result?,
+                    hub_name: self.supervisor().identity().name.clone(),
+                })
             },
         )
         .await

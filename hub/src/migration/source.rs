@@ -79,6 +79,12 @@ pub async fn migrate(
         .await;
         match outcome {
             Attempt::Done(result) => {
+                supervisor.metrics().migration(
+                    result
+                        .as_ref()
+                        .ok()
+                        .map(|summary| Duration::from_micros(summary.downtime_micros)),
+                );
                 return result.map(|mut summary| {
                     summary.attempts = attempt;
                     summary.bytes_sent += sent_before.0;
@@ -96,7 +102,10 @@ pub async fn migrate(
                 tokio::time::sleep(RETRY_PAUSE).await;
                 attempt += 1;
             }
-            Attempt::LinkFailed { error, .. } => return Err(error),
+            Attempt::LinkFailed { error, .. } => {
+                supervisor.metrics().migration(None);
+                return Err(error);
+            }
         }
     }
 }

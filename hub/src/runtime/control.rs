@@ -19,12 +19,29 @@ pub const INBOX_CAPACITY: usize = 1024;
 /// a guest sending one buffer again and again cannot multiply it in the hub.
 pub const INBOX_BYTES: usize = 16 << 20;
 
+/// What a caller waiting for a reply gets: the reply, or word that its
+/// message was taken back before the function saw it (the function is
+/// moving: send it again where the function goes on).
+pub type Answer = Result<Vec<u8>, Withdrawn>;
+
+/// The reply channel of one invocation.
+pub type ReplyTo = oneshot::Sender<Answer>;
+
+/// A message with a caller was taken out of the inbox before the function
+/// read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Withdrawn;
+
+/// How long a pause for a move waits, at most, for a function to reply to
+/// the invocation it is handling (it goes on running meanwhile).
+pub const PAUSE_WAITS_FOR_REPLY: Duration = Duration::from_secs(1);
+
 /// A message waiting in a function's inbox.
 #[derive(Debug)]
 pub struct Message {
     pub data: Vec<u8>,
     /// Where the reply goes; `None` for fire-and-forget messages.
-    pub reply_to: Option<oneshot::Sender<Vec<u8>>>,
+    pub reply_to: Option<ReplyTo>,
 }
 
 /// Why a blocking wait ended.
@@ -90,6 +107,8 @@ struct Shared {
     /// Bytes of data in `inbox`.
     inbox_bytes: usize,
     captures: Vec<CaptureRequest>,
+    /// When the pending pause for a move was asked for.
+    pause_asked: Option<Instant>,
     /// Dirty sets whose consumer is done, dropped at the next capture.
     forgotten_sets: Vec<String>,
     /// Dirty sets (and their chunk sizes) whose consumer holds the memory
@@ -130,6 +149,9 @@ impl FunctionControl {
     pub fn request_capture(&self, kind: CaptureKind, memory: MemoryWanted) -> oneshot::Receiver<CaptureResult> {
         let (reply, receiver) = oneshot::channel();
         let mut shared = self.lock();
+        if kind == CaptureKind::Pause {
+            shared.pause_asked.get_or_insert_with(Instant::now);
+        }
         shared.captures.push(CaptureRequest { kind, memory, reply });
         self.capture.store(true, Ordering::SeqCst);
         self.changed.notify_all();
@@ -150,9 +172,21 @@ impl FunctionControl {
             .all(|request| request.kind == CaptureKind::Continue)
     }
 
+    /// Whether a pending pause for a move may still wait for the function
+    /// to answer the invocation it is handling: for at most
+    /// [`PAUSE_WAITS_FOR_REPLY`] after it was asked for (a reply channel
+    /// cannot travel, so a pause in the middle of a request would leave
+    /// its caller without an answer).
+    pub fn pause_may_wait_for_reply(&self) -> bool {
+        self.lock()
+            .pause_asked
+            .is_some_and(|asked| asked.elapsed() < PAUSE_WAITS_FOR_REPLY)
+    }
+
     /// Takes every pending capture request (and clears the flag).
     pub fn take_capture_requests(&self) -> Vec<CaptureRequest> {
         let mut shared = self.lock();
+        shared.pause_asked = None;
         self.capture.store(false, Ordering::SeqCst);
         std::mem::take(&mut shared.captures)
     }
@@ -263,6 +297,27 @@ impl FunctionControl {
         let message = shared.inbox.pop_front()?;
         shared.inbox_bytes -= message.data.len();
         Some(message)
+    }
+
+    /// Takes every queued message that has a caller out of the inbox and
+    /// tells each caller so; fire-and-forget messages stay. A function
+    /// paused for a move calls this before its last capture: a reply
+    /// channel cannot travel, so an invocation is sent again where the
+    /// function goes on rather than answered by nobody there.
+    pub fn withdraw_invocations(&self) -> usize {
+        let mut shared = self.lock();
+        let (callers, others): (VecDeque<Message>, VecDeque<Message>) =
+            shared.inbox.drain(..).partition(|message| message.reply_to.is_some());
+        shared.inbox = others;
+        shared.inbox_bytes = shared.inbox.iter().map(|message| message.data.len()).sum();
+        drop(shared);
+        let withdrawn = callers.len();
+        for message in callers {
+            if let Some(caller) = message.reply_to {
+                let _ = caller.send(Err(Withdrawn));
+            }
+        }
+        withdrawn
     }
 
     /// Drops every queued message; their senders see the reply channel close.
@@ -416,6 +471,28 @@ mod tests {
         assert_eq!(control.take_capture_requests().len(), 1);
         assert!(!control.capture_requested());
         assert!(control.take_capture_requests().is_empty());
+    }
+
+    #[test]
+    fn withdrawing_invocations_tells_their_callers_and_keeps_messages_without_one() {
+        let control = FunctionControl::default();
+        let (caller, answer) = oneshot::channel();
+        control
+            .deliver(Message {
+                data: b"call".to_vec(),
+                reply_to: Some(caller),
+            })
+            .unwrap();
+        control
+            .deliver(Message {
+                data: b"note".to_vec(),
+                reply_to: None,
+            })
+            .unwrap();
+        assert_eq!(control.withdraw_invocations(), 1);
+        assert_eq!(answer.blocking_recv().unwrap(), Err(Withdrawn));
+        assert_eq!(control.inbox_snapshot(), vec![b"note".to_vec()]);
+        assert_eq!(control.peek_message_len(), Some(4));
     }
 
     #[test]

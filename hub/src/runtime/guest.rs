@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use ferry_proto::v1::LogStream;
 use thiserror::Error;
-use tokio::sync::oneshot;
 use wasmer::{FunctionEnvMut, Memory, MemoryView, RuntimeError, WasmSlice};
 
 use super::clock::VirtualClock;
@@ -71,7 +70,7 @@ pub struct GuestEnv {
     pub governor: Option<Arc<CpuGovernor>>,
     pub memory_limit_bytes: u64,
     /// Reply channel of the message last returned by `ferry.recv`.
-    pub caller: Option<oneshot::Sender<Vec<u8>>>,
+    pub caller: Option<crate::runtime::control::ReplyTo>,
     /// Unsupported WASI calls already logged (each is logged once).
     pub unsupported_reported: HashSet<String>,
     /// Asyncify's exports (absent only while type-checking imports).
@@ -93,9 +92,13 @@ pub struct GuestEnv {
 impl GuestEnv {
     /// Whether to let a capture wait for the next preemption point: every
     /// pending request continues the run (so the rewind needs the rewind
-    /// module at once) and the rewind module is still being compiled.
+    /// module at once) and the rewind module is still being compiled; or
+    /// a pause for a move waits (a little) for the function to answer the
+    /// invocation it is handling.
     pub fn postpone_capture(&self) -> bool {
-        self.rewind.as_ref().is_some_and(|rewind| !rewind.is_compiled()) && self.control.captures_all_continue()
+        let rewind_pending =
+            self.rewind.as_ref().is_some_and(|rewind| !rewind.is_compiled()) && self.control.captures_all_continue();
+        rewind_pending || (self.caller.is_some() && self.control.pause_may_wait_for_reply())
     }
 
     /// Whether a blocking call that still has `remaining` to wait (or no

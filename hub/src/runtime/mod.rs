@@ -32,10 +32,12 @@ use wasmer::sys::{Cranelift, NativeEngineExt};
 use crate::store::{ArtifactKey, Store, StoreError};
 
 pub use control::{
-    CaptureKind, CaptureResult, FunctionControl, INBOX_CAPACITY, MemoryWanted, Message, capture_outcome,
+    Answer, CaptureKind, CaptureResult, FunctionControl, INBOX_CAPACITY, MemoryWanted, Message, ReplyTo, Withdrawn,
+    capture_outcome,
 };
 pub use dirty::TrackingMode;
 pub use guest::{HostServices, SendOutcome};
+pub use host_api::MAX_MESSAGE_BYTES;
 pub use instance::{LaunchSpec, Outcome, RunEnd, run_to_completion, run_until_parked};
 pub use rewind::{GuestModule, RewindModule};
 pub use snapshot::{GlobalValue, HostSnapshot, MemoryChanges, PendingCall, Snapshot, SnapshotMemory, StoredMemory};

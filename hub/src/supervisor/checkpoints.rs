@@ -279,6 +279,14 @@ impl Supervisor {
                     records::phase_words(slot.phase)
                 )));
             };
+            if kind == CaptureKind::Pause {
+                // No new invocation gets in from here on (the phase says
+                // moving); those waiting unread are sent again by their callers.
+                let withdrawn = running.control.withdraw_invocations();
+                if withdrawn > 0 {
+                    tracing::debug!(function = %name, withdrawn, "invocations withdrawn unread for a move");
+                }
+            }
             (running.control.request_capture(kind, memory), running.generation)
         };
         let failed = |reason: String| HubError::CaptureFailed {
@@ -444,6 +452,7 @@ impl Inner {
         info.volume_bytes = volume.bytes;
         info.volume_bytes_read = volume.bytes_read;
         info.volume_new_chunks = volume.new_chunks;
+        self.metrics.checkpoint(info.bytes_written);
         {
             let mut slots = self.lock_slots();
             if let Some(slot) = slots.get_mut(name) {

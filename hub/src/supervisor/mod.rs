@@ -37,7 +37,7 @@ use tokio::sync::{oneshot, watch};
 
 use crate::error::HubError;
 use crate::logs::LogHub;
-use crate::runtime::{FunctionControl, Message, PreparedModule, Runtime};
+use crate::runtime::{FunctionControl, Message, PreparedModule, Runtime, Withdrawn};
 use crate::store::Store;
 use crate::store::reserve::DiskReserve;
 use lifecycle::{Effect, Request, RunEnd};
@@ -142,6 +142,7 @@ struct Inner {
     reserve: Arc<DiskReserve>,
     /// `ferry drain`: functions move off, new deploys are refused.
     draining: AtomicBool,
+    metrics: Arc<crate::metrics::HubMetrics>,
 }
 
 /// Handle to the supervisor; cheap to clone.
@@ -187,6 +188,7 @@ impl Supervisor {
                 shutting_down: AtomicBool::new(false),
                 reserve,
                 draining: AtomicBool::new(draining),
+                metrics: Arc::new(crate::metrics::HubMetrics::default()),
             }),
         }
     }
@@ -202,6 +204,16 @@ impl Supervisor {
 
     pub fn logs(&self) -> &Arc<LogHub> {
         &self.inner.logs
+    }
+
+    /// How long an invocation waits for its reply unless told otherwise.
+    pub fn invoke_timeout(&self) -> Duration {
+        self.inner.config.default_invoke_timeout
+    }
+
+    /// The hub's metrics, which the supervisor and moves feed.
+    pub fn metrics(&self) -> &Arc<crate::metrics::HubMetrics> {
+        &self.inner.metrics
     }
 
     pub fn runtime(&self) -> &Arc<Runtime> {
@@ -569,7 +581,9 @@ impl Supervisor {
                 })?;
         }
         match tokio::time::timeout(timeout, reply).await {
-            Ok(Ok(data)) => Ok(data),
+            Ok(Ok(Ok(data))) => Ok(data),
+            // Taken back unread for a move: the caller may send it again.
+            Ok(Ok(Err(Withdrawn))) => Err(HubError::Moving { name: name.to_owned() }),
             Ok(Err(_)) => Err(HubError::NoReply { name: name.to_owned() }),
             Err(_) => Err(HubError::InvokeTimeout {
                 name: name.to_owned(),

@@ -70,6 +70,11 @@ impl AccessLayer {
     pub fn open() -> AccessLayer {
         AccessLayer::default()
     }
+
+    /// Why `request` may not go on (`None`: it may, or nothing is enforced).
+    pub fn refusal<B>(&self, request: &http::Request<B>) -> Option<tonic::Status> {
+        refusal(request, self.enforce.as_deref()?)
+    }
 }
 
 /// What the check of a call needs.
@@ -146,10 +151,29 @@ pub fn caller_identity<T>(request: &tonic::Request<T>) -> Option<CertifiedIdenti
     CertifiedIdentity::from_der(certificates.first()?).ok()
 }
 
+/// Whether `path` is the HTTP API's (the rest are gRPC methods).
+pub fn is_http_path(path: &str) -> bool {
+    path == "/" || path == "/metrics" || path.starts_with("/v1/")
+}
+
+/// The role an HTTP request needs: reading takes a viewer, anything else
+/// an operator.
+pub fn required_http_role(method: &http::Method) -> Role {
+    if method == http::Method::GET || method == http::Method::HEAD {
+        Role::Viewer
+    } else {
+        Role::Operator
+    }
+}
+
 /// Why `request` may not go on, or `None`.
 fn refusal<B>(request: &http::Request<B>, enforcement: &Enforcement) -> Option<tonic::Status> {
     let path = request.uri().path();
-    let needed = required_role(path)?;
+    let needed = if is_http_path(path) {
+        required_http_role(request.method())
+    } else {
+        required_role(path)?
+    };
     match caller(request, &enforcement.identities) {
         Ok(CertifiedIdentity {
             hub_id: Some(hub_id), ..
@@ -183,9 +207,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        // The HTTP API asks `AccessLayer::refusal` itself, to answer as HTTP does.
+        let checked_here = !is_http_path(request.uri().path());
         match self
             .enforce
             .as_ref()
+            .filter(|_| checked_here)
             .and_then(|revocations| refusal(&request, revocations))
         {
             Some(status) => {
@@ -214,6 +241,30 @@ mod tests {
         assert_eq!(required_role("/ferry.internal.v1.Migration/Transfer"), Some(Role::Hub));
         assert_eq!(required_role("/something.Else/Call"), Some(Role::Hub));
         assert_eq!(required_role("/ferry.internal.v1.Join/JoinCluster"), None);
+    }
+
+    #[test]
+    fn http_reads_need_a_viewer_and_everything_else_an_operator() {
+        assert!(is_http_path("/v1/functions/echo/invoke"));
+        assert!(is_http_path("/metrics"));
+        assert!(!is_http_path("/ferry.v1.Hub/Invoke"));
+        assert_eq!(required_http_role(&http::Method::GET), Role::Viewer);
+        assert_eq!(required_http_role(&http::Method::GET), Role::Viewer);
+        assert_eq!(required_http_role(&http::Method::POST), Role::Operator);
+        assert_eq!(required_http_role(&http::Method::DELETE), Role::Operator);
+    }
+
+    #[test]
+    fn an_http_request_without_a_certificate_is_unauthenticated_with_the_reason() {
+        let request = http::Request::builder().uri("/v1/functions").body(()).unwrap();
+        let authority = crate::trust::ClusterAuthority::create("test").unwrap();
+        let enforcement = Enforcement {
+            revocations: Arc::new(Revocations::in_memory(&authority.certificate_der().unwrap()).unwrap()),
+            identities: IdentityCache::default(),
+        };
+        let status = refusal(&request, &enforcement).unwrap();
+        assert_eq!(status.code(), tonic::Code::Unauthenticated);
+        assert!(status.message().contains("credential"), "{status:?}");
     }
 
     #[test]

@@ -54,7 +54,8 @@ pub fn server_config(
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(certificate);
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // gRPC speaks HTTP/2; the HTTP API takes HTTP/1.1 clients (curl, scripts) too.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

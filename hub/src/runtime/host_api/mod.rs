@@ -176,7 +176,7 @@ pub fn reply(mut env: Env<'_>, ptr: i32, len: i32) -> Result<i32, RuntimeError> 
         match guest.caller.take() {
             // The caller may have given up waiting; that is not the guest's problem.
             Some(caller) => {
-                let _ = caller.send(data);
+                let _ = caller.send(Ok(data));
                 Ok(0)
             }
             None => Ok(FERRY_NO_CALLER),

@@ -77,7 +77,7 @@ fn reply_sends_the_bytes_to_the_waiting_caller_once() {
     let (caller, answer) = oneshot::channel();
     test.guest().caller = Some(caller);
     assert_eq!(reply(test.env(), TEXT as i32, 4).unwrap(), 0);
-    assert_eq!(answer.blocking_recv().unwrap(), b"pong");
+    assert_eq!(answer.blocking_recv().unwrap(), Ok(b"pong".to_vec()));
     assert_eq!(reply(test.env(), TEXT as i32, 4).unwrap(), FERRY_NO_CALLER);
 }
 

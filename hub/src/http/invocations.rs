@@ -1,0 +1,426 @@
+//! Invocations the HTTP API keeps track of: asynchronous ones (started
+//! with a POST, looked at and cancelled by id) and the answers of requests
+//! that carried an `Idempotency-Key`, so that a retried POST runs once.
+//!
+//! Both live in this hub's memory for [`KEPT_FOR`](super::KEPT_FOR): an id
+//! is asked of the hub that took the POST. An asynchronous invocation that
+//! finds its function moving, suspended or starting waits and tries again
+//! until its deadline; once its message reached the function it is never
+//! sent again.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use ferry_proto::v1::InvokeRequest;
+use ferry_proto::{ErrorCode, ServiceError};
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+use serde::Serialize;
+
+use super::answers::{self, ErrorBody, Json, Refusal, code_name, failure};
+use super::{Asked, Http, KEPT_AT_MOST, KEPT_FOR};
+use crate::api::HubApi;
+use crate::error::HubError;
+
+/// How an invocation ended: the reply and the hub it ran on, or the
+/// error's kind and text.
+pub(super) type Outcome = Result<(Vec<u8>, String), (ErrorCode, String)>;
+
+type Pending = Shared<BoxFuture<'static, Outcome>>;
+
+/// How long an asynchronous invocation waits before it tries a function
+/// that was moving or suspended again.
+const RETRY_EVERY: Duration = Duration::from_millis(100);
+
+/// Where an asynchronous invocation is.
+#[derive(Debug, Clone)]
+enum Progress {
+    /// Waiting for its function to take messages (moving, suspended).
+    Queued,
+    /// Sent; waiting for the reply.
+    Running,
+    Done(Outcome),
+    Cancelled,
+}
+
+struct Invocation {
+    id: String,
+    function: String,
+    created_unix_ms: u64,
+    progress: Mutex<Progress>,
+    task: Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Invocation {
+    fn set(&self, progress: Progress) {
+        let mut current = self.progress.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // A cancelled invocation stays cancelled.
+        if !matches!(*current, Progress::Cancelled) {
+            *current = progress;
+        }
+    }
+
+    fn progress(&self) -> Progress {
+        self.progress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+}
+
+/// What an idempotency key stands for.
+#[derive(Clone)]
+enum Keyed {
+    /// A synchronous invocation's answer, or the wait for it.
+    Answer(Pending),
+    /// An asynchronous invocation's id.
+    Started(String),
+}
+
+#[derive(Default)]
+struct Table {
+    invocations: HashMap<String, Arc<Invocation>>,
+    keys: HashMap<String, Keyed>,
+    /// Both kinds of entry by age: (when, is a key, id or key).
+    ages: VecDeque<(Instant, bool, String)>,
+}
+
+impl Table {
+    fn forget_old(&mut self) {
+        while let Some((at, _, _)) = self.ages.front() {
+            let full = self.invocations.len() + self.keys.len() >= KEPT_AT_MOST;
+            if at.elapsed() < KEPT_FOR && !full {
+                break;
+            }
+            let Some((_, key, name)) = self.ages.pop_front() else {
+                break;
+            };
+            if key {
+                self.keys.remove(&name);
+            } else if let Some(invocation) = self.invocations.remove(&name)
+                && let Some(task) = invocation
+                    .task
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .take()
+            {
+                task.abort();
+            }
+        }
+    }
+}
+
+pub(super) struct Invocations {
+    api: HubApi,
+    table: Mutex<Table>,
+}
+
+fn outcome_of(result: Result<ferry_proto::v1::InvokeResponse, HubError>) -> Outcome {
+    result
+        .map(|reply| (reply.data, reply.hub_name))
+        .map_err(|error| (error.error_code(), ferry_proto::error_chain(&error)))
+}
+
+impl Invocations {
+    pub(super) fn new(api: HubApi) -> Invocations {
+        Invocations {
+            api,
+            table: Mutex::new(Table::default()),
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Invokes once; with a key, a second request with the same key (for
+    /// the same function) gets the first one's answer, waiting for it if
+    /// it has not come yet, even when the first caller went away.
+    pub(super) async fn invoke_once(&self, key: Option<String>, request: InvokeRequest, deadline: Duration) -> Outcome {
+        let Some(key) = key else {
+            return invoke_through_moves(&self.api, request, deadline, |_| {}).await;
+        };
+        let key = format!("invoke/{}/{key}", request.name);
+        let pending = {
+            let mut table = self.table();
+            table.forget_old();
+            match table.keys.get(&key) {
+                Some(Keyed::Answer(pending)) => pending.clone(),
+                Some(Keyed::Started(_)) => {
+                    return Err((
+                        ErrorCode::InvalidArgument,
+                        "this idempotency key started an asynchronous invocation".to_owned(),
+                    ));
+                }
+                None => {
+                    let api = self.api.clone();
+                    let task = tokio::spawn(async move { invoke_through_moves(&api, request, deadline, |_| {}).await });
+                    let pending = async move {
+                        task.await.unwrap_or_else(|error| {
+                            Err((ErrorCode::Internal, format!("the invocation failed: {error}")))
+                        })
+                    }
+                    .boxed()
+                    .shared();
+                    table.keys.insert(key.clone(), Keyed::Answer(pending.clone()));
+                    table.ages.push_back((Instant::now(), true, key));
+                    pending
+                }
+            }
+        };
+        pending.await
+    }
+
+    /// Starts an asynchronous invocation (or finds the one `key` started).
+    fn start(
+        &self,
+        key: Option<String>,
+        request: InvokeRequest,
+        deadline: Duration,
+    ) -> Result<Arc<Invocation>, Refusal> {
+        let mut table = self.table();
+        table.forget_old();
+        let key = key.map(|key| format!("start/{}/{key}", request.name));
+        if let Some(key) = &key {
+            match table.keys.get(key) {
+                Some(Keyed::Started(id)) => {
+                    if let Some(invocation) = table.invocations.get(id) {
+                        return Ok(Arc::clone(invocation));
+                    }
+                }
+                Some(Keyed::Answer(_)) => {
+                    return Err(Refusal(
+                        ErrorCode::InvalidArgument,
+                        "this idempotency key made a synchronous invocation".to_owned(),
+                    ));
+                }
+                None => {}
+            }
+        }
+        let mut bytes = [0u8; 12];
+        getrandom::fill(&mut bytes).map_err(|error| Refusal(ErrorCode::Internal, error.to_string()))?;
+        let invocation = Arc::new(Invocation {
+            id: hex::encode(bytes),
+            function: request.name.clone(),
+            created_unix_ms: crate::logs::unix_ms_now(),
+            progress: Mutex::new(Progress::Queued),
+            task: Mutex::new(None),
+        });
+        let task = tokio::spawn(run(self.api.clone(), Arc::clone(&invocation), request, deadline));
+        *invocation.task.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(task.abort_handle());
+        let id = invocation.id.clone();
+        table.invocations.insert(id.clone(), Arc::clone(&invocation));
+        table.ages.push_back((Instant::now(), false, id.clone()));
+        if let Some(key) = key {
+            table.keys.insert(key.clone(), Keyed::Started(id));
+            table.ages.push_back((Instant::now(), true, key));
+        }
+        Ok(invocation)
+    }
+
+    fn get(&self, id: &str) -> Result<Arc<Invocation>, Refusal> {
+        self.table().invocations.get(id).cloned().ok_or_else(|| {
+            Refusal(
+                ErrorCode::NotFound,
+                format!(
+                    "no invocation {id:?} on this hub (ids are kept for {} s by the hub that took the POST)",
+                    KEPT_FOR.as_secs()
+                ),
+            )
+        })
+    }
+}
+
+/// Whether an invocation refused with `error` may be sent again: the
+/// function did not take the message because it was between states.
+fn worth_retrying(error: &HubError) -> bool {
+    match error {
+        HubError::Moving { .. } | HubError::Busy { .. } => true,
+        HubError::NotRunning { state, .. } => {
+            state.starts_with("suspended") || state.starts_with("being suspended") || state.starts_with("starting")
+        }
+        HubError::Remote { code, message } => {
+            *code == ErrorCode::FailedPrecondition
+                && [
+                    "is being moved",
+                    "(it is suspended",
+                    "(it is being suspended",
+                    "(it is starting",
+                ]
+                .iter()
+                .any(|words| message.contains(words))
+        }
+        _ => false,
+    }
+}
+
+/// Sends the message when the function takes it and waits for the reply,
+/// all within `deadline`: a function that is moving, suspended or starting
+/// is tried again every [`RETRY_EVERY`] (after a move, where it went).
+/// `queued` hears whether the message waits (true) or is sent (false).
+async fn invoke_through_moves(
+    api: &HubApi,
+    mut request: InvokeRequest,
+    deadline: Duration,
+    queued: impl Fn(bool),
+) -> Outcome {
+    let until = Instant::now() + deadline;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            let error = HubError::InvokeTimeout {
+                name: request.name.clone(),
+                timeout_ms: deadline.as_millis() as u64,
+            };
+            return outcome_of(Err(error));
+        }
+        queued(false);
+        request.timeout_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1);
+        match api.invoke(request.clone(), 0).await {
+            Err(error) if worth_retrying(&error) => {
+                queued(true);
+                tokio::time::sleep(RETRY_EVERY.min(left)).await;
+            }
+            result => return outcome_of(result),
+        }
+    }
+}
+
+/// An asynchronous invocation's task.
+async fn run(api: HubApi, invocation: Arc<Invocation>, request: InvokeRequest, deadline: Duration) {
+    let outcome = invoke_through_moves(&api, request, deadline, |queued| {
+        invocation.set(if queued { Progress::Queued } else { Progress::Running });
+    })
+    .await;
+    invocation.set(Progress::Done(outcome));
+}
+
+/// What `GET /v1/invocations/{id}` shows.
+#[derive(Serialize)]
+struct InvocationView {
+    id: String,
+    function: String,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    state: &'static str,
+    created_unix_ms: u64,
+    /// The hub the function answered on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hub: Option<String>,
+    /// The reply, base64.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<String>,
+    /// The reply as text, when it is UTF-8.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result_text: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ErrorBody>,
+}
+
+fn view(invocation: &Invocation) -> InvocationView {
+    let mut view = InvocationView {
+        id: invocation.id.clone(),
+        function: invocation.function.clone(),
+        state: "queued",
+        created_unix_ms: invocation.created_unix_ms,
+        hub: None,
+        result: None,
+        result_text: None,
+        error: None,
+    };
+    match invocation.progress() {
+        Progress::Queued => {}
+        Progress::Running => view.state = "running",
+        Progress::Cancelled => view.state = "cancelled",
+        Progress::Done(Ok((data, hub))) => {
+            view.state = "succeeded";
+            view.hub = Some(hub);
+            view.result = Some(base64::engine::general_purpose::STANDARD.encode(&data));
+            view.result_text = String::from_utf8(data).ok();
+        }
+        Progress::Done(Err((code, message))) => {
+            view.state = "failed";
+            view.error = Some(ErrorBody {
+                code: code_name(code),
+                message,
+            });
+        }
+    }
+    view
+}
+
+/// `POST /v1/functions/{name}/invocations`: 202 and where to look.
+pub(super) async fn start(State(http): State<Http>, asked: Asked) -> Response {
+    // An unknown function is refused at once, not after the deadline.
+    let name = asked.request.name.clone();
+    if let Err(error) = http
+        .api
+        .get_function(ferry_proto::v1::GetFunctionRequest { name }, 0)
+        .await
+    {
+        return answers::error(error);
+    }
+    match http.invocations.start(asked.key, asked.request, asked.deadline) {
+        Ok(invocation) => {
+            let location = format!("/v1/invocations/{}", invocation.id);
+            (
+                StatusCode::ACCEPTED,
+                [(header::LOCATION, location)],
+                Json(view(&invocation)),
+            )
+                .into_response()
+        }
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// `GET /v1/invocations/{id}`.
+pub(super) async fn status(State(http): State<Http>, Path(id): Path<String>) -> Response {
+    match http.invocations.get(&id) {
+        Ok(invocation) => Json(view(&invocation)).into_response(),
+        Err(refusal) => refusal.into_response(),
+    }
+}
+
+/// `GET /v1/invocations/{id}/result`: the reply's bytes once there; 202
+/// with the status before.
+pub(super) async fn result(State(http): State<Http>, Path(id): Path<String>) -> Response {
+    let invocation = match http.invocations.get(&id) {
+        Ok(invocation) => invocation,
+        Err(refusal) => return refusal.into_response(),
+    };
+    match invocation.progress() {
+        Progress::Done(Ok((data, hub))) => answers::invoked(Ok((data, hub))),
+        Progress::Done(Err((code, message))) => failure(code, message),
+        Progress::Cancelled => failure(ErrorCode::FailedPrecondition, format!("invocation {id} was cancelled")),
+        Progress::Queued | Progress::Running => (StatusCode::ACCEPTED, Json(view(&invocation))).into_response(),
+    }
+}
+
+/// `DELETE /v1/invocations/{id}`: stops waiting (a message the function
+/// already took may still be handled; its reply is dropped).
+pub(super) async fn cancel(State(http): State<Http>, Path(id): Path<String>) -> Response {
+    let invocation = match http.invocations.get(&id) {
+        Ok(invocation) => invocation,
+        Err(refusal) => return refusal.into_response(),
+    };
+    if matches!(invocation.progress(), Progress::Queued | Progress::Running) {
+        if let Some(task) = invocation
+            .task
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+        *invocation
+            .progress
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Progress::Cancelled;
+    }
+    Json(view(&invocation)).into_response()
+}
