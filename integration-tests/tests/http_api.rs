@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+use base64::Engine;
 use ferry_integration_tests::corpus::venv_python;
 use ferry_integration_tests::moves::{deploy_guest, free_loopback_address, migrate, stdout_of, wait_peer_up};
 use ferry_integration_tests::{HubOptions, HubProcess, eventually, expect_success};
@@ -47,6 +48,11 @@ async fn error_code(response: reqwest::Response, status: StatusCode) -> String {
     let message = body["error"]["message"].as_str().unwrap_or_default();
     assert!(!message.is_empty(), "an error without a message: {body}");
     body["error"]["code"].as_str().unwrap_or_default().to_owned()
+}
+
+/// `POST path` of `hub` with `body`.
+async fn post(client: &reqwest::Client, hub: &HubProcess, path: &str, body: &'static str) -> reqwest::Response {
+    client.post(url(hub, path)).body(body).send().await.unwrap()
 }
 
 /// `GET path` of `hub`, as JSON.
@@ -111,12 +117,7 @@ async fn http_invokes_reads_and_refuses_bad_input_with_clear_errors() {
     let client = http();
 
     // Synchronous: bytes in, the reply's bytes out, named by the hub.
-    let response = client
-        .post(url(&hub, "/v1/functions/echo/invoke"))
-        .body("hello")
-        .send()
-        .await
-        .unwrap();
+    let response = post(&client, &hub, "/v1/functions/echo/invoke", "hello").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(served_by(&response), "web");
     assert_eq!(response.text().await.unwrap(), "echo: hello");
@@ -147,19 +148,9 @@ async fn http_invokes_reads_and_refuses_bad_input_with_clear_errors() {
     assert!(peers.is_object(), "{peers}");
 
     // Bad input: each a precise status and a JSON error.
-    let unknown = client
-        .post(url(&hub, "/v1/functions/nope/invoke"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let unknown = post(&client, &hub, "/v1/functions/nope/invoke", "x").await;
     assert_eq!(error_code(unknown, StatusCode::NOT_FOUND).await, "NOT_FOUND");
-    let odd_name = client
-        .post(url(&hub, "/v1/functions/a%20b%2F..%00/invoke"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let odd_name = post(&client, &hub, "/v1/functions/a%20b%2F..%00/invoke", "x").await;
     assert_eq!(error_code(odd_name, StatusCode::BAD_REQUEST).await, "INVALID_ARGUMENT");
     let bad_deadline = client
         .post(url(&hub, "/v1/functions/echo/invoke"))
@@ -189,12 +180,7 @@ async fn http_invokes_reads_and_refuses_bad_input_with_clear_errors() {
     let wrong_method = client.put(url(&hub, "/v1/functions")).send().await.unwrap();
     assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
     // A function that never reads its inbox: 504 when the deadline passes.
-    let no_reply = client
-        .post(url(&hub, "/v1/functions/sleeper/invoke?timeout_ms=300"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let no_reply = post(&client, &hub, "/v1/functions/sleeper/invoke?timeout_ms=300", "x").await;
     assert_eq!(
         error_code(no_reply, StatusCode::GATEWAY_TIMEOUT).await,
         "DEADLINE_EXCEEDED"
@@ -204,22 +190,12 @@ async fn http_invokes_reads_and_refuses_bad_input_with_clear_errors() {
     let mut slow = std::net::TcpStream::connect(hub.address()).unwrap();
     slow.write_all(b"POST /v1/functions/echo/invoke HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nabc")
         .unwrap();
-    let meanwhile = client
-        .post(url(&hub, "/v1/functions/echo/invoke"))
-        .body("meanwhile")
-        .send()
-        .await
-        .unwrap();
+    let meanwhile = post(&client, &hub, "/v1/functions/echo/invoke", "meanwhile").await;
     assert_eq!(meanwhile.text().await.unwrap(), "echo: meanwhile");
     drop(slow);
 
     // Asynchronous: 202 and a Location to poll, then the result.
-    let started = client
-        .post(url(&hub, "/v1/functions/echo/invocations"))
-        .body("later")
-        .send()
-        .await
-        .unwrap();
+    let started = post(&client, &hub, "/v1/functions/echo/invocations", "later").await;
     assert_eq!(started.status(), StatusCode::ACCEPTED);
     let location = started.headers()["location"].to_str().unwrap().to_owned();
     assert!(location.starts_with("/v1/invocations/"), "{location}");
@@ -238,12 +214,7 @@ async fn http_invokes_reads_and_refuses_bad_input_with_clear_errors() {
         .unwrap();
     assert_eq!(result.text().await.unwrap(), "echo: later");
     // One that waits is cancelled.
-    let waiting = client
-        .post(url(&hub, "/v1/functions/sleeper/invocations?timeout_ms=60000"))
-        .body("x")
-        .send()
-        .await
-        .unwrap();
+    let waiting = post(&client, &hub, "/v1/functions/sleeper/invocations?timeout_ms=60000", "x").await;
     let waiting = waiting.headers()["location"].to_str().unwrap().to_owned();
     let cancelled: Value = client
         .delete(url(&hub, &waiting))
@@ -282,12 +253,7 @@ async fn http_invokes_reads_and_refuses_bad_input_with_clear_errors() {
     .unwrap();
     // Another message after the retries: once it is printed, anything the
     // retries sent would have been printed before it.
-    let marker = client
-        .post(url(&hub, "/v1/functions/echo/invoke"))
-        .body("marker")
-        .send()
-        .await
-        .unwrap();
+    let marker = post(&client, &hub, "/v1/functions/echo/invoke", "marker").await;
     assert_eq!(marker.text().await.unwrap(), "echo: marker");
     eventually("echo to print the marker", PATIENCE, || async {
         (echo_messages(&hub, "echo") >= before + 2).then_some(())
@@ -334,6 +300,71 @@ async fn http_invokes_reads_and_refuses_bad_input_with_clear_errors() {
         "an unknown name became a label"
     );
 
+    // Deploy, suspend, resume and remove over HTTP; a malformed deploy is a 400.
+    let malformed = client
+        .post(url(&hub, "/v1/functions"))
+        .body("{\"name\": \"x\", \"module\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(malformed, StatusCode::BAD_REQUEST).await, "INVALID_ARGUMENT");
+    let not_base64 = client
+        .post(url(&hub, "/v1/functions"))
+        .body(r#"{"name": "x", "module": "not base64!"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(not_base64, StatusCode::BAD_REQUEST).await,
+        "INVALID_ARGUMENT"
+    );
+    let module = std::fs::read(ferry_integration_tests::guest("examples/echo.wasm")).unwrap();
+    let deploy =
+        serde_json::json!({ "name": "echo2", "module": base64::engine::general_purpose::STANDARD.encode(&module) });
+    let deployed = client
+        .post(url(&hub, "/v1/functions"))
+        .json(&deploy)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deployed.status(), StatusCode::CREATED);
+    let deployed: Value = deployed.json().await.unwrap();
+    assert_eq!(deployed["function"]["state"], "FUNCTION_STATE_RUNNING", "{deployed}");
+    let suspended: Value = client
+        .post(url(&hub, "/v1/functions/echo2/suspend"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        suspended["function"]["state"], "FUNCTION_STATE_SUSPENDED",
+        "{suspended}"
+    );
+    // An invocation waits for a suspended function until its deadline.
+    let waited = post(&client, &hub, "/v1/functions/echo2/invoke?timeout_ms=300", "x").await;
+    assert_eq!(
+        error_code(waited, StatusCode::GATEWAY_TIMEOUT).await,
+        "DEADLINE_EXCEEDED"
+    );
+    let resumed = client
+        .post(url(&hub, "/v1/functions/echo2/resume"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), StatusCode::OK);
+    let response = post(&client, &hub, "/v1/functions/echo2/invoke", "back").await;
+    assert_eq!(response.text().await.unwrap(), "echo: back");
+    let removed = client.delete(url(&hub, "/v1/functions/echo2")).send().await.unwrap();
+    assert_eq!(removed.status(), StatusCode::OK);
+    let nowhere = client
+        .post(url(&hub, "/v1/functions/echo/migrate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(nowhere, StatusCode::BAD_REQUEST).await, "INVALID_ARGUMENT");
+
     // gRPC still answers on the same port.
     expect_success(hub.ferry(&["ps"]));
 }
@@ -366,12 +397,7 @@ async fn any_hub_answers_for_a_function_and_invocations_span_its_moves() {
     let client = http();
 
     // Asked of the hub that never heard of it: found on its peer.
-    let response = client
-        .post(url(&hubs[1], "/v1/functions/echo/invoke"))
-        .body("there")
-        .send()
-        .await
-        .unwrap();
+    let response = post(&client, &hubs[1], "/v1/functions/echo/invoke", "there").await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(served_by(&response), "hub-0");
     assert_eq!(response.text().await.unwrap(), "echo: there");
@@ -471,12 +497,7 @@ async fn any_hub_answers_for_a_function_and_invocations_span_its_moves() {
         .await
         .unwrap()
         .bytes_stream();
-    let response = client
-        .post(url(&hubs[0], "/v1/functions/echo/invoke"))
-        .body("followed")
-        .send()
-        .await
-        .unwrap();
+    let response = post(&client, &hubs[0], "/v1/functions/echo/invoke", "followed").await;
     assert_eq!(response.status(), StatusCode::OK);
     let mut seen = String::new();
     tokio::time::timeout(PATIENCE, async {

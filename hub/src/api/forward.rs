@@ -7,7 +7,7 @@
 use ferry_proto::ErrorCode;
 use ferry_proto::internal::v1::ForwardPointer;
 use ferry_proto::v1::hub_client::HubClient;
-use ferry_proto::v1::{FunctionInfo, GetFunctionRequest};
+use ferry_proto::v1::{FunctionInfo, FunctionState, GetFunctionRequest, ListFunctionsRequest, ListFunctionsResponse};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -80,21 +80,7 @@ impl HubApi {
     /// usable peer is asked at once (one hop, so none of them asks its own
     /// peers), and the one running it wins over one that merely points to it.
     pub(super) async fn locate(&self, name: &str) -> Option<PeerAt> {
-        let peers: Vec<PeerAt> = self
-            .inner
-            .peers
-            .borrow()
-            .iter()
-            .filter(|peer| peer.is_usable())
-            .filter_map(|peer| {
-                Some(PeerAt {
-                    id: peer.id().map(str::to_owned),
-                    name: peer.name().unwrap_or_default().to_owned(),
-                    address: peer.address?.to_string(),
-                })
-            })
-            .collect();
-        let asks = peers.into_iter().map(|peer| async move {
+        let asks = self.usable_peers().into_iter().map(|peer| async move {
             let request = GetFunctionRequest { name: name.to_owned() };
             let asked = self.forward_to(&peer, request, 0, async |mut hub, request| {
                 hub.get_function(request).await
@@ -109,6 +95,45 @@ impl HubApi {
         let (peer, info) = found.into_iter().nth(running_there.unwrap_or(0))?;
         tracing::debug!(function = %name, hub = %info.hub_name, "located on a peer");
         Some(peer)
+    }
+
+    /// The peers this hub may ask now.
+    fn usable_peers(&self) -> Vec<PeerAt> {
+        self.inner
+            .peers
+            .borrow()
+            .iter()
+            .filter(|peer| peer.is_usable())
+            .filter_map(|peer| {
+                Some(PeerAt {
+                    id: peer.id().map(str::to_owned),
+                    name: peer.name().unwrap_or_default().to_owned(),
+                    address: peer.address?.to_string(),
+                })
+            })
+            .collect()
+    }
+
+    /// Every function of the cluster, each once, as the hub running it sees
+    /// it: this hub's and every usable peer's, asked at once (a peer that
+    /// does not answer within a second is left out). A function a hub only
+    /// points to is shown from the hub running it when that one answered.
+    pub async fn cluster_functions(&self) -> ListFunctionsResponse {
+        let asks = self.usable_peers().into_iter().map(|peer| async move {
+            let asked = self.forward_to(&peer, ListFunctionsRequest {}, 0, async |mut hub, request| {
+                hub.list_functions(request).await
+            });
+            match tokio::time::timeout(MOVED_INFO_TIMEOUT, asked).await {
+                Ok(Ok(answer)) => answer.functions,
+                _ => Vec::new(),
+            }
+        });
+        let (mut functions, theirs) =
+            futures::future::join(self.list_functions(0), futures::future::join_all(asks)).await;
+        functions.functions.extend(theirs.into_iter().flatten());
+        ListFunctionsResponse {
+            functions: one_per_function(functions.functions),
+        }
     }
 
     /// Asks the hub `pointer` names with `remote`, one hop further.
@@ -177,6 +202,23 @@ impl HubApi {
     }
 }
 
+/// The functions of several hubs' lists, each once: the entry of the hub
+/// running it (neither forwarded nor a bare pointer) where there is one.
+fn one_per_function(functions: Vec<FunctionInfo>) -> Vec<FunctionInfo> {
+    let name = |function: &FunctionInfo| function.spec.as_ref().map(|spec| spec.name.clone()).unwrap_or_default();
+    let first_hand = |function: &FunctionInfo| !function.forwarded && function.state != FunctionState::Moved as i32;
+    let mut chosen: Vec<FunctionInfo> = Vec::new();
+    for function in functions {
+        match chosen.iter_mut().find(|kept| name(kept) == name(&function)) {
+            Some(kept) if !first_hand(kept) && first_hand(&function) => *kept = function,
+            Some(_) => {}
+            None => chosen.push(function),
+        }
+    }
+    chosen.sort_by_key(|function| name(function));
+    chosen
+}
+
 /// `message` as a request forwarded once more than one that came `hops` times.
 fn onward<T>(message: T, hops: u32, hub_name: &str) -> Result<Request<T>, HubError> {
     if hops >= MAX_HOPS {
@@ -212,6 +254,49 @@ fn unreachable(hub_name: &str, address: &str, status: &Status) -> HubError {
 mod tests {
     use super::*;
     use ferry_proto::ServiceError;
+
+    fn listed(name: &str, hub: &str, state: FunctionState, forwarded: bool) -> FunctionInfo {
+        FunctionInfo {
+            spec: Some(ferry_proto::v1::FunctionSpec {
+                name: name.to_owned(),
+                ..Default::default()
+            }),
+            state: state as i32,
+            hub_name: hub.to_owned(),
+            forwarded,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_cluster_list_shows_each_function_once_from_the_hub_running_it() {
+        let functions = one_per_function(vec![
+            listed("b", "hub-0", FunctionState::Moved, false),
+            listed("a", "hub-1", FunctionState::Running, true),
+            listed("a", "hub-1", FunctionState::Running, false),
+            listed("b", "hub-2", FunctionState::Running, false),
+            listed("c", "hub-0", FunctionState::Moved, false),
+        ]);
+        let shown: Vec<(String, String, bool)> = functions
+            .iter()
+            .map(|function| {
+                (
+                    function.spec.as_ref().unwrap().name.clone(),
+                    function.hub_name.clone(),
+                    function.forwarded,
+                )
+            })
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                ("a".to_owned(), "hub-1".to_owned(), false),
+                ("b".to_owned(), "hub-2".to_owned(), false),
+                // Only a pointer answered for it: shown as the pointer.
+                ("c".to_owned(), "hub-0".to_owned(), false),
+            ]
+        );
+    }
 
     #[test]
     fn a_request_forwarded_too_often_is_refused_as_a_loop() {

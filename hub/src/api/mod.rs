@@ -145,6 +145,19 @@ impl HubApi {
         self.supervisor().metrics()
     }
 
+    /// The metrics text to scrape: this hub's own view of its functions
+    /// (one that moved away counts as moved; no peer is asked).
+    pub fn metrics_text(&self) -> String {
+        let info = self.hub_info();
+        let load = if info.cpu_capacity > 0.0 {
+            info.cpu_usage / info.cpu_capacity
+        } else {
+            0.0
+        };
+        let peers = self.list_peers().peers;
+        self.metrics().render(&self.supervisor().list(), load, &peers)
+    }
+
     /// A probing hub we do not know yet introduced itself: probe it back.
     pub fn introduce(&self, caller: &Caller) {
         if caller.hub_id.is_empty() || caller.address.port() == 0 || caller.hub_id == self.supervisor().identity().id {
@@ -363,6 +376,17 @@ impl HubApi {
         if let Some(pointer) = self.supervisor().forward_pointer(&request.name) {
             let events = self
                 .forward(&pointer, request, hops, async |mut hub, request| {
+                    hub.migrate(request).await
+                })
+                .await?;
+            return Ok(events.map(|event| event.map_err(HubError::from_status)).boxed());
+        }
+        if hops == 0
+            && self.supervisor().get(&request.name).is_err()
+            && let Some(peer) = self.locate(&request.name).await
+        {
+            let events = self
+                .forward_to(&peer, request, hops, async |mut hub, request| {
                     hub.migrate(request).await
                 })
                 .await?;

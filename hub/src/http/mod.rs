@@ -12,6 +12,7 @@
 //! Invariant: this module only translates; what a request does is
 //! [`HubApi`]'s, so gRPC and HTTP can never disagree.
 
+mod actions;
 mod answers;
 mod invocations;
 mod streams;
@@ -80,8 +81,18 @@ pub fn router(api: HubApi, access: HttpAccess) -> Router {
         .route("/v1/hub", get(hub_info))
         .route("/v1/peers", get(peers))
         .route("/v1/events", get(streams::events))
-        .route("/v1/functions", get(list_functions))
-        .route("/v1/functions/{name}", get(get_function))
+        .route(
+            "/v1/functions",
+            get(list_functions)
+                .post(actions::deploy)
+                .layer(DefaultBodyLimit::max(DEPLOY_BODY_BYTES)),
+        )
+        .route("/v1/functions/{name}", get(get_function).delete(actions::remove))
+        .route("/v1/functions/{name}/stop", post(actions::stop))
+        .route("/v1/functions/{name}/suspend", post(actions::suspend))
+        .route("/v1/functions/{name}/resume", post(actions::resume))
+        .route("/v1/functions/{name}/checkpoint", post(actions::checkpoint))
+        .route("/v1/functions/{name}/migrate", post(actions::migrate))
         .route("/v1/functions/{name}/logs", get(streams::logs))
         .route("/v1/functions/{name}/invoke", post(invoke))
         .route("/v1/functions/{name}/invocations", post(invocations::start))
@@ -91,6 +102,7 @@ pub fn router(api: HubApi, access: HttpAccess) -> Router {
         )
         .route("/v1/invocations/{id}/result", get(invocations::result))
         .route("/metrics", get(metrics))
+        .route("/", get(page))
         // A body is at most one message, with room for JSON's framing.
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES as usize + 4096))
         .layer(middleware::from_fn_with_state(state.clone(), served_by))
@@ -184,8 +196,32 @@ async fn peers(State(http): State<Http>) -> Response {
     Json(http.api.list_peers()).into_response()
 }
 
-async fn list_functions(State(http): State<Http>) -> Response {
-    Json(http.api.list_functions(0).await).into_response()
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    /// `cluster`: every hub's functions, not only this hub's.
+    scope: Option<String>,
+}
+
+/// `GET /v1/functions`: this hub's functions (`?scope=cluster`: the
+/// cluster's, each as the hub running it sees it).
+async fn list_functions(State(http): State<Http>, Query(query): Query<ListQuery>) -> Response {
+    match query.scope.as_deref() {
+        None | Some("hub") => Json(http.api.list_functions(0).await).into_response(),
+        Some("cluster") => Json(http.api.cluster_functions().await).into_response(),
+        Some(other) => failure(
+            ErrorCode::InvalidArgument,
+            format!("scope {other:?}: say hub (the default) or cluster"),
+        ),
+    }
+}
+
+/// `GET /`: the hub's web page (embedded; it reads the API above).
+async fn page() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("page.html"),
+    )
+        .into_response()
 }
 
 async fn get_function(State(http): State<Http>, Path(name): Path<String>) -> Response {
@@ -279,15 +315,7 @@ async fn invoke(State(http): State<Http>, asked: Asked) -> Response {
 }
 
 async fn metrics(State(http): State<Http>) -> Response {
-    let info = http.api.hub_info();
-    let load = if info.cpu_capacity > 0.0 {
-        info.cpu_usage / info.cpu_capacity
-    } else {
-        0.0
-    };
-    let functions = http.api.list_functions(0).await.functions;
-    let peers = http.api.list_peers().peers;
-    let text = http.api.metrics().render(&functions, load, &peers);
+    let text = http.api.metrics_text();
     (
         [(
             header::CONTENT_TYPE,
@@ -297,6 +325,9 @@ async fn metrics(State(http): State<Http>) -> Response {
     )
         .into_response()
 }
+
+/// A deploy's body: a module of up to 64 MiB (what gRPC takes), base64.
+const DEPLOY_BODY_BYTES: usize = 96 << 20;
 
 /// How long a finished asynchronous invocation, or an idempotency key's
 /// answer, is kept.
