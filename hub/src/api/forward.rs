@@ -202,20 +202,21 @@ impl HubApi {
     }
 }
 
-/// The functions of several hubs' lists, each once: the entry of the hub
-/// running it (neither forwarded nor a bare pointer) where there is one.
+/// The functions of several hubs' lists, each once: every entry of a hub
+/// running its function (functions of one name deployed on two hubs are
+/// two functions), and a forwarded entry or a bare pointer only for a name
+/// no hub running it answered for.
 fn one_per_function(functions: Vec<FunctionInfo>) -> Vec<FunctionInfo> {
     let name = |function: &FunctionInfo| function.spec.as_ref().map(|spec| spec.name.clone()).unwrap_or_default();
-    let first_hand = |function: &FunctionInfo| !function.forwarded && function.state != FunctionState::Moved as i32;
-    let mut chosen: Vec<FunctionInfo> = Vec::new();
-    for function in functions {
-        match chosen.iter_mut().find(|kept| name(kept) == name(&function)) {
-            Some(kept) if !first_hand(kept) && first_hand(&function) => *kept = function,
-            Some(_) => {}
-            None => chosen.push(function),
+    let (mut chosen, second_hand): (Vec<FunctionInfo>, Vec<FunctionInfo>) = functions
+        .into_iter()
+        .partition(|function| !function.forwarded && function.state != FunctionState::Moved as i32);
+    for function in second_hand {
+        if !chosen.iter().any(|kept| name(kept) == name(&function)) {
+            chosen.push(function);
         }
     }
-    chosen.sort_by_key(|function| name(function));
+    chosen.sort_by_key(|function| (name(function), function.hub_name.clone()));
     chosen
 }
 
@@ -269,13 +270,16 @@ mod tests {
     }
 
     #[test]
-    fn the_cluster_list_shows_each_function_once_from_the_hub_running_it() {
+    fn the_cluster_list_shows_each_function_once_from_the_hub_running_it_and_namesakes_on_other_hubs_too() {
         let functions = one_per_function(vec![
             listed("b", "hub-0", FunctionState::Moved, false),
             listed("a", "hub-1", FunctionState::Running, true),
             listed("a", "hub-1", FunctionState::Running, false),
             listed("b", "hub-2", FunctionState::Running, false),
             listed("c", "hub-0", FunctionState::Moved, false),
+            listed("c", "hub-1", FunctionState::Moved, false),
+            listed("d", "hub-1", FunctionState::Running, false),
+            listed("d", "hub-0", FunctionState::Stopped, false),
         ]);
         let shown: Vec<(String, String, bool)> = functions
             .iter()
@@ -292,8 +296,11 @@ mod tests {
             vec![
                 ("a".to_owned(), "hub-1".to_owned(), false),
                 ("b".to_owned(), "hub-2".to_owned(), false),
-                // Only a pointer answered for it: shown as the pointer.
+                // Only pointers answered for it: shown once, as the first.
                 ("c".to_owned(), "hub-0".to_owned(), false),
+                // Two functions of one name on two hubs: both.
+                ("d".to_owned(), "hub-0".to_owned(), false),
+                ("d".to_owned(), "hub-1".to_owned(), false),
             ]
         );
     }
