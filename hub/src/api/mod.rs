@@ -141,10 +141,6 @@ impl HubApi {
         self.supervisor().invoke_timeout()
     }
 
-    pub fn metrics(&self) -> &Arc<crate::metrics::HubMetrics> {
-        self.supervisor().metrics()
-    }
-
     /// The metrics text to scrape: this hub's own view of its functions
     /// (one that moved away counts as moved; no peer is asked).
     pub fn metrics_text(&self) -> String {
@@ -155,7 +151,9 @@ impl HubApi {
             0.0
         };
         let peers = self.list_peers().peers;
-        self.metrics().render(&self.supervisor().list(), load, &peers)
+        self.supervisor()
+            .metrics()
+            .render(&self.supervisor().list(), load, &peers)
     }
 
     /// A probing hub we do not know yet introduced itself: probe it back.

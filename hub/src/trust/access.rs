@@ -254,14 +254,19 @@ mod tests {
         assert_eq!(required_http_role(&http::Method::DELETE), Role::Operator);
     }
 
+    /// What the layer checks calls against in a cluster with no hub removed.
+    fn enforcement_of_a_new_cluster() -> Enforcement {
+        let authority = crate::trust::ClusterAuthority::create("test").unwrap();
+        Enforcement {
+            revocations: Arc::new(Revocations::in_memory(&authority.certificate_der().unwrap()).unwrap()),
+            identities: IdentityCache::default(),
+        }
+    }
+
     #[test]
     fn an_http_request_without_a_certificate_is_unauthenticated_with_the_reason() {
         let request = http::Request::builder().uri("/v1/functions").body(()).unwrap();
-        let authority = crate::trust::ClusterAuthority::create("test").unwrap();
-        let enforcement = Enforcement {
-            revocations: Arc::new(Revocations::in_memory(&authority.certificate_der().unwrap()).unwrap()),
-            identities: IdentityCache::default(),
-        };
+        let enforcement = enforcement_of_a_new_cluster();
         let status = refusal(&request, &enforcement).unwrap();
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
         assert!(status.message().contains("credential"), "{status:?}");
@@ -273,11 +278,7 @@ mod tests {
             .uri("/ferry.v1.Hub/ListFunctions")
             .body(())
             .unwrap();
-        let authority = crate::trust::ClusterAuthority::create("test").unwrap();
-        let enforcement = Enforcement {
-            revocations: Arc::new(Revocations::in_memory(&authority.certificate_der().unwrap()).unwrap()),
-            identities: IdentityCache::default(),
-        };
+        let enforcement = enforcement_of_a_new_cluster();
         let status = refusal(&request, &enforcement).unwrap();
         assert_eq!(status.code(), tonic::Code::Unauthenticated);
     }
