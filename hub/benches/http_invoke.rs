@@ -63,6 +63,7 @@ impl Path {
                         name: "echo".into(),
                         data,
                         timeout_ms: 10_000,
+                        ..Default::default()
                     })
                     .await
                     .expect("invoke")

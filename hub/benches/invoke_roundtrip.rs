@@ -159,6 +159,7 @@ async fn measure(client: &HubClient<Channel>, name: &str, calls: usize, concurre
                         name: name.clone(),
                         data,
                         timeout_ms: 10_000,
+                        ..Default::default()
                     })
                     .await
                     .expect("invoke")

@@ -6,7 +6,7 @@ use std::time::Duration;
 use ferry_proto::internal::v1::{self as wire, global_value, pending_call};
 use ferry_proto::v1::FunctionSpec;
 
-use crate::runtime::{GlobalValue, HostSnapshot, PendingCall, Snapshot, SnapshotFiles, SnapshotMemory};
+use crate::runtime::{GlobalValue, HostSnapshot, PendingCall, ReplyAddress, Snapshot, SnapshotFiles, SnapshotMemory};
 
 fn nanos(duration: Duration) -> u64 {
     u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
@@ -124,7 +124,12 @@ pub fn manifest_template(
             log_seq: host.log_seq,
             cpu_micros: u64::try_from(host.cpu.as_micros()).unwrap_or(u64::MAX),
             has_caller: host.has_caller,
-            caller_invocation_id: 0,
+            caller_invocation_id: host.caller.as_ref().map_or(0, |caller| caller.invocation),
+            caller_hub_id: host
+                .caller
+                .as_ref()
+                .map(|caller| caller.hub_id.clone())
+                .unwrap_or_default(),
         }),
         stack: snapshot.stack.clone(),
         volume: snapshot.files.as_ref().and_then(|files| files.volume.clone()),
@@ -155,6 +160,12 @@ pub fn snapshot_from_manifest(manifest: &wire::CheckpointManifest, memory: Snaps
             log_seq: host.log_seq,
             cpu: Duration::from_micros(host.cpu_micros),
             has_caller: host.has_caller,
+            caller: (host.has_caller && host.caller_invocation_id != 0 && !host.caller_hub_id.is_empty()).then(|| {
+                ReplyAddress {
+                    hub_id: host.caller_hub_id.clone(),
+                    invocation: host.caller_invocation_id,
+                }
+            }),
         },
         files: (manifest.volume.is_some() || !manifest.descriptors.is_empty()).then(|| SnapshotFiles {
             volume: manifest.volume.clone(),
@@ -190,6 +201,10 @@ mod tests {
                 log_seq: 77,
                 cpu: Duration::from_micros(5_000),
                 has_caller: true,
+                caller: Some(ReplyAddress {
+                    hub_id: "a-hub".to_owned(),
+                    invocation: u64::MAX - 1,
+                }),
             },
             files: None,
             hold: None,

@@ -4,6 +4,7 @@
 //! everything else is the API's.
 
 use std::pin::Pin;
+use std::time::Duration;
 
 use ferry_proto::ServiceError;
 use ferry_proto::v1::hub_server::Hub;
@@ -121,7 +122,17 @@ impl Hub for HubService {
 
     async fn invoke(&self, request: Request<InvokeRequest>) -> Result<Response<InvokeResponse>, Status> {
         let hops = hops(&request);
-        answer(self.api.invoke(request.into_inner(), hops).await)
+        let request = request.into_inner();
+        if hops > 0 {
+            return answer(self.api.invoke(request, hops).await);
+        }
+        // A client's invocation waits through a move of its function, as
+        // over HTTP; a forwarded one was already sent by a hub that waits.
+        let deadline = match request.timeout_ms {
+            0 => self.api.invoke_timeout(),
+            ms => Duration::from_millis(u64::from(ms)),
+        };
+        answer(self.api.invoke_through_moves(request, deadline, |_| {}).await)
     }
 
     type EventsStream = StatusStream<HubEvent>;

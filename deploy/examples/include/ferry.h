@@ -26,9 +26,13 @@
 /* Return codes. */
 #define FERRY_TIMEOUT (-1)   /* ferry_recv: no message arrived in time */
 #define FERRY_NO_CALLER (-2) /* ferry_reply: no received message is waiting for a reply */
-#define FERRY_NO_SUCH_FUNCTION (-3) /* ferry_send: the target name is unknown */
-#define FERRY_INBOX_FULL (-4) /* ferry_send: the target's inbox holds 1024 messages or 16 MiB */
-#define FERRY_DENIED (-5) /* ferry_send: a messaging rule (send-to, invoked-by) forbids it */
+#define FERRY_NO_SUCH_FUNCTION (-3) /* ferry_send, ferry_call: no hub of the cluster runs the target */
+#define FERRY_INBOX_FULL (-4) /* ferry_send, ferry_call: the target's inbox holds 1024 messages or 16 MiB */
+#define FERRY_DENIED (-5) /* ferry_send, ferry_call: a messaging rule (send-to, invoked-by) forbids it */
+#define FERRY_FAILED (-6) /* ferry_send, ferry_call: the target is not running (stopped, failed),
+                             ended without replying, or its hub cannot be reached */
+/* ferry_send and ferry_call also return FERRY_TIMEOUT when the target did not
+ * take the message (or, ferry_call, did not reply) in time. */
 
 /* Writes one log line (not stdout) with a level. At most 64 KiB of `msg`
  * are kept; the rest is dropped. */
@@ -53,10 +57,29 @@ FERRY_IMPORT("recv") int32_t ferry_recv(uint8_t *buf, uint32_t cap, int64_t time
  * At most 16 MiB of `data` are sent. */
 FERRY_IMPORT("reply") int32_t ferry_reply(const uint8_t *data, uint32_t len);
 
-/* Puts a message into another function's inbox (no reply expected).
- * At most 16 MiB of `data` are sent. 0, FERRY_NO_SUCH_FUNCTION,
- * FERRY_INBOX_FULL or FERRY_DENIED. */
+/* Puts a message into another function's inbox (no reply expected), on
+ * this hub or any hub of the cluster. Returns once the target's inbox took
+ * it: a target being moved takes it where it arrives, within the hub's
+ * invoke timeout. At most 16 MiB of `data` are sent. 0 or a negative code
+ * above. */
 FERRY_IMPORT("send") int32_t ferry_send(const char *name, uint32_t name_len,
                                         const uint8_t *data, uint32_t len);
+
+/*
+ * Calls another function, on this hub or any hub of the cluster: sends
+ * `data` as a message and waits for its ferry_reply, at most `timeout_ms`
+ * (< 0: the hub's invoke timeout). A target being moved gets the message
+ * where it arrives, once. Returns the reply's length n >= 0, of which the
+ * first min(n, reply_cap) bytes were copied to `reply` (n > reply_cap: the
+ * rest is lost), or a negative code above. All three ranges must be in
+ * memory (checked before anything is sent).
+ *
+ * The caller is not checkpointed or moved while it waits: a checkpoint or a
+ * move of the caller begins when the call returns.
+ */
+FERRY_IMPORT("call") int32_t ferry_call(const char *name, uint32_t name_len,
+                                        const uint8_t *data, uint32_t len,
+                                        uint8_t *reply, uint32_t reply_cap,
+                                        int64_t timeout_ms);
 
 #endif

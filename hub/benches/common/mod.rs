@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_hub::runtime::{
-    FunctionControl, GuestModule, HostServices, LaunchSpec, Outcome, SendOutcome, run_to_completion,
+    Delivery, FunctionControl, GuestModule, HostServices, LaunchSpec, Outcome, Undelivered, run_to_completion,
 };
 use ferry_proto::v1::hub_client::HubClient;
 use ferry_proto::v1::{LogStream, LogsRequest};
@@ -15,8 +15,8 @@ pub struct Discard;
 
 impl HostServices for Discard {
     fn output(&self, _function: &str, _stream: LogStream, _data: &[u8]) {}
-    fn send(&self, _from: &str, _to: &str, _data: &[u8]) -> SendOutcome {
-        SendOutcome::NoSuchFunction
+    fn send(&self, _from: &str, _to: &str, _data: &[u8]) -> Delivery {
+        Delivery::Done(Err(Undelivered::NoSuchFunction))
     }
     fn log_position(&self, _function: &str) -> u64 {
         0

@@ -15,9 +15,11 @@
 mod credentials;
 mod drain;
 mod forward;
+mod messages;
 mod target;
 
 pub use forward::{HOPS_HEADER, MAX_HOPS};
+pub use messages::worth_retrying;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -27,9 +29,9 @@ use ferry_discovery::{PeerSnapshot, PeerSuggester};
 use ferry_proto::PROTOCOL_VERSION;
 use ferry_proto::v1::{
     CheckpointRequest, CheckpointResponse, DeployRequest, DeployResponse, FunctionInfo, FunctionState,
-    GetFunctionRequest, HubInfo, InvokeRequest, InvokeResponse, ListFunctionsResponse, ListPeersResponse, LogEntry,
-    LogsRequest, MigrateProgress, MigrateRequest, RemoveRequest, RemoveResponse, ResumeRequest, StopRequest,
-    SuspendRequest, SuspendResponse, migrate_progress,
+    GetFunctionRequest, HubInfo, ListFunctionsResponse, ListPeersResponse, LogEntry, LogsRequest, MigrateProgress,
+    MigrateRequest, RemoveRequest, RemoveResponse, ResumeRequest, StopRequest, SuspendRequest, SuspendResponse,
+    migrate_progress,
 };
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -39,7 +41,6 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::config::RebalanceMode;
 use crate::error::HubError;
 use crate::events::HubEvents;
-use crate::metrics::InvocationOutcome;
 use crate::migration::{self, MigrationContext};
 use crate::peers::{LoadGauge, PeerFigures, peer_info};
 use crate::runtime::WASMER_VERSION;
@@ -86,8 +87,14 @@ pub struct ApiParts {
 }
 
 impl HubApi {
+    /// The API over `parts`; its supervisor's functions reach the
+    /// cluster's through it (when made inside the tokio runtime).
     pub fn new(parts: ApiParts) -> HubApi {
-        HubApi { inner: Arc::new(parts) }
+        let api = HubApi { inner: Arc::new(parts) };
+        if let Some(messenger) = messages::Messenger::of(&api) {
+            api.supervisor().set_outbound(Arc::new(messenger));
+        }
+        api
     }
 
     fn supervisor(&self) -> &Supervisor {
@@ -331,38 +338,6 @@ impl HubApi {
             hops,
             async |mut hub, request| hub.resume(request).await,
             async |request| self.supervisor().resume(&request.name).await,
-        )
-        .await
-    }
-
-    /// Sends the function a message and waits for its reply (`timeout_ms`
-    /// 0: the hub's default).
-    pub async fn invoke(&self, request: InvokeRequest, hops: u32) -> Result<InvokeResponse, HubError> {
-        self.forward_or_run(
-            request,
-            hops,
-            async |mut hub, request| hub.invoke(request).await,
-            async |request| {
-                let timeout = (request.timeout_ms > 0).then(|| Duration::from_millis(u64::from(request.timeout_ms)));
-                let started = std::time::Instant::now();
-                let result = self.supervisor().invoke(&request.name, request.data, timeout).await;
-                let outcome = match &result {
-                    Ok(_) => Some(InvocationOutcome::Succeeded),
-                    Err(HubError::InvokeTimeout { .. }) => Some(InvocationOutcome::TimedOut),
-                    // Only functions that exist get a label.
-                    Err(HubError::FunctionNotFound { .. } | HubError::InvalidName { .. }) => None,
-                    Err(_) => Some(InvocationOutcome::Failed),
-                };
-                if let Some(outcome) = outcome {
-                    self.supervisor()
-                        .metrics()
-                        .invocation(&request.name, outcome, started.elapsed());
-                }
-                Ok(InvokeResponse {
-                    data: result?,
-                    hub_name: self.supervisor().identity().name.clone(),
-                })
-            },
         )
         .await
     }

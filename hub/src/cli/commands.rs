@@ -179,6 +179,7 @@ async fn invoke(hub: &HubTarget, json: bool, args: InvokeArgs) -> Result<(), Cli
             .timeout
             .map(|timeout| u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX))
             .unwrap_or(0),
+        ..Default::default()
     };
     let reply = connect(hub).await?.invoke(request).await?.into_inner().data;
     if json {

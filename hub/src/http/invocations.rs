@@ -33,10 +33,6 @@ pub(super) type Outcome = Result<(Vec<u8>, String), (ErrorCode, String)>;
 
 type Pending = Shared<BoxFuture<'static, Outcome>>;
 
-/// How long an asynchronous invocation waits before it tries a function
-/// that was moving or suspended again.
-const RETRY_EVERY: Duration = Duration::from_millis(100);
-
 /// Where an asynchronous invocation is.
 #[derive(Debug, Clone)]
 enum Progress {
@@ -143,7 +139,7 @@ impl Invocations {
     /// it has not come yet, even when the first caller went away.
     pub(super) async fn invoke_once(&self, key: Option<String>, request: InvokeRequest, deadline: Duration) -> Outcome {
         let Some(key) = key else {
-            return invoke_through_moves(&self.api, request, deadline, |_| {}).await;
+            return outcome_of(self.api.invoke_through_moves(request, deadline, |_| {}).await);
         };
         let key = format!("invoke/{}/{key}", request.name);
         let pending = {
@@ -159,7 +155,10 @@ impl Invocations {
                 }
                 None => {
                     let api = self.api.clone();
-                    let task = tokio::spawn(async move { invoke_through_moves(&api, request, deadline, |_| {}).await });
+                    let task =
+                        tokio::spawn(
+                            async move { outcome_of(api.invoke_through_moves(request, deadline, |_| {}).await) },
+                        );
                     let pending = async move {
                         task.await.unwrap_or_else(|error| {
                             Err((ErrorCode::Internal, format!("the invocation failed: {error}")))
@@ -236,67 +235,14 @@ impl Invocations {
     }
 }
 
-/// Whether an invocation refused with `error` may be sent again: the
-/// function did not take the message because it was between states.
-fn worth_retrying(error: &HubError) -> bool {
-    match error {
-        HubError::Moving { .. } | HubError::Busy { .. } => true,
-        HubError::NotRunning { state, .. } => {
-            state.starts_with("suspended") || state.starts_with("being suspended") || state.starts_with("starting")
-        }
-        HubError::Remote { code, message } => {
-            *code == ErrorCode::FailedPrecondition
-                && [
-                    "is being moved",
-                    "(it is suspended",
-                    "(it is being suspended",
-                    "(it is starting",
-                ]
-                .iter()
-                .any(|words| message.contains(words))
-        }
-        _ => false,
-    }
-}
-
-/// Sends the message when the function takes it and waits for the reply,
-/// all within `deadline`: a function that is moving, suspended or starting
-/// is tried again every [`RETRY_EVERY`] (after a move, where it went).
-/// `queued` hears whether the message waits (true) or is sent (false).
-async fn invoke_through_moves(
-    api: &HubApi,
-    mut request: InvokeRequest,
-    deadline: Duration,
-    queued: impl Fn(bool),
-) -> Outcome {
-    let until = Instant::now() + deadline;
-    loop {
-        let left = until.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            let error = HubError::InvokeTimeout {
-                name: request.name.clone(),
-                timeout_ms: deadline.as_millis() as u64,
-            };
-            return outcome_of(Err(error));
-        }
-        queued(false);
-        request.timeout_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1);
-        match api.invoke(request.clone(), 0).await {
-            Err(error) if worth_retrying(&error) => {
-                queued(true);
-                tokio::time::sleep(RETRY_EVERY.min(left)).await;
-            }
-            result => return outcome_of(result),
-        }
-    }
-}
-
 /// An asynchronous invocation's task.
 async fn run(api: HubApi, invocation: Arc<Invocation>, request: InvokeRequest, deadline: Duration) {
-    let outcome = invoke_through_moves(&api, request, deadline, |queued| {
-        invocation.set(if queued { Progress::Queued } else { Progress::Running });
-    })
-    .await;
+    let outcome = outcome_of(
+        api.invoke_through_moves(request, deadline, |queued| {
+            invocation.set(if queued { Progress::Queued } else { Progress::Running });
+        })
+        .await,
+    );
     invocation.set(Progress::Done(outcome));
 }
 

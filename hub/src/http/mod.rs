@@ -296,6 +296,7 @@ impl FromRequest<Http> for Asked {
                 name,
                 data: body.to_vec(),
                 timeout_ms: 0,
+                ..Default::default()
             },
             deadline,
             key,

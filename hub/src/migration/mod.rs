@@ -24,7 +24,8 @@ use ferry_migrator::transfer::{RoundPolicy, TransferError};
 use ferry_proto::internal::v1::migration_client::MigrationClient;
 use ferry_proto::internal::v1::migration_server::Migration;
 use ferry_proto::internal::v1::{
-    AutomaticMove, DestinationFrame, ResolveHandoffRequest, ResolveHandoffResponse, SourceFrame,
+    AutomaticMove, DeliverReplyRequest, DeliverReplyResponse, DestinationFrame, ResolveHandoffRequest,
+    ResolveHandoffResponse, SourceFrame,
 };
 use futures::Stream;
 use tonic::transport::Channel;
@@ -120,6 +121,18 @@ impl Migration for MigrationService {
             request.into_inner(),
         );
         Ok(Response::new(Box::pin(frames)))
+    }
+
+    async fn deliver_reply(
+        &self,
+        request: Request<DeliverReplyRequest>,
+    ) -> Result<Response<DeliverReplyResponse>, Status> {
+        let request = request.into_inner();
+        let delivered = self
+            .supervisor
+            .deliver_reply(&request.function, request.invocation_id, request.data);
+        tracing::debug!(function = %request.function, delivered, "a reply came back from a moved function");
+        Ok(Response::new(DeliverReplyResponse { delivered }))
     }
 
     async fn resolve_handoff(

@@ -32,9 +32,25 @@ pub type ReplyTo = oneshot::Sender<Answer>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Withdrawn;
 
-/// How long a pause for a move waits, at most, for a function to reply to
-/// the invocation it is handling (it goes on running meanwhile).
-pub const PAUSE_WAITS_FOR_REPLY: Duration = Duration::from_secs(1);
+/// Where the reply to the invocation a function is handling goes.
+#[derive(Debug)]
+pub enum Caller {
+    /// A waiter on this hub.
+    Here(ReplyTo),
+    /// A waiter kept on a hub (perhaps this one) while the function was
+    /// moved or suspended: the reply travels there.
+    Away(ReplyAddress),
+}
+
+/// An invocation kept waiting on a hub for the reply of a function that
+/// was moved or suspended while handling it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyAddress {
+    /// The hub the waiter is on.
+    pub hub_id: String,
+    /// Its number there (random: never one of an earlier run of that hub).
+    pub invocation: u64,
+}
 
 /// A message waiting in a function's inbox.
 #[derive(Debug)]
@@ -107,8 +123,6 @@ struct Shared {
     /// Bytes of data in `inbox`.
     inbox_bytes: usize,
     captures: Vec<CaptureRequest>,
-    /// When the pending pause for a move was asked for.
-    pause_asked: Option<Instant>,
     /// Dirty sets whose consumer is done, dropped at the next capture.
     forgotten_sets: Vec<String>,
     /// Dirty sets (and their chunk sizes) whose consumer holds the memory
@@ -149,9 +163,6 @@ impl FunctionControl {
     pub fn request_capture(&self, kind: CaptureKind, memory: MemoryWanted) -> oneshot::Receiver<CaptureResult> {
         let (reply, receiver) = oneshot::channel();
         let mut shared = self.lock();
-        if kind == CaptureKind::Pause {
-            shared.pause_asked.get_or_insert_with(Instant::now);
-        }
         shared.captures.push(CaptureRequest { kind, memory, reply });
         self.capture.store(true, Ordering::SeqCst);
         self.changed.notify_all();
@@ -172,21 +183,9 @@ impl FunctionControl {
             .all(|request| request.kind == CaptureKind::Continue)
     }
 
-    /// Whether a pending pause for a move may still wait for the function
-    /// to answer the invocation it is handling: for at most
-    /// [`PAUSE_WAITS_FOR_REPLY`] after it was asked for (a reply channel
-    /// cannot travel, so a pause in the middle of a request would leave
-    /// its caller without an answer).
-    pub fn pause_may_wait_for_reply(&self) -> bool {
-        self.lock()
-            .pause_asked
-            .is_some_and(|asked| asked.elapsed() < PAUSE_WAITS_FOR_REPLY)
-    }
-
     /// Takes every pending capture request (and clears the flag).
     pub fn take_capture_requests(&self) -> Vec<CaptureRequest> {
         let mut shared = self.lock();
-        shared.pause_asked = None;
         self.capture.store(false, Ordering::SeqCst);
         std::mem::take(&mut shared.captures)
     }

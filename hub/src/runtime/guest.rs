@@ -10,7 +10,7 @@ use thiserror::Error;
 use wasmer::{FunctionEnvMut, Memory, MemoryView, RuntimeError, WasmSlice};
 
 use super::clock::VirtualClock;
-use super::control::FunctionControl;
+use super::control::{Caller, FunctionControl, ReplyAddress, ReplyTo};
 use super::cpu::{CpuAccount, CpuGovernor, CpuMeter};
 use super::rewind::RewindModule;
 use super::snapshot::PendingCall;
@@ -21,21 +21,56 @@ use super::wasi::fds::FdTable;
 pub trait HostServices: Send + Sync {
     /// Records guest output (stdout, stderr, log lines).
     fn output(&self, function: &str, stream: LogStream, data: &[u8]);
-    /// Puts a fire-and-forget message into another function's inbox. `data`
-    /// is the guest's own memory: it is copied only if the inbox takes it.
-    fn send(&self, from: &str, to: &str, data: &[u8]) -> SendOutcome;
+    /// Puts a fire-and-forget message into another function's inbox, on
+    /// this hub or another. `data` is the guest's own memory: it is copied
+    /// only if an inbox or the network takes it.
+    fn send(&self, from: &str, to: &str, data: &[u8]) -> Delivery;
+    /// Sends `data` to the function `to`, wherever it runs, and waits (at
+    /// most `timeout`, the hub's default when absent) for its reply.
+    fn call(&self, from: &str, to: &str, data: Vec<u8>, timeout: Option<Duration>) -> Delivery {
+        let _ = (from, to, data, timeout);
+        Delivery::Done(Err(Undelivered::NoSuchFunction))
+    }
     /// Sequence number the function's next output entry will get.
     fn log_position(&self, function: &str) -> u64;
+    /// Keeps the waiter of an invocation `function` is handling while the
+    /// function is moved or suspended; `None` if this hub cannot (the
+    /// waiter then hears that no reply comes).
+    fn keep_reply(&self, function: &str, reply_to: ReplyTo) -> Option<ReplyAddress> {
+        let _ = (function, reply_to);
+        None
+    }
+    /// Sends `function`'s reply to a waiter [`keep_reply`](Self::keep_reply)
+    /// kept, on this hub or another; the function does not wait for it.
+    fn reply_away(&self, function: &str, to: ReplyAddress, data: Vec<u8>) {
+        let _ = (function, to, data);
+    }
 }
 
-/// Result of [`HostServices::send`].
+/// What became of a message: the reply (empty for `ferry.send`), or why
+/// there is none.
+pub type Sent = Result<Vec<u8>, Undelivered>;
+
+/// A message's fate, known now or later (when it travels to another hub or
+/// waits for a reply). The guest's thread waits for the later one.
+#[derive(Debug)]
+pub enum Delivery {
+    Done(Sent),
+    Waiting(std::sync::mpsc::Receiver<Sent>),
+}
+
+/// Why a message was not delivered or answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendOutcome {
-    Delivered,
+pub enum Undelivered {
     NoSuchFunction,
     InboxFull,
     /// A messaging rule of the sender or the receiver forbids it.
     Denied,
+    /// The time to deliver or answer it ran out.
+    TimedOut,
+    /// The target stopped, failed or ended without replying, or its hub
+    /// could not be reached.
+    Failed,
 }
 
 /// Why a guest stopped running other than by returning from `_start`.
@@ -69,8 +104,8 @@ pub struct GuestEnv {
     /// The hub's quota (absent in tests that run a guest alone).
     pub governor: Option<Arc<CpuGovernor>>,
     pub memory_limit_bytes: u64,
-    /// Reply channel of the message last returned by `ferry.recv`.
-    pub caller: Option<crate::runtime::control::ReplyTo>,
+    /// Where the reply to the message last returned by `ferry.recv` goes.
+    pub caller: Option<Caller>,
     /// Unsupported WASI calls already logged (each is logged once).
     pub unsupported_reported: HashSet<String>,
     /// Asyncify's exports (absent only while type-checking imports).
@@ -92,13 +127,11 @@ pub struct GuestEnv {
 impl GuestEnv {
     /// Whether to let a capture wait for the next preemption point: every
     /// pending request continues the run (so the rewind needs the rewind
-    /// module at once) and the rewind module is still being compiled; or
-    /// a pause for a move waits (a little) for the function to answer the
-    /// invocation it is handling.
+    /// module at once) and the rewind module is still being compiled. (A
+    /// pause never waits for the function to answer the invocation it is
+    /// handling: the reply finds its waiter wherever the function goes.)
     pub fn postpone_capture(&self) -> bool {
-        let rewind_pending =
-            self.rewind.as_ref().is_some_and(|rewind| !rewind.is_compiled()) && self.control.captures_all_continue();
-        rewind_pending || (self.caller.is_some() && self.control.pause_may_wait_for_reply())
+        self.rewind.as_ref().is_some_and(|rewind| !rewind.is_compiled()) && self.control.captures_all_continue()
     }
 
     /// Whether a blocking call that still has `remaining` to wait (or no

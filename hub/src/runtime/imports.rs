@@ -10,7 +10,7 @@ use wasmer::{ExternType, FunctionEnv, Imports, Module, Store};
 use super::clock::VirtualClock;
 use super::control::FunctionControl;
 use super::cpu::{CpuAccount, CpuMeter};
-use super::guest::{GuestEnv, HostServices, SendOutcome};
+use super::guest::{Delivery, GuestEnv, HostServices, Undelivered};
 use super::registry::{Resolution, resolve};
 use super::unwind::Phase;
 use super::wasi::fds::FdTable;
@@ -112,8 +112,8 @@ struct DetachedServices;
 impl HostServices for DetachedServices {
     fn output(&self, _function: &str, _stream: LogStream, _data: &[u8]) {}
 
-    fn send(&self, _from: &str, _to: &str, _data: &[u8]) -> SendOutcome {
-        SendOutcome::NoSuchFunction
+    fn send(&self, _from: &str, _to: &str, _data: &[u8]) -> Delivery {
+        Delivery::Done(Err(Undelivered::NoSuchFunction))
     }
 
     fn log_position(&self, _function: &str) -> u64 {

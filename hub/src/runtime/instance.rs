@@ -9,7 +9,7 @@ use ferry_migrator::{GLOBAL_EXPORT_PREFIX, STACK_MEMORY_EXPORT};
 use wasmer::{ExternType, FunctionEnv, Global, Instance, Memory, Module, RuntimeError, Store, TypedFunction, Value};
 
 use super::clock::VirtualClock;
-use super::control::{CaptureKind, FunctionControl, MemoryWanted};
+use super::control::{Caller, CaptureKind, FunctionControl, MemoryWanted};
 use super::cpu::{CpuAccount, CpuGovernor, CpuMeter};
 use super::dirty::{DirtyTracker, TrackingMode};
 use super::guest::{GuestEnv, GuestStop, HostServices};
@@ -180,7 +180,8 @@ impl LiveInstance {
                 cpu_account: CpuAccount::start(host.map_or(Duration::ZERO, |host| host.cpu), launch.cpu_cap),
                 governor: launch.governor.clone(),
                 memory_limit_bytes: launch.memory_limit_bytes,
-                caller: None,
+                // A waiter kept for a move or a suspend gets the reply.
+                caller: host.and_then(|host| host.caller.clone()).map(Caller::Away),
                 unsupported_reported: HashSet::new(),
                 asyncify: None,
                 phase: Phase::Normal,
@@ -367,6 +368,7 @@ impl LiveInstance {
             guest.cpu = CpuMeter::start(host.cpu);
             guest.cpu_account = CpuAccount::start(host.cpu, launch.cpu_cap);
             guest.pending = Some(host.pending);
+            guest.caller = host.caller.clone().map(Caller::Away);
         }
         self.restore_execution(snapshot)?;
         let control = Arc::clone(&self.env.as_ref(&self.store).control);
@@ -517,6 +519,10 @@ impl LiveInstance {
                 log_seq: guest.services.log_position(&guest.name),
                 cpu: guest.cpu.used(),
                 has_caller: guest.caller.is_some(),
+                caller: match &guest.caller {
+                    Some(Caller::Away(address)) => Some(address.clone()),
+                    _ => None,
+                },
             },
             files,
             hold: None,
@@ -539,6 +545,9 @@ impl LiveInstance {
         }
         let requests = control.take_capture_requests();
         let ending = super::control::capture_outcome(&requests);
+        if matches!(ending, Some(Outcome::Paused | Outcome::Suspended)) {
+            self.keep_waiter();
+        }
         let mut hold: Option<(PausedHold, HoldKeeper)> = None;
         let mut answered: Vec<(MemoryWanted, Result<Arc<Snapshot>, String>)> = Vec::new();
         let mut failure = None;
@@ -582,6 +591,15 @@ impl LiveInstance {
             return (Some(Outcome::Failed(format!("capture failed: {reason}"))), keeper);
         }
         (ending, keeper)
+    }
+
+    /// Hands the waiter of the invocation the function is handling to the
+    /// hub to keep, so the reply finds it after a move or a resume.
+    fn keep_waiter(&mut self) {
+        let guest = self.env.as_mut(&mut self.store);
+        if let Some(Caller::Here(reply_to)) = guest.caller.take() {
+            guest.caller = guest.services.keep_reply(&guest.name, reply_to).map(Caller::Away);
+        }
     }
 
     /// Keeps the paused or suspended instance until the move or the

@@ -32,11 +32,11 @@ use wasmer::sys::{Cranelift, NativeEngineExt};
 use crate::store::{ArtifactKey, Store, StoreError};
 
 pub use control::{
-    Answer, CaptureKind, CaptureResult, FunctionControl, INBOX_CAPACITY, MemoryWanted, Message, ReplyTo, Withdrawn,
-    capture_outcome,
+    Answer, Caller, CaptureKind, CaptureResult, FunctionControl, INBOX_CAPACITY, MemoryWanted, Message, ReplyAddress,
+    ReplyTo, Withdrawn, capture_outcome,
 };
 pub use dirty::TrackingMode;
-pub use guest::{HostServices, SendOutcome};
+pub use guest::{Delivery, HostServices, Sent, Undelivered};
 pub use host_api::MAX_MESSAGE_BYTES;
 pub use instance::{LaunchSpec, Outcome, RunEnd, run_to_completion, run_until_parked};
 pub use rewind::{GuestModule, RewindModule};

@@ -97,6 +97,7 @@ static FUNCTIONS: &[HostFunction] = &[
     host!(host_api::MODULE, "recv", host_api::recv),
     host!(host_api::MODULE, "reply", host_api::reply),
     host!(host_api::MODULE, "send", host_api::send),
+    host!(host_api::MODULE, "call", host_api::call),
     host!(host_api::MODULE, PREEMPT_IMPORT, host_api::preempt),
     host!(host_api::MODULE, MEMORY_GROW_IMPORT, host_api::memory_grow),
 ];
@@ -185,6 +186,7 @@ mod tests {
       (import "ferry" "recv" (func (param i32 i32 i64) (result i32)))
       (import "ferry" "reply" (func (param i32 i32) (result i32)))
       (import "ferry" "send" (func (param i32 i32 i32 i32) (result i32)))
+      (import "ferry" "call" (func (param i32 i32 i32 i32 i32 i32 i64) (result i32)))
       (import "ferry" "__preempt" (func (result i32)))
       (import "ferry" "__memory_grow" (func (param i32) (result i32)))
       (memory (export "memory") 1)

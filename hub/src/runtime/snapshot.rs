@@ -48,6 +48,10 @@ pub struct HostSnapshot {
     pub cpu: Duration,
     /// A received invocation was waiting for its reply.
     pub has_caller: bool,
+    /// Where that reply goes, when its waiter was kept for a move or a
+    /// suspend (`None`: the waiter stayed with the run and is gone after a
+    /// restore).
+    pub caller: Option<super::control::ReplyAddress>,
 }
 
 /// A function at rest.

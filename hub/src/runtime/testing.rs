@@ -3,17 +3,20 @@
 //! output and messages they produce recorded.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use ferry_proto::v1::LogStream;
 use wasmer::{FunctionEnv, FunctionEnvMut, Memory, MemoryType, Pages, Store};
 
-use super::guest::{GuestEnv, HostServices, SendOutcome};
+use super::guest::{Delivery, GuestEnv, HostServices, Sent, Undelivered};
 
 /// Output and messages of a test guest.
 #[derive(Default)]
 pub struct RecordingServices {
     pub output: Mutex<Vec<(LogStream, Vec<u8>)>>,
     pub sent: Mutex<Vec<(String, Vec<u8>)>>,
+    /// Calls to `silent`, never answered while kept here.
+    pub silent: Mutex<Vec<std::sync::mpsc::Sender<Sent>>>,
 }
 
 impl HostServices for RecordingServices {
@@ -21,12 +24,34 @@ impl HostServices for RecordingServices {
         self.output.lock().unwrap().push((stream, data.to_vec()));
     }
 
-    fn send(&self, _from: &str, to: &str, data: &[u8]) -> SendOutcome {
+    fn send(&self, _from: &str, to: &str, data: &[u8]) -> Delivery {
         if to != "peer" {
-            return SendOutcome::NoSuchFunction;
+            return Delivery::Done(Err(Undelivered::NoSuchFunction));
         }
         self.sent.lock().unwrap().push((to.to_owned(), data.to_vec()));
-        SendOutcome::Delivered
+        Delivery::Done(Ok(Vec::new()))
+    }
+
+    /// `peer` answers later, on another thread, with the message reversed;
+    /// `silent` never answers.
+    fn call(&self, _from: &str, to: &str, data: Vec<u8>, _timeout: Option<Duration>) -> Delivery {
+        match to {
+            "peer" => {
+                self.sent.lock().unwrap().push((to.to_owned(), data.clone()));
+                let (answer, waiting) = std::sync::mpsc::channel();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(30));
+                    let _ = answer.send(Ok(data.into_iter().rev().collect()));
+                });
+                Delivery::Waiting(waiting)
+            }
+            "silent" => {
+                let (answer, waiting) = std::sync::mpsc::channel();
+                self.silent.lock().unwrap().push(answer);
+                Delivery::Waiting(waiting)
+            }
+            _ => Delivery::Done(Err(Undelivered::NoSuchFunction)),
+        }
     }
 
     fn log_position(&self, _function: &str) -> u64 {

@@ -12,8 +12,10 @@ mod driver;
 mod handoff;
 mod info;
 mod lifecycle;
+mod messages;
 mod placement;
 mod records;
+mod replies;
 mod run;
 mod services;
 
@@ -21,6 +23,7 @@ pub use checkpoints::{CHECKPOINTS_KEPT, open_store as open_checkpoint_store};
 pub use handoff::{ArrivalLogs, MoveCandidate, MovingGuard};
 pub use info::state_name;
 pub use lifecycle::{Phase, Suspender};
+pub use messages::{Envelope, Outbound, undelivered};
 
 use ferry_proto::internal::v1::VolumeState;
 pub use placement::{CpuTotals, FunctionLoad};
@@ -33,11 +36,11 @@ use std::time::Duration;
 use ferry_migrator::checkpoint::CheckpointStore;
 use ferry_proto::internal::v1::{CheckpointManifest, FunctionRecord};
 use ferry_proto::v1::{FunctionInfo, FunctionSpec};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::error::HubError;
 use crate::logs::LogHub;
-use crate::runtime::{FunctionControl, Message, PreparedModule, Runtime, Withdrawn};
+use crate::runtime::{FunctionControl, PreparedModule, Runtime};
 use crate::store::Store;
 use crate::store::reserve::DiskReserve;
 use lifecycle::{Effect, Request, RunEnd};
@@ -143,6 +146,11 @@ struct Inner {
     /// `ferry drain`: functions move off, new deploys are refused.
     draining: AtomicBool,
     metrics: Arc<crate::metrics::HubMetrics>,
+    /// Carries messages to functions this hub does not run (set once by
+    /// the API layer; absent, functions reach only this hub's functions).
+    outbound: std::sync::OnceLock<Arc<dyn Outbound>>,
+    /// Waiters of invocations whose function moved or was suspended.
+    kept_waiters: replies::KeptWaiters,
 }
 
 /// Handle to the supervisor; cheap to clone.
@@ -189,6 +197,8 @@ impl Supervisor {
                 reserve,
                 draining: AtomicBool::new(draining),
                 metrics: Arc::new(crate::metrics::HubMetrics::default()),
+                outbound: std::sync::OnceLock::new(),
+                kept_waiters: replies::KeptWaiters::default(),
             }),
         }
     }
@@ -536,60 +546,6 @@ impl Supervisor {
             name: name.to_owned(),
             state: "still stopping",
         })
-    }
-
-    /// Delivers `data` to the function's inbox and waits for its reply.
-    pub async fn invoke(&self, name: &str, data: Vec<u8>, timeout: Option<Duration>) -> Result<Vec<u8>, HubError> {
-        let timeout = timeout.unwrap_or(self.inner.config.default_invoke_timeout);
-        let (reply_to, reply) = oneshot::channel();
-        {
-            let slots = self.inner.lock_slots();
-            let slot = slots.get(name).ok_or_else(|| self.inner.not_found(name))?;
-            // A client is no function: a list of invokers leaves it out.
-            if let Some(rules) = slot.record.spec.as_ref().and_then(|spec| spec.messaging.as_ref())
-                && rules.restrict_invoked_by
-            {
-                let rule = format!(
-                    "function {name:?} may be invoked only by the functions {:?} (messaging.invoked-by), not by a client",
-                    rules.invoked_by
-                );
-                drop(slots);
-                self.inner.logs.event(name, &format!("invocation denied: {rule}"));
-                return Err(HubError::MessagingDenied { rule });
-            }
-            // A paused run's inbox is already in the snapshot that moves.
-            let accepts = slot.phase.is_live() || slot.phase == Phase::MovingOut;
-            let Some(running) = slot.running.as_ref().filter(|_| accepts) else {
-                return Err(match slot.phase {
-                    Phase::PausedForMove | Phase::Arriving => HubError::Moving { name: name.to_owned() },
-                    phase => HubError::NotRunning {
-                        name: name.to_owned(),
-                        state: records::phase_words(phase),
-                    },
-                });
-            };
-            let message = Message {
-                data,
-                reply_to: Some(reply_to),
-            };
-            running
-                .control
-                .deliver(message)
-                .map_err(|(_, queued)| HubError::InboxFull {
-                    name: name.to_owned(),
-                    queued,
-                })?;
-        }
-        match tokio::time::timeout(timeout, reply).await {
-            Ok(Ok(Ok(data))) => Ok(data),
-            // Taken back unread for a move: the caller may send it again.
-            Ok(Ok(Err(Withdrawn))) => Err(HubError::Moving { name: name.to_owned() }),
-            Ok(Err(_)) => Err(HubError::NoReply { name: name.to_owned() }),
-            Err(_) => Err(HubError::InvokeTimeout {
-                name: name.to_owned(),
-                timeout_ms: timeout.as_millis() as u64,
-            }),
-        }
     }
 
     /// Checkpoints and stops every running function without changing what

@@ -1,6 +1,8 @@
 //! The `ferry` calls that take guest memory, on a real Wasmer memory, with
 //! well-behaved and hostile arguments.
 
+use std::sync::Arc;
+
 use ferry_proto::v1::LogStream;
 use tokio::sync::oneshot;
 use wasmer::RuntimeError;
@@ -75,7 +77,7 @@ fn reply_sends_the_bytes_to_the_waiting_caller_once() {
     let mut test = TestGuest::with_pages(1);
     test.write(TEXT, b"pong");
     let (caller, answer) = oneshot::channel();
-    test.guest().caller = Some(caller);
+    test.guest().caller = Some(Caller::Here(caller));
     assert_eq!(reply(test.env(), TEXT as i32, 4).unwrap(), 0);
     assert_eq!(answer.blocking_recv().unwrap(), Ok(b"pong".to_vec()));
     assert_eq!(reply(test.env(), TEXT as i32, 4).unwrap(), FERRY_NO_CALLER);
@@ -86,7 +88,7 @@ fn reply_of_memory_outside_the_guest_fails_it_and_leaves_the_caller_waiting() {
     let mut test = TestGuest::with_pages(1);
     let end = test.size();
     let (caller, _answer) = oneshot::channel();
-    test.guest().caller = Some(caller);
+    test.guest().caller = Some(Caller::Here(caller));
     for (ptr, len) in outside(end) {
         assert_eq!(
             bad_pointer_call(reply(test.env(), ptr as i32, len as i32)).0,
@@ -130,6 +132,69 @@ fn send_with_either_range_outside_the_guest_fails_it_and_sends_nothing() {
         );
     }
     assert!(test.services.sent.lock().unwrap().is_empty());
+}
+
+#[test]
+fn call_writes_the_reply_it_waited_for_and_returns_its_whole_length() {
+    let mut test = TestGuest::with_pages(1);
+    test.write(TEXT, b"peer");
+    test.write(TEXT + 0x100, b"abc");
+    let (name, data, reply) = (TEXT as i32, (TEXT + 0x100) as i32, (TEXT + 0x200) as i32);
+    assert_eq!(call(test.env(), name, 4, data, 3, reply, 16, 1000).unwrap(), 3);
+    assert_eq!(test.read(TEXT + 0x200, 3), b"cba");
+    // A reply longer than the buffer is cut to it; its length says so.
+    test.write(TEXT + 0x200, b"....");
+    assert_eq!(call(test.env(), name, 4, data, 3, reply, 2, 1000).unwrap(), 3);
+    assert_eq!(test.read(TEXT + 0x200, 4), b"cb..");
+    assert_eq!(
+        call(test.env(), name, 3, data, 3, reply, 16, 1000).unwrap(),
+        FERRY_NO_SUCH_FUNCTION
+    );
+    assert_eq!(
+        call(test.env(), 0, 300, data, 3, reply, 16, 1000).unwrap(),
+        FERRY_NO_SUCH_FUNCTION
+    );
+    assert_eq!(test.services.sent.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn call_with_any_range_outside_the_guest_fails_it_and_sends_nothing() {
+    let mut test = TestGuest::with_pages(1);
+    let end = test.size();
+    test.write(TEXT, b"peer");
+    let (name, data) = (TEXT as i32, (TEXT + 0x100) as i32);
+    for (ptr, len) in outside(end) {
+        let (ptr, len) = (ptr as i32, len as i32);
+        for result in [
+            call(test.env(), ptr, len, data, 1, data, 1, 1000),
+            call(test.env(), name, 4, ptr, len, data, 1, 1000),
+            call(test.env(), name, 4, data, 1, ptr, len, 1000),
+        ] {
+            assert_eq!(bad_pointer_call(result).0, "ferry.call");
+        }
+    }
+    assert!(test.services.sent.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_function_waiting_for_a_reply_still_stops_when_asked() {
+    let mut test = TestGuest::with_pages(1);
+    test.write(TEXT, b"silent");
+    let control = Arc::clone(&test.guest().control);
+    let stopper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        control.request_stop();
+    });
+    let result = call(test.env(), TEXT as i32, 6, TEXT as i32, 1, TEXT as i32, 1, -1);
+    stopper.join().unwrap();
+    let error = result.expect_err("the stop ends the call");
+    assert!(
+        matches!(error.downcast_ref::<GuestStop>(), Some(GuestStop::Stopped)),
+        "{error}"
+    );
+    // The reply that comes after the stop goes nowhere.
+    let answer = test.services.silent.lock().unwrap().pop().unwrap();
+    assert!(answer.send(Ok(b"late".to_vec())).is_err());
 }
 
 fn deliver(test: &mut TestGuest, data: &[u8]) {

@@ -111,6 +111,7 @@ fn template(function: &str, sequence: u64) -> CheckpointManifest {
             cpu_micros: 800,
             has_caller: true,
             caller_invocation_id: 41,
+            caller_hub_id: "hub-a".to_owned(),
         }),
         stack: (0..=255u8).cycle().take(700).collect(),
         ..CheckpointManifest::default()

@@ -1,0 +1,238 @@
+//! Invocations, and the messages functions send to and call of each
+//! other, delivered wherever the function runs and retried while it moves.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use ferry_proto::ErrorCode;
+use ferry_proto::internal::v1::DeliverReplyRequest;
+use ferry_proto::v1::{InvokeRequest, InvokeResponse};
+
+use super::{ApiParts, HubApi};
+use crate::error::HubError;
+use crate::metrics::InvocationOutcome;
+use crate::runtime::{ReplyAddress, Sent};
+use crate::supervisor::{Envelope, Outbound, undelivered};
+
+/// How long an invocation waits before it tries a function that was
+/// moving, suspended or starting again.
+const RETRY_EVERY: Duration = Duration::from_millis(100);
+
+/// How often a reply to a waiter on another hub is tried, and how long
+/// each try may take.
+const REPLY_ATTEMPTS: u32 = 5;
+const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl HubApi {
+    /// Sends the function a message and waits for its reply (`timeout_ms`
+    /// 0: the hub's default), here or where it runs.
+    pub async fn invoke(&self, request: InvokeRequest, hops: u32) -> Result<InvokeResponse, HubError> {
+        self.forward_or_run(
+            request,
+            hops,
+            async |mut hub, request| hub.invoke(request).await,
+            async |request| {
+                let timeout = (request.timeout_ms > 0).then(|| Duration::from_millis(u64::from(request.timeout_ms)));
+                let started = Instant::now();
+                let envelope = Envelope {
+                    data: request.data,
+                    from: (!request.from_function.is_empty()).then_some(request.from_function),
+                    one_way: request.one_way,
+                };
+                let result = self.supervisor().message(&request.name, envelope, timeout).await;
+                let outcome = match &result {
+                    Ok(_) => Some(InvocationOutcome::Succeeded),
+                    Err(HubError::InvokeTimeout { .. }) => Some(InvocationOutcome::TimedOut),
+                    // Only functions that exist get a label.
+                    Err(HubError::FunctionNotFound { .. } | HubError::InvalidName { .. }) => None,
+                    Err(_) => Some(InvocationOutcome::Failed),
+                };
+                if let Some(outcome) = outcome {
+                    self.supervisor()
+                        .metrics()
+                        .invocation(&request.name, outcome, started.elapsed());
+                }
+                Ok(InvokeResponse {
+                    data: result?,
+                    hub_name: self.supervisor().identity().name.clone(),
+                })
+            },
+        )
+        .await
+    }
+
+    /// [`invoke`](Self::invoke) within `deadline`, through moves: a
+    /// function that is moving, suspended or starting is tried again every
+    /// [`RETRY_EVERY`] (after a move, where it went). A message is sent
+    /// again only when it was refused or taken back unread, so it reaches
+    /// the function at most once. `queued` hears whether the message waits
+    /// (true) or is sent (false).
+    pub async fn invoke_through_moves(
+        &self,
+        mut request: InvokeRequest,
+        deadline: Duration,
+        queued: impl Fn(bool),
+    ) -> Result<InvokeResponse, HubError> {
+        let until = Instant::now() + deadline;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(HubError::InvokeTimeout {
+                    name: request.name.clone(),
+                    timeout_ms: deadline.as_millis() as u64,
+                });
+            }
+            queued(false);
+            request.timeout_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1);
+            match self.invoke(request.clone(), 0).await {
+                Err(error) if worth_retrying(&error) => {
+                    queued(true);
+                    tokio::time::sleep(RETRY_EVERY.min(left)).await;
+                }
+                // The deadline the caller gave, not what was left of it.
+                Err(HubError::InvokeTimeout { name, .. }) => {
+                    return Err(HubError::InvokeTimeout {
+                        name,
+                        timeout_ms: deadline.as_millis() as u64,
+                    });
+                }
+                result => return result,
+            }
+        }
+    }
+}
+
+/// Whether an invocation refused with `error` may be sent again: the
+/// function did not take it and may take it soon (it is moving, suspended,
+/// starting).
+pub fn worth_retrying(error: &HubError) -> bool {
+    match error {
+        HubError::Moving { .. } | HubError::Busy { .. } => true,
+        HubError::NotRunning { state, .. } => {
+            state.starts_with("suspended") || state.starts_with("being suspended") || state.starts_with("starting")
+        }
+        HubError::Remote { code, message } => {
+            *code == ErrorCode::FailedPrecondition
+                && [
+                    "is being moved",
+                    "(it is suspended",
+                    "(it is being suspended",
+                    "(it is starting",
+                ]
+                .iter()
+                .any(|words| message.contains(words))
+        }
+        _ => false,
+    }
+}
+
+/// The supervisor's [`Outbound`]: a function's message to another
+/// function goes through the API, as a client's would, with the sender
+/// named.
+pub(super) struct Messenger {
+    api: Weak<ApiParts>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Messenger {
+    /// The messenger of `api`, if made inside the tokio runtime. It holds
+    /// the API weakly: the supervisor, which holds it, is part of the API.
+    pub(super) fn of(api: &HubApi) -> Option<Messenger> {
+        Some(Messenger {
+            api: Arc::downgrade(&api.inner),
+            runtime: tokio::runtime::Handle::try_current().ok()?,
+        })
+    }
+}
+
+impl Outbound for Messenger {
+    fn deliver(&self, to: String, envelope: Envelope, timeout: Duration) -> std::sync::mpsc::Receiver<Sent> {
+        let (answer, answered) = std::sync::mpsc::channel();
+        let Some(inner) = self.api.upgrade() else {
+            let _ = answer.send(Err(crate::runtime::Undelivered::Failed));
+            return answered;
+        };
+        let api = HubApi { inner };
+        self.runtime.spawn(async move {
+            let request = InvokeRequest {
+                name: to,
+                data: envelope.data,
+                timeout_ms: 0,
+                from_function: envelope.from.unwrap_or_default(),
+                one_way: envelope.one_way,
+            };
+            let from = request.from_function.clone();
+            let to = request.name.clone();
+            let result = api.invoke_through_moves(request, timeout, |_| {}).await;
+            if let Err(error) = &result {
+                tracing::debug!(%from, %to, error = %ferry_proto::error_chain(error), "message not delivered");
+            }
+            let _ = answer.send(result.map(|reply| reply.data).map_err(|error| undelivered(&error)));
+        });
+        answered
+    }
+
+    fn reply(&self, function: String, to: ReplyAddress, data: Vec<u8>) {
+        let Some(inner) = self.api.upgrade() else {
+            return;
+        };
+        let api = HubApi { inner };
+        self.runtime.spawn(async move {
+            if let Err(reason) = api.send_reply(&function, &to, data).await {
+                tracing::warn!(%function, hub = %to.hub_id, %reason, "a reply to a waiter on another hub was lost");
+            }
+        });
+    }
+}
+
+impl HubApi {
+    /// Sends `function`'s reply to the waiter hub `to.hub_id` kept, trying
+    /// a few times while that hub cannot be reached.
+    async fn send_reply(&self, function: &str, to: &ReplyAddress, data: Vec<u8>) -> Result<(), String> {
+        let mut last_error = String::new();
+        for attempt in 0..REPLY_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(RETRY_EVERY * (1 << attempt)).await;
+            }
+            let address = self
+                .inner
+                .peers
+                .borrow()
+                .iter()
+                .find(|peer| peer.id() == Some(to.hub_id.as_str()))
+                .and_then(|peer| peer.address);
+            let Some(address) = address else {
+                last_error = "that hub is not among the peers".to_owned();
+                continue;
+            };
+            let request = DeliverReplyRequest {
+                function: function.to_owned(),
+                invocation_id: to.invocation,
+                data: data.clone(),
+            };
+            let asked = async {
+                let mut client = self
+                    .inner
+                    .migration
+                    .connector
+                    .migration_client(&address.to_string(), &to.hub_id)
+                    .map_err(|error| error.to_string())?;
+                client
+                    .deliver_reply(request)
+                    .await
+                    .map_err(|status| status.message().to_owned())
+            };
+            match tokio::time::timeout(REPLY_TIMEOUT, asked).await {
+                Ok(Ok(answer)) => {
+                    if !answer.into_inner().delivered {
+                        tracing::debug!(%function, hub = %to.hub_id, "a reply came after its caller gave up");
+                    }
+                    return Ok(());
+                }
+                Ok(Err(error)) => last_error = error,
+                Err(_) => last_error = format!("no answer within {REPLY_TIMEOUT:?}"),
+            }
+        }
+        Err(last_error)
+    }
+}

@@ -1,0 +1,184 @@
+//! Functions that message and call functions on other hubs of a secure
+//! cluster (real `ferry agent` processes on loopback, mDNS off): the
+//! `deploy/examples` sensor calling the aggregator while the aggregator
+//! moves back and forth, and `ferry_send` across hubs.
+
+use std::time::Duration;
+
+use ferry_integration_tests::eventually;
+use ferry_integration_tests::moves::{deploy_guest, loopback_pair, migrate, numbered_lines, stdout_of};
+
+const PATIENCE: Duration = Duration::from_secs(90);
+
+/// The sequence numbers of the sensor's answered calls, checking that each
+/// answer is the aggregator's count of readings so far: a call delivered
+/// twice would put the count ahead of the sequence number, a lost one
+/// would leave a gap or a failure line.
+fn answered_calls(sensor_output: &str) -> Vec<u64> {
+    let failures: Vec<&str> = sensor_output.lines().filter(|line| line.contains("failed")).collect();
+    assert!(failures.is_empty(), "calls failed: {failures:?}\n{sensor_output}");
+    let mut answered = Vec::new();
+    for line in sensor_output.lines().filter(|line| line.starts_with("call ")) {
+        // call SEQ -> s1 SEQ count=N sum=S min=A max=B
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let seq: u64 = words[1].parse().unwrap();
+        assert_eq!(words[4], words[1], "answer for another call: {line}");
+        assert_eq!(words[5], format!("count={seq}"), "not counted exactly once: {line}");
+        answered.push(seq);
+    }
+    answered
+}
+
+#[tokio::test]
+async fn calls_to_a_function_on_another_hub_are_answered_once_each_in_order_while_it_moves() {
+    let hubs = loopback_pair(&["--checkpoint-interval", "0s"], PATIENCE).await.unwrap();
+    deploy_guest(&hubs[0], "examples/aggregator.wasm", "aggregator", &[]);
+    deploy_guest(
+        &hubs[1],
+        "examples/sensor.wasm",
+        "sensor",
+        &["s1", "aggregator", "0", "0"],
+    );
+    let calls_past = |least: u64| {
+        let hub = &hubs[1];
+        async move {
+            let answered = answered_calls(&stdout_of(hub, "sensor"));
+            answered.last().copied().filter(|last| *last >= least)
+        }
+    };
+    let mut last = eventually("the sensor's first calls across hubs", PATIENCE, || calls_past(5))
+        .await
+        .unwrap();
+
+    // Five moves, to the caller's hub and back, while the caller calls
+    // back to back.
+    for round in 0..5 {
+        let to = if round % 2 == 0 { "hub-1" } else { "hub-0" };
+        let summary = migrate(&hubs[0], "aggregator", to).unwrap();
+        assert!(summary["epoch"].as_u64() > Some(0), "{summary}");
+        last = eventually(&format!("calls to go on after move {}", round + 1), PATIENCE, || {
+            calls_past(last + 5)
+        })
+        .await
+        .unwrap();
+    }
+    // The caller moves too (to where the aggregator is, and back): a move
+    // of a function waiting for a reply waits for the reply.
+    for to in ["hub-0", "hub-1"] {
+        let summary = migrate(&hubs[1], "sensor", to).unwrap();
+        assert!(summary["epoch"].as_u64() > Some(0), "{summary}");
+        last = eventually(
+            &format!("calls to go on after the sensor moved to {to}"),
+            PATIENCE,
+            || calls_past(last + 5),
+        )
+        .await
+        .unwrap();
+    }
+    let calls = answered_calls(&stdout_of(&hubs[1], "sensor"));
+    let expected: Vec<u64> = (1..=calls.len() as u64).collect();
+    assert_eq!(calls, expected, "calls answered out of order or not at all");
+
+    // The aggregator (on hub-1 after five moves) read each reading once,
+    // in order; its output travelled with it.
+    let readings = numbered_lines(&stdout_of(&hubs[0], "aggregator"), "reading s1 ");
+    assert!(
+        readings.len() >= calls.len(),
+        "{} readings, {} calls",
+        readings.len(),
+        calls.len()
+    );
+    let expected: Vec<u64> = (1..=readings.len() as u64).collect();
+    assert_eq!(readings, expected);
+    let info = hubs[1].ferry_json(&["ps"]).unwrap();
+    let aggregator = info
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|entry| entry["name"] == "aggregator")
+        .unwrap_or_else(|| panic!("aggregator not on hub-1: {info}"));
+    assert_eq!(aggregator["forwarded"], false, "{aggregator}");
+    eprintln!("{} calls answered across seven moves", calls.len());
+}
+
+#[tokio::test]
+async fn a_message_sent_to_a_function_on_another_hub_arrives_and_an_unknown_name_is_refused() {
+    let hubs = loopback_pair(&["--checkpoint-interval", "0s"], PATIENCE).await.unwrap();
+    deploy_guest(&hubs[0], "examples/echo.wasm", "echo", &[]);
+    deploy_guest(&hubs[1], "guests/sender.wasm", "to-echo", &["echo", "5"]);
+    deploy_guest(&hubs[1], "guests/sender.wasm", "to-nobody", &["nobody", "1"]);
+    for (name, code) in [("to-echo", 0), ("to-nobody", -3)] {
+        let output = eventually(&format!("{name} to finish"), PATIENCE, || async {
+            let output = stdout_of(&hubs[1], name);
+            output.contains("sender done").then_some(output)
+        })
+        .await
+        .unwrap();
+        let codes: Vec<&str> = output.lines().filter_map(|line| line.split(" = ").nth(1)).collect();
+        assert!(
+            !codes.is_empty() && codes.iter().all(|got| *got == code.to_string()),
+            "{output}"
+        );
+    }
+    let echoed = eventually("echo to get five messages", PATIENCE, || async {
+        let output = stdout_of(&hubs[0], "echo");
+        (output.matches("got 9 bytes").count() >= 5).then_some(output)
+    })
+    .await
+    .unwrap();
+    assert_eq!(echoed.matches("got 9 bytes").count(), 5, "{echoed}");
+}
+
+/// `ferry invoke NAME` asked of `hub` in the background; its output.
+fn invoke_in_background(
+    hub: &ferry_integration_tests::HubProcess,
+    name: &str,
+    data: &str,
+) -> std::thread::JoinHandle<std::process::Output> {
+    let mut command = hub.ferry_command();
+    command
+        .args(["invoke", name, "--data", data, "--timeout", "60s"])
+        .stdin(std::process::Stdio::null());
+    std::thread::spawn(move || command.output().expect("ferry invoke runs"))
+}
+
+#[tokio::test]
+async fn a_reply_finds_its_caller_after_the_function_moved_or_was_suspended_in_the_middle_of_the_request() {
+    let hubs = loopback_pair(&["--checkpoint-interval", "0s"], PATIENCE).await.unwrap();
+    // Three seconds of computing per request: every step below lands in
+    // the middle of one.
+    deploy_guest(&hubs[0], "guests/slow_echo.wasm", "slow", &["3000"]);
+    let requests_read = |hub: usize| stdout_of(&hubs[hub], "slow").matches("got ").count();
+    // (asked of, then: move to / suspend and resume)
+    let steps = [(1, Some("hub-1")), (1, Some("hub-0")), (0, None)];
+    for (round, (asked, moved_to)) in steps.into_iter().enumerate() {
+        let data = format!("request-{round}");
+        let invocation = invoke_in_background(&hubs[asked], "slow", &data);
+        eventually("the request to be read", PATIENCE, || async {
+            (requests_read(asked) > round).then_some(())
+        })
+        .await
+        .unwrap();
+        match moved_to {
+            Some(to) => {
+                migrate(&hubs[0], "slow", to).unwrap();
+            }
+            None => {
+                ferry_integration_tests::expect_success(hubs[0].ferry(&["suspend", "slow"]));
+                ferry_integration_tests::expect_success(hubs[0].ferry(&["resume", "slow"]));
+            }
+        }
+        let output = tokio::task::spawn_blocking(move || invocation.join().unwrap())
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{data}: {stdout} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(stdout.trim_end(), format!("echo: {data}"));
+    }
+    // Each request was read once.
+    assert_eq!(requests_read(0), steps.len(), "{}", stdout_of(&hubs[0], "slow"));
+}
