@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Drives a hub's web page in a real headless Chromium over the Chrome
 DevTools protocol, as an operator would use it: waits until the page lists
-the hubs and a function, takes a screenshot, moves the function to another
+the hubs and a function, moves the function to another
 hub with the page's "move to" menu, and waits until the page shows the move
-done. Prints what it saw as JSON.
+done. Then moves OTHER to OTHER_HUB through the API, not the page, and
+waits until the page shows that move too (seen on the cluster's function
+list), and takes a screenshot. Prints what it saw as JSON.
 
-Usage: drive_page.py URL FUNCTION TARGET_HUB HUBS SCREENSHOT
+Usage: drive_page.py URL FUNCTION TARGET_HUB HUBS SCREENSHOT OTHER OTHER_HUB
 
 Run it inside a network namespace the test made (Chromium is told not to
 phone home, and the namespace makes sure nothing could leave).
@@ -18,6 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -107,7 +110,7 @@ class Browser:
 
 
 def main() -> None:
-    url, function, target, hubs, screenshot = sys.argv[1:6]
+    url, function, target, hubs, screenshot, other, other_hub = sys.argv[1:8]
     hubs = int(hubs)
     browser = Browser()
     try:
@@ -126,7 +129,6 @@ def main() -> None:
             "JSON.stringify([...document.querySelectorAll('#functions tbody tr')]"
             ".map(r => [r.dataset.function, r.children[1].innerText, r.children[2].innerText]))"
         )
-        browser.screenshot(screenshot)
         browser.evaluate(
             f"""(() => {{
                 const select = document.querySelector('select.move[data-name="{function}"]');
@@ -152,6 +154,23 @@ def main() -> None:
             f"(() => {{ const row = document.querySelector('{row}');"
             f" return row && row.children[2].innerText === '{target}' ? row.children[2].innerText : ''; }})()",
         )
+        # A move the page did not start: it learns of it from the hubs.
+        moving_elsewhere = threading.Thread(
+            target=lambda: urllib.request.urlopen(
+                urllib.request.Request(
+                    f"{url}v1/functions/{other}/migrate?to={other_hub}", method="POST", data=b""
+                ),
+                timeout=PATIENCE,
+            ).read()
+        )
+        moving_elsewhere.start()
+        moved_elsewhere = browser.wait_for(
+            "the move started elsewhere, done",
+            f"(() => {{ const line = (document.querySelector('.move-line[data-function=\"{other}\"]') || {{}}).innerText || '';"
+            " return line.startsWith('moved') && line.includes('downtime') ? line : ''; })()",
+        )
+        moving_elsewhere.join()
+        browser.screenshot(screenshot)
         print(
             json.dumps(
                 {
@@ -160,6 +179,7 @@ def main() -> None:
                     "saw_moving": saw_moving,
                     "moved": moved,
                     "hub_after": hub_after,
+                    "moved_elsewhere": moved_elsewhere,
                 }
             )
         )

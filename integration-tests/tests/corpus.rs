@@ -16,6 +16,7 @@ use std::time::Duration;
 use ferry_integration_tests::corpus::{LUA, Program, QUICKJS, SQLITE, ZLIB, ZSTD};
 use ferry_integration_tests::moves::{Rng, loopback_pair, migrate, wait_exited};
 use ferry_integration_tests::{HubOptions, HubProcess, eventually, expect_success as ok, function_info, wait_ended};
+use serde_json::Value;
 
 /// A safety net for a hung test, never a performance assertion.
 const PATIENCE: Duration = Duration::from_secs(300);
@@ -110,6 +111,30 @@ async fn moves_five_times_while_running(program: Program) {
     ok(hubs[0].ferry(&deploy_args(program.long_args, module.to_str().unwrap(), name)));
     let mut random = Rng::new(program.name);
     let mut moves = Vec::new();
+    // While the first move waits for the destination to prepare the
+    // module, `ps` on the source shows it under way.
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let mut watcher = Some({
+        let (watching, ps) = (std::sync::Arc::clone(&watching), hubs[0].ferry_command());
+        std::thread::spawn(move || {
+            let mut ps = ps;
+            ps.args(["ps", "--json"]).stdin(std::process::Stdio::null());
+            let mut seen = None;
+            while watching.load(std::sync::atomic::Ordering::SeqCst) && seen.is_none() {
+                let listed: Value = ps
+                    .output()
+                    .ok()
+                    .and_then(|output| serde_json::from_slice(&output.stdout).ok())
+                    .unwrap_or_default();
+                seen = listed
+                    .as_array()
+                    .and_then(|functions| functions.iter().find(|function| !function["moving"].is_null()))
+                    .map(|function| function["moving"].clone());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        })
+    });
     for step in 0..5 {
         let (from, to) = (step % 2, 1 - step % 2);
         if step > 0 {
@@ -117,6 +142,20 @@ async fn moves_five_times_while_running(program: Program) {
         }
         let summary = migrate(&hubs[from], name, &format!("hub-{to}"))
             .unwrap_or_else(|error| panic!("{}: move {} failed: {error:#}", program.name, step + 1));
+        if step == 0 {
+            watching.store(false, std::sync::atomic::Ordering::SeqCst);
+            let seen = watcher.take().unwrap().join().unwrap();
+            let seen = seen.unwrap_or_else(|| panic!("{}: ps never showed the first move under way", program.name));
+            assert_eq!(seen["to_hub_name"], "hub-1", "{seen}");
+            let arrived = function_info(&hubs[1], name)["arrived"].clone();
+            assert_eq!(arrived["from_hub_name"], "hub-0", "{arrived}");
+            // The destination's figure leaves out the two frames' flights.
+            let (seen_there, seen_here) = (
+                arrived["downtime_micros"].as_u64().unwrap_or(0),
+                summary["downtime_micros"].as_u64().unwrap_or(0),
+            );
+            assert!(0 < seen_there && seen_there <= seen_here, "{arrived} {summary}");
+        }
         moves.push(summary);
     }
     let first = &moves[0];

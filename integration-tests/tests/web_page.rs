@@ -1,7 +1,8 @@
 //! The hub's web page in a real headless Chromium (Debian's, installed by
 //! `scripts/install-deps`), driven over the DevTools protocol by
 //! `python/drive_page.py`: on a three-hub LAN of network namespaces it
-//! lists every hub and function, and a move picked in its menu happens.
+//! lists every hub and function, a move picked in its menu happens, and a
+//! move started elsewhere shows.
 //! Chromium runs inside the first hub's namespace: nothing it sends can
 //! leave the LAN the test made.
 
@@ -44,6 +45,7 @@ async fn the_web_page_lists_a_three_hub_lan_and_moves_a_function_picked_in_its_m
         .arg(format!("http://{}/", lan.hub_address(0)))
         .args(["ticker", "hub-2", "3"])
         .arg(screenshot.path())
+        .args(["echo", "hub-1"])
         .output()
         .unwrap();
     assert!(
@@ -80,6 +82,14 @@ async fn the_web_page_lists_a_three_hub_lan_and_moves_a_function_picked_in_its_m
         "{seen}"
     );
     assert_eq!(seen["hub_after"], "hub-2");
+    // A move the page did not start shows when it is done, with its downtime.
+    assert!(
+        seen["moved_elsewhere"]
+            .as_str()
+            .unwrap()
+            .starts_with("moved echo from hub-0 to hub-1: downtime"),
+        "{seen}"
+    );
     assert_eq!(running_on(&observers, "ticker"), vec![2]);
     let png = std::fs::read(screenshot.path()).unwrap();
     assert!(png.starts_with(b"\x89PNG"), "the screenshot is no PNG");

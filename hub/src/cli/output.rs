@@ -77,6 +77,18 @@ pub fn function_json(info: &FunctionInfo) -> Value {
         "forwarded": info.forwarded,
         "unstored_output_entries": info.unstored_output_entries,
         "unstored_output_bytes": info.unstored_output_bytes,
+        "moving": info.moving.as_ref().map(|moving| json!({
+            "to_hub_name": moving.to_hub_name,
+            "started_unix_ms": moving.started_unix_ms,
+            "rounds": moving.rounds,
+            "bytes_sent": moving.bytes_sent,
+            "paused": moving.paused,
+        })),
+        "arrived": info.arrived.as_ref().map(|arrived| json!({
+            "from_hub_name": arrived.from_hub_name,
+            "arrived_unix_ms": arrived.arrived_unix_ms,
+            "downtime_micros": arrived.downtime_micros,
+        })),
     })
 }
 
@@ -118,7 +130,15 @@ fn note(info: &FunctionInfo) -> String {
         Ok(FunctionState::Failed) => info.failure.clone(),
         Ok(FunctionState::Moved) => "moved; its hub does not answer".to_owned(),
         Ok(FunctionState::Arriving) => "waiting for its source to commit the move".to_owned(),
-        _ => String::new(),
+        _ => match &info.moving {
+            Some(moving) => format!(
+                "moving to {}: round {}, {} sent",
+                moving.to_hub_name,
+                moving.rounds,
+                human_bytes(moving.bytes_sent)
+            ),
+            None => String::new(),
+        },
     };
     if info.unstored_output_entries == 0 {
         return state_note;

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ferry_migrator::checkpoint::ChunkHash;
 use ferry_migrator::transfer::{Disposition, Receiver, ReceiverStep, RoundPlan, TransferError};
@@ -248,7 +248,7 @@ impl Arrival {
                 Ok(None)
             }
             ReceiverStep::Seal(manifest) => self.on_seal(manifest).await.map(Some),
-            ReceiverStep::Commit => {
+            ReceiverStep::Commit { paused_micros } => {
                 let started = Instant::now();
                 let name = self.name();
                 let warm = self.warm.take();
@@ -259,6 +259,8 @@ impl Arrival {
                     admitted.arrived = true;
                 }
                 let micros = started.elapsed().as_micros() as u64;
+                self.supervisor
+                    .note_arrival_downtime(&name, Duration::from_micros(paused_micros.saturating_add(micros)));
                 tracing::info!(function = %name, epoch = self.receiver.new_epoch(), start_us = micros, "function moved here and runs");
                 Ok(Some(self.receiver.started(micros)))
             }

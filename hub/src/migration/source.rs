@@ -32,7 +32,7 @@ use crate::connector::{Purpose, TRANSFER_CONNECT_TIMEOUT};
 use crate::error::HubError;
 use crate::logs::unix_ms_now;
 use crate::runtime::{MemoryWanted, Snapshot, SnapshotMemory};
-use crate::supervisor::{MoveCandidate, Supervisor};
+use crate::supervisor::{MoveCandidate, MoveStep, Supervisor};
 
 /// Log entries per `LogBatch` frame.
 const LOG_BATCH: usize = 512;
@@ -172,7 +172,14 @@ async fn migrate_as(
         last_early_log: None,
         watchdog,
     };
+    supervisor.note_move(
+        name,
+        MoveStep::Began {
+            to_hub_name: &target.hub_name,
+        },
+    );
     let result = run.transfer(context, &mut sender).await;
+    supervisor.note_move(name, MoveStep::Ended);
     supervisor.forget_dirty_set(name, &run.dirty_set());
     let stats = sender.stats();
     match result {
@@ -327,7 +334,8 @@ impl MoveRun<'_> {
         }
         // The destination owns the function now.
         self.paused = None;
-        send(&self.watchdog, &outbound, sender.move_recorded()).await?;
+        let paused = self.paused_at.map_or(std::time::Duration::ZERO, |at| at.elapsed());
+        send(&self.watchdog, &outbound, sender.move_recorded(paused)).await?;
         let started = self.receive(sender, &mut inbound, Some(DECISION_TIMEOUT)).await?;
         let start_micros = sender.on_started(started)?;
         tracing::info!(function = %self.name, to = %self.target.hub_name, epoch = new_epoch, "function moved");
@@ -560,6 +568,19 @@ impl MoveRun<'_> {
     }
 
     fn report(&self, event: migrate_progress::Event) {
+        match &event {
+            migrate_progress::Event::Round(round) => self.supervisor.note_move(
+                self.name,
+                MoveStep::Round {
+                    number: round.number,
+                    last: round.last,
+                },
+            ),
+            migrate_progress::Event::RoundBytesSent(bytes) => {
+                self.supervisor.note_move(self.name, MoveStep::RoundBytes(*bytes));
+            }
+            _ => {}
+        }
         // A client that stopped listening does not stop the move.
         let _ = self.progress.try_send(MigrateProgress { event: Some(event) });
     }

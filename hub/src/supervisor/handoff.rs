@@ -352,6 +352,7 @@ impl Supervisor {
     ) -> Result<(), HubError> {
         let name = spec.name.clone();
         let source_hub_id = source.source_hub_id.clone();
+        let last_move = super::moves::arrival_from(&source.source_hub_name);
         {
             let mut owners = self.lock_early_logs();
             match logs {
@@ -386,6 +387,7 @@ impl Supervisor {
         };
         records::write_phase(&mut record, Phase::Arriving);
         let mut arriving = Slot::new(record, Phase::Arriving);
+        arriving.last_move = Some(last_move);
         arriving.arrived = Some((std::time::Instant::now(), source_hub_id));
         let previous = {
             let mut slots = self.inner.lock_slots();

@@ -55,6 +55,8 @@ impl Inner {
             cpu_demand: slot.cpu.demand,
             suspended_for_overload: slot.phase == Phase::Suspended(Suspender::Overload),
             unstored_output_bytes: unstored.bytes,
+            moving: slot.moving.as_ref().map(|underway| underway.shown()),
+            arrived: slot.last_move.clone(),
         }
     }
 }

@@ -13,6 +13,7 @@ mod handoff;
 mod info;
 mod lifecycle;
 mod messages;
+mod moves;
 mod placement;
 mod records;
 mod replies;
@@ -24,6 +25,7 @@ pub use handoff::{ArrivalLogs, MoveCandidate, MovingGuard};
 pub use info::state_name;
 pub use lifecycle::{Phase, Suspender};
 pub use messages::{Envelope, Outbound, undelivered};
+pub use moves::MoveStep;
 
 use ferry_proto::internal::v1::VolumeState;
 pub use placement::{CpuTotals, FunctionLoad};
@@ -100,6 +102,10 @@ struct Slot {
     cpu: placement::CpuSample,
     /// When and from which hub it arrived here, if it was moved here.
     arrived: Option<(std::time::Instant, String)>,
+    /// The move away under way, for `ps`.
+    moving: Option<moves::Underway>,
+    /// The move that brought it here, for `ps`.
+    last_move: Option<ferry_proto::v1::LastMove>,
 }
 
 impl Slot {
@@ -111,6 +117,8 @@ impl Slot {
             last_cpu_micros: 0,
             cpu: placement::CpuSample::default(),
             arrived: None,
+            moving: None,
+            last_move: None,
         }
     }
 }

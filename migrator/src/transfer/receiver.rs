@@ -89,8 +89,9 @@ pub enum ReceiverStep {
     /// manifest's (new) epoch, then answer with [`Receiver::prepared`].
     Seal(CheckpointManifest),
     /// The source recorded the move: start the function, then answer with
-    /// [`Receiver::started`].
-    Commit,
+    /// [`Receiver::started`]. The function has been paused on the source
+    /// for `paused_micros` (as the source measured when it sent the commit).
+    Commit { paused_micros: u64 },
     /// The source keeps the function: discard what arrived.
     Abort(String),
 }
@@ -193,10 +194,12 @@ impl Receiver {
             source_frame::Frame::Chunk(chunk) => self.on_chunk(chunk.hash, chunk.encoded),
             source_frame::Frame::Logs(batch) => self.on_logs(batch.entries),
             source_frame::Frame::Seal(seal) => self.on_seal(seal.manifest),
-            source_frame::Frame::Commit(_) => {
+            source_frame::Frame::Commit(commit) => {
                 self.expect(&[Phase::Prepared], "commit")?;
                 self.phase = Phase::Committed;
-                Ok(ReceiverStep::Commit)
+                Ok(ReceiverStep::Commit {
+                    paused_micros: commit.paused_micros,
+                })
             }
             source_frame::Frame::Abort(abort) => {
                 if matches!(self.phase, Phase::Committed | Phase::Done) {

@@ -393,12 +393,14 @@ impl Sender {
     }
 
     /// The move is durable here: from now on the destination owns the
-    /// function. Returns the `Commit` to send.
-    pub fn move_recorded(&mut self) -> SourceFrame {
+    /// function, paused for `paused` so far. Returns the `Commit` to send.
+    pub fn move_recorded(&mut self, paused: std::time::Duration) -> SourceFrame {
         debug_assert_eq!(self.phase, Phase::Prepared);
         self.phase = Phase::MoveRecorded;
         SourceFrame {
-            frame: Some(source_frame::Frame::Commit(Commit {})),
+            frame: Some(source_frame::Frame::Commit(Commit {
+                paused_micros: u64::try_from(paused.as_micros()).unwrap_or(u64::MAX),
+            })),
         }
     }
 

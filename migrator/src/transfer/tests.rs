@@ -145,7 +145,7 @@ impl Destination {
                 self.sealed = Some(manifest);
                 Ok(Some(self.receiver.prepared()))
             }
-            ReceiverStep::Commit => {
+            ReceiverStep::Commit { .. } => {
                 self.started = true;
                 Ok(Some(self.receiver.started(42)))
             }
@@ -243,7 +243,11 @@ fn a_function_moves_in_rounds_and_the_destination_image_equals_the_paused_memory
     assert_eq!(sender.owner_after_failure(), Owner::Source);
     assert_eq!(destination.receiver.after_stream_end(), Disposition::Resolve);
 
-    let commit = sender.move_recorded();
+    let commit = sender.move_recorded(std::time::Duration::from_micros(1500));
+    assert!(
+        matches!(&commit.frame, Some(source_frame::Frame::Commit(commit)) if commit.paused_micros == 1500),
+        "the commit tells how long the function has been paused: {commit:?}"
+    );
     assert_eq!(sender.owner_after_failure(), Owner::Destination);
     assert!(sender.abort("too late").is_none(), "no abort once the move is recorded");
     let started = destination.feed(commit).unwrap().unwrap();
@@ -445,7 +449,7 @@ fn frames_out_of_order_are_protocol_violations() {
             vec![
                 offer(0),
                 SourceFrame {
-                    frame: Some(source_frame::Frame::Commit(ferry_proto::internal::v1::Commit {})),
+                    frame: Some(source_frame::Frame::Commit(ferry_proto::internal::v1::Commit::default())),
                 },
             ],
         ),
@@ -513,7 +517,7 @@ fn the_source_owns_the_function_until_the_move_is_recorded() {
         Owner::Source,
         "prepared is not yet the move"
     );
-    sender.move_recorded();
+    sender.move_recorded(std::time::Duration::ZERO);
     assert_eq!(sender.owner_after_failure(), Owner::Destination);
 }
 
