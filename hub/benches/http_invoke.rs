@@ -2,7 +2,9 @@
 //! /v1/functions/echo/invoke` → `echo.wasm` → reply) against the same hub's
 //! gRPC `Invoke` and against a bare axum handler that answers `echo:
 //! <body>` itself, all in this process on loopback, in alternating rounds,
-//! at concurrency 1 and 8. Prints the rates and their ratios.
+//! at concurrency 1 and 8; and HTTP to `quiet_echo.wasm`, which replies the
+//! same without printing a line per message. Prints the rates and their
+//! ratios.
 //!
 //! Run: `cargo bench --profile dev -p ferry-hub --bench http_invoke`
 //! (`-- --rounds N --calls N` to change the workload).
@@ -116,6 +118,18 @@ async fn main() -> anyhow::Result<()> {
         ..Default::default()
     })
     .await?;
+    // The same reply path with nothing else: `echo.wasm` prints a line per
+    // message, which the hub stores; the bare handler does not.
+    let quiet = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../integration-tests/guests/quiet_echo.wasm"
+    ))?;
+    grpc.deploy(DeployRequest {
+        name: "quiet".into(),
+        module: quiet,
+        ..Default::default()
+    })
+    .await?;
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let bare_address = listener.local_addr()?;
@@ -134,11 +148,18 @@ async fn main() -> anyhow::Result<()> {
         (
             "hub over HTTP",
             Path::Http {
-                client,
+                client: client.clone(),
                 url: format!("http://{}/v1/functions/echo/invoke", hub.address),
             },
         ),
         ("hub over gRPC", Path::Grpc(grpc)),
+        (
+            "hub over HTTP, quiet",
+            Path::Http {
+                client,
+                url: format!("http://{}/v1/functions/quiet/invoke", hub.address),
+            },
+        ),
     ];
     for concurrency in [1, 8] {
         for (_, path) in &paths {
@@ -163,6 +184,10 @@ async fn main() -> anyhow::Result<()> {
         }
         println!("  ratio HTTP hub / bare axum : {:.2}", medians[1] / medians[0]);
         println!("  ratio HTTP hub / gRPC hub  : {:.2}", medians[1] / medians[2]);
+        println!(
+            "  ratio HTTP hub, quiet echo / bare axum : {:.2}",
+            medians[3] / medians[0]
+        );
     }
     tokio::time::timeout(Duration::from_secs(10), hub.shutdown()).await??;
     Ok(())

@@ -68,7 +68,7 @@ impl HubApi {
         let name = request.function_name();
         match self.supervisor().forward_pointer(name) {
             Some(pointer) => self.forward(&pointer, request, hops, remote).await,
-            None if hops == 0 && self.supervisor().get(name).is_err() => match self.locate(name).await {
+            None if hops == 0 && self.supervisor().phase(name).is_none() => match self.locate(name).await {
                 Some(peer) => self.forward_to(&peer, request, hops, remote).await,
                 None => local(request).await,
             },

@@ -35,6 +35,8 @@ pub const MAX_CPUS: f64 = 1024.0;
 pub struct CpuMeter {
     thread_time_at_start: Duration,
     base: Duration,
+    /// Time the thread spent on the hub's behalf, not the function's.
+    excluded: Duration,
 }
 
 impl CpuMeter {
@@ -43,12 +45,18 @@ impl CpuMeter {
         CpuMeter {
             thread_time_at_start: cpu_time::ThreadTime::now().as_duration(),
             base,
+            excluded: Duration::ZERO,
         }
     }
 
     pub fn used(&self) -> Duration {
         let now = cpu_time::ThreadTime::now().as_duration();
-        self.base + now.saturating_sub(self.thread_time_at_start)
+        (self.base + now.saturating_sub(self.thread_time_at_start)).saturating_sub(self.excluded)
+    }
+
+    /// Leaves `spent` of this thread's time out of the function's.
+    pub fn exclude(&mut self, spent: Duration) {
+        self.excluded += spent;
     }
 }
 
@@ -248,6 +256,17 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn time_spent_for_the_hub_is_left_out_of_the_functions_cpu() {
+        let mut meter = CpuMeter::start(Duration::from_secs(5));
+        meter.exclude(Duration::from_secs(3));
+        let used = meter.used();
+        assert!(
+            used >= Duration::from_secs(2) && used < Duration::from_secs(5),
+            "{used:?}"
+        );
+    }
 
     #[test]
     fn a_quota_lets_its_budget_through_and_then_waits_for_the_next_period() {

@@ -123,6 +123,8 @@ pub fn recv(mut env: Env<'_>, buf: i32, cap: i32, timeout_ms: i64) -> Result<i32
         let host_deadline = deadline.map(|deadline| guest.clock.host_instant_at(deadline));
         let short = Instant::now() + PARK_AFTER;
         let first_wait = host_deadline.map_or(short, |deadline| deadline.min(short));
+        let spun = guest.control.spin_for_message(Some(first_wait));
+        guest.cpu.exclude(spun);
         match guest.control.wait_for_message(Some(first_wait)) {
             Wake::TimedOut if host_deadline.is_none_or(|deadline| Instant::now() < deadline) => {
                 let remaining = host_deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
