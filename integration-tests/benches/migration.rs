@@ -30,7 +30,6 @@
 //! (`-- --moves N --trials N` to change the number of moves per function and
 //! of throughput trials, `--only downtime|throughput|tls` for one part).
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
@@ -227,17 +226,15 @@ fn profile_of(binary: &std::path::Path) -> String {
     }
 }
 
-fn free_address() -> anyhow::Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-    Ok(listener.local_addr()?)
-}
-
 /// Two hubs on loopback that know each other by `--peer`, without periodic
 /// checkpoints, each seeing the other up. `secure`: as users run them, the
 /// second joined the first's cluster and every connection is mutual TLS;
 /// else both run `--insecure` (plaintext).
 async fn pair(secure: bool) -> anyhow::Result<[HubProcess; 2]> {
-    let addresses = [free_address()?, free_address()?];
+    let addresses = [
+        ferry_integration_tests::moves::free_loopback_address(),
+        ferry_integration_tests::moves::free_loopback_address(),
+    ];
     let mut hubs: Vec<HubProcess> = Vec::new();
     for (index, address) in addresses.iter().enumerate() {
         let peer = addresses[1 - index].to_string();

@@ -148,10 +148,20 @@ pub fn check_consecutive(numbers: &[u64], what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A loopback address with a port that was free a moment ago.
+/// A loopback address with a port that was free a moment ago, and that
+/// this process never handed out before (the kernel may give a port just
+/// released again at once: two hubs told the same port fail to start).
 pub fn free_loopback_address() -> std::net::SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    listener.local_addr().expect("a bound address")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        let address = listener.local_addr().expect("a bound address");
+        let mut given = GIVEN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if given.insert(address.port()) {
+            return address;
+        }
+    }
 }
 
 /// Two hubs on loopback, `hub-0` and `hub-1`, mDNS off, that know each

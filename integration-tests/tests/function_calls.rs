@@ -102,7 +102,7 @@ async fn calls_to_a_function_on_another_hub_are_answered_once_each_in_order_whil
 }
 
 #[tokio::test]
-async fn a_message_sent_to_a_function_on_another_hub_arrives_and_an_unknown_name_is_refused() {
+async fn a_message_sent_to_a_function_on_another_hub_arrives_and_an_unknown_name_or_a_call_to_itself_is_refused() {
     let hubs = loopback_pair(&["--checkpoint-interval", "0s"], PATIENCE).await.unwrap();
     deploy_guest(&hubs[0], "examples/echo.wasm", "echo", &[]);
     deploy_guest(&hubs[1], "guests/sender.wasm", "to-echo", &["echo", "5"]);
@@ -119,6 +119,18 @@ async fn a_message_sent_to_a_function_on_another_hub_arrives_and_an_unknown_name
             !codes.is_empty() && codes.iter().all(|got| *got == code.to_string()),
             "{output}"
         );
+    }
+    // A call to no function, and one to itself, fail at once with their codes.
+    deploy_guest(&hubs[1], "examples/sensor.wasm", "lonely", &["s", "nobody", "1", "0"]);
+    deploy_guest(&hubs[1], "examples/sensor.wasm", "selfish", &["s", "selfish", "1", "0"]);
+    for (name, code) in [("lonely", -3), ("selfish", -6)] {
+        let output = eventually(&format!("{name} to finish"), PATIENCE, || async {
+            let output = stdout_of(&hubs[1], name);
+            output.contains("done").then_some(output)
+        })
+        .await
+        .unwrap();
+        assert_eq!(output, format!("call 1 failed: {code}\ndone\n"));
     }
     let echoed = eventually("echo to get five messages", PATIENCE, || async {
         let output = stdout_of(&hubs[0], "echo");

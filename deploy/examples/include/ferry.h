@@ -30,7 +30,8 @@
 #define FERRY_INBOX_FULL (-4) /* ferry_send, ferry_call: the target's inbox holds 1024 messages or 16 MiB */
 #define FERRY_DENIED (-5) /* ferry_send, ferry_call: a messaging rule (send-to, invoked-by) forbids it */
 #define FERRY_FAILED (-6) /* ferry_send, ferry_call: the target is not running (stopped, failed),
-                             ended without replying, or its hub cannot be reached */
+                             ended without replying, or its hub cannot be reached;
+                             ferry_call: the target is the caller itself */
 /* ferry_send and ferry_call also return FERRY_TIMEOUT when the target did not
  * take the message (or, ferry_call, did not reply) in time. */
 
