@@ -194,3 +194,70 @@ async fn a_reply_finds_its_caller_after_the_function_moved_or_was_suspended_in_t
     // Each request was read once.
     assert_eq!(requests_read(0), steps.len(), "{}", stdout_of(&hubs[0], "slow"));
 }
+
+/// The sensor's output lines from `from_line` on: (answered, failed).
+fn calls_since(output: &str, from_line: usize) -> (usize, usize) {
+    let lines: Vec<&str> = output.lines().skip(from_line).collect();
+    let answered = lines.iter().filter(|line| line.contains(" -> ")).count();
+    let failed = lines.iter().filter(|line| line.contains(" failed: ")).count();
+    (answered, failed)
+}
+
+#[tokio::test]
+async fn a_caller_runs_on_while_its_callee_is_removed_or_its_hub_killed_and_calls_again_once_it_is_back() {
+    let mut hubs = loopback_pair(&["--checkpoint-interval", "0s"], PATIENCE).await.unwrap();
+    deploy_guest(&hubs[0], "examples/aggregator.wasm", "aggregator", &[]);
+    deploy_guest(
+        &hubs[1],
+        "examples/sensor.wasm",
+        "sensor",
+        &["s1", "aggregator", "0", "20"],
+    );
+    let sensor = |hubs: &Vec<ferry_integration_tests::HubProcess>| stdout_of(&hubs[1], "sensor");
+    let lines_now = |hubs: &Vec<ferry_integration_tests::HubProcess>| sensor(hubs).lines().count();
+    eventually("the first answered calls", PATIENCE, || async {
+        (calls_since(&sensor(&hubs), 0).0 >= 3).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Removed while it is being called: calls fail, the caller goes on.
+    let mark = lines_now(&hubs);
+    ferry_integration_tests::expect_success(hubs[0].ferry(&["rm", "aggregator"]));
+    eventually("calls to a removed function to fail", PATIENCE, || async {
+        (calls_since(&sensor(&hubs), mark).1 >= 3).then_some(())
+    })
+    .await
+    .unwrap();
+    let mark = lines_now(&hubs);
+    deploy_guest(&hubs[0], "examples/aggregator.wasm", "aggregator", &[]);
+    eventually("calls to the redeployed aggregator", PATIENCE, || async {
+        (calls_since(&sensor(&hubs), mark).0 >= 3).then_some(())
+    })
+    .await
+    .unwrap();
+
+    // Its hub killed: calls fail while it is down and go on once it is back.
+    hubs[0].kill().unwrap();
+    let mark = lines_now(&hubs);
+    eventually("calls to a dead hub to fail", PATIENCE, || async {
+        (calls_since(&sensor(&hubs), mark).1 >= 2).then_some(())
+    })
+    .await
+    .unwrap();
+    hubs[0].restart().await.unwrap();
+    let mark = lines_now(&hubs);
+    eventually("calls to go on after the restart", PATIENCE, || async {
+        (calls_since(&sensor(&hubs), mark).0 >= 3).then_some(())
+    })
+    .await
+    .unwrap();
+    let info = ferry_integration_tests::function_info(&hubs[1], "sensor");
+    assert_eq!(info["state"], "running", "{info}");
+    // Every failure was one of the documented codes.
+    let output = sensor(&hubs);
+    for line in output.lines().filter(|line| line.contains(" failed: ")) {
+        let code = line.rsplit(' ').next().unwrap();
+        assert!(["-1", "-3", "-6"].contains(&code), "{line}");
+    }
+}
