@@ -55,6 +55,16 @@ pub(super) struct PeerAt {
     pub address: String,
 }
 
+impl From<&ForwardPointer> for PeerAt {
+    fn from(pointer: &ForwardPointer) -> PeerAt {
+        PeerAt {
+            id: Some(pointer.hub_id.clone()).filter(|id| !id.is_empty()),
+            name: pointer.hub_name.clone(),
+            address: pointer.address.clone(),
+        }
+    }
+}
+
 impl HubApi {
     /// Runs `local` here, or, if the function moved away, asks the hub it
     /// moved to with `remote`, one hop further.
@@ -65,15 +75,24 @@ impl HubApi {
         remote: impl AsyncFnOnce(HubClient<Channel>, Request<M>) -> Result<Response<R>, Status>,
         local: impl AsyncFnOnce(M) -> Result<R, HubError>,
     ) -> Result<R, HubError> {
-        let name = request.function_name();
-        match self.supervisor().forward_pointer(name) {
-            Some(pointer) => self.forward(&pointer, request, hops, remote).await,
-            None if hops == 0 && self.supervisor().phase(name).is_none() => match self.locate(name).await {
-                Some(peer) => self.forward_to(&peer, request, hops, remote).await,
-                None => local(request).await,
-            },
+        match self.elsewhere(request.function_name(), hops).await {
+            Some(peer) => self.forward_to(&peer, request, hops, remote).await,
             None => local(request).await,
         }
+    }
+
+    /// The hub a request about `name` goes to instead of this one: where
+    /// the function's forward pointer says it moved, or, for a name this
+    /// hub never heard of and a request no hub forwarded yet, the peer that
+    /// runs it. `None`: answer here.
+    pub(super) async fn elsewhere(&self, name: &str, hops: u32) -> Option<PeerAt> {
+        if let Some(pointer) = self.supervisor().forward_pointer(name) {
+            return Some(PeerAt::from(&pointer));
+        }
+        if hops == 0 && self.supervisor().phase(name).is_none() {
+            return self.locate(name).await;
+        }
+        None
     }
 
     /// The peer that runs a function this hub has never heard of: every
@@ -144,12 +163,7 @@ impl HubApi {
         hops: u32,
         remote: impl AsyncFnOnce(HubClient<Channel>, Request<M>) -> Result<Response<R>, Status>,
     ) -> Result<R, HubError> {
-        let peer = PeerAt {
-            id: Some(pointer.hub_id.clone()).filter(|id| !id.is_empty()),
-            name: pointer.hub_name.clone(),
-            address: pointer.address.clone(),
-        };
-        self.forward_to(&peer, request, hops, remote).await
+        self.forward_to(&PeerAt::from(pointer), request, hops, remote).await
     }
 
     /// Asks the hub `peer` names with `remote`, one hop further.

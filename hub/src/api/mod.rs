@@ -250,18 +250,7 @@ impl HubApi {
     /// The function's stored output, then (when following) what it writes
     /// from now on, without gaps or repeats.
     pub async fn logs(&self, request: LogsRequest, hops: u32) -> Result<AnswerStream<LogEntry>, HubError> {
-        if let Some(pointer) = self.supervisor().forward_pointer(&request.name) {
-            let entries = self
-                .forward(&pointer, request, hops, async |mut hub, request| {
-                    hub.logs(request).await
-                })
-                .await?;
-            return Ok(entries.map(|entry| entry.map_err(HubError::from_status)).boxed());
-        }
-        if hops == 0
-            && self.supervisor().get(&request.name).is_err()
-            && let Some(peer) = self.locate(&request.name).await
-        {
+        if let Some(peer) = self.elsewhere(&request.name, hops).await {
             let entries = self
                 .forward_to(&peer, request, hops, async |mut hub, request| hub.logs(request).await)
                 .await?;
@@ -346,18 +335,7 @@ impl HubApi {
     /// progress that ends with the summary, or with the reason it failed.
     /// The move goes on even if the caller stops listening.
     pub async fn migrate(&self, request: MigrateRequest, hops: u32) -> Result<AnswerStream<MigrateProgress>, HubError> {
-        if let Some(pointer) = self.supervisor().forward_pointer(&request.name) {
-            let events = self
-                .forward(&pointer, request, hops, async |mut hub, request| {
-                    hub.migrate(request).await
-                })
-                .await?;
-            return Ok(events.map(|event| event.map_err(HubError::from_status)).boxed());
-        }
-        if hops == 0
-            && self.supervisor().get(&request.name).is_err()
-            && let Some(peer) = self.locate(&request.name).await
-        {
+        if let Some(peer) = self.elsewhere(&request.name, hops).await {
             let events = self
                 .forward_to(&peer, request, hops, async |mut hub, request| {
                     hub.migrate(request).await
