@@ -20,7 +20,7 @@
 
 mod common;
 
-use common::{median, run_guest_with};
+use common::{median, run_guest_timed};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -104,13 +104,14 @@ fn main() {
         wasmer_types::VERSION
     );
     println!(
-        "  {:<11} {:>9} {:>9} {:>9} | {:>8} {:>8} | {:>9} {:>9} {:>9} {:>9} | {:>8} | {:>9}",
+        "  {:<11} {:>9} {:>9} {:>9} | {:>8} {:>8} {:>8} | {:>9} {:>9} {:>9} {:>9} | {:>8} | {:>9}",
         "program",
         "wasmtime",
         "plain",
         "instr.",
         "instr/wt",
         "instr/pl",
+        "cpu i/p",
         "wt-comp",
         "instrum.",
         "compile",
@@ -141,6 +142,7 @@ fn main() {
 
         let (mut wasmtime_runs, mut wasmtime_compiles) = (Vec::new(), Vec::new());
         let (mut plain_runs, mut instrumented_runs) = (Vec::new(), Vec::new());
+        let (mut plain_cpu, mut instrumented_cpu) = (Vec::new(), Vec::new());
         // A fresh directory for each run of a program that writes files.
         let volume = || {
             (name == "sqlite_file").then(|| tempfile::tempdir_in(std::env::temp_dir()).expect("a temporary directory"))
@@ -163,22 +165,28 @@ fn main() {
             wasmtime_compiles.push(compile);
             wasmtime_runs.push(run);
             let dir = volume();
-            plain_runs.push(run_guest_with(&engine, &plain, args, preopens(&dir)));
+            let times = run_guest_timed(&engine, &plain, args, preopens(&dir));
+            plain_runs.push(times.wall);
+            plain_cpu.push(times.cpu);
             let dir = volume();
-            instrumented_runs.push(run_guest_with(&engine, &instrumented, args, preopens(&dir)));
+            let times = run_guest_timed(&engine, &instrumented, args, preopens(&dir));
+            instrumented_runs.push(times.wall);
+            instrumented_cpu.push(times.cpu);
         }
         let wasmtime_run = median(wasmtime_runs);
         let wasmtime_compile = median(wasmtime_compiles);
         let plain_run = median(plain_runs);
         let instrumented_run = median(instrumented_runs);
+        let cpu_ratio = median(instrumented_cpu).as_secs_f64() / median(plain_cpu).as_secs_f64();
         let deploy = instrumenting + compiling;
         println!(
-            "  {name:<11} {:>7.0}ms {:>7.0}ms {:>7.0}ms | {:>7.2}x {:>7.2}x | {:>7.0}ms {:>7.0}ms {:>7.0}ms {:>7.0}ms | {:>7.2}x | {:>7.0}ms",
+            "  {name:<11} {:>7.0}ms {:>7.0}ms {:>7.0}ms | {:>7.2}x {:>7.2}x {:>7.2}x | {:>7.0}ms {:>7.0}ms {:>7.0}ms {:>7.0}ms | {:>7.2}x | {:>7.0}ms",
             ms(wasmtime_run),
             ms(plain_run),
             ms(instrumented_run),
             instrumented_run.as_secs_f64() / wasmtime_run.as_secs_f64(),
             instrumented_run.as_secs_f64() / plain_run.as_secs_f64(),
+            cpu_ratio,
             ms(wasmtime_compile),
             ms(instrumenting),
             ms(compiling),

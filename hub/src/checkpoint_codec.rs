@@ -29,6 +29,15 @@ fn pending_to_wire(pending: PendingCall) -> wire::PendingCall {
             ..Default::default()
         }),
         PendingCall::SchedYield => pending_call::Call::SchedYield(pending_call::SchedYield {}),
+        PendingCall::Outbound { one_way, outcome } => {
+            let (outcome_hub_id, outcome_number) =
+                outcome.map(|kept| (kept.hub_id, kept.invocation)).unwrap_or_default();
+            pending_call::Call::Outbound(pending_call::Outbound {
+                one_way,
+                outcome_hub_id,
+                outcome_number,
+            })
+        }
     };
     wire::PendingCall { call: Some(call) }
 }
@@ -51,6 +60,13 @@ fn pending_from_wire(pending: Option<&wire::PendingCall>) -> Result<PendingCall,
             until: Duration::from_nanos(poll.until_monotonic_ns),
         },
         pending_call::Call::SchedYield(_) => PendingCall::SchedYield,
+        pending_call::Call::Outbound(outbound) => PendingCall::Outbound {
+            one_way: outbound.one_way,
+            outcome: (outbound.outcome_number != 0 && !outbound.outcome_hub_id.is_empty()).then(|| ReplyAddress {
+                hub_id: outbound.outcome_hub_id.clone(),
+                invocation: outbound.outcome_number,
+            }),
+        },
     })
 }
 
@@ -120,7 +136,7 @@ pub fn manifest_template(
                     invocation_id: 0,
                 })
                 .collect(),
-            pending: Some(pending_to_wire(host.pending)),
+            pending: Some(pending_to_wire(host.pending.clone())),
             log_seq: host.log_seq,
             cpu_micros: u64::try_from(host.cpu.as_micros()).unwrap_or(u64::MAX),
             has_caller: host.has_caller,
@@ -226,8 +242,22 @@ mod tests {
             PendingCall::Poll {
                 until: Duration::from_nanos(1),
             },
+            PendingCall::Outbound {
+                one_way: false,
+                outcome: Some(ReplyAddress {
+                    hub_id: "hub-a".into(),
+                    invocation: u64::MAX,
+                }),
+            },
+            PendingCall::Outbound {
+                one_way: true,
+                outcome: None,
+            },
         ] {
-            assert_eq!(pending_from_wire(Some(&pending_to_wire(pending))).unwrap(), pending);
+            assert_eq!(
+                pending_from_wire(Some(&pending_to_wire(pending.clone()))).unwrap(),
+                pending
+            );
         }
     }
 }

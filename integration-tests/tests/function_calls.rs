@@ -71,8 +71,8 @@ async fn calls_to_a_function_on_another_hub_are_answered_once_each_in_order_whil
         .await
         .unwrap();
     }
-    // The caller moves too (to where the aggregator is, and back): a move
-    // of a function waiting for a reply waits for the reply.
+    // The caller moves too (to where the aggregator is, and back), most
+    // likely while it waits for a reply: the reply follows it.
     for to in ["hub-0", "hub-1"] {
         let summary = migrate(&hubs[1], "sensor", to).unwrap();
         assert!(summary["epoch"].as_u64() > Some(0), "{summary}");
@@ -269,4 +269,68 @@ async fn a_caller_runs_on_while_its_callee_is_removed_or_its_hub_killed_and_call
         let code = line.rsplit(' ').next().unwrap();
         assert!(["-1", "-3", "-6"].contains(&code), "{line}");
     }
+}
+
+#[tokio::test]
+async fn a_caller_moved_or_suspended_while_it_waits_for_a_reply_goes_at_once_and_still_gets_the_reply() {
+    let hubs = loopback_pair(&["--checkpoint-interval", "0s"], PATIENCE).await.unwrap();
+    // Six seconds per request (the sensor's calls wait up to ten): each
+    // step below lands while the caller waits for a reply.
+    deploy_guest(&hubs[0], "guests/slow_echo.wasm", "slow", &["6000"]);
+    deploy_guest(&hubs[1], "examples/sensor.wasm", "caller", &["c", "slow", "3", "0"]);
+    let requests_read = || stdout_of(&hubs[0], "slow").matches("got ").count();
+    // (runs on before the step, then: moved to / suspended and resumed)
+    let steps = [(1, Some("hub-0")), (0, None), (0, Some("hub-1"))];
+    for (round, (runs_on, moved_to)) in steps.into_iter().enumerate() {
+        eventually("the call to be read", PATIENCE, || async {
+            (requests_read() > round).then_some(())
+        })
+        .await
+        .unwrap();
+        match moved_to {
+            Some(to) => {
+                migrate(&hubs[runs_on], "caller", to).unwrap();
+            }
+            None => {
+                ferry_integration_tests::expect_success(hubs[runs_on].ferry(&["suspend", "caller"]));
+                ferry_integration_tests::expect_success(hubs[runs_on].ferry(&["resume", "caller"]));
+            }
+        }
+        // The move or suspend did not wait for the reply: the call is
+        // still unanswered (it has seconds to go).
+        let seq = round + 1;
+        let output = stdout_of(&hubs[1], "caller");
+        assert!(
+            !output.contains(&format!("call {seq} ")),
+            "call {seq} ended before the step was done:\n{output}"
+        );
+    }
+    let output = eventually("the caller to finish", PATIENCE, || async {
+        let output = stdout_of(&hubs[1], "caller");
+        output.contains("done").then_some(output)
+    })
+    .await
+    .unwrap();
+    // Each call answered once, with its own reply, nothing failed.
+    let answered = answered_replies(&output);
+    assert_eq!(answered, [1, 2, 3], "{output}");
+    assert_eq!(requests_read(), 3, "{}", stdout_of(&hubs[0], "slow"));
+    let info = ferry_integration_tests::function_info(&hubs[1], "caller");
+    assert_eq!(info["hub_name"], "hub-1", "{info}");
+}
+
+/// The sequence numbers of the calls `slow_echo` answered, each with the
+/// echo of its own message (`call SEQ -> echo: NAME SEQ READING`).
+fn answered_replies(output: &str) -> Vec<u64> {
+    assert!(!output.contains("failed"), "a call failed:\n{output}");
+    output
+        .lines()
+        .filter(|line| line.starts_with("call "))
+        .map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(words[3], "echo:", "{line}");
+            assert_eq!(words[5], words[1], "the reply to another call: {line}");
+            words[1].parse().unwrap()
+        })
+        .collect()
 }

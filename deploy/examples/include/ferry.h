@@ -75,8 +75,8 @@ FERRY_IMPORT("send") int32_t ferry_send(const char *name, uint32_t name_len,
  * rest is lost), or a negative code above. All three ranges must be in
  * memory (checked before anything is sent).
  *
- * The caller is not checkpointed or moved while it waits: a checkpoint or a
- * move of the caller begins when the call returns.
+ * The caller may be checkpointed, suspended or moved while it waits: the
+ * reply comes to it where it goes on, once.
  */
 FERRY_IMPORT("call") int32_t ferry_call(const char *name, uint32_t name_len,
                                         const uint8_t *data, uint32_t len,

@@ -37,6 +37,41 @@ pub fn run_guest_with(
     args: &[&str],
     preopens: Vec<ferry_hub::runtime::PreopenSpec>,
 ) -> Duration {
+    run_guest_timed(engine, module, args, preopens).wall
+}
+
+/// What one run of a guest took.
+#[allow(dead_code)] // each bench compiles this module; not every one uses it
+#[derive(Debug, Clone, Copy)]
+pub struct RunTimes {
+    pub wall: Duration,
+    /// CPU time of the running thread: unlike `wall`, not lengthened by
+    /// other processes taking the core away (they still share its caches).
+    pub cpu: Duration,
+}
+
+/// CPU time the calling thread has used so far.
+#[allow(dead_code)] // each bench compiles this module; not every one uses it
+pub fn thread_cpu_time() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole `rusage` into the pointer it is given.
+    #[allow(unsafe_code)]
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let of = |time: libc::timeval| Duration::new(time.tv_sec as u64, time.tv_usec as u32 * 1000);
+    of(usage.ru_utime) + of(usage.ru_stime)
+}
+
+/// [`run_guest_with`], timed both on the wall and on the thread's CPU.
+#[allow(dead_code)] // each bench compiles this module; not every one uses it
+pub fn run_guest_timed(
+    engine: &wasmer::Engine,
+    module: &wasmer::Module,
+    args: &[&str],
+    preopens: Vec<ferry_hub::runtime::PreopenSpec>,
+) -> RunTimes {
     let module = GuestModule::standalone(module.clone());
     let launch = LaunchSpec {
         name: "bench".into(),
@@ -51,6 +86,7 @@ pub fn run_guest_with(
         preopens: Ok(preopens),
     };
     let started = Instant::now();
+    let cpu_before = thread_cpu_time();
     let outcome = run_to_completion(
         engine,
         &module,
@@ -59,9 +95,10 @@ pub fn run_guest_with(
         Arc::new(Discard),
         None,
     );
-    let elapsed = started.elapsed();
+    let wall = started.elapsed();
+    let cpu = thread_cpu_time().saturating_sub(cpu_before);
     assert_eq!(outcome, Outcome::Exited(0), "benchmark guest must succeed");
-    elapsed
+    RunTimes { wall, cpu }
 }
 
 pub fn median(mut values: Vec<Duration>) -> Duration {

@@ -5,8 +5,10 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use ferry_proto::ErrorCode;
-use ferry_proto::internal::v1::DeliverReplyRequest;
+use ferry_proto::internal::v1::migration_client::MigrationClient;
+use ferry_proto::internal::v1::{DeliverReplyRequest, TakeOutcomeRequest};
 use ferry_proto::v1::{InvokeRequest, InvokeResponse};
+use tonic::transport::Channel;
 
 use super::{ApiParts, HubApi};
 use crate::error::HubError;
@@ -145,15 +147,33 @@ impl Messenger {
     }
 }
 
+impl Messenger {
+    /// Runs `work` with the API on the runtime; the guest's thread waits
+    /// for what it sends on the channel returned (a failure when the hub is
+    /// shutting down and the API is gone).
+    fn answer_with<Work>(&self, work: impl FnOnce(HubApi) -> Work) -> std::sync::mpsc::Receiver<Sent>
+    where
+        Work: Future<Output = Sent> + Send + 'static,
+    {
+        let (answer, answered) = std::sync::mpsc::channel();
+        match self.api.upgrade() {
+            Some(inner) => {
+                let work = work(HubApi { inner });
+                self.runtime.spawn(async move {
+                    let _ = answer.send(work.await);
+                });
+            }
+            None => {
+                let _ = answer.send(Err(crate::runtime::Undelivered::Failed));
+            }
+        }
+        answered
+    }
+}
+
 impl Outbound for Messenger {
     fn deliver(&self, to: String, envelope: Envelope, timeout: Duration) -> std::sync::mpsc::Receiver<Sent> {
-        let (answer, answered) = std::sync::mpsc::channel();
-        let Some(inner) = self.api.upgrade() else {
-            let _ = answer.send(Err(crate::runtime::Undelivered::Failed));
-            return answered;
-        };
-        let api = HubApi { inner };
-        self.runtime.spawn(async move {
+        self.answer_with(|api| async move {
             let request = InvokeRequest {
                 name: to,
                 data: envelope.data,
@@ -167,9 +187,17 @@ impl Outbound for Messenger {
             if let Err(error) = &result {
                 tracing::debug!(%from, %to, error = %ferry_proto::error_chain(error), "message not delivered");
             }
-            let _ = answer.send(result.map(|reply| reply.data).map_err(|error| undelivered(&error)));
-        });
-        answered
+            result.map(|reply| reply.data).map_err(|error| undelivered(&error))
+        })
+    }
+
+    fn take_outcome(&self, function: String, kept: ReplyAddress) -> std::sync::mpsc::Receiver<Sent> {
+        self.answer_with(|api| async move {
+            api.take_outcome(&function, &kept).await.unwrap_or_else(|reason| {
+                tracing::warn!(%function, hub = %kept.hub_id, %reason, "the outcome of a message sent before a move was lost");
+                Err(crate::runtime::Undelivered::Failed)
+            })
+        })
     }
 
     fn reply(&self, function: String, to: ReplyAddress, data: Vec<u8>) {
@@ -194,30 +222,13 @@ impl HubApi {
             if attempt > 0 {
                 tokio::time::sleep(RETRY_EVERY * (1 << attempt)).await;
             }
-            let address = self
-                .inner
-                .peers
-                .borrow()
-                .iter()
-                .find(|peer| peer.id() == Some(to.hub_id.as_str()))
-                .and_then(|peer| peer.address);
-            let Some(address) = address else {
-                last_error = "that hub is not among the peers".to_owned();
-                continue;
-            };
             let request = DeliverReplyRequest {
                 function: function.to_owned(),
                 invocation_id: to.invocation,
                 data: data.clone(),
             };
             let asked = async {
-                let mut client = self
-                    .inner
-                    .migration
-                    .connector
-                    .migration_client(&address.to_string(), &to.hub_id)
-                    .map_err(|error| error.to_string())?;
-                client
+                self.client_of(&to.hub_id)?
                     .deliver_reply(request)
                     .await
                     .map_err(|status| status.message().to_owned())
@@ -231,6 +242,66 @@ impl HubApi {
                 }
                 Ok(Err(error)) => last_error = error,
                 Err(_) => last_error = format!("no answer within {REPLY_TIMEOUT:?}"),
+            }
+        }
+        Err(last_error)
+    }
+
+    /// A `Migration` client of the peer `hub_id`.
+    fn client_of(&self, hub_id: &str) -> Result<MigrationClient<Channel>, String> {
+        let address = self
+            .inner
+            .peers
+            .borrow()
+            .iter()
+            .find(|peer| peer.id() == Some(hub_id))
+            .and_then(|peer| peer.address)
+            .ok_or("that hub is not among the peers")?;
+        self.inner
+            .migration
+            .connector
+            .migration_client(&address.to_string(), hub_id)
+            .map_err(|error| error.to_string())
+    }
+
+    /// Takes the outcome of a message `function` sent, which hub
+    /// `kept.hub_id` kept (waiting there for it first). Tried again while
+    /// that hub cannot be reached, never after it answered: an outcome is
+    /// handed over once.
+    async fn take_outcome(&self, function: &str, kept: &ReplyAddress) -> Result<Sent, String> {
+        let mut last_error = String::new();
+        for attempt in 0..REPLY_ATTEMPTS {
+            if attempt > 0 {
+                tokio::time::sleep(RETRY_EVERY * (1 << attempt)).await;
+            }
+            let mut client = match self.client_of(&kept.hub_id) {
+                Ok(client) => client,
+                Err(error) => {
+                    last_error = error;
+                    continue;
+                }
+            };
+            let request = TakeOutcomeRequest {
+                function: function.to_owned(),
+                number: kept.invocation,
+            };
+            // No deadline: the other hub answers when the outcome comes,
+            // which the message's own timeout bounds.
+            match client.take_outcome(request).await {
+                Ok(answer) => {
+                    let answer = answer.into_inner();
+                    if !answer.found {
+                        return Err("that hub no longer keeps it".to_owned());
+                    }
+                    return Ok(match answer.undelivered {
+                        0 => Ok(answer.data),
+                        code => Err(crate::runtime::Undelivered::from_code(code)),
+                    });
+                }
+                // Refused before it was handed over (unreachable, not yet
+                // connected): nothing was taken, try again.
+                Err(status) if status.code() == tonic::Code::Unavailable => last_error = status.message().to_owned(),
+                Err(status) => return Err(status.message().to_owned()),
             }
         }
         Err(last_error)

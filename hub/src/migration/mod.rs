@@ -25,13 +25,14 @@ use ferry_proto::internal::v1::migration_client::MigrationClient;
 use ferry_proto::internal::v1::migration_server::Migration;
 use ferry_proto::internal::v1::{
     AutomaticMove, DeliverReplyRequest, DeliverReplyResponse, DestinationFrame, ResolveHandoffRequest,
-    ResolveHandoffResponse, SourceFrame,
+    ResolveHandoffResponse, SourceFrame, TakeOutcomeRequest, TakeOutcomeResponse,
 };
 use futures::Stream;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::connector::PeerConnector;
+use crate::runtime::Undelivered;
 use crate::supervisor::Supervisor;
 
 /// A transfer in which nothing moves for this long is dead (a cut link
@@ -133,6 +134,34 @@ impl Migration for MigrationService {
             .deliver_reply(&request.function, request.invocation_id, request.data);
         tracing::debug!(function = %request.function, delivered, "a reply came back from a moved function");
         Ok(Response::new(DeliverReplyResponse { delivered }))
+    }
+
+    async fn take_outcome(
+        &self,
+        request: Request<TakeOutcomeRequest>,
+    ) -> Result<Response<TakeOutcomeResponse>, Status> {
+        let request = request.into_inner();
+        let Some(outcome) = self.supervisor.take_outcome(&request.function, request.number) else {
+            tracing::debug!(function = %request.function, "asked for an outcome that is not kept");
+            return Ok(Response::new(TakeOutcomeResponse::default()));
+        };
+        // The outcome comes on a channel the guest's thread would block on.
+        let sent = tokio::task::spawn_blocking(move || outcome.recv().unwrap_or(Err(Undelivered::Failed)))
+            .await
+            .unwrap_or(Err(Undelivered::Failed));
+        tracing::debug!(function = %request.function, ok = sent.is_ok(), "handed over the outcome of a moved function's message");
+        Ok(Response::new(match sent {
+            Ok(data) => TakeOutcomeResponse {
+                found: true,
+                data,
+                undelivered: 0,
+            },
+            Err(undelivered) => TakeOutcomeResponse {
+                found: true,
+                data: Vec::new(),
+                undelivered: undelivered.code(),
+            },
+        }))
     }
 
     async fn resolve_handoff(

@@ -45,6 +45,20 @@ pub trait HostServices: Send + Sync {
     fn reply_away(&self, function: &str, to: ReplyAddress, data: Vec<u8>) {
         let _ = (function, to, data);
     }
+    /// Keeps the outcome of a message `function` sent (`ferry.call`,
+    /// `ferry.send`) while the function is captured before it came; its
+    /// address. `None` if this hub cannot (the outcome is dropped, and the
+    /// replayed call hears that it failed).
+    fn keep_outcome(&self, function: &str, outcome: std::sync::mpsc::Receiver<Sent>) -> Option<ReplyAddress> {
+        let _ = (function, outcome);
+        None
+    }
+    /// Takes back an outcome [`keep_outcome`](Self::keep_outcome) kept, on
+    /// this hub or another, for the replayed call to wait on.
+    fn take_outcome(&self, function: &str, kept: ReplyAddress) -> Delivery {
+        let _ = (function, kept);
+        Delivery::Done(Err(Undelivered::Failed))
+    }
 }
 
 /// What became of a message: the reply (empty for `ferry.send`), or why
@@ -71,6 +85,32 @@ pub enum Undelivered {
     /// The target stopped, failed or ended without replying, or its hub
     /// could not be reached.
     Failed,
+}
+
+impl Undelivered {
+    /// Its error code in the `ferry` API (`FERRY_*` in ferry.h).
+    pub fn code(self) -> i32 {
+        match self {
+            Undelivered::TimedOut => -1,
+            Undelivered::NoSuchFunction => -3,
+            Undelivered::InboxFull => -4,
+            Undelivered::Denied => -5,
+            Undelivered::Failed => -6,
+        }
+    }
+
+    /// The reason with error code `code` (an unknown code: `Failed`).
+    pub fn from_code(code: i32) -> Undelivered {
+        [
+            Undelivered::TimedOut,
+            Undelivered::NoSuchFunction,
+            Undelivered::InboxFull,
+            Undelivered::Denied,
+        ]
+        .into_iter()
+        .find(|reason| reason.code() == code)
+        .unwrap_or(Undelivered::Failed)
+    }
 }
 
 /// Why a guest stopped running other than by returning from `_start`.

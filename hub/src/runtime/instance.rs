@@ -185,7 +185,7 @@ impl LiveInstance {
                 unsupported_reported: HashSet::new(),
                 asyncify: None,
                 phase: Phase::Normal,
-                pending: host.map(|host| host.pending),
+                pending: host.map(|host| host.pending.clone()),
                 may_park,
                 parking: false,
                 rewind: guest_module.rewind.clone(),
@@ -367,7 +367,7 @@ impl LiveInstance {
             guest.clock = VirtualClock::starting_at(host.monotonic);
             guest.cpu = CpuMeter::start(host.cpu);
             guest.cpu_account = CpuAccount::start(host.cpu, launch.cpu_cap);
-            guest.pending = Some(host.pending);
+            guest.pending = Some(host.pending.clone());
             guest.caller = host.caller.clone().map(Caller::Away);
         }
         self.restore_execution(snapshot)?;
@@ -507,7 +507,7 @@ impl LiveInstance {
             globals.push((*index, value));
         }
         let guest = self.env.as_ref(&self.store);
-        let pending = guest.pending.ok_or("unwound without a pending call")?;
+        let pending = guest.pending.clone().ok_or("unwound without a pending call")?;
         Ok(Snapshot {
             memory,
             stack,

@@ -21,7 +21,7 @@ pub enum GlobalValue {
 
 /// The host call the guest was in when it was unwound; on rewind the same
 /// call is made again and continues from here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PendingCall {
     /// A preemption point.
     Preempt,
@@ -33,6 +33,13 @@ pub enum PendingCall {
     Poll { until: Duration },
     /// `sched_yield`.
     SchedYield,
+    /// `ferry.call` (`ferry.send` when `one_way`) waiting for the outcome of
+    /// the message it sent, which a hub keeps as `outcome` until it is
+    /// taken (`None`: nothing was kept; the guest hears that it failed).
+    Outbound {
+        one_way: bool,
+        outcome: Option<super::control::ReplyAddress>,
+    },
 }
 
 /// Host-side state that moves with the function.

@@ -37,7 +37,7 @@ pub struct AsyncifyHooks {
 }
 
 /// How an unwinding import was entered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Entry {
     /// A new call from the guest.
     Fresh,

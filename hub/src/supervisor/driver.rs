@@ -69,7 +69,7 @@ fn remaining_wait(snapshot: &Snapshot) -> Option<Duration> {
     match snapshot.host.pending {
         PendingCall::Sleep { until } | PendingCall::Poll { until } => Some(until.saturating_sub(now)),
         PendingCall::Recv { deadline } => deadline.map(|deadline| deadline.saturating_sub(now)),
-        PendingCall::Preempt | PendingCall::SchedYield => Some(Duration::ZERO),
+        PendingCall::Preempt | PendingCall::SchedYield | PendingCall::Outbound { .. } => Some(Duration::ZERO),
     }
 }
 

@@ -40,6 +40,10 @@ pub trait Outbound: Send + Sync {
     /// Sends `function`'s reply to a waiter another hub kept (in the
     /// background: the function does not wait).
     fn reply(&self, function: String, to: ReplyAddress, data: Vec<u8>);
+
+    /// Takes the outcome of a message `function` sent, which another hub
+    /// kept while the function was captured (waiting for it there first).
+    fn take_outcome(&self, function: String, kept: ReplyAddress) -> std::sync::mpsc::Receiver<crate::runtime::Sent>;
 }
 
 /// What a guest is told when its message was refused or not answered.
@@ -69,6 +73,14 @@ impl Supervisor {
     /// waiter waits.
     pub fn deliver_reply(&self, function: &str, number: u64, data: Vec<u8>) -> bool {
         self.inner.kept_waiters.deliver(function, number, data)
+    }
+
+    /// Takes the outcome of a message `function` sent, which this hub kept
+    /// as `number` when the function was moved or suspended before it
+    /// came; `None` if no such outcome is kept (taken already, or kept by
+    /// an earlier run of this hub).
+    pub fn take_outcome(&self, function: &str, number: u64) -> Option<std::sync::mpsc::Receiver<crate::runtime::Sent>> {
+        self.inner.kept_outcomes.take(function, number)
     }
 
     /// Delivers `data` from a client to the function's inbox and waits for

@@ -159,6 +159,7 @@ struct Inner {
     outbound: std::sync::OnceLock<Arc<dyn Outbound>>,
     /// Waiters of invocations whose function moved or was suspended.
     kept_waiters: replies::KeptWaiters,
+    kept_outcomes: replies::KeptOutcomes,
 }
 
 /// Handle to the supervisor; cheap to clone.
@@ -207,6 +208,7 @@ impl Supervisor {
                 metrics: Arc::new(crate::metrics::HubMetrics::default()),
                 outbound: std::sync::OnceLock::new(),
                 kept_waiters: replies::KeptWaiters::default(),
+                kept_outcomes: replies::KeptOutcomes::default(),
             }),
         }
     }

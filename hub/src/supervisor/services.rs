@@ -8,7 +8,7 @@ use ferry_proto::v1::LogStream;
 
 use super::lifecycle::Phase;
 use super::{Envelope, Inner};
-use crate::runtime::{Delivery, HostServices, ReplyAddress, ReplyTo, Undelivered};
+use crate::runtime::{Delivery, HostServices, ReplyAddress, ReplyTo, Sent, Undelivered};
 
 impl HostServices for Inner {
     fn output(&self, function: &str, stream: LogStream, data: &[u8]) {
@@ -73,6 +73,29 @@ impl HostServices for Inner {
         match self.outbound.get() {
             Some(outbound) => outbound.reply(function.to_owned(), to, data),
             None => tracing::warn!(%function, hub = %to.hub_id, "a reply to another hub cannot be sent"),
+        }
+    }
+
+    fn keep_outcome(&self, function: &str, outcome: std::sync::mpsc::Receiver<Sent>) -> Option<ReplyAddress> {
+        Some(ReplyAddress {
+            hub_id: self.identity.id.clone(),
+            invocation: self.kept_outcomes.keep(function, outcome),
+        })
+    }
+
+    fn take_outcome(&self, function: &str, kept: ReplyAddress) -> Delivery {
+        if kept.hub_id == self.identity.id {
+            return match self.kept_outcomes.take(function, kept.invocation) {
+                Some(outcome) => Delivery::Waiting(outcome),
+                None => {
+                    tracing::debug!(%function, "the outcome of a message is no longer kept");
+                    Delivery::Done(Err(Undelivered::Failed))
+                }
+            };
+        }
+        match self.outbound.get() {
+            Some(outbound) => Delivery::Waiting(outbound.take_outcome(function.to_owned(), kept)),
+            None => Delivery::Done(Err(Undelivered::Failed)),
         }
     }
 

@@ -29,6 +29,10 @@ pub const UNWINDING_IMPORTS: &[(&str, &str)] = &[
     (RESERVED_IMPORT_MODULE, PREEMPT_IMPORT),
     (RESERVED_IMPORT_MODULE, "sleep_ms"),
     (RESERVED_IMPORT_MODULE, "recv"),
+    // Waiting for a message's outcome: unwound for a capture, the outcome
+    // kept by the hub until the call is replayed.
+    (RESERVED_IMPORT_MODULE, "call"),
+    (RESERVED_IMPORT_MODULE, "send"),
     ("wasi_snapshot_preview1", "poll_oneoff"),
     ("wasi_snapshot_preview1", "sched_yield"),
 ];

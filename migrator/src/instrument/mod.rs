@@ -37,7 +37,7 @@ use thiserror::Error;
 
 /// Bumped whenever the rewrite changes, so that cached compiled artifacts of an
 /// older rewrite are never used.
-pub const INSTRUMENTATION_VERSION: u32 = 8;
+pub const INSTRUMENTATION_VERSION: u32 = 9;
 
 /// Import module of the host functions the rewrite adds.
 pub const RESERVED_IMPORT_MODULE: &str = "ferry";

@@ -9,10 +9,13 @@ use wasmer::{FunctionEnvMut, RuntimeError};
 
 use super::control::{Caller, Wake};
 use super::guest::PARK_AFTER;
-use super::guest::{Delivery, GuestEnv, GuestStop, MemoryFault, Sent, Undelivered, with_memory};
+use super::guest::{GuestEnv, GuestStop, MemoryFault, Undelivered, with_memory};
 use super::snapshot::PendingCall;
 use super::unwind::{Entry, begin_unwind, enter, park};
 use super::wait::sleep_until_virtual;
+
+mod outbound;
+pub use outbound::{call, send};
 
 /// Import module name of the host API.
 pub const MODULE: &str = "ferry";
@@ -27,14 +30,6 @@ pub const MAX_MESSAGE_BYTES: u32 = 16 << 20;
 
 const FERRY_TIMEOUT: i32 = -1;
 const FERRY_NO_CALLER: i32 = -2;
-const FERRY_NO_SUCH_FUNCTION: i32 = -3;
-const FERRY_INBOX_FULL: i32 = -4;
-const FERRY_DENIED: i32 = -5;
-const FERRY_FAILED: i32 = -6;
-
-/// How often a guest waiting for a message to be delivered or answered
-/// looks whether the hub wants it stopped.
-const STOP_POLL: Duration = Duration::from_millis(20);
 
 /// Most bytes of one `ferry.log` line; the rest of a longer text is dropped.
 /// One line is one log entry.
@@ -195,112 +190,8 @@ pub fn reply(mut env: Env<'_>, ptr: i32, len: i32) -> Result<i32, RuntimeError> 
     })?
 }
 
-/// Puts a message into another function's inbox, on this hub or another.
-/// Both ranges must be in memory; at most [`MAX_MESSAGE_BYTES`] of the
-/// data are sent. Returns once the target's inbox took it.
-pub fn send(mut env: Env<'_>, name_ptr: i32, name_len: i32, data_ptr: i32, data_len: i32) -> Result<i32, RuntimeError> {
-    let (name_ptr, name_len) = (name_ptr as u32, name_len as u32);
-    let (data_ptr, data_len) = (data_ptr as u32, data_len as u32);
-    let delivery = with_memory(&mut env, |guest, memory| {
-        let fault = |fault| bad_pointer("ferry.send", fault);
-        memory.check(name_ptr, u64::from(name_len)).map_err(fault)?;
-        memory.check(data_ptr, u64::from(data_len)).map_err(fault)?;
-        if name_len > MAX_TARGET_NAME_BYTES {
-            return Ok(Delivery::Done(Err(Undelivered::NoSuchFunction)));
-        }
-        let name = memory.read_bytes(name_ptr, name_len).map_err(fault)?;
-        let target = String::from_utf8_lossy(&name);
-        // Read in place: the hub copies the data only into an inbox that takes it.
-        memory
-            .with_bytes(data_ptr, data_len.min(MAX_MESSAGE_BYTES), |data| {
-                guest.services.send(&guest.name, &target, data)
-            })
-            .map_err(fault)
-    })??;
-    Ok(match wait_for(&env, delivery)? {
-        Ok(_) => 0,
-        Err(undelivered) => code_of(undelivered),
-    })
-}
-
-/// Sends a message to another function, on this hub or another, and waits
-/// for its reply: at most `timeout_ms` (negative: the hub's invoke timeout).
-/// The reply's first `reply_cap` bytes are written to `reply_ptr`; the
-/// reply's whole length is returned (more than `reply_cap`: cut short).
-/// All three ranges must be in memory, checked before anything is sent.
-///
-/// The function is not captured while it waits: a checkpoint or a move
-/// of the caller waits for the reply (or the timeout) first, so that the
-/// reply, which comes to this hub, is never lost.
-#[allow(clippy::too_many_arguments)]
-pub fn call(
-    mut env: Env<'_>,
-    name_ptr: i32,
-    name_len: i32,
-    data_ptr: i32,
-    data_len: i32,
-    reply_ptr: i32,
-    reply_cap: i32,
-    timeout_ms: i64,
-) -> Result<i32, RuntimeError> {
-    let (name_ptr, name_len) = (name_ptr as u32, name_len as u32);
-    let (data_ptr, data_len) = (data_ptr as u32, data_len as u32);
-    let (reply_ptr, reply_cap) = (reply_ptr as u32, reply_cap as u32);
-    let fault = |fault| bad_pointer("ferry.call", fault);
-    let delivery = with_memory(&mut env, |guest, memory| {
-        memory.check(name_ptr, u64::from(name_len)).map_err(fault)?;
-        memory.check(data_ptr, u64::from(data_len)).map_err(fault)?;
-        memory.check(reply_ptr, u64::from(reply_cap)).map_err(fault)?;
-        if name_len > MAX_TARGET_NAME_BYTES {
-            return Ok::<_, RuntimeError>(Delivery::Done(Err(Undelivered::NoSuchFunction)));
-        }
-        let name = memory.read_bytes(name_ptr, name_len).map_err(fault)?;
-        let target = String::from_utf8_lossy(&name);
-        let data = memory
-            .read_bytes(data_ptr, data_len.min(MAX_MESSAGE_BYTES))
-            .map_err(fault)?;
-        let timeout = (timeout_ms >= 0).then(|| Duration::from_millis(timeout_ms as u64));
-        Ok(guest.services.call(&guest.name, &target, data, timeout))
-    })??;
-    let reply = match wait_for(&env, delivery)? {
-        Ok(reply) => reply,
-        Err(undelivered) => return Ok(code_of(undelivered)),
-    };
-    let kept = reply.len().min(reply_cap as usize);
-    // The memory may have changed size meanwhile only by this guest's own
-    // doing, which it cannot do while it waits here: the range still holds.
-    with_memory(&mut env, |_, memory| memory.write_bytes(reply_ptr, &reply[..kept]))?.map_err(fault)?;
-    Ok(i32::try_from(reply.len()).unwrap_or(i32::MAX))
-}
-
-/// Waits on the guest's thread for a delivery that travels, answering a
-/// stop request meanwhile.
-fn wait_for(env: &Env<'_>, delivery: Delivery) -> Result<Sent, RuntimeError> {
-    let receiver = match delivery {
-        Delivery::Done(sent) => return Ok(sent),
-        Delivery::Waiting(receiver) => receiver,
-    };
-    loop {
-        match receiver.recv_timeout(STOP_POLL) {
-            Ok(sent) => return Ok(sent),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if env.data().control.stop_requested() {
-                    return Err(stopped());
-                }
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return Ok(Err(Undelivered::Failed)),
-        }
-    }
-}
-
 fn code_of(undelivered: Undelivered) -> i32 {
-    match undelivered {
-        Undelivered::TimedOut => FERRY_TIMEOUT,
-        Undelivered::NoSuchFunction => FERRY_NO_SUCH_FUNCTION,
-        Undelivered::InboxFull => FERRY_INBOX_FULL,
-        Undelivered::Denied => FERRY_DENIED,
-        Undelivered::Failed => FERRY_FAILED,
-    }
+    undelivered.code()
 }
 
 pub fn preempt(mut env: Env<'_>) -> Result<i32, RuntimeError> {

@@ -107,10 +107,13 @@ fn send_delivers_to_a_known_function_and_refuses_unknown_and_overlong_names() {
     assert_eq!(send(test.env(), TEXT as i32, 4, data, 7).unwrap(), 0);
     assert_eq!(
         send(test.env(), TEXT as i32, 3, data, 7).unwrap(),
-        FERRY_NO_SUCH_FUNCTION
+        Undelivered::NoSuchFunction.code()
     );
     // A name in memory but longer than any function's is never read.
-    assert_eq!(send(test.env(), 0, 300, data, 7).unwrap(), FERRY_NO_SUCH_FUNCTION);
+    assert_eq!(
+        send(test.env(), 0, 300, data, 7).unwrap(),
+        Undelivered::NoSuchFunction.code()
+    );
     let sent = test.services.sent.lock().unwrap().clone();
     assert_eq!(sent, [("peer".to_owned(), b"payload".to_vec())]);
 }
@@ -148,11 +151,11 @@ fn call_writes_the_reply_it_waited_for_and_returns_its_whole_length() {
     assert_eq!(test.read(TEXT + 0x200, 4), b"cb..");
     assert_eq!(
         call(test.env(), name, 3, data, 3, reply, 16, 1000).unwrap(),
-        FERRY_NO_SUCH_FUNCTION
+        Undelivered::NoSuchFunction.code()
     );
     assert_eq!(
         call(test.env(), 0, 300, data, 3, reply, 16, 1000).unwrap(),
-        FERRY_NO_SUCH_FUNCTION
+        Undelivered::NoSuchFunction.code()
     );
     assert_eq!(test.services.sent.lock().unwrap().len(), 2);
 }
