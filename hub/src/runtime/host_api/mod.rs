@@ -9,7 +9,7 @@ use wasmer::{FunctionEnvMut, RuntimeError};
 
 use super::control::{Caller, Wake};
 use super::guest::PARK_AFTER;
-use super::guest::{GuestEnv, GuestStop, MemoryFault, Undelivered, with_memory};
+use super::guest::{GuestEnv, GuestStop, MemoryFault, with_memory};
 use super::snapshot::PendingCall;
 use super::unwind::{Entry, begin_unwind, enter, park};
 use super::wait::sleep_until_virtual;
@@ -188,10 +188,6 @@ pub fn reply(mut env: Env<'_>, ptr: i32, len: i32) -> Result<i32, RuntimeError> 
             None => Ok(FERRY_NO_CALLER),
         }
     })?
-}
-
-fn code_of(undelivered: Undelivered) -> i32 {
-    undelivered.code()
 }
 
 pub fn preempt(mut env: Env<'_>) -> Result<i32, RuntimeError> {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use wasmer::RuntimeError;
 
-use super::{Env, MAX_MESSAGE_BYTES, MAX_TARGET_NAME_BYTES, bad_pointer, code_of, resumed_wrong_call, stopped};
+use super::{Env, MAX_MESSAGE_BYTES, MAX_TARGET_NAME_BYTES, bad_pointer, resumed_wrong_call, stopped};
 use crate::runtime::guest::{Delivery, Sent, Undelivered, with_memory};
 use crate::runtime::snapshot::PendingCall;
 use crate::runtime::unwind::{Entry, begin_unwind, enter};
@@ -52,7 +52,7 @@ pub fn send(mut env: Env<'_>, name_ptr: i32, name_len: i32, data_ptr: i32, data_
     };
     Ok(match wait_for(&mut env, delivery, true)? {
         Some(Ok(_)) => 0,
-        Some(Err(undelivered)) => code_of(undelivered),
+        Some(Err(undelivered)) => undelivered.code(),
         // Unwound: the guest does not see this result.
         None => 0,
     })
@@ -107,7 +107,7 @@ pub fn call(
     };
     let reply = match wait_for(&mut env, delivery, false)? {
         Some(Ok(reply)) => reply,
-        Some(Err(undelivered)) => return Ok(code_of(undelivered)),
+        Some(Err(undelivered)) => return Ok(undelivered.code()),
         None => return Ok(0),
     };
     let kept = reply.len().min(reply_cap as usize);

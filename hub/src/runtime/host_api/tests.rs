@@ -8,8 +8,8 @@ use tokio::sync::oneshot;
 use wasmer::RuntimeError;
 
 use super::*;
-use crate::runtime::Message;
 use crate::runtime::testing::TestGuest;
+use crate::runtime::{Message, Undelivered};
 
 const TEXT: u32 = 0x1000;
 
