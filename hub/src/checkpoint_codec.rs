@@ -154,6 +154,7 @@ pub fn manifest_template(
             .as_ref()
             .map(|files| files.descriptors.clone())
             .unwrap_or_default(),
+        instrumentation_version: ferry_migrator::INSTRUMENTATION_VERSION,
         ..Default::default()
     }
 }

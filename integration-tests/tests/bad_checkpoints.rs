@@ -163,3 +163,18 @@ async fn a_checkpoint_of_an_older_format_version_is_refused_naming_both_versions
     assert!(reason.contains("version 0") && reason.contains('1'), "{reason}");
     assert_resume_refused(&hub, 7);
 }
+
+#[tokio::test]
+async fn a_checkpoint_captured_under_another_instrumentation_version_is_refused_naming_both() {
+    let other = ferry_migrator::INSTRUMENTATION_VERSION - 1;
+    let (hub, reason) = damaged_victim(|db, name| {
+        rewrite_latest_manifest(db, name, |manifest| manifest.instrumentation_version = other);
+    })
+    .await;
+    let expected = format!(
+        "captured under instrumentation version {other} and this hub restores version {} only",
+        ferry_migrator::INSTRUMENTATION_VERSION
+    );
+    assert!(reason.contains(&expected), "{reason}");
+    assert_resume_refused(&hub, 7);
+}

@@ -15,6 +15,7 @@ use ferry_integration_tests::moves::{
     stdout_of, wait_peer_up,
 };
 use ferry_integration_tests::{HubOptions, HubProcess, eventually, expect_success, guest};
+use ferry_migrator::INSTRUMENTATION_VERSION;
 use ferry_proto::internal::v1::migration_client::MigrationClient;
 use ferry_proto::internal::v1::{
     ChunkData, ChunkRef, DestinationFrame, Offer, Round, SourceFrame, destination_frame, source_frame,
@@ -166,6 +167,7 @@ async fn hostile_source(
     hub: &HubProcess,
     name: &str,
     module_hash: &str,
+    instrumentation_version: u32,
 ) -> (
     tokio::sync::mpsc::Sender<SourceFrame>,
     tonic::Streaming<DestinationFrame>,
@@ -192,6 +194,7 @@ async fn hostile_source(
             move_id: "hostile-move".to_owned(),
             automatic: None,
             stall_limit_millis: 0,
+            instrumentation_version,
         })))
         .await
         .unwrap();
@@ -256,7 +259,7 @@ async fn a_hostile_source_gets_clear_refusals_and_leaves_nothing_behind() {
     let page_hash = *blake3::hash(&page).as_bytes();
 
     // A chunk whose bytes do not match its hash.
-    let (sender, mut answers) = hostile_source(&hub, "forged", &known_module).await;
+    let (sender, mut answers) = hostile_source(&hub, "forged", &known_module, INSTRUMENTATION_VERSION).await;
     assert!(matches!(
         answer(&mut answers).await,
         destination_frame::Frame::Accept(_)
@@ -276,7 +279,7 @@ async fn a_hostile_source_gets_clear_refusals_and_leaves_nothing_behind() {
     assert_refused(answer(&mut answers).await, "DataLoss", "does not match its hash");
 
     // A stream that ends before the chunks it announced.
-    let (sender, mut answers) = hostile_source(&hub, "truncated", &known_module).await;
+    let (sender, mut answers) = hostile_source(&hub, "truncated", &known_module, INSTRUMENTATION_VERSION).await;
     assert!(matches!(
         answer(&mut answers).await,
         destination_frame::Frame::Accept(_)
@@ -291,7 +294,7 @@ async fn a_hostile_source_gets_clear_refusals_and_leaves_nothing_behind() {
 
     // An offer of a module the hub does not have, which never comes.
     let unknown = blake3_hex(b"no such module");
-    let (sender, mut answers) = hostile_source(&hub, "unknown-module", &unknown).await;
+    let (sender, mut answers) = hostile_source(&hub, "unknown-module", &unknown, INSTRUMENTATION_VERSION).await;
     match answer(&mut answers).await {
         destination_frame::Frame::Accept(accept) => assert!(accept.need_module),
         other => panic!("expected an accept, got {other:?}"),
@@ -321,13 +324,31 @@ async fn a_hostile_source_gets_clear_refusals_and_leaves_nothing_behind() {
     );
 
     // An offer for a name that runs here already.
-    let (_sender, mut answers) = hostile_source(&hub, "bystander", &known_module).await;
+    let (_sender, mut answers) = hostile_source(&hub, "bystander", &known_module, INSTRUMENTATION_VERSION).await;
     assert_refused(answer(&mut answers).await, "AlreadyExists", "bystander");
+
+    // A function captured by a hub of another instrumentation version: its
+    // saved stack would not fit this hub's rewrite of the module.
+    let (_sender, mut answers) = hostile_source(
+        &hub,
+        "other-instrumentation",
+        &known_module,
+        INSTRUMENTATION_VERSION + 1,
+    )
+    .await;
+    assert_refused(
+        answer(&mut answers).await,
+        "FailedPrecondition",
+        &format!(
+            "captured under instrumentation version {} and this hub restores version {INSTRUMENTATION_VERSION} only",
+            INSTRUMENTATION_VERSION + 1
+        ),
+    );
 
     // Nothing of the hostile transfers is left, and the bystander runs on.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let list = expect_success(hub.ferry(&["ps"]));
-    for name in ["forged", "truncated", "unknown-module"] {
+    for name in ["forged", "truncated", "unknown-module", "other-instrumentation"] {
         assert!(!list.contains(name), "{name} left a record: {list}");
     }
     assert_eq!(running_on(&[&hub], "bystander"), vec![0]);

@@ -140,6 +140,7 @@ impl HubApi {
             revocation_signature: revocations.signature,
             signer: self.inner.authority.is_some(),
             resources: crate::resources::describe(self.supervisor().resources()),
+            instrumentation_version: ferry_migrator::INSTRUMENTATION_VERSION,
         }
     }
 

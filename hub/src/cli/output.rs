@@ -260,6 +260,7 @@ pub fn print_hub_info(info: &HubInfo, json: bool) -> Result<(), ClientError> {
                 "draining": info.draining,
                 "rebalance": info.rebalance,
                 "dirty_tracking": info.dirty_tracking,
+                "instrumentation_version": info.instrumentation_version,
                 "resources": info.resources.iter().map(|resource| json!({
                     "name": resource.name,
                     "path": resource.path,
@@ -296,8 +297,8 @@ pub fn print_hub_info(info: &HubInfo, json: bool) -> Result<(), ClientError> {
         info.functions_running, info.functions_total
     );
     println!(
-        "version   ferry {} (protocol {}), wasmer {}, {}",
-        info.version, info.protocol_version, info.wasmer_version, info.target
+        "version   ferry {} (protocol {}, instrumentation {}), wasmer {}, {}",
+        info.version, info.protocol_version, info.instrumentation_version, info.wasmer_version, info.target
     );
     if info.resources.is_empty() {
         println!("resources none (`[resources.NAME]` in the config file offers a host directory)");

@@ -255,6 +255,7 @@ impl MoveRun<'_> {
             move_id: self.move_id.clone(),
             automatic: self.target.automatic,
             stall_limit_millis: self.watchdog.limit().as_millis() as u64,
+            instrumentation_version: ferry_migrator::INSTRUMENTATION_VERSION,
         };
         send(&self.watchdog, &outbound, frame(source_frame::Frame::Offer(offer))).await?;
         let mut client = migration_client(

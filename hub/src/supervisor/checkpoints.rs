@@ -505,6 +505,8 @@ impl Inner {
                 manifest.module_hash
             )));
         }
+        ferry_migrator::checkpoint::check_instrumentation(manifest.instrumentation_version)
+            .map_err(HubError::Checkpoint)?;
         // Verified now (only chunks this hub has not checked yet), read into
         // the instance at its restore.
         let store = self.checkpoints.clone();

@@ -17,6 +17,13 @@ pub enum CheckpointError {
     /// A manifest written in another format version.
     #[error("checkpoint format version {found} is not supported (this hub reads version {supported})")]
     UnsupportedVersion { found: u32, supported: u32 },
+    /// A checkpoint captured under another instrumentation version: its
+    /// saved stack and globals belong to another rewrite of the module.
+    #[error(
+        "the checkpoint was captured under instrumentation version {found} and this hub restores version {supported} only; \
+         its saved stack would not fit this hub's rewrite of the module (run the function on a hub of the version that captured it)"
+    )]
+    OtherInstrumentation { found: u32, supported: u32 },
     /// What the caller asked to store is not a valid checkpoint.
     #[error("invalid checkpoint: {reason}")]
     InvalidCheckpoint { reason: String },
@@ -50,7 +57,9 @@ impl ServiceError for CheckpointError {
     fn error_code(&self) -> ErrorCode {
         match self {
             CheckpointError::Corrupt { .. } | CheckpointError::ChunkMissing { .. } => ErrorCode::DataLoss,
-            CheckpointError::UnsupportedVersion { .. } => ErrorCode::FailedPrecondition,
+            CheckpointError::UnsupportedVersion { .. } | CheckpointError::OtherInstrumentation { .. } => {
+                ErrorCode::FailedPrecondition
+            }
             CheckpointError::InvalidCheckpoint { .. } | CheckpointError::BaseMismatch { .. } => {
                 ErrorCode::InvalidArgument
             }

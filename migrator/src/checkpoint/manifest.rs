@@ -4,6 +4,8 @@
 
 use prost::Message;
 
+use crate::instrument::INSTRUMENTATION_VERSION;
+
 use super::{
     CHECKPOINT_FORMAT_VERSION, CheckpointError, CheckpointManifest, ChunkHash, MAX_CHUNK_SIZE, MAX_MEMORY_BYTES,
     WASM_PAGE_SIZE, chunking::chunk_count, global_value,
@@ -93,6 +95,22 @@ pub fn validate_manifest(manifest: &CheckpointManifest) -> Result<(), Checkpoint
 }
 
 /// A function name usable as a store key: non-empty, no NUL byte.
+/// Checks that a checkpoint (or an offered move) was captured under this
+/// build's [`INSTRUMENTATION_VERSION`]: its saved stack and globals are laid
+/// out by the rewrite of that version, and rewinding them into another one
+/// would resume the function in the wrong place. Kept apart from
+/// [`validate_manifest`] so that a hub still lists, ships and collects
+/// checkpoints it cannot restore.
+pub fn check_instrumentation(found: u32) -> Result<(), CheckpointError> {
+    if found == INSTRUMENTATION_VERSION {
+        return Ok(());
+    }
+    Err(CheckpointError::OtherInstrumentation {
+        found,
+        supported: INSTRUMENTATION_VERSION,
+    })
+}
+
 pub(crate) fn validate_function_name(name: &str) -> Result<(), CheckpointError> {
     if name.is_empty() {
         return Err(CheckpointError::InvalidCheckpoint {

@@ -162,7 +162,7 @@ pub use error::CheckpointError;
 pub use ferry_proto::internal::v1::{
     CheckpointManifest, GlobalValue, HostState, InboxMessage, PendingCall, global_value, pending_call,
 };
-pub use manifest::{chunk_list_digest, decode_manifest, encode_manifest, validate_manifest};
+pub use manifest::{check_instrumentation, chunk_list_digest, decode_manifest, encode_manifest, validate_manifest};
 pub use store::{ChangedMemory, CheckpointEntry, CheckpointStore, CheckpointStoreOptions, GcStats, PutStats};
 
 /// Version of the manifest format written by this build; any other is refused.

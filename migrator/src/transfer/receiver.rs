@@ -15,7 +15,7 @@ use super::{TransferError, code_name, entry_hash};
 use crate::checkpoint::codec::ChunkDecoder;
 use crate::checkpoint::manifest::{validate_chunk_size, validate_memory_bytes};
 use crate::checkpoint::volume::validate_volume;
-use crate::checkpoint::{ChunkHash, MAX_CHUNK_SIZE, chunk_count, validate_manifest};
+use crate::checkpoint::{ChunkHash, MAX_CHUNK_SIZE, check_instrumentation, chunk_count, validate_manifest};
 
 /// Log entries one transfer may carry at most.
 const MAX_LOG_ENTRIES: usize = 1_000_000;
@@ -292,6 +292,12 @@ impl Receiver {
                 ),
             });
         }
+        if let Err(error) = check_instrumentation(offer.instrumentation_version) {
+            return Err(TransferError::Unacceptable {
+                code: ferry_proto::ErrorCode::FailedPrecondition,
+                reason: format!("the source hub runs another version of Ferry: {error}"),
+            });
+        }
         let spec = offer
             .spec
             .as_ref()
@@ -509,6 +515,12 @@ impl Receiver {
             return Err(TransferError::protocol(
                 "the sealed manifest is of another function or module",
             ));
+        }
+        if manifest.instrumentation_version != offer.instrumentation_version {
+            return Err(TransferError::protocol(format!(
+                "the sealed manifest was captured under instrumentation version {}, the offer said {}",
+                manifest.instrumentation_version, offer.instrumentation_version
+            )));
         }
         if manifest.chunk_size != offer.chunk_size || manifest.memory_bytes != self.memory_bytes {
             return Err(TransferError::protocol(

@@ -12,6 +12,7 @@ use ferry_proto::internal::v1::{
 use super::*;
 use crate::checkpoint::codec::encode_chunk;
 use crate::checkpoint::{CHECKPOINT_FORMAT_VERSION, ChunkHash, hash_chunk, is_zero_chunk};
+use crate::instrument::INSTRUMENTATION_VERSION;
 
 const CHUNK: u32 = 64 * 1024;
 const MODULE: &[u8] = b"\0asm\x01\0\0\0";
@@ -31,6 +32,7 @@ fn offer(epoch: u64) -> SourceFrame {
             spec: Some(spec()),
             epoch,
             chunk_size: CHUNK,
+            instrumentation_version: INSTRUMENTATION_VERSION,
             ..Default::default()
         })),
     }
@@ -62,6 +64,7 @@ fn manifest(memory: &[u8]) -> CheckpointManifest {
             }),
             ..Default::default()
         }),
+        instrumentation_version: INSTRUMENTATION_VERSION,
         ..Default::default()
     }
 }
@@ -549,6 +552,45 @@ fn a_refusal_reaches_the_sender_as_an_error_with_its_code() {
     let error = sender.on_accept(refusal).unwrap_err();
     assert_eq!(error.error_code(), ferry_proto::ErrorCode::AlreadyExists);
     assert!(error.to_string().contains("already runs here"), "{error}");
+}
+
+#[test]
+fn an_offer_captured_under_another_instrumentation_version_is_refused_naming_both() {
+    for found in [0, INSTRUMENTATION_VERSION - 1, INSTRUMENTATION_VERSION + 1] {
+        let mut receiver = Receiver::new();
+        let mut frame = offer(0);
+        if let Some(source_frame::Frame::Offer(offer)) = &mut frame.frame {
+            offer.instrumentation_version = found;
+        }
+        let error = receiver.on_frame(frame).unwrap_err();
+        assert_eq!(
+            error.error_code(),
+            ferry_proto::ErrorCode::FailedPrecondition,
+            "{error}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("instrumentation version {found} "))
+                && message.contains(&format!("restores version {INSTRUMENTATION_VERSION} ")),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn a_seal_captured_under_another_instrumentation_version_than_offered_is_refused() {
+    let memory = memory_with(2, &[(0, 1)]);
+    let (mut destination, hash) = after_first_round(&memory);
+    destination.feed(chunk_frame(&hash, &memory[..CHUNK as usize])).unwrap();
+    let mut sealed = manifest(&memory);
+    sealed.instrumentation_version += 1;
+    let seal = SourceFrame {
+        frame: Some(source_frame::Frame::Seal(ferry_proto::internal::v1::Seal {
+            manifest: Some(sealed),
+        })),
+    };
+    let error = destination.feed(seal).unwrap_err();
+    assert!(error.to_string().contains("instrumentation version"), "{error}");
 }
 
 #[test]
