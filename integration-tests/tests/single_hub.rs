@@ -398,3 +398,67 @@ async fn reflection_lists_the_public_hub_service_in_v1_and_v1alpha() {
         }
     }
 }
+
+/// Starts `ferry invoke NAME --data DATA` without waiting for it.
+fn invoke_in_background(hub: &HubProcess, name: &str, data: &str) -> std::process::Child {
+    hub.ferry_command()
+        .args(["invoke", name, "--data", data, "--timeout", "60s"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running the ferry CLI")
+}
+
+/// A suspend (or a hub shutdown) that finds invocations waiting unread in
+/// the function's inbox takes them back and tells their callers, rather
+/// than carrying them off in the snapshot without their callers: a
+/// retrying caller's invocation is answered after the resume, and none is
+/// handled while its caller hears that it failed.
+#[tokio::test]
+async fn invocations_waiting_in_the_inbox_of_a_suspended_function_are_answered_after_its_resume_and_handled_once() {
+    let mut hub = HubProcess::start(HubOptions::default().args(["--checkpoint-interval", "0s"]))
+        .await
+        .unwrap();
+    deploy(&hub, "guests/slow_echo.wasm", "slow", &["--", "1000"]);
+
+    // One message in hand, three waiting, when the suspend comes.
+    let callers: Vec<_> = (0..4)
+        .map(|index| invoke_in_background(&hub, "slow", &format!("m{index}")))
+        .collect();
+    wait_for_log(&hub, "slow", "got 2 bytes").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ok(hub.ferry(&["suspend", "slow"]));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    ok(hub.ferry(&["resume", "slow"]));
+    for (index, caller) in callers.into_iter().enumerate() {
+        let output = caller.wait_with_output().unwrap();
+        assert_eq!(ok(output), format!("echo: m{index}\n"));
+    }
+    let logs = stdout(&hub.ferry(&["logs", "slow"]));
+    assert_eq!(logs.matches("got 2 bytes").count(), 4, "each handled once: {logs}");
+
+    // A graceful shutdown: the callers of the two waiting unread hear that
+    // the hub is shutting down, and the function, continued after the
+    // restart, does not handle them behind their backs.
+    let callers: Vec<_> = (0..3)
+        .map(|index| invoke_in_background(&hub, "slow", &format!("late{index}")))
+        .collect();
+    wait_for_log(&hub, "slow", "got 5 bytes").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    hub.terminate().unwrap();
+    let refused = callers
+        .into_iter()
+        .map(|caller| stderr(&caller.wait_with_output().unwrap()))
+        .filter(|error| error.contains("stopping for a hub shutdown"))
+        .count();
+    assert_eq!(refused, 2, "the two unread invocations were refused");
+    hub.restart().await.unwrap();
+    wait_for_state(&hub, "slow", "running").await;
+    // The message in hand at the shutdown finishes (1 s of work); nothing
+    // else arrives.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let logs = stdout(&hub.ferry(&["logs", "slow"]));
+    assert_eq!(logs.matches("got 5 bytes").count(), 1, "{logs}");
+    assert_eq!(ok(hub.ferry(&["invoke", "slow", "--data", "x"])), "echo: x\n");
+}

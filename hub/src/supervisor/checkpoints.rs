@@ -279,12 +279,17 @@ impl Supervisor {
                     records::phase_words(slot.phase)
                 )));
             };
-            if kind == CaptureKind::Pause {
+            if matches!(kind, CaptureKind::Pause | CaptureKind::Stop) {
                 // No new invocation gets in from here on (the phase says
-                // moving); those waiting unread are sent again by their callers.
+                // moving, suspending or shutting down); those waiting
+                // unread are taken back and their callers told so, to
+                // send them again where and when the function takes
+                // messages. Left in the inbox, they would travel in the
+                // snapshot without their callers and be handled after the
+                // resume while the callers heard "ended before replying".
                 let withdrawn = running.control.withdraw_invocations();
                 if withdrawn > 0 {
-                    tracing::debug!(function = %name, withdrawn, "invocations withdrawn unread for a move");
+                    tracing::debug!(function = %name, withdrawn, phase = records::phase_words(slot.phase), "invocations withdrawn unread");
                 }
             }
             (running.control.request_capture(kind, memory), running.generation)

@@ -150,13 +150,29 @@ impl Supervisor {
         }
         match tokio::time::timeout(timeout, reply).await {
             Ok(Ok(Ok(data))) => Ok(data),
-            // Taken back unread for a move: the caller may send it again.
-            Ok(Ok(Err(Withdrawn))) => Err(HubError::Moving { name: name.to_owned() }),
+            // Taken back unread for a move or a suspend: the caller may
+            // send it again.
+            Ok(Ok(Err(Withdrawn))) => Err(self.withdrawn_error(name)),
             Ok(Err(_)) => Err(HubError::NoReply { name: name.to_owned() }),
             Err(_) => Err(HubError::InvokeTimeout {
                 name: name.to_owned(),
                 timeout_ms: timeout.as_millis() as u64,
             }),
+        }
+    }
+
+    /// What the caller of an invocation taken back unread hears: the
+    /// function's state now, in words that tell a retrying caller
+    /// ([`crate::api::worth_retrying`]) whether to send it again.
+    fn withdrawn_error(&self, name: &str) -> HubError {
+        let phase = self.inner.lock_slots().get(name).map(|slot| slot.phase);
+        match phase {
+            Some(phase @ (Phase::Suspending(_) | Phase::Suspended(_) | Phase::ShuttingDown)) => HubError::NotRunning {
+                name: name.to_owned(),
+                state: records::phase_words(phase),
+            },
+            // Moving, moved away, or running again after a move that failed.
+            _ => HubError::Moving { name: name.to_owned() },
         }
     }
 }
