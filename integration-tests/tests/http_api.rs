@@ -595,3 +595,71 @@ async fn a_secure_hub_serves_http_to_cluster_credentials_by_their_roles() {
         "{body}"
     );
 }
+
+/// Asynchronous invocations outlive a restart of the hub that took them: a
+/// finished one keeps its result, one still running when the hub went down
+/// reads as failed (its function may have handled it), and its idempotency
+/// key still names it, so a retry does not run it again.
+#[tokio::test]
+async fn asynchronous_invocations_answer_by_id_after_the_hub_restarts() {
+    let mut hub = HubProcess::start(HubOptions::named("web").listen(free_loopback_address()))
+        .await
+        .unwrap();
+    deploy_guest(&hub, "examples/echo.wasm", "echo", &[]);
+    deploy_guest(&hub, "guests/slow_echo.wasm", "slow", &["5000"]);
+    let client = http();
+    let location = |response: &reqwest::Response| response.headers()["location"].to_str().unwrap().to_owned();
+    // The restarted hub keeps its address.
+    let base = format!("http://{}", hub.address());
+    let status = |location: String| {
+        let client = client.clone();
+        let url = format!("{base}{location}");
+        async move { client.get(url).send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+
+    let finished = location(&post(&client, &hub, "/v1/functions/echo/invocations", "before").await);
+    eventually("the first invocation to succeed", PATIENCE, || async {
+        (status(finished.clone()).await["state"] == "succeeded").then_some(())
+    })
+    .await
+    .unwrap();
+    let keyed = || {
+        client
+            .post(format!("{base}/v1/functions/slow/invocations?timeout_ms=60000"))
+            .header("idempotency-key", "once")
+            .body("x")
+            .send()
+    };
+    let started = keyed().await.unwrap();
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let running = location(&started);
+    eventually("slow to take the message", PATIENCE, || async {
+        stdout_of(&hub, "slow").contains("got 1 bytes").then_some(())
+    })
+    .await
+    .unwrap();
+
+    hub.terminate().unwrap();
+    hub.restart().await.unwrap();
+
+    let after = status(finished).await;
+    assert_eq!(after["state"], "succeeded", "{after}");
+    assert_eq!(after["result_text"], "echo: before", "{after}");
+    let cut = status(running.clone()).await;
+    assert_eq!(cut["state"], "failed", "{cut}");
+    assert_eq!(cut["error"]["code"], "UNAVAILABLE", "{cut}");
+    let message = cut["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("the hub restarted") && message.contains("may have handled"),
+        "{message}"
+    );
+    let retried = keyed().await.unwrap();
+    assert_eq!(location(&retried), running, "the key still names the first invocation");
+    let unknown_id = client.get(url(&hub, "/v1/invocations/0123")).send().await.unwrap();
+    assert_eq!(error_code(unknown_id, StatusCode::NOT_FOUND).await, "NOT_FOUND");
+    assert_eq!(
+        stdout_of(&hub, "slow").matches("got 1 bytes").count(),
+        1,
+        "the retry was not delivered"
+    );
+}

@@ -144,6 +144,12 @@ impl HubApi {
         }
     }
 
+    /// The hub's store, for adapters that keep their own records in it
+    /// (the HTTP API's asynchronous invocations).
+    pub fn store(&self) -> &crate::store::Store {
+        self.supervisor().store()
+    }
+
     /// How long an invocation waits for its reply unless told otherwise.
     pub fn invoke_timeout(&self) -> Duration {
         self.supervisor().invoke_timeout()

@@ -2,11 +2,17 @@
 //! with a POST, looked at and cancelled by id) and the answers of requests
 //! that carried an `Idempotency-Key`, so that a retried POST runs once.
 //!
-//! Both live in this hub's memory for [`KEPT_FOR`](super::KEPT_FOR): an id
-//! is asked of the hub that took the POST. An asynchronous invocation that
-//! finds its function moving, suspended or starting waits and tries again
-//! until its deadline; once its message reached the function it is never
-//! sent again.
+//! Both are kept for [`KEPT_FOR`](super::KEPT_FOR): an id is asked of the
+//! hub that took the POST. An asynchronous invocation that finds its
+//! function moving, suspended or starting waits and tries again until its
+//! deadline; once its message reached the function it is never sent again.
+//!
+//! Asynchronous invocations are also kept in the hub's store (written
+//! durably before the 202), with their outcome once they have one, so an
+//! id answers after a restart of the hub too: with its result, or, for one
+//! still running when the hub went down, as failed (`UNAVAILABLE`, saying
+//! that the function may have handled it). Its idempotency key keeps
+//! naming it, so a retry with that key never runs it a second time.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -26,6 +32,8 @@ use super::answers::{self, ErrorBody, Json, Refusal, code_name, failure};
 use super::{Asked, Http, KEPT_AT_MOST, KEPT_FOR};
 use crate::api::HubApi;
 use crate::error::HubError;
+use crate::store::Store;
+use ferry_proto::internal::v1::{InvocationRecord, invocation_record};
 
 /// How an invocation ended: the reply and the hub it ran on, or the
 /// error's kind and text.
@@ -48,6 +56,8 @@ struct Invocation {
     id: String,
     function: String,
     created_unix_ms: u64,
+    /// The idempotency key (as the table keys it) that started it.
+    key: Option<String>,
     progress: Mutex<Progress>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
 }
@@ -66,6 +76,62 @@ impl Invocation {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
+    }
+
+    /// What the store keeps of it.
+    fn record(&self) -> InvocationRecord {
+        let outcome = match self.progress() {
+            Progress::Queued | Progress::Running => None,
+            Progress::Cancelled => Some(invocation_record::Outcome::Cancelled(invocation_record::Cancelled {})),
+            Progress::Done(Ok((data, hub_name))) => {
+                Some(invocation_record::Outcome::Replied(invocation_record::Replied {
+                    data,
+                    hub_name,
+                }))
+            }
+            Progress::Done(Err((code, message))) => {
+                Some(invocation_record::Outcome::Failed(invocation_record::Failed {
+                    code: code.grpc_code() as i32,
+                    message,
+                }))
+            }
+        };
+        InvocationRecord {
+            id: self.id.clone(),
+            function: self.function.clone(),
+            created_unix_ms: self.created_unix_ms,
+            idempotency_key: self.key.clone().unwrap_or_default(),
+            outcome,
+        }
+    }
+
+    /// An invocation as the store kept it. One that had no outcome was
+    /// running when the hub went down: it failed then.
+    fn from_record(record: InvocationRecord) -> Invocation {
+        let progress = match record.outcome {
+            Some(invocation_record::Outcome::Cancelled(_)) => Progress::Cancelled,
+            Some(invocation_record::Outcome::Replied(replied)) => Progress::Done(Ok((replied.data, replied.hub_name))),
+            Some(invocation_record::Outcome::Failed(failed)) => Progress::Done(Err((
+                ErrorCode::from_grpc_code(tonic::Code::from_i32(failed.code)),
+                failed.message,
+            ))),
+            None => Progress::Done(Err((
+                ErrorCode::Unavailable,
+                format!(
+                    "the hub restarted before invocation {} of function {:?} finished; the function may have \
+                     handled its message, and its reply is lost",
+                    record.id, record.function
+                ),
+            ))),
+        };
+        Invocation {
+            key: (!record.idempotency_key.is_empty()).then_some(record.idempotency_key),
+            id: record.id,
+            function: record.function,
+            created_unix_ms: record.created_unix_ms,
+            progress: Mutex::new(progress),
+            task: Mutex::new(None),
+        }
     }
 }
 
@@ -87,7 +153,10 @@ struct Table {
 }
 
 impl Table {
-    fn forget_old(&mut self) {
+    /// Drops entries older than [`KEPT_FOR`] (and the oldest beyond
+    /// [`KEPT_AT_MOST`]); the ids of the invocations dropped.
+    fn forget_old(&mut self) -> Vec<String> {
+        let mut forgotten = Vec::new();
         while let Some((at, _, _)) = self.ages.front() {
             let full = self.invocations.len() + self.keys.len() >= KEPT_AT_MOST;
             if at.elapsed() < KEPT_FOR && !full {
@@ -98,22 +167,33 @@ impl Table {
             };
             if key {
                 self.keys.remove(&name);
-            } else if let Some(invocation) = self.invocations.remove(&name)
-                && let Some(task) = invocation
+            } else if let Some(invocation) = self.invocations.remove(&name) {
+                if let Some(task) = invocation
                     .task
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
                     .take()
-            {
-                task.abort();
+                {
+                    task.abort();
+                }
+                forgotten.push(name);
             }
         }
+        forgotten
     }
 }
 
 pub(super) struct Invocations {
     api: HubApi,
     table: Mutex<Table>,
+}
+
+/// Keeps `invocation`'s record in the store; a failure costs only its
+/// survival of a restart, so it is logged, not returned.
+fn store_record(store: &Store, invocation: &Invocation) {
+    if let Err(error) = store.put_invocation(&invocation.record()) {
+        tracing::warn!(id = %invocation.id, %error, "invocation not kept in the store");
+    }
 }
 
 fn outcome_of(result: Result<ferry_proto::v1::InvokeResponse, HubError>) -> Outcome {
@@ -123,15 +203,72 @@ fn outcome_of(result: Result<ferry_proto::v1::InvokeResponse, HubError>) -> Outc
 }
 
 impl Invocations {
+    /// The invocations of this hub, with those its store kept from
+    /// before a restart.
     pub(super) fn new(api: HubApi) -> Invocations {
-        Invocations {
+        let invocations = Invocations {
             api,
             table: Mutex::new(Table::default()),
+        };
+        invocations.load();
+        invocations
+    }
+
+    /// Takes back the asynchronous invocations the store kept (their
+    /// age is counted from their creation).
+    fn load(&self) {
+        let store = self.api.store();
+        let mut records = match store.invocations() {
+            Ok(records) => records,
+            Err(error) => {
+                tracing::warn!(%error, "kept invocations cannot be read; their ids are forgotten");
+                return;
+            }
+        };
+        records.sort_by_key(|record| record.created_unix_ms);
+        let now_ms = crate::logs::unix_ms_now();
+        let now = Instant::now();
+        let mut table = self.table();
+        for record in records {
+            let age = Duration::from_millis(now_ms.saturating_sub(record.created_unix_ms));
+            let since = now.checked_sub(age).filter(|_| age < KEPT_FOR);
+            let Some(since) = since else {
+                let _ = store.remove_invocation(&record.id);
+                continue;
+            };
+            let unfinished = record.outcome.is_none();
+            let invocation = Arc::new(Invocation::from_record(record));
+            if unfinished {
+                tracing::info!(id = %invocation.id, function = %invocation.function, "invocation was running when the hub went down; failed");
+                store_record(store, &invocation);
+            }
+            if let Some(key) = &invocation.key {
+                table.keys.insert(key.clone(), Keyed::Started(invocation.id.clone()));
+                table.ages.push_back((since, true, key.clone()));
+            }
+            table.ages.push_back((since, false, invocation.id.clone()));
+            table.invocations.insert(invocation.id.clone(), invocation);
         }
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// [`Table::forget_old`], and the forgotten ones out of the store.
+    fn forget_old(&self, table: &mut Table) {
+        for id in table.forget_old() {
+            if let Err(error) = self.api.store().remove_invocation(&id) {
+                tracing::warn!(%id, %error, "forgotten invocation stays in the store");
+            }
+        }
+    }
+
+    /// Makes the records kept so far durable (before a 202 promises an id).
+    async fn flush(&self) {
+        if let Err(error) = self.api.store().flush_async().await {
+            tracing::warn!(%error, "accepted invocation not durable; a restart of the hub forgets it");
+        }
     }
 
     /// Invokes once; with a key, a second request with the same key (for
@@ -144,7 +281,7 @@ impl Invocations {
         let key = format!("invoke/{}/{key}", request.name);
         let pending = {
             let mut table = self.table();
-            table.forget_old();
+            self.forget_old(&mut table);
             match table.keys.get(&key) {
                 Some(Keyed::Answer(pending)) => pending.clone(),
                 Some(Keyed::Started(_)) => {
@@ -183,7 +320,7 @@ impl Invocations {
         deadline: Duration,
     ) -> Result<Arc<Invocation>, Refusal> {
         let mut table = self.table();
-        table.forget_old();
+        self.forget_old(&mut table);
         let key = key.map(|key| format!("start/{}/{key}", request.name));
         if let Some(key) = &key {
             match table.keys.get(key) {
@@ -207,9 +344,11 @@ impl Invocations {
             id: hex::encode(bytes),
             function: request.name.clone(),
             created_unix_ms: crate::logs::unix_ms_now(),
+            key: key.clone(),
             progress: Mutex::new(Progress::Queued),
             task: Mutex::new(None),
         });
+        store_record(self.api.store(), &invocation);
         let task = tokio::spawn(run(self.api.clone(), Arc::clone(&invocation), request, deadline));
         *invocation.task.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(task.abort_handle());
         let id = invocation.id.clone();
@@ -244,6 +383,7 @@ async fn run(api: HubApi, invocation: Arc<Invocation>, request: InvokeRequest, d
         .await,
     );
     invocation.set(Progress::Done(outcome));
+    store_record(api.store(), &invocation);
 }
 
 /// What `GET /v1/invocations/{id}` shows.
@@ -312,6 +452,7 @@ pub(super) async fn start(State(http): State<Http>, asked: Asked) -> Response {
     }
     match http.invocations.start(asked.key, asked.request, asked.deadline) {
         Ok(invocation) => {
+            http.invocations.flush().await;
             let location = format!("/v1/invocations/{}", invocation.id);
             (
                 StatusCode::ACCEPTED,
@@ -367,6 +508,7 @@ pub(super) async fn cancel(State(http): State<Http>, Path(id): Path<String>) -> 
             .progress
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Progress::Cancelled;
+        store_record(http.api.store(), &invocation);
     }
     Json(view(&invocation)).into_response()
 }

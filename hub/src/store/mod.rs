@@ -1,9 +1,10 @@
 //! The hub's sled database: identity, modules, compiled artifacts, function
-//! records and logs. One `sled::Db` per data directory; each kind of data has
+//! records, logs and accepted asynchronous invocations. One `sled::Db` per data directory; each kind of data has
 //! its own tree so that a key of one kind can never be read as another.
 
 mod artifacts;
 mod functions;
+mod invocations;
 mod logs;
 pub mod reserve;
 
@@ -45,6 +46,7 @@ pub struct Store {
     artifacts: sled::Tree,
     functions: sled::Tree,
     logs: sled::Tree,
+    invocations: sled::Tree,
 }
 
 impl Store {
@@ -57,6 +59,7 @@ impl Store {
             artifacts: db.open_tree("artifacts")?,
             functions: db.open_tree("functions")?,
             logs: db.open_tree("logs")?,
+            invocations: db.open_tree("invocations")?,
             db,
         })
     }

@@ -1,0 +1,46 @@
+//! Asynchronous invocations the HTTP API accepted, by id: what
+//! `GET /v1/invocations/{id}` answers after the hub restarted.
+
+use ferry_proto::internal::v1::InvocationRecord;
+use prost::Message;
+
+use super::{Store, StoreError};
+
+impl Store {
+    /// Keeps `record`, replacing the one with its id (durable within the
+    /// store's flush interval, or at [`Store::flush_async`]).
+    pub fn put_invocation(&self, record: &InvocationRecord) -> Result<(), StoreError> {
+        self.invocations.insert(record.id.as_bytes(), record.encode_to_vec())?;
+        Ok(())
+    }
+
+    pub fn remove_invocation(&self, id: &str) -> Result<(), StoreError> {
+        self.invocations.remove(id.as_bytes())?;
+        Ok(())
+    }
+
+    /// Every kept invocation. One that does not decode is dropped with a
+    /// warning: an id it held answers "no invocation", as one forgotten.
+    pub fn invocations(&self) -> Result<Vec<InvocationRecord>, StoreError> {
+        let mut records = Vec::new();
+        for item in self.invocations.iter() {
+            let (key, value) = item?;
+            match InvocationRecord::decode(value.as_ref()) {
+                Ok(record) => records.push(record),
+                Err(error) => {
+                    let id = String::from_utf8_lossy(&key).into_owned();
+                    tracing::warn!(%id, %error, "stored invocation does not decode; dropped");
+                    self.invocations.remove(key)?;
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// Forces everything written so far to disk, without blocking a thread
+    /// of the async runtime.
+    pub async fn flush_async(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+}
