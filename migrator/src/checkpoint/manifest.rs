@@ -94,14 +94,25 @@ pub fn validate_manifest(manifest: &CheckpointManifest) -> Result<(), Checkpoint
     super::volume::validate_files(manifest)
 }
 
-/// A function name usable as a store key: non-empty, no NUL byte.
+/// The instrumentation version a manifest or an offer without one (0) was
+/// captured under: hubs recorded it from the build after version 9's
+/// rewrite on, so one that did not record it ran version 9 (or, before
+/// the previous milestone's end, an older one, whose checkpoints no build
+/// ever restored safely).
+pub const UNRECORDED_INSTRUMENTATION_VERSION: u32 = 9;
+
 /// Checks that a checkpoint (or an offered move) was captured under this
 /// build's [`INSTRUMENTATION_VERSION`]: its saved stack and globals are laid
 /// out by the rewrite of that version, and rewinding them into another one
-/// would resume the function in the wrong place. Kept apart from
+/// would resume the function in the wrong place. 0 (not recorded) reads as
+/// [`UNRECORDED_INSTRUMENTATION_VERSION`]. Kept apart from
 /// [`validate_manifest`] so that a hub still lists, ships and collects
 /// checkpoints it cannot restore.
 pub fn check_instrumentation(found: u32) -> Result<(), CheckpointError> {
+    let found = match found {
+        0 => UNRECORDED_INSTRUMENTATION_VERSION,
+        recorded => recorded,
+    };
     if found == INSTRUMENTATION_VERSION {
         return Ok(());
     }
@@ -111,6 +122,7 @@ pub fn check_instrumentation(found: u32) -> Result<(), CheckpointError> {
     })
 }
 
+/// A function name usable as a store key: non-empty, no NUL byte.
 pub(crate) fn validate_function_name(name: &str) -> Result<(), CheckpointError> {
     if name.is_empty() {
         return Err(CheckpointError::InvalidCheckpoint {

@@ -556,7 +556,7 @@ fn a_refusal_reaches_the_sender_as_an_error_with_its_code() {
 
 #[test]
 fn an_offer_captured_under_another_instrumentation_version_is_refused_naming_both() {
-    for found in [0, INSTRUMENTATION_VERSION - 1, INSTRUMENTATION_VERSION + 1] {
+    for found in [INSTRUMENTATION_VERSION - 1, INSTRUMENTATION_VERSION + 1] {
         let mut receiver = Receiver::new();
         let mut frame = offer(0);
         if let Some(source_frame::Frame::Offer(offer)) = &mut frame.frame {
@@ -575,6 +575,21 @@ fn an_offer_captured_under_another_instrumentation_version_is_refused_naming_bot
             "{message}"
         );
     }
+}
+
+#[test]
+fn an_offer_from_a_hub_that_did_not_record_its_instrumentation_version_reads_as_version_9() {
+    let mut receiver = Receiver::new();
+    let mut frame = offer(0);
+    if let Some(source_frame::Frame::Offer(offer)) = &mut frame.frame {
+        offer.instrumentation_version = 0;
+    }
+    let accepted = receiver.on_frame(frame);
+    assert_eq!(
+        accepted.is_ok(),
+        INSTRUMENTATION_VERSION == crate::checkpoint::manifest::UNRECORDED_INSTRUMENTATION_VERSION,
+        "{accepted:?}"
+    );
 }
 
 #[test]
