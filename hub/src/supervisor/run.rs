@@ -208,7 +208,17 @@ impl Inner {
                     drive.await
                 }
             };
-            inner.finish(&name, generation, &control, outcome);
+            // Off the runtime's threads: the record is written to the
+            // store, which on a full disk can block forever; with every
+            // worker of the runtime stuck there, the hub (its shutdown
+            // included) would stop answering.
+            let recorded = tokio::task::spawn_blocking({
+                let (inner, name, control) = (Arc::clone(&inner), name.clone(), Arc::clone(&control));
+                move || inner.finish(&name, generation, &control, outcome)
+            });
+            if let Err(error) = recorded.await {
+                tracing::error!(function = %name, %error, "recording the end of a run failed");
+            }
             let _ = finished.send(true);
         });
     }
