@@ -164,6 +164,18 @@ impl ClientError {
     }
 }
 
+/// Whether `status` is the connection failing under a request (the hub
+/// went away, or the two ends do not speak the same protocol), not an
+/// answer of the hub: such a status carries the transport error as its
+/// source, an answer never does.
+pub fn connection_broke(status: &tonic::Status) -> bool {
+    std::error::Error::source(status).is_some()
+        && matches!(
+            status.code(),
+            tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Internal
+        )
+}
+
 /// Connects to the hub `target` names: a malformed address is reported
 /// first, then a missing or unusable credential, then an unreachable hub.
 pub async fn connect(target: &HubTarget) -> Result<HubClient<Channel>, ClientError> {

@@ -269,6 +269,21 @@ pub async fn run_client(cli: Cli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         // `ferry logs x | head` closing the pipe is not an error.
         Err(ClientError::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(ClientError::Hub(status)) if client::connection_broke(&status) => {
+            let tls = match cli_insecure {
+                true => {
+                    "; or, since --insecure speaks plaintext, the hub uses TLS: drop --insecure and use a credential"
+                }
+                false => "",
+            };
+            eprintln!(
+                "error: the connection to the hub broke before it answered ({}): the hub may be shutting down or \
+                 restarting, and what was asked may or may not have been done (`ferry ps` shows){tls}",
+                status.message()
+            );
+            // README's table: 5, hub unreachable or unavailable.
+            ExitCode::from(5)
+        }
         Err(ClientError::Hub(status))
             if cli_insecure
                 && matches!(
