@@ -630,6 +630,26 @@ async fn asynchronous_invocations_answer_by_id_after_the_hub_restarts() {
             .body("x")
             .send()
     };
+    // Many accepted at once: each 202 waits for its record to be on disk.
+    let many = futures::future::join_all((0..16).map(|_| {
+        let client = client.clone();
+        let url = format!("{base}/v1/functions/echo/invocations");
+        async move {
+            client
+                .post(url)
+                .body("many")
+                .send()
+                .await
+                .map(|response| response.status())
+        }
+    }));
+    let statuses = tokio::time::timeout(PATIENCE, many)
+        .await
+        .expect("16 asynchronous POSTs answered");
+    assert!(
+        statuses.iter().all(|status| matches!(status, Ok(StatusCode::ACCEPTED))),
+        "{statuses:?}"
+    );
     let started = keyed().await.unwrap();
     assert_eq!(started.status(), StatusCode::ACCEPTED);
     let running = location(&started);

@@ -41,6 +41,9 @@ pub(super) type Outcome = Result<(Vec<u8>, String), (ErrorCode, String)>;
 
 type Pending = Shared<BoxFuture<'static, Outcome>>;
 
+/// How long a 202 waits for its invocation's record to be on disk.
+const FLUSH_PATIENCE: Duration = Duration::from_secs(5);
+
 /// Where an asynchronous invocation is.
 #[derive(Debug, Clone)]
 enum Progress {
@@ -265,9 +268,15 @@ impl Invocations {
     }
 
     /// Makes the records kept so far durable (before a 202 promises an id).
+    /// A store that does not answer (a full or failing disk) costs the
+    /// caller at most [`FLUSH_PATIENCE`].
     async fn flush(&self) {
-        if let Err(error) = self.api.store().flush_async().await {
-            tracing::warn!(%error, "accepted invocation not durable; a restart of the hub forgets it");
+        match tokio::time::timeout(FLUSH_PATIENCE, self.api.store().flush_off_runtime()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "accepted invocation not durable; a restart of the hub forgets it")
+            }
+            Err(_) => tracing::warn!("the store did not make an accepted invocation durable in time"),
         }
     }
 

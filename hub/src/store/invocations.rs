@@ -8,7 +8,7 @@ use super::{Store, StoreError};
 
 impl Store {
     /// Keeps `record`, replacing the one with its id (durable within the
-    /// store's flush interval, or at [`Store::flush_async`]).
+    /// store's flush interval, or at [`Store::flush_off_runtime`]).
     pub fn put_invocation(&self, record: &InvocationRecord) -> Result<(), StoreError> {
         self.invocations.insert(record.id.as_bytes(), record.encode_to_vec())?;
         Ok(())
@@ -37,10 +37,15 @@ impl Store {
         Ok(records)
     }
 
-    /// Forces everything written so far to disk, without blocking a thread
-    /// of the async runtime.
-    pub async fn flush_async(&self) -> Result<(), StoreError> {
-        self.db.flush_async().await?;
-        Ok(())
+    /// Forces everything written so far to disk, on a blocking thread of
+    /// the async runtime. Not sled's `flush_async`: that runs each flush on
+    /// sled's own small thread pool, which also writes the buffers a flush
+    /// waits for, so eight flushes at once (eight asynchronous invocations
+    /// accepted together) took every pool thread and the store hung.
+    pub async fn flush_off_runtime(&self) -> Result<(), StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|error| StoreError::Sled(sled::Error::ReportableBug(format!("the flush task failed: {error}"))))?
     }
 }
