@@ -4,7 +4,10 @@
 //! <body>` itself, all in this process on loopback, in alternating rounds,
 //! at concurrency 1 and 8; and HTTP to `quiet_echo.wasm`, which replies the
 //! same without printing a line per message. Prints the rates and their
-//! ratios.
+//! ratios. Then asynchronous invocations (`POST …/invocations`, durable
+//! before its 202, then `GET /v1/invocations/{id}/result` every
+//! millisecond until it is there) against synchronous HTTP invocations, in
+//! alternating rounds of a tenth as many calls.
 //!
 //! Run: `cargo bench --profile dev -p ferry-hub --bench http_invoke`
 //! (`-- --rounds N --calls N` to change the workload).
@@ -42,8 +45,17 @@ fn options() -> Options {
 /// What one round trip goes through.
 #[derive(Clone)]
 enum Path {
-    Http { client: reqwest::Client, url: String },
+    Http {
+        client: reqwest::Client,
+        url: String,
+    },
     Grpc(HubClient<Channel>),
+    /// `url` is the function's `/invocations`; `base` the hub's `http://…`.
+    Async {
+        client: reqwest::Client,
+        url: String,
+        base: String,
+    },
 }
 
 impl Path {
@@ -59,6 +71,23 @@ impl Path {
                 .await
                 .expect("a body")
                 .to_vec(),
+            Path::Async { client, url, base } => {
+                let started = client.post(url.as_str()).body(data).send().await.expect("POST");
+                assert_eq!(started.status(), reqwest::StatusCode::ACCEPTED);
+                let location = started.headers()["location"].to_str().expect("a location").to_owned();
+                loop {
+                    let result = client
+                        .get(format!("{base}{location}/result"))
+                        .send()
+                        .await
+                        .expect("GET");
+                    if result.status() == reqwest::StatusCode::OK {
+                        break result.bytes().await.expect("a body").to_vec();
+                    }
+                    // Not a busy loop: the hub runs on this process's runtime.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
             Path::Grpc(client) => {
                 client
                     .invoke(InvokeRequest {
@@ -137,6 +166,17 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(async move { axum::serve(listener, bare).await });
 
     let client = reqwest::Client::new();
+    let sync_and_async = [
+        Path::Http {
+            client: client.clone(),
+            url: format!("http://{}/v1/functions/echo/invoke", hub.address),
+        },
+        Path::Async {
+            client: client.clone(),
+            url: format!("http://{}/v1/functions/echo/invocations", hub.address),
+            base: format!("http://{}", hub.address),
+        },
+    ];
     let paths = [
         (
             "bare axum echo handler",
@@ -188,6 +228,26 @@ async fn main() -> anyhow::Result<()> {
             "  ratio HTTP hub, quiet echo / bare axum : {:.2}",
             medians[3] / medians[0]
         );
+    }
+    let calls = (options.calls / 10).max(8);
+    for concurrency in [1, 8] {
+        let mut rates = [Vec::new(), Vec::new()];
+        for _ in 0..options.rounds {
+            for (index, path) in sync_and_async.iter().enumerate() {
+                rates[index].push(measure(path, calls, concurrency).await);
+            }
+        }
+        let [sync, asynchronous] = rates.map(|mut rates| common::median_rate(&mut rates));
+        println!(
+            "asynchronous invocations, {} rounds x {calls} calls, concurrency {concurrency}",
+            options.rounds
+        );
+        println!("  synchronous HTTP          : {sync:>8.0} calls/s (median)");
+        println!(
+            "  POST 202 + GET result     : {asynchronous:>8.0} calls/s (median), {:>7.1} us per call",
+            1e6 / asynchronous * concurrency as f64
+        );
+        println!("  ratio asynchronous / synchronous : {:.2}", asynchronous / sync);
     }
     tokio::time::timeout(Duration::from_secs(10), hub.shutdown()).await??;
     Ok(())
