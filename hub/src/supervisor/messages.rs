@@ -171,7 +171,8 @@ impl Supervisor {
                 name: name.to_owned(),
                 state: records::phase_words(phase),
             },
-            // Moving, moved away, or running again after a move that failed.
+            // Moving or moved away. Also a function running again after a
+            // move or a suspend that failed: its callers retry and reach it.
             _ => HubError::Moving { name: name.to_owned() },
         }
     }
