@@ -4,29 +4,35 @@ use ferry_proto::RECORD_FORMAT_VERSION;
 use ferry_proto::internal::v1::FunctionRecord;
 use prost::Message;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, off_worker};
 
 impl Store {
     pub fn put_function(&self, record: &FunctionRecord) -> Result<(), StoreError> {
-        let name = record.spec.as_ref().map(|spec| spec.name.as_str()).unwrap_or_default();
-        self.functions.insert(name, record.encode_to_vec())?;
-        Ok(())
+        off_worker(|| {
+            let name = record.spec.as_ref().map(|spec| spec.name.as_str()).unwrap_or_default();
+            self.functions.insert(name, record.encode_to_vec())?;
+            Ok(())
+        })
     }
 
     pub fn remove_function(&self, name: &str) -> Result<(), StoreError> {
-        self.functions.remove(name)?;
-        Ok(())
+        off_worker(|| {
+            self.functions.remove(name)?;
+            Ok(())
+        })
     }
 
     /// Every function record, in name order.
     pub fn functions(&self) -> Result<Vec<FunctionRecord>, StoreError> {
-        self.functions
-            .iter()
-            .map(|item| {
-                let (key, value) = item?;
-                decode_record(&key, &value)
-            })
-            .collect()
+        off_worker(|| {
+            self.functions
+                .iter()
+                .map(|item| {
+                    let (key, value) = item?;
+                    decode_record(&key, &value)
+                })
+                .collect()
+        })
     }
 }
 

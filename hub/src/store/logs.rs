@@ -5,7 +5,7 @@
 use ferry_proto::v1::LogEntry;
 use prost::Message;
 
-use super::{Store, StoreError};
+use super::{Store, StoreError, off_worker};
 
 /// How many entries of one function the store keeps.
 pub const LOG_ENTRIES_KEPT: u64 = 10_000;
@@ -34,7 +34,7 @@ impl Store {
     /// Appends an entry (its `seq` must be the next one) and drops the entry
     /// that falls out of the kept window.
     pub fn append_log(&self, name: &str, entry: &LogEntry) -> Result<(), StoreError> {
-        self.append_logs(name, std::slice::from_ref(entry))
+        off_worker(|| self.append_logs(name, std::slice::from_ref(entry)))
     }
 
     /// Appends consecutive entries, dropping those that fall out of the
@@ -42,81 +42,93 @@ impl Store {
     /// the tree's exclusive lock, which waits for a flush in progress, and
     /// on a full disk a flush never ends.
     pub fn append_logs(&self, name: &str, entries: &[LogEntry]) -> Result<(), StoreError> {
-        for entry in entries {
-            self.logs.insert(key(name, entry.seq), entry.encode_to_vec())?;
-            if let Some(expired) = entry.seq.checked_sub(LOG_ENTRIES_KEPT) {
-                self.logs.remove(key(name, expired))?;
+        off_worker(|| {
+            for entry in entries {
+                self.logs.insert(key(name, entry.seq), entry.encode_to_vec())?;
+                if let Some(expired) = entry.seq.checked_sub(LOG_ENTRIES_KEPT) {
+                    self.logs.remove(key(name, expired))?;
+                }
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// The last `tail` entries (all kept entries when `tail` is 0).
     pub fn read_logs(&self, name: &str, tail: usize) -> Result<LogPage, StoreError> {
-        let mut entries = Vec::new();
-        let iter = self.logs.scan_prefix(prefix(name)).rev();
-        for item in iter {
-            let (_, value) = item?;
-            let entry = LogEntry::decode(value.as_ref()).map_err(|error| StoreError::Corrupt {
-                what: format!("log entry of {name:?}"),
-                reason: error.to_string(),
-            })?;
-            entries.push(entry);
-            if tail != 0 && entries.len() == tail {
-                break;
+        off_worker(|| {
+            let mut entries = Vec::new();
+            let iter = self.logs.scan_prefix(prefix(name)).rev();
+            for item in iter {
+                let (_, value) = item?;
+                let entry = LogEntry::decode(value.as_ref()).map_err(|error| StoreError::Corrupt {
+                    what: format!("log entry of {name:?}"),
+                    reason: error.to_string(),
+                })?;
+                entries.push(entry);
+                if tail != 0 && entries.len() == tail {
+                    break;
+                }
             }
-        }
-        entries.reverse();
-        let next_seq = self.next_log_seq(name)?;
-        Ok(LogPage { entries, next_seq })
+            entries.reverse();
+            let next_seq = self.next_log_seq(name)?;
+            Ok(LogPage { entries, next_seq })
+        })
     }
 
     /// The kept entries numbered `from_seq` and later, oldest first.
     pub fn read_logs_from(&self, name: &str, from_seq: u64) -> Result<Vec<LogEntry>, StoreError> {
-        self.logs
-            .range(key(name, from_seq)..key(name, u64::MAX))
-            .values()
-            .map(|value| {
-                LogEntry::decode(value?.as_ref()).map_err(|error| StoreError::Corrupt {
-                    what: format!("log entry of {name:?}"),
-                    reason: error.to_string(),
+        off_worker(|| {
+            self.logs
+                .range(key(name, from_seq)..key(name, u64::MAX))
+                .values()
+                .map(|value| {
+                    LogEntry::decode(value?.as_ref()).map_err(|error| StoreError::Corrupt {
+                        what: format!("log entry of {name:?}"),
+                        reason: error.to_string(),
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
     }
 
     /// The sequence number the next entry of `name` gets.
     pub fn next_log_seq(&self, name: &str) -> Result<u64, StoreError> {
-        let last = self.logs.scan_prefix(prefix(name)).next_back().transpose()?;
-        Ok(match last {
-            None => 0,
-            Some((key, _)) => {
-                let seq_bytes: [u8; 8] = key[key.len() - 8..].try_into().map_err(|_| StoreError::Corrupt {
-                    what: format!("log key of {name:?}"),
-                    reason: "too short".to_owned(),
-                })?;
-                u64::from_be_bytes(seq_bytes) + 1
-            }
+        off_worker(|| {
+            let last = self.logs.scan_prefix(prefix(name)).next_back().transpose()?;
+            Ok(match last {
+                None => 0,
+                Some((key, _)) => {
+                    let seq_bytes: [u8; 8] = key[key.len() - 8..].try_into().map_err(|_| StoreError::Corrupt {
+                        what: format!("log key of {name:?}"),
+                        reason: "too short".to_owned(),
+                    })?;
+                    u64::from_be_bytes(seq_bytes) + 1
+                }
+            })
         })
     }
 
     /// Removes the entries numbered `from_seq` and later.
     pub fn truncate_logs(&self, name: &str, from_seq: u64) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for item in self.logs.range(key(name, from_seq)..key(name, u64::MAX)).keys() {
-            batch.remove(item?);
-        }
-        batch.remove(key(name, u64::MAX));
-        self.logs.apply_batch(batch)?;
-        Ok(())
+        off_worker(|| {
+            let mut batch = sled::Batch::default();
+            for item in self.logs.range(key(name, from_seq)..key(name, u64::MAX)).keys() {
+                batch.remove(item?);
+            }
+            batch.remove(key(name, u64::MAX));
+            self.logs.apply_batch(batch)?;
+            Ok(())
+        })
     }
 
     pub fn remove_logs(&self, name: &str) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for item in self.logs.scan_prefix(prefix(name)).keys() {
-            batch.remove(item?);
-        }
-        self.logs.apply_batch(batch)?;
-        Ok(())
+        off_worker(|| {
+            let mut batch = sled::Batch::default();
+            for item in self.logs.scan_prefix(prefix(name)).keys() {
+                batch.remove(item?);
+            }
+            self.logs.apply_batch(batch)?;
+            Ok(())
+        })
     }
 }

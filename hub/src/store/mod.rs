@@ -3,6 +3,7 @@
 //! its own tree so that a key of one kind can never be read as another.
 
 mod artifacts;
+mod blocking;
 mod functions;
 mod invocations;
 mod logs;
@@ -14,6 +15,7 @@ use ferry_proto::{ErrorCode, ServiceError};
 use thiserror::Error;
 
 pub use artifacts::ArtifactKey;
+pub(crate) use blocking::off_worker;
 pub use logs::{LOG_ENTRIES_KEPT, LogPage};
 
 /// Failures of the hub store.
@@ -66,7 +68,7 @@ impl Store {
 
     /// A metadata value (hub id, hub name, ...).
     pub fn meta(&self, key: &str) -> Result<Option<String>, StoreError> {
-        match self.meta.get(key)? {
+        off_worker(|| match self.meta.get(key)? {
             None => Ok(None),
             Some(value) => String::from_utf8(value.to_vec())
                 .map(Some)
@@ -74,37 +76,43 @@ impl Store {
                     what: format!("metadata {key}"),
                     reason: "not UTF-8".to_owned(),
                 }),
-        }
+        })
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        self.meta.insert(key, value.as_bytes())?;
-        Ok(())
+        off_worker(|| {
+            self.meta.insert(key, value.as_bytes())?;
+            Ok(())
+        })
     }
 
     /// Stores a module under its BLAKE3 hash (hex) and returns the hash.
     pub fn put_module(&self, bytes: &[u8]) -> Result<String, StoreError> {
-        let hash = blake3::hash(bytes).to_hex().to_string();
-        if !self.modules.contains_key(&hash)? {
-            self.modules.insert(&hash, bytes)?;
-        }
-        Ok(hash)
+        off_worker(|| {
+            let hash = blake3::hash(bytes).to_hex().to_string();
+            if !self.modules.contains_key(&hash)? {
+                self.modules.insert(&hash, bytes)?;
+            }
+            Ok(hash)
+        })
     }
 
     /// A module by hash, verified against its hash.
     pub fn module(&self, hash: &str) -> Result<Vec<u8>, StoreError> {
-        let bytes = self
-            .modules
-            .get(hash)?
-            .ok_or_else(|| StoreError::ModuleMissing { hash: hash.to_owned() })?;
-        let actual = blake3::hash(&bytes).to_hex();
-        if actual.as_str() != hash {
-            return Err(StoreError::Corrupt {
-                what: format!("module {hash}"),
-                reason: format!("its content hashes to {actual}"),
-            });
-        }
-        Ok(bytes.to_vec())
+        off_worker(|| {
+            let bytes = self
+                .modules
+                .get(hash)?
+                .ok_or_else(|| StoreError::ModuleMissing { hash: hash.to_owned() })?;
+            let actual = blake3::hash(&bytes).to_hex();
+            if actual.as_str() != hash {
+                return Err(StoreError::Corrupt {
+                    what: format!("module {hash}"),
+                    reason: format!("its content hashes to {actual}"),
+                });
+            }
+            Ok(bytes.to_vec())
+        })
     }
 
     /// The underlying database, for stores that keep their own trees in it
@@ -115,8 +123,10 @@ impl Store {
 
     /// Forces everything written so far to disk.
     pub fn flush(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        off_worker(|| {
+            self.db.flush()?;
+            Ok(())
+        })
     }
 }
 

@@ -322,8 +322,7 @@ impl Supervisor {
 impl Inner {
     /// The newest stored checkpoint of `name`; an error if it has none.
     pub(super) fn latest_checkpoint(&self, name: &str) -> Result<CheckpointManifest, HubError> {
-        self.checkpoints
-            .latest(name)
+        crate::store::off_worker(|| self.checkpoints.latest(name))
             .map_err(HubError::Checkpoint)?
             .ok_or_else(|| HubError::NoCheckpoint { name: name.to_owned() })
     }
@@ -393,9 +392,7 @@ impl Inner {
             )
         };
         // The store is the authority: the record may lag behind it after a crash.
-        let stored = self
-            .checkpoints
-            .list(name)
+        let stored = crate::store::off_worker(|| self.checkpoints.list(name))
             .map_err(HubError::Checkpoint)?
             .last()
             .map_or(0, |entry| entry.sequence);

@@ -512,7 +512,7 @@ impl Supervisor {
 
     /// Drops checkpoints, logs and the incremental base of `name` here.
     pub(super) fn drop_local_state(&self, name: &str) {
-        if let Err(error) = self.inner.checkpoints.remove_function(name) {
+        if let Err(error) = crate::store::off_worker(|| self.inner.checkpoints.remove_function(name)) {
             tracing::warn!(function = %name, %error, "could not drop stale checkpoints");
         }
         if let Err(error) = self.inner.logs.remove(name) {

@@ -275,7 +275,8 @@ impl Supervisor {
         for name in to_start {
             let resumed = async {
                 let _serialized = self.inner.checkpoint_lock.lock().await;
-                let restored = match self.inner.checkpoints.latest(&name).map_err(HubError::Checkpoint)? {
+                let latest = crate::store::off_worker(|| self.inner.checkpoints.latest(&name));
+                let restored = match latest.map_err(HubError::Checkpoint)? {
                     Some(manifest) => {
                         let snapshot = Arc::new(self.inner.load_snapshot(&manifest).await?);
                         // The record may lag behind the store after a crash.
