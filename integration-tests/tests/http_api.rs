@@ -163,8 +163,8 @@ async fn http_invokes_reads_and_refuses_bad_input_with_clear_errors() {
         error_code(bad_deadline, StatusCode::BAD_REQUEST).await,
         "INVALID_ARGUMENT"
     );
-    // (A client of its own: the hub closes the connection of a body it
-    // refused unread.)
+    // A body over the limit is refused from its declared length, and read
+    // off the connection first, so the client sees the 413 and not a reset.
     let too_large = http()
         .post(url(&hub, "/v1/functions/echo/invoke"))
         .body(vec![b'x'; 17 << 20])
@@ -175,6 +175,31 @@ async fn http_invokes_reads_and_refuses_bad_input_with_clear_errors() {
         error_code(too_large, StatusCode::PAYLOAD_TOO_LARGE).await,
         "PAYLOAD_TOO_LARGE"
     );
+    // A client that asks before sending (curl does, for a large body) is
+    // refused before it sends any of it.
+    let mut asking = std::net::TcpStream::connect(hub.address()).unwrap();
+    asking.set_read_timeout(Some(PATIENCE)).unwrap();
+    write!(
+        asking,
+        "POST /v1/functions/echo/invoke HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        17 << 20
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !answer.windows(4).any(|window| window == b"\r\n\r\n") {
+        let read = std::io::Read::read(&mut asking, &mut buffer).unwrap();
+        assert_ne!(
+            read,
+            0,
+            "the hub closed without an answer: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buffer[..read]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    drop(asking);
     let no_route = client.get(url(&hub, "/v2/anything")).send().await.unwrap();
     assert_eq!(error_code(no_route, StatusCode::NOT_FOUND).await, "NOT_FOUND");
     let wrong_method = client.put(url(&hub, "/v1/functions")).send().await.unwrap();

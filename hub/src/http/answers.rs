@@ -46,8 +46,8 @@ pub(super) struct ErrorBody {
 }
 
 #[derive(Serialize)]
-struct ErrorAnswer {
-    error: ErrorBody,
+pub(super) struct ErrorAnswer {
+    pub error: ErrorBody,
 }
 
 /// A request refused before it reached the API: its kind and why.

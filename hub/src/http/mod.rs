@@ -14,6 +14,7 @@
 
 mod actions;
 mod answers;
+mod body_limit;
 mod invocations;
 mod streams;
 
@@ -105,6 +106,7 @@ pub fn router(api: HubApi, access: HttpAccess) -> Router {
         .route("/", get(page))
         // A body is at most one message, with room for JSON's framing.
         .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES as usize + 4096))
+        .layer(middleware::from_fn(body_limit::refuse_oversized))
         .layer(middleware::from_fn_with_state(state.clone(), served_by))
         .layer(middleware::from_fn_with_state(access, admit))
         .with_state(state)
