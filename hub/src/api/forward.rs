@@ -250,18 +250,54 @@ fn onward<T>(message: T, hops: u32, hub_name: &str) -> Result<Request<T>, HubErr
 }
 
 /// The error to pass on for a status from the hub a request was forwarded
-/// to: its own, unless that hub could not be reached, which is said.
+/// to: its own, unless that hub could not be reached, which is said, or
+/// the connection broke while the request was under way, in which case the
+/// request may have been carried out there (an invocation handled, a
+/// checkpoint taken) and the caller must not assume either.
 fn unreachable(hub_name: &str, address: &str, status: &Status) -> HubError {
-    if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown) {
-        HubError::Remote {
-            code: ErrorCode::Unavailable,
-            message: format!(
-                "the function runs on hub {hub_name} ({address}), which cannot be reached: {}",
-                status.message()
-            ),
+    if !matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown) {
+        return HubError::from_status(status.clone());
+    }
+    let message = match transport_failure(status) {
+        TransportFailure::None | TransportFailure::NotConnected => format!(
+            "the function runs on hub {hub_name} ({address}), which cannot be reached: {}",
+            status.message()
+        ),
+        TransportFailure::BrokeDuringRequest => format!(
+            "the connection to hub {hub_name} ({address}), where the function runs, broke during the request: \
+             it may or may not have been carried out there ({})",
+            status.message()
+        ),
+    };
+    HubError::Remote {
+        code: ErrorCode::Unavailable,
+        message,
+    }
+}
+
+/// What a status says of the connection it came over.
+#[derive(Debug, PartialEq, Eq)]
+enum TransportFailure {
+    /// An answer of the other hub: no transport error under it.
+    None,
+    /// No connection was made, so the request was never sent.
+    NotConnected,
+    /// The connection failed after the request may have left.
+    BrokeDuringRequest,
+}
+
+fn transport_failure(status: &Status) -> TransportFailure {
+    let Some(mut cause) = std::error::Error::source(status) else {
+        return TransportFailure::None;
+    };
+    loop {
+        if cause.downcast_ref::<tonic::ConnectError>().is_some() {
+            return TransportFailure::NotConnected;
         }
-    } else {
-        HubError::from_status(status.clone())
+        match cause.source() {
+            Some(deeper) => cause = deeper,
+            None => return TransportFailure::BrokeDuringRequest,
+        }
     }
 }
 
@@ -342,8 +378,29 @@ mod tests {
         assert_eq!(error.error_code(), ErrorCode::Unavailable);
         assert!(error.to_string().contains("hub hub-b (10.0.0.2:7070)"), "{error}");
 
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let not_connected = Status::from_error(Box::new(tonic::ConnectError(Box::new(refused))));
+        assert_eq!(transport_failure(&not_connected), TransportFailure::NotConnected);
+        let error = unreachable("hub-b", "10.0.0.2:7070", &not_connected);
+        assert!(error.to_string().contains("which cannot be reached"), "{error}");
+
         let error = unreachable("hub-b", "10.0.0.2:7070", &Status::not_found("function \"x\" not found"));
         assert_eq!(error.error_code(), ErrorCode::NotFound);
         assert_eq!(error.to_string(), "function \"x\" not found");
+    }
+
+    #[test]
+    fn a_connection_that_broke_under_a_request_says_it_may_have_been_carried_out() {
+        let reset = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "connection reset");
+        let broke = Status::from_error(Box::new(reset));
+        assert_eq!(transport_failure(&broke), TransportFailure::BrokeDuringRequest);
+        let error = unreachable("hub-b", "10.0.0.2:7070", &broke);
+        assert_eq!(error.error_code(), ErrorCode::Unavailable);
+        let text = error.to_string();
+        assert!(text.contains("hub hub-b (10.0.0.2:7070)"), "{text}");
+        assert!(text.contains("may or may not have been carried out"), "{text}");
+        // A deadline the caller set passing is that, not a broken link.
+        let error = unreachable("hub-b", "10.0.0.2:7070", &Status::cancelled("timeout expired"));
+        assert_eq!(error.error_code(), ErrorCode::DeadlineExceeded);
     }
 }
