@@ -4,9 +4,12 @@
 //! read waits for the tree's lock while a transaction or a batch waits for a
 //! flush, and on a full disk that flush may never end. Made on a worker
 //! thread, such a call stopped that worker; with two cores both workers were
-//! soon stopped and the hub answered nothing, timers included. Every store
-//! call therefore runs through [`off_worker`], which tells the runtime to
-//! move its other tasks to another thread first. The call itself still
+//! soon stopped and the hub answered nothing, timers included. Every
+//! method of `Store` that touches the database (all but `open` and `db`)
+//! therefore runs through [`off_worker`], which tells the runtime to move
+//! its other tasks to another thread first, and so do the supervisor's
+//! checkpoint-store reads and removals made from async code (its persists
+//! and loads already run on blocking threads). The call itself still
 //! waits; the hub around it goes on.
 
 use tokio::runtime::{Handle, RuntimeFlavor};
