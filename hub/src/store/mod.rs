@@ -128,6 +128,18 @@ impl Store {
             Ok(())
         })
     }
+
+    /// Forces everything written so far to disk, on a blocking thread of
+    /// the async runtime. Not sled's `flush_async`: that runs each flush on
+    /// sled's own small thread pool, which also writes the buffers a flush
+    /// waits for, so eight flushes at once (eight asynchronous invocations
+    /// accepted together) took every pool thread and the store hung.
+    pub async fn flush_off_runtime(&self) -> Result<(), StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.flush())
+            .await
+            .map_err(|error| StoreError::Sled(sled::Error::ReportableBug(format!("the flush task failed: {error}"))))?
+    }
 }
 
 #[cfg(test)]

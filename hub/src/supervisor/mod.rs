@@ -612,12 +612,9 @@ impl Supervisor {
         for (name, finished) in waits {
             wait_finished(&name, finished).await;
         }
-        let store = self.inner.store.clone();
-        let flushed = tokio::time::timeout(SHUTDOWN_CAPTURE, tokio::task::spawn_blocking(move || store.flush())).await;
-        match flushed {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => tracing::error!(%error, "could not flush the store at shutdown"),
-            Ok(Err(error)) => tracing::error!(%error, "the flush at shutdown failed"),
+        match tokio::time::timeout(SHUTDOWN_CAPTURE, self.inner.store.flush_off_runtime()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "could not flush the store at shutdown"),
             Err(_) => tracing::error!("the flush at shutdown timed out; the store does not answer"),
         }
     }
