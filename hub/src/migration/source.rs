@@ -20,9 +20,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
 
 mod hashes;
+mod retries;
 mod wire;
 
 use hashes::hash_changes;
+use retries::Retries;
 use wire::{Answers, read_answers, recv, send, status_error};
 
 use super::watchdog::Watchdog;
@@ -59,7 +61,7 @@ pub async fn migrate(
     target: &Target,
     progress: mpsc::Sender<MigrateProgress>,
 ) -> Result<MigrateSummary, HubError> {
-    let mut attempt = 1;
+    let mut retries = Retries::default();
     // What earlier attempts sent: (chunk bytes, module bytes).
     let mut sent_before = (0, 0);
     let mut watchdog = Watchdog::default();
@@ -86,32 +88,30 @@ pub async fn migrate(
                         .map(|summary| Duration::from_micros(summary.downtime_micros)),
                 );
                 return result.map(|mut summary| {
-                    summary.attempts = attempt;
+                    summary.attempts = retries.attempt();
                     summary.bytes_sent += sent_before.0;
                     summary.module_bytes_sent += sent_before.1;
                     summary
                 });
             }
-            Attempt::LinkFailed { error, sent } if attempt < MOVE_ATTEMPTS => {
+            Attempt::LinkFailed { error, sent, delivered } => {
+                let attempt = retries.attempt();
+                if !retries.retry_after_link_failure(delivered) {
+                    supervisor.metrics().migration(None);
+                    return Err(error);
+                }
                 sent_before = (sent_before.0 + sent.0, sent_before.1 + sent.1);
-                tracing::info!(function = %name, to = %target.hub_name, attempt, error = %ferry_proto::error_chain(&error), "retrying the move over a fresh connection; the destination keeps what it received");
+                tracing::info!(function = %name, to = %target.hub_name, attempt, delivered, error = %ferry_proto::error_chain(&error), "retrying the move over a fresh connection; the destination keeps what it received");
                 // A stalled connection stays in TCP's backoff: start anew,
                 // and give the next attempt the patience this link needs.
                 context.connector.forget(&target.address.to_string(), Purpose::Transfer);
                 watchdog = Watchdog::starting_at(watchdog.limit().saturating_mul(RETRY_PATIENCE));
                 tokio::time::sleep(RETRY_PAUSE).await;
-                attempt += 1;
-            }
-            Attempt::LinkFailed { error, .. } => {
-                supervisor.metrics().migration(None);
-                return Err(error);
             }
         }
     }
 }
 
-/// How many times a move is tried when the link fails under it.
-const MOVE_ATTEMPTS: u32 = 5;
 /// The pause before a move is tried again.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// A retry's stall limit starts at this many times the limit the failed
@@ -123,8 +123,13 @@ enum Attempt {
     /// Moved, or failed for a reason another attempt would meet again.
     Done(Result<MigrateSummary, HubError>),
     /// The link stalled or broke; the function continues here. `sent`:
-    /// the chunk and module bytes this attempt sent.
-    LinkFailed { error: HubError, sent: (u64, u64) },
+    /// the chunk and module bytes this attempt sent; `delivered`: the bytes
+    /// the destination said it read.
+    LinkFailed {
+        error: HubError,
+        sent: (u64, u64),
+        delivered: u64,
+    },
 }
 
 /// A fresh move id: 64 random bits in hex.
@@ -204,6 +209,7 @@ async fn migrate_as(
                 Attempt::LinkFailed {
                     error: failed,
                     sent: (stats.bytes_sent, run.module_bytes),
+                    delivered: stats.bytes_delivered,
                 }
             } else {
                 Attempt::Done(Err(failed))

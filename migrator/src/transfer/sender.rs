@@ -61,6 +61,9 @@ pub struct SenderStats {
     pub bytes_sent_uncompressed: u64,
     /// Time the destination said it spent preparing the module, in µs.
     pub module_prepare_micros: u64,
+    /// The most the destination reported having read (its `Received`
+    /// frames): what this stream delivered, as far as the source knows.
+    pub bytes_delivered: u64,
 }
 
 /// A frame from the destination, sorted: a heartbeat the source only
@@ -175,7 +178,10 @@ impl Sender {
                 })
             }
             // Reports may trail the frames they count: any phase.
-            Some(destination_frame::Frame::Received(received)) => Ok(Heard::Received { bytes: received.bytes }),
+            Some(destination_frame::Frame::Received(received)) => {
+                self.stats.bytes_delivered = self.stats.bytes_delivered.max(received.bytes);
+                Ok(Heard::Received { bytes: received.bytes })
+            }
             other => Ok(Heard::Answer(DestinationFrame { frame: other })),
         }
     }

@@ -638,6 +638,20 @@ fn a_progress_report_is_heard_as_progress_in_any_phase_and_never_as_an_answer() 
     assert!(sender.on_accept(report).is_err());
 }
 
+#[test]
+fn the_delivered_bytes_are_the_most_any_progress_report_named() {
+    use ferry_proto::internal::v1::{Received, destination_frame};
+    let mut sender = Sender::new(CHUNK, RoundPolicy::default());
+    let report = |bytes| DestinationFrame {
+        frame: Some(destination_frame::Frame::Received(Received { bytes })),
+    };
+    assert_eq!(sender.stats().bytes_delivered, 0);
+    sender.hear(report(8192)).unwrap();
+    // A report that trails a later one does not lower the count.
+    sender.hear(report(4096)).unwrap();
+    assert_eq!(sender.stats().bytes_delivered, 8192);
+}
+
 /// A manifest of `memory` whose volume is one file of `chunks` in order.
 fn manifest_with_volume(memory: &[u8], chunks: &[&[u8]]) -> CheckpointManifest {
     use ferry_proto::internal::v1::{VolumeEntry, VolumeState, volume_entry};
