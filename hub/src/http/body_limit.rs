@@ -30,6 +30,10 @@ use super::DEPLOY_BODY_BYTES;
 use super::answers::{ErrorAnswer, ErrorBody, Json};
 use crate::runtime::MAX_MESSAGE_BYTES;
 
+/// The largest body of every route but a deploy: one message, with room
+/// for JSON's framing.
+pub(super) const MESSAGE_BODY_BYTES: usize = MAX_MESSAGE_BYTES as usize + 4096;
+
 /// The most a refused body is read for, beyond which the connection is
 /// just closed.
 pub(super) const DRAIN_AT_MOST: u64 = 128 << 20;
@@ -43,7 +47,7 @@ pub(super) fn limit_for(method: &Method, path: &str) -> usize {
     if method == Method::POST && path.trim_end_matches('/') == "/v1/functions" {
         DEPLOY_BODY_BYTES
     } else {
-        MAX_MESSAGE_BYTES as usize + 4096
+        MESSAGE_BODY_BYTES
     }
 }
 
@@ -96,7 +100,7 @@ mod tests {
     fn a_deploy_takes_a_module_and_every_other_route_one_message() {
         assert_eq!(limit_for(&Method::POST, "/v1/functions"), DEPLOY_BODY_BYTES);
         assert_eq!(limit_for(&Method::POST, "/v1/functions/"), DEPLOY_BODY_BYTES);
-        let message = MAX_MESSAGE_BYTES as usize + 4096;
+        let message = MESSAGE_BODY_BYTES;
         assert_eq!(limit_for(&Method::POST, "/v1/functions/echo/invoke"), message);
         assert_eq!(limit_for(&Method::GET, "/v1/functions"), message);
     }

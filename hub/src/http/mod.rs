@@ -36,7 +36,6 @@ use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use crate::api::HubApi;
 use crate::error::validate_function_name;
-use crate::runtime::MAX_MESSAGE_BYTES;
 use crate::trust::access::AccessLayer;
 use answers::{Json, Refusal, failure};
 use invocations::Invocations;
@@ -104,8 +103,8 @@ pub fn router(api: HubApi, access: HttpAccess) -> Router {
         .route("/v1/invocations/{id}/result", get(invocations::result))
         .route("/metrics", get(metrics))
         .route("/", get(page))
-        // A body is at most one message, with room for JSON's framing.
-        .layer(DefaultBodyLimit::max(MAX_MESSAGE_BYTES as usize + 4096))
+        // The same limits as `body_limit::limit_for`.
+        .layer(DefaultBodyLimit::max(body_limit::MESSAGE_BODY_BYTES))
         .layer(middleware::from_fn(body_limit::refuse_oversized))
         .layer(middleware::from_fn_with_state(state.clone(), served_by))
         .layer(middleware::from_fn_with_state(access, admit))
