@@ -179,9 +179,11 @@ async fn a_16_mib_move_across_a_link_losing_a_fifth_of_its_packets_completes_wit
     // TCP stalls for seconds at a time, and the move must wait that out.
     lossy(&lan, 1, 20);
     let started = Instant::now();
-    let summary = migrate(&hubs[0], "heap", "hub-1");
+    let output = hubs[0].ferry(&["migrate", "heap", "--to", "hub-1", "--json"]);
     lossless(&lan, 1);
-    let summary = summary.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the move failed: {stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     eprintln!(
         "16 MiB over a 20 % lossy link: {} KiB sent in {:?}, {} attempt(s), {} rounds in the last, downtime {}",
         summary["bytes_sent"].as_u64().unwrap() / 1024,
@@ -191,6 +193,11 @@ async fn a_16_mib_move_across_a_link_losing_a_fifth_of_its_packets_completes_wit
         ms(summary["downtime_micros"].as_u64().unwrap())
     );
     assert_eq!(summary["start_confirmed"], true);
+    // The user is told of every retry as it starts.
+    for attempt in 2..=summary["attempts"].as_u64().unwrap() {
+        let told = format!("attempt {attempt} on a fresh connection");
+        assert!(stderr.contains(&told), "no {told:?} in: {stderr}");
+    }
     let all: Vec<&HubProcess> = hubs.iter().collect();
     assert_eq!(running_on(&all, "heap"), vec![1]);
     let rounds = numbered_lines(&stdout_of(&hubs[0], "heap"), "round ");
@@ -218,6 +225,8 @@ async fn a_link_cut_mid_transfer_aborts_and_the_function_runs_on_at_the_source()
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "the move cannot complete over a cut link");
     assert!(stderr.contains("continues on hub hub-0"), "{stderr}");
+    // Before giving up, it tried again, and said so.
+    assert!(stderr.contains("attempt 2 on a fresh connection"), "{stderr}");
     // The source runs it, and keeps printing.
     let all: Vec<&HubProcess> = hubs[..1].iter().collect();
     assert_eq!(running_on(&all, "heap"), vec![0]);

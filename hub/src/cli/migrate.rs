@@ -47,6 +47,16 @@ pub async fn migrate(hub: &HubTarget, json: bool, args: MigrateArgs) -> Result<(
                 bar.set_prefix(format!("destination compiling the module ({})", seconds(elapsed)));
                 bar.tick();
             }
+            // On stderr even with --json or without a terminal, where the
+            // bar is hidden.
+            Some(migrate_progress::Event::Retrying(retry)) => bar.suspend(|| {
+                eprintln!(
+                    "the link failed under the move ({}; {} delivered); attempt {} on a fresh connection sends only what the destination lacks",
+                    retry.reason,
+                    human_bytes(retry.delivered_bytes),
+                    retry.attempt
+                )
+            }),
             Some(migrate_progress::Event::Summary(done)) => summary = Some(done),
             None => {}
         }

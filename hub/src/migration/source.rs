@@ -13,7 +13,7 @@ use ferry_proto::PROTOCOL_VERSION;
 use ferry_proto::internal::v1::{
     AutomaticMove, ChunkData, DestinationFrame, ForwardPointer, LogBatch, ModuleData, Offer, SourceFrame, source_frame,
 };
-use ferry_proto::v1::{LogEntry, MigrateProgress, MigrateSummary, RoundProgress, migrate_progress};
+use ferry_proto::v1::{LogEntry, MigrateProgress, MigrateSummary, MoveRetry, RoundProgress, migrate_progress};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -94,7 +94,12 @@ pub async fn migrate(
                     summary
                 });
             }
-            Attempt::LinkFailed { error, sent, delivered } => {
+            Attempt::LinkFailed {
+                error,
+                sent,
+                delivered,
+                reason,
+            } => {
                 let attempt = retries.attempt();
                 if !retries.retry_after_link_failure(delivered) {
                     supervisor.metrics().migration(None);
@@ -102,6 +107,14 @@ pub async fn migrate(
                 }
                 sent_before = (sent_before.0 + sent.0, sent_before.1 + sent.1);
                 tracing::info!(function = %name, to = %target.hub_name, attempt, delivered, error = %ferry_proto::error_chain(&error), "retrying the move over a fresh connection; the destination keeps what it received");
+                let retry = MoveRetry {
+                    attempt: retries.attempt(),
+                    reason,
+                    delivered_bytes: delivered,
+                };
+                let _ = progress.try_send(MigrateProgress {
+                    event: Some(migrate_progress::Event::Retrying(retry)),
+                });
                 // A stalled connection stays in TCP's backoff: start anew,
                 // and give the next attempt the patience this link needs.
                 context.connector.forget(&target.address.to_string(), Purpose::Transfer);
@@ -129,6 +142,8 @@ enum Attempt {
         error: HubError,
         sent: (u64, u64),
         delivered: u64,
+        /// What failed, without the move's own wording around it.
+        reason: String,
     },
 }
 
@@ -199,6 +214,7 @@ async fn migrate_as(
                 return Attempt::Done(Err(error));
             }
             let link_failed = matches!(error, TransferError::Truncated { .. });
+            let reason = error.to_string();
             let failed = HubError::MoveFailed {
                 name: name.to_owned(),
                 hub: target.hub_name.clone(),
@@ -210,6 +226,7 @@ async fn migrate_as(
                     error: failed,
                     sent: (stats.bytes_sent, run.module_bytes),
                     delivered: stats.bytes_delivered,
+                    reason,
                 }
             } else {
                 Attempt::Done(Err(failed))
