@@ -26,6 +26,14 @@ pub const PERIOD: Duration = Duration::from_millis(100);
 /// How often a function's run-queue delay is read (a small file read).
 const RUN_DELAY_EVERY: Duration = Duration::from_millis(100);
 
+/// How often a preemption point charges the CPU used (reading the thread's
+/// CPU clock is a system call, about 1.5 µs with the rest of the charge on
+/// this machine kind, and preemption points come every few tens of µs in a
+/// busy loop); the ones in between only look for stop and capture requests.
+/// A quota may be overdrawn by this much per period, and is paid back in
+/// the next (debt is carried over).
+pub const CHARGE_EVERY: Duration = Duration::from_millis(1);
+
 /// Most cores a hub or function may be given.
 pub const MAX_CPUS: f64 = 1024.0;
 
@@ -189,6 +197,8 @@ pub struct CpuAccount {
     own: Option<Quota>,
     last_run_delay: Option<Duration>,
     run_delay_read_at: Instant,
+    /// When [`charge`](Self::charge) last ran.
+    charged_at: Instant,
 }
 
 /// What a preemption point learned from charging the CPU used since the last.
@@ -211,12 +221,20 @@ impl CpuAccount {
             own: cap_cores.map(Quota::new),
             last_run_delay: read_run_delay(),
             run_delay_read_at: Instant::now(),
+            charged_at: Instant::now(),
         }
+    }
+
+    /// Whether a preemption point at `now` should charge: [`CHARGE_EVERY`]
+    /// passed since the last charge.
+    pub fn due(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.charged_at) >= CHARGE_EVERY
     }
 
     /// Charges the CPU used since the last call (`used` is the meter's
     /// reading) to the function's own cap and the hub's quota.
     pub fn charge(&mut self, used: Duration, governor: Option<&CpuGovernor>, now: Instant) -> Charge {
+        self.charged_at = now;
         let delta = used.saturating_sub(self.charged);
         self.charged = used.max(self.charged);
         let hub_throttle_until = governor.and_then(|governor| governor.charge(delta, now));
@@ -314,6 +332,18 @@ mod tests {
             account.charge(10 * MS, Some(&governor), t0 + MS).throttle_until,
             Some(t0 + PERIOD)
         );
+    }
+
+    #[test]
+    fn a_charge_is_due_once_charge_every_passed_since_the_last() {
+        let mut account = CpuAccount::start(Duration::ZERO, None);
+        let t0 = account.charged_at;
+        assert!(!account.due(t0));
+        assert!(!account.due(t0 + CHARGE_EVERY / 2));
+        assert!(account.due(t0 + CHARGE_EVERY));
+        account.charge(MS, None, t0 + CHARGE_EVERY);
+        assert!(!account.due(t0 + CHARGE_EVERY + CHARGE_EVERY / 2));
+        assert!(account.due(t0 + 2 * CHARGE_EVERY));
     }
 
     #[test]
