@@ -28,7 +28,7 @@ const RUN_DELAY_EVERY: Duration = Duration::from_millis(100);
 
 /// How often a preemption point charges the CPU used (reading the thread's
 /// CPU clock is a system call, about 1.5 µs with the rest of the charge on
-/// this machine kind, and preemption points come every few tens of µs in a
+/// this machine kind, and preemption points come every 50–100 µs in a
 /// busy loop); the ones in between only look for stop and capture requests.
 /// A quota may be overdrawn by this much per period, and is paid back in
 /// the next (debt is carried over).
