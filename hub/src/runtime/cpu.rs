@@ -216,12 +216,13 @@ pub struct Charge {
 impl CpuAccount {
     /// Starts accounting for a run whose CPU meter reads `used` now.
     pub fn start(used: Duration, cap_cores: Option<f64>) -> CpuAccount {
+        let now = Instant::now();
         CpuAccount {
             charged: used,
             own: cap_cores.map(Quota::new),
             last_run_delay: read_run_delay(),
-            run_delay_read_at: Instant::now(),
-            charged_at: Instant::now(),
+            run_delay_read_at: now,
+            charged_at: now,
         }
     }
 
