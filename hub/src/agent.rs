@@ -318,7 +318,8 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         "cpu for functions"
     );
     let logs = Arc::new(LogHub::new(store.clone()));
-    let checkpoints = crate::supervisor::open_checkpoint_store(store.db()).map_err(AgentError::Restore)?;
+    let checkpoints = crate::supervisor::open_checkpoint_store(store.db(), &config.data_dir.join("chunks"))
+        .map_err(AgentError::Restore)?;
     let supervisor = Supervisor::new(
         identity.clone(),
         SupervisorConfig {

@@ -268,7 +268,8 @@ mod tests {
     fn store() -> (tempfile::TempDir, CheckpointStore) {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::Config::new().path(dir.path().join("db")).open().unwrap();
-        (dir, CheckpointStore::open(&db).unwrap())
+        let store = CheckpointStore::open(&db, &dir.path().join("packs")).unwrap();
+        (dir, store)
     }
 
     fn file_entry(store: &CheckpointStore, path: &str, content: &[u8], chunk_size: usize) -> VolumeEntry {

@@ -135,11 +135,12 @@ fn trial(chunk_size: u32, dirt: Option<Dirt>, loads: &mut Vec<Loads>) -> Trial {
     for round in 0..ROUNDS {
         let mut image = heap_image(64 * MIB);
         let db = sled::Config::new().temporary(true).open().expect("temporary sled");
+        let packs = tempfile::tempdir().expect("pack directory");
         let options = CheckpointStoreOptions {
             chunk_size,
             ..Default::default()
         };
-        let store = CheckpointStore::open_with(&db, options).expect("store");
+        let store = CheckpointStore::open_with(&db, packs.path(), options).expect("store");
         let started = Instant::now();
         let (base, fingerprints, full) = store.put(template(1), &image, None).expect("full put");
         trial.full.push(started.elapsed());
@@ -171,7 +172,7 @@ fn trial(chunk_size: u32, dirt: Option<Dirt>, loads: &mut Vec<Loads>) -> Trial {
         trial.incremental_stats = incremental;
         if dirt.is_none() {
             // As after a restart: a store opened anew checks every chunk.
-            let reopened = CheckpointStore::open_with(&db, options).expect("store");
+            let reopened = CheckpointStore::open_with(&db, packs.path(), options).expect("store");
             let started = Instant::now();
             let loaded = reopened.load_memory(&next).expect("load");
             let verified = started.elapsed();

@@ -326,6 +326,7 @@ mod tests {
     async fn a_restore_from_the_store_writes_each_chunk_into_the_instance_and_continues_exactly() {
         let (runtime, module, whole, snapshot, before) = paused_heap_walk().await;
         let db = sled::Config::new().temporary(true).open().unwrap();
+        let packs = tempfile::tempdir().unwrap();
         let spec = ferry_proto::v1::FunctionSpec {
             name: "walk".to_owned(),
             module_hash: blake3::hash(HEAP_WALK).to_hex().to_string(),
@@ -333,11 +334,11 @@ mod tests {
         };
         let template = crate::checkpoint_codec::manifest_template(&snapshot, spec, 0, 1, 0);
         // Written by this store (trusted) and read by one opened anew (verified).
-        let writer = ferry_migrator::checkpoint::CheckpointStore::open(&db).unwrap();
+        let writer = ferry_migrator::checkpoint::CheckpointStore::open(&db, packs.path()).unwrap();
         let (manifest, _, _) = writer.put(template, snapshot.memory.whole().unwrap(), None).unwrap();
         for store in [
             writer.clone(),
-            ferry_migrator::checkpoint::CheckpointStore::open(&db).unwrap(),
+            ferry_migrator::checkpoint::CheckpointStore::open(&db, packs.path()).unwrap(),
         ] {
             store.verify_memory(&manifest).unwrap();
             let stored = Arc::new(Snapshot {

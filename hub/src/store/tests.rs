@@ -69,8 +69,26 @@ fn function_records_survive_reopening_the_store() {
         store.put_function(&record).unwrap();
         store.flush().unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = reopen(dir.path());
     assert_eq!(store.functions().unwrap(), vec![record]);
+}
+
+/// Opens a database another handle in this process has just dropped. sled
+/// releases its file lock when its flusher thread lets go of the last
+/// reference, a moment after the drop, so a failed lock is retried briefly.
+fn reopen(path: &std::path::Path) -> Store {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Store::open(path) {
+            Ok(store) => return store,
+            Err(StoreError::Sled(sled::Error::Io(error)))
+                if error.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(error) => panic!("reopening {}: {error}", path.display()),
+        }
+    }
 }
 
 #[test]

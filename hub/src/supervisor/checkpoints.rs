@@ -558,11 +558,12 @@ impl Inner {
     }
 }
 
-/// Opens the checkpoint store in the hub's database.
-/// Staged sets of arrivals that never sealed are dropped, then chunks no
-/// checkpoint names (left by a crash during a put or a transfer) are swept.
-pub fn open_store(db: &sled::Db) -> Result<CheckpointStore, HubError> {
-    let store = CheckpointStore::open(db).map_err(HubError::Checkpoint)?;
+/// Opens the checkpoint store in the hub's database, with chunk bodies in
+/// the pack directory `packs`. Staged sets of arrivals that never sealed
+/// are dropped, then chunks no checkpoint names (left by a crash during a
+/// put or a transfer) are swept and the packs only they filled deleted.
+pub fn open_store(db: &sled::Db, packs: &std::path::Path) -> Result<CheckpointStore, HubError> {
+    let store = CheckpointStore::open(db, packs).map_err(HubError::Checkpoint)?;
     // No transfer runs yet: what arrivals staged before a stop is theirs no more.
     match store.unstage_all() {
         Ok(0) => {}
@@ -583,6 +584,15 @@ pub fn open_store(db: &sled::Db) -> Result<CheckpointStore, HubError> {
             bytes = swept.bytes_freed,
             "swept unreferenced checkpoint chunks"
         );
+    }
+    match store.reclaim_packs() {
+        Ok(reclaimed) if reclaimed.packs_removed > 0 => tracing::info!(
+            packs = reclaimed.packs_removed,
+            bytes = reclaimed.bytes_reclaimed,
+            "deleted checkpoint packs no chunk is in any more"
+        ),
+        Ok(_) => {}
+        Err(error) => tracing::warn!(%error, "could not reclaim checkpoint packs"),
     }
     Ok(store)
 }

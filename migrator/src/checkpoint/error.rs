@@ -38,6 +38,13 @@ pub enum CheckpointError {
     /// The database failed.
     #[error("checkpoint store i/o failed")]
     Sled(#[from] sled::Error),
+    /// A pack file of chunk bodies could not be written or read.
+    #[error("checkpoint pack file {path} i/o failed")]
+    Pack {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     /// zstd could not set up a (de)compression context.
     #[error("chunk compression failed")]
     Compression(#[source] std::io::Error),
@@ -64,7 +71,9 @@ impl ServiceError for CheckpointError {
                 ErrorCode::InvalidArgument
             }
             CheckpointError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
-            CheckpointError::Sled(_) | CheckpointError::Compression(_) => ErrorCode::Internal,
+            CheckpointError::Sled(_) | CheckpointError::Pack { .. } | CheckpointError::Compression(_) => {
+                ErrorCode::Internal
+            }
         }
     }
 }

@@ -103,8 +103,9 @@
 //!   function's earlier checkpoints did not name. A `put` with fingerprints
 //!   still reads all of memory once (the XXH3 pass). Figures in
 //!   BENCHMARKS.md (`--bench checkpoint_store`).
-//! - **Store layout** (one `sled::Db` passed in by the hub, five trees):
-//!   `checkpoint_chunks` (hash → encoded chunk), `checkpoint_chunk_refs`
+//! - **Store layout** (one `sled::Db` and one pack directory passed in by
+//!   the hub, five trees): `checkpoint_chunks` (hash → where the encoded
+//!   chunk is in a pack file, see `store/packs.rs`), `checkpoint_chunk_refs`
 //!   (hash → u64 big-endian: the number of *holders* of the chunk),
 //!   `checkpoints` (`function ‖ 0x00 ‖ sequence u64 big-endian` → framed
 //!   manifest), so a prefix scan lists one function's checkpoints in order,

@@ -9,7 +9,12 @@
 use sled::Transactional;
 use sled::transaction::TransactionError;
 
-use super::{CheckpointStore, function_prefix, holders::uncover, staged::release};
+use super::{
+    CheckpointStore, function_prefix,
+    holders::uncover,
+    packs::stored_len,
+    staged::{is_pinned, release},
+};
 use crate::checkpoint::{
     CheckpointError, ChunkHash,
     manifest::{decode_manifest, distinct_chunks, validate_function_name},
@@ -68,6 +73,7 @@ impl CheckpointStore {
         }
         if stats.checkpoints_removed > 0 {
             self.db.flush()?;
+            self.freed(stats.bytes_freed);
             tracing::debug!(
                 function,
                 keep,
@@ -96,6 +102,7 @@ impl CheckpointStore {
                 stats.bytes_freed += bytes_freed;
             }
         }
+        self.freed(stats.bytes_freed);
         Ok(stats)
     }
 
@@ -118,6 +125,7 @@ impl CheckpointStore {
         }
         if stats.chunks_freed > 0 {
             self.db.flush()?;
+            self.freed(stats.bytes_freed);
             tracing::info!(
                 chunks_freed = stats.chunks_freed,
                 bytes_freed = stats.bytes_freed,
@@ -141,10 +149,10 @@ impl CheckpointStore {
     /// Deletes the chunk if it has no reference count; its stored size if it did.
     fn remove_chunk_if_unreferenced(&self, key: &[u8]) -> Result<Option<u64>, CheckpointError> {
         let result = (&self.refs, &self.chunks).transaction(|(refs, chunks)| {
-            if refs.get(key)?.is_some() {
+            if refs.get(key)?.is_some() || is_pinned(key) {
                 return Ok(None);
             }
-            Ok(chunks.remove(key)?.map(|bytes| bytes.len() as u64))
+            Ok(chunks.remove(key)?.map(|value| stored_len(&value)))
         });
         result.map_err(|error: TransactionError<CheckpointError>| match error {
             TransactionError::Abort(error) => error,

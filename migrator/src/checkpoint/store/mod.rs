@@ -1,7 +1,8 @@
 //! [`CheckpointStore`]: checkpoints in the hub's sled database, memory chunks
 //! stored once by hash with reference counts.
 //!
-//! Trees: `checkpoint_chunks` (hash → encoded chunk), `checkpoint_chunk_refs`
+//! Trees: `checkpoint_chunks` (hash → where the encoded chunk is: a
+//! location in a pack file, see `packs.rs`), `checkpoint_chunk_refs`
 //! (hash → u64 big-endian count of the holders of the chunk),
 //! `checkpoints` (`function ‖ 0x00 ‖ sequence u64 big-endian` → framed
 //! manifest), `checkpoint_holders` (function → the checkpoints it covers
@@ -9,14 +10,22 @@
 //! checkpoint) and `checkpoint_staged` (a move's chunks referenced before
 //! it seals). Writing lives in `put.rs` (a whole memory) and `changes.rs`
 //! (the changed chunks), holders in `holders.rs`, retention and garbage
-//! collection in `gc.rs`, staged arrivals in `staged.rs`.
+//! collection in `gc.rs`, staged arrivals in `staged.rs`, chunk bodies in
+//! `packs.rs` and their reclaiming in `reclaim.rs`.
 
 mod changes;
 mod gc;
 mod holders;
+mod packs;
 mod put;
+mod reclaim;
 mod staged;
 mod trusted;
+
+use std::path::Path;
+
+use packs::{Location, Packs, ReadFailure};
+pub use reclaim::ReclaimStats;
 
 pub use changes::ChangedMemory;
 pub use gc::GcStats;
@@ -44,6 +53,9 @@ pub struct CheckpointStoreOptions {
     pub chunk_size: u32,
     /// zstd level of new chunks.
     pub compression_level: i32,
+    /// A pack file takes no more chunks past this size (the first store
+    /// to open a directory in a process sets it for every handle).
+    pub pack_bytes: u64,
 }
 
 impl Default for CheckpointStoreOptions {
@@ -51,6 +63,7 @@ impl Default for CheckpointStoreOptions {
         CheckpointStoreOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
+            pack_bytes: packs::PACK_BYTES,
         }
     }
 }
@@ -73,6 +86,8 @@ pub struct CheckpointStore {
     checkpoints: sled::Tree,
     staged: sled::Tree,
     holders: sled::Tree,
+    /// The bodies of the chunks the `chunks` tree locates.
+    packs: Packs,
     options: CheckpointStoreOptions,
     /// Chunks this store (and its clones) checked itself: loads skip
     /// their hash. A store opened anew trusts nothing.
@@ -89,16 +104,23 @@ impl std::fmt::Debug for CheckpointStore {
 }
 
 impl CheckpointStore {
-    /// Opens (creating if needed) the checkpoint trees of `db` with the
-    /// default options.
-    pub fn open(db: &sled::Db) -> Result<CheckpointStore, CheckpointError> {
-        CheckpointStore::open_with(db, CheckpointStoreOptions::default())
+    /// Opens (creating if needed) the checkpoint trees of `db` and the pack
+    /// directory `packs` (chunk bodies) with the default options.
+    pub fn open(db: &sled::Db, packs: &Path) -> Result<CheckpointStore, CheckpointError> {
+        CheckpointStore::open_with(db, packs, CheckpointStoreOptions::default())
     }
 
-    /// Opens the checkpoint trees of `db`, writing new checkpoints with `options`.
-    pub fn open_with(db: &sled::Db, options: CheckpointStoreOptions) -> Result<CheckpointStore, CheckpointError> {
+    /// Opens the checkpoint trees of `db` and the pack directory `packs`,
+    /// writing new checkpoints with `options`. One store per `db` and
+    /// directory at a time (clone it to share).
+    pub fn open_with(
+        db: &sled::Db,
+        packs: &Path,
+        options: CheckpointStoreOptions,
+    ) -> Result<CheckpointStore, CheckpointError> {
         validate_chunk_size(options.chunk_size)?;
         Ok(CheckpointStore {
+            packs: Packs::open(packs, options.pack_bytes)?,
             chunks: db.open_tree(CHUNKS_TREE)?,
             refs: db.open_tree(REFS_TREE)?,
             checkpoints: db.open_tree(CHECKPOINTS_TREE)?,
@@ -252,15 +274,23 @@ impl CheckpointStore {
         decoder: &mut ChunkDecoder,
         slot: &mut [u8],
     ) -> Result<(), CheckpointError> {
-        let Some(encoded) = self.chunks.get(hash.as_bytes())? else {
-            tracing::warn!(checkpoint = %describe(manifest), chunk = index, %hash, "checkpoint chunk missing");
-            return Err(CheckpointError::ChunkMissing { hash: *hash });
+        let what = || format!("chunk {index} ({hash}) of {}", describe(manifest));
+        let encoded = match self.body(hash) {
+            Ok(Some(encoded)) => encoded,
+            Ok(None) => {
+                tracing::warn!(checkpoint = %describe(manifest), chunk = index, %hash, "checkpoint chunk missing");
+                return Err(CheckpointError::ChunkMissing { hash: *hash });
+            }
+            Err(CheckpointError::Corrupt { reason, .. }) => {
+                tracing::warn!(what = %what(), %reason, "checkpoint chunk does not verify");
+                return Err(CheckpointError::corrupt(what(), reason));
+            }
+            Err(error) => return Err(error),
         };
         let decoded = decoder.decode_into(&encoded, slot);
         if let Err(reason) = decoded.and_then(|()| if trusted { Ok(()) } else { verify_chunk(slot, hash) }) {
-            let what = format!("chunk {index} ({hash}) of {}", describe(manifest));
-            tracing::warn!(%what, %reason, "checkpoint chunk does not verify");
-            return Err(CheckpointError::corrupt(what, reason));
+            tracing::warn!(what = %what(), %reason, "checkpoint chunk does not verify");
+            return Err(CheckpointError::corrupt(what(), reason));
         }
         Ok(())
     }
@@ -298,10 +328,7 @@ impl CheckpointStore {
     /// this store checked it already), into `destination` (exactly its
     /// length).
     pub fn read_chunk_into(&self, hash: &ChunkHash, destination: &mut [u8]) -> Result<(), CheckpointError> {
-        let encoded = self
-            .chunks
-            .get(hash.as_bytes())?
-            .ok_or(CheckpointError::ChunkMissing { hash: *hash })?;
+        let encoded = self.body(hash)?.ok_or(CheckpointError::ChunkMissing { hash: *hash })?;
         if self.trusted.contains(hash) {
             return ChunkDecoder::new()?
                 .decode_into(&encoded, destination)
@@ -314,7 +341,42 @@ impl CheckpointStore {
 
     /// A chunk as stored (codec byte + payload): the form it travels in.
     pub fn encoded_chunk(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>, CheckpointError> {
-        Ok(self.chunks.get(hash.as_bytes())?.map(|encoded| encoded.to_vec()))
+        Ok(self.body(hash)?.map(|encoded| encoded.to_vec()))
+    }
+
+    /// The stored (encoded) bytes of a chunk: read from its pack and
+    /// checked against the location's checksum, or the inline value of a
+    /// chunk stored before packs. `None` if the store does not hold it.
+    fn body(&self, hash: &ChunkHash) -> Result<Option<Body>, CheckpointError> {
+        let corrupt = |reason: String| CheckpointError::corrupt(format!("chunk {hash}"), reason);
+        // A pack reclaimed between the lookup and the read moved the chunk:
+        // the second lookup finds where to.
+        for _ in 0..2 {
+            let Some(value) = self.chunks.get(hash.as_bytes())? else {
+                return Ok(None);
+            };
+            let location = match Location::decode(&value) {
+                None => return Ok(Some(Body::Inline(value))),
+                Some(Err(reason)) => return Err(corrupt(reason)),
+                Some(Ok(location)) => location,
+            };
+            match self.packs.read(&location) {
+                Ok(bytes) => return Ok(Some(Body::Packed(bytes))),
+                Err(ReadFailure::PackGone) => continue,
+                Err(ReadFailure::Corrupt(reason)) => return Err(corrupt(reason)),
+                Err(ReadFailure::Io(error)) => return Err(error),
+            }
+        }
+        Err(corrupt("its pack file is gone".to_owned()))
+    }
+
+    /// Stores `encoded` as the body of chunk `hash` (in the current pack)
+    /// and names it in the index. Not durable until a flush, and not
+    /// referenced until a manifest names it.
+    fn insert_body(&self, hash: &ChunkHash, encoded: &[u8]) -> Result<(), CheckpointError> {
+        let appended = self.packs.append(encoded)?;
+        self.chunks.insert(hash.as_bytes(), &appended.location.encode())?;
+        Ok(())
     }
 
     /// How many holders hold the chunk: functions whose checkpoints name
@@ -332,16 +394,42 @@ impl CheckpointStore {
         self.chunks.len()
     }
 
+    /// Number of pack files holding chunk bodies (dead ones included until
+    /// they are reclaimed).
+    pub fn pack_files(&self) -> Result<usize, CheckpointError> {
+        self.packs.count()
+    }
+
     /// How many chunks this store trusts (for tests).
     #[cfg(test)]
     pub(crate) fn trusted_chunks(&self) -> usize {
         self.trusted.len()
     }
 
-    /// Forces everything written so far to disk.
+    /// Forces everything written so far to disk: the packs, then the database.
     pub fn flush(&self) -> Result<(), CheckpointError> {
+        self.packs.sync()?;
         self.db.flush()?;
         Ok(())
+    }
+}
+
+/// A chunk's stored bytes.
+enum Body {
+    /// Stored in the index by a hub from before packs.
+    Inline(sled::IVec),
+    /// Read from a pack.
+    Packed(Vec<u8>),
+}
+
+impl std::ops::Deref for Body {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Body::Inline(bytes) => bytes,
+            Body::Packed(bytes) => bytes,
+        }
     }
 }
 

@@ -15,7 +15,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use super::{
     CheckpointStore, checkpoint_key,
     holders::Holder,
-    staged::{acquire, read_set, release},
+    staged::{Pinned, acquire, read_set, release},
 };
 use crate::checkpoint::{
     CHECKPOINT_FORMAT_VERSION, CheckpointError, CheckpointManifest, ChunkHash, Fingerprints,
@@ -189,7 +189,7 @@ impl CheckpointStore {
         ChunkDecoder::new()?
             .decode_verified(encoded, hash)
             .map_err(|reason| CheckpointError::corrupt(format!("received chunk {hash}"), reason))?;
-        self.chunks.insert(hash.as_bytes(), encoded)?;
+        self.insert_body(hash, encoded)?;
         self.trusted.trust([*hash]);
         Ok(true)
     }
@@ -207,7 +207,7 @@ impl CheckpointStore {
                 continue;
             }
             let encoded = encoder.encode(chunk)?;
-            self.chunks.insert(hash.as_bytes(), encoded.as_slice())?;
+            self.insert_body(hash, &encoded)?;
             self.trusted.trust([*hash]);
             new += 1;
             bytes += encoded.len() as u64;
@@ -219,9 +219,12 @@ impl CheckpointStore {
     /// `hash` (a transfer's receiver does, to fill its memory image).
     /// Returns whether it was new.
     pub fn put_verified_chunk(&self, hash: &ChunkHash, encoded: &[u8]) -> Result<bool, CheckpointError> {
-        let new = self.chunks.insert(hash.as_bytes(), encoded)?.is_none();
+        if self.chunks.contains_key(hash.as_bytes())? {
+            return Ok(false);
+        }
+        self.insert_body(hash, encoded)?;
         self.trusted.trust([*hash]);
-        Ok(new)
+        Ok(true)
     }
 
     /// Stores a manifest whose chunks are all in the store already (received
@@ -230,8 +233,7 @@ impl CheckpointStore {
     /// sequence is refused.
     pub fn import_manifest(&self, manifest: &CheckpointManifest) -> Result<(), CheckpointError> {
         self.import_manifest_unflushed(manifest)?;
-        self.db.flush()?;
-        Ok(())
+        self.flush()
     }
 
     /// [`CheckpointStore::import_manifest`] without the flush, for a caller
@@ -284,6 +286,9 @@ impl CheckpointStore {
         };
         let key = checkpoint_key(&spec.name, manifest.sequence);
         let hashes = distinct_chunks(manifest);
+        // sled may write the transaction out at any moment: the bodies of
+        // the chunks it names must be on disk first.
+        self.packs.sync()?;
         let trees = (&self.refs, &self.chunks, &self.checkpoints, &self.staged, &self.holders);
         let result = trees.transaction(|(refs, chunks, checkpoints, staged_tree, holders)| {
             if let Some(existing) = checkpoints.get(&key)? {
@@ -387,6 +392,9 @@ impl<'a> ChunkWriter<'a> {
                 self.write_chunk(index, hash, stats)?;
             }
         }
+        // Once a chunk vanished, every chunk the put names stays stored
+        // until it returns: a retry then loses none.
+        let mut pinned = None;
         for attempt in 1..=COMMIT_ATTEMPTS {
             manifest.chunk_hashes = scan.manifest_entries();
             let framed = encode_manifest(manifest);
@@ -403,6 +411,7 @@ impl<'a> ChunkWriter<'a> {
                         attempt,
                         "chunks vanished before the commit; writing them again"
                     );
+                    pinned.get_or_insert_with(|| Pinned::new(distinct_chunks(manifest)));
                     self.rewrite_missing(&missing, scan, stats)?;
                 }
             }
@@ -460,7 +469,7 @@ impl<'a> ChunkWriter<'a> {
     fn write_chunk(&mut self, index: usize, hash: ChunkHash, stats: &mut PutStats) -> Result<(), CheckpointError> {
         let chunk = self.chunk(index, hash)?;
         let encoded = self.encoder.encode(chunk)?;
-        self.store.chunks.insert(hash.as_bytes(), encoded.as_slice())?;
+        self.store.insert_body(&hash, &encoded)?;
         self.store.trusted.trust([hash]);
         self.written.push(hash);
         stats.new_chunks += 1;

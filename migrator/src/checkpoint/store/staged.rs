@@ -11,12 +11,13 @@
 //! drops it (a transfer that ended without a seal). A hub drops every staged
 //! set at start-up: an arrival that was not sealed before a crash is gone.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::sync::{LazyLock, Mutex, PoisonError};
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
-use super::{CheckpointStore, decode_refcount};
+use super::{CheckpointStore, decode_refcount, packs::stored_len};
 use crate::checkpoint::{CheckpointError, ChunkHash};
 
 impl CheckpointStore {
@@ -50,13 +51,15 @@ impl CheckpointStore {
     pub fn unstage(&self, name: &str) -> Result<(), CheckpointError> {
         let result = (&self.refs, &self.chunks, &self.staged).transaction(|(refs, chunks, staged)| {
             let held = read_set(staged, name.as_bytes())?;
+            let mut freed = 0;
             for hash in &held {
-                release(refs, chunks, hash)?;
+                freed += release(refs, chunks, hash)?.unwrap_or(0);
             }
             staged.remove(name.as_bytes())?;
-            Ok(())
+            Ok(freed)
         });
-        result.map_err(flatten)
+        self.freed(result.map_err(flatten)?);
+        Ok(())
     }
 
     /// Drops every staged set (at start-up: no transfer is running), then
@@ -176,8 +179,55 @@ pub(super) fn acquire<E: From<CheckpointError>>(
     Ok(true)
 }
 
+/// Chunks a put of this process writes again after they vanished under
+/// it (their last holder went between the put's writes and its commit):
+/// a release or sweep leaves them stored (unreferenced, for the put's
+/// next commit or a later sweep), so a retried commit cannot lose them
+/// again. Process-wide, by hash: a pin only ever delays a deletion.
+static PINNED: LazyLock<Mutex<HashMap<ChunkHash, usize>>> = LazyLock::new(Default::default);
+
+/// Chunks pinned until this is dropped.
+pub(super) struct Pinned(Vec<ChunkHash>);
+
+impl Pinned {
+    pub(super) fn new(hashes: impl IntoIterator<Item = ChunkHash>) -> Pinned {
+        let hashes: Vec<ChunkHash> = hashes.into_iter().collect();
+        let mut pinned = PINNED.lock().unwrap_or_else(PoisonError::into_inner);
+        for hash in &hashes {
+            *pinned.entry(*hash).or_default() += 1;
+        }
+        Pinned(hashes)
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        let mut pinned = PINNED.lock().unwrap_or_else(PoisonError::into_inner);
+        for hash in &self.0 {
+            if let Some(count) = pinned.get_mut(hash) {
+                *count -= 1;
+                if *count == 0 {
+                    pinned.remove(hash);
+                }
+            }
+        }
+    }
+}
+
+/// Whether a put relies on the chunk staying stored.
+pub(super) fn is_pinned(hash: &[u8]) -> bool {
+    let Ok(hash) = <[u8; 32]>::try_from(hash) else {
+        return false;
+    };
+    PINNED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains_key(&ChunkHash(hash))
+}
+
 /// Inside a transaction: one reference fewer to `hash`; the chunk is
-/// deleted when none is left. Returns the stored bytes freed, if it was.
+/// deleted when none is left (unless pinned). Returns the stored bytes
+/// freed, if it was.
 pub(super) fn release<E: From<CheckpointError>>(
     refs: &TransactionalTree,
     chunks: &TransactionalTree,
@@ -192,7 +242,10 @@ pub(super) fn release<E: From<CheckpointError>>(
         return Ok(None);
     }
     refs.remove(hash.as_bytes())?;
-    Ok(chunks.remove(hash.as_bytes())?.map(|bytes| bytes.len() as u64))
+    if is_pinned(hash.as_bytes()) {
+        return Ok(None);
+    }
+    Ok(chunks.remove(hash.as_bytes())?.map(|value| stored_len(&value)))
 }
 
 fn flatten(error: TransactionError<CheckpointError>) -> CheckpointError {

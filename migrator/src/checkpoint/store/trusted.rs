@@ -5,9 +5,9 @@
 //! having computed its hash from its bytes (a checkpoint's put) or checked
 //! its bytes against their hash (an arrival), and after a load verified it.
 //! Stored chunks never change under their key (the key is the hash of the
-//! content and every insert is checked), and sled checks each record it
-//! reads back against its CRC, so re-hashing a trusted chunk would only
-//! repeat a check already made. Chunks found on disk when the hub starts —
+//! content and every insert is checked), and every read from a pack checks
+//! the bytes against the checksum their location carries, so re-hashing
+//! a trusted chunk would only repeat a check already made. Chunks found on disk when the hub starts —
 //! after a crash, a restart, or a copy from elsewhere — are not trusted
 //! until a load has verified them.
 //!

@@ -2,6 +2,7 @@
 
 mod changes;
 mod holders;
+mod packs;
 mod robustness;
 mod staged;
 mod store;
@@ -118,13 +119,46 @@ fn template(function: &str, sequence: u64) -> CheckpointManifest {
     }
 }
 
+/// A temporary database and pack directory, gone when dropped.
+struct TempDb {
+    db: sled::Db,
+    packs: tempfile::TempDir,
+}
+
+impl std::ops::Deref for TempDb {
+    type Target = sled::Db;
+
+    fn deref(&self) -> &sled::Db {
+        &self.db
+    }
+}
+
+impl TempDb {
+    fn new() -> TempDb {
+        TempDb {
+            db: sled::Config::new().temporary(true).open().unwrap(),
+            packs: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// A store on this database, as a hub opens it at start: it trusts
+    /// nothing it finds.
+    fn open(&self) -> CheckpointStore {
+        self.open_with(CheckpointStoreOptions::default())
+    }
+
+    fn open_with(&self, options: CheckpointStoreOptions) -> CheckpointStore {
+        CheckpointStore::open_with(&self.db, self.packs.path(), options).unwrap()
+    }
+}
+
 /// A store with small chunks over a temporary database.
-fn temp_store() -> (sled::Db, CheckpointStore) {
-    let db = sled::Config::new().temporary(true).open().unwrap();
-    let options = CheckpointStoreOptions {
+fn temp_store() -> (TempDb, CheckpointStore) {
+    let db = TempDb::new();
+    let store = db.open_with(CheckpointStoreOptions {
         chunk_size: TEST_CHUNK_SIZE,
         compression_level: DEFAULT_COMPRESSION_LEVEL,
-    };
-    let store = CheckpointStore::open_with(&db, options).unwrap();
+        ..CheckpointStoreOptions::default()
+    });
     (db, store)
 }

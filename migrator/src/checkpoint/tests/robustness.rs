@@ -62,6 +62,15 @@ fn concurrent_puts_and_collection_never_leave_a_checkpoint_without_its_chunks() 
                 store.collect_garbage().unwrap();
             }
         });
+        // A failed assertion below must stop the collector, or the scope
+        // would wait for it forever.
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = StopOnDrop(&stop);
         let mut rng = Xorshift(702);
         let mut image = shared.clone();
         let mut base = None;

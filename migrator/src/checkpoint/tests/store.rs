@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use super::{PAGE, TEST_CHUNK_SIZE, Xorshift, memory, temp_store, template};
+use super::{PAGE, TEST_CHUNK_SIZE, TempDb, Xorshift, memory, temp_store, template};
 use crate::checkpoint::{
     CHECKPOINT_FORMAT_VERSION, CheckpointError, CheckpointStore, ChunkHash, DEFAULT_CHUNK_SIZE, GcStats,
     chunking::{hash_chunk, is_zero_chunk},
@@ -28,12 +28,12 @@ fn round_trip_restores_memory_and_manifest_exactly() {
         ("short last chunk", 3, 40_000, 13),
     ];
     for (case, pages, chunk_size, seed) in cases {
-        let db = sled::Config::new().temporary(true).open().unwrap();
+        let db = TempDb::new();
         let options = crate::checkpoint::CheckpointStoreOptions {
             chunk_size,
             ..Default::default()
         };
-        let store = CheckpointStore::open_with(&db, options).unwrap();
+        let store = db.open_with(options);
         let image = if seed == 0 {
             vec![0u8; pages * PAGE]
         } else {
@@ -52,7 +52,7 @@ fn round_trip_restores_memory_and_manifest_exactly() {
         // Streamed chunk by chunk (as a restore writes into an instance), by
         // the store that wrote it and by one opened anew: the same bytes,
         // `None` exactly for the all-zero chunks.
-        for reader in [store.clone(), CheckpointStore::open_with(&db, options).unwrap()] {
+        for reader in [store.clone(), db.open_with(options)] {
             reader.verify_memory(&stored).unwrap();
             let mut streamed = vec![0xAAu8; image.len()];
             let mut next = 0u64;
@@ -391,12 +391,12 @@ fn a_returned_checkpoint_survives_reopening_the_database() {
     let image = memory(4, 101);
     let manifest = {
         let db = sled::open(directory.path()).unwrap();
-        let store = CheckpointStore::open(&db).unwrap();
+        let store = CheckpointStore::open(&db, &directory.path().join("packs")).unwrap();
         let (manifest, _, _) = store.put(template("durable", 1), &image, None).unwrap();
         manifest
     };
     let db = reopen(directory.path());
-    let store = CheckpointStore::open(&db).unwrap();
+    let store = CheckpointStore::open(&db, &directory.path().join("packs")).unwrap();
     assert_eq!(store.latest("durable").unwrap(), Some(manifest.clone()));
     assert_eq!(store.load_memory(&manifest).unwrap(), image);
 }

@@ -6,11 +6,11 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use ferry_proto::{ErrorCode, ServiceError};
 
-use super::{PAGE, TEST_CHUNK_SIZE, Xorshift, memory, temp_store, template};
+use super::{PAGE, TEST_CHUNK_SIZE, TempDb, Xorshift, memory, temp_store, template};
 use crate::checkpoint::{
-    CHECKPOINT_FORMAT_VERSION, CheckpointError, CheckpointManifest, CheckpointStore, ChunkHash, GlobalValue,
-    MAX_CHUNK_SIZE, MAX_MEMORY_BYTES, decode_manifest, encode_manifest, global_value, manifest::CHECKSUM_LEN,
-    store::checkpoint_key, validate_manifest,
+    CHECKPOINT_FORMAT_VERSION, CheckpointError, CheckpointManifest, ChunkHash, GlobalValue, MAX_CHUNK_SIZE,
+    MAX_MEMORY_BYTES, decode_manifest, encode_manifest, global_value, manifest::CHECKSUM_LEN, store::checkpoint_key,
+    validate_manifest,
 };
 
 /// A valid manifest of two pages in 4 KiB chunks, without a store.
@@ -64,7 +64,7 @@ fn a_flipped_byte_in_a_stored_chunk_is_data_loss_naming_the_chunk() {
         damaged[position] ^= 0x01;
         chunks.insert(hash.as_bytes(), damaged).unwrap();
         // As a hub finds its store after a restart: nothing trusted yet.
-        let store = CheckpointStore::open(&db).unwrap();
+        let store = db.open();
 
         let error = store.load_memory(&a).unwrap_err();
         assert_data_loss(
@@ -73,7 +73,7 @@ fn a_flipped_byte_in_a_stored_chunk_is_data_loss_naming_the_chunk() {
         );
         assert!(matches!(error, CheckpointError::Corrupt { .. }), "{case}: {error:?}");
         // What a restore checks before it commits finds it too.
-        let verify = CheckpointStore::open(&db).unwrap().verify_memory(&a).unwrap_err();
+        let verify = db.open().verify_memory(&a).unwrap_err();
         assert_data_loss(&verify, &[&format!("chunk {index} ({hash})")]);
         assert_eq!(
             store.get("a", 1).unwrap().as_ref(),
@@ -87,7 +87,7 @@ fn a_flipped_byte_in_a_stored_chunk_is_data_loss_naming_the_chunk() {
         );
     }
     chunks.insert(hash.as_bytes(), original).unwrap();
-    let store = CheckpointStore::open(&db).unwrap();
+    let store = db.open();
     assert_eq!(store.load_memory(&a).unwrap(), image_a, "nothing else changed");
 }
 
@@ -99,7 +99,7 @@ fn chunks_found_on_disk_are_checked_until_a_load_has_verified_them() {
     let distinct = crate::checkpoint::manifest::distinct_chunks(&manifest).len();
     assert_eq!(writer.trusted_chunks(), distinct, "what a put hashed itself is trusted");
 
-    let restarted = CheckpointStore::open(&db).unwrap();
+    let restarted = db.open();
     assert_eq!(
         restarted.trusted_chunks(),
         0,
@@ -111,7 +111,7 @@ fn chunks_found_on_disk_are_checked_until_a_load_has_verified_them() {
         distinct,
         "a verification trusts what it checked"
     );
-    let restarted = CheckpointStore::open(&db).unwrap();
+    let restarted = db.open();
     assert_eq!(restarted.load_memory(&manifest).unwrap(), image);
     assert_eq!(
         restarted.trusted_chunks(),
@@ -125,8 +125,8 @@ fn chunks_found_on_disk_are_checked_until_a_load_has_verified_them() {
     );
 
     // A chunk that arrives from elsewhere is trusted only once it is checked.
-    let receiver_db = sled::Config::new().temporary(true).open().unwrap();
-    let receiver = CheckpointStore::open(&receiver_db).unwrap();
+    let receiver_db = TempDb::new();
+    let receiver = receiver_db.open();
     let hash = ChunkHash::from_manifest_entry(&manifest.chunk_hashes[0])
         .unwrap()
         .unwrap();

@@ -1,0 +1,209 @@
+//! Chunk bodies in pack files: where they are, what a damaged pack does, and
+//! how dead space comes back.
+
+use std::os::unix::fs::FileExt;
+
+use super::{TEST_CHUNK_SIZE, TempDb, memory, template};
+use crate::checkpoint::{
+    CheckpointError, CheckpointStore, CheckpointStoreOptions, ChunkHash, manifest::distinct_chunks,
+};
+
+// `memory` seeds are odd: it uses `seed | 1`.
+
+/// Small chunks in small packs, so that a few checkpoints fill several.
+fn small_packs(db: &TempDb) -> CheckpointStore {
+    db.open_with(CheckpointStoreOptions {
+        chunk_size: TEST_CHUNK_SIZE,
+        pack_bytes: 32 * 1024,
+        ..CheckpointStoreOptions::default()
+    })
+}
+
+/// The pack files of `db`, sorted by name.
+fn pack_paths(db: &TempDb) -> Vec<std::path::PathBuf> {
+    let mut paths: Vec<_> = std::fs::read_dir(db.packs.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    paths.sort();
+    paths
+}
+
+#[test]
+fn chunk_bodies_go_to_pack_files_and_the_index_holds_only_their_place() {
+    let db = TempDb::new();
+    let store = small_packs(&db);
+    let image = memory(4, 801);
+    let (manifest, _, stats) = store.put(template("packed", 1), &image, None).unwrap();
+    let index = db.open_tree("checkpoint_chunks").unwrap();
+    for hash in distinct_chunks(&manifest) {
+        let value = index.get(hash.as_bytes()).unwrap().unwrap();
+        assert_eq!(value.len(), 25, "an index value is a location, not the chunk");
+    }
+    let on_disk: u64 = pack_paths(&db)
+        .iter()
+        .map(|path| std::fs::metadata(path).unwrap().len())
+        .sum();
+    assert_eq!(
+        on_disk, stats.bytes_written_compressed,
+        "the packs hold exactly the bodies"
+    );
+    assert!(store.pack_files().unwrap() > 1, "32 KiB packs filled and rolled");
+    assert_eq!(db.open().load_memory(&manifest).unwrap(), image);
+}
+
+#[test]
+fn a_flipped_byte_in_a_pack_is_data_loss_for_a_trusted_and_a_fresh_store() {
+    let db = TempDb::new();
+    let writer = small_packs(&db);
+    let image = memory(4, 821);
+    let (manifest, _, _) = writer.put(template("damaged", 1), &image, None).unwrap();
+    let (other, _, _) = writer.put(template("other", 1), &memory(4, 823), None).unwrap();
+    // Flip a byte in the middle of the first pack, which holds only
+    // chunks of the first checkpoint.
+    let first = &pack_paths(&db)[0];
+    let file = std::fs::OpenOptions::new().read(true).write(true).open(first).unwrap();
+    let middle = file.metadata().unwrap().len() / 2;
+    let mut byte = [0u8; 1];
+    file.read_exact_at(&mut byte, middle).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x10], middle).unwrap();
+
+    for (case, store) in [
+        ("the writer, which trusts its chunks", writer.clone()),
+        ("a store opened anew", db.open()),
+    ] {
+        let error = store.load_memory(&manifest).unwrap_err();
+        assert!(matches!(error, CheckpointError::Corrupt { .. }), "{case}: {error:?}");
+        assert!(
+            error.to_string().contains("checkpoint 1 of function damaged"),
+            "{case}: {error}"
+        );
+        assert_eq!(
+            store.load_memory(&other).unwrap(),
+            memory(4, 823),
+            "{case}: the other checkpoint is unharmed"
+        );
+    }
+}
+
+#[test]
+fn a_truncated_pack_is_data_loss_not_a_panic() {
+    let db = TempDb::new();
+    let store = small_packs(&db);
+    let (manifest, _, _) = store.put(template("torn", 1), &memory(4, 804), None).unwrap();
+    let last = pack_paths(&db).pop().unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&last).unwrap();
+    file.set_len(file.metadata().unwrap().len() / 2).unwrap();
+    let error = db.open().verify_memory(&manifest).unwrap_err();
+    assert!(matches!(error, CheckpointError::Corrupt { .. }), "{error:?}");
+    assert!(error.to_string().contains("ends before"), "{error}");
+}
+
+#[test]
+fn a_chunk_stored_in_the_index_by_an_older_hub_is_still_read() {
+    let db = TempDb::new();
+    let store = db.open();
+    let image = memory(2, 805);
+    let (manifest, _, _) = store.put(template("old", 1), &image, None).unwrap();
+    let index = db.open_tree("checkpoint_chunks").unwrap();
+    for hash in distinct_chunks(&manifest) {
+        let encoded = store.encoded_chunk(&hash).unwrap().unwrap();
+        index.insert(hash.as_bytes(), encoded).unwrap();
+    }
+    let restarted = db.open();
+    assert_eq!(restarted.load_memory(&manifest).unwrap(), image);
+    restarted.remove_function("old").unwrap();
+    assert_eq!(
+        restarted.stored_chunks(),
+        0,
+        "inline chunks are released like packed ones"
+    );
+}
+
+#[test]
+fn reclaiming_deletes_packs_nothing_names_and_keeps_every_live_chunk() {
+    let db = TempDb::new();
+    let store = small_packs(&db);
+    let (_, _, _) = store.put(template("gone", 1), &memory(4, 825), None).unwrap();
+    let kept_image = memory(4, 827);
+    let (kept, _, _) = store.put(template("kept", 1), &kept_image, None).unwrap();
+    let before = store.pack_files().unwrap();
+
+    // The removal frees more than half a pack, which starts a reclaim by
+    // itself; the explicit one finds whatever is left.
+    store.remove_function("gone").unwrap();
+    store.reclaim_packs().unwrap();
+    let after = store.pack_files().unwrap();
+    assert!(after < before, "{after} packs of {before} left");
+    assert_eq!(db.open().load_memory(&kept).unwrap(), kept_image);
+    assert_eq!(
+        store.reclaim_packs().unwrap().packs_removed,
+        0,
+        "a second pass finds nothing more"
+    );
+}
+
+#[test]
+fn a_mostly_dead_pack_is_emptied_into_the_current_one_and_deleted() {
+    let db = TempDb::new();
+    let store = small_packs(&db);
+    // Interleave two functions' chunks in the same packs: one small live
+    // chunk per pack, the rest dead once `bulk` goes.
+    let mut live = Vec::new();
+    for sequence in 1..=6u64 {
+        let bulk = memory(2, 901 + 2 * sequence);
+        store.put(template("bulk", sequence), &bulk, None).unwrap();
+        let small: Vec<u8> = (0..TEST_CHUNK_SIZE as usize)
+            .map(|index| (index as u64 * 31 + sequence * 7) as u8 ^ (index >> 5) as u8)
+            .collect();
+        let mut image = vec![0u8; 64 * 1024];
+        image[..small.len()].copy_from_slice(&small);
+        let (manifest, _, _) = store
+            .put(template(&format!("live{sequence}"), 1), &image, None)
+            .unwrap();
+        live.push((manifest, image));
+    }
+    let before = store.pack_files().unwrap();
+    assert!(before >= 6, "{before} packs");
+    // Every closed pack holds a live chunk: none can go unless it is
+    // emptied first (by the reclaim the removal starts, or this one).
+    store.remove_function("bulk").unwrap();
+    store.reclaim_packs().unwrap();
+    let after = store.pack_files().unwrap();
+    assert!(after <= 2, "{after} packs of {before} left");
+    for (manifest, image) in &live {
+        assert_eq!(
+            &store.load_memory(manifest).unwrap(),
+            image,
+            "the writer reads the moved chunk"
+        );
+        assert_eq!(
+            &db.open().load_memory(manifest).unwrap(),
+            image,
+            "so does a store opened anew"
+        );
+    }
+    for (manifest, _) in &live {
+        let hash: ChunkHash = distinct_chunks(manifest)[0];
+        assert_eq!(store.chunk_refcount(&hash).unwrap(), 1);
+    }
+}
+
+#[test]
+fn removing_everything_leaves_no_pack_but_the_current_one() {
+    let db = TempDb::new();
+    let store = small_packs(&db);
+    for sequence in 1..=3 {
+        store
+            .put(template("all", sequence), &memory(4, 841 + 2 * sequence), None)
+            .unwrap();
+    }
+    store.remove_function("all").unwrap();
+    store.reclaim_packs().unwrap();
+    assert_eq!(store.stored_chunks(), 0);
+    assert!(
+        store.pack_files().unwrap() <= 1,
+        "{} packs",
+        store.pack_files().unwrap()
+    );
+}
