@@ -132,13 +132,23 @@ impl CheckpointStore {
         Ok(moved)
     }
 
-    /// Counts `bytes` of chunk bodies as dead; reclaims once enough are.
+    /// Counts `bytes` of chunk bodies as dead; once enough are, reclaims
+    /// on a thread of its own, off the caller's path (a checkpoint's
+    /// retention, the end of a move).
     pub(super) fn freed(&self, bytes: u64) {
         if !self.packs.note_dead(bytes) {
             return;
         }
-        if let Err(error) = self.reclaim_packs() {
-            tracing::warn!(%error, "could not reclaim checkpoint packs");
+        let store = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("ferry-pack-reclaim".to_owned())
+            .spawn(move || {
+                if let Err(error) = store.reclaim_packs() {
+                    tracing::warn!(%error, "could not reclaim checkpoint packs");
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "could not start reclaiming checkpoint packs");
         }
     }
 }
