@@ -23,7 +23,7 @@ use super::watchdog::Watchdog;
 use super::{Admission, MigrationContext, PREPARING_HEARTBEAT, resolve};
 use crate::checkpoint_codec::snapshot_from_manifest;
 use crate::error::HubError;
-use crate::runtime::{PreparedModule, Snapshot, SnapshotMemory, WarmInstance};
+use crate::runtime::{PreparedModule, Snapshot, SnapshotMemory, StoredMemory, WarmInstance};
 use crate::supervisor::{ArrivalLogs, Supervisor};
 
 mod chunks;
@@ -55,6 +55,7 @@ pub(super) fn receive(
             caller_hub_id,
             receiver: Receiver::new(),
             image: Vec::new(),
+            memory_bytes: 0,
             chunk_size: 0,
             received: Vec::new(),
             early_logs: Vec::new(),
@@ -84,8 +85,11 @@ struct Arrival {
     /// The hub id the caller's certificate names (TLS only).
     caller_hub_id: Option<String>,
     receiver: Receiver,
-    /// The function's memory as the rounds built it.
+    /// The function's memory as the rounds built it, when there is no warm
+    /// instance to build it in (empty otherwise).
     image: Vec<u8>,
+    /// Size of the function's memory as the rounds so far announced it.
+    memory_bytes: usize,
     chunk_size: usize,
     /// Chunks stored by this transfer, to drop those nothing names after all.
     received: Vec<ChunkHash>,
@@ -106,7 +110,7 @@ struct Arrival {
     /// The store's staged set for this transfer: the chunks of the rounds
     /// so far, referenced before the seal (see `CheckpointStore::stage`).
     staged: Option<String>,
-    /// The instance the function will run in, filled as the image is.
+    /// The instance the function will run in, filled as chunks arrive.
     warm: Option<WarmInstance>,
     /// Laying the volume out ahead of the seal: what it laid out, once done
     /// (`None`: it failed, the seal lays the volume out afresh).
@@ -232,10 +236,7 @@ impl Arrival {
                 // The warm instance takes the decoded chunk itself: no copy.
                 let bytes = Arc::new(bytes);
                 for slot in slots {
-                    self.slot(slot).copy_from_slice(&bytes);
-                    if let Some(warm) = &self.warm {
-                        warm.write(u64::from(slot) * self.chunk_size as u64, Arc::clone(&bytes));
-                    }
+                    self.write_slot(slot, &bytes);
                 }
                 Ok(None)
             }
@@ -424,40 +425,16 @@ impl Arrival {
         if plan.number == 1 {
             self.warm_up().await;
         }
-        self.grow_image(plan.memory_bytes as usize);
-        if let Some(warm) = &self.warm {
-            warm.grow_to(plan.memory_bytes);
-        }
+        self.grow_memory(plan.memory_bytes as usize);
         for slot in &plan.zeroed {
-            self.slot(*slot).fill(0);
-            self.mirror(*slot);
+            self.zero_slot(*slot);
         }
         let mut lacking = Vec::new();
         let store = self.supervisor.checkpoint_store().clone();
         for (hash, slots) in plan.slots_by_hash {
-            let Some((&first, rest)) = slots.split_first() else {
-                // A chunk of the volume's files only: stored or asked for.
-                if !store.contains_chunk(&hash).map_err(HubError::Checkpoint)? {
-                    lacking.push(hash);
-                }
-                continue;
-            };
-            if !store.contains_chunk(&hash).map_err(HubError::Checkpoint)? {
+            // A chunk of the volume's files only (no slots): stored or asked for.
+            if !store.contains_chunk(&hash).map_err(HubError::Checkpoint)? || !self.fill_from_store(&hash, &slots) {
                 lacking.push(hash);
-                continue;
-            }
-            if store.read_chunk_into(&hash, self.slot(first)).is_err() {
-                // Gone or unreadable here: ask for it instead.
-                lacking.push(hash);
-                continue;
-            }
-            let start = first as usize * self.chunk_size;
-            let len = self.slot(first).len();
-            self.mirror(first);
-            for slot in rest {
-                let target = *slot as usize * self.chunk_size;
-                self.image.copy_within(start..start + len, target);
-                self.mirror(*slot);
             }
         }
         tracing::debug!(
@@ -509,11 +486,19 @@ impl Arrival {
             .map_or(0, |entry| entry.sequence)
             + 1;
         manifest.sequence = sequence;
-        let snapshot = snapshot_from_manifest(&manifest, SnapshotMemory::Whole(std::mem::take(&mut self.image)))
-            .map_err(|reason| HubError::CheckpointUnusable {
-                name: name.clone(),
-                reason,
-            })?;
+        let memory = match &self.warm {
+            // The memory is in the instance; should it turn out unusable,
+            // the cold start reads the checkpoint imported below.
+            Some(_) => SnapshotMemory::Stored(StoredMemory {
+                store: store.clone(),
+                manifest: Arc::new(manifest.clone()),
+            }),
+            None => SnapshotMemory::Whole(std::mem::take(&mut self.image)),
+        };
+        let snapshot = snapshot_from_manifest(&manifest, memory).map_err(|reason| HubError::CheckpointUnusable {
+            name: name.clone(),
+            reason,
+        })?;
         let listed = started.elapsed();
         let imported = manifest.clone();
         let staged = self.staged.clone().unwrap_or_default();

@@ -322,9 +322,14 @@ mod tests {
         }
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_restore_from_the_store_writes_each_chunk_into_the_instance_and_continues_exactly() {
-        let (runtime, module, whole, snapshot, before) = paused_heap_walk().await;
+    /// A temporary checkpoint store and the manifest template of `snapshot`.
+    fn checkpoint_store_for(
+        snapshot: &Snapshot,
+    ) -> (
+        sled::Db,
+        tempfile::TempDir,
+        ferry_proto::internal::v1::CheckpointManifest,
+    ) {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let packs = tempfile::tempdir().unwrap();
         let spec = ferry_proto::v1::FunctionSpec {
@@ -332,7 +337,41 @@ mod tests {
             module_hash: blake3::hash(HEAP_WALK).to_hex().to_string(),
             ..Default::default()
         };
-        let template = crate::checkpoint_codec::manifest_template(&snapshot, spec, 0, 1, 0);
+        let template = crate::checkpoint_codec::manifest_template(snapshot, spec, 0, 1, 0);
+        (db, packs, template)
+    }
+
+    /// What an arrival hands its warm instance: the memory is only in the
+    /// instance and in the checkpoint store, so a warm instance that turned
+    /// out unusable starts cold from the stored checkpoint.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_warm_instance_whose_writes_failed_starts_cold_from_the_stored_checkpoint() {
+        let (runtime, module, whole, snapshot, before) = paused_heap_walk().await;
+        let (db, packs, template) = checkpoint_store_for(&snapshot);
+        let store = ferry_migrator::checkpoint::CheckpointStore::open(&db, packs.path()).unwrap();
+        let (manifest, _, _) = store.put(template, snapshot.memory.whole().unwrap(), None).unwrap();
+        let stored = Arc::new(Snapshot {
+            memory: crate::runtime::SnapshotMemory::Stored(crate::runtime::StoredMemory {
+                store,
+                manifest: Arc::new(manifest),
+            }),
+            ..(*snapshot).clone()
+        });
+        let bytes = stored.memory.memory_bytes();
+        let (end, after, cold) = warm_run(&runtime, &module, &stored, move |warm| {
+            warm.grow_to(bytes);
+            warm.write(bytes, Arc::new(vec![1; 16]));
+        })
+        .await;
+        assert!(cold, "started from the stored checkpoint instead");
+        assert!(matches!(end, RunEnd::Finished(Outcome::Exited(0))), "{end:?}");
+        assert_eq!(format!("{before}{after}"), whole);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_restore_from_the_store_writes_each_chunk_into_the_instance_and_continues_exactly() {
+        let (runtime, module, whole, snapshot, before) = paused_heap_walk().await;
+        let (db, packs, template) = checkpoint_store_for(&snapshot);
         // Written by this store (trusted) and read by one opened anew (verified).
         let writer = ferry_migrator::checkpoint::CheckpointStore::open(&db, packs.path()).unwrap();
         let (manifest, _, _) = writer.put(template, snapshot.memory.whole().unwrap(), None).unwrap();

@@ -1,6 +1,13 @@
-//! The arrival image and the warm instance it is mirrored into.
+//! Where the arriving memory goes: straight into the warm instance, or,
+//! without one, into an image that the start copies into a cold instance.
+//!
+//! With a warm instance no image is kept: the instance's memory is the only
+//! copy in this hub's RAM, and the sealed checkpoint in the store is what a
+//! cold start falls back to if the instance turns out unusable.
 
 use std::sync::Arc;
+
+use ferry_migrator::checkpoint::ChunkHash;
 
 use super::Arrival;
 
@@ -20,31 +27,63 @@ impl Arrival {
         }
     }
 
-    /// Writes the image's slot into the warm instance too.
-    pub(super) fn mirror(&self, slot: u32) {
-        if let Some(warm) = &self.warm {
-            let start = slot as usize * self.chunk_size;
-            let end = (start + self.chunk_size).min(self.image.len());
-            if let Some(bytes) = self.image.get(start..end) {
-                warm.write(start as u64, Arc::new(bytes.to_vec()));
+    /// Grows the memory to `bytes` (memory only grows). A first image is
+    /// allocated zeroed, which the kernel does lazily: no 64 MiB memset
+    /// before the first round's answer.
+    pub(super) fn grow_memory(&mut self, bytes: usize) {
+        self.memory_bytes = self.memory_bytes.max(bytes);
+        match &self.warm {
+            Some(warm) => warm.grow_to(bytes as u64),
+            None if self.image.is_empty() => self.image = vec![0; bytes],
+            None => self.image.resize(bytes.max(self.image.len()), 0),
+        }
+    }
+
+    /// Bytes of chunk slot `slot` (the last one may be short).
+    pub(super) fn slot_len(&self, slot: u32) -> usize {
+        let start = slot as usize * self.chunk_size;
+        self.memory_bytes.saturating_sub(start).min(self.chunk_size)
+    }
+
+    /// Writes a chunk's bytes into slot `slot`.
+    pub(super) fn write_slot(&mut self, slot: u32, bytes: &Arc<Vec<u8>>) {
+        let start = slot as usize * self.chunk_size;
+        match &self.warm {
+            // Shared, not copied: one chunk may fill several slots.
+            Some(warm) => warm.write(start as u64, Arc::clone(bytes)),
+            None => {
+                if let Some(target) = self.image.get_mut(start..start + bytes.len()) {
+                    target.copy_from_slice(bytes);
+                }
             }
         }
     }
 
-    /// Grows the image to `bytes` (memory only grows). A first image is
-    /// allocated zeroed, which the kernel does lazily: no 64 MiB memset
-    /// before the first round's answer.
-    pub(super) fn grow_image(&mut self, bytes: usize) {
-        if self.image.is_empty() {
-            self.image = vec![0; bytes];
-        } else {
-            self.image.resize(bytes, 0);
-        }
+    /// Zeroes slot `slot` (a chunk that became all zero).
+    pub(super) fn zero_slot(&mut self, slot: u32) {
+        let zeros = Arc::new(vec![0; self.slot_len(slot)]);
+        self.write_slot(slot, &zeros);
     }
 
-    pub(super) fn slot(&mut self, slot: u32) -> &mut [u8] {
-        let start = slot as usize * self.chunk_size;
-        let end = (start + self.chunk_size).min(self.image.len());
-        &mut self.image[start..end]
+    /// Fills `slots` with the stored chunk `hash`; false if the store cannot
+    /// give it (gone, or unreadable), for the caller to ask for it instead.
+    pub(super) fn fill_from_store(&mut self, hash: &ChunkHash, slots: &[u32]) -> bool {
+        let Some(&first) = slots.first() else {
+            return true;
+        };
+        let mut bytes = vec![0; self.slot_len(first)];
+        if self
+            .supervisor
+            .checkpoint_store()
+            .read_chunk_into(hash, &mut bytes)
+            .is_err()
+        {
+            return false;
+        }
+        let bytes = Arc::new(bytes);
+        for slot in slots {
+            self.write_slot(*slot, &bytes);
+        }
+        true
     }
 }
