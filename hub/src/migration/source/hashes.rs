@@ -51,11 +51,88 @@ fn round_hashes(
     };
     // Memory only grows; new chunks start as zero.
     hashes.resize(count, None);
-    for (index, bytes) in changes.iter() {
+    let captured: Vec<(u32, &[u8])> = changes.iter().collect();
+    for ((index, _), hash) in captured.iter().zip(hash_all(&captured)) {
         let slot = hashes
-            .get_mut(index as usize)
+            .get_mut(*index as usize)
             .ok_or_else(|| format!("chunk {index} is beyond the memory's end"))?;
-        *slot = (!is_zero_chunk(bytes)).then(|| hash_chunk(bytes));
+        *slot = hash;
     }
     Ok(hashes)
+}
+
+/// Rounds that captured fewer chunks are hashed on one thread.
+const PARALLEL_FROM: usize = 64;
+/// The most threads a round is hashed on.
+const MAX_THREADS: usize = 4;
+
+/// The hash of each chunk, `None` for a zero one. A large round (a first
+/// one: the whole memory) is split over the machine's cores: the
+/// destination waits for these hashes before it gets any chunk, and
+/// nothing else of the move runs meanwhile.
+fn hash_all(chunks: &[(u32, &[u8])]) -> Vec<Option<ChunkHash>> {
+    let hash = |(_, bytes): &(u32, &[u8])| (!is_zero_chunk(bytes)).then(|| hash_chunk(bytes));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_THREADS);
+    if threads < 2 || chunks.len() < PARALLEL_FROM {
+        return chunks.iter().map(hash).collect();
+    }
+    let per_thread = chunks.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let others: Vec<_> = chunks
+            .chunks(per_thread)
+            .skip(1)
+            .map(|part| scope.spawn(move || part.iter().map(hash).collect::<Vec<_>>()))
+            .collect();
+        let mut hashes: Vec<_> = chunks[..per_thread].iter().map(hash).collect();
+        for other in others {
+            hashes.extend(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
+        hashes
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHUNK: u32 = 4096;
+
+    /// A first round of `count` chunks, every third one zero.
+    fn complete_round(count: u32) -> MemoryChanges {
+        let mut changes = MemoryChanges::new(u64::from(count * CHUNK), CHUNK, true);
+        for index in 0..count {
+            let byte = if index % 3 == 0 { 0 } else { index as u8 };
+            changes.push(index, &vec![byte; CHUNK as usize]);
+        }
+        changes
+    }
+
+    #[test]
+    fn a_large_round_hashes_every_chunk_in_its_slot_on_several_threads() {
+        let count = (PARALLEL_FROM * 3 + 5) as u32;
+        let hashes = round_hashes(&complete_round(count), CHUNK, None).unwrap();
+        assert_eq!(hashes.len(), count as usize);
+        for (index, hash) in hashes.iter().enumerate() {
+            let bytes = vec![if index % 3 == 0 { 0 } else { index as u8 }; CHUNK as usize];
+            let expected = (index % 3 != 0).then(|| hash_chunk(&bytes));
+            assert_eq!(*hash, expected, "chunk {index}");
+        }
+    }
+
+    #[test]
+    fn a_later_round_keeps_the_hashes_of_chunks_it_did_not_capture() {
+        let first = round_hashes(&complete_round(8), CHUNK, None).unwrap();
+        let mut changes = MemoryChanges::new(u64::from(10 * CHUNK), CHUNK, false);
+        changes.push(4, &[7; CHUNK as usize]);
+        changes.push(9, &[9; CHUNK as usize]);
+        let next = round_hashes(&changes, CHUNK, Some(first.clone())).unwrap();
+        assert_eq!(next.len(), 10);
+        assert_eq!(next[..4], first[..4]);
+        assert_eq!(next[4], Some(hash_chunk(&[7; CHUNK as usize])));
+        assert_eq!(next[5..8], first[5..8]);
+        assert_eq!(next[8], None, "a chunk the memory grew by starts as zero");
+        assert_eq!(next[9], Some(hash_chunk(&[9; CHUNK as usize])));
+    }
 }

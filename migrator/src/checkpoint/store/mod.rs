@@ -21,6 +21,7 @@ mod put;
 mod reclaim;
 mod staged;
 mod trusted;
+mod writeback;
 
 use std::path::Path;
 
