@@ -204,7 +204,7 @@ impl SnapshotMemory {
 }
 
 /// Chunks of a linear memory, copied out at a capture.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct MemoryChanges {
     pub memory_bytes: u64,
     pub chunk_size: u32,
@@ -217,7 +217,25 @@ pub struct MemoryChanges {
     /// Their bytes, one after the other (only the memory's last chunk may
     /// be short).
     data: Vec<u8>,
+    /// The bytes of the chunks from position `tail_from` on, when a large
+    /// capture continued into a buffer faulted in beside it
+    /// ([`MemoryChanges::continue_in`]).
+    tail: Vec<u8>,
+    tail_from: usize,
 }
+
+/// Equal when they hold the same chunks, however their bytes are laid out.
+impl PartialEq for MemoryChanges {
+    fn eq(&self, other: &MemoryChanges) -> bool {
+        self.memory_bytes == other.memory_bytes
+            && self.chunk_size == other.chunk_size
+            && self.complete == other.complete
+            && self.indexes == other.indexes
+            && self.iter().zip(other.iter()).all(|(ours, theirs)| ours == theirs)
+    }
+}
+
+impl Eq for MemoryChanges {}
 
 impl MemoryChanges {
     pub fn new(memory_bytes: u64, chunk_size: u32, complete: bool) -> MemoryChanges {
@@ -227,6 +245,8 @@ impl MemoryChanges {
             complete,
             indexes: Vec::new(),
             data: Vec::new(),
+            tail: Vec::new(),
+            tail_from: usize::MAX,
         }
     }
 
@@ -237,11 +257,24 @@ impl MemoryChanges {
         self.data.reserve(chunks * self.chunk_size as usize);
     }
 
+    /// The chunks added from now on go into `buffer` (emptied), whose room
+    /// was faulted in on another thread while this one copied.
+    pub fn continue_in(&mut self, mut buffer: Vec<u8>) {
+        debug_assert_eq!(self.tail_from, usize::MAX, "continued once only");
+        buffer.clear();
+        self.tail = buffer;
+        self.tail_from = self.indexes.len();
+    }
+
     /// Adds chunk `index` (greater than any added before).
     pub fn push(&mut self, index: u32, bytes: &[u8]) {
         debug_assert!(self.indexes.last().is_none_or(|last| *last < index));
         self.indexes.push(index);
-        self.data.extend_from_slice(bytes);
+        if self.indexes.len() > self.tail_from {
+            self.tail.extend_from_slice(bytes);
+        } else {
+            self.data.extend_from_slice(bytes);
+        }
     }
 
     /// Number of chunks held.
@@ -255,7 +288,7 @@ impl MemoryChanges {
 
     /// Bytes of chunk data held.
     pub fn data_bytes(&self) -> u64 {
-        self.data.len() as u64
+        (self.data.len() + self.tail.len()) as u64
     }
 
     /// The chunks held, ascending.
@@ -274,8 +307,12 @@ impl MemoryChanges {
     }
 
     fn at(&self, position: usize, chunk_size: usize) -> &[u8] {
+        let (bytes, position) = match position.checked_sub(self.tail_from) {
+            Some(in_tail) => (&self.tail, in_tail),
+            None => (&self.data, position),
+        };
         let start = position * chunk_size;
-        &self.data[start..(start + chunk_size).min(self.data.len())]
+        &bytes[start..(start + chunk_size).min(bytes.len())]
     }
 
     /// The whole memory of a complete set.

@@ -204,14 +204,53 @@ impl DirtyTracker {
             }
             _ => (0..chunk_count).collect(),
         };
-        changes.reserve_chunks(candidates.len());
-        for index in candidates {
-            self.read_chunk(view, &mut changes, index, known_bytes, key)?;
-        }
+        self.read_chunks(view, &mut changes, &candidates, known_bytes, key)?;
         if let Some(set) = self.sets.get_mut(key) {
             set.known_bytes = memory_bytes;
         }
         Ok(changes)
+    }
+
+    /// Reads `candidates` into `changes`. A large capture (a set's first:
+    /// the whole memory) copies its first half while another thread faults
+    /// in the room for the second: most of such a copy is the kernel
+    /// handing out fresh pages, and the function is stopped meanwhile.
+    fn read_chunks(
+        &mut self,
+        view: &MemoryView<'_>,
+        changes: &mut MemoryChanges,
+        candidates: &[usize],
+        known_bytes: u64,
+        key: &str,
+    ) -> Result<(), String> {
+        let chunk_bytes = changes.chunk_size as usize;
+        if candidates.len() * chunk_bytes < FAULT_AHEAD_FROM {
+            changes.reserve_chunks(candidates.len());
+            for index in candidates {
+                self.read_chunk(view, changes, *index, known_bytes, key)?;
+            }
+            return Ok(());
+        }
+        let (first, second) = candidates.split_at(candidates.len() / 2);
+        changes.reserve_chunks(first.len());
+        std::thread::scope(|scope| {
+            let room = second.len() * chunk_bytes;
+            let helper = std::thread::Builder::new()
+                .name("ferry-capture-room".to_owned())
+                .spawn_scoped(scope, move || faulted_in(room));
+            for index in first {
+                self.read_chunk(view, changes, *index, known_bytes, key)?;
+            }
+            match helper.map(|helper| helper.join()) {
+                Ok(Ok(buffer)) => changes.continue_in(buffer),
+                // No thread, or it failed: the pages fault in as they are copied.
+                _ => changes.reserve_chunks(second.len()),
+            }
+            for index in second {
+                self.read_chunk(view, changes, *index, known_bytes, key)?;
+            }
+            Ok(())
+        })
     }
 
     /// Reads chunk `index` and adds it to `changes` if it changed for
@@ -327,6 +366,20 @@ fn check_chunk_size(chunk_size: u32) -> Result<(), String> {
         return Err(format!("chunk size {chunk_size} is not a multiple of {PAGE_BYTES}"));
     }
     Ok(())
+}
+
+/// Captures of at least this many bytes fault their room in on two threads.
+const FAULT_AHEAD_FROM: usize = 8 << 20;
+
+/// An empty buffer with room for `bytes`, every page of it faulted in.
+// `vec![0; bytes]` would map zero pages lazily: the writes are the point.
+#[allow(clippy::slow_vector_initialization)]
+fn faulted_in(bytes: usize) -> Vec<u8> {
+    let mut buffer = Vec::with_capacity(bytes);
+    buffer.resize(bytes, 0);
+    std::hint::black_box(&mut buffer);
+    buffer.clear();
+    buffer
 }
 
 fn pages_of(memory_bytes: u64) -> usize {

@@ -154,3 +154,37 @@ fn fingerprints_give_the_same_chunk_sets_as_write_protection() {
         assert_eq!(fingerprints, scenario(TrackingMode::WriteProtect));
     }
 }
+
+/// A first capture this large copies its second half into room faulted
+/// in on another thread: every chunk still holds what memory holds, in
+/// order, and the next capture reports only what was written.
+fn large_first_capture(mode: TrackingMode) {
+    let mut guest = Guest::new();
+    guest.grow(196);
+    let memory_bytes = guest.memory.view(&guest.store).data_size();
+    let chunks = (memory_bytes / u64::from(CHUNK)) as u32;
+    assert!(u64::from(chunks) * u64::from(CHUNK) >= super::FAULT_AHEAD_FROM as u64);
+    // Every chunk but every seventh gets bytes of its own.
+    let written: Vec<u32> = (0..chunks).filter(|chunk| chunk % 7 != 3).collect();
+    for chunk in &written {
+        guest.host_write(chunk * CHUNK + 16, &chunk.to_le_bytes());
+    }
+    let mut tracker = DirtyTracker::new(mode);
+    let mut expected = written.clone();
+    if !expected.contains(&0) {
+        expected.insert(0, 0);
+    }
+    // Chunk 0 holds the data segment too.
+    assert_eq!(guest.changed(&mut tracker, "move"), (expected, true));
+    guest.guest_write(3 * CHUNK, 9);
+    guest.guest_write((chunks - 1) * CHUNK, 9);
+    assert_eq!(guest.changed(&mut tracker, "move"), (vec![3, chunks - 1], false));
+}
+
+#[test]
+fn a_large_first_capture_holds_every_chunk_as_memory_does() {
+    large_first_capture(TrackingMode::Fingerprints);
+    if super::WriteWatch::probe().is_ok() {
+        large_first_capture(TrackingMode::WriteProtect);
+    }
+}
