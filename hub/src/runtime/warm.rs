@@ -322,12 +322,15 @@ mod tests {
         }
     }
 
-    /// A temporary checkpoint store and the manifest template of `snapshot`.
-    fn checkpoint_store_for(
+    /// `snapshot` put into a temporary checkpoint store: the store's
+    /// database and packs (kept alive by the caller), the store that wrote
+    /// it and the manifest.
+    fn stored_checkpoint(
         snapshot: &Snapshot,
     ) -> (
         sled::Db,
         tempfile::TempDir,
+        ferry_migrator::checkpoint::CheckpointStore,
         ferry_proto::internal::v1::CheckpointManifest,
     ) {
         let db = sled::Config::new().temporary(true).open().unwrap();
@@ -338,7 +341,9 @@ mod tests {
             ..Default::default()
         };
         let template = crate::checkpoint_codec::manifest_template(snapshot, spec, 0, 1, 0);
-        (db, packs, template)
+        let writer = ferry_migrator::checkpoint::CheckpointStore::open(&db, packs.path()).unwrap();
+        let (manifest, _, _) = writer.put(template, snapshot.memory.whole().unwrap(), None).unwrap();
+        (db, packs, writer, manifest)
     }
 
     /// What an arrival hands its warm instance: the memory is only in the
@@ -347,9 +352,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_warm_instance_whose_writes_failed_starts_cold_from_the_stored_checkpoint() {
         let (runtime, module, whole, snapshot, before) = paused_heap_walk().await;
-        let (db, packs, template) = checkpoint_store_for(&snapshot);
-        let store = ferry_migrator::checkpoint::CheckpointStore::open(&db, packs.path()).unwrap();
-        let (manifest, _, _) = store.put(template, snapshot.memory.whole().unwrap(), None).unwrap();
+        let (_db, _packs, store, manifest) = stored_checkpoint(&snapshot);
         let stored = Arc::new(Snapshot {
             memory: crate::runtime::SnapshotMemory::Stored(crate::runtime::StoredMemory {
                 store,
@@ -371,10 +374,8 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_restore_from_the_store_writes_each_chunk_into_the_instance_and_continues_exactly() {
         let (runtime, module, whole, snapshot, before) = paused_heap_walk().await;
-        let (db, packs, template) = checkpoint_store_for(&snapshot);
         // Written by this store (trusted) and read by one opened anew (verified).
-        let writer = ferry_migrator::checkpoint::CheckpointStore::open(&db, packs.path()).unwrap();
-        let (manifest, _, _) = writer.put(template, snapshot.memory.whole().unwrap(), None).unwrap();
+        let (db, packs, writer, manifest) = stored_checkpoint(&snapshot);
         for store in [
             writer.clone(),
             ferry_migrator::checkpoint::CheckpointStore::open(&db, packs.path()).unwrap(),

@@ -41,6 +41,37 @@ pub fn hash_chunk(bytes: &[u8]) -> ChunkHash {
     ChunkHash(*blake3::hash(bytes).as_bytes())
 }
 
+/// Rounds of fewer chunks are hashed on one thread by [`hash_chunks`].
+const PARALLEL_FROM: usize = 64;
+/// The most threads [`hash_chunks`] uses.
+const MAX_THREADS: usize = 4;
+
+/// [`hash_chunk`] of each chunk, `None` for a zero one. Many chunks (a
+/// whole memory) are split over the machine's cores: on a move's first
+/// round the destination waits for these hashes before it gets any chunk.
+pub fn hash_chunks(chunks: &[&[u8]]) -> Vec<Option<ChunkHash>> {
+    let hash = |bytes: &&[u8]| (!is_zero_chunk(bytes)).then(|| hash_chunk(bytes));
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(MAX_THREADS);
+    if threads < 2 || chunks.len() < PARALLEL_FROM {
+        return chunks.iter().map(hash).collect();
+    }
+    let per_thread = chunks.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let others: Vec<_> = chunks
+            .chunks(per_thread)
+            .skip(1)
+            .map(|part| scope.spawn(move || part.iter().map(hash).collect::<Vec<_>>()))
+            .collect();
+        let mut hashes: Vec<_> = chunks[..per_thread].iter().map(hash).collect();
+        for other in others {
+            hashes.extend(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
+        hashes
+    })
+}
+
 /// One fast 128-bit hash (seeded XXH3-128) per chunk of the memory of one
 /// checkpoint, kept in RAM by the caller until the next checkpoint of the
 /// same function.

@@ -157,7 +157,7 @@ mod tests;
 
 use std::fmt;
 
-pub use chunking::{Fingerprints, MemoryScan, chunk_count, hash_chunk, is_zero_chunk, scan_memory};
+pub use chunking::{Fingerprints, MemoryScan, chunk_count, hash_chunk, hash_chunks, is_zero_chunk, scan_memory};
 pub use codec::{decode_chunk_into, encode_chunk};
 pub use error::CheckpointError;
 pub use ferry_proto::internal::v1::{

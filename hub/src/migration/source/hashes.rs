@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use ferry_migrator::checkpoint::{ChunkHash, chunk_count, hash_chunk, is_zero_chunk};
+use ferry_migrator::checkpoint::{ChunkHash, chunk_count, hash_chunks};
 use ferry_migrator::transfer::TransferError;
 
 use super::local;
@@ -51,8 +51,8 @@ fn round_hashes(
     };
     // Memory only grows; new chunks start as zero.
     hashes.resize(count, None);
-    let captured: Vec<(u32, &[u8])> = changes.iter().collect();
-    for ((index, _), hash) in captured.iter().zip(hash_all(&captured)) {
+    let (indexes, bytes): (Vec<u32>, Vec<&[u8]>) = changes.iter().unzip();
+    for (index, hash) in indexes.iter().zip(hash_chunks(&bytes)) {
         let slot = hashes
             .get_mut(*index as usize)
             .ok_or_else(|| format!("chunk {index} is beyond the memory's end"))?;
@@ -61,40 +61,10 @@ fn round_hashes(
     Ok(hashes)
 }
 
-/// Rounds that captured fewer chunks are hashed on one thread.
-const PARALLEL_FROM: usize = 64;
-/// The most threads a round is hashed on.
-const MAX_THREADS: usize = 4;
-
-/// The hash of each chunk, `None` for a zero one. A large round (a first
-/// one: the whole memory) is split over the machine's cores: the
-/// destination waits for these hashes before it gets any chunk, and
-/// nothing else of the move runs meanwhile.
-fn hash_all(chunks: &[(u32, &[u8])]) -> Vec<Option<ChunkHash>> {
-    let hash = |(_, bytes): &(u32, &[u8])| (!is_zero_chunk(bytes)).then(|| hash_chunk(bytes));
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(MAX_THREADS);
-    if threads < 2 || chunks.len() < PARALLEL_FROM {
-        return chunks.iter().map(hash).collect();
-    }
-    let per_thread = chunks.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let others: Vec<_> = chunks
-            .chunks(per_thread)
-            .skip(1)
-            .map(|part| scope.spawn(move || part.iter().map(hash).collect::<Vec<_>>()))
-            .collect();
-        let mut hashes: Vec<_> = chunks[..per_thread].iter().map(hash).collect();
-        for other in others {
-            hashes.extend(other.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
-        }
-        hashes
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use ferry_migrator::checkpoint::hash_chunk;
+
     use super::*;
 
     const CHUNK: u32 = 4096;
@@ -111,7 +81,7 @@ mod tests {
 
     #[test]
     fn a_large_round_hashes_every_chunk_in_its_slot_on_several_threads() {
-        let count = (PARALLEL_FROM * 3 + 5) as u32;
+        let count = 64 * 3 + 5;
         let hashes = round_hashes(&complete_round(count), CHUNK, None).unwrap();
         assert_eq!(hashes.len(), count as usize);
         for (index, hash) in hashes.iter().enumerate() {
