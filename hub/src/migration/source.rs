@@ -356,12 +356,20 @@ impl MoveRun<'_> {
             let error = local(format!("cannot record the move: {error}"));
             return Err(abort(sender, &outbound, error));
         }
-        // The destination owns the function now.
-        self.paused = None;
+        // The destination owns the function now. The paused instance and
+        // the state left here are freed only once it has answered: both
+        // take CPU (unmapping the memory, store writes) that the
+        // destination's start needs on a small machine.
+        let left_behind = self.paused.take();
         let paused = self.paused_at.map_or(std::time::Duration::ZERO, |at| at.elapsed());
-        send(&self.watchdog, &outbound, sender.move_recorded(paused)).await?;
-        let started = self.receive(sender, &mut inbound, Some(DECISION_TIMEOUT)).await?;
-        let start_micros = sender.on_started(started)?;
+        let recorded = send(&self.watchdog, &outbound, sender.move_recorded(paused)).await;
+        let started = match recorded {
+            Ok(()) => self.receive(sender, &mut inbound, Some(DECISION_TIMEOUT)).await,
+            Err(error) => Err(error),
+        };
+        drop(left_behind);
+        self.supervisor.drop_state_left_behind_later(self.name, new_epoch);
+        let start_micros = sender.on_started(started?)?;
         tracing::info!(function = %self.name, to = %self.target.hub_name, epoch = new_epoch, "function moved");
         Ok(start_micros)
     }

@@ -124,7 +124,8 @@ impl Supervisor {
 
     /// Durably records that `name` runs on another hub from now on, under
     /// `epoch`; this hub keeps only the forward pointer. Its checkpoints and
-    /// logs here are stale from now on and are dropped.
+    /// logs here are stale from now on: the caller drops them with
+    /// [`Supervisor::drop_state_left_behind_later`].
     pub fn record_moved(&self, name: &str, epoch: u64, to: ForwardPointer) -> Result<(), HubError> {
         let previous = {
             let mut slots = self.inner.lock_slots();
@@ -143,9 +144,17 @@ impl Supervisor {
             }
             return Err(error);
         }
-        // Not on the downtime path: the checkpoints and logs here are stale now.
-        // A checkpoint being written now finishes first (and one waiting
-        // for the lock then sees the function moved and writes nothing).
+        Ok(())
+    }
+
+    /// Drops, in the background, the checkpoints and logs that `name` left
+    /// here when it moved away under `epoch` (stale since
+    /// [`Supervisor::record_moved`]). The source calls it once the
+    /// destination has answered the commit, so that the work stays off the
+    /// downtime. A checkpoint being written now finishes first (and one
+    /// waiting for the lock then sees the function moved and writes
+    /// nothing).
+    pub fn drop_state_left_behind_later(&self, name: &str, epoch: u64) {
         let supervisor = self.clone();
         let owned = name.to_owned();
         let inner = Arc::clone(&self.inner);
@@ -153,7 +162,6 @@ impl Supervisor {
             let _serialized = inner.persist_lock.lock().await;
             let _ = tokio::task::spawn_blocking(move || supervisor.drop_state_left_behind(&owned, epoch)).await;
         });
-        Ok(())
     }
 
     /// [`Supervisor::drop_local_state`] for a function that moved away under

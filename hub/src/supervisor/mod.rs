@@ -260,6 +260,7 @@ impl Supervisor {
     pub async fn restore(&self) -> Result<(), HubError> {
         let stored = self.inner.store.functions()?;
         let mut to_start = Vec::new();
+        let mut moved_away = Vec::new();
         {
             let mut slots = self.inner.lock_slots();
             for record in stored {
@@ -268,10 +269,17 @@ impl Supervisor {
                 if lifecycle::decide(phase, Request::Recover).is_ok_and(|next| next.effect == Effect::StartRun) {
                     to_start.push(name.clone());
                 }
+                if phase == Phase::Moved {
+                    moved_away.push((name.clone(), record.epoch));
+                }
                 slots.insert(name, Slot::new(record, phase));
             }
         }
         self.sweep_files_left_behind();
+        // A crash between a move's record and its clean-up left them.
+        for (name, epoch) in moved_away {
+            self.drop_state_left_behind_later(&name, epoch);
+        }
         for name in to_start {
             let resumed = async {
                 let _serialized = self.inner.checkpoint_lock.lock().await;
