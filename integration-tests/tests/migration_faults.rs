@@ -392,3 +392,35 @@ async fn every_hub_forwards_requests_to_where_a_moved_function_runs() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_restart_looks_for_the_state_a_move_left_behind_only_until_it_is_gone() {
+    let mut hubs = pair().await;
+    // Ticks and checkpoints every 200 ms: the source keeps checkpoints and logs.
+    deploy(&hubs[0], "examples/bigheap.wasm", "heap", &["4", "0"]);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let summary = migrate(&hubs[0], "heap", "hub-1").unwrap();
+    assert_eq!(summary["start_confirmed"], true, "{summary}");
+    let source = &hubs[0];
+    eventually("the source to drop what the function left behind", PATIENCE, || async {
+        source
+            .agent_log()
+            .contains("dropped the state the function left behind")
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    let before = hubs[0].agent_log().len();
+    hubs[0].restart().await.unwrap();
+    hubs[0].restart().await.unwrap();
+    let restarts = hubs[0].agent_log()[before..].to_owned();
+    assert!(
+        !restarts.contains("looking for state a move left behind"),
+        "a restart looked again for state already dropped:\n{restarts}"
+    );
+    // The forward pointer is still there, and the function runs on.
+    let info = ferry_integration_tests::function_info(&hubs[0], "heap");
+    assert_eq!(info["hub_name"], "hub-1", "{info}");
+    let rounds = numbered_lines(&stdout_of(&hubs[1], "heap"), "round ");
+    check_consecutive(&rounds, "bigheap rounds across the move").unwrap();
+}

@@ -134,6 +134,7 @@ impl Supervisor {
             self.inner.decide(name, slot, Request::MoveRecorded)?;
             slot.record.epoch = epoch;
             slot.record.moved_to = Some(to);
+            slot.record.left_behind_dropped = false;
             previous
         };
         if let Err(error) = self.inner.save_durably(name) {
@@ -181,8 +182,26 @@ impl Supervisor {
             tracing::debug!(function = %name, "the function is coming back; its state here is kept");
             return;
         }
-        self.drop_local_state(name);
-        self.remove_files(name);
+        let dropped = self.drop_local_state(name) & self.remove_files(name);
+        let marked = dropped && {
+            let mut slots = self.inner.lock_slots();
+            match slots.get_mut(name) {
+                Some(slot) if slot.phase == Phase::Moved && slot.record.epoch == epoch => {
+                    slot.record.left_behind_dropped = true;
+                    true
+                }
+                _ => false,
+            }
+        };
+        // Not flushed: a mark lost in a crash only makes the next start
+        // look again, and find nothing.
+        if !marked {
+            return;
+        }
+        match self.inner.save(name) {
+            Ok(()) => tracing::debug!(function = %name, epoch, "dropped the state the function left behind"),
+            Err(error) => tracing::warn!(function = %name, %error, "could not mark the state left behind as dropped"),
+        }
     }
 
     /// An instance of the module of `spec`, made on its own thread, for an
@@ -518,18 +537,23 @@ impl Supervisor {
             .collect()
     }
 
-    /// Drops checkpoints, logs and the incremental base of `name` here.
-    pub(super) fn drop_local_state(&self, name: &str) {
+    /// Drops checkpoints, logs and the incremental base of `name` here;
+    /// false when some of it could not be dropped (logged).
+    pub(super) fn drop_local_state(&self, name: &str) -> bool {
+        let mut dropped = true;
         if let Err(error) = crate::store::off_worker(|| self.inner.checkpoints.remove_function(name)) {
             tracing::warn!(function = %name, %error, "could not drop stale checkpoints");
+            dropped = false;
         }
         if let Err(error) = self.inner.logs.remove(name) {
             tracing::warn!(function = %name, %error, "could not drop stale logs");
+            dropped = false;
         }
         self.inner
             .incremental
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .remove(name);
+        dropped
     }
 }

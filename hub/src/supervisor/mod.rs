@@ -269,7 +269,7 @@ impl Supervisor {
                 if lifecycle::decide(phase, Request::Recover).is_ok_and(|next| next.effect == Effect::StartRun) {
                     to_start.push(name.clone());
                 }
-                if phase == Phase::Moved {
+                if phase == Phase::Moved && !record.left_behind_dropped {
                     moved_away.push((name.clone(), record.epoch));
                 }
                 slots.insert(name, Slot::new(record, phase));
@@ -278,6 +278,7 @@ impl Supervisor {
         self.sweep_files_left_behind();
         // A crash between a move's record and its clean-up left them.
         for (name, epoch) in moved_away {
+            tracing::info!(function = %name, epoch, "looking for state a move left behind");
             self.drop_state_left_behind_later(&name, epoch);
         }
         for name in to_start {
@@ -418,24 +419,23 @@ impl Supervisor {
         self.get(name)
     }
 
-    /// Stops (if needed) and forgets a function, its checkpoints and logs.
-    /// Forgets a function: its record, checkpoints, logs and files (its
-    /// volume).
+    /// Stops (if needed) and forgets a function: its record, checkpoints,
+    /// logs and files (its volume).
     pub async fn remove(&self, name: &str) -> Result<(), HubError> {
         self.remove_keeping(name, false).await
     }
 
-    /// [`remove`](Self::remove); with `keep_files`, the volume stays for
-    /// the function of the same name that replaces it (`deploy --replace`).
     /// Removes everything of `name` on disk (its volume): it was removed,
-    /// or it runs on another hub now.
-    pub(super) fn remove_files(&self, name: &str) {
+    /// or it runs on another hub now. False when that failed (logged).
+    pub(super) fn remove_files(&self, name: &str) -> bool {
         let files = crate::resources::function_dir(&self.inner.config.data_dir, name);
         if let Err(error) = std::fs::remove_dir_all(&files)
             && error.kind() != std::io::ErrorKind::NotFound
         {
             tracing::warn!(function = %name, path = %files.display(), %error, "could not remove the function's files");
+            return false;
         }
+        true
     }
 
     /// Removes the files of `name` unless it lives on this hub (any phase
@@ -533,6 +533,8 @@ impl Supervisor {
         self.inner.lay_out_volume(manifest).await
     }
 
+    /// [`remove`](Self::remove); with `keep_files`, the volume stays for
+    /// the function of the same name that replaces it (`deploy --replace`).
     pub(super) async fn remove_keeping(&self, name: &str, keep_files: bool) -> Result<(), HubError> {
         // A running function is stopped first, then forgotten.
         for _ in 0..2 {
