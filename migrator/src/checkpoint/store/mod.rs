@@ -18,6 +18,7 @@ mod gc;
 mod holders;
 mod packs;
 mod put;
+mod reading;
 mod reclaim;
 mod staged;
 mod trusted;
@@ -36,8 +37,8 @@ use trusted::TrustedChunks;
 
 use super::{
     CheckpointError, CheckpointManifest, ChunkHash, DEFAULT_CHUNK_SIZE, Fingerprints,
-    codec::{ChunkDecoder, DEFAULT_COMPRESSION_LEVEL, verify_chunk},
-    manifest::{decode_manifest, describe, distinct_chunks, validate_chunk_size, validate_function_name},
+    codec::{ChunkDecoder, DEFAULT_COMPRESSION_LEVEL},
+    manifest::{decode_manifest, distinct_chunks, validate_chunk_size, validate_function_name},
     validate_manifest,
 };
 
@@ -175,125 +176,6 @@ impl CheckpointStore {
             });
         }
         Ok(entries)
-    }
-
-    /// The linear memory `manifest` describes, every chunk checked against
-    /// its hash after decompression — except chunks this store already
-    /// checked (see `trusted.rs`). Changes nothing, whatever it finds.
-    pub fn load_memory(&self, manifest: &CheckpointManifest) -> Result<Vec<u8>, CheckpointError> {
-        let mut memory = vec![0u8; memory_len(manifest)?];
-        self.read_memory(manifest, |offset, chunk| {
-            if let Some(bytes) = chunk {
-                let start = offset as usize;
-                memory[start..start + bytes.len()].copy_from_slice(bytes);
-            }
-            Ok::<(), CheckpointError>(())
-        })?;
-        Ok(memory)
-    }
-
-    /// Streams the memory `manifest` describes chunk by chunk, in order,
-    /// into `sink(offset, chunk)`: each chunk decoded and checked like
-    /// [`CheckpointStore::load_memory`] does, `None` for an all-zero chunk.
-    /// One chunk-sized buffer, no image of the whole memory: a restore
-    /// writes each chunk straight into the instance.
-    pub fn read_memory<E: From<CheckpointError>>(
-        &self,
-        manifest: &CheckpointManifest,
-        mut sink: impl FnMut(u64, Option<&[u8]>) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let memory_len = memory_len(manifest)? as u64;
-        let chunk_size = u64::from(manifest.chunk_size);
-        let mut buffer = vec![0u8; manifest.chunk_size as usize];
-        let mut decoder = ChunkDecoder::new()?;
-        let mut verified = Vec::new();
-        let result = (|| {
-            for (index, entry) in manifest.chunk_hashes.iter().enumerate() {
-                let offset = index as u64 * chunk_size;
-                let slot = &mut buffer[..chunk_size.min(memory_len - offset) as usize];
-                let Some(hash) = ChunkHash::from_manifest_entry(entry).ok().flatten() else {
-                    sink(offset, None)?;
-                    continue;
-                };
-                let trusted = self.trusted.contains(&hash);
-                self.decode_stored(manifest, index, &hash, trusted, &mut decoder, slot)?;
-                if !trusted {
-                    verified.push(hash);
-                }
-                sink(offset, Some(slot))?;
-            }
-            Ok(())
-        })();
-        self.trusted.trust(verified);
-        result
-    }
-
-    /// Checks, without keeping any of it, that the memory `manifest`
-    /// describes loads: every chunk is present, and each one this store
-    /// has not checked yet decodes to its hash (and is trusted from now
-    /// on). What a restore calls before it commits to a checkpoint.
-    pub fn verify_memory(&self, manifest: &CheckpointManifest) -> Result<(), CheckpointError> {
-        validate_manifest(manifest)?;
-        let mut buffer = vec![0u8; manifest.chunk_size as usize];
-        let mut decoder = ChunkDecoder::new()?;
-        let mut verified = Vec::new();
-        let memory_len = manifest.memory_bytes;
-        let chunk_size = u64::from(manifest.chunk_size);
-        let mut result = Ok(());
-        for (index, entry) in manifest.chunk_hashes.iter().enumerate() {
-            let Some(hash) = ChunkHash::from_manifest_entry(entry).ok().flatten() else {
-                continue;
-            };
-            if self.trusted.contains(&hash) {
-                if !self.chunks.contains_key(hash.as_bytes())? {
-                    tracing::warn!(checkpoint = %describe(manifest), chunk = index, %hash, "checkpoint chunk missing");
-                    result = Err(CheckpointError::ChunkMissing { hash });
-                    break;
-                }
-                continue;
-            }
-            let offset = index as u64 * chunk_size;
-            let slot = &mut buffer[..chunk_size.min(memory_len - offset) as usize];
-            if let Err(error) = self.decode_stored(manifest, index, &hash, false, &mut decoder, slot) {
-                result = Err(error);
-                break;
-            }
-            verified.push(hash);
-        }
-        self.trusted.trust(verified);
-        result
-    }
-
-    /// Chunk `index` of `manifest`, named `hash`, decoded into `slot` and —
-    /// unless `trusted` — checked against its hash.
-    fn decode_stored(
-        &self,
-        manifest: &CheckpointManifest,
-        index: usize,
-        hash: &ChunkHash,
-        trusted: bool,
-        decoder: &mut ChunkDecoder,
-        slot: &mut [u8],
-    ) -> Result<(), CheckpointError> {
-        let what = || format!("chunk {index} ({hash}) of {}", describe(manifest));
-        let encoded = match self.body(hash) {
-            Ok(Some(encoded)) => encoded,
-            Ok(None) => {
-                tracing::warn!(checkpoint = %describe(manifest), chunk = index, %hash, "checkpoint chunk missing");
-                return Err(CheckpointError::ChunkMissing { hash: *hash });
-            }
-            Err(CheckpointError::Corrupt { reason, .. }) => {
-                tracing::warn!(what = %what(), %reason, "checkpoint chunk does not verify");
-                return Err(CheckpointError::corrupt(what(), reason));
-            }
-            Err(error) => return Err(error),
-        };
-        let decoded = decoder.decode_into(&encoded, slot);
-        if let Err(reason) = decoded.and_then(|()| if trusted { Ok(()) } else { verify_chunk(slot, hash) }) {
-            tracing::warn!(what = %what(), %reason, "checkpoint chunk does not verify");
-            return Err(CheckpointError::corrupt(what(), reason));
-        }
-        Ok(())
     }
 
     /// [`CheckpointStore::load_memory`] and the [`Fingerprints`] of the

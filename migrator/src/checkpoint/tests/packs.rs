@@ -87,6 +87,67 @@ fn a_flipped_byte_in_a_pack_is_data_loss_for_a_trusted_and_a_fresh_store() {
 }
 
 #[test]
+fn a_damaged_chunk_fails_a_load_on_two_threads_wherever_it_is_and_a_failing_sink_stops_it() {
+    // About 150 stored chunks: read on two threads, in groups.
+    let image = memory(16, 831);
+    for tenths in [1, 3, 5, 7, 9] {
+        let db = TempDb::new();
+        let writer = db.open_with(CheckpointStoreOptions {
+            chunk_size: TEST_CHUNK_SIZE,
+            ..CheckpointStoreOptions::default()
+        });
+        let (manifest, _, _) = writer.put(template("damaged", 1), &image, None).unwrap();
+        let pack = &pack_paths(&db)[0];
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(pack).unwrap();
+        let at = file.metadata().unwrap().len() * tenths / 10;
+        let mut byte = [0u8; 1];
+        file.read_exact_at(&mut byte, at).unwrap();
+        file.write_all_at(&[byte[0] ^ 0x10], at).unwrap();
+        for (case, store) in [("the writer", writer.clone()), ("a store opened anew", db.open())] {
+            let error = store.load_memory(&manifest).unwrap_err();
+            assert!(
+                matches!(error, CheckpointError::Corrupt { .. }),
+                "{case}, {tenths}/10: {error:?}"
+            );
+        }
+        let error = db.open().verify_memory(&manifest).unwrap_err();
+        assert!(
+            matches!(error, CheckpointError::Corrupt { .. }),
+            "{tenths}/10: {error:?}"
+        );
+    }
+    // A sink that fails ends the read with its error, on either thread's chunk.
+    let db = TempDb::new();
+    let store = db.open_with(CheckpointStoreOptions {
+        chunk_size: TEST_CHUNK_SIZE,
+        ..CheckpointStoreOptions::default()
+    });
+    let (manifest, _, _) = store.put(template("sunk", 1), &image, None).unwrap();
+    for fail_at in [0, 9, 40, 100] {
+        let mut calls = 0;
+        let error = store
+            .read_memory(&manifest, |_, chunk| {
+                if chunk.is_some() {
+                    calls += 1;
+                }
+                match calls > fail_at {
+                    true => Err(CheckpointError::InvalidCheckpoint {
+                        reason: "the sink gave up".to_owned(),
+                    }),
+                    false => Ok(()),
+                }
+            })
+            .unwrap_err();
+        assert!(error.to_string().contains("the sink gave up"), "{fail_at}: {error}");
+    }
+    assert_eq!(
+        store.load_memory(&manifest).unwrap(),
+        image,
+        "the checkpoint is unharmed"
+    );
+}
+
+#[test]
 fn a_truncated_pack_is_data_loss_not_a_panic() {
     let db = TempDb::new();
     let store = small_packs(&db);

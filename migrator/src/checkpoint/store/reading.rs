@@ -1,0 +1,273 @@
+//! Reading a checkpoint's memory out of the store: [`CheckpointStore::load_memory`],
+//! [`CheckpointStore::read_memory`] (a restore, straight into an instance)
+//! and [`CheckpointStore::verify_memory`] (the check before one).
+//!
+//! A memory of many chunks is decoded on two threads: the caller's, and a
+//! helper that decodes groups of chunks ahead into buffers the caller then
+//! hands on; the caller decodes a group itself only when none waits. Inflating and hashing are most of a load (about
+//! 96 ms of zstd for a 64 MiB heap on this project's machine), and a
+//! restore or a hub's start-up has the cores to itself meanwhile. The sink
+//! still runs on the caller's thread only (a restore writes through an
+//! instance that must not leave it), so chunks reach it in no fixed order.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+
+use super::{CheckpointStore, memory_len};
+use crate::checkpoint::codec::{ChunkDecoder, verify_chunk};
+use crate::checkpoint::manifest::describe;
+use crate::checkpoint::{CheckpointError, CheckpointManifest, ChunkHash};
+
+/// Memories of fewer stored chunks than this are read on one thread.
+const PARALLEL_FROM: usize = 64;
+/// The two threads take the chunks of a memory in groups of this many, so
+/// that each reads the packs in order.
+const GROUP: usize = 8;
+/// Decoded groups the helper may hold ahead of the caller (sent a group at
+/// a time: one wake-up per group, not per chunk).
+const AHEAD: usize = 4;
+
+/// One stored (non-zero) chunk of a checkpoint's memory.
+struct StoredChunk {
+    index: usize,
+    offset: u64,
+    len: usize,
+    hash: ChunkHash,
+}
+
+/// A group of chunks the helper decoded, with their bytes (each chunk at a
+/// multiple of the chunk size).
+type Decoded<'a> = Result<(&'a [StoredChunk], Vec<u8>), CheckpointError>;
+
+/// Where decoded chunks go, on the caller's thread.
+type Sink<'a, E> = dyn FnMut(&StoredChunk, &[u8]) -> Result<(), E> + 'a;
+
+impl CheckpointStore {
+    /// The linear memory `manifest` describes, every chunk checked against
+    /// its hash after decompression — except chunks this store already
+    /// checked (see `trusted.rs`). Changes nothing, whatever it finds.
+    pub fn load_memory(&self, manifest: &CheckpointManifest) -> Result<Vec<u8>, CheckpointError> {
+        let mut memory = vec![0u8; memory_len(manifest)?];
+        self.read_memory(manifest, |offset, chunk| {
+            if let Some(bytes) = chunk {
+                let start = offset as usize;
+                memory[start..start + bytes.len()].copy_from_slice(bytes);
+            }
+            Ok::<(), CheckpointError>(())
+        })?;
+        Ok(memory)
+    }
+
+    /// Streams the memory `manifest` describes chunk by chunk into
+    /// `sink(offset, chunk)`, on the caller's thread and in no fixed order:
+    /// each chunk decoded and checked like [`CheckpointStore::load_memory`]
+    /// does, `None` for an all-zero chunk. A few chunk-sized buffers, no
+    /// image of the whole memory: a restore writes each chunk straight into
+    /// the instance.
+    pub fn read_memory<E: From<CheckpointError>>(
+        &self,
+        manifest: &CheckpointManifest,
+        mut sink: impl FnMut(u64, Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let memory_len = memory_len(manifest)? as u64;
+        let chunk_size = u64::from(manifest.chunk_size);
+        let mut stored = Vec::new();
+        for (index, entry) in manifest.chunk_hashes.iter().enumerate() {
+            let offset = index as u64 * chunk_size;
+            match ChunkHash::from_manifest_entry(entry).ok().flatten() {
+                Some(hash) => stored.push(StoredChunk {
+                    index,
+                    offset,
+                    len: chunk_size.min(memory_len - offset) as usize,
+                    hash,
+                }),
+                None => sink(offset, None)?,
+            }
+        }
+        self.decode_chunks(manifest, &stored, |chunk, bytes| sink(chunk.offset, Some(bytes)))
+    }
+
+    /// Checks, without keeping any of it, that the memory `manifest`
+    /// describes loads: every chunk is present, and each one this store
+    /// has not checked yet decodes to its hash (and is trusted from now
+    /// on). What a restore calls before it commits to a checkpoint.
+    pub fn verify_memory(&self, manifest: &CheckpointManifest) -> Result<(), CheckpointError> {
+        let memory_len = memory_len(manifest)? as u64;
+        let chunk_size = u64::from(manifest.chunk_size);
+        let mut unchecked = Vec::new();
+        for (index, entry) in manifest.chunk_hashes.iter().enumerate() {
+            let Some(hash) = ChunkHash::from_manifest_entry(entry).ok().flatten() else {
+                continue;
+            };
+            if self.trusted.contains(&hash) {
+                if !self.chunks.contains_key(hash.as_bytes())? {
+                    tracing::warn!(checkpoint = %describe(manifest), chunk = index, %hash, "checkpoint chunk missing");
+                    return Err(CheckpointError::ChunkMissing { hash });
+                }
+                continue;
+            }
+            let offset = index as u64 * chunk_size;
+            unchecked.push(StoredChunk {
+                index,
+                offset,
+                len: chunk_size.min(memory_len - offset) as usize,
+                hash,
+            });
+        }
+        self.decode_chunks(manifest, &unchecked, |_, _| Ok::<(), CheckpointError>(()))
+    }
+
+    /// Decodes (and, unless trusted, checks) each of `chunks` and hands it
+    /// to `each` on the caller's thread; many chunks on two threads. The
+    /// chunks checked are trusted afterwards, even when a later one fails.
+    fn decode_chunks<E: From<CheckpointError>>(
+        &self,
+        manifest: &CheckpointManifest,
+        chunks: &[StoredChunk],
+        mut each: impl FnMut(&StoredChunk, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let buffer_len = manifest.chunk_size as usize;
+        let two_threads =
+            chunks.len() >= PARALLEL_FROM && std::thread::available_parallelism().is_ok_and(|cores| cores.get() >= 2);
+        let mut verified = Vec::new();
+        let result = if two_threads {
+            self.decode_on_two_threads(manifest, chunks, &mut verified, &mut each)
+        } else {
+            let mut buffer = vec![0u8; buffer_len];
+            let mut decoder = ChunkDecoder::new()?;
+            chunks.iter().try_for_each(|chunk| {
+                let slot = &mut buffer[..chunk.len];
+                self.decode_chunk(manifest, chunk, &mut decoder, slot, &mut verified)?;
+                each(chunk, slot)
+            })
+        };
+        self.trusted.trust(verified);
+        result
+    }
+
+    /// [`CheckpointStore::decode_chunks`] with a helper thread. Both take
+    /// the next group of chunks from a shared counter; the helper decodes
+    /// its groups into spare buffers and sends them over, the caller hands
+    /// those on first and decodes a group itself only when none wait. So
+    /// when handing on is the slow part the helper decodes nearly all, and
+    /// when decoding is, both do.
+    fn decode_on_two_threads<E: From<CheckpointError>>(
+        &self,
+        manifest: &CheckpointManifest,
+        chunks: &[StoredChunk],
+        verified: &mut Vec<ChunkHash>,
+        each: &mut impl FnMut(&StoredChunk, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let buffer_len = manifest.chunk_size as usize;
+        let groups: Vec<&[StoredChunk]> = chunks.chunks(GROUP).collect();
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let (decoded, from_helper) = mpsc::sync_channel::<Decoded<'_>>(AHEAD);
+            let (give_back, spare) = mpsc::channel::<Vec<u8>>();
+            let (next, stop, groups) = (&next, &stop, &groups);
+            let helper = scope.spawn(move || {
+                let mut verified = Vec::new();
+                let mut decoder = match ChunkDecoder::new() {
+                    Ok(decoder) => decoder,
+                    Err(error) => {
+                        let _ = decoded.send(Err(error));
+                        return verified;
+                    }
+                };
+                while let Some(&group) = groups.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let mut buffer = spare.try_recv().unwrap_or_else(|_| vec![0u8; GROUP * buffer_len]);
+                    let outcome = group
+                        .iter()
+                        .zip(buffer.chunks_mut(buffer_len))
+                        .try_for_each(|(chunk, slot)| {
+                            self.decode_chunk(manifest, chunk, &mut decoder, &mut slot[..chunk.len], &mut verified)
+                        });
+                    let failed = outcome.is_err();
+                    if decoded.send(outcome.map(|()| (group, buffer))).is_err() || failed {
+                        break;
+                    }
+                }
+                verified
+            });
+            let hand_on = |message: Decoded<'_>, each: &mut Sink<'_, E>| {
+                let (group, buffer) = message?;
+                for (chunk, slot) in group.iter().zip(buffer.chunks(buffer_len)) {
+                    each(chunk, &slot[..chunk.len])?;
+                }
+                let _ = give_back.send(buffer);
+                Ok::<(), E>(())
+            };
+            let mut buffer = vec![0u8; buffer_len];
+            let mut decoder = ChunkDecoder::new()?;
+            let mut own = || -> Result<(), E> {
+                loop {
+                    while let Ok(message) = from_helper.try_recv() {
+                        hand_on(message, each)?;
+                    }
+                    let Some(group) = groups.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                        break;
+                    };
+                    for chunk in group.iter() {
+                        let slot = &mut buffer[..chunk.len];
+                        self.decode_chunk(manifest, chunk, &mut decoder, slot, verified)?;
+                        each(chunk, slot)?;
+                    }
+                }
+                // The helper's last groups: it hangs up when it has sent them
+                // (or why it stopped).
+                while let Ok(message) = from_helper.recv() {
+                    hand_on(message, each)?;
+                }
+                Ok(())
+            };
+            let result = own();
+            // A failure here stops the helper; dropping the receiver frees
+            // it from a full channel.
+            stop.store(true, Ordering::Relaxed);
+            drop(from_helper);
+            let helper_verified = helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            verified.extend(helper_verified);
+            result
+        })
+    }
+
+    /// `chunk` of `manifest` decoded into `slot` and — unless this store
+    /// trusts it — checked against its hash (and noted in `verified`).
+    fn decode_chunk(
+        &self,
+        manifest: &CheckpointManifest,
+        chunk: &StoredChunk,
+        decoder: &mut ChunkDecoder,
+        slot: &mut [u8],
+        verified: &mut Vec<ChunkHash>,
+    ) -> Result<(), CheckpointError> {
+        let StoredChunk { index, ref hash, .. } = *chunk;
+        let what = || format!("chunk {index} ({hash}) of {}", describe(manifest));
+        let encoded = match self.body(hash) {
+            Ok(Some(encoded)) => encoded,
+            Ok(None) => {
+                tracing::warn!(checkpoint = %describe(manifest), chunk = index, %hash, "checkpoint chunk missing");
+                return Err(CheckpointError::ChunkMissing { hash: *hash });
+            }
+            Err(CheckpointError::Corrupt { reason, .. }) => {
+                tracing::warn!(what = %what(), %reason, "checkpoint chunk does not verify");
+                return Err(CheckpointError::corrupt(what(), reason));
+            }
+            Err(error) => return Err(error),
+        };
+        let trusted = self.trusted.contains(hash);
+        let decoded = decoder.decode_into(&encoded, slot);
+        if let Err(reason) = decoded.and_then(|()| if trusted { Ok(()) } else { verify_chunk(slot, hash) }) {
+            tracing::warn!(what = %what(), %reason, "checkpoint chunk does not verify");
+            return Err(CheckpointError::corrupt(what(), reason));
+        }
+        if !trusted {
+            verified.push(*hash);
+        }
+        Ok(())
+    }
+}
