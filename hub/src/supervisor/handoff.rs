@@ -182,8 +182,10 @@ impl Supervisor {
             tracing::debug!(function = %name, "the function is coming back; its state here is kept");
             return;
         }
-        let dropped = self.drop_local_state(name) & self.remove_files(name);
-        let marked = dropped && {
+        // Both run, whatever the first finds.
+        let state_dropped = self.drop_local_state(name);
+        let files_removed = self.remove_files(name);
+        let marked = state_dropped && files_removed && {
             let mut slots = self.inner.lock_slots();
             match slots.get_mut(name) {
                 Some(slot) if slot.phase == Phase::Moved && slot.record.epoch == epoch => {
