@@ -172,12 +172,8 @@ impl Supervisor {
     /// between the check and the drop.
     fn drop_state_left_behind(&self, name: &str, epoch: u64) {
         let owners = self.lock_early_logs();
-        let still_away = {
-            let slots = self.inner.lock_slots();
-            slots
-                .get(name)
-                .is_some_and(|slot| slot.phase == Phase::Moved && slot.record.epoch == epoch)
-        };
+        let away_under_epoch = |slot: &Slot| slot.phase == Phase::Moved && slot.record.epoch == epoch;
+        let still_away = self.inner.lock_slots().get(name).is_some_and(away_under_epoch);
         if !still_away || owners.contains_key(name) {
             tracing::debug!(function = %name, "the function is coming back; its state here is kept");
             return;
@@ -185,14 +181,15 @@ impl Supervisor {
         // Both run, whatever the first finds.
         let state_dropped = self.drop_local_state(name);
         let files_removed = self.remove_files(name);
+        // The pointer itself may have been removed meanwhile (`ferry rm`).
         let marked = state_dropped && files_removed && {
             let mut slots = self.inner.lock_slots();
-            match slots.get_mut(name) {
-                Some(slot) if slot.phase == Phase::Moved && slot.record.epoch == epoch => {
+            match slots.get_mut(name).filter(|slot| away_under_epoch(slot)) {
+                Some(slot) => {
                     slot.record.left_behind_dropped = true;
                     true
                 }
-                _ => false,
+                None => false,
             }
         };
         // Not flushed: a mark lost in a crash only makes the next start

@@ -41,6 +41,14 @@ pub fn hash_chunk(bytes: &[u8]) -> ChunkHash {
     ChunkHash(*blake3::hash(bytes).as_bytes())
 }
 
+/// The cores this process may use, asked once (on Linux the answer reads
+/// cgroup files): what decides whether hashing or a load splits its work.
+pub(crate) fn cores() -> usize {
+    static CORES: std::sync::LazyLock<usize> =
+        std::sync::LazyLock::new(|| std::thread::available_parallelism().map_or(1, usize::from));
+    *CORES
+}
+
 /// Rounds of fewer chunks are hashed on one thread by [`hash_chunks`].
 const PARALLEL_FROM: usize = 64;
 /// The most threads [`hash_chunks`] uses.
@@ -51,9 +59,7 @@ const MAX_THREADS: usize = 4;
 /// round the destination waits for these hashes before it gets any chunk.
 pub fn hash_chunks(chunks: &[&[u8]]) -> Vec<Option<ChunkHash>> {
     let hash = |bytes: &&[u8]| (!is_zero_chunk(bytes)).then(|| hash_chunk(bytes));
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(MAX_THREADS);
+    let threads = cores().min(MAX_THREADS);
     if threads < 2 || chunks.len() < PARALLEL_FROM {
         return chunks.iter().map(hash).collect();
     }

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use super::{CheckpointStore, memory_len};
+use crate::checkpoint::chunking::cores;
 use crate::checkpoint::codec::{ChunkDecoder, verify_chunk};
 use crate::checkpoint::manifest::describe;
 use crate::checkpoint::{CheckpointError, CheckpointManifest, ChunkHash};
@@ -42,6 +43,27 @@ type Decoded<'a> = Result<(&'a [StoredChunk], Vec<u8>), CheckpointError>;
 /// Where decoded chunks go, on the caller's thread.
 type Sink<'a, E> = dyn FnMut(&StoredChunk, &[u8]) -> Result<(), E> + 'a;
 
+/// The stored chunks of the memory `manifest` describes, in memory order,
+/// and the offsets of its all-zero chunks (never stored).
+fn stored_chunks(manifest: &CheckpointManifest) -> Result<(Vec<StoredChunk>, Vec<u64>), CheckpointError> {
+    let memory_len = memory_len(manifest)? as u64;
+    let chunk_size = u64::from(manifest.chunk_size);
+    let (mut stored, mut zero) = (Vec::new(), Vec::new());
+    for (index, entry) in manifest.chunk_hashes.iter().enumerate() {
+        let offset = index as u64 * chunk_size;
+        match ChunkHash::from_manifest_entry(entry).ok().flatten() {
+            Some(hash) => stored.push(StoredChunk {
+                index,
+                offset,
+                len: chunk_size.min(memory_len - offset) as usize,
+                hash,
+            }),
+            None => zero.push(offset),
+        }
+    }
+    Ok((stored, zero))
+}
+
 impl CheckpointStore {
     /// The linear memory `manifest` describes, every chunk checked against
     /// its hash after decompression — except chunks this store already
@@ -69,20 +91,9 @@ impl CheckpointStore {
         manifest: &CheckpointManifest,
         mut sink: impl FnMut(u64, Option<&[u8]>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let memory_len = memory_len(manifest)? as u64;
-        let chunk_size = u64::from(manifest.chunk_size);
-        let mut stored = Vec::new();
-        for (index, entry) in manifest.chunk_hashes.iter().enumerate() {
-            let offset = index as u64 * chunk_size;
-            match ChunkHash::from_manifest_entry(entry).ok().flatten() {
-                Some(hash) => stored.push(StoredChunk {
-                    index,
-                    offset,
-                    len: chunk_size.min(memory_len - offset) as usize,
-                    hash,
-                }),
-                None => sink(offset, None)?,
-            }
+        let (stored, zero) = stored_chunks(manifest)?;
+        for offset in zero {
+            sink(offset, None)?;
         }
         self.decode_chunks(manifest, &stored, |chunk, bytes| sink(chunk.offset, Some(bytes)))
     }
@@ -92,27 +103,16 @@ impl CheckpointStore {
     /// has not checked yet decodes to its hash (and is trusted from now
     /// on). What a restore calls before it commits to a checkpoint.
     pub fn verify_memory(&self, manifest: &CheckpointManifest) -> Result<(), CheckpointError> {
-        let memory_len = memory_len(manifest)? as u64;
-        let chunk_size = u64::from(manifest.chunk_size);
+        let (stored, _) = stored_chunks(manifest)?;
         let mut unchecked = Vec::new();
-        for (index, entry) in manifest.chunk_hashes.iter().enumerate() {
-            let Some(hash) = ChunkHash::from_manifest_entry(entry).ok().flatten() else {
-                continue;
-            };
-            if self.trusted.contains(&hash) {
-                if !self.chunks.contains_key(hash.as_bytes())? {
-                    tracing::warn!(checkpoint = %describe(manifest), chunk = index, %hash, "checkpoint chunk missing");
-                    return Err(CheckpointError::ChunkMissing { hash });
-                }
-                continue;
+        for chunk in stored {
+            if !self.trusted.contains(&chunk.hash) {
+                unchecked.push(chunk);
+            } else if !self.chunks.contains_key(chunk.hash.as_bytes())? {
+                let StoredChunk { index, hash, .. } = chunk;
+                tracing::warn!(checkpoint = %describe(manifest), chunk = index, %hash, "checkpoint chunk missing");
+                return Err(CheckpointError::ChunkMissing { hash });
             }
-            let offset = index as u64 * chunk_size;
-            unchecked.push(StoredChunk {
-                index,
-                offset,
-                len: chunk_size.min(memory_len - offset) as usize,
-                hash,
-            });
         }
         self.decode_chunks(manifest, &unchecked, |_, _| Ok::<(), CheckpointError>(()))
     }
@@ -127,8 +127,7 @@ impl CheckpointStore {
         mut each: impl FnMut(&StoredChunk, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
         let buffer_len = manifest.chunk_size as usize;
-        let two_threads =
-            chunks.len() >= PARALLEL_FROM && std::thread::available_parallelism().is_ok_and(|cores| cores.get() >= 2);
+        let two_threads = chunks.len() >= PARALLEL_FROM && cores() >= 2;
         let mut verified = Vec::new();
         let result = if two_threads {
             self.decode_on_two_threads(manifest, chunks, &mut verified, &mut each)
