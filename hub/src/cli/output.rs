@@ -449,6 +449,7 @@ pub fn print_checkpoint(name: &str, info: &CheckpointInfo, json: bool) -> Result
                 "zero_chunks": info.zero_chunks,
                 "unchanged_chunks": info.unchanged_chunks,
                 "new_chunks": info.new_chunks,
+                "delta_chunks": info.delta_chunks,
                 "bytes_written": info.bytes_written,
                 "capture_micros": info.capture_micros,
                 "persist_micros": info.persist_micros,
@@ -459,8 +460,13 @@ pub fn print_checkpoint(name: &str, info: &CheckpointInfo, json: bool) -> Result
         );
         return Ok(());
     }
+    let deltas = if info.delta_chunks > 0 {
+        format!(", {} of them as the pages written", info.delta_chunks)
+    } else {
+        String::new()
+    };
     println!(
-        "checkpoint {} of {name}: {} memory, {} chunks ({} zero, {} unchanged, {} new), {} written; captured in {:.1} ms, durable after {:.1} ms",
+        "checkpoint {} of {name}: {} memory, {} chunks ({} zero, {} unchanged, {} new{deltas}), {} written; captured in {:.1} ms, durable after {:.1} ms",
         info.sequence,
         human_bytes(info.memory_bytes),
         info.chunks,

@@ -222,6 +222,11 @@ pub struct MemoryChanges {
     /// ([`MemoryChanges::continue_in`]).
     tail: Vec<u8>,
     tail_from: usize,
+    /// When the tracker knows them (write protection, not a first
+    /// capture): the 4 KiB pages written since the consumer's previous
+    /// capture, so that the store can keep a changed chunk as its pages
+    /// written over the previous version.
+    pub written_pages: Option<Vec<u32>>,
 }
 
 /// Equal when they hold the same chunks, however their bytes are laid out.
@@ -247,6 +252,7 @@ impl MemoryChanges {
             data: Vec::new(),
             tail: Vec::new(),
             tail_from: usize::MAX,
+            written_pages: None,
         }
     }
 

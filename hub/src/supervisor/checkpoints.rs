@@ -40,6 +40,7 @@ fn checkpoint_info(
         zero_chunks: stats.zero_chunks,
         unchanged_chunks: stats.unchanged_chunks,
         new_chunks: stats.new_chunks,
+        delta_chunks: stats.delta_chunks,
         bytes_written: stats.bytes_written_compressed,
         capture_micros: capture.as_micros() as u64,
         persist_micros: persist.as_micros() as u64,
@@ -426,6 +427,7 @@ impl Inner {
                         chunk_size: changes.chunk_size,
                         complete: changes.complete,
                         chunks: &chunks,
+                        written_pages: changes.written_pages.as_deref(),
                     };
                     store.put_changes(template, changed, base.as_ref())
                 }

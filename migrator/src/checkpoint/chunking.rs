@@ -78,6 +78,58 @@ pub fn hash_chunks(chunks: &[&[u8]]) -> Vec<Option<ChunkHash>> {
     })
 }
 
+/// Chunks a thread of [`hash_chunks_beside`] takes at a time.
+const BESIDE_GROUP: usize = 8;
+
+/// [`hash_chunks`] of `chunks`, and `job` run meanwhile on a thread of its
+/// own that then helps with the hashing: every core busy until both are
+/// done, whichever is longer. The threads take groups of chunks from a
+/// shared counter.
+pub(crate) fn hash_chunks_beside<T: Send>(
+    chunks: &[&[u8]],
+    job: impl FnOnce() -> T + Send,
+) -> (Vec<Option<ChunkHash>>, T) {
+    let threads = cores().min(MAX_THREADS);
+    if threads < 2 {
+        let done = job();
+        return (hash_chunks(chunks), done);
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let take = || {
+        let mut hashed = Vec::new();
+        loop {
+            let first = next.fetch_add(BESIDE_GROUP, std::sync::atomic::Ordering::Relaxed);
+            let Some(group) = chunks.get(first..(first + BESIDE_GROUP).min(chunks.len())) else {
+                break;
+            };
+            if group.is_empty() {
+                break;
+            }
+            for (at, bytes) in group.iter().enumerate() {
+                hashed.push((first + at, (!is_zero_chunk(bytes)).then(|| hash_chunk(bytes))));
+            }
+        }
+        hashed
+    };
+    std::thread::scope(|scope| {
+        let job = scope.spawn(|| (job(), take()));
+        let helpers: Vec<_> = (2..threads).map(|_| scope.spawn(take)).collect();
+        let mut hashes = vec![None; chunks.len()];
+        let mut place = |hashed: Vec<(usize, Option<ChunkHash>)>| {
+            for (at, hash) in hashed {
+                hashes[at] = hash;
+            }
+        };
+        place(take());
+        for helper in helpers {
+            place(helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
+        let (done, hashed) = job.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        place(hashed);
+        (hashes, done)
+    })
+}
+
 /// One fast 128-bit hash (seeded XXH3-128) per chunk of the memory of one
 /// checkpoint, kept in RAM by the caller until the next checkpoint of the
 /// same function.
@@ -395,5 +447,24 @@ mod tests {
         assert_eq!(scan.bytes_hashed, 3000);
         assert_eq!(scan.chunk_hashes[5], Some(hash_chunk(&memory[5000..6000])));
         Ok(())
+    }
+
+    #[test]
+    fn hashing_beside_a_job_gives_what_hashing_alone_does_and_the_job_s_result() {
+        for count in [0usize, 1, 7, 8, 9, 100] {
+            let chunks: Vec<Vec<u8>> = (0..count)
+                .map(|index| {
+                    if index % 3 == 0 {
+                        vec![0; 512]
+                    } else {
+                        vec![index as u8; 512]
+                    }
+                })
+                .collect();
+            let chunks: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+            let (hashes, done) = hash_chunks_beside(&chunks, || count * 2);
+            assert_eq!(hashes, hash_chunks(&chunks), "{count} chunks");
+            assert_eq!(done, count * 2);
+        }
     }
 }

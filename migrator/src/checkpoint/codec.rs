@@ -54,6 +54,8 @@ const MAX_SKIP: u32 = 32;
 /// 33 chunks instead of every one; compressible memory is always compressed.
 pub struct StreamEncoder {
     encoder: ChunkEncoder,
+    /// A chunk pays when it shrinks below this many 1/16ths of its size.
+    pays_sixteenths: usize,
     /// Chunks still to send raw without a try.
     skip: u32,
     /// The stretch the next failed try starts.
@@ -64,8 +66,15 @@ pub struct StreamEncoder {
 
 impl StreamEncoder {
     pub fn new(level: i32) -> Result<StreamEncoder, CheckpointError> {
+        StreamEncoder::paying_below(level, PAYS_SIXTEENTHS)
+    }
+
+    /// An encoder for which compression pays only when a chunk shrinks
+    /// below `sixteenths` 1/16ths of its size.
+    pub fn paying_below(level: i32, sixteenths: usize) -> Result<StreamEncoder, CheckpointError> {
         Ok(StreamEncoder {
             encoder: ChunkEncoder::new(level)?,
+            pays_sixteenths: sixteenths,
             skip: 0,
             stretch: 1,
             tries: 0,
@@ -80,7 +89,7 @@ impl StreamEncoder {
         }
         self.tries += 1;
         let encoded = self.encoder.encode(bytes)?;
-        if (encoded.len() - 1) * 16 < bytes.len() * PAYS_SIXTEENTHS {
+        if (encoded.len() - 1) * 16 < bytes.len() * self.pays_sixteenths {
             self.stretch = 1;
         } else {
             self.skip = self.stretch;

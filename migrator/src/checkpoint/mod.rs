@@ -164,7 +164,9 @@ pub use ferry_proto::internal::v1::{
     CheckpointManifest, GlobalValue, HostState, InboxMessage, PendingCall, global_value, pending_call,
 };
 pub use manifest::{check_instrumentation, chunk_list_digest, decode_manifest, encode_manifest, validate_manifest};
-pub use store::{ChangedMemory, CheckpointEntry, CheckpointStore, CheckpointStoreOptions, GcStats, PutStats};
+pub use store::{
+    ChangedMemory, CheckpointEntry, CheckpointStore, CheckpointStoreOptions, DELTA_PAGE, GcStats, PutStats,
+};
 
 /// Version of the manifest format written by this build; any other is refused.
 pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;

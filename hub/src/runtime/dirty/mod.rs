@@ -26,6 +26,9 @@ use wasmer::MemoryView;
 
 pub use write_watch::{PAGE_BYTES, WriteWatch};
 
+// The pages a capture names are the pages a checkpoint store's delta keeps.
+const _: () = assert!(PAGE_BYTES == ferry_migrator::checkpoint::DELTA_PAGE);
+
 use super::snapshot::MemoryChanges;
 
 /// How a hub learns which parts of memory changed.
@@ -190,6 +193,7 @@ impl DirtyTracker {
         };
         let candidates: Vec<usize> = match &mut self.sets.get_mut(key).expect("inserted above").changes {
             SetChanges::Pages(pages) if !changes.complete => {
+                changes.written_pages = Some(pages.ones().map(|page| page as u32).collect());
                 let pages_per_chunk = chunk_size as usize / PAGE_BYTES;
                 let mut chunks: Vec<usize> = pages.ones().map(|page| page / pages_per_chunk).collect();
                 chunks.dedup();

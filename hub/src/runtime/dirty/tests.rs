@@ -188,3 +188,35 @@ fn a_large_first_capture_holds_every_chunk_as_memory_does() {
         large_first_capture(TrackingMode::WriteProtect);
     }
 }
+
+#[test]
+fn write_protection_names_the_pages_written_and_fingerprints_name_none() {
+    let view_pages = |guest: &Guest, tracker: &mut DirtyTracker| {
+        let view = guest.memory.view(&guest.store);
+        tracker
+            .capture(&view, "checkpoints", CHUNK)
+            .expect("capture")
+            .written_pages
+    };
+    let mut guest = Guest::new();
+    let mut tracker = DirtyTracker::new(TrackingMode::WriteProtect);
+    assert_eq!(
+        view_pages(&guest, &mut tracker),
+        None,
+        "a first capture lists every chunk"
+    );
+    guest.guest_write(5 * CHUNK + 8, 7);
+    guest.host_write(9 * CHUNK + 4000, b"from the host");
+    guest.guest_write(9 * CHUNK + 3 * 4096 + 4, 1);
+    let page = |address: u32| address / super::PAGE_BYTES as u32;
+    assert_eq!(
+        view_pages(&guest, &mut tracker),
+        Some(vec![page(5 * CHUNK), page(9 * CHUNK), page(9 * CHUNK) + 3])
+    );
+    assert_eq!(view_pages(&guest, &mut tracker), Some(vec![]), "nothing written since");
+
+    let mut tracker = DirtyTracker::new(TrackingMode::Fingerprints);
+    view_pages(&guest, &mut tracker);
+    guest.guest_write(5 * CHUNK + 8, 9);
+    assert_eq!(view_pages(&guest, &mut tracker), None);
+}

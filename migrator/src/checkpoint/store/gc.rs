@@ -12,8 +12,7 @@ use sled::transaction::TransactionError;
 use super::{
     CheckpointStore, function_prefix,
     holders::uncover,
-    packs::stored_len,
-    staged::{is_pinned, release},
+    staged::{delete_chunk, is_pinned, release},
 };
 use crate::checkpoint::{
     CheckpointError, ChunkHash,
@@ -152,7 +151,7 @@ impl CheckpointStore {
             if refs.get(key)?.is_some() || is_pinned(key) {
                 return Ok(None);
             }
-            Ok(chunks.remove(key)?.map(|value| stored_len(&value)))
+            delete_chunk::<CheckpointError>(refs, chunks, key)
         });
         result.map_err(|error: TransactionError<CheckpointError>| match error {
             TransactionError::Abort(error) => error,

@@ -14,6 +14,7 @@
 //! `packs.rs` and their reclaiming in `reclaim.rs`.
 
 mod changes;
+mod deltas;
 mod gc;
 mod holders;
 mod packs;
@@ -26,10 +27,12 @@ mod writeback;
 
 use std::path::Path;
 
+use deltas::Delta;
 use packs::{Location, Packs, ReadFailure};
 pub use reclaim::ReclaimStats;
 
 pub use changes::ChangedMemory;
+pub use deltas::DELTA_PAGE;
 pub use gc::GcStats;
 pub use put::PutStats;
 
@@ -211,26 +214,70 @@ impl CheckpointStore {
     /// this store checked it already), into `destination` (exactly its
     /// length).
     pub fn read_chunk_into(&self, hash: &ChunkHash, destination: &mut [u8]) -> Result<(), CheckpointError> {
-        let encoded = self.body(hash)?.ok_or(CheckpointError::ChunkMissing { hash: *hash })?;
-        if self.trusted.contains(hash) {
-            return ChunkDecoder::new()?
-                .decode_into(&encoded, destination)
-                .map_err(|reason| CheckpointError::corrupt(format!("chunk {hash}"), reason));
+        self.decode_into(hash, &mut ChunkDecoder::new()?, destination)?;
+        if !self.trusted.contains(hash) {
+            super::codec::verify_chunk(destination, hash)
+                .map_err(|reason| CheckpointError::corrupt(format!("chunk {hash}"), reason))?;
+            self.trusted.trust([*hash]);
         }
-        super::codec::decode_chunk_into(&encoded, hash, destination)?;
-        self.trusted.trust([*hash]);
         Ok(())
     }
 
-    /// A chunk as stored (codec byte + payload): the form it travels in.
+    /// A chunk as it travels (codec byte + payload): its stored body, or
+    /// for a chunk kept as a delta, the whole chunk encoded anew.
     pub fn encoded_chunk(&self, hash: &ChunkHash) -> Result<Option<Vec<u8>>, CheckpointError> {
-        Ok(self.body(hash)?.map(|encoded| encoded.to_vec()))
+        let Some((body, delta)) = self.body(hash)? else {
+            return Ok(None);
+        };
+        let Some(delta) = delta else {
+            return Ok(Some(body.to_vec()));
+        };
+        let mut chunk = vec![0u8; delta.chunk_len];
+        self.decode_into(hash, &mut ChunkDecoder::new()?, &mut chunk)?;
+        super::codec::ChunkEncoder::new(self.options.compression_level)?
+            .encode(&chunk)
+            .map(Some)
     }
 
-    /// The stored (encoded) bytes of a chunk: read from its pack and
-    /// checked against the location's checksum, or the inline value of a
-    /// chunk stored before packs. `None` if the store does not hold it.
-    fn body(&self, hash: &ChunkHash) -> Result<Option<Body>, CheckpointError> {
+    /// Decodes chunk `hash` into `destination` (exactly its length): its
+    /// body, or for a delta the base's body (or zeros) with the delta's
+    /// pages over it. Not checked against the hash. A chunk the store lacks is
+    /// [`CheckpointError::ChunkMissing`]; a body that does not decode, or
+    /// a delta whose base is gone, is corrupt.
+    fn decode_into(
+        &self,
+        hash: &ChunkHash,
+        decoder: &mut ChunkDecoder,
+        destination: &mut [u8],
+    ) -> Result<(), CheckpointError> {
+        let corrupt = |reason: String| CheckpointError::corrupt(format!("chunk {hash}"), reason);
+        let (body, delta) = self.body(hash)?.ok_or(CheckpointError::ChunkMissing { hash: *hash })?;
+        let Some(delta) = delta else {
+            return decoder.decode_into(&body, destination).map_err(corrupt);
+        };
+        match delta.base {
+            None => destination.fill(0),
+            Some(base) => {
+                let body = match self.body(&base)? {
+                    Some((body, None)) => body,
+                    Some((_, Some(_))) => return Err(corrupt(format!("its base {base} is a delta itself"))),
+                    None => return Err(corrupt(format!("its base {base} is not stored"))),
+                };
+                decoder
+                    .decode_into(&body, destination)
+                    .map_err(|reason| corrupt(format!("its base {base}: {reason}")))?;
+            }
+        }
+        let mut pages = vec![0u8; delta.pages_len()];
+        decoder.decode_into(&body, &mut pages).map_err(corrupt)?;
+        delta.apply(&pages, destination).map_err(corrupt)
+    }
+
+    /// The stored (encoded) bytes of a chunk, and what they apply to when
+    /// the chunk is kept as a delta: read from its pack and checked against
+    /// the location's checksum, or the inline value of a chunk stored
+    /// before packs. `None` if the store does not hold it.
+    fn body(&self, hash: &ChunkHash) -> Result<Option<(Body, Option<Delta>)>, CheckpointError> {
         let corrupt = |reason: String| CheckpointError::corrupt(format!("chunk {hash}"), reason);
         // A pack reclaimed between the lookup and the read moved the chunk:
         // the second lookup finds where to.
@@ -239,12 +286,13 @@ impl CheckpointStore {
                 return Ok(None);
             };
             let location = match Location::decode(&value) {
-                None => return Ok(Some(Body::Inline(value))),
+                None => return Ok(Some((Body::Inline(value), None))),
                 Some(Err(reason)) => return Err(corrupt(reason)),
                 Some(Ok(location)) => location,
             };
+            let delta = Delta::decode(&value).transpose().map_err(corrupt)?;
             match self.packs.read(&location) {
-                Ok(bytes) => return Ok(Some(Body::Packed(bytes))),
+                Ok(bytes) => return Ok(Some((Body::Packed(bytes), delta))),
                 Err(ReadFailure::PackGone) => continue,
                 Err(ReadFailure::Corrupt(reason)) => return Err(corrupt(reason)),
                 Err(ReadFailure::Io(error)) => return Err(error),

@@ -52,7 +52,10 @@ pub(super) const PACK_BYTES: u64 = 64 << 20;
 /// stored in the index itself (by a hub from before packs) starts with its
 /// codec byte, 0 or 1, and is still read.
 const LOCATION_TAG: u8 = 0xFF;
-const LOCATION_LEN: usize = 1 + 4 + 8 + 4 + 8;
+/// First byte of an index value that locates a chunk kept as a delta: the
+/// location, then what the body applies to (see `deltas.rs`).
+pub(super) const DELTA_TAG: u8 = 0xFE;
+pub(super) const LOCATION_LEN: usize = 1 + 4 + 8 + 4 + 8;
 
 /// Where a chunk's stored bytes are: a pack, an offset and a length, with
 /// the XXH3-64 of those bytes.
@@ -76,11 +79,24 @@ impl Location {
         value
     }
 
+    /// `value` (an index value naming a location) pointed at this location
+    /// instead, with whatever follows the location kept.
+    pub(super) fn relocate(&self, value: &[u8]) -> Vec<u8> {
+        let mut moved = value.to_vec();
+        if let Some(head) = moved.get_mut(1..LOCATION_LEN) {
+            head.copy_from_slice(&self.encode()[1..]);
+        }
+        moved
+    }
+
     /// The location an index value names; `None` for a chunk stored inline.
     pub(super) fn decode(value: &[u8]) -> Option<Result<Location, String>> {
-        if value.first() != Some(&LOCATION_TAG) {
-            return None;
-        }
+        let value = match value.first() {
+            Some(&LOCATION_TAG) => value,
+            // A delta's value goes on after its location.
+            Some(&DELTA_TAG) => value.get(..LOCATION_LEN).unwrap_or(value),
+            _ => return None,
+        };
         let Ok(value) = <&[u8; LOCATION_LEN]>::try_from(value) else {
             return Some(Err(format!(
                 "its location is {} bytes, not {LOCATION_LEN}",
@@ -230,34 +246,77 @@ impl Packs {
     /// Appends `bytes` to the current pack (starting the next one if this
     /// one is full). Not durable until [`Packs::sync`].
     pub(super) fn append(&self, bytes: &[u8]) -> Result<Appended, CheckpointError> {
-        let len = u32::try_from(bytes.len())
-            .map_err(|_| CheckpointError::corrupt("a chunk to store", format!("{} bytes", bytes.len())))?;
+        let mut appended = self.append_all(&[bytes])?;
+        appended
+            .pop()
+            .ok_or_else(|| CheckpointError::corrupt("a chunk to store", "nothing was appended"))
+    }
+
+    /// Appends each of `bodies`, one after the other in the same pack, in
+    /// one write (starting the next pack if this one cannot take them
+    /// all). Not durable until [`Packs::sync`].
+    pub(super) fn append_all(&self, bodies: &[&[u8]]) -> Result<Vec<Appended>, CheckpointError> {
+        if bodies.is_empty() {
+            return Ok(Vec::new());
+        }
+        let lens = bodies
+            .iter()
+            .map(|bytes| {
+                u32::try_from(bytes.len())
+                    .map_err(|_| CheckpointError::corrupt("a chunk to store", format!("{} bytes", bytes.len())))
+            })
+            .collect::<Result<Vec<u32>, _>>()?;
+        let total: u64 = lens.iter().map(|len| u64::from(*len)).sum();
         let mut writer = self.writer();
-        if writer.file.is_none() || writer.len + u64::from(len) > self.shared.pack_bytes && writer.len > 0 {
+        if writer.file.is_none() || writer.len + total > self.shared.pack_bytes && writer.len > 0 {
             self.start_next(&mut writer)?;
         }
         let (Some(file), pack, offset) = (writer.file.clone(), writer.pack, writer.len) else {
             return Err(pack_error(&self.path(writer.pack), ErrorKind::NotFound.into()));
         };
-        file.write_all_at(bytes, offset)
-            .map_err(|source| pack_error(&self.path(pack), source))?;
-        writer.len += u64::from(len);
+        let written = match bodies {
+            [one] => file.write_all_at(one, offset),
+            many => file.write_all_at(&many.concat(), offset),
+        };
+        written.map_err(|source| pack_error(&self.path(pack), source))?;
+        writer.len += total;
         writer.synced = false;
-        writer.since_writeback += u64::from(len);
+        writer.since_writeback += total;
         if writer.since_writeback >= WRITEBACK_BYTES {
             writer.since_writeback = 0;
             self.shared.writeback.request(file);
         }
-        *writer.pending.entry(pack).or_default() += 1;
-        Ok(Appended {
-            location: Location {
-                pack,
-                offset,
-                len,
-                check: XxHash3_64::oneshot(bytes),
-            },
-            packs: self.clone(),
-        })
+        *writer.pending.entry(pack).or_default() += bodies.len();
+        drop(writer);
+        let mut at = offset;
+        Ok(bodies
+            .iter()
+            .zip(lens)
+            .map(|(bytes, len)| {
+                let location = Location {
+                    pack,
+                    offset: at,
+                    len,
+                    check: XxHash3_64::oneshot(bytes),
+                };
+                at += u64::from(len);
+                Appended {
+                    location,
+                    packs: self.clone(),
+                }
+            })
+            .collect())
+    }
+
+    /// Starts writing the current pack's appended bytes to disk on the
+    /// writeback thread, without waiting: a head start for the next
+    /// [`Packs::sync`].
+    pub(super) fn write_back_soon(&self) {
+        let mut writer = self.writer();
+        if let (Some(file), false) = (&writer.file, writer.synced) {
+            self.shared.writeback.request(Arc::clone(file));
+            writer.since_writeback = 0;
+        }
     }
 
     /// Closes the current pack (durably) and creates the next.

@@ -7,14 +7,16 @@
 //! and inserts the manifest, then a flush. A manifest is therefore never
 //! visible, before or after a crash, without all of its chunks.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::{
     CheckpointStore, checkpoint_key,
+    deltas::Delta,
     holders::Holder,
+    packs::Appended,
     staged::{Pinned, acquire, read_set, release},
 };
 use crate::checkpoint::{
@@ -56,6 +58,9 @@ pub struct PutStats {
     pub bytes_written_compressed: u64,
     /// Size of the framed manifest.
     pub manifest_bytes: u64,
+    /// Of the new chunks, those kept as the pages written over their
+    /// earlier version (see `deltas.rs`).
+    pub delta_chunks: u64,
 }
 
 impl PutStats {
@@ -258,7 +263,7 @@ impl CheckpointStore {
     pub fn import_manifest_staged(&self, manifest: &CheckpointManifest, staged: &str) -> Result<(), CheckpointError> {
         validate_manifest(manifest)?;
         let framed = encode_manifest(manifest);
-        self.commit_from(manifest, &framed, Some(staged))
+        self.commit_from(manifest, &framed, Some(staged), &[])
             .map_err(|abort| abort.into_error(manifest))?;
         tracing::debug!(checkpoint = %describe(manifest), staged, "checkpoint imported from a staged set");
         Ok(())
@@ -268,16 +273,19 @@ impl CheckpointStore {
     /// adds the manifest to its function's holder (a reference on each
     /// chunk new to it) and inserts the manifest.
     fn commit(&self, manifest: &CheckpointManifest, framed: &[u8]) -> Result<(), CommitAbort> {
-        self.commit_from(manifest, framed, None)
+        self.commit_from(manifest, framed, None, &[])
     }
 
     /// [`CheckpointStore::commit`], taking over the references the staged
-    /// set `staged` holds (and dropping the set) when there is one.
+    /// set `staged` holds (and dropping the set) when there is one, and
+    /// first indexing `deltas` (bodies written, not yet named), each with
+    /// a reference on its base. A delta whose base is gone is missing.
     fn commit_from(
         &self,
         manifest: &CheckpointManifest,
         framed: &[u8],
         staged: Option<&str>,
+        deltas: &[PendingDelta],
     ) -> Result<(), CommitAbort> {
         let Some(spec) = &manifest.spec else {
             return Err(CommitAbort::Failed(CheckpointError::InvalidCheckpoint {
@@ -302,6 +310,21 @@ impl CheckpointStore {
                     },
                 )));
             }
+            let mut missing = Vec::new();
+            for delta in deltas {
+                if chunks.get(delta.hash.as_bytes())?.is_some() {
+                    continue;
+                }
+                let based = match &delta.base {
+                    Some(base) => acquire::<CommitAbort>(refs, chunks, base)?,
+                    None => true,
+                };
+                if based {
+                    chunks.insert(delta.hash.as_bytes(), delta.value.as_slice())?;
+                } else {
+                    missing.push(delta.hash);
+                }
+            }
             let mut held = match staged {
                 Some(name) => read_set::<CommitAbort>(staged_tree, name.as_bytes())?,
                 None => HashSet::new(),
@@ -309,7 +332,6 @@ impl CheckpointStore {
             // Only chunks new to the function's holder change a count; a
             // staged set's reference on one passes to the holder.
             let mut holder = Holder::read::<CommitAbort>(holders, &spec.name)?;
-            let mut missing = Vec::new();
             for hash in hashes.iter().filter(|hash| !holder.chunks.contains(*hash)) {
                 if !held.remove(hash) && !acquire::<CommitAbort>(refs, chunks, hash)? {
                     missing.push(*hash);
@@ -358,6 +380,21 @@ impl ChunkSource for WholeMemory<'_> {
     }
 }
 
+/// A chunk kept as a delta whose body is written: indexed (with a
+/// reference on its base) by the commit.
+pub(super) struct PendingDelta {
+    hash: ChunkHash,
+    base: Option<ChunkHash>,
+    /// The index value naming the body and the delta.
+    value: Vec<u8>,
+    /// Keeps the body's pack from being reclaimed until the commit named it.
+    _appended: Appended,
+}
+
+/// Changed chunks to keep as deltas, by index: the delta, where its body
+/// was appended, and the body's length.
+pub(super) type PreparedDeltas = HashMap<usize, (Delta, Appended, u64)>;
+
 /// The state of one put while it writes chunks and commits.
 pub(super) struct ChunkWriter<'a> {
     store: &'a CheckpointStore,
@@ -365,6 +402,10 @@ pub(super) struct ChunkWriter<'a> {
     encoder: ChunkEncoder,
     /// Chunks this put inserted, to remove again if it fails.
     pub(super) written: Vec<ChunkHash>,
+    /// Changed chunks to keep as deltas, by index.
+    prepared: PreparedDeltas,
+    /// Deltas appended, for the commit to index.
+    deltas: Vec<PendingDelta>,
 }
 
 impl<'a> ChunkWriter<'a> {
@@ -374,7 +415,15 @@ impl<'a> ChunkWriter<'a> {
             source,
             encoder: ChunkEncoder::new(store.options.compression_level)?,
             written: Vec::new(),
+            prepared: HashMap::new(),
+            deltas: Vec::new(),
         })
+    }
+
+    /// This writer, keeping the chunks `prepared` names as those deltas.
+    pub(super) fn with_deltas(mut self, prepared: PreparedDeltas) -> Self {
+        self.prepared = prepared;
+        self
     }
 
     pub(super) fn write_and_commit(
@@ -398,7 +447,7 @@ impl<'a> ChunkWriter<'a> {
         for attempt in 1..=COMMIT_ATTEMPTS {
             manifest.chunk_hashes = scan.manifest_entries();
             let framed = encode_manifest(manifest);
-            match self.store.commit(manifest, &framed) {
+            match self.store.commit_from(manifest, &framed, None, &self.deltas) {
                 Ok(()) => {
                     stats.manifest_bytes = framed.len() as u64;
                     return Ok(());
@@ -434,6 +483,10 @@ impl<'a> ChunkWriter<'a> {
         stats: &mut PutStats,
     ) -> Result<(), CheckpointError> {
         let mut missing: HashSet<ChunkHash> = missing.iter().copied().collect();
+        // A delta whose base went is written whole, like every chunk
+        // written again.
+        self.deltas.retain(|delta| !missing.contains(&delta.hash));
+        self.prepared.clear();
         let mut rewritten = HashSet::new();
         let mut found = HashSet::new();
         for index in 0..scan.chunk_hashes.len() {
@@ -467,6 +520,20 @@ impl<'a> ChunkWriter<'a> {
     }
 
     fn write_chunk(&mut self, index: usize, hash: ChunkHash, stats: &mut PutStats) -> Result<(), CheckpointError> {
+        if let Some((delta, appended, body_len)) = self.prepared.remove(&index) {
+            self.store.trusted.trust([hash]);
+            stats.new_chunks += 1;
+            stats.delta_chunks += 1;
+            stats.bytes_uncompressed_new += delta.pages_len() as u64;
+            stats.bytes_written_compressed += body_len;
+            self.deltas.push(PendingDelta {
+                hash,
+                base: delta.base,
+                value: delta.encode_value(&appended.location),
+                _appended: appended,
+            });
+            return Ok(());
+        }
         let chunk = self.chunk(index, hash)?;
         let encoded = self.encoder.encode(chunk)?;
         self.store.insert_body(&hash, &encoded)?;

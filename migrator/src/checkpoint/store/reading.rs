@@ -246,21 +246,20 @@ impl CheckpointStore {
     ) -> Result<(), CheckpointError> {
         let StoredChunk { index, ref hash, .. } = *chunk;
         let what = || format!("chunk {index} ({hash}) of {}", describe(manifest));
-        let encoded = match self.body(hash) {
-            Ok(Some(encoded)) => encoded,
-            Ok(None) => {
+        match self.decode_into(hash, decoder, slot) {
+            Ok(()) => {}
+            Err(CheckpointError::ChunkMissing { hash }) => {
                 tracing::warn!(checkpoint = %describe(manifest), chunk = index, %hash, "checkpoint chunk missing");
-                return Err(CheckpointError::ChunkMissing { hash: *hash });
+                return Err(CheckpointError::ChunkMissing { hash });
             }
             Err(CheckpointError::Corrupt { reason, .. }) => {
                 tracing::warn!(what = %what(), %reason, "checkpoint chunk does not verify");
                 return Err(CheckpointError::corrupt(what(), reason));
             }
             Err(error) => return Err(error),
-        };
+        }
         let trusted = self.trusted.contains(hash);
-        let decoded = decoder.decode_into(&encoded, slot);
-        if let Err(reason) = decoded.and_then(|()| if trusted { Ok(()) } else { verify_chunk(slot, hash) }) {
+        if let Err(reason) = if trusted { Ok(()) } else { verify_chunk(slot, hash) } {
             tracing::warn!(what = %what(), %reason, "checkpoint chunk does not verify");
             return Err(CheckpointError::corrupt(what(), reason));
         }

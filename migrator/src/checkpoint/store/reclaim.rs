@@ -119,12 +119,8 @@ impl CheckpointStore {
         self.packs.sync()?;
         let mut moved = 0;
         for (key, old, copy) in copies {
-            let new = copy.location.encode();
-            if self
-                .chunks
-                .compare_and_swap(key, Some(old), Some(new.as_slice()))?
-                .is_ok()
-            {
+            let new = copy.location.relocate(old);
+            if self.chunks.compare_and_swap(key, Some(old), Some(new))?.is_ok() {
                 moved += 1;
             }
         }

@@ -17,7 +17,7 @@ use std::sync::{LazyLock, Mutex, PoisonError};
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
-use super::{CheckpointStore, decode_refcount, packs::stored_len};
+use super::{CheckpointStore, decode_refcount, deltas::Delta, packs::stored_len};
 use crate::checkpoint::{CheckpointError, ChunkHash};
 
 impl CheckpointStore {
@@ -245,7 +245,27 @@ pub(super) fn release<E: From<CheckpointError>>(
     if is_pinned(hash.as_bytes()) {
         return Ok(None);
     }
-    Ok(chunks.remove(hash.as_bytes())?.map(|value| stored_len(&value)))
+    delete_chunk(refs, chunks, hash.as_bytes())
+}
+
+/// Inside a transaction: deletes the index entry of chunk `hash`; for a
+/// delta, its reference on its base goes with it. Returns the stored bytes
+/// freed (the base's too, if it went), if the chunk was there. The base of
+/// a delta whose value does not decode stays referenced (leaked, not
+/// guessed).
+pub(super) fn delete_chunk<E: From<CheckpointError>>(
+    refs: &TransactionalTree,
+    chunks: &TransactionalTree,
+    hash: &[u8],
+) -> Result<Option<u64>, ConflictableTransactionError<E>> {
+    let Some(value) = chunks.remove(hash)? else {
+        return Ok(None);
+    };
+    let mut freed = stored_len(&value);
+    if let Some(Ok(Delta { base: Some(base), .. })) = Delta::decode(&value) {
+        freed += release::<E>(refs, chunks, &base)?.unwrap_or(0);
+    }
+    Ok(Some(freed))
 }
 
 fn flatten(error: TransactionError<CheckpointError>) -> CheckpointError {

@@ -29,6 +29,7 @@ fn changed<'a>(image: &[u8], complete: bool, chunks: &'a [(u32, &'a [u8])]) -> C
         chunk_size: TEST_CHUNK_SIZE,
         complete,
         chunks,
+        written_pages: None,
     }
 }
 

@@ -95,6 +95,7 @@ fn a_checkpoint_from_changes_shares_its_functions_references() {
         chunk_size: 4096,
         complete: false,
         chunks: &changed_chunk,
+        written_pages: None,
     };
     let (second, _) = store.put_changes(template("f", 2), changes, Some(&base)).unwrap();
     for hash in chunks_of(&second) {

@@ -1,6 +1,7 @@
 //! Tests of the checkpoint store and codec against a temporary sled database.
 
 mod changes;
+mod deltas;
 mod holders;
 mod packs;
 mod robustness;

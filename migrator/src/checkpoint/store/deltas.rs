@@ -1,0 +1,212 @@
+//! Chunks kept as the pages written on an earlier version of themselves.
+//!
+//! A periodic checkpoint from a dirty-page tracker knows which 4 KiB pages
+//! of each changed chunk were written. When they are few (scattered writes
+//! touch a page here and there), compressing and writing the whole chunk
+//! costs many times what the pages do. So [`CheckpointStore::put_changes`]
+//! may keep such a chunk as a **delta**: the written pages, compressed
+//! together, over a **base** — the version of the chunk its base
+//! checkpoint names at the same index. The chunk is still named by the
+//! BLAKE3 of all its bytes, like every chunk: manifests, transfers and
+//! verification do not know deltas exist.
+//!
+//! - A base is always a whole chunk, or zeros (the chunk was all zero at
+//!   the base, or past its end). A delta over a chunk that is itself a
+//!   delta names that one's base and the pages of both, so reading any
+//!   chunk takes at most two bodies. Past half of the chunk's pages, the
+//!   whole chunk is stored instead.
+//! - A delta holds one reference on its base chunk, taken in the commit
+//!   that indexes the delta and released in the transaction that deletes it.
+//! - Index value: [`DELTA_TAG`], the pack location (as for a whole chunk),
+//!   the base's hash (32 zero bytes for zeros), the chunk's length (u32
+//!   big-endian), then one bit per page of the chunk (bit `p % 8` of byte
+//!   `p / 8`), the pages kept.
+//!
+//! [`CheckpointStore::put_changes`]: super::CheckpointStore::put_changes
+
+use super::packs::{DELTA_TAG, LOCATION_LEN, Location};
+use crate::checkpoint::ChunkHash;
+
+/// The unit a delta keeps: the page a dirty-page tracker reports.
+pub const DELTA_PAGE: usize = 4096;
+
+/// A delta's pages are compressed only where that halves them: a few
+/// pages are cheap to write and sync as they are, and zstd took about
+/// 13 µs a text-like page on this project's machine (ARCHITECTURE.md).
+pub(super) const DELTA_PAYS_SIXTEENTHS: usize = 8;
+
+/// The base a delta over zeros names (no BLAKE3 is all zeros).
+const ZEROS_BASE: [u8; 32] = [0; 32];
+
+/// What a delta's body applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Delta {
+    /// The whole chunk the pages go over; `None`: zeros.
+    pub(super) base: Option<ChunkHash>,
+    /// Length of the chunk (and of its base): a multiple of [`DELTA_PAGE`].
+    pub(super) chunk_len: usize,
+    /// The pages the body holds, ascending, each below
+    /// `chunk_len / DELTA_PAGE`.
+    pub(super) pages: Vec<u32>,
+}
+
+impl Delta {
+    /// A delta of `pages` over `base`, if it is worth keeping: the chunk
+    /// cuts into whole pages, and at most half of them are in the delta.
+    pub(super) fn worth_keeping(base: Option<ChunkHash>, chunk_len: usize, pages: Vec<u32>) -> Option<Delta> {
+        let chunk_pages = chunk_len / DELTA_PAGE;
+        let fits = chunk_len.is_multiple_of(DELTA_PAGE) && pages.iter().all(|page| (*page as usize) < chunk_pages);
+        (fits && !pages.is_empty() && pages.len() * 2 <= chunk_pages).then_some(Delta { base, chunk_len, pages })
+    }
+
+    /// The bytes the body holds: the delta's pages of `chunk`, one after
+    /// the other.
+    pub(super) fn gather(&self, chunk: &[u8]) -> Vec<u8> {
+        let mut pages = Vec::with_capacity(self.pages_len());
+        for page in &self.pages {
+            let start = *page as usize * DELTA_PAGE;
+            pages.extend_from_slice(&chunk[start..start + DELTA_PAGE]);
+        }
+        pages
+    }
+
+    /// Length of the decoded body.
+    pub(super) fn pages_len(&self) -> usize {
+        self.pages.len() * DELTA_PAGE
+    }
+
+    /// Writes the decoded body `pages` over `chunk` (the base, decoded).
+    pub(super) fn apply(&self, pages: &[u8], chunk: &mut [u8]) -> Result<(), String> {
+        if chunk.len() != self.chunk_len || pages.len() != self.pages_len() {
+            return Err(format!(
+                "a delta of {} pages over a {}-byte chunk does not fit {} bytes of pages into {} bytes",
+                self.pages.len(),
+                self.chunk_len,
+                pages.len(),
+                chunk.len()
+            ));
+        }
+        for (page, bytes) in self.pages.iter().zip(pages.chunks(DELTA_PAGE)) {
+            let start = *page as usize * DELTA_PAGE;
+            chunk[start..start + DELTA_PAGE].copy_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    /// The index value naming this delta, its body at `location`.
+    pub(super) fn encode_value(&self, location: &Location) -> Vec<u8> {
+        let chunk_pages = self.chunk_len / DELTA_PAGE;
+        let mut value = Vec::with_capacity(LOCATION_LEN + 32 + 4 + chunk_pages.div_ceil(8));
+        value.extend_from_slice(&location.encode());
+        value[0] = DELTA_TAG;
+        value.extend_from_slice(self.base.as_ref().map_or(&ZEROS_BASE, |base| base.as_bytes()));
+        value.extend_from_slice(&(self.chunk_len as u32).to_be_bytes());
+        let mut bitmap = vec![0u8; chunk_pages.div_ceil(8)];
+        for page in &self.pages {
+            bitmap[*page as usize / 8] |= 1 << (page % 8);
+        }
+        value.extend_from_slice(&bitmap);
+        value
+    }
+
+    /// The delta an index value names; `None` for a whole chunk.
+    pub(super) fn decode(value: &[u8]) -> Option<Result<Delta, String>> {
+        if value.first() != Some(&DELTA_TAG) {
+            return None;
+        }
+        let malformed = || format!("its delta index value is malformed ({} bytes)", value.len());
+        let Some((base, rest)) = value
+            .get(LOCATION_LEN..)
+            .and_then(|rest| rest.split_first_chunk::<32>())
+        else {
+            return Some(Err(malformed()));
+        };
+        let Some((chunk_len, bitmap)) = rest.split_first_chunk::<4>() else {
+            return Some(Err(malformed()));
+        };
+        let chunk_len = u32::from_be_bytes(*chunk_len) as usize;
+        let chunk_pages = chunk_len / DELTA_PAGE;
+        if !chunk_len.is_multiple_of(DELTA_PAGE) || bitmap.len() != chunk_pages.div_ceil(8) {
+            return Some(Err(malformed()));
+        }
+        let pages: Vec<u32> = (0..chunk_pages as u32)
+            .filter(|page| bitmap[*page as usize / 8] & (1 << (page % 8)) != 0)
+            .collect();
+        if pages.is_empty() {
+            return Some(Err(malformed()));
+        }
+        Some(Ok(Delta {
+            base: (*base != ZEROS_BASE).then_some(ChunkHash(*base)),
+            chunk_len,
+            pages,
+        }))
+    }
+
+    /// This delta with `pages` (of the same chunk) kept too.
+    pub(super) fn merged(&self, pages: &[u32]) -> Vec<u32> {
+        let mut merged: Vec<u32> = self.pages.iter().chain(pages).copied().collect();
+        merged.sort_unstable();
+        merged.dedup();
+        merged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn location() -> Location {
+        Location {
+            pack: 7,
+            offset: 1 << 33,
+            len: 4321,
+            check: 0xdead_beef,
+        }
+    }
+
+    #[test]
+    fn a_delta_value_round_trips_and_still_names_its_location() {
+        let delta = Delta::worth_keeping(Some(ChunkHash([9; 32])), 16 * DELTA_PAGE, vec![0, 3, 15]).unwrap();
+        let value = delta.encode_value(&location());
+        assert_eq!(Delta::decode(&value), Some(Ok(delta)));
+        let over_zeros = Delta::worth_keeping(None, 16 * DELTA_PAGE, vec![4]).unwrap();
+        assert_eq!(
+            Delta::decode(&over_zeros.encode_value(&location())),
+            Some(Ok(over_zeros))
+        );
+        assert_eq!(Location::decode(&value), Some(Ok(location())));
+        assert_eq!(Delta::decode(&location().encode()), None);
+    }
+
+    #[test]
+    fn a_delta_of_more_than_half_the_pages_or_of_a_ragged_chunk_is_not_kept() {
+        let base = Some(ChunkHash([1; 32]));
+        assert!(Delta::worth_keeping(base, 16 * DELTA_PAGE, (0..8).collect()).is_some());
+        assert!(Delta::worth_keeping(base, 16 * DELTA_PAGE, (0..9).collect()).is_none());
+        assert!(Delta::worth_keeping(base, 16 * DELTA_PAGE + 1, vec![0]).is_none());
+        assert!(Delta::worth_keeping(base, 16 * DELTA_PAGE, vec![16]).is_none());
+        assert!(Delta::worth_keeping(base, 16 * DELTA_PAGE, Vec::new()).is_none());
+    }
+
+    #[test]
+    fn a_truncated_delta_value_is_malformed() {
+        let delta = Delta::worth_keeping(Some(ChunkHash([9; 32])), 16 * DELTA_PAGE, vec![2]).unwrap();
+        let value = delta.encode_value(&location());
+        for len in [LOCATION_LEN, LOCATION_LEN + 32, value.len() - 1] {
+            assert!(matches!(Delta::decode(&value[..len]), Some(Err(_))), "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn applying_the_gathered_pages_over_the_base_gives_the_chunk() {
+        let base: Vec<u8> = (0..16 * DELTA_PAGE).map(|at| (at % 251) as u8).collect();
+        let mut chunk = base.clone();
+        chunk[3 * DELTA_PAGE + 5] ^= 0xFF;
+        chunk[12 * DELTA_PAGE] ^= 0x0F;
+        let delta = Delta::worth_keeping(None, chunk.len(), vec![3, 12]).unwrap();
+        let mut rebuilt = base.clone();
+        delta.apply(&delta.gather(&chunk), &mut rebuilt).unwrap();
+        assert_eq!(rebuilt, chunk);
+        assert!(delta.apply(&delta.gather(&chunk)[1..], &mut rebuilt).is_err());
+    }
+}
