@@ -84,13 +84,14 @@ const BESIDE_GROUP: usize = 8;
 /// [`hash_chunks`] of `chunks`, and `job` run meanwhile on a thread of its
 /// own that then helps with the hashing: every core busy until both are
 /// done, whichever is longer. The threads take groups of chunks from a
-/// shared counter.
+/// shared counter. Few chunks: the job, then the hashing, on the caller's
+/// thread.
 pub(crate) fn hash_chunks_beside<T: Send>(
     chunks: &[&[u8]],
     job: impl FnOnce() -> T + Send,
 ) -> (Vec<Option<ChunkHash>>, T) {
     let threads = cores().min(MAX_THREADS);
-    if threads < 2 {
+    if threads < 2 || chunks.len() < PARALLEL_FROM {
         let done = job();
         return (hash_chunks(chunks), done);
     }

@@ -2,7 +2,8 @@
 //! stored once by hash with reference counts.
 //!
 //! Trees: `checkpoint_chunks` (hash → where the encoded chunk is: a
-//! location in a pack file, see `packs.rs`), `checkpoint_chunk_refs`
+//! location in a pack file, see `packs.rs`, and for a chunk kept as the
+//! pages written over an earlier one, what they apply to, see `deltas.rs`), `checkpoint_chunk_refs`
 //! (hash → u64 big-endian count of the holders of the chunk),
 //! `checkpoints` (`function ‖ 0x00 ‖ sequence u64 big-endian` → framed
 //! manifest), `checkpoint_holders` (function → the checkpoints it covers
