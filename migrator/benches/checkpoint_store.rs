@@ -17,7 +17,9 @@
 //! the clock starts, as the full put starts from a memory in hand.
 //!
 //! Also the load of a checkpoint against a plain copy: by a store opened
-//! anew (every chunk verified) and by the store that wrote it (trusted).
+//! anew (every chunk verified) and by the store that wrote it (trusted),
+//! for the fingerprints checkpoint (whole chunks) and the scattered one
+//! with pages known (some chunks kept as deltas: two bodies each).
 //!
 //! Run: `cargo bench --profile dev -p ferry-migrator --bench checkpoint_store`
 
@@ -125,16 +127,19 @@ struct Trial {
     incremental: Vec<Duration>,
     full_stats: PutStats,
     incremental_stats: PutStats,
+    /// Loads of the incremental checkpoint.
+    loads: Vec<Loads>,
 }
 
 /// Rounds of a full checkpoint then an incremental one of `dirt` (`None`:
 /// found by fingerprints) in a store of `chunk_size` chunks.
-fn trial(chunk_size: u32, dirt: Option<Dirt>, pages_known: bool, loads: &mut Vec<Loads>) -> Trial {
+fn trial(chunk_size: u32, dirt: Option<Dirt>, pages_known: bool) -> Trial {
     let mut trial = Trial {
         full: Vec::new(),
         incremental: Vec::new(),
         full_stats: PutStats::default(),
         incremental_stats: PutStats::default(),
+        loads: Vec::new(),
     };
     for round in 0..ROUNDS {
         let mut image = heap_image(64 * MIB);
@@ -178,7 +183,7 @@ fn trial(chunk_size: u32, dirt: Option<Dirt>, pages_known: bool, loads: &mut Vec
         trial.incremental.push(started.elapsed());
         trial.full_stats = full;
         trial.incremental_stats = incremental;
-        if dirt.is_none() {
+        {
             // As after a restart: a store opened anew checks every chunk.
             let reopened = CheckpointStore::open_with(&db, packs.path(), options).expect("store");
             let started = Instant::now();
@@ -194,7 +199,7 @@ fn trial(chunk_size: u32, dirt: Option<Dirt>, pages_known: bool, loads: &mut Vec
             drop(loaded);
             let started = Instant::now();
             let copy = std::hint::black_box(image.clone());
-            loads.push(Loads {
+            trial.loads.push(Loads {
                 verified,
                 trusted,
                 copy: started.elapsed(),
@@ -244,8 +249,9 @@ fn main() {
     ];
     println!("checkpoint of a 64 MiB heap, 1 % of its pages written, {ROUNDS} rounds, medians");
     for (name, chunk_size, dirt, pages_known) in kinds {
-        let trial = trial(chunk_size, dirt, pages_known, &mut loads);
+        let trial = trial(chunk_size, dirt, pages_known);
         let (full, incremental) = (median(trial.full), median(trial.incremental));
+        loads.push((name, trial.incremental_stats.delta_chunks, trial.loads));
         let stats = trial.incremental_stats;
         println!(
             "  {name:<28}: full {:>7.2} ms ({:>8} bytes), incremental {:>6.2} ms ({:>7} bytes, {} of {} chunks hashed, {} kept as deltas), ratio {:.3} (target <= 0.05)",
@@ -259,20 +265,32 @@ fn main() {
             incremental.as_secs_f64() / full.as_secs_f64()
         );
     }
-    let verified = median(loads.iter().map(|loads| loads.verified).collect());
-    let trusted = median(loads.iter().map(|loads| loads.trusted).collect());
-    let copy = median(loads.iter().map(|loads| loads.copy).collect());
-    println!(
-        "  load by a store opened anew (verify + inflate): {:>8.2} ms, over the copy {:+.2} ms",
-        ms(verified),
-        ms(verified) - ms(copy)
-    );
-    println!(
-        "  load by the store that wrote it (trusted, inflate): {:>8.2} ms, over the copy {:+.2} ms",
-        ms(trusted),
-        ms(trusted) - ms(copy)
-    );
-    println!("  plain copy of the same memory: {:>8.2} ms", ms(copy));
+    // The headline load: the fingerprints checkpoint, whole chunks only.
+    // Then a checkpoint with deltas, each read as two bodies.
+    for (name, deltas, loads) in loads.iter().filter(|(_, deltas, _)| *deltas == 0).take(1).chain(
+        loads
+            .iter()
+            .filter(|(name, deltas, _)| *deltas > 0 && name.contains("scattered, 64")),
+    ) {
+        let verified = median(loads.iter().map(|loads| loads.verified).collect());
+        let trusted = median(loads.iter().map(|loads| loads.trusted).collect());
+        let copy = median(loads.iter().map(|loads| loads.copy).collect());
+        println!(
+            "  load of the incremental checkpoint of \"{}\" ({deltas} deltas):",
+            name.trim()
+        );
+        println!(
+            "    by a store opened anew (verify + inflate): {:>8.2} ms, over the copy {:+.2} ms",
+            ms(verified),
+            ms(verified) - ms(copy)
+        );
+        println!(
+            "    by the store that wrote it (trusted, inflate): {:>8.2} ms, over the copy {:+.2} ms",
+            ms(trusted),
+            ms(trusted) - ms(copy)
+        );
+        println!("    plain copy of the same memory: {:>8.2} ms", ms(copy));
+    }
 }
 
 fn ms(duration: Duration) -> f64 {
