@@ -214,12 +214,7 @@ fn delta_candidates(
         let Some(written) = pages.remove(&index) else {
             continue;
         };
-        let offset = index as u64 * u64::from(changes.chunk_size);
-        let base_len = base
-            .memory_bytes
-            .saturating_sub(offset)
-            .min(u64::from(changes.chunk_size));
-        if base_len != bytes.len() as u64 {
+        if chunk_len_in(base.memory_bytes, changes.chunk_size, index as u64) != bytes.len() as u64 {
             continue;
         }
         let previous = base
@@ -305,8 +300,14 @@ fn mostly_zeros(bytes: &[u8]) -> bool {
 
 /// The length of chunk `index` of the changed memory (the last may be short).
 fn chunk_len(changes: &ChangedMemory<'_>, index: u64) -> u64 {
-    let chunk_size = u64::from(changes.chunk_size);
-    changes.memory_bytes.saturating_sub(index * chunk_size).min(chunk_size)
+    chunk_len_in(changes.memory_bytes, changes.chunk_size, index)
+}
+
+/// The length of chunk `index` of a memory of `memory_bytes` cut in
+/// `chunk_size` chunks (0 past its end).
+fn chunk_len_in(memory_bytes: u64, chunk_size: u32, index: u64) -> u64 {
+    let chunk_size = u64::from(chunk_size);
+    memory_bytes.saturating_sub(index * chunk_size).min(chunk_size)
 }
 
 /// Refuses a base that cannot be the previous checkpoint of the same memory.
