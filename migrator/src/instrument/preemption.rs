@@ -1,5 +1,6 @@
 //! The preemption-point and memory-growth rewrite.
 
+use rayon::prelude::*;
 use walrus::ir::{BinaryOp, Call, Const, GlobalGet, GlobalSet, IfElse, Instr, InstrSeqId, UnaryOp, Unop, Value};
 use walrus::{ConstExpr, FunctionId, GlobalId, InstrLocId, LocalFunction, MemoryId, Module, ValType};
 
@@ -39,10 +40,21 @@ pub(super) fn insert_preemption_points(module: &mut Module) -> Result<Instrument
     };
 
     let recursive = super::recursion::recursive_functions(module);
-    let mut stats = InstrumentStats::default();
-    for (id, function) in module.funcs.iter_local_mut() {
-        rewrite_function(function, &hooks, recursive.contains(&id), &mut stats);
-    }
+    // Each function on its own, on every core; the counts summed.
+    let stats = module
+        .funcs
+        .par_iter_local_mut()
+        .map(|(id, function)| {
+            let mut stats = InstrumentStats::default();
+            rewrite_function(function, &hooks, recursive.contains(&id), &mut stats);
+            stats
+        })
+        .reduce(InstrumentStats::default, |mut total, each| {
+            total.functions += each.functions;
+            total.loops += each.loops;
+            total.memory_grows += each.memory_grows;
+            total
+        });
     Ok(stats)
 }
 

@@ -114,17 +114,28 @@ pub(super) struct Rewritten {
     pub resume_points: u32,
 }
 
-/// Rewrites one function, whose index is `function` and whose rewind twin
-/// is `twins[function]`; `twins` maps every rewritten function to its twin.
-/// Returns the validator's allocations for reuse.
-pub(super) fn rewrite(
+/// One function's first pass done: what [`Planned::emit`] needs to write
+/// its two bodies. Planning needs only the module; emitting needs the block
+/// types of every function registered first ([`Planned::register_block_types`]),
+/// so that both can run on many functions at once and the module still
+/// comes out the same, whatever the order they finished in.
+pub(super) struct Planned<'a> {
+    plan: Plan<'a>,
+    function: u32,
+    twin_slot: u32,
+    type_index: u32,
+}
+
+/// The first pass over one function, whose index is `function` and whose
+/// rewind twin is `twins[function]`; `twins` maps every rewritten function
+/// to its twin. Returns the validator's allocations for reuse.
+pub(super) fn plan_function<'a>(
     module: &ModuleInfo,
     added: Added,
-    block_types: &mut BlockTypes,
     twins: &HashMap<u32, u32>,
     validator: FuncValidator<ValidatorResources>,
-    body: FunctionBody<'_>,
-) -> Result<(Rewritten, FuncValidatorAllocations), Unsupported> {
+    body: &FunctionBody<'a>,
+) -> Result<(Planned<'a>, FuncValidatorAllocations), Unsupported> {
     let function = validator.index();
     let rewind_twin = *twins
         .get(&function)
@@ -134,13 +145,55 @@ pub(super) fn rewrite(
         .get(function as usize)
         .ok_or_else(|| Unsupported(format!("function {function} has no type")))?;
     let twin_slot = rewind_twin - added.first_twin;
-    let (plan, allocations) = plan(module, validator, &body)?;
-    let rewritten = Rewritten {
-        run: emit(&plan, added, block_types, Body::Run { twin_slot, type_index }, twins)?,
-        rewind: emit(&plan, added, block_types, Body::Rewind { run_twin: function }, twins)?,
-        resume_points: plan.resume.len() as u32,
+    let (plan, allocations) = plan(module, validator, body)?;
+    let planned = Planned {
+        plan,
+        function,
+        twin_slot,
+        type_index,
     };
-    Ok((rewritten, allocations))
+    Ok((planned, allocations))
+}
+
+impl Planned<'_> {
+    /// Adds the multi-value block types the rewind body uses, in the order
+    /// it uses them.
+    pub(super) fn register_block_types(&self, block_types: &mut BlockTypes) {
+        for sequence in &self.plan.sequences {
+            for entry in sequence.entries.iter().rev() {
+                block_types.register(&entry.types);
+            }
+        }
+    }
+
+    /// Writes both bodies.
+    pub(super) fn emit(
+        &self,
+        added: Added,
+        block_types: &BlockTypes,
+        twins: &HashMap<u32, u32>,
+    ) -> Result<Rewritten, Unsupported> {
+        let (twin_slot, type_index) = (self.twin_slot, self.type_index);
+        Ok(Rewritten {
+            run: emit(
+                &self.plan,
+                added,
+                block_types,
+                Body::Run { twin_slot, type_index },
+                twins,
+            )?,
+            rewind: emit(
+                &self.plan,
+                added,
+                block_types,
+                Body::Rewind {
+                    run_twin: self.function,
+                },
+                twins,
+            )?,
+            resume_points: self.plan.resume.len() as u32,
+        })
+    }
 }
 
 fn error(what: &str, error: &dyn std::fmt::Display) -> Unsupported {
@@ -494,7 +547,7 @@ const UNWIND_LABEL: u32 = 1;
 fn emit(
     plan: &Plan<'_>,
     added: Added,
-    block_types: &mut BlockTypes,
+    block_types: &BlockTypes,
     version: Body,
     twins: &HashMap<u32, u32>,
 ) -> Result<Vec<u8>, Unsupported> {
@@ -600,11 +653,11 @@ impl Emitter<'_> {
         Ok(self.depth_to(self.original[target]))
     }
 
-    fn body(&mut self, block_types: &mut BlockTypes) -> Result<(), Unsupported> {
+    fn body(&mut self, block_types: &BlockTypes) -> Result<(), Unsupported> {
         self.hand_over();
         self.instr(&Instruction::Block(BlockType::Empty)); // the unwind label
         self.labels += 1;
-        self.open_sequence(0, true, block_types);
+        self.open_sequence(0, true, block_types)?;
         let plan = self.plan;
         for (index, operator) in plan.operators.iter().enumerate() {
             self.close_entry_at(index);
@@ -614,13 +667,13 @@ impl Emitter<'_> {
                     self.labels += 1;
                     self.original.push(self.labels - 1);
                     let sequence = plan.starts[&index];
-                    self.open_sequence(sequence, false, block_types);
+                    self.open_sequence(sequence, false, block_types)?;
                 }
                 Operator::Else => {
                     self.end_sequence()?;
                     self.instr(&Instruction::Else);
                     let sequence = plan.starts[&index];
-                    self.open_sequence(sequence, false, block_types);
+                    self.open_sequence(sequence, false, block_types)?;
                 }
                 Operator::End => {
                     self.end_sequence()?;
@@ -706,23 +759,28 @@ impl Emitter<'_> {
 
     /// Opens a sequence: one skip block per entry (the first entry's
     /// innermost), then the dispatch a rewind takes.
-    fn open_sequence(&mut self, sequence: usize, function_body: bool, block_types: &mut BlockTypes) {
+    fn open_sequence(
+        &mut self,
+        sequence: usize,
+        function_body: bool,
+        block_types: &BlockTypes,
+    ) -> Result<(), Unsupported> {
         self.open.push(Open {
             sequence,
             next_entry: 0,
         });
         if matches!(self.version, Body::Run { .. }) {
-            return;
+            return Ok(());
         }
         let inherited = std::mem::take(&mut self.inherited);
         let entries = &self.plan.sequences[sequence].entries;
         if entries.is_empty() && inherited.is_empty() {
-            return;
+            return Ok(());
         }
         // Skip block of entry i has label index `first_skip + (count - 1 - i)`.
         let first_skip = self.labels;
         for entry in entries.iter().rev() {
-            let block_type = block_types.results(&entry.types);
+            let block_type = block_types.results(&entry.types)?;
             self.instr(&Instruction::Block(block_type));
             self.labels += 1;
         }
@@ -739,7 +797,7 @@ impl Emitter<'_> {
         targets.extend(inherited);
         if !function_body && self.delegates(sequence) {
             self.inherited = targets.split_off(1);
-            return;
+            return Ok(());
         }
         self.instr(&Instruction::GlobalGet(self.added.state_global));
         self.instr(&Instruction::If(BlockType::Empty));
@@ -771,6 +829,7 @@ impl Emitter<'_> {
         self.instr(&Instruction::Unreachable);
         self.instr(&Instruction::End);
         self.labels -= 1;
+        Ok(())
     }
 
     /// Whether `sequence` leaves its dispatch to its first construct: when

@@ -76,8 +76,9 @@ mod rewind;
 
 use std::collections::HashMap;
 
+use rayon::prelude::*;
 use wasm_encoder::{BlockType, MemArg, ValType};
-use wasmparser::{Parser, Payload, Validator, WasmFeatures};
+use wasmparser::{FuncValidatorAllocations, Parser, Payload, Validator, WasmFeatures};
 
 use super::asyncify::{STACK_MEMORY_EXPORT, STACK_MEMORY_PAGES};
 pub use rewind::{REWIND_EXPORT_PREFIX, REWIND_IMPORT_MODULE};
@@ -155,13 +156,13 @@ pub(super) fn apply(wasm: &[u8]) -> Result<Transformed, Unsupported> {
     rewritten_functions.sort_unstable();
     let twins: HashMap<u32, u32> = rewritten_functions.iter().copied().zip(first_twin..).collect();
 
-    // Rewrite every function that may unwind; the others are copied.
+    // Every function that may unwind is rewritten, the others are copied.
+    // Validation of the module runs in order; the functions' own passes on
+    // every core: first the plans, then (once the block types of all of
+    // them are numbered, in function order) both bodies of each.
     let mut validator = Validator::new_with_features(WasmFeatures::all());
-    let mut block_types = BlockTypes::new(module.type_count + 2);
     let mut bodies: Vec<Vec<u8>> = Vec::with_capacity(module.bodies.len());
-    let mut twin_bodies: Vec<Vec<u8>> = Vec::with_capacity(twins.len());
-    let mut stats = CaptureStats::default();
-    let mut allocations = Default::default();
+    let mut to_rewrite = Vec::with_capacity(twins.len());
     let mut local_index = 0usize;
     for payload in Parser::new(0).parse_all(wasm) {
         let payload = payload.map_err(|error| unsupported("parsing", &error))?;
@@ -171,19 +172,44 @@ pub(super) fn apply(wasm: &[u8]) -> Result<Transformed, Unsupported> {
         if let (Payload::CodeSectionEntry(body), wasmparser::ValidPayload::Func(to_validate, _)) = (&payload, valid) {
             let function_index = module.imported_functions + local_index as u32;
             local_index += 1;
-            if !twins.contains_key(&function_index) {
+            if twins.contains_key(&function_index) {
+                to_rewrite.push((bodies.len(), to_validate, body.clone()));
+                bodies.push(Vec::new());
+            } else {
                 bodies.push(wasm[body.range()].to_vec());
-                continue;
             }
-            let func_validator = to_validate.into_validator(allocations);
-            let (rewritten, returned) =
-                function::rewrite(&module, added, &mut block_types, &twins, func_validator, body.clone())?;
-            allocations = returned;
-            stats.functions += 1;
-            stats.resume_points += rewritten.resume_points;
-            bodies.push(rewritten.run);
-            twin_bodies.push(rewritten.rewind);
         }
+    }
+    let planned: Vec<Result<(usize, function::Planned<'_>), Unsupported>> = to_rewrite
+        .into_par_iter()
+        .map_init(
+            FuncValidatorAllocations::default,
+            |allocations, (slot, to_validate, body)| {
+                let validator = to_validate.into_validator(std::mem::take(allocations));
+                let (planned, returned) = function::plan_function(&module, added, &twins, validator, &body)?;
+                *allocations = returned;
+                Ok((slot, planned))
+            },
+        )
+        .collect();
+    // The first failure in function order, whichever thread met it first.
+    let planned = planned.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let mut block_types = BlockTypes::new(module.type_count + 2);
+    for (_, function) in &planned {
+        function.register_block_types(&mut block_types);
+    }
+    let rewritten: Vec<Result<function::Rewritten, Unsupported>> = planned
+        .par_iter()
+        .map(|(_, function)| function.emit(added, &block_types, &twins))
+        .collect();
+    let mut twin_bodies: Vec<Vec<u8>> = Vec::with_capacity(twins.len());
+    let mut stats = CaptureStats::default();
+    for ((slot, _), rewritten) in planned.iter().zip(rewritten) {
+        let rewritten = rewritten?;
+        stats.functions += 1;
+        stats.resume_points += rewritten.resume_points;
+        bodies[*slot] = rewritten.run;
+        twin_bodies.push(rewritten.rewind);
     }
     let twin_types: Vec<u32> = rewritten_functions
         .iter()
@@ -214,21 +240,24 @@ impl BlockTypes {
         }
     }
 
-    /// The block type `[] -> results`.
-    pub(super) fn results(&mut self, results: &[ValType]) -> BlockType {
+    /// Adds the block type `[] -> results` if it needs a type of its own
+    /// (more than one result) and is not there yet.
+    pub(super) fn register(&mut self, results: &[ValType]) {
+        if results.len() > 1 && !self.types.iter().any(|known| known == results) {
+            self.types.push(results.to_vec());
+        }
+    }
+
+    /// The block type `[] -> results`; one of more than one result must
+    /// have been registered.
+    pub(super) fn results(&self, results: &[ValType]) -> Result<BlockType, Unsupported> {
         match results {
-            [] => BlockType::Empty,
-            [single] => BlockType::Result(*single),
-            many => {
-                let position = match self.types.iter().position(|known| known == many) {
-                    Some(position) => position,
-                    None => {
-                        self.types.push(many.to_vec());
-                        self.types.len() - 1
-                    }
-                };
-                BlockType::FunctionType(self.first_index + position as u32)
-            }
+            [] => Ok(BlockType::Empty),
+            [single] => Ok(BlockType::Result(*single)),
+            many => match self.types.iter().position(|known| known == many) {
+                Some(position) => Ok(BlockType::FunctionType(self.first_index + position as u32)),
+                None => Err(Unsupported(format!("block type {many:?} was not registered"))),
+            },
         }
     }
 }

@@ -213,3 +213,47 @@ fn sections_the_module_lacks_are_added_in_their_place() {
         }
     );
 }
+
+/// Many functions, each keeping a different mix of values on the stack
+/// across an unwinding call: each needs a multi-value block type of its
+/// own in its rewind body.
+fn many_stack_shapes() -> String {
+    let types = ["i32", "i64", "f32", "f64"];
+    let mut functions = String::new();
+    let mut calls = String::new();
+    for index in 0..96 {
+        let shape = [types[index % 4], types[(index / 4) % 4], types[(index / 16) % 4]];
+        let kept = if index % 2 == 0 { &shape[..2] } else { &shape[..] };
+        let pushes: String = kept.iter().map(|ty| format!("({ty}.const 1) ")).collect();
+        let drops = "drop ".repeat(kept.len());
+        functions.push_str(&format!("(func $f{index} {pushes} (drop (call $preempt)) {drops})\n"));
+        calls.push_str(&format!("(call $f{index})\n"));
+    }
+    format!(
+        r#"(module
+          (import "ferry" "__preempt" (func $preempt (result i32)))
+          (memory (export "memory") 1)
+          {functions}
+          (func (export "_start") {calls}))"#
+    )
+}
+
+#[test]
+fn the_rewrite_on_one_thread_and_on_four_gives_the_same_modules() {
+    let wasm = wat(&many_stack_shapes());
+    let on = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| apply(&wasm).unwrap())
+    };
+    let one = on(1);
+    wasmparser::Validator::new().validate_all(&one.main).unwrap();
+    assert_eq!(one.stats.functions, 97);
+    for _ in 0..3 {
+        let four = on(4);
+        assert_eq!(four.main, one.main, "main module differs");
+        assert_eq!(four.rewind, one.rewind, "rewind module differs");
+    }
+}
