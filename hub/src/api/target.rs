@@ -19,19 +19,7 @@ impl HubApi {
             return Err(unusable("that is this hub".to_owned()));
         }
         let peers = self.inner.peers.borrow();
-        let matches: Vec<&PeerSnapshot> = peers
-            .iter()
-            .filter(|peer| peer.id() == Some(to) || peer.name() == Some(to))
-            .collect();
-        let peer = match matches.as_slice() {
-            [] => {
-                return Err(unusable(
-                    "no hub of that name or id is in the peer table (see `ferry peers`)".to_owned(),
-                ));
-            }
-            [peer] => *peer,
-            _ => return Err(unusable("several hubs have that name; give the hub id".to_owned())),
-        };
+        let peer = named(to, &peers).map_err(unusable)?;
         if let Some(hub_id) = peer.id().filter(|hub_id| {
             self.inner
                 .revocations
@@ -68,5 +56,114 @@ impl HubApi {
             address,
             automatic: None,
         })
+    }
+}
+
+/// The peer of `peers` that `to` names: the one whose hub id it is, else the
+/// only one of that name, else — when several share the name — the only one
+/// of them that is usable if the others are down. A hub set up again under
+/// its old name (a new data directory) has a new id, and the old one stays in
+/// the table, down: the name means the one that is there. A hub that only
+/// missed a probe (suspect) may be another one that is meant, so then, as
+/// whenever it is not clear, the error lists them.
+fn named<'a>(to: &str, peers: &'a [PeerSnapshot]) -> Result<&'a PeerSnapshot, String> {
+    if let Some(peer) = peers.iter().find(|peer| peer.id() == Some(to)) {
+        return Ok(peer);
+    }
+    let same_name: Vec<&PeerSnapshot> = peers.iter().filter(|peer| peer.name() == Some(to)).collect();
+    match same_name.as_slice() {
+        [] => Err("no hub of that name or id is in the peer table (see `ferry peers`)".to_owned()),
+        [peer] => Ok(peer),
+        several => {
+            let mut usable = several.iter().filter(|peer| peer.is_usable());
+            let others_down = || {
+                several
+                    .iter()
+                    .all(|peer| peer.is_usable() || peer.state == PeerState::Down)
+            };
+            match (usable.next(), usable.next()) {
+                (Some(peer), None) if others_down() => Ok(peer),
+                _ => {
+                    let listed: Vec<String> = several
+                        .iter()
+                        .map(|peer| format!("{} ({})", peer.id().unwrap_or("id unknown"), peer.state))
+                        .collect();
+                    Err(format!(
+                        "several hubs have that name: {}; give the hub id",
+                        listed.join(", ")
+                    ))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_discovery::{PeerIdentity, PeerKey, PeerSource};
+
+    use super::*;
+
+    fn peer(id: &str, name: &str, state: PeerState) -> PeerSnapshot {
+        PeerSnapshot {
+            key: PeerKey::Id(id.to_owned()),
+            identity: Some(PeerIdentity {
+                hub_id: id.to_owned(),
+                hub_name: name.to_owned(),
+                cluster_id: "c".to_owned(),
+                protocol_version: 1,
+                load: 0,
+            }),
+            verified: true,
+            compatibility: Some(Compatibility::Compatible),
+            addresses: Vec::new(),
+            address: None,
+            source: PeerSource::Static,
+            state,
+            last_seen: None,
+        }
+    }
+
+    fn id_of(result: Result<&PeerSnapshot, String>) -> Result<&str, String> {
+        result.map(|peer| peer.id().unwrap_or_default())
+    }
+
+    #[test]
+    fn a_name_shared_with_a_hub_that_is_down_means_the_one_that_is_up() {
+        let peers = [peer("old", "edge", PeerState::Down), peer("new", "edge", PeerState::Up)];
+        assert_eq!(id_of(named("edge", &peers)), Ok("new"));
+        assert_eq!(id_of(named("old", &peers)), Ok("old"));
+    }
+
+    #[test]
+    fn a_name_two_usable_hubs_share_is_refused_with_their_ids() {
+        let peers = [
+            peer("one", "edge", PeerState::Up),
+            peer("two", "edge", PeerState::Up),
+            peer("three", "edge", PeerState::Down),
+        ];
+        let error = named("edge", &peers).unwrap_err();
+        assert!(error.contains("one (up), two (up), three (down)"), "{error}");
+        assert!(error.ends_with("give the hub id"), "{error}");
+        assert_eq!(id_of(named("two", &peers)), Ok("two"));
+    }
+
+    #[test]
+    fn a_name_shared_with_a_suspect_hub_is_refused_rather_than_guessed() {
+        let peers = [
+            peer("one", "edge", PeerState::Up),
+            peer("two", "edge", PeerState::Suspect),
+        ];
+        assert!(named("edge", &peers).unwrap_err().contains("one (up), two (suspect)"));
+    }
+
+    #[test]
+    fn a_name_no_usable_hub_has_is_refused_rather_than_guessed() {
+        let peers = [
+            peer("one", "edge", PeerState::Down),
+            peer("two", "edge", PeerState::Suspect),
+        ];
+        assert!(named("edge", &peers).unwrap_err().contains("one (down), two (suspect)"));
+        assert!(named("nowhere", &peers).unwrap_err().contains("no hub of that name"));
     }
 }
