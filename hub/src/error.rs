@@ -19,6 +19,10 @@ pub enum HubError {
     InvalidRequest(String),
     #[error("function {name:?} is not running (it is {state})")]
     NotRunning { name: String, state: &'static str },
+    #[error(
+        "function {name:?} ran to its end (exited): there is nothing left to resume; deploy it again to start it anew"
+    )]
+    Completed { name: String },
     #[error("function {name:?} did not reply within {timeout_ms} ms")]
     InvokeTimeout { name: String, timeout_ms: u64 },
     #[error("function {name:?} ended before replying")]
@@ -89,7 +93,9 @@ impl ServiceError for HubError {
             }
             HubError::FunctionExists { .. } => ErrorCode::AlreadyExists,
             HubError::InvalidName { .. } | HubError::InvalidRequest(_) => ErrorCode::InvalidArgument,
-            HubError::NotRunning { .. } | HubError::NoReply { .. } => ErrorCode::FailedPrecondition,
+            HubError::NotRunning { .. } | HubError::Completed { .. } | HubError::NoReply { .. } => {
+                ErrorCode::FailedPrecondition
+            }
             HubError::InvokeTimeout { .. } => ErrorCode::DeadlineExceeded,
             HubError::InboxFull { .. } => ErrorCode::ResourceExhausted,
             HubError::ShuttingDown => ErrorCode::Unavailable,

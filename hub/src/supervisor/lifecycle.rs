@@ -196,6 +196,8 @@ pub enum Refusal {
     AlreadyRunning,
     /// The request needs a running function.
     NotRunning,
+    /// It ran to its end: there is nothing left to continue.
+    Completed,
     /// It is stopping or being suspended; try again when that is over.
     Busy,
     /// The hub is shutting down.
@@ -259,7 +261,10 @@ pub fn decide(phase: Phase, request: Request) -> Result<Transition, Refusal> {
             _ => Err(phase.common_refusal().unwrap_or(Refusal::Busy)),
         },
         Request::Resume => match phase {
-            Stopped | Exited | Failed | Suspended(_) => to(Starting, Effect::StartRun),
+            Stopped | Failed | Suspended(_) => to(Starting, Effect::StartRun),
+            // Its latest checkpoint lies before the end: continuing from it
+            // would do the rest of the run, and its effects, a second time.
+            Exited => Err(Refusal::Completed),
             _ if phase.is_live() => Err(Refusal::AlreadyRunning),
             _ => Err(phase.common_refusal().unwrap_or(Refusal::Busy)),
         },

@@ -121,6 +121,7 @@ pub(super) fn refusal_error(name: &str, slot: &Slot, request: Request, refusal: 
             name,
             state: phase_words(phase),
         },
+        Refusal::Completed => HubError::Completed { name },
         Refusal::Busy => HubError::Busy {
             name,
             state: phase_words(phase),
