@@ -156,8 +156,8 @@ pub(super) fn plan_function<'a>(
 }
 
 impl Planned<'_> {
-    /// Adds the multi-value block types the rewind body uses, in the order
-    /// it uses them.
+    /// Adds the multi-value block types the rewind body uses: sequence by
+    /// sequence, each one's entries in the order its skip blocks open.
     pub(super) fn register_block_types(&self, block_types: &mut BlockTypes) {
         for sequence in &self.plan.sequences {
             for entry in sequence.entries.iter().rev() {
