@@ -75,25 +75,21 @@ fn named<'a>(to: &str, peers: &'a [PeerSnapshot]) -> Result<&'a PeerSnapshot, St
         [] => Err("no hub of that name or id is in the peer table (see `ferry peers`)".to_owned()),
         [peer] => Ok(peer),
         several => {
-            let mut usable = several.iter().filter(|peer| peer.is_usable());
-            let others_down = || {
-                several
-                    .iter()
-                    .all(|peer| peer.is_usable() || peer.state == PeerState::Down)
-            };
-            match (usable.next(), usable.next()) {
-                (Some(peer), None) if others_down() => Ok(peer),
-                _ => {
-                    let listed: Vec<String> = several
-                        .iter()
-                        .map(|peer| format!("{} ({})", peer.id().unwrap_or("id unknown"), peer.state))
-                        .collect();
-                    Err(format!(
-                        "several hubs have that name: {}; give the hub id",
-                        listed.join(", ")
-                    ))
-                }
+            let usable: Vec<&&PeerSnapshot> = several.iter().filter(|peer| peer.is_usable()).collect();
+            let others_down = several
+                .iter()
+                .all(|peer| peer.is_usable() || peer.state == PeerState::Down);
+            if let ([peer], true) = (usable.as_slice(), others_down) {
+                return Ok(peer);
             }
+            let listed: Vec<String> = several
+                .iter()
+                .map(|peer| format!("{} ({})", peer.id().unwrap_or("id unknown"), peer.state))
+                .collect();
+            Err(format!(
+                "several hubs have that name: {}; give the hub id",
+                listed.join(", ")
+            ))
         }
     }
 }
