@@ -96,6 +96,36 @@ async fn killing_the_source_or_the_destination_mid_move_never_loses_or_duplicate
     eprintln!("{} rounds, consecutive", rounds.len());
 }
 
+/// The destination runs a moved function from the seal, its output held
+/// until the move is committed: a function that prints every millisecond
+/// waits at that gate on every move, and its output must still have no gap
+/// and no duplicate.
+#[tokio::test]
+async fn a_function_printing_every_millisecond_moves_with_its_output_held_not_lost_or_doubled() {
+    let hubs = pair().await;
+    wait_usable(&hubs[0], "hub-1").await;
+    deploy(&hubs[0], "examples/ticker.wasm", "fast", &["1"]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for round in 0..6 {
+        let (via, to) = if round % 2 == 0 { (0, "hub-1") } else { (1, "hub-0") };
+        let summary = migrate(&hubs[via], "fast", to).unwrap();
+        eprintln!(
+            "move {round}: downtime {} µs, effects held {} µs",
+            summary["downtime_micros"], summary["effects_held_micros"]
+        );
+        assert!(
+            summary["effects_held_micros"].as_u64().unwrap_or(0) > 0,
+            "the function ran on {to} before the commit: {summary}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let all: Vec<&HubProcess> = hubs.iter().collect();
+    assert_eq!(running_on(&all, "fast"), vec![0]);
+    let ticks = numbered_lines(&stdout_of(&hubs[0], "fast"), "tick ");
+    check_consecutive(&ticks, "ticks across six moves").unwrap();
+    assert!(ticks.len() > 500, "{} ticks", ticks.len());
+}
+
 #[tokio::test]
 async fn moves_to_an_unknown_down_or_foreign_hub_are_refused_and_the_function_keeps_running() {
     let mut hubs = pair().await;

@@ -98,6 +98,7 @@ fn print_summary(summary: &MigrateSummary, json: bool) {
                 "start_confirmed": summary.start_confirmed,
                 "module_prepare_micros": summary.module_prepare_micros,
                 "attempts": summary.attempts,
+                "effects_held_micros": summary.effects_held_micros,
             })
         );
         return;
@@ -120,14 +121,26 @@ fn print_summary(summary: &MigrateSummary, json: bool) {
             String::new()
         }
     );
-    println!(
-        "  total {}, downtime {} (last round {}, persist {}, start {})",
-        millis(summary.total_micros),
-        millis(summary.downtime_micros),
-        millis(summary.final_round_micros),
-        millis(summary.prepare_micros),
-        millis(summary.start_micros)
-    );
+    if summary.effects_held_micros > 0 {
+        // It ran on the destination from the seal; persist and commit ran beside it.
+        println!(
+            "  total {}, downtime {} (last round {}); it ran on {} during the persist and commit, its output and messages held {}",
+            millis(summary.total_micros),
+            millis(summary.downtime_micros),
+            millis(summary.final_round_micros),
+            summary.to_hub,
+            millis(summary.effects_held_micros)
+        );
+    } else {
+        println!(
+            "  total {}, downtime {} (last round {}, persist {}, start {})",
+            millis(summary.total_micros),
+            millis(summary.downtime_micros),
+            millis(summary.final_round_micros),
+            millis(summary.prepare_micros),
+            millis(summary.start_micros)
+        );
+    }
     if summary.module_prepare_micros > 0 {
         println!(
             "  the destination instrumented and compiled the module in {} (while the function ran here)",

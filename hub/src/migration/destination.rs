@@ -23,7 +23,7 @@ use super::watchdog::Watchdog;
 use super::{Admission, MigrationContext, PREPARING_HEARTBEAT, resolve};
 use crate::checkpoint_codec::snapshot_from_manifest;
 use crate::error::HubError;
-use crate::runtime::{PreparedModule, Snapshot, SnapshotMemory, StoredMemory, WarmInstance};
+use crate::runtime::{HeldRun, PreparedModule, Snapshot, SnapshotMemory, StoredMemory, WarmInstance, WarmStart};
 use crate::supervisor::{ArrivalLogs, Supervisor};
 
 mod chunks;
@@ -68,6 +68,7 @@ pub(super) fn receive(
             admitted: None,
             staged: None,
             warm: None,
+            held: None,
             prelaying: None,
             watchdog: Watchdog::default(),
         };
@@ -112,6 +113,9 @@ struct Arrival {
     staged: Option<String>,
     /// The instance the function will run in, filled as chunks arrive.
     warm: Option<WarmInstance>,
+    /// The function running from the seal with its effects held until the
+    /// commit (stopped, unseen, if the move ends otherwise).
+    held: Option<HeldRun>,
     /// Laying the volume out ahead of the seal: what it laid out, once done
     /// (`None`: it failed, the seal lays the volume out afresh).
     prelaying: Option<tokio::task::JoinHandle<Option<VolumeState>>>,
@@ -252,7 +256,14 @@ impl Arrival {
             ReceiverStep::Commit { paused_micros } => {
                 let started = Instant::now();
                 let name = self.name();
-                let warm = self.warm.take();
+                let held = self.held.take().map(|held| (Arc::clone(held.control()), held));
+                let (gate, warm) = match held {
+                    Some((control, held)) => (
+                        Some((control, held.running_for(), Instant::now())),
+                        Some(WarmStart::Held(held)),
+                    ),
+                    None => (None, self.warm.take().map(WarmStart::Filled)),
+                };
                 self.supervisor
                     .commit_arrival(&name, self.snapshot.take(), warm)
                     .await?;
@@ -260,10 +271,27 @@ impl Arrival {
                     admitted.arrived = true;
                 }
                 let micros = started.elapsed().as_micros() as u64;
-                self.supervisor
-                    .note_arrival_downtime(&name, Duration::from_micros(paused_micros.saturating_add(micros)));
-                tracing::info!(function = %name, epoch = self.receiver.new_epoch(), start_us = micros, "function moved here and runs");
-                Ok(Some(self.receiver.started(micros)))
+                // The run was started at the seal: its effects happen from now on.
+                let held = gate.map(|(control, ran, since)| HeldFigures {
+                    held: ran + since.elapsed(),
+                    waited: control.effects().release(),
+                });
+                // The source counted the pause up to the resume when the run
+                // started at the seal; the waits for the commit are downtime too.
+                let downtime = match &held {
+                    Some(held) => Duration::from_micros(paused_micros) + held.waited,
+                    None => Duration::from_micros(paused_micros.saturating_add(micros)),
+                };
+                self.supervisor.note_arrival_downtime(&name, downtime);
+                tracing::info!(
+                    function = %name,
+                    epoch = self.receiver.new_epoch(),
+                    start_us = micros,
+                    held_us = held.as_ref().map_or(0, |held| held.held.as_micros() as u64),
+                    held_waited_us = held.as_ref().map_or(0, |held| held.waited.as_micros() as u64),
+                    "function moved here and runs"
+                );
+                Ok(Some(self.receiver.started(micros, held.map(HeldFigures::micros))))
             }
             ReceiverStep::Abort(reason) => {
                 tracing::info!(function = %self.name(), %reason, "the source aborted the transfer");
@@ -499,7 +527,10 @@ impl Arrival {
             name: name.clone(),
             reason,
         })?;
-        let listed = started.elapsed();
+        let snapshot = Arc::new(snapshot);
+        let snapshot_made = started.elapsed();
+        self.start_held(&offer, &manifest, &snapshot).await;
+        let resumed = started.elapsed();
         let imported = manifest.clone();
         let staged = self.staged.clone().unwrap_or_default();
         // install_arrival flushes the manifest together with the record.
@@ -533,18 +564,43 @@ impl Arrival {
         self.supervisor.finish_volume_layout(&manifest, prelaid).await?;
         let install_done = started.elapsed();
         self.drop_unneeded(&manifest);
-        self.snapshot = Some(Arc::new(snapshot));
+        self.snapshot = Some(snapshot);
         tracing::info!(
             function = %name,
             epoch = manifest.epoch,
             sequence,
             wait_us = waited.as_micros() as u64,
-            list_us = listed.as_micros() as u64,
-            import_us = (import_done - listed).as_micros() as u64,
+            snapshot_us = snapshot_made.as_micros() as u64,
+            resume_us = resumed.as_micros() as u64,
+            import_us = (import_done - resumed).as_micros() as u64,
             install_us = (install_done - import_done).as_micros() as u64,
             "function prepared; waiting for the commit"
         );
-        Ok(self.receiver.prepared())
+        let running = self.held.as_ref().map_or(Duration::ZERO, HeldRun::running_for);
+        Ok(self.receiver.prepared(running))
+    }
+
+    /// Starts the function from the sealed state in the filled instance
+    /// with its effects held, so that it runs while this hub and the source
+    /// make the move durable (ARCHITECTURE.md, "A move's last steps run
+    /// beside the function"). Not for a function with files: its volume is
+    /// laid out after the seal. Nothing changes if it cannot: the commit
+    /// starts the function as it always did.
+    async fn start_held(&mut self, offer: &Offer, manifest: &CheckpointManifest, snapshot: &Arc<Snapshot>) {
+        let has_files = offer
+            .spec
+            .as_ref()
+            .is_some_and(|spec| spec.volume.is_some() || !spec.mounts.is_empty());
+        if has_files || manifest.volume.is_some() {
+            return;
+        }
+        let Some(warm) = self.warm.take() else { return };
+        match warm.start_held(Arc::clone(snapshot)).await {
+            Ok(held) => self.held = Some(held),
+            Err(reason) => {
+                tracing::info!(function = %self.name(), %reason, "the function starts at the commit instead of the seal");
+            }
+        }
     }
 
     /// The log history to install: the rest, after an early part stored
@@ -567,6 +623,8 @@ impl Arrival {
     /// The stream is over: discard, ask the source, or nothing (it runs here).
     async fn after_end(&mut self, why: &str) {
         self.early_logs_done().await;
+        // A run started at the seal and not committed is stopped unseen.
+        self.held = None;
         let name = self.name();
         match self.receiver.after_stream_end() {
             Disposition::Keep => {}
@@ -609,5 +667,19 @@ impl Arrival {
                 }
             }
         }
+    }
+}
+
+/// What a run started at the seal went through before its effects were let out.
+struct HeldFigures {
+    /// From its resume to its effects let out.
+    held: Duration,
+    /// Of that, the time it waited to do something it could not do yet.
+    waited: Duration,
+}
+
+impl HeldFigures {
+    fn micros(self) -> (u64, u64) {
+        (self.held.as_micros() as u64, self.waited.as_micros() as u64)
     }
 }

@@ -11,7 +11,8 @@ use ferry_migrator::checkpoint::{CHECKPOINT_FORMAT_VERSION, ChunkHash, DEFAULT_C
 use ferry_migrator::transfer::{ChunkAt, Heard, NextStep, Owner, Sender, TransferError};
 use ferry_proto::PROTOCOL_VERSION;
 use ferry_proto::internal::v1::{
-    AutomaticMove, ChunkData, DestinationFrame, ForwardPointer, LogBatch, ModuleData, Offer, SourceFrame, source_frame,
+    AutomaticMove, ChunkData, DestinationFrame, ForwardPointer, LogBatch, ModuleData, Offer, SourceFrame, Started,
+    source_frame,
 };
 use ferry_proto::v1::{LogEntry, MigrateProgress, MigrateSummary, MoveRetry, RoundProgress, migrate_progress};
 use tokio::sync::mpsc;
@@ -189,6 +190,7 @@ async fn migrate_as(
         module_bytes: 0,
         final_round: Duration::ZERO,
         prepare: Duration::ZERO,
+        resumed_after: None,
         last_early_log: None,
         watchdog,
     };
@@ -203,10 +205,10 @@ async fn migrate_as(
     supervisor.forget_dirty_set(name, &run.dirty_set());
     let stats = sender.stats();
     match result {
-        Ok(start_micros) => Attempt::Done(Ok(run.summary(&sender, started, start_micros, true))),
+        Ok(start) => Attempt::Done(Ok(run.summary(&sender, started, Some(&start)))),
         Err(error) if sender.owner_after_failure() == Owner::Destination => {
             tracing::warn!(function = %name, to = %target.hub_name, error = %error, "moved, but the destination did not confirm the start; it starts the function when it resolves the handoff");
-            Attempt::Done(Ok(run.summary(&sender, started, 0, false)))
+            Attempt::Done(Ok(run.summary(&sender, started, None)))
         }
         Err(error) => {
             tracing::warn!(function = %name, to = %target.hub_name, rounds = stats.rounds, error = %error, "move failed; the function continues here");
@@ -249,6 +251,9 @@ struct MoveRun<'a> {
     module_bytes: u64,
     final_round: Duration,
     prepare: Duration,
+    /// From the pause here to the function running on the destination,
+    /// when it started there at the seal (its effects held until the commit).
+    resumed_after: Option<Duration>,
     /// The last log entry sent before the rounds: the last round sends
     /// only what follows it.
     last_early_log: Option<LogEntry>,
@@ -263,7 +268,7 @@ impl MoveRun<'_> {
     }
 
     /// The whole exchange; returns the destination's start time in µs.
-    async fn transfer(&mut self, context: &MigrationContext, sender: &mut Sender) -> Result<u64, TransferError> {
+    async fn transfer(&mut self, context: &MigrationContext, sender: &mut Sender) -> Result<Started, TransferError> {
         let (outbound, frames) = mpsc::channel::<SourceFrame>(32);
         let offer = Offer {
             protocol_version: PROTOCOL_VERSION,
@@ -328,10 +333,16 @@ impl MoveRun<'_> {
         }
         let prepared_wait = Instant::now();
         let prepared = self.receive(sender, &mut inbound, Some(DECISION_TIMEOUT)).await;
-        if let Err(error) = prepared.and_then(|prepared| sender.on_prepared(prepared)) {
-            return Err(abort(sender, &outbound, error));
-        }
+        let running = match prepared.and_then(|prepared| sender.on_prepared(prepared)) {
+            Ok(running) => running,
+            Err(error) => return Err(abort(sender, &outbound, error)),
+        };
         self.prepare = prepared_wait.elapsed();
+        if running > 0
+            && let Some(paused_at) = self.paused_at
+        {
+            self.resumed_after = Some(paused_at.elapsed().saturating_sub(Duration::from_micros(running)));
+        }
 
         // A destination removed from the cluster while the function was on
         // its way never gets it: the record below is the point of no return.
@@ -361,7 +372,10 @@ impl MoveRun<'_> {
         // take CPU (unmapping the memory, store writes) that the
         // destination's start needs on a small machine.
         let left_behind = self.paused.take();
-        let paused = self.paused_at.map_or(std::time::Duration::ZERO, |at| at.elapsed());
+        let paused = self
+            .resumed_after
+            .or_else(|| self.paused_at.map(|at| at.elapsed()))
+            .unwrap_or_default();
         let recorded = send(&self.watchdog, &outbound, sender.move_recorded(paused)).await;
         let started = match recorded {
             Ok(()) => self.receive(sender, &mut inbound, Some(DECISION_TIMEOUT)).await,
@@ -369,9 +383,9 @@ impl MoveRun<'_> {
         };
         drop(left_behind);
         self.supervisor.drop_state_left_behind_later(self.name, new_epoch);
-        let start_micros = sender.on_started(started?)?;
+        let started = sender.on_started(started?)?;
         tracing::info!(function = %self.name, to = %self.target.hub_name, epoch = new_epoch, "function moved");
-        Ok(start_micros)
+        Ok(started)
     }
 
     /// The next answer from the destination. `Preparing` heartbeats (the
@@ -617,8 +631,16 @@ impl MoveRun<'_> {
         let _ = self.progress.try_send(MigrateProgress { event: Some(event) });
     }
 
-    fn summary(&self, sender: &Sender, started: Instant, start_micros: u64, confirmed: bool) -> MigrateSummary {
+    /// `start`: what the destination said of the start, if it confirmed it.
+    fn summary(&self, sender: &Sender, started: Instant, start: Option<&Started>) -> MigrateSummary {
         let stats = sender.stats();
+        let micros = |duration: Duration| u64::try_from(duration.as_micros()).unwrap_or(u64::MAX);
+        // A function that ran on the destination from the seal was down from
+        // the pause to that resume, and while it waited there for the commit.
+        let downtime = match self.resumed_after {
+            Some(resumed) => micros(resumed) + start.map_or(0, |start| start.held_waited_micros),
+            None => self.paused_at.map_or(0, |at| micros(at.elapsed())),
+        };
         MigrateSummary {
             function: self.name.to_owned(),
             from_hub: self.supervisor.identity().name.clone(),
@@ -631,13 +653,14 @@ impl MoveRun<'_> {
             bytes_sent: stats.bytes_sent,
             module_bytes_sent: self.module_bytes,
             total_micros: started.elapsed().as_micros() as u64,
-            downtime_micros: self.paused_at.map_or(0, |at| at.elapsed().as_micros() as u64),
+            downtime_micros: downtime,
             final_round_micros: self.final_round.as_micros() as u64,
             prepare_micros: self.prepare.as_micros() as u64,
-            start_micros,
-            start_confirmed: confirmed,
+            start_micros: start.map_or(0, |start| start.start_micros),
+            start_confirmed: start.is_some(),
             module_prepare_micros: stats.module_prepare_micros,
             attempts: 1,
+            effects_held_micros: start.map_or(0, |start| start.held_micros),
         }
     }
 }

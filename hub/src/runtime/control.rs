@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
+use super::effects::EffectGate;
 use super::snapshot::Snapshot;
 
 /// How many messages may wait in one inbox before senders are refused.
@@ -163,6 +164,8 @@ pub struct FunctionControl {
     /// Set once the first instance of this run exists (restored, if from a snapshot).
     instantiated: AtomicBool,
     instantiated_wakeup: tokio::sync::Notify,
+    /// Held while an arriving function runs before its move is committed.
+    effects: EffectGate,
 }
 
 impl FunctionControl {
@@ -228,9 +231,15 @@ impl FunctionControl {
     /// Asks the function to stop at its next preemption point or blocking call.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.effects.cancel();
         let _guard = self.lock();
         self.changed.notify_all();
         self.parked_wakeup.notify_one();
+    }
+
+    /// Whether the function's effects may happen now (see [`EffectGate`]).
+    pub fn effects(&self) -> &EffectGate {
+        &self.effects
     }
 
     pub fn stop_requested(&self) -> bool {

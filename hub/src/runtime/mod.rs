@@ -5,6 +5,7 @@ mod clock;
 mod control;
 pub mod cpu;
 mod dirty;
+mod effects;
 mod guest;
 mod host_api;
 mod imports;
@@ -41,7 +42,7 @@ pub use host_api::MAX_MESSAGE_BYTES;
 pub use instance::{LaunchSpec, Outcome, RunEnd, run_to_completion, run_until_parked};
 pub use rewind::{GuestModule, RewindModule};
 pub use snapshot::{GlobalValue, HostSnapshot, MemoryChanges, PendingCall, Snapshot, SnapshotMemory, StoredMemory};
-pub use warm::WarmInstance;
+pub use warm::{HeldRun, WarmInstance, WarmStart};
 pub use wasi::files::PreopenSpec;
 pub use wasi::volume::SnapshotFiles;
 

@@ -13,8 +13,12 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use super::control::FunctionControl;
+use tokio::sync::oneshot;
+
+use super::control::{FunctionControl, Message};
+use super::effects::HeldServices;
 use super::guest::HostServices;
 use super::instance::{LaunchSpec, LiveInstance, Outcome, RunEnd};
 use super::rewind::GuestModule;
@@ -25,8 +29,11 @@ enum Command {
     Grow(u64),
     /// Write bytes at an offset (shared: one chunk may fill several slots).
     Write(u64, Arc<Vec<u8>>),
-    /// Run from the snapshot; its memory is what was written.
-    Start(Arc<Snapshot>),
+    /// Run from the snapshot; its memory is what was written. With a
+    /// sender, the start is held (see [`WarmInstance::start_held`]): it
+    /// hears whether the instance resumed in place, and there is no cold
+    /// start instead.
+    Start(Arc<Snapshot>, Option<oneshot::Sender<Result<(), String>>>),
 }
 
 /// An instance being filled on its own thread until it is started or
@@ -60,6 +67,11 @@ impl WarmInstance {
         let run_control = Arc::clone(&control);
         let cold = Arc::new(AtomicBool::new(false));
         let run_cold = Arc::clone(&cold);
+        // Its effects may be held: it may run before its move is committed.
+        let services: Arc<dyn HostServices> = Arc::new(HeldServices {
+            inner: services,
+            control: Arc::clone(&control),
+        });
         let thread = tokio::task::spawn_blocking(move || {
             let warm = Warm {
                 engine,
@@ -105,10 +117,110 @@ impl WarmInstance {
     /// or — if the writes failed — what a fresh instance gets) until it
     /// ends, is suspended or parks.
     pub fn start(self, snapshot: Arc<Snapshot>) -> tokio::task::JoinHandle<RunEnd> {
-        if self.commands.send(Command::Start(snapshot)).is_err() {
+        if self.commands.send(Command::Start(snapshot, None)).is_err() {
             tracing::warn!("a warm instance's thread ended before its start");
         }
         self.thread
+    }
+
+    /// Runs the function from `snapshot` with its effects held: it computes,
+    /// but its output, messages and replies wait until the run is released
+    /// ([`HeldRun::release`]). Fails — and the thread ends — if the filled
+    /// instance cannot resume in place; there is no cold start here, the
+    /// caller starts the function the usual way instead.
+    /// The messages the snapshot's inbox holds are delivered here, before
+    /// the run starts (a start at the commit delivers them then).
+    pub async fn start_held(self, snapshot: Arc<Snapshot>) -> Result<HeldRun, String> {
+        self.control.effects().hold();
+        for data in &snapshot.host.inbox {
+            let _ = self.control.deliver(Message {
+                data: data.clone(),
+                reply_to: None,
+            });
+        }
+        let (resumed, answer) = oneshot::channel();
+        if self.commands.send(Command::Start(snapshot, Some(resumed))).is_err() {
+            return Err("the warm instance's thread ended before its start".to_owned());
+        }
+        match answer.await {
+            Ok(Ok(())) => Ok(HeldRun {
+                control: self.control,
+                thread: Some(self.thread),
+                resumed_at: Instant::now(),
+            }),
+            Ok(Err(reason)) => Err(reason),
+            Err(_) => Err("the warm instance's thread ended before it resumed".to_owned()),
+        }
+    }
+}
+
+/// A function that runs with its effects held ([`WarmInstance::start_held`]).
+/// Dropped without [`HeldRun::into_run`], it is stopped: nothing it did is
+/// seen anywhere.
+pub struct HeldRun {
+    control: Arc<FunctionControl>,
+    thread: Option<tokio::task::JoinHandle<RunEnd>>,
+    resumed_at: Instant,
+}
+
+impl std::fmt::Debug for HeldRun {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("HeldRun")
+            .field("resumed_at", &self.resumed_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HeldRun {
+    /// The control of the run.
+    pub fn control(&self) -> &Arc<FunctionControl> {
+        &self.control
+    }
+
+    /// How long the function has run since it resumed.
+    pub fn running_for(&self) -> Duration {
+        self.resumed_at.elapsed()
+    }
+
+    /// The run's thread, to be driven like any other run. Its effects stay
+    /// held until the caller releases the gate (`control().effects()`).
+    pub fn into_run(mut self) -> tokio::task::JoinHandle<RunEnd> {
+        self.thread.take().expect("a held run has its thread until taken")
+    }
+}
+
+impl Drop for HeldRun {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            self.control.request_stop();
+        }
+    }
+}
+
+/// An arrival's instance as the start finds it: filled and waiting, or
+/// already running with its effects held.
+#[derive(Debug)]
+pub enum WarmStart {
+    Filled(WarmInstance),
+    Held(HeldRun),
+}
+
+impl WarmStart {
+    /// The control of the run this becomes.
+    pub fn control(&self) -> &Arc<FunctionControl> {
+        match self {
+            WarmStart::Filled(warm) => warm.control(),
+            WarmStart::Held(held) => held.control(),
+        }
+    }
+
+    /// The run: started now from `snapshot`, or the one already going.
+    pub fn start(self, snapshot: Arc<Snapshot>) -> tokio::task::JoinHandle<RunEnd> {
+        match self {
+            WarmStart::Filled(warm) => warm.start(snapshot),
+            WarmStart::Held(held) => held.into_run(),
+        }
     }
 }
 
@@ -129,13 +241,13 @@ impl Warm {
             .instantiate(None)
             .and_then(|mut live| live.instantiate_rewind_module().map(|()| live));
         let mut broken: Option<String> = live.as_ref().err().cloned();
-        let snapshot = loop {
+        let (snapshot, held) = loop {
             let Ok(command) = commands.recv() else {
                 // Dropped without a start: the arrival was discarded.
                 return RunEnd::Finished(Outcome::Stopped);
             };
             let applied = match (&mut live, command) {
-                (_, Command::Start(snapshot)) => break snapshot,
+                (_, Command::Start(snapshot, held)) => break (snapshot, held),
                 (Err(_), _) => Ok(()),
                 (Ok(_), _) if broken.is_some() => Ok(()),
                 (Ok(_), Command::Grow(bytes)) if bytes > self.launch.memory_limit_bytes => Err(format!(
@@ -154,9 +266,18 @@ impl Warm {
             Ok(mut live) if broken.is_none() => live.resume_in_place(&snapshot, &self.launch).map(|()| live),
             _ => Err(broken.unwrap_or_default()),
         };
-        let mut live = match resumed {
-            Ok(live) => Ok(live),
-            Err(reason) => {
+        let mut live = match (resumed, held) {
+            (Ok(live), held) => {
+                if let Some(held) = held {
+                    let _ = held.send(Ok(()));
+                }
+                Ok(live)
+            }
+            (Err(reason), Some(held)) => {
+                let _ = held.send(Err(reason));
+                return RunEnd::Finished(Outcome::Stopped);
+            }
+            (Err(reason), None) => {
                 self.cold.store(true, Ordering::SeqCst);
                 tracing::info!(function = %self.launch.name, %reason, "starting cold instead of from the warm instance");
                 self.instantiate(Some(&snapshot))
@@ -258,14 +379,8 @@ mod tests {
         (runtime, module, stdout(&whole), snapshot, stdout(&before))
     }
 
-    /// Starts a warm instance from `snapshot` after `fill` wrote into it;
-    /// returns how it ended and what it printed.
-    async fn warm_run(
-        runtime: &Runtime,
-        module: &GuestModule,
-        snapshot: &Arc<Snapshot>,
-        fill: impl FnOnce(&WarmInstance),
-    ) -> (RunEnd, String, bool) {
+    /// A warm instance of `module` that records what it is given to do.
+    fn spawn_warm(runtime: &Runtime, module: &GuestModule) -> (WarmInstance, Arc<RecordingServices>) {
         let services = Arc::new(RecordingServices::default());
         let warm = WarmInstance::spawn(
             runtime.engine().clone(),
@@ -274,6 +389,18 @@ mod tests {
             Arc::clone(&services) as Arc<dyn HostServices>,
             false,
         );
+        (warm, services)
+    }
+
+    /// Starts a warm instance from `snapshot` after `fill` wrote into it;
+    /// returns how it ended and what it printed.
+    async fn warm_run(
+        runtime: &Runtime,
+        module: &GuestModule,
+        snapshot: &Arc<Snapshot>,
+        fill: impl FnOnce(&WarmInstance),
+    ) -> (RunEnd, String, bool) {
+        let (warm, services) = spawn_warm(runtime, module);
         fill(&warm);
         let cold = warm.started_cold();
         let end = warm.start(Arc::clone(snapshot)).await.unwrap();
@@ -299,6 +426,52 @@ mod tests {
         assert!(!cold, "it ran in the instance it filled");
         assert!(!before.is_empty() && !after.is_empty(), "paused part-way");
         assert_eq!(format!("{before}{after}"), whole);
+    }
+
+    /// A warm instance filled with `snapshot`'s memory, its services, and
+    /// its run started held.
+    async fn held_heap_walk(
+        runtime: &Runtime,
+        module: &GuestModule,
+        snapshot: &Arc<Snapshot>,
+    ) -> (HeldRun, Arc<RecordingServices>) {
+        let (warm, services) = spawn_warm(runtime, module);
+        let memory = snapshot.memory.whole().unwrap();
+        warm.grow_to(memory.len() as u64);
+        for (index, chunk) in memory.chunks(64 << 10).enumerate() {
+            warm.write((index * (64 << 10)) as u64, Arc::new(chunk.to_vec()));
+        }
+        let held = warm.start_held(Arc::clone(snapshot)).await.expect("resumed in place");
+        (held, services)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_started_held_shows_nothing_until_released_then_continues_exactly() {
+        let (runtime, module, whole, snapshot, before) = paused_heap_walk().await;
+        let (held, services) = held_heap_walk(&runtime, &module, &snapshot).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(stdout(&services), "", "nothing is seen while its effects are held");
+        let control = Arc::clone(held.control());
+        let run = held.into_run();
+        let waited = control.effects().release();
+        assert!(waited > Duration::ZERO, "it was waiting to print");
+        let end = run.await.unwrap();
+        assert!(matches!(end, RunEnd::Finished(Outcome::Exited(0))), "{end:?}");
+        assert_eq!(format!("{before}{}", stdout(&services)), whole);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_started_held_and_given_up_stops_with_nothing_seen() {
+        let (runtime, module, _whole, snapshot, _before) = paused_heap_walk().await;
+        let (held, services) = held_heap_walk(&runtime, &module, &snapshot).await;
+        let control = Arc::clone(held.control());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(held);
+        assert!(control.stop_requested(), "a held run dropped is stopped");
+        // Opening the gate after the stop lets nothing out either.
+        control.effects().release();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(stdout(&services), "");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

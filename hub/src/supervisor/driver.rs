@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::runtime::{
     self, FunctionControl, HostServices, LaunchSpec, MemoryWanted, Outcome, PendingCall, RunEnd, Snapshot,
-    SnapshotMemory, WarmInstance,
+    SnapshotMemory, WarmStart,
 };
 
 use super::Inner;
@@ -24,7 +24,7 @@ pub(super) async fn drive(
     launch: LaunchSpec,
     control: Arc<FunctionControl>,
     mut snapshot: Option<Arc<Snapshot>>,
-    mut warm: Option<WarmInstance>,
+    mut warm: Option<WarmStart>,
     generation: u64,
 ) -> Outcome {
     let launch = Arc::new(launch);

@@ -14,7 +14,7 @@ use super::lifecycle::{Phase, Request};
 use super::{Inner, Slot, Supervisor, records};
 use crate::error::HubError;
 use crate::logs::unix_ms_now;
-use crate::runtime::{MemoryWanted, Snapshot, WarmInstance};
+use crate::runtime::{MemoryWanted, Snapshot, WarmInstance, WarmStart};
 
 /// The log history an arriving function brings, as
 /// [`Supervisor::install_arrival`] stores it.
@@ -441,7 +441,7 @@ impl Supervisor {
         &self,
         name: &str,
         snapshot: Option<Arc<Snapshot>>,
-        warm: Option<WarmInstance>,
+        warm: Option<WarmStart>,
     ) -> Result<(), HubError> {
         let source = {
             let slots = self.inner.lock_slots();

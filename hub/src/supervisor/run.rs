@@ -14,7 +14,7 @@ use super::lifecycle::{self, Effect, Phase, Request, RunEnd, Transition};
 use super::{Inner, Running, Slot, driver, records};
 use crate::error::HubError;
 use crate::logs::unix_ms_now;
-use crate::runtime::{FunctionControl, LaunchSpec, Message, Outcome, PreparedModule, Snapshot, WarmInstance};
+use crate::runtime::{FunctionControl, LaunchSpec, Message, Outcome, PreparedModule, Snapshot, WarmStart};
 
 /// A run whose handle is in the table, to be started once the table is
 /// unlocked.
@@ -27,7 +27,7 @@ pub(super) struct Launch {
     module: crate::runtime::GuestModule,
     snapshot: Option<Arc<Snapshot>>,
     /// An instance that already holds the snapshot's memory (an arrival's).
-    warm: Option<WarmInstance>,
+    warm: Option<WarmStart>,
     starts: u32,
     /// Whether [`Inner::launch`] writes the record; an arrival's commit
     /// writes it after the start instead (see `Supervisor::commit_arrival`).
@@ -91,7 +91,7 @@ impl Inner {
         slot: &mut Slot,
         prepared: &PreparedModule,
         snapshot: Option<Arc<Snapshot>>,
-        warm: Option<WarmInstance>,
+        warm: Option<WarmStart>,
     ) -> Launch {
         debug_assert!(
             matches!(slot.phase, Phase::Starting | Phase::Warming),
@@ -178,7 +178,12 @@ impl Inner {
                 if let Err(error) = self.logs.truncate(&name, snapshot.host.log_seq) {
                     tracing::warn!(function = %name, %error, "could not drop output written after the checkpoint");
                 }
-                for data in &snapshot.host.inbox {
+                // A run started held got its inbox when it started.
+                let inbox = match &warm {
+                    Some(WarmStart::Held(_)) => &[][..],
+                    _ => &snapshot.host.inbox[..],
+                };
+                for data in inbox {
                     let _ = control.deliver(Message {
                         data: data.clone(),
                         reply_to: None,
@@ -332,7 +337,7 @@ impl Inner {
         request: Request,
         prepared: &PreparedModule,
         snapshot: Option<Arc<Snapshot>>,
-        warm: Option<WarmInstance>,
+        warm: Option<WarmStart>,
     ) -> Result<bool, HubError> {
         let Some(launch) = self.decide_launch(name, request, prepared, snapshot, warm)? else {
             return Ok(false);
@@ -349,7 +354,7 @@ impl Inner {
         request: Request,
         prepared: &PreparedModule,
         snapshot: Option<Arc<Snapshot>>,
-        warm: Option<WarmInstance>,
+        warm: Option<WarmStart>,
     ) -> Result<Option<Launch>, HubError> {
         let mut slots = self.lock_slots();
         let slot = slots.get_mut(name).ok_or_else(|| self.not_found(name))?;

@@ -264,20 +264,30 @@ impl Receiver {
     }
 
     /// The function is persisted here.
-    pub fn prepared(&mut self) -> DestinationFrame {
+    /// `running`: how long the function has run here with its effects held
+    /// (zero: it starts at the commit).
+    pub fn prepared(&mut self, running: std::time::Duration) -> DestinationFrame {
         debug_assert_eq!(self.phase, Phase::Sealed);
         self.phase = Phase::Prepared;
         DestinationFrame {
-            frame: Some(destination_frame::Frame::Prepared(Prepared {})),
+            frame: Some(destination_frame::Frame::Prepared(Prepared {
+                running_micros: u64::try_from(running.as_micros()).unwrap_or(u64::MAX),
+            })),
         }
     }
 
-    /// The function runs here.
-    pub fn started(&mut self, start_micros: u64) -> DestinationFrame {
+    /// The function runs here; `held`: µs it ran with its effects held, and
+    /// of them µs it waited at the gate, if it started at the seal.
+    pub fn started(&mut self, start_micros: u64, held: Option<(u64, u64)>) -> DestinationFrame {
         debug_assert_eq!(self.phase, Phase::Committed);
         self.phase = Phase::Done;
+        let (held_micros, held_waited_micros) = held.unwrap_or_default();
         DestinationFrame {
-            frame: Some(destination_frame::Frame::Started(Started { start_micros })),
+            frame: Some(destination_frame::Frame::Started(Started {
+                start_micros,
+                held_micros,
+                held_waited_micros,
+            })),
         }
     }
 

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, HashSet};
 
 use ferry_proto::internal::v1::{
-    CheckpointManifest, ChunkRef, Commit, DestinationFrame, Round, SourceFrame, VolumeChunk, VolumeState,
+    CheckpointManifest, ChunkRef, Commit, DestinationFrame, Round, SourceFrame, Started, VolumeChunk, VolumeState,
     destination_frame, source_frame,
 };
 
@@ -387,12 +387,14 @@ impl Sender {
 
     /// The destination persisted the function. The caller records the move
     /// durably, then calls [`Sender::move_recorded`].
-    pub fn on_prepared(&mut self, frame: DestinationFrame) -> Result<(), TransferError> {
+    /// Returns how long the function has already run on the destination
+    /// (µs, effects held; 0 if it starts at the commit).
+    pub fn on_prepared(&mut self, frame: DestinationFrame) -> Result<u64, TransferError> {
         self.expect(Phase::Sealed, "prepared")?;
         match refused(frame)? {
-            destination_frame::Frame::Prepared(_) => {
+            destination_frame::Frame::Prepared(prepared) => {
                 self.phase = Phase::Prepared;
-                Ok(())
+                Ok(prepared.running_micros)
             }
             other => Err(unexpected(&other, "prepared")),
         }
@@ -410,13 +412,13 @@ impl Sender {
         }
     }
 
-    /// The destination runs the function; returns its start time in µs.
-    pub fn on_started(&mut self, frame: DestinationFrame) -> Result<u64, TransferError> {
+    /// The destination runs the function; returns what it said of the start.
+    pub fn on_started(&mut self, frame: DestinationFrame) -> Result<Started, TransferError> {
         self.expect(Phase::MoveRecorded, "started")?;
         match refused(frame)? {
             destination_frame::Frame::Started(started) => {
                 self.phase = Phase::Started;
-                Ok(started.start_micros)
+                Ok(started)
             }
             other => Err(unexpected(&other, "started")),
         }

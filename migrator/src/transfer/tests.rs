@@ -146,11 +146,11 @@ impl Destination {
             }
             ReceiverStep::Seal(manifest) => {
                 self.sealed = Some(manifest);
-                Ok(Some(self.receiver.prepared()))
+                Ok(Some(self.receiver.prepared(std::time::Duration::from_micros(700))))
             }
             ReceiverStep::Commit { .. } => {
                 self.started = true;
-                Ok(Some(self.receiver.started(42)))
+                Ok(Some(self.receiver.started(42, Some((3000, 250)))))
             }
             ReceiverStep::Abort(_) => Ok(None),
         }
@@ -242,7 +242,11 @@ fn a_function_moves_in_rounds_and_the_destination_image_equals_the_paused_memory
         3,
         "the destination runs it under epoch + 1"
     );
-    sender.on_prepared(prepared).unwrap();
+    assert_eq!(
+        sender.on_prepared(prepared).unwrap(),
+        700,
+        "the destination says how long the function has run there"
+    );
     assert_eq!(sender.owner_after_failure(), Owner::Source);
     assert_eq!(destination.receiver.after_stream_end(), Disposition::Resolve);
 
@@ -254,7 +258,11 @@ fn a_function_moves_in_rounds_and_the_destination_image_equals_the_paused_memory
     assert_eq!(sender.owner_after_failure(), Owner::Destination);
     assert!(sender.abort("too late").is_none(), "no abort once the move is recorded");
     let started = destination.feed(commit).unwrap().unwrap();
-    assert_eq!(sender.on_started(started).unwrap(), 42);
+    let started = sender.on_started(started).unwrap();
+    assert_eq!(
+        (started.start_micros, started.held_micros, started.held_waited_micros),
+        (42, 3000, 250)
+    );
     assert!(destination.started);
     assert_eq!(destination.receiver.after_stream_end(), Disposition::Keep);
     assert_eq!(sender.stats().rounds, 3);

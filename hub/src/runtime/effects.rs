@@ -1,0 +1,209 @@
+//! Holding back a function's effects: an arriving function may run before
+//! its move is committed, as long as nothing it does can be seen outside
+//! it. The gate lives in the function's control; every host service with
+//! an effect — output, messages sent, replies, waiters kept — passes it
+//! ([`HeldServices`]). While it is held the guest's thread waits there;
+//! when the move commits it opens; when the move is given up the guest is
+//! stopped and the gate lets every waiter through with nothing done.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use ferry_proto::v1::LogStream;
+
+use super::control::{FunctionControl, ReplyAddress, ReplyTo};
+use super::guest::{Delivery, HostServices, Sent, Undelivered};
+
+/// Whether a function's effects may happen now.
+#[derive(Debug, Default)]
+pub struct EffectGate {
+    /// Fast path: false whenever effects go straight through.
+    held: AtomicBool,
+    state: Mutex<GateState>,
+    opened: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    held: bool,
+    /// The run is being stopped: waiters give up.
+    cancelled: bool,
+    /// When each thread waiting here began to wait.
+    waiting: Vec<Instant>,
+}
+
+impl EffectGate {
+    /// From now on every effect waits until [`EffectGate::release`].
+    pub fn hold(&self) {
+        let mut state = self.lock();
+        state.held = true;
+        self.held.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets every effect through; returns how long the effects waiting
+    /// now have waited (the first of them, if several threads wait).
+    pub fn release(&self) -> Duration {
+        let mut state = self.lock();
+        state.held = false;
+        self.held.store(false, Ordering::SeqCst);
+        self.opened.notify_all();
+        state.waiting.iter().min().map_or(Duration::ZERO, Instant::elapsed)
+    }
+
+    /// Wakes every waiter and makes them give up (the run is stopped).
+    pub fn cancel(&self) {
+        let mut state = self.lock();
+        state.cancelled = true;
+        self.opened.notify_all();
+    }
+
+    /// Waits while the gate is held. True: the effect may happen; false:
+    /// the run is being stopped and the effect must not happen.
+    pub fn pass(&self) -> bool {
+        if !self.held.load(Ordering::Acquire) {
+            return true;
+        }
+        let began = Instant::now();
+        let mut state = self.lock();
+        state.waiting.push(began);
+        while state.held && !state.cancelled {
+            state = self
+                .opened
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        if let Some(at) = state.waiting.iter().position(|waiting| *waiting == began) {
+            state.waiting.swap_remove(at);
+        }
+        // Stopped while it waited: what was held is never let out, even if
+        // the gate was opened meanwhile.
+        !state.held && !state.cancelled
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, GateState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The hub's services as a function whose effects may be held sees them.
+pub struct HeldServices {
+    pub inner: Arc<dyn HostServices>,
+    pub control: Arc<FunctionControl>,
+}
+
+impl HeldServices {
+    fn pass(&self) -> bool {
+        self.control.effects().pass()
+    }
+}
+
+impl HostServices for HeldServices {
+    fn output(&self, function: &str, stream: LogStream, data: &[u8]) {
+        if self.pass() {
+            self.inner.output(function, stream, data);
+        }
+    }
+
+    fn send(&self, from: &str, to: &str, data: &[u8]) -> Delivery {
+        if !self.pass() {
+            return Delivery::Done(Err(Undelivered::Failed));
+        }
+        self.inner.send(from, to, data)
+    }
+
+    fn call(&self, from: &str, to: &str, data: Vec<u8>, timeout: Option<Duration>) -> Delivery {
+        if !self.pass() {
+            return Delivery::Done(Err(Undelivered::Failed));
+        }
+        self.inner.call(from, to, data, timeout)
+    }
+
+    fn log_position(&self, function: &str) -> u64 {
+        self.inner.log_position(function)
+    }
+
+    fn keep_reply(&self, function: &str, reply_to: ReplyTo) -> Option<ReplyAddress> {
+        if !self.pass() {
+            return None;
+        }
+        self.inner.keep_reply(function, reply_to)
+    }
+
+    fn reply_away(&self, function: &str, to: ReplyAddress, data: Vec<u8>) {
+        if self.pass() {
+            self.inner.reply_away(function, to, data);
+        }
+    }
+
+    fn keep_outcome(&self, function: &str, outcome: std::sync::mpsc::Receiver<Sent>) -> Option<ReplyAddress> {
+        if !self.pass() {
+            return None;
+        }
+        self.inner.keep_outcome(function, outcome)
+    }
+
+    fn take_outcome(&self, function: &str, kept: ReplyAddress) -> Delivery {
+        if !self.pass() {
+            return Delivery::Done(Err(Undelivered::Failed));
+        }
+        self.inner.take_outcome(function, kept)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::testing::RecordingServices;
+
+    fn held() -> (Arc<FunctionControl>, Arc<RecordingServices>, Arc<HeldServices>) {
+        let control = Arc::new(FunctionControl::default());
+        let recording = Arc::new(RecordingServices::default());
+        let services = Arc::new(HeldServices {
+            inner: Arc::clone(&recording) as Arc<dyn HostServices>,
+            control: Arc::clone(&control),
+        });
+        (control, recording, services)
+    }
+
+    #[test]
+    fn output_goes_straight_through_an_open_gate() {
+        let (_control, recording, services) = held();
+        services.output("f", LogStream::Stdout, b"line\n");
+        assert_eq!(recording.output.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn output_waits_while_the_gate_is_held_and_happens_once_it_opens() {
+        let (control, recording, services) = held();
+        control.effects().hold();
+        let writer = std::thread::spawn(move || services.output("f", LogStream::Stdout, b"line\n"));
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            recording.output.lock().unwrap().len(),
+            0,
+            "nothing may be seen while held"
+        );
+        let waited = control.effects().release();
+        writer.join().unwrap();
+        assert_eq!(recording.output.lock().unwrap().len(), 1);
+        assert!(waited >= Duration::from_millis(40), "waited {waited:?}");
+    }
+
+    #[test]
+    fn a_stop_while_held_lets_the_guest_go_with_nothing_done() {
+        let (control, recording, services) = held();
+        control.effects().hold();
+        let sender = std::thread::spawn(move || {
+            let sent = services.send("f", "peer", b"hello");
+            services.output("f", LogStream::Stdout, b"line\n");
+            sent
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        control.request_stop();
+        let sent = sender.join().unwrap();
+        assert!(matches!(sent, Delivery::Done(Err(Undelivered::Failed))));
+        assert_eq!(recording.output.lock().unwrap().len(), 0);
+        assert!(recording.sent.lock().unwrap().is_empty());
+    }
+}
