@@ -98,8 +98,8 @@ async fn killing_the_source_or_the_destination_mid_move_never_loses_or_duplicate
 
 /// The destination runs a moved function from the seal, its output held
 /// until the move is committed: a function that prints every millisecond
-/// waits at that gate on every move, and its output must still have no gap
-/// and no duplicate.
+/// has output kept back on every move, and that output must still have no
+/// gap and no duplicate.
 #[tokio::test]
 async fn a_function_printing_every_millisecond_moves_with_its_output_held_not_lost_or_doubled() {
     let hubs = pair().await;

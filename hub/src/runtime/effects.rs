@@ -2,9 +2,12 @@
 //! its move is committed, as long as nothing it does can be seen outside
 //! it. The gate lives in the function's control; every host service with
 //! an effect — output, messages sent, replies, waiters kept — passes it
-//! ([`HeldServices`]). While it is held the guest's thread waits there;
-//! when the move commits it opens; when the move is given up the guest is
-//! stopped and the gate lets every waiter through with nothing done.
+//! ([`HeldServices`]). While it is held, output is kept in order (up to
+//! [`DEFERRED_BYTES`]) and the guest goes on; anything else — and output
+//! past that — makes the guest's thread wait there. When the move commits
+//! the kept output goes out, in order, and the gate opens; when the move is
+//! given up the guest is stopped, the kept output dropped, and every waiter
+//! let through with nothing done.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -15,6 +18,12 @@ use ferry_proto::v1::LogStream;
 use super::control::{FunctionControl, ReplyAddress, ReplyTo};
 use super::guest::{Delivery, HostServices, Sent, Undelivered};
 
+/// Output bytes a held run may write before it waits for the gate.
+pub const DEFERRED_BYTES: usize = 1 << 20;
+
+/// An effect kept until the gate opens.
+type Deferred = Box<dyn FnOnce() + Send>;
+
 /// Whether a function's effects may happen now.
 #[derive(Debug, Default)]
 pub struct EffectGate {
@@ -24,13 +33,27 @@ pub struct EffectGate {
     opened: Condvar,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct GateState {
     held: bool,
     /// The run is being stopped: waiters give up.
     cancelled: bool,
     /// When each thread waiting here began to wait.
     waiting: Vec<Instant>,
+    /// Effects kept in their order, and the bytes they carry.
+    deferred: Vec<Deferred>,
+    deferred_bytes: usize,
+}
+
+impl std::fmt::Debug for GateState {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("GateState")
+            .field("held", &self.held)
+            .field("cancelled", &self.cancelled)
+            .field("deferred", &self.deferred.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl EffectGate {
@@ -41,10 +64,25 @@ impl EffectGate {
         self.held.store(true, Ordering::SeqCst);
     }
 
-    /// Lets every effect through; returns how long the effects waiting
-    /// now have waited (the first of them, if several threads wait).
+    /// Whether effects are held now.
+    pub fn is_held(&self) -> bool {
+        self.held.load(Ordering::Acquire)
+    }
+
+    /// Lets the kept effects out, in order, then every other; returns how
+    /// long the effects waiting now have waited (the first of them, if
+    /// several threads wait). Nothing passes before the kept effects are out.
+    /// A stopped run's gate stays shut: what it does on its way out is
+    /// never seen.
     pub fn release(&self) -> Duration {
         let mut state = self.lock();
+        if state.cancelled {
+            return Duration::ZERO;
+        }
+        for effect in std::mem::take(&mut state.deferred) {
+            effect();
+        }
+        state.deferred_bytes = 0;
         state.held = false;
         self.held.store(false, Ordering::SeqCst);
         self.opened.notify_all();
@@ -55,7 +93,33 @@ impl EffectGate {
     pub fn cancel(&self) {
         let mut state = self.lock();
         state.cancelled = true;
+        state.deferred.clear();
         self.opened.notify_all();
+    }
+
+    /// Keeps `effect` (of `bytes`) until the gate opens, if it is held and
+    /// has room; else does it now, after waiting like [`EffectGate::pass`]
+    /// when held. A stopped run's effect is dropped.
+    pub fn defer(&self, bytes: usize, effect: impl FnOnce() + Send + 'static) {
+        {
+            let mut state = self.lock();
+            if state.held && state.cancelled {
+                return;
+            }
+            if !state.held {
+                drop(state);
+                effect();
+                return;
+            }
+            if state.deferred_bytes + bytes <= DEFERRED_BYTES {
+                state.deferred_bytes += bytes;
+                state.deferred.push(Box::new(effect));
+                return;
+            }
+        }
+        if self.pass() {
+            effect();
+        }
     }
 
     /// Waits while the gate is held. True: the effect may happen; false:
@@ -100,9 +164,13 @@ impl HeldServices {
 
 impl HostServices for HeldServices {
     fn output(&self, function: &str, stream: LogStream, data: &[u8]) {
-        if self.pass() {
-            self.inner.output(function, stream, data);
+        let gate = self.control.effects();
+        if !gate.is_held() {
+            return self.inner.output(function, stream, data);
         }
+        // Kept, not waited for: the function goes on computing.
+        let (inner, function, data) = (Arc::clone(&self.inner), function.to_owned(), data.to_vec());
+        gate.defer(data.len(), move || inner.output(&function, stream, &data));
     }
 
     fn send(&self, from: &str, to: &str, data: &[u8]) -> Delivery {
@@ -174,19 +242,56 @@ mod tests {
     }
 
     #[test]
-    fn output_waits_while_the_gate_is_held_and_happens_once_it_opens() {
+    fn output_is_kept_in_order_while_held_and_goes_out_before_anything_after() {
         let (control, recording, services) = held();
         control.effects().hold();
-        let writer = std::thread::spawn(move || services.output("f", LogStream::Stdout, b"line\n"));
+        services.output("f", LogStream::Stdout, b"a\n");
+        services.output("f", LogStream::Stderr, b"b\n");
+        assert!(
+            recording.output.lock().unwrap().is_empty(),
+            "nothing may be seen while held"
+        );
+        control.effects().release();
+        services.output("f", LogStream::Stdout, b"c\n");
+        let lines: Vec<Vec<u8>> = recording
+            .output
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, data)| data.clone())
+            .collect();
+        assert_eq!(lines, [b"a\n".to_vec(), b"b\n".to_vec(), b"c\n".to_vec()]);
+    }
+
+    #[test]
+    fn a_message_waits_while_the_gate_is_held_and_goes_once_it_opens() {
+        let (control, recording, services) = held();
+        control.effects().hold();
+        let sender = std::thread::spawn(move || services.send("f", "peer", b"hello"));
         std::thread::sleep(Duration::from_millis(50));
-        assert_eq!(
-            recording.output.lock().unwrap().len(),
-            0,
+        assert!(
+            recording.sent.lock().unwrap().is_empty(),
             "nothing may be seen while held"
         );
         let waited = control.effects().release();
+        assert!(matches!(sender.join().unwrap(), Delivery::Done(Ok(_))));
+        assert_eq!(recording.sent.lock().unwrap().len(), 1);
+        assert!(waited >= Duration::from_millis(40), "waited {waited:?}");
+    }
+
+    #[test]
+    fn output_past_the_kept_limit_waits_for_the_gate() {
+        let (control, recording, services) = held();
+        control.effects().hold();
+        let writer = std::thread::spawn(move || {
+            services.output("f", LogStream::Stdout, &vec![b'x'; DEFERRED_BYTES]);
+            services.output("f", LogStream::Stdout, b"one more\n");
+        });
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!writer.is_finished(), "the second line waits");
+        let waited = control.effects().release();
         writer.join().unwrap();
-        assert_eq!(recording.output.lock().unwrap().len(), 1);
+        assert_eq!(recording.output.lock().unwrap().len(), 2);
         assert!(waited >= Duration::from_millis(40), "waited {waited:?}");
     }
 
@@ -201,6 +306,7 @@ mod tests {
         });
         std::thread::sleep(Duration::from_millis(20));
         control.request_stop();
+        control.effects().release();
         let sent = sender.join().unwrap();
         assert!(matches!(sent, Delivery::Done(Err(Undelivered::Failed))));
         assert_eq!(recording.output.lock().unwrap().len(), 0);

@@ -453,8 +453,7 @@ mod tests {
         assert_eq!(stdout(&services), "", "nothing is seen while its effects are held");
         let control = Arc::clone(held.control());
         let run = held.into_run();
-        let waited = control.effects().release();
-        assert!(waited > Duration::ZERO, "it was waiting to print");
+        control.effects().release();
         let end = run.await.unwrap();
         assert!(matches!(end, RunEnd::Finished(Outcome::Exited(0))), "{end:?}");
         assert_eq!(format!("{before}{}", stdout(&services)), whole);
