@@ -267,7 +267,7 @@ impl MoveRun<'_> {
         format!("move {}", self.move_id)
     }
 
-    /// The whole exchange; returns the destination's start time in µs.
+    /// The whole exchange; returns what the destination said of the start.
     async fn transfer(&mut self, context: &MigrationContext, sender: &mut Sender) -> Result<Started, TransferError> {
         let (outbound, frames) = mpsc::channel::<SourceFrame>(32);
         let offer = Offer {

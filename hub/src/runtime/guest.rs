@@ -178,9 +178,11 @@ impl GuestEnv {
     /// deadline) should park the function instead of holding its thread.
     /// Parking costs a copy of the memory out and back in, so a larger
     /// memory needs a longer wait to be worth it; a function holding an
-    /// unanswered invocation never parks (its reply channel lives here).
+    /// unanswered invocation never parks (its reply channel lives here),
+    /// nor does one whose effects are held (the parked snapshot's log
+    /// position would not count the output kept for the commit).
     pub fn should_park(&self, remaining: Option<Duration>, memory_bytes: u64) -> bool {
-        if !self.may_park || self.caller.is_some() {
+        if !self.may_park || self.caller.is_some() || self.control.effects().is_held() {
             return false;
         }
         // About 256 MiB copied per second, both ways, with a floor.
