@@ -271,11 +271,21 @@ impl Arrival {
                     admitted.arrived = true;
                 }
                 let micros = started.elapsed().as_micros() as u64;
-                // The run was started at the seal: its effects happen from now on.
-                let held = gate.map(|(control, ran, since)| HeldFigures {
-                    held: ran + since.elapsed(),
-                    waited: control.effects().release(),
-                });
+                // The run was started at the seal: its effects happen from
+                // now on, the kept output first (written to the log store:
+                // off the runtime's threads).
+                let held = match gate {
+                    Some((control, ran, since)) => {
+                        let waited = tokio::task::spawn_blocking(move || control.effects().release())
+                            .await
+                            .unwrap_or_default();
+                        Some(HeldFigures {
+                            held: ran + since.elapsed(),
+                            waited,
+                        })
+                    }
+                    None => None,
+                };
                 // The source counted the pause up to the resume when the run
                 // started at the seal; the waits for the commit are downtime too.
                 let downtime = match &held {

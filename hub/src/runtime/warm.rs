@@ -123,11 +123,13 @@ impl WarmInstance {
         self.thread
     }
 
-    /// Runs the function from `snapshot` with its effects held: it computes,
-    /// but its output, messages and replies wait until the run is released
-    /// ([`HeldRun::release`]). Fails — and the thread ends — if the filled
-    /// instance cannot resume in place; there is no cold start here, the
-    /// caller starts the function the usual way instead.
+    /// Runs the function from `snapshot` with its effects held: it
+    /// computes, but its output is kept and its messages and replies wait
+    /// until the gate opens (`control().effects().release()`). Fails — and
+    /// the thread ends — if the filled instance cannot resume in place;
+    /// there is no cold start here, the caller starts the function the
+    /// usual way instead.
+    ///
     /// The messages the snapshot's inbox holds are delivered here, before
     /// the run starts (a start at the commit delivers them then).
     pub async fn start_held(self, snapshot: Arc<Snapshot>) -> Result<HeldRun, String> {
