@@ -57,7 +57,7 @@ impl std::fmt::Debug for GateState {
 }
 
 impl EffectGate {
-    /// From now on every effect waits until [`EffectGate::release`].
+    /// From now on every effect is kept or waits until [`EffectGate::release`].
     pub fn hold(&self) {
         let mut state = self.lock();
         state.held = true;
