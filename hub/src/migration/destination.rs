@@ -256,13 +256,13 @@ impl Arrival {
             ReceiverStep::Commit { paused_micros } => {
                 let started = Instant::now();
                 let name = self.name();
-                let held = self.held.take().map(|held| (Arc::clone(held.control()), held));
-                let (gate, warm) = match held {
-                    Some((control, held)) => (
-                        Some((control, held.running_for(), Instant::now())),
-                        Some(WarmStart::Held(held)),
-                    ),
-                    None => (None, self.warm.take().map(WarmStart::Filled)),
+                let gate = self
+                    .held
+                    .as_ref()
+                    .map(|held| (Arc::clone(held.control()), held.resumed_at()));
+                let warm = match self.held.take() {
+                    Some(held) => Some(WarmStart::Held(held)),
+                    None => self.warm.take().map(WarmStart::Filled),
                 };
                 self.supervisor
                     .commit_arrival(&name, self.snapshot.take(), warm)
@@ -275,12 +275,12 @@ impl Arrival {
                 // now on, the kept output first (written to the log store:
                 // off the runtime's threads).
                 let held = match gate {
-                    Some((control, ran, since)) => {
+                    Some((control, resumed_at)) => {
                         let waited = tokio::task::spawn_blocking(move || control.effects().release())
                             .await
                             .unwrap_or_default();
                         Some(HeldFigures {
-                            held: ran + since.elapsed(),
+                            held: resumed_at.elapsed(),
                             waited,
                         })
                     }
@@ -586,7 +586,10 @@ impl Arrival {
             install_us = (install_done - import_done).as_micros() as u64,
             "function prepared; waiting for the commit"
         );
-        let running = self.held.as_ref().map_or(Duration::ZERO, HeldRun::running_for);
+        let running = self
+            .held
+            .as_ref()
+            .map_or(Duration::ZERO, |held| held.resumed_at().elapsed());
         Ok(self.receiver.prepared(running))
     }
 

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::oneshot;
 
@@ -180,9 +180,9 @@ impl HeldRun {
         &self.control
     }
 
-    /// How long the function has run since it resumed.
-    pub fn running_for(&self) -> Duration {
-        self.resumed_at.elapsed()
+    /// When the function resumed.
+    pub fn resumed_at(&self) -> Instant {
+        self.resumed_at
     }
 
     /// The run's thread, to be driven like any other run. Its effects stay
