@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ferry_migrator::{GLOBAL_EXPORT_PREFIX, STACK_MEMORY_EXPORT};
 use wasmer::{ExternType, FunctionEnv, Global, Instance, Memory, Module, RuntimeError, Store, TypedFunction, Value};
@@ -282,11 +282,14 @@ impl LiveInstance {
     fn restore(&mut self, snapshot: &Snapshot) -> Result<(), String> {
         if let SnapshotMemory::Stored(stored) = &snapshot.memory {
             // Chunk by chunk from the store into the instance: no image of
-            // the whole memory in between.
+            // the whole memory in between, and the pages of each chunk
+            // allocated by the thread that decodes it.
+            let began = Instant::now();
             let initial = self.memory_bytes();
             self.grow_to(stored.manifest.memory_bytes)?;
             let view = self.memory.view(&self.store);
-            stored.read(|offset, chunk| {
+            let prefault = super::prefault::Prefault::new(view.data_ptr() as usize);
+            stored.read_with(&|offset, len| prefault.chunk(offset, len), |offset, chunk| {
                 let written = match chunk {
                     Some(bytes) => view.write(offset, bytes),
                     // Grown pages are zero already; the module's own may
@@ -299,6 +302,11 @@ impl LiveInstance {
                 };
                 written.map_err(|error| format!("cannot write memory at {offset}: {error}"))
             })?;
+            tracing::debug!(
+                bytes = stored.manifest.memory_bytes,
+                micros = began.elapsed().as_micros() as u64,
+                "memory restored from the store"
+            );
         } else {
             let memory = snapshot.memory.whole()?;
             self.grow_to(memory.len() as u64)?;

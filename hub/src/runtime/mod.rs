@@ -10,6 +10,7 @@ mod guest;
 mod host_api;
 mod imports;
 mod instance;
+mod prefault;
 mod registry;
 mod rewind;
 mod snapshot;

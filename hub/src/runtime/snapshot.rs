@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use ferry_migrator::checkpoint::store::BeforeEach;
 use ferry_migrator::checkpoint::{CheckpointError, CheckpointStore};
 use ferry_proto::internal::v1::CheckpointManifest;
 
@@ -121,9 +122,19 @@ pub struct StoredMemory {
 
 impl StoredMemory {
     /// Streams the memory into `sink(offset, chunk)` (`None`: all zero).
-    pub fn read(&self, mut sink: impl FnMut(u64, Option<&[u8]>) -> Result<(), String>) -> Result<(), String> {
+    pub fn read(&self, sink: impl FnMut(u64, Option<&[u8]>) -> Result<(), String>) -> Result<(), String> {
+        self.read_with(&|_, _| {}, sink)
+    }
+
+    /// [`StoredMemory::read`], running `before_each(offset, len)` for each
+    /// stored chunk on the thread that decodes it, before it does.
+    pub fn read_with(
+        &self,
+        before_each: BeforeEach<'_>,
+        mut sink: impl FnMut(u64, Option<&[u8]>) -> Result<(), String>,
+    ) -> Result<(), String> {
         self.store
-            .read_memory(&self.manifest, |offset, chunk| {
+            .read_memory_with(&self.manifest, before_each, |offset, chunk| {
                 sink(offset, chunk).map_err(StoreReadError)
             })
             .map_err(|error| error.0)

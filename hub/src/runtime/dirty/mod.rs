@@ -24,7 +24,7 @@ use fixedbitset::FixedBitSet;
 use twox_hash::XxHash3_128;
 use wasmer::MemoryView;
 
-pub use write_watch::{PAGE_BYTES, WriteWatch};
+pub use write_watch::{PAGE_BYTES, WriteWatch, populate_for_write};
 
 // The pages a capture names are the pages a checkpoint store's delta keeps.
 const _: () = assert!(PAGE_BYTES == ferry_migrator::checkpoint::DELTA_PAGE);

@@ -36,6 +36,7 @@ pub use changes::ChangedMemory;
 pub use deltas::DELTA_PAGE;
 pub use gc::GcStats;
 pub use put::PutStats;
+pub use reading::BeforeEach;
 
 use trusted::TrustedChunks;
 
@@ -272,6 +273,57 @@ impl CheckpointStore {
         let mut pages = vec![0u8; delta.pages_len()];
         decoder.decode_into(&body, &mut pages).map_err(corrupt)?;
         delta.apply(&pages, destination).map_err(corrupt)
+    }
+
+    /// [`CheckpointStore::decode_into`] into `slot[1..]` (`slot` is one byte
+    /// longer than the chunk), reading a raw chunk's body straight into
+    /// `slot` — its codec byte lands in `slot[0]` — instead of into a buffer
+    /// and copying it over: a restore of incompressible memory moves each
+    /// byte once before the instance's copy. `scratch` holds other bodies.
+    pub(super) fn decode_in_slot(
+        &self,
+        hash: &ChunkHash,
+        decoder: &mut ChunkDecoder,
+        scratch: &mut Vec<u8>,
+        slot: &mut [u8],
+    ) -> Result<(), CheckpointError> {
+        let corrupt = |reason: String| CheckpointError::corrupt(format!("chunk {hash}"), reason);
+        // A pack reclaimed between the lookup and the read moved the chunk:
+        // the second lookup finds where to.
+        for _ in 0..2 {
+            let Some(value) = self.chunks.get(hash.as_bytes())? else {
+                return Err(CheckpointError::ChunkMissing { hash: *hash });
+            };
+            let location = match Location::decode(&value) {
+                Some(Ok(location)) if Delta::decode(&value).is_none() => location,
+                Some(Err(reason)) => return Err(corrupt(reason)),
+                // A delta, or a body inline in the index: the general path.
+                _ => return self.decode_into(hash, decoder, &mut slot[1..]),
+            };
+            let len = location.len as usize;
+            let in_place = len == slot.len();
+            if !in_place && scratch.len() < len {
+                scratch.resize(len, 0);
+            }
+            let target = if in_place { &mut *slot } else { &mut scratch[..len] };
+            match self.packs.read_into(&location, target) {
+                Ok(()) => {}
+                Err(ReadFailure::PackGone) => continue,
+                Err(ReadFailure::Corrupt(reason)) => return Err(corrupt(reason)),
+                Err(ReadFailure::Io(error)) => return Err(error),
+            }
+            if in_place {
+                if slot[0] == super::codec::CODEC_RAW {
+                    return Ok(());
+                }
+                // A frame exactly a chunk and a byte long: decode it from
+                // the side.
+                scratch.clear();
+                scratch.extend_from_slice(slot);
+            }
+            return decoder.decode_into(&scratch[..len], &mut slot[1..]).map_err(corrupt);
+        }
+        Err(corrupt("its pack file is gone".to_owned()))
     }
 
     /// The stored (encoded) bytes of a chunk, and what they apply to when

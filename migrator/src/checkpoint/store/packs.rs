@@ -367,9 +367,17 @@ impl Packs {
 
     /// The bytes at `location`, checked against its XXH3.
     pub(super) fn read(&self, location: &Location) -> Result<Vec<u8>, ReadFailure> {
-        let file = self.reader(location.pack)?;
         let mut bytes = vec![0u8; location.len as usize];
-        match file.read_exact_at(&mut bytes, location.offset) {
+        self.read_into(location, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// [`Packs::read`] into `bytes`, which is exactly the location's length:
+    /// a restore reads a raw chunk straight into the buffer it hands on.
+    pub(super) fn read_into(&self, location: &Location, bytes: &mut [u8]) -> Result<(), ReadFailure> {
+        debug_assert_eq!(bytes.len(), location.len as usize);
+        let file = self.reader(location.pack)?;
+        match file.read_exact_at(bytes, location.offset) {
             Ok(()) => {}
             Err(error) if error.kind() == ErrorKind::UnexpectedEof => {
                 return Err(ReadFailure::Corrupt(format!(
@@ -381,13 +389,13 @@ impl Packs {
             }
             Err(source) => return Err(ReadFailure::Io(pack_error(&self.path(location.pack), source))),
         }
-        if XxHash3_64::oneshot(&bytes) != location.check {
+        if XxHash3_64::oneshot(bytes) != location.check {
             return Err(ReadFailure::Corrupt(format!(
                 "its bytes in pack {} at {} do not match their checksum",
                 location.pack, location.offset
             )));
         }
-        Ok(bytes)
+        Ok(())
     }
 
     fn reader(&self, pack: u32) -> Result<Arc<File>, ReadFailure> {

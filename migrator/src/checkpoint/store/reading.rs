@@ -36,12 +36,41 @@ struct StoredChunk {
     hash: ChunkHash,
 }
 
-/// A group of chunks the helper decoded, with their bytes (each chunk at a
-/// multiple of the chunk size).
+/// A group of chunks the helper decoded, with their bytes (each chunk in
+/// its slot: a byte then the chunk, at a multiple of [`slot_len`]).
 type Decoded<'a> = Result<(&'a [StoredChunk], Vec<u8>), CheckpointError>;
 
 /// Where decoded chunks go, on the caller's thread.
 type Sink<'a, E> = dyn FnMut(&StoredChunk, &[u8]) -> Result<(), E> + 'a;
+
+/// A decoding slot's length for chunks of `chunk_size` bytes: a byte for a
+/// raw body's codec, then the chunk (see `decode_in_slot`).
+fn slot_len(chunk_size: u32) -> usize {
+    chunk_size as usize + 1
+}
+
+/// What a reader runs, on the thread that decodes a chunk, before it
+/// decodes it: `(offset, len)` of the chunk in the memory. A restore has the
+/// chunk's pages allocated there, ahead of its own copy.
+pub type BeforeEach<'a> = &'a (dyn Fn(u64, usize) + Sync);
+
+/// A decoding thread's own buffers: its decoder, and room for bodies that
+/// are not read in place; and what runs before each chunk.
+struct Decoding<'a> {
+    decoder: ChunkDecoder,
+    scratch: Vec<u8>,
+    before_each: BeforeEach<'a>,
+}
+
+impl<'a> Decoding<'a> {
+    fn new(before_each: BeforeEach<'a>) -> Result<Decoding<'a>, CheckpointError> {
+        Ok(Decoding {
+            decoder: ChunkDecoder::new()?,
+            scratch: Vec::new(),
+            before_each,
+        })
+    }
+}
 
 /// The stored chunks of the memory `manifest` describes, in memory order,
 /// and the offsets of its all-zero chunks (never stored).
@@ -89,13 +118,26 @@ impl CheckpointStore {
     pub fn read_memory<E: From<CheckpointError>>(
         &self,
         manifest: &CheckpointManifest,
+        sink: impl FnMut(u64, Option<&[u8]>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        self.read_memory_with(manifest, &|_, _| {}, sink)
+    }
+
+    /// [`CheckpointStore::read_memory`], running `before_each` for every
+    /// stored chunk on the thread that decodes it, before it decodes it.
+    pub fn read_memory_with<E: From<CheckpointError>>(
+        &self,
+        manifest: &CheckpointManifest,
+        before_each: BeforeEach<'_>,
         mut sink: impl FnMut(u64, Option<&[u8]>) -> Result<(), E>,
     ) -> Result<(), E> {
         let (stored, zero) = stored_chunks(manifest)?;
         for offset in zero {
             sink(offset, None)?;
         }
-        self.decode_chunks(manifest, &stored, |chunk, bytes| sink(chunk.offset, Some(bytes)))
+        self.decode_chunks(manifest, &stored, before_each, |chunk, bytes| {
+            sink(chunk.offset, Some(bytes))
+        })
     }
 
     /// Checks, without keeping any of it, that the memory `manifest`
@@ -114,7 +156,7 @@ impl CheckpointStore {
                 return Err(CheckpointError::ChunkMissing { hash });
             }
         }
-        self.decode_chunks(manifest, &unchecked, |_, _| Ok::<(), CheckpointError>(()))
+        self.decode_chunks(manifest, &unchecked, &|_, _| {}, |_, _| Ok::<(), CheckpointError>(()))
     }
 
     /// Decodes (and, unless trusted, checks) each of `chunks` and hands it
@@ -124,20 +166,19 @@ impl CheckpointStore {
         &self,
         manifest: &CheckpointManifest,
         chunks: &[StoredChunk],
+        before_each: BeforeEach<'_>,
         mut each: impl FnMut(&StoredChunk, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let buffer_len = manifest.chunk_size as usize;
         let two_threads = chunks.len() >= PARALLEL_FROM && cores() >= 2;
         let mut verified = Vec::new();
         let result = if two_threads {
-            self.decode_on_two_threads(manifest, chunks, &mut verified, &mut each)
+            self.decode_on_two_threads(manifest, chunks, before_each, &mut verified, &mut each)
         } else {
-            let mut buffer = vec![0u8; buffer_len];
-            let mut decoder = ChunkDecoder::new()?;
+            let mut buffer = vec![0u8; slot_len(manifest.chunk_size)];
+            let mut decoding = Decoding::new(before_each)?;
             chunks.iter().try_for_each(|chunk| {
-                let slot = &mut buffer[..chunk.len];
-                self.decode_chunk(manifest, chunk, &mut decoder, slot, &mut verified)?;
-                each(chunk, slot)
+                let bytes = self.decode_chunk(manifest, chunk, &mut decoding, &mut buffer, &mut verified)?;
+                each(chunk, bytes)
             })
         };
         self.trusted.trust(verified);
@@ -154,10 +195,11 @@ impl CheckpointStore {
         &self,
         manifest: &CheckpointManifest,
         chunks: &[StoredChunk],
+        before_each: BeforeEach<'_>,
         verified: &mut Vec<ChunkHash>,
         each: &mut impl FnMut(&StoredChunk, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let buffer_len = manifest.chunk_size as usize;
+        let stride = slot_len(manifest.chunk_size);
         let groups: Vec<&[StoredChunk]> = chunks.chunks(GROUP).collect();
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
@@ -167,8 +209,8 @@ impl CheckpointStore {
             let (next, stop, groups) = (&next, &stop, &groups);
             let helper = scope.spawn(move || {
                 let mut verified = Vec::new();
-                let mut decoder = match ChunkDecoder::new() {
-                    Ok(decoder) => decoder,
+                let mut decoding = match Decoding::new(before_each) {
+                    Ok(decoding) => decoding,
                     Err(error) => {
                         let _ = decoded.send(Err(error));
                         return verified;
@@ -178,12 +220,13 @@ impl CheckpointStore {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
-                    let mut buffer = spare.try_recv().unwrap_or_else(|_| vec![0u8; GROUP * buffer_len]);
+                    let mut buffer = spare.try_recv().unwrap_or_else(|_| vec![0u8; GROUP * stride]);
                     let outcome = group
                         .iter()
-                        .zip(buffer.chunks_mut(buffer_len))
+                        .zip(buffer.chunks_mut(stride))
                         .try_for_each(|(chunk, slot)| {
-                            self.decode_chunk(manifest, chunk, &mut decoder, &mut slot[..chunk.len], &mut verified)
+                            self.decode_chunk(manifest, chunk, &mut decoding, slot, &mut verified)
+                                .map(|_| ())
                         });
                     let failed = outcome.is_err();
                     if decoded.send(outcome.map(|()| (group, buffer))).is_err() || failed {
@@ -194,14 +237,14 @@ impl CheckpointStore {
             });
             let hand_on = |message: Decoded<'_>, each: &mut Sink<'_, E>| {
                 let (group, buffer) = message?;
-                for (chunk, slot) in group.iter().zip(buffer.chunks(buffer_len)) {
-                    each(chunk, &slot[..chunk.len])?;
+                for (chunk, slot) in group.iter().zip(buffer.chunks(stride)) {
+                    each(chunk, &slot[1..=chunk.len])?;
                 }
                 let _ = give_back.send(buffer);
                 Ok::<(), E>(())
             };
-            let mut buffer = vec![0u8; buffer_len];
-            let mut decoder = ChunkDecoder::new()?;
+            let mut buffer = vec![0u8; stride];
+            let mut decoding = Decoding::new(before_each)?;
             let mut own = || -> Result<(), E> {
                 loop {
                     while let Ok(message) = from_helper.try_recv() {
@@ -211,9 +254,8 @@ impl CheckpointStore {
                         break;
                     };
                     for chunk in group.iter() {
-                        let slot = &mut buffer[..chunk.len];
-                        self.decode_chunk(manifest, chunk, &mut decoder, slot, verified)?;
-                        each(chunk, slot)?;
+                        let bytes = self.decode_chunk(manifest, chunk, &mut decoding, &mut buffer, verified)?;
+                        each(chunk, bytes)?;
                     }
                 }
                 // The helper's last groups: it hangs up when it has sent them
@@ -234,19 +276,27 @@ impl CheckpointStore {
         })
     }
 
-    /// `chunk` of `manifest` decoded into `slot` and — unless this store
-    /// trusts it — checked against its hash (and noted in `verified`).
-    fn decode_chunk(
+    /// `chunk` of `manifest` decoded into `slot` (at least a byte longer
+    /// than the chunk) and — unless this store trusts it — checked against
+    /// its hash (and noted in `verified`): the chunk's bytes, `slot[1..]`.
+    fn decode_chunk<'s>(
         &self,
         manifest: &CheckpointManifest,
         chunk: &StoredChunk,
-        decoder: &mut ChunkDecoder,
-        slot: &mut [u8],
+        decoding: &mut Decoding<'_>,
+        slot: &'s mut [u8],
         verified: &mut Vec<ChunkHash>,
-    ) -> Result<(), CheckpointError> {
-        let StoredChunk { index, ref hash, .. } = *chunk;
+    ) -> Result<&'s [u8], CheckpointError> {
+        let StoredChunk {
+            index,
+            ref hash,
+            len,
+            offset,
+        } = *chunk;
+        (decoding.before_each)(offset, len);
+        let slot = &mut slot[..=len];
         let what = || format!("chunk {index} ({hash}) of {}", describe(manifest));
-        match self.decode_into(hash, decoder, slot) {
+        match self.decode_in_slot(hash, &mut decoding.decoder, &mut decoding.scratch, slot) {
             Ok(()) => {}
             Err(CheckpointError::ChunkMissing { hash }) => {
                 tracing::warn!(checkpoint = %describe(manifest), chunk = index, %hash, "checkpoint chunk missing");
@@ -258,14 +308,15 @@ impl CheckpointStore {
             }
             Err(error) => return Err(error),
         }
+        let bytes = &slot[1..];
         let trusted = self.trusted.contains(hash);
-        if let Err(reason) = if trusted { Ok(()) } else { verify_chunk(slot, hash) } {
+        if let Err(reason) = if trusted { Ok(()) } else { verify_chunk(bytes, hash) } {
             tracing::warn!(what = %what(), %reason, "checkpoint chunk does not verify");
             return Err(CheckpointError::corrupt(what(), reason));
         }
         if !trusted {
             verified.push(*hash);
         }
-        Ok(())
+        Ok(bytes)
     }
 }

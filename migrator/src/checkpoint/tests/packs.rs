@@ -148,6 +148,49 @@ fn a_damaged_chunk_fails_a_load_on_two_threads_wherever_it_is_and_a_failing_sink
 }
 
 #[test]
+fn a_read_runs_before_each_once_for_every_stored_chunk_before_handing_it_on() {
+    // About 150 stored chunks, a third of them raw (read in place): two threads.
+    let image = memory(16, 833);
+    let db = TempDb::new();
+    let store = db.open_with(CheckpointStoreOptions {
+        chunk_size: TEST_CHUNK_SIZE,
+        ..CheckpointStoreOptions::default()
+    });
+    let (manifest, _, _) = store.put(template("prepared", 1), &image, None).unwrap();
+    let prepared = std::sync::Mutex::new(Vec::new());
+    let mut read = vec![0u8; image.len()];
+    let mut handed_on_unprepared = 0;
+    store
+        .read_memory_with(
+            &manifest,
+            &|offset, len| prepared.lock().unwrap().push((offset, len)),
+            |offset, chunk| {
+                if let Some(bytes) = chunk {
+                    let start = offset as usize;
+                    if !prepared.lock().unwrap().contains(&(offset, bytes.len())) {
+                        handed_on_unprepared += 1;
+                    }
+                    read[start..start + bytes.len()].copy_from_slice(bytes);
+                }
+                Ok::<(), CheckpointError>(())
+            },
+        )
+        .unwrap();
+    assert_eq!(read, image);
+    assert_eq!(handed_on_unprepared, 0);
+    let mut prepared = prepared.into_inner().unwrap();
+    prepared.sort_unstable();
+    let stored: Vec<(u64, usize)> = image
+        .chunks(TEST_CHUNK_SIZE as usize)
+        .enumerate()
+        .filter(|(_, chunk)| chunk.iter().any(|&byte| byte != 0))
+        .map(|(index, chunk)| ((index * TEST_CHUNK_SIZE as usize) as u64, chunk.len()))
+        .collect();
+    assert!(stored.len() >= 64, "the read must take the two-thread path");
+    assert_eq!(prepared, stored, "once for each stored chunk, never for a zero one");
+}
+
+#[test]
 fn a_truncated_pack_is_data_loss_not_a_panic() {
     let db = TempDb::new();
     let store = small_packs(&db);
