@@ -16,10 +16,11 @@
 //! the kernel allocate the pages it is about to fill in one call.
 //!
 //! This is the only module of the hub with `unsafe` code: two syscalls and
-//! four ioctls on plain structs, and that `madvise`. It never dereferences the watched range —
-//! the addresses are only handed to the kernel — so a wrong address gives an
-//! error (`EINVAL`, `EPERM`, `ENOMEM`), never undefined behaviour. Guest
-//! memory is still read and written only through Wasmer's safe views.
+//! four ioctls on plain structs, and that `madvise`. It never dereferences
+//! the watched range — the addresses are only handed to the kernel — so a
+//! wrong address gives an error (`EINVAL`, `EPERM`, `ENOMEM`), never
+//! undefined behaviour. Guest memory is still read and written only through
+//! Wasmer's safe views.
 #![allow(unsafe_code)]
 
 use std::fs::File;

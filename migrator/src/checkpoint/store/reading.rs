@@ -1,14 +1,19 @@
-//! Reading a checkpoint's memory out of the store: [`CheckpointStore::load_memory`],
-//! [`CheckpointStore::read_memory`] (a restore, straight into an instance)
-//! and [`CheckpointStore::verify_memory`] (the check before one).
+//! Reading a checkpoint's memory out of the store:
+//! [`CheckpointStore::load_memory`], [`CheckpointStore::read_memory`] (a
+//! restore, straight into an instance; `read_memory_with` runs a
+//! `before_each` on the decoding thread, with which a restore prepares the
+//! chunk's pages) and [`CheckpointStore::verify_memory`] (the check before
+//! one).
 //!
 //! A memory of many chunks is decoded on two threads: the caller's, and a
 //! helper that decodes groups of chunks ahead into buffers the caller then
-//! hands on; the caller decodes a group itself only when none waits. Inflating and hashing are most of a load (about
-//! 96 ms of zstd for a 64 MiB heap on this project's machine), and a
-//! restore or a hub's start-up has the cores to itself meanwhile. The sink
-//! still runs on the caller's thread only (a restore writes through an
-//! instance that must not leave it), so chunks reach it in no fixed order.
+//! hands on; the caller decodes a group itself only when none waits.
+//! Inflating and hashing are most of a load (about 96 ms of zstd for a
+//! 64 MiB heap on this project's machine), and a restore or a hub's
+//! start-up has the cores to itself meanwhile. The sink still runs on the
+//! caller's thread only (a restore writes through an instance that must not
+//! leave it), so chunks reach it in no fixed order. A raw chunk is read
+//! from its pack straight into its decoding slot (`decode_in_slot`).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
