@@ -178,3 +178,58 @@ async fn a_checkpoint_captured_under_another_instrumentation_version_is_refused_
     assert!(reason.contains(&expected), "{reason}");
     assert_resume_refused(&hub, 7);
 }
+
+/// A chunk damaged on disk after this hub wrote it (and so trusts it) is
+/// found by the restore itself, not the check before it: `ferry resume`
+/// fails with the chunk and the reason, instead of answering "running" for
+/// a run that is already over, and nothing else is harmed.
+#[tokio::test]
+async fn a_chunk_damaged_under_a_running_hub_fails_the_resume_with_the_reason_and_harms_nothing_else() {
+    let hub = HubProcess::start(HubOptions::default().args(["--checkpoint-interval", "0s"]))
+        .await
+        .unwrap();
+    let heap = guest("examples/bigheap.wasm");
+    let echo = guest("examples/echo.wasm");
+    ok(hub.ferry(&["deploy", echo.to_str().unwrap(), "--name", "bystander"]));
+    // 8 MiB that no compressor shrinks: read on two threads, in place.
+    ok(hub.ferry(&["deploy", heap.to_str().unwrap(), "--name", "victim", "--", "8", "0"]));
+    eventually("the victim to finish a round", PATIENCE, || async {
+        ok(hub.ferry(&["logs", "victim"])).contains("round 1 ").then_some(())
+    })
+    .await
+    .unwrap();
+    ok(hub.ferry(&["suspend", "victim"]));
+    // Only the victim has written chunks: the newest large pack is its.
+    let packs = hub.data_dir().join("chunks");
+    let pack = std::fs::read_dir(&packs)
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.metadata().unwrap().len() > 4 << 20)
+        .max()
+        .expect("a pack holding the victim's memory");
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&pack).unwrap();
+        let middle = file.metadata().unwrap().len() / 2;
+        let mut byte = [0u8; 1];
+        file.read_exact_at(&mut byte, middle).unwrap();
+        file.write_all_at(&[byte[0] ^ 0x10], middle).unwrap();
+    }
+
+    let resume = hub.ferry(&["resume", "victim"]);
+    let stderr = String::from_utf8_lossy(&resume.stderr);
+    assert_eq!(resume.status.code(), Some(10), "{stderr}");
+    assert!(
+        stderr.contains("victim") && stderr.contains("is corrupt") && stderr.contains("checksum"),
+        "{stderr}"
+    );
+    let victim = function_info(&hub, "victim");
+    assert_eq!(victim["state"], "failed", "{victim}");
+    assert!(victim["failure"].as_str().unwrap().contains("is corrupt"), "{victim}");
+
+    assert_eq!(
+        ok(hub.ferry(&["invoke", "bystander", "--data", "after"])),
+        "echo: after\n"
+    );
+    ok(hub.ferry(&["checkpoint", "bystander"]));
+}

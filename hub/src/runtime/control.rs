@@ -375,11 +375,18 @@ impl FunctionControl {
         drained
     }
 
-    /// The run's first instance exists (or could not be made): whoever
-    /// waits for the function to be running again may go on.
+    /// The run's first instance exists (restored, when it started from a
+    /// snapshot): whoever waits for the function to be running again may
+    /// go on. A run whose instance could not be made never says so; it
+    /// ends instead.
     pub fn mark_instantiated(&self) {
         self.instantiated.store(true, Ordering::SeqCst);
         self.instantiated_wakeup.notify_waiters();
+    }
+
+    /// Whether [`FunctionControl::mark_instantiated`] was called.
+    pub fn was_instantiated(&self) -> bool {
+        self.instantiated.load(Ordering::SeqCst)
     }
 
     /// Waits until [`FunctionControl::mark_instantiated`].

@@ -702,9 +702,11 @@ pub fn run_until_parked(
         snapshot,
         may_park,
     );
-    control.mark_instantiated();
     match instance {
-        Ok(mut live) => live.run_until_parked(),
+        Ok(mut live) => {
+            control.mark_instantiated();
+            live.run_until_parked()
+        }
         Err(reason) => RunEnd::Finished(Outcome::Failed(reason)),
     }
 }

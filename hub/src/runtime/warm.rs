@@ -285,7 +285,9 @@ impl Warm {
                 self.instantiate(Some(&snapshot))
             }
         };
-        self.control.mark_instantiated();
+        if live.is_ok() {
+            self.control.mark_instantiated();
+        }
         match &mut live {
             Ok(live) => live.run_until_parked(),
             Err(reason) => RunEnd::Finished(Outcome::Failed(reason.clone())),

@@ -225,7 +225,21 @@ impl Supervisor {
             self.inner
                 .decide_and_launch_restored(name, request, &prepared, snapshot, manifest)?;
         }
-        self.wait_instantiated(name).await;
+        if !self.wait_instantiated(name).await {
+            // Restoring failed (a chunk damaged on disk since this hub
+            // checked it, a memory over the limit): the caller hears why,
+            // rather than "running" from a run that is over.
+            let reason = self
+                .get(name)
+                .ok()
+                .map(|info| info.failure)
+                .filter(|failure| !failure.is_empty())
+                .unwrap_or_else(|| "the run ended before it was restored".to_owned());
+            return Err(HubError::CheckpointUnusable {
+                name: name.to_owned(),
+                reason,
+            });
+        }
         Ok(())
     }
 

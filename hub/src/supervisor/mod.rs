@@ -334,8 +334,10 @@ impl Supervisor {
     }
 
     /// Waits (a bounded time) until the run of `name` is instantiated or has
-    /// ended, so that what is reported of it is what it does.
-    pub(super) async fn wait_instantiated(&self, name: &str) {
+    /// ended, so that what is reported of it is what it does. False when
+    /// the run ended without an instance (it failed to instantiate or to
+    /// restore; its end is recorded by then).
+    pub(super) async fn wait_instantiated(&self, name: &str) -> bool {
         let run = {
             let slots = self.inner.lock_slots();
             slots.get(name).and_then(|slot| slot.running.as_ref()).map(|running| {
@@ -347,7 +349,7 @@ impl Supervisor {
             })
         };
         let Some((control, mut finished, generation)) = run else {
-            return;
+            return true;
         };
         let settled = async {
             tokio::select! {
@@ -360,7 +362,10 @@ impl Supervisor {
         };
         if tokio::time::timeout(INSTANTIATE_WAIT, settled).await.is_err() {
             tracing::warn!(function = %name, "function took over {INSTANTIATE_WAIT:?} to instantiate");
+            return true;
         }
+        // Both may be ready (a run that ends at once): the flag decides.
+        control.was_instantiated()
     }
 
     /// Functions of this hub, by name.
