@@ -242,6 +242,44 @@ async fn a_trapping_guest_fails_with_the_reason_and_others_keep_running() {
 }
 
 #[tokio::test]
+async fn a_function_that_cannot_start_under_its_memory_limit_says_so_at_its_deploy() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    // Its module asks for two pages at start: it cannot be instantiated.
+    let path = guest("examples/bigheap.wasm");
+    let args = [
+        "deploy",
+        path.to_str().unwrap(),
+        "--name",
+        "tiny",
+        "--memory-limit",
+        "64KiB",
+    ];
+    let said = ok(hub.ferry(&args));
+    assert!(
+        said.contains("it failed as it started: memory limit exceeded") && said.contains("65536"),
+        "{said}"
+    );
+    let again = [
+        "deploy",
+        args[1],
+        "--name",
+        "tiny2",
+        "--memory-limit",
+        "64KiB",
+        "--json",
+    ];
+    let json: Value = serde_json::from_str(&ok(hub.ferry(&again))).unwrap();
+    assert_eq!(json["state"], "failed", "{json}");
+    assert!(
+        json["failure"].as_str().unwrap().contains("memory limit exceeded"),
+        "{json}"
+    );
+    // The hub keeps serving.
+    deploy(&hub, "examples/echo.wasm", "echo", &[]);
+    assert_eq!(ok(hub.ferry(&["invoke", "echo", "--data", "fine"])), "echo: fine\n");
+}
+
+#[tokio::test]
 async fn a_guest_exceeding_its_memory_limit_fails_with_the_limit_named() {
     let hub = HubProcess::start(HubOptions::default()).await.unwrap();
     deploy(&hub, "guests/memory_hog.wasm", "hog", &["--memory-limit", "8MiB"]);

@@ -213,6 +213,11 @@ pub fn print_deployed(response: &DeployResponse, json: bool) -> Result<(), Clien
         info.hub_name,
         &module[..module.len().min(12)]
     );
+    // The deploy answers once the run is instantiated or over: one that
+    // could not even be instantiated says why here, not only in `ps`.
+    if info.state == FunctionState::Failed as i32 && !info.failure.is_empty() {
+        println!("it failed as it started: {}", info.failure);
+    }
     Ok(())
 }
 
