@@ -288,42 +288,37 @@ impl CheckpointStore {
         slot: &mut [u8],
     ) -> Result<(), CheckpointError> {
         let corrupt = |reason: String| CheckpointError::corrupt(format!("chunk {hash}"), reason);
-        // A pack reclaimed between the lookup and the read moved the chunk:
-        // the second lookup finds where to.
-        for _ in 0..2 {
-            let Some(value) = self.chunks.get(hash.as_bytes())? else {
-                return Err(CheckpointError::ChunkMissing { hash: *hash });
-            };
-            let location = match Location::decode(&value) {
-                Some(Ok(location)) if Delta::decode(&value).is_none() => location,
-                Some(Err(reason)) => return Err(corrupt(reason)),
-                // A delta, or a body inline in the index: the general path.
-                _ => return self.decode_into(hash, decoder, &mut slot[1..]),
+        // `Some(len)`: a packed body of `len` bytes, read into `slot` when it
+        // is as long, else into `scratch`; `None`: a delta or an inline body.
+        let read = self.read_located(hash, |located| {
+            let Located::Packed(location, None) = located else {
+                return Ok(None);
             };
             let len = location.len as usize;
-            let in_place = len == slot.len();
-            if !in_place && scratch.len() < len {
-                scratch.resize(len, 0);
-            }
-            let target = if in_place { &mut *slot } else { &mut scratch[..len] };
-            match self.packs.read_into(&location, target) {
-                Ok(()) => {}
-                Err(ReadFailure::PackGone) => continue,
-                Err(ReadFailure::Corrupt(reason)) => return Err(corrupt(reason)),
-                Err(ReadFailure::Io(error)) => return Err(error),
-            }
-            if in_place {
-                if slot[0] == super::codec::CODEC_RAW {
-                    return Ok(());
+            if len == slot.len() {
+                self.packs.read_into(&location, slot)?;
+            } else {
+                if scratch.len() < len {
+                    scratch.resize(len, 0);
                 }
-                // A frame exactly a chunk and a byte long: decode it from
-                // the side.
-                scratch.clear();
-                scratch.extend_from_slice(slot);
+                self.packs.read_into(&location, &mut scratch[..len])?;
             }
-            return decoder.decode_into(&scratch[..len], &mut slot[1..]).map_err(corrupt);
+            Ok(Some(len))
+        })?;
+        let len = match read {
+            None => return Err(CheckpointError::ChunkMissing { hash: *hash }),
+            Some(None) => return self.decode_into(hash, decoder, &mut slot[1..]),
+            Some(Some(len)) => len,
+        };
+        if len == slot.len() {
+            if slot[0] == super::codec::CODEC_RAW {
+                return Ok(());
+            }
+            // A frame exactly a chunk and a byte long: decode it from the side.
+            scratch.clear();
+            scratch.extend_from_slice(slot);
         }
-        Err(corrupt("its pack file is gone".to_owned()))
+        decoder.decode_into(&scratch[..len], &mut slot[1..]).map_err(corrupt)
     }
 
     /// The stored (encoded) bytes of a chunk, and what they apply to when
@@ -331,21 +326,33 @@ impl CheckpointStore {
     /// the location's checksum, or the inline value of a chunk stored
     /// before packs. `None` if the store does not hold it.
     fn body(&self, hash: &ChunkHash) -> Result<Option<(Body, Option<Delta>)>, CheckpointError> {
+        self.read_located(hash, |located| match located {
+            Located::Inline(value) => Ok((Body::Inline(value), None)),
+            Located::Packed(location, delta) => Ok((Body::Packed(self.packs.read(&location)?), delta)),
+        })
+    }
+
+    /// Looks chunk `hash` up in the index and hands `read` where its body
+    /// is; `None` if the store does not hold it. A pack reclaimed between
+    /// the lookup and the read moved the chunk: `read` is tried once more
+    /// after a second lookup finds where to.
+    fn read_located<T>(
+        &self,
+        hash: &ChunkHash,
+        mut read: impl FnMut(Located) -> Result<T, ReadFailure>,
+    ) -> Result<Option<T>, CheckpointError> {
         let corrupt = |reason: String| CheckpointError::corrupt(format!("chunk {hash}"), reason);
-        // A pack reclaimed between the lookup and the read moved the chunk:
-        // the second lookup finds where to.
         for _ in 0..2 {
             let Some(value) = self.chunks.get(hash.as_bytes())? else {
                 return Ok(None);
             };
-            let location = match Location::decode(&value) {
-                None => return Ok(Some((Body::Inline(value), None))),
+            let located = match Location::decode(&value) {
+                None => Located::Inline(value),
                 Some(Err(reason)) => return Err(corrupt(reason)),
-                Some(Ok(location)) => location,
+                Some(Ok(location)) => Located::Packed(location, Delta::decode(&value).transpose().map_err(corrupt)?),
             };
-            let delta = Delta::decode(&value).transpose().map_err(corrupt)?;
-            match self.packs.read(&location) {
-                Ok(bytes) => return Ok(Some((Body::Packed(bytes), delta))),
+            match read(located) {
+                Ok(read) => return Ok(Some(read)),
                 Err(ReadFailure::PackGone) => continue,
                 Err(ReadFailure::Corrupt(reason)) => return Err(corrupt(reason)),
                 Err(ReadFailure::Io(error)) => return Err(error),
@@ -396,6 +403,14 @@ impl CheckpointStore {
         self.db.flush()?;
         Ok(())
     }
+}
+
+/// Where the index says a chunk's body is.
+enum Located {
+    /// In the index itself (a hub from before packs).
+    Inline(sled::IVec),
+    /// In a pack; with what it applies to when the chunk is kept as a delta.
+    Packed(Location, Option<Delta>),
 }
 
 /// A chunk's stored bytes.
