@@ -234,7 +234,6 @@ async fn certificates_renewed_during_moves_keep_moves_and_the_cluster_working() 
     let started = Instant::now();
     let mut renewed_during_a_move = [false, false];
     let mut moves = 0;
-    let mut refused_as_suspect = 0;
     let mut at = 0;
     while started.elapsed() < Duration::from_secs(90)
         && !(renewed_during_a_move.iter().all(|renewed| *renewed) && started.elapsed() > Duration::from_secs(20))
@@ -260,18 +259,6 @@ async fn certificates_renewed_during_moves_keep_moves_and_the_cluster_working() 
         };
         let output = child.wait_with_output().unwrap();
         let text = String::from_utf8_lossy(&output.stderr);
-        if !status.success() && text.contains("(suspect)") {
-            // A probe timed out on this busy machine (two cores, moves back
-            // to back): the move was refused before it began. Wait for the
-            // peer and go again; a move that began must finish.
-            refused_as_suspect += 1;
-            eventually("the peer to be up again", PATIENCE, || async {
-                is_up(source, destination).then_some(())
-            })
-            .await
-            .unwrap();
-            continue;
-        }
         assert!(status.success(), "move {moves} failed: {text}");
         // The credential file is written once per renewal: a change seen
         // while the CLI waited for the move is a renewal during the move.
@@ -282,7 +269,7 @@ async fn certificates_renewed_during_moves_keep_moves_and_the_cluster_working() 
         at = 1 - at;
     }
     println!(
-        "{moves} moves in {:?} ({refused_as_suspect} refused first: peer suspect); a renewal during a move: founder {}, member {}",
+        "{moves} moves in {:?}; a renewal during a move: founder {}, member {}",
         started.elapsed(),
         renewed_during_a_move[0],
         renewed_during_a_move[1]

@@ -30,22 +30,11 @@ impl HubApi {
                 "hub {hub_id} was removed from the cluster (ferry cluster rm)"
             )));
         }
-        if !peer.is_usable() {
-            let reason = match (peer.state, peer.compatibility) {
-                (_, Some(Compatibility::ForeignCluster)) => format!(
-                    "it belongs to cluster {:?}, this hub to {:?}",
-                    peer.identity
-                        .as_ref()
-                        .map(|identity| identity.cluster_id.as_str())
-                        .unwrap_or_default(),
-                    self.inner.cluster_id
-                ),
-                (_, Some(Compatibility::IncompatibleProtocol)) => "it speaks another protocol version".to_owned(),
-                (PeerState::Down, _) => "it is down".to_owned(),
-                (PeerState::Suspect, _) => "it missed its last probes (suspect)".to_owned(),
-                _ => "it has not answered a probe yet".to_owned(),
-            };
+        if let Some(reason) = refusal(peer, &self.inner.cluster_id) {
             return Err(unusable(reason));
+        }
+        if peer.state == PeerState::Suspect {
+            tracing::debug!(peer = to, "moving to a peer that missed its last probes");
         }
         let address = peer
             .address
@@ -57,6 +46,33 @@ impl HubApi {
             automatic: None,
         })
     }
+}
+
+/// Why a user's move may not go to `peer`, if it may not. A hub that only
+/// missed its last probes (suspect) is tried: it answered before, with this
+/// cluster's identity, and the move's own connection is a better probe than
+/// the one that timed out on a busy hub or a slow link; a move to a hub that
+/// is gone fails cleanly and the function runs on where it is. Rebalancing
+/// and forwarding still take only usable peers.
+fn refusal(peer: &PeerSnapshot, cluster_id: &str) -> Option<String> {
+    let known_suspect =
+        peer.state == PeerState::Suspect && peer.verified && peer.compatibility == Some(Compatibility::Compatible);
+    if peer.is_usable() || known_suspect {
+        return None;
+    }
+    Some(match (peer.state, peer.compatibility) {
+        (_, Some(Compatibility::ForeignCluster)) => format!(
+            "it belongs to cluster {:?}, this hub to {cluster_id:?}",
+            peer.identity
+                .as_ref()
+                .map(|identity| identity.cluster_id.as_str())
+                .unwrap_or_default(),
+        ),
+        (_, Some(Compatibility::IncompatibleProtocol)) => "it speaks another protocol version".to_owned(),
+        (PeerState::Down, _) => "it is down".to_owned(),
+        (PeerState::Suspect, _) => "it missed its last probes and was never verified (suspect)".to_owned(),
+        _ => "it has not answered a probe yet".to_owned(),
+    })
 }
 
 /// The peer of `peers` that `to` names: the one whose hub id it is, else the
@@ -122,6 +138,26 @@ mod tests {
 
     fn id_of(result: Result<&PeerSnapshot, String>) -> Result<&str, String> {
         result.map(|peer| peer.id().unwrap_or_default())
+    }
+
+    #[test]
+    fn a_move_goes_to_a_known_hub_that_missed_probes_but_not_to_one_down_or_unverified() {
+        assert_eq!(refusal(&peer("one", "edge", PeerState::Up), "c"), None);
+        assert_eq!(refusal(&peer("one", "edge", PeerState::Suspect), "c"), None);
+        assert_eq!(
+            refusal(&peer("one", "edge", PeerState::Down), "c").as_deref(),
+            Some("it is down")
+        );
+        let unverified = PeerSnapshot {
+            verified: false,
+            ..peer("one", "edge", PeerState::Suspect)
+        };
+        assert!(refusal(&unverified, "c").unwrap().contains("never verified"));
+        let foreign = PeerSnapshot {
+            compatibility: Some(Compatibility::ForeignCluster),
+            ..peer("one", "edge", PeerState::Suspect)
+        };
+        assert!(refusal(&foreign, "c").unwrap().contains("belongs to cluster"));
     }
 
     #[test]

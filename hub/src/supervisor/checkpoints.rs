@@ -213,7 +213,7 @@ impl Supervisor {
     async fn start_from_checkpoint(&self, name: &str, request: Request) -> Result<(), HubError> {
         // Refuse early, before reading a checkpoint for nothing.
         self.inner.check(name, request)?;
-        {
+        let launched = {
             // The latest checkpoint stays the latest until the run has it as its base.
             let _serialized = self.inner.checkpoint_lock.lock().await;
             // Again under the lock: a start that won the race for it may run
@@ -223,9 +223,12 @@ impl Supervisor {
             let snapshot = Arc::new(self.inner.load_snapshot(&manifest).await?);
             let prepared = self.inner.prepare_stored(name).await?;
             self.inner
-                .decide_and_launch_restored(name, request, &prepared, snapshot, manifest)?;
-        }
-        if !self.wait_instantiated(name).await {
+                .decide_and_launch_restored(name, request, &prepared, snapshot, manifest)?
+        };
+        let Some(launched) = launched else {
+            return Ok(());
+        };
+        if !self.wait_instantiated(name, launched).await {
             // Restoring failed (a chunk damaged on disk since this hub
             // checked it, a memory over the limit): the caller hears why,
             // rather than "running" from a run that is over.

@@ -110,10 +110,10 @@ impl Supervisor {
         self.inner
             .logs
             .event(&request.name, &format!("deployed module {}", prepared.hash));
-        self.inner.launch(launch);
+        let launched = self.inner.launch(launch);
         // An acknowledged deploy survives a crash.
         self.inner.save_durably(&request.name)?;
-        self.wait_instantiated(&request.name).await;
+        self.wait_instantiated(&request.name, launched).await;
         let info = self.get(&request.name)?;
         Ok((info, prepared))
     }

@@ -460,14 +460,14 @@ impl Supervisor {
             }
         };
         let prepared = self.inner.prepare_stored(name).await?;
-        if !self
-            .inner
-            .decide_and_launch_warm(name, Request::Commit, &prepared, Some(snapshot), warm)?
-        {
+        let Some(launched) =
+            self.inner
+                .decide_and_launch_warm(name, Request::Commit, &prepared, Some(snapshot), warm)?
+        else {
             return Ok(());
-        }
+        };
         // Running means restored into an instance, not just a thread started.
-        self.wait_instantiated(name).await;
+        self.wait_instantiated(name, launched).await;
         self.inner.logs.event(
             name,
             &format!(

@@ -337,20 +337,12 @@ impl Supervisor {
     /// ended, so that what is reported of it is what it does. False when
     /// the run ended without an instance (it failed to instantiate or to
     /// restore; its end is recorded by then).
-    pub(super) async fn wait_instantiated(&self, name: &str) -> bool {
-        let run = {
-            let slots = self.inner.lock_slots();
-            slots.get(name).and_then(|slot| slot.running.as_ref()).map(|running| {
-                (
-                    Arc::clone(&running.control),
-                    running.finished.clone(),
-                    running.generation,
-                )
-            })
-        };
-        let Some((control, mut finished, generation)) = run else {
-            return true;
-        };
+    async fn wait_instantiated(&self, name: &str, launched: run::Launched) -> bool {
+        let run::Launched {
+            control,
+            mut finished,
+            generation,
+        } = launched;
         let settled = async {
             tokio::select! {
                 () = control.instantiated() => {

@@ -34,6 +34,15 @@ pub(super) struct Launch {
     record_now: bool,
 }
 
+/// A run just launched: what waiting for its instance needs, kept from
+/// the launch so that a run that failed and left its slot at once is still
+/// seen to have failed.
+pub(super) struct Launched {
+    pub(super) control: Arc<FunctionControl>,
+    pub(super) finished: watch::Receiver<bool>,
+    pub(super) generation: u64,
+}
+
 impl Inner {
     /// Decides `request` for `slot` (under the caller's lock) and applies the
     /// transition to memory: the phase and the record's durable form. The
@@ -155,7 +164,7 @@ impl Inner {
     /// Starts a run prepared by [`Inner::prepare_launch`], on its own thread.
     /// Store failures are logged, not returned: the run goes on, and its
     /// record is written again at its next transition.
-    pub(super) fn launch(self: &Arc<Self>, launch: Launch) {
+    pub(super) fn launch(self: &Arc<Self>, launch: Launch) -> Launched {
         let Launch {
             name,
             generation,
@@ -194,6 +203,11 @@ impl Inner {
             }
             None => self.logs.event(&name, &format!("started (start {starts})")),
         }
+        let launched = Launched {
+            control: Arc::clone(&control),
+            finished: finished.subscribe(),
+            generation,
+        };
         let inner = Arc::clone(self);
         tokio::spawn(async move {
             let drive = driver::drive(
@@ -226,6 +240,7 @@ impl Inner {
             }
             let _ = finished.send(true);
         });
+        launched
     }
 
     /// A report from the run `generation` of `name` (instantiated, parked,
@@ -288,15 +303,16 @@ impl Inner {
     }
 
     /// Decides `request` (one whose effect is [`Effect::StartRun`]) and
-    /// launches the run from `snapshot`. Returns whether a run started: an
-    /// accepted request may have nothing left to start (a second commit).
+    /// launches the run from `snapshot`. Returns the run that started, if
+    /// one did: an accepted request may have nothing left to start (a
+    /// second commit).
     pub(super) fn decide_and_launch(
         self: &Arc<Self>,
         name: &str,
         request: Request,
         prepared: &PreparedModule,
         snapshot: Option<Arc<Snapshot>>,
-    ) -> Result<bool, HubError> {
+    ) -> Result<Option<Launched>, HubError> {
         self.decide_and_launch_warm(name, request, prepared, snapshot, None)
     }
 
@@ -314,9 +330,9 @@ impl Inner {
         prepared: &PreparedModule,
         snapshot: Arc<Snapshot>,
         manifest: CheckpointManifest,
-    ) -> Result<bool, HubError> {
+    ) -> Result<Option<Launched>, HubError> {
         let Some(launch) = self.decide_launch(name, request, prepared, Some(snapshot), None)? else {
-            return Ok(false);
+            return Ok(None);
         };
         let chunk_size = self.checkpoints.options().chunk_size;
         if manifest.chunk_size == chunk_size {
@@ -325,8 +341,7 @@ impl Inner {
                 .start_clean_after_restore(super::checkpoints::CHECKPOINT_SET, chunk_size);
             self.set_incremental_base(name, manifest);
         }
-        self.launch(launch);
-        Ok(true)
+        Ok(Some(self.launch(launch)))
     }
 
     /// [`Inner::decide_and_launch`] into `warm`, an instance that holds the
@@ -338,12 +353,11 @@ impl Inner {
         prepared: &PreparedModule,
         snapshot: Option<Arc<Snapshot>>,
         warm: Option<WarmStart>,
-    ) -> Result<bool, HubError> {
+    ) -> Result<Option<Launched>, HubError> {
         let Some(launch) = self.decide_launch(name, request, prepared, snapshot, warm)? else {
-            return Ok(false);
+            return Ok(None);
         };
-        self.launch(launch);
-        Ok(true)
+        Ok(Some(self.launch(launch)))
     }
 
     /// Decides `request` and prepares the run it starts; `None` if the
