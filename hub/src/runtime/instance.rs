@@ -289,19 +289,16 @@ impl LiveInstance {
             self.grow_to(stored.manifest.memory_bytes)?;
             let view = self.memory.view(&self.store);
             let prefault = super::prefault::Prefault::new(view.data_ptr() as usize);
-            stored.read_with(&|offset, len| prefault.chunk(offset, len), |offset, chunk| {
-                let written = match chunk {
-                    Some(bytes) => view.write(offset, bytes),
-                    // Grown pages are zero already; the module's own may
-                    // hold its data segments.
-                    None if offset < initial => {
-                        let len = u64::from(stored.manifest.chunk_size).min(initial - offset);
-                        view.write(offset, &vec![0; len as usize])
-                    }
-                    None => Ok(()),
-                };
-                written.map_err(|error| format!("cannot write memory at {offset}: {error}"))
+            let zero = super::prefault::with_memory_before_its_run(&view, |memory| {
+                stored.read_into(memory, &|offset, len| prefault.chunk(offset, len))
             })?;
+            // Grown pages are zero already; the module's own may hold its
+            // data segments.
+            for offset in zero.into_iter().filter(|offset| *offset < initial) {
+                let len = u64::from(stored.manifest.chunk_size).min(initial - offset);
+                view.write(offset, &vec![0; len as usize])
+                    .map_err(|error| format!("cannot write memory at {offset}: {error}"))?;
+            }
             tracing::debug!(
                 bytes = stored.manifest.memory_bytes,
                 micros = began.elapsed().as_micros() as u64,

@@ -5,15 +5,32 @@
 //! first write: a fault per 4 KiB page, all on the thread that writes into
 //! the instance. One `MADV_POPULATE_WRITE` call does the same for a chunk's
 //! pages without the faults, and it can run on any thread: the store's
-//! reader calls [`Prefault::chunk`] on the thread that decodes a chunk,
-//! before it decodes it, so on a machine with two cores the helper thread
-//! that decodes half of the chunks also prepares their pages, and the
-//! instance's copy finds them ready. Only stored chunks are populated:
+//! reader calls [`Prefault::chunk`] on the thread that decodes a chunk
+//! into place, before it reads it, so on a machine with two cores each
+//! decoding thread prepares the pages of its own chunks. Only stored chunks are populated:
 //! all-zero chunks stay unpopulated, as they would without it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use wasmer::MemoryView;
+
 use super::dirty::populate_for_write;
+
+/// Runs `write` on the whole linear memory of an instance whose guest has
+/// not run yet: a restore fills it from the instance's thread and a helper,
+/// chunk by chunk (`CheckpointStore::read_memory_into` hands each thread
+/// disjoint parts of it).
+#[allow(unsafe_code)]
+pub(super) fn with_memory_before_its_run<T>(view: &MemoryView<'_>, write: impl FnOnce(&mut [u8]) -> T) -> T {
+    // SAFETY: the slice is the memory's current extent, which nothing
+    // resizes or unmaps while `view` borrows the store. No other reference
+    // to these bytes is alive while `write` runs: the guest has not been
+    // entered (a restore runs before its first call, on its thread), host
+    // functions run only inside guest calls, and `write` cannot reach
+    // `view`'s store.
+    let memory = unsafe { view.data_unchecked_mut() };
+    write(memory)
+}
 
 /// Populates the pages of the chunks of a memory at a fixed address.
 pub(super) struct Prefault {

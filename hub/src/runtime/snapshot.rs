@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+use ferry_migrator::checkpoint::CheckpointStore;
 use ferry_migrator::checkpoint::store::BeforeEach;
-use ferry_migrator::checkpoint::{CheckpointError, CheckpointStore};
 use ferry_proto::internal::v1::CheckpointManifest;
 
 /// The value of one exported mutable global.
@@ -121,32 +121,15 @@ pub struct StoredMemory {
 }
 
 impl StoredMemory {
-    /// Streams the memory into `sink(offset, chunk)` (`None`: all zero).
-    pub fn read(&self, sink: impl FnMut(u64, Option<&[u8]>) -> Result<(), String>) -> Result<(), String> {
-        self.read_with(&|_, _| {}, sink)
-    }
-
-    /// [`StoredMemory::read`], running `before_each(offset, len)` for each
-    /// stored chunk on the thread that decodes it, before it does.
-    pub fn read_with(
-        &self,
-        before_each: BeforeEach<'_>,
-        mut sink: impl FnMut(u64, Option<&[u8]>) -> Result<(), String>,
-    ) -> Result<(), String> {
+    /// Decodes the memory into `memory` (as long as it), each stored chunk
+    /// straight into its place, on two threads for a large one, running
+    /// `before_each(offset, len)` for each chunk on the thread that decodes
+    /// it; returns the offsets of the all-zero chunks, which it leaves as
+    /// they were.
+    pub fn read_into(&self, memory: &mut [u8], before_each: BeforeEach<'_>) -> Result<Vec<u64>, String> {
         self.store
-            .read_memory_with(&self.manifest, before_each, |offset, chunk| {
-                sink(offset, chunk).map_err(StoreReadError)
-            })
-            .map_err(|error| error.0)
-    }
-}
-
-/// Why reading a stored memory failed, as text.
-struct StoreReadError(String);
-
-impl From<CheckpointError> for StoreReadError {
-    fn from(error: CheckpointError) -> StoreReadError {
-        StoreReadError(error.to_string())
+            .read_memory_into(&self.manifest, memory, before_each)
+            .map_err(|error| error.to_string())
     }
 }
 
@@ -195,12 +178,8 @@ impl SnapshotMemory {
             SnapshotMemory::Whole(bytes) => bytes,
             SnapshotMemory::Stored(stored) => {
                 let mut bytes = vec![0; stored.manifest.memory_bytes as usize];
-                stored.read(|offset, chunk| {
-                    if let Some(chunk) = chunk {
-                        bytes[offset as usize..offset as usize + chunk.len()].copy_from_slice(chunk);
-                    }
-                    Ok(())
-                })?;
+                // Zero chunks stay as allocated.
+                stored.read_into(&mut bytes, &|_, _| {})?;
                 bytes
             }
         };

@@ -15,12 +15,14 @@
 //! It also has [`populate_for_write`], the `madvise` a restore uses to have
 //! the kernel allocate the pages it is about to fill in one call.
 //!
-//! This is the only module of the hub with `unsafe` code: two syscalls and
-//! four ioctls on plain structs, and that `madvise`. It never dereferences
-//! the watched range — the addresses are only handed to the kernel — so a
-//! wrong address gives an error (`EINVAL`, `EPERM`, `ENOMEM`), never
-//! undefined behaviour. Guest memory is still read and written only through
-//! Wasmer's safe views.
+//! `unsafe` code here: two syscalls and four ioctls on plain structs, and
+//! that `madvise`. It never dereferences the watched range — the addresses
+//! are only handed to the kernel — so a wrong address gives an error
+//! (`EINVAL`, `EPERM`, `ENOMEM`), never undefined behaviour. Guest memory
+//! is read and written through Wasmer's safe views, except by a restore,
+//! which decodes into the memory of an instance not yet run
+//! (`prefault::with_memory_before_its_run`, the hub's one other use of
+//! `unsafe` beside loading compiled artifacts).
 #![allow(unsafe_code)]
 
 use std::fs::File;

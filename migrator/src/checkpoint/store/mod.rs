@@ -275,50 +275,51 @@ impl CheckpointStore {
         delta.apply(&pages, destination).map_err(corrupt)
     }
 
-    /// [`CheckpointStore::decode_into`] into `slot[1..]` (`slot` is one byte
-    /// longer than the chunk), reading a raw chunk's body straight into
-    /// `slot` — its codec byte lands in `slot[0]` — instead of into a buffer
-    /// and copying it over: a restore of incompressible memory moves each
-    /// byte once before the instance's copy. `scratch` holds other bodies.
-    pub(super) fn decode_in_slot(
+    /// [`CheckpointStore::decode_into`] straight into `destination` (the
+    /// chunk's place in a restored memory, or a decoding buffer): a raw
+    /// chunk's body is read from its pack with its codec byte apart and its
+    /// bytes in place, so each byte moves once; other bodies go through
+    /// `scratch`.
+    pub(super) fn decode_in_place(
         &self,
         hash: &ChunkHash,
         decoder: &mut ChunkDecoder,
         scratch: &mut Vec<u8>,
-        slot: &mut [u8],
+        destination: &mut [u8],
     ) -> Result<(), CheckpointError> {
         let corrupt = |reason: String| CheckpointError::corrupt(format!("chunk {hash}"), reason);
-        // `Some(len)`: a packed body of `len` bytes, read into `slot` when it
-        // is as long, else into `scratch`; `None`: a delta or an inline body.
+        let mut codec = [0u8; 1];
+        // `Some(None)`: a body of a chunk and a byte, read into `codec` and
+        // `destination`; `Some(Some(len))`: another packed body, in
+        // `scratch[..len]`; `None`: a delta or an inline body.
         let read = self.read_located(hash, |located| {
             let Located::Packed(location, None) = located else {
                 return Ok(None);
             };
             let len = location.len as usize;
-            if len == slot.len() {
-                self.packs.read_into(&location, slot)?;
-            } else {
-                if scratch.len() < len {
-                    scratch.resize(len, 0);
-                }
-                self.packs.read_into(&location, &mut scratch[..len])?;
+            if len == destination.len() + 1 {
+                self.packs.read_split_into(&location, &mut codec, destination)?;
+                return Ok(Some(None));
             }
-            Ok(Some(len))
+            if scratch.len() < len {
+                scratch.resize(len, 0);
+            }
+            self.packs.read_into(&location, &mut scratch[..len])?;
+            Ok(Some(Some(len)))
         })?;
-        let len = match read {
-            None => return Err(CheckpointError::ChunkMissing { hash: *hash }),
-            Some(None) => return self.decode_into(hash, decoder, &mut slot[1..]),
-            Some(Some(len)) => len,
-        };
-        if len == slot.len() {
-            if slot[0] == super::codec::CODEC_RAW {
-                return Ok(());
+        match read {
+            None => Err(CheckpointError::ChunkMissing { hash: *hash }),
+            Some(None) => self.decode_into(hash, decoder, destination),
+            Some(Some(None)) if codec[0] == super::codec::CODEC_RAW => Ok(()),
+            Some(Some(None)) => {
+                // A frame exactly a chunk and a byte long: decode it from the side.
+                scratch.clear();
+                scratch.extend_from_slice(&codec);
+                scratch.extend_from_slice(destination);
+                decoder.decode_into(scratch, destination).map_err(corrupt)
             }
-            // A frame exactly a chunk and a byte long: decode it from the side.
-            scratch.clear();
-            scratch.extend_from_slice(slot);
+            Some(Some(Some(len))) => decoder.decode_into(&scratch[..len], destination).map_err(corrupt),
         }
-        decoder.decode_into(&scratch[..len], &mut slot[1..]).map_err(corrupt)
     }
 
     /// The stored (encoded) bytes of a chunk, and what they apply to when

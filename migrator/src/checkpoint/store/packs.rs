@@ -33,7 +33,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::ErrorKind;
+use std::hash::Hasher;
+use std::io::{ErrorKind, IoSliceMut};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -390,6 +391,62 @@ impl Packs {
             Err(source) => return Err(ReadFailure::Io(pack_error(&self.path(location.pack), source))),
         }
         if XxHash3_64::oneshot(bytes) != location.check {
+            return Err(ReadFailure::Corrupt(format!(
+                "its bytes in pack {} at {} do not match their checksum",
+                location.pack, location.offset
+            )));
+        }
+        Ok(())
+    }
+
+    /// [`Packs::read_into`] with the body split in two: its first
+    /// `head.len()` bytes into `head`, the rest into `rest`, in one
+    /// `preadv` — a raw chunk's codec byte apart, its bytes straight into
+    /// their place in a restored memory.
+    pub(super) fn read_split_into(
+        &self,
+        location: &Location,
+        head: &mut [u8],
+        rest: &mut [u8],
+    ) -> Result<(), ReadFailure> {
+        debug_assert_eq!(head.len() + rest.len(), location.len as usize);
+        let file = self.reader(location.pack)?;
+        let io = |source: std::io::Error| ReadFailure::Io(pack_error(&self.path(location.pack), source));
+        let ended = || {
+            ReadFailure::Corrupt(format!(
+                "pack {} ends before its bytes {}..{}",
+                location.pack,
+                location.offset,
+                location.offset + u64::from(location.len)
+            ))
+        };
+        let mut done = loop {
+            let mut slices = [IoSliceMut::new(head), IoSliceMut::new(rest)];
+            match rustix::io::preadv(&*file, &mut slices, location.offset) {
+                Ok(read) => break read,
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(error) => return Err(io(error.into())),
+            }
+        };
+        // A short read (rare for a regular file): the rest one part at a time.
+        let total = head.len() + rest.len();
+        while done < total {
+            let (part, at) = if done < head.len() {
+                (&mut head[done..], done)
+            } else {
+                (&mut rest[done - head.len()..], done)
+            };
+            match file.read_at(part, location.offset + at as u64) {
+                Ok(0) => return Err(ended()),
+                Ok(read) => done += read,
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(error) => return Err(io(error)),
+            }
+        }
+        let mut check = XxHash3_64::new();
+        check.write(head);
+        check.write(rest);
+        if check.finish() != location.check {
             return Err(ReadFailure::Corrupt(format!(
                 "its bytes in pack {} at {} do not match their checksum",
                 location.pack, location.offset

@@ -1,22 +1,25 @@
 //! Reading a checkpoint's memory out of the store:
-//! [`CheckpointStore::load_memory`], [`CheckpointStore::read_memory`] (a
-//! restore, straight into an instance; `read_memory_with` runs a
-//! `before_each` on the decoding thread, with which a restore prepares the
-//! chunk's pages) and [`CheckpointStore::verify_memory`] (the check before
-//! one).
+//! [`CheckpointStore::read_memory_into`] (a restore, or a load: every
+//! stored chunk decoded straight into its place in the memory, by the
+//! thread that reads it; `before_each` runs on that thread first, with
+//! which a restore has the chunk's pages allocated),
+//! [`CheckpointStore::read_memory`] (chunk by chunk into a sink) and
+//! [`CheckpointStore::verify_memory`] (the check before a restore).
 //!
-//! A memory of many chunks is decoded on two threads: the caller's, and a
-//! helper that decodes groups of chunks ahead into buffers the caller then
-//! hands on; the caller decodes a group itself only when none waits.
-//! Inflating and hashing are most of a load (about 96 ms of zstd for a
-//! 64 MiB heap on this project's machine), and a restore or a hub's
-//! start-up has the cores to itself meanwhile. The sink still runs on the
-//! caller's thread only (a restore writes through an instance that must not
-//! leave it), so chunks reach it in no fixed order. A raw chunk is read
-//! from its pack straight into its decoding slot (`decode_in_slot`).
+//! A memory of many chunks is decoded on two threads. Into place, both
+//! take groups of chunks from one queue and write their own chunks: a raw
+//! (incompressible) chunk is read from its pack by one `preadv`, its codec
+//! byte apart and its bytes in place, so each byte moves once. To a sink,
+//! which runs on the caller's thread only, a helper decodes groups ahead
+//! into buffers the caller then hands on, and the caller decodes a group
+//! itself only when none waits; chunks reach the sink in no fixed order,
+//! and a raw chunk is read straight into its decoding buffer. Inflating and hashing are most of a load of
+//! compressible memory (about 96 ms of zstd for a 64 MiB heap on this
+//! project's machine), and a restore or a hub's start-up has the cores to
+//! itself meanwhile.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
+use std::sync::{Mutex, PoisonError, mpsc};
 
 use super::{CheckpointStore, memory_len};
 use crate::checkpoint::chunking::cores;
@@ -42,21 +45,15 @@ struct StoredChunk {
 }
 
 /// A group of chunks the helper decoded, with their bytes (each chunk in
-/// its slot: a byte then the chunk, at a multiple of [`slot_len`]).
+/// its slot, at a multiple of the chunk size).
 type Decoded<'a> = Result<(&'a [StoredChunk], Vec<u8>), CheckpointError>;
 
 /// Where decoded chunks go, on the caller's thread.
 type Sink<'a, E> = dyn FnMut(&StoredChunk, &[u8]) -> Result<(), E> + 'a;
 
-/// A decoding slot's length for chunks of `chunk_size` bytes: a byte for a
-/// raw body's codec, then the chunk (see `decode_in_slot`).
-fn slot_len(chunk_size: u32) -> usize {
-    chunk_size as usize + 1
-}
-
 /// What a reader runs, on the thread that decodes a chunk, before it
 /// decodes it: `(offset, len)` of the chunk in the memory. A restore has the
-/// chunk's pages allocated there, ahead of its own copy.
+/// chunk's pages allocated there, ahead of the read into them.
 pub type BeforeEach<'a> = &'a (dyn Fn(u64, usize) + Sync);
 
 /// A decoding thread's own buffers: its decoder, and room for bodies that
@@ -104,13 +101,8 @@ impl CheckpointStore {
     /// checked (see `trusted.rs`). Changes nothing, whatever it finds.
     pub fn load_memory(&self, manifest: &CheckpointManifest) -> Result<Vec<u8>, CheckpointError> {
         let mut memory = vec![0u8; memory_len(manifest)?];
-        self.read_memory(manifest, |offset, chunk| {
-            if let Some(bytes) = chunk {
-                let start = offset as usize;
-                memory[start..start + bytes.len()].copy_from_slice(bytes);
-            }
-            Ok::<(), CheckpointError>(())
-        })?;
+        // Zero chunks stay as allocated.
+        self.read_memory_into(manifest, &mut memory, &|_, _| {})?;
         Ok(memory)
     }
 
@@ -118,31 +110,102 @@ impl CheckpointStore {
     /// `sink(offset, chunk)`, on the caller's thread and in no fixed order:
     /// each chunk decoded and checked like [`CheckpointStore::load_memory`]
     /// does, `None` for an all-zero chunk. A few chunk-sized buffers, no
-    /// image of the whole memory: a restore writes each chunk straight into
-    /// the instance.
+    /// image of the whole memory.
     pub fn read_memory<E: From<CheckpointError>>(
         &self,
         manifest: &CheckpointManifest,
-        sink: impl FnMut(u64, Option<&[u8]>) -> Result<(), E>,
-    ) -> Result<(), E> {
-        self.read_memory_with(manifest, &|_, _| {}, sink)
-    }
-
-    /// [`CheckpointStore::read_memory`], running `before_each` for every
-    /// stored chunk on the thread that decodes it, before it decodes it.
-    pub fn read_memory_with<E: From<CheckpointError>>(
-        &self,
-        manifest: &CheckpointManifest,
-        before_each: BeforeEach<'_>,
         mut sink: impl FnMut(u64, Option<&[u8]>) -> Result<(), E>,
     ) -> Result<(), E> {
         let (stored, zero) = stored_chunks(manifest)?;
         for offset in zero {
             sink(offset, None)?;
         }
-        self.decode_chunks(manifest, &stored, before_each, |chunk, bytes| {
+        self.decode_chunks(manifest, &stored, &|_, _| {}, |chunk, bytes| {
             sink(chunk.offset, Some(bytes))
         })
+    }
+
+    /// Decodes the memory `manifest` describes straight into `memory` (as
+    /// long as it): each stored chunk checked like
+    /// [`CheckpointStore::load_memory`] does and written once, into its
+    /// place, by the thread that reads it — many chunks on two threads, both
+    /// reading and writing. `before_each(offset, len)` runs on that thread
+    /// first. All-zero chunks are not written: their offsets are returned.
+    /// On an error `memory` holds some chunks and not others.
+    pub fn read_memory_into(
+        &self,
+        manifest: &CheckpointManifest,
+        memory: &mut [u8],
+        before_each: BeforeEach<'_>,
+    ) -> Result<Vec<u64>, CheckpointError> {
+        let len = memory_len(manifest)?;
+        if memory.len() != len {
+            return Err(CheckpointError::InvalidCheckpoint {
+                reason: format!(
+                    "{} holds {len} bytes of memory, the instance {}",
+                    describe(manifest),
+                    memory.len()
+                ),
+            });
+        }
+        let (stored, zero) = stored_chunks(manifest)?;
+        let mut places: Vec<Option<&mut [u8]>> = memory.chunks_mut(manifest.chunk_size as usize).map(Some).collect();
+        let mut work = Vec::with_capacity(stored.len());
+        for chunk in &stored {
+            let place = places.get_mut(chunk.index).and_then(Option::take).ok_or_else(|| {
+                CheckpointError::InvalidCheckpoint {
+                    reason: format!(
+                        "{} lists chunk {} twice or past its end",
+                        describe(manifest),
+                        chunk.index
+                    ),
+                }
+            })?;
+            work.push((chunk, place));
+        }
+        let two_threads = work.len() >= PARALLEL_FROM && cores() >= 2;
+        let mut groups = Vec::with_capacity(work.len().div_ceil(GROUP));
+        let mut work = work.into_iter().peekable();
+        while work.peek().is_some() {
+            groups.push(work.by_ref().take(GROUP).collect::<Vec<_>>());
+        }
+        let queue = Mutex::new(groups.into_iter());
+        let stop = AtomicBool::new(false);
+        // Takes groups until none is left or a chunk failed anywhere.
+        let decode = |verified: &mut Vec<ChunkHash>| -> Result<(), CheckpointError> {
+            let mut decoding = Decoding::new(before_each)?;
+            while !stop.load(Ordering::Relaxed) {
+                let Some(group) = queue.lock().unwrap_or_else(PoisonError::into_inner).next() else {
+                    break;
+                };
+                for (chunk, place) in group {
+                    if let Err(error) = self.decode_chunk_in_place(manifest, chunk, &mut decoding, place, verified) {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(error);
+                    }
+                }
+            }
+            Ok(())
+        };
+        let mut verified = Vec::new();
+        let result = if two_threads {
+            std::thread::scope(|scope| {
+                let helper = scope.spawn(|| {
+                    let mut verified = Vec::new();
+                    let result = decode(&mut verified);
+                    (result, verified)
+                });
+                let own = decode(&mut verified);
+                let (helper_result, helper_verified) =
+                    helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                verified.extend(helper_verified);
+                own.and(helper_result)
+            })
+        } else {
+            decode(&mut verified)
+        };
+        self.trusted.trust(verified);
+        result.map(|()| zero)
     }
 
     /// Checks, without keeping any of it, that the memory `manifest`
@@ -179,7 +242,7 @@ impl CheckpointStore {
         let result = if two_threads {
             self.decode_on_two_threads(manifest, chunks, before_each, &mut verified, &mut each)
         } else {
-            let mut buffer = vec![0u8; slot_len(manifest.chunk_size)];
+            let mut buffer = vec![0u8; manifest.chunk_size as usize];
             let mut decoding = Decoding::new(before_each)?;
             chunks.iter().try_for_each(|chunk| {
                 let bytes = self.decode_chunk(manifest, chunk, &mut decoding, &mut buffer, &mut verified)?;
@@ -204,7 +267,7 @@ impl CheckpointStore {
         verified: &mut Vec<ChunkHash>,
         each: &mut impl FnMut(&StoredChunk, &[u8]) -> Result<(), E>,
     ) -> Result<(), E> {
-        let stride = slot_len(manifest.chunk_size);
+        let stride = manifest.chunk_size as usize;
         let groups: Vec<&[StoredChunk]> = chunks.chunks(GROUP).collect();
         let next = AtomicUsize::new(0);
         let stop = AtomicBool::new(false);
@@ -243,7 +306,7 @@ impl CheckpointStore {
             let hand_on = |message: Decoded<'_>, each: &mut Sink<'_, E>| {
                 let (group, buffer) = message?;
                 for (chunk, slot) in group.iter().zip(buffer.chunks(stride)) {
-                    each(chunk, &slot[1..=chunk.len])?;
+                    each(chunk, &slot[..chunk.len])?;
                 }
                 let _ = give_back.send(buffer);
                 Ok::<(), E>(())
@@ -281,9 +344,9 @@ impl CheckpointStore {
         })
     }
 
-    /// `chunk` of `manifest` decoded into `slot` (at least a byte longer
-    /// than the chunk) and — unless this store trusts it — checked against
-    /// its hash (and noted in `verified`): the chunk's bytes, `slot[1..]`.
+    /// `chunk` of `manifest` decoded into `slot` (at least a chunk long)
+    /// and — unless this store trusts it — checked against its hash (and
+    /// noted in `verified`): the chunk's bytes, the start of `slot`.
     fn decode_chunk<'s>(
         &self,
         manifest: &CheckpointManifest,
@@ -293,15 +356,46 @@ impl CheckpointStore {
         verified: &mut Vec<ChunkHash>,
     ) -> Result<&'s [u8], CheckpointError> {
         let StoredChunk {
-            index,
-            ref hash,
-            len,
-            offset,
+            ref hash, len, offset, ..
         } = *chunk;
         (decoding.before_each)(offset, len);
-        let slot = &mut slot[..=len];
+        let slot = &mut slot[..len];
+        let decoded = self.decode_in_place(hash, &mut decoding.decoder, &mut decoding.scratch, slot);
+        let bytes = &*slot;
+        self.check_decoded(manifest, chunk, decoded, bytes, verified)?;
+        Ok(bytes)
+    }
+
+    /// [`CheckpointStore::decode_chunk`] straight into `place`, the chunk's
+    /// bytes in the memory being restored.
+    fn decode_chunk_in_place(
+        &self,
+        manifest: &CheckpointManifest,
+        chunk: &StoredChunk,
+        decoding: &mut Decoding<'_>,
+        place: &mut [u8],
+        verified: &mut Vec<ChunkHash>,
+    ) -> Result<(), CheckpointError> {
+        (decoding.before_each)(chunk.offset, chunk.len);
+        let decoded = self.decode_in_place(&chunk.hash, &mut decoding.decoder, &mut decoding.scratch, place);
+        self.check_decoded(manifest, chunk, decoded, place, verified)
+    }
+
+    /// What `decoded` (the outcome of decoding `chunk` into `bytes`) means:
+    /// a missing or damaged body, or `bytes` checked against the chunk's
+    /// hash unless this store trusts it (and noted in `verified`). Each
+    /// failure is logged with the checkpoint it belongs to.
+    fn check_decoded(
+        &self,
+        manifest: &CheckpointManifest,
+        chunk: &StoredChunk,
+        decoded: Result<(), CheckpointError>,
+        bytes: &[u8],
+        verified: &mut Vec<ChunkHash>,
+    ) -> Result<(), CheckpointError> {
+        let StoredChunk { index, ref hash, .. } = *chunk;
         let what = || format!("chunk {index} ({hash}) of {}", describe(manifest));
-        match self.decode_in_slot(hash, &mut decoding.decoder, &mut decoding.scratch, slot) {
+        match decoded {
             Ok(()) => {}
             Err(CheckpointError::ChunkMissing { hash }) => {
                 tracing::warn!(checkpoint = %describe(manifest), chunk = index, %hash, "checkpoint chunk missing");
@@ -313,7 +407,6 @@ impl CheckpointStore {
             }
             Err(error) => return Err(error),
         }
-        let bytes = &slot[1..];
         let trusted = self.trusted.contains(hash);
         if let Err(reason) = if trusted { Ok(()) } else { verify_chunk(bytes, hash) } {
             tracing::warn!(what = %what(), %reason, "checkpoint chunk does not verify");
@@ -322,6 +415,6 @@ impl CheckpointStore {
         if !trusted {
             verified.push(*hash);
         }
-        Ok(bytes)
+        Ok(())
     }
 }

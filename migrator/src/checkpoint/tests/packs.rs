@@ -148,7 +148,7 @@ fn a_damaged_chunk_fails_a_load_on_two_threads_wherever_it_is_and_a_failing_sink
 }
 
 #[test]
-fn a_read_runs_before_each_once_for_every_stored_chunk_before_handing_it_on() {
+fn a_read_into_place_fills_every_stored_chunk_once_and_leaves_zero_chunks_as_they_were() {
     // About 150 stored chunks, a third of them raw (read in place): two threads.
     let image = memory(16, 833);
     let db = TempDb::new();
@@ -158,36 +158,50 @@ fn a_read_runs_before_each_once_for_every_stored_chunk_before_handing_it_on() {
     });
     let (manifest, _, _) = store.put(template("prepared", 1), &image, None).unwrap();
     let prepared = std::sync::Mutex::new(Vec::new());
-    let mut read = vec![0u8; image.len()];
-    let mut handed_on_unprepared = 0;
-    store
-        .read_memory_with(
-            &manifest,
-            &|offset, len| prepared.lock().unwrap().push((offset, len)),
-            |offset, chunk| {
-                if let Some(bytes) = chunk {
-                    let start = offset as usize;
-                    if !prepared.lock().unwrap().contains(&(offset, bytes.len())) {
-                        handed_on_unprepared += 1;
-                    }
-                    read[start..start + bytes.len()].copy_from_slice(bytes);
-                }
-                Ok::<(), CheckpointError>(())
-            },
-        )
+    // What the memory held before: zero chunks keep it, the caller clears them.
+    let mut read = vec![0xA5u8; image.len()];
+    let zero = store
+        .read_memory_into(&manifest, &mut read, &|offset, len| {
+            prepared.lock().unwrap().push((offset, len))
+        })
         .unwrap();
-    assert_eq!(read, image);
-    assert_eq!(handed_on_unprepared, 0);
-    let mut prepared = prepared.into_inner().unwrap();
-    prepared.sort_unstable();
-    let stored: Vec<(u64, usize)> = image
+    let chunks: Vec<(u64, &[u8])> = image
         .chunks(TEST_CHUNK_SIZE as usize)
         .enumerate()
+        .map(|(index, chunk)| ((index * TEST_CHUNK_SIZE as usize) as u64, chunk))
+        .collect();
+    let stored: Vec<(u64, usize)> = chunks
+        .iter()
         .filter(|(_, chunk)| chunk.iter().any(|&byte| byte != 0))
-        .map(|(index, chunk)| ((index * TEST_CHUNK_SIZE as usize) as u64, chunk.len()))
+        .map(|(offset, chunk)| (*offset, chunk.len()))
+        .collect();
+    let zero_chunks: Vec<u64> = chunks
+        .iter()
+        .filter(|(_, chunk)| chunk.iter().all(|&byte| byte == 0))
+        .map(|(offset, _)| *offset)
         .collect();
     assert!(stored.len() >= 64, "the read must take the two-thread path");
+    assert!(!zero_chunks.is_empty(), "the image must hold zero chunks");
+    assert_eq!(zero, zero_chunks);
+    for (offset, chunk) in chunks {
+        let place = &read[offset as usize..offset as usize + chunk.len()];
+        if zero_chunks.contains(&offset) {
+            assert!(
+                place.iter().all(|&byte| byte == 0xA5),
+                "zero chunk at {offset} was written"
+            );
+        } else {
+            assert_eq!(place, chunk, "chunk at {offset}");
+        }
+    }
+    let mut prepared = prepared.into_inner().unwrap();
+    prepared.sort_unstable();
     assert_eq!(prepared, stored, "once for each stored chunk, never for a zero one");
+    // A memory of another size is refused, not half written.
+    let mut short = vec![0u8; image.len() - 4096];
+    let error = store.read_memory_into(&manifest, &mut short, &|_, _| {}).unwrap_err();
+    assert!(matches!(error, CheckpointError::InvalidCheckpoint { .. }), "{error:?}");
+    assert!(short.iter().all(|&byte| byte == 0));
 }
 
 #[test]
