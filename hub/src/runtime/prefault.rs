@@ -24,10 +24,10 @@ use super::dirty::populate_for_write;
 pub(super) fn with_memory_before_its_run<T>(view: &MemoryView<'_>, write: impl FnOnce(&mut [u8]) -> T) -> T {
     // SAFETY: the slice is the memory's current extent, which nothing
     // resizes or unmaps while `view` borrows the store. No other reference
-    // to these bytes is alive while `write` runs: the guest has not been
-    // entered (a restore runs before its first call, on its thread), host
-    // functions run only inside guest calls, and `write` cannot reach
-    // `view`'s store.
+    // to these bytes is alive while `write` runs: no guest code runs (a
+    // restore comes right after instantiation, on the instance's thread,
+    // before its first call), host functions run only inside guest calls,
+    // and `write` cannot reach `view`'s store.
     let memory = unsafe { view.data_unchecked_mut() };
     write(memory)
 }
