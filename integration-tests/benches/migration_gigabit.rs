@@ -22,7 +22,8 @@
 //! `target/debug/ferry`): build it first with `cargo build -p ferry-hub --bins`.
 //!
 //! Run: `cargo bench --profile dev -p ferry-integration-tests --bench migration_gigabit`
-//! (`-- --trials N`, default 3).
+//! (`-- --trials N`, default 3; `-- --logs` also prints each move's
+//! per-round lines from both hubs' logs: capture, hashing, answer, send).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -58,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let mut trials = 3;
+    let logs = args.iter().any(|arg| arg == "--logs");
     let mut rest = args.iter().skip(1);
     while let Some(arg) = rest.next() {
         if arg == "--trials" {
@@ -71,10 +73,10 @@ fn main() -> anyhow::Result<()> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?
-        .block_on(run(trials))
+        .block_on(run(trials, logs))
 }
 
-async fn run(trials: usize) -> anyhow::Result<()> {
+async fn run(trials: usize, logs: bool) -> anyhow::Result<()> {
     println!("## A first move of a fresh hotheap 64 MiB over a 1 Gbit/s link vs a raw TCP copy of as many bytes\n");
     println!(
         "| fill | trial | memory | sent | rounds | move ms | raw copy ms (median of {RAW_COPIES}) | **move / raw** | move MB/s | raw MB/s |"
@@ -82,7 +84,7 @@ async fn run(trials: usize) -> anyhow::Result<()> {
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut medians = Vec::new();
     for fill in FILLS {
-        medians.push((fill, trials_of(fill, trials).await?));
+        medians.push((fill, trials_of(fill, trials, logs).await?));
     }
     println!();
     for (fill, median) in medians {
@@ -98,7 +100,8 @@ async fn run(trials: usize) -> anyhow::Result<()> {
 const FILLS: [&str; 2] = ["words", "records"];
 
 /// `trials` moves of a `fill` heap, each on a fresh LAN; the median ratio.
-async fn trials_of(fill: &str, trials: usize) -> anyhow::Result<f64> {
+/// With `logs`, each move's round lines from both hubs follow its row.
+async fn trials_of(fill: &str, trials: usize, logs: bool) -> anyhow::Result<f64> {
     let mut ratios = Vec::new();
     for trial in 1..=trials {
         let lan = Lan::new(2)?;
@@ -140,9 +143,29 @@ async fn trials_of(fill: &str, trials: usize) -> anyhow::Result<f64> {
             memory as f64 / raw_micros as f64,
         );
         ratios.push(ratio);
+        if logs {
+            print_round_lines(&hubs);
+        }
     }
     ratios.sort_by(f64::total_cmp);
     Ok(ratios[ratios.len() / 2])
+}
+
+/// The moves' per-round debug lines of each hub, without their timestamp
+/// and span.
+fn print_round_lines(hubs: &[HubProcess]) {
+    for (index, hub) in hubs.iter().enumerate() {
+        let log = hub.agent_log();
+        let rounds = log
+            .lines()
+            .filter(|line| line.contains("round sent") || line.contains("round answered"));
+        for line in rounds {
+            println!(
+                "    hub-{index}: {}",
+                line.split_once("}: ").map_or(line, |(_, rest)| rest)
+            );
+        }
+    }
 }
 
 /// Limits what host `index` sends to 1 Gbit/s.
