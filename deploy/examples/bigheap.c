@@ -19,20 +19,10 @@
 #include <stdlib.h>
 
 #include "ferry.h"
+#include "args.h"
 
 #define WRITES_PER_ROUND 4096
 #define SLEEP_MS 100
-
-static int parse_u64(const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || s[0] == '-') {
-        return -1;
-    }
-    *out = (uint64_t)v;
-    return 0;
-}
 
 static uint64_t lcg_state = 0x2545F4914F6CDD1DULL;
 

@@ -28,19 +28,9 @@
 #include <string.h>
 
 #include "ferry.h"
+#include "args.h"
 
 #define SLEEP_MS 10
-
-static int parse_u64(const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || s[0] == '-') {
-        return -1;
-    }
-    *out = (uint64_t)v;
-    return 0;
-}
 
 /* Fills `bytes` with lines of text made from a deterministic sequence. */
 static void fill_records(char *bytes, size_t len) {

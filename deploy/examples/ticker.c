@@ -17,6 +17,7 @@
 #include <time.h>
 
 #include "ferry.h"
+#include "args.h"
 
 static uint64_t monotonic_ms(void) {
     struct timespec ts;
@@ -24,17 +25,6 @@ static uint64_t monotonic_ms(void) {
         return 0;
     }
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static int parse_u64(const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || s[0] == '-') {
-        return -1;
-    }
-    *out = (uint64_t)v;
-    return 0;
 }
 
 int main(int argc, char **argv) {

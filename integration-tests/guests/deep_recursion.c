@@ -31,6 +31,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "args.h"
+
 #define DESCENTS 16
 #define BOTTOM_ITERS 1500000
 #define LEVEL_ITERS 450
@@ -41,17 +43,6 @@ static level_fn table[4];
 /* volatile: the loop counts are not folded into the code. */
 static volatile int32_t bottom_iters = BOTTOM_ITERS;
 static volatile int32_t level_iters = LEVEL_ITERS;
-
-static int parse_u64(const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || s[0] == '-') {
-        return -1;
-    }
-    *out = (uint64_t)v;
-    return 0;
-}
 
 static inline uint64_t mix(uint64_t h, uint64_t v) {
     h ^= v + 0x9E3779B97F4A7C15ULL + (h << 6) + (h >> 2);

@@ -30,6 +30,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "args.h"
+
 #define NBODIES 5
 #define PI 3.141592653589793
 #define SOLAR_MASS (4 * PI * PI)
@@ -60,17 +62,6 @@ static float logistic_f = 0.2f;
 static uint64_t lcg_state = 0x853C49E6748FEA9BULL;
 static long double ld_sum = 0;
 static uint64_t ld_k = 1;
-
-static int parse_u64(const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || s[0] == '-') {
-        return -1;
-    }
-    *out = (uint64_t)v;
-    return 0;
-}
 
 static void advance(double dt) {
     for (int i = 0; i < NBODIES; i++) {

@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "args.h"
+
 #define BLOCK (1024 * 1024)
 #define BLOCK_WORDS (BLOCK / sizeof(uint64_t))
 #define MAX_MIB 1024
@@ -33,17 +35,6 @@
 
 static uint64_t small[SMALL_WORDS];
 static uint64_t *blocks[MAX_MIB];
-
-static int parse_u64(const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || s[0] == '-') {
-        return -1;
-    }
-    *out = (uint64_t)v;
-    return 0;
-}
 
 static unsigned long pages(void) {
     return (unsigned long)__builtin_wasm_memory_size(0);

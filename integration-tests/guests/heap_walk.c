@@ -25,6 +25,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "args.h"
+
 struct node {
     struct node *next;
     uint32_t id;
@@ -38,17 +40,6 @@ static uint64_t rng = 0x9E3779B97F4A7C15ULL;
 static uint32_t lcg(void) {
     rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
     return (uint32_t)(rng >> 32);
-}
-
-static int parse_u64(const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || s[0] == '-') {
-        return -1;
-    }
-    *out = (uint64_t)v;
-    return 0;
 }
 
 int main(int argc, char **argv) {

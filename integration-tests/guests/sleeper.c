@@ -30,22 +30,12 @@
 #include <time.h>
 
 #include "ferry.h"
+#include "args.h"
 
 #define COMPUTE_ITERS 1500000
 
 static uint64_t last_ns;
 static unsigned long backwards;
-
-static int parse_u64(const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || s[0] == '-') {
-        return -1;
-    }
-    *out = (uint64_t)v;
-    return 0;
-}
 
 /* Reads CLOCK_MONOTONIC in ns and counts readings below the previous one. */
 static uint64_t mono_ns(int *went_back) {

@@ -22,21 +22,11 @@
 #include <stdlib.h>
 
 #include "ferry.h"
+#include "args.h"
 
 #define BLOCK_WORDS (65536 / 8)
 #define WRITES_PER_PASS 16
 #define SLEEP_MS 5
-
-static int parse_u64(const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || s[0] == '-') {
-        return -1;
-    }
-    *out = (uint64_t)v;
-    return 0;
-}
 
 static uint64_t fnv(uint64_t h, uint64_t word) {
     for (int i = 0; i < 8; i++) {

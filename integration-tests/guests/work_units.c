@@ -16,16 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-static int parse_u64(const char *s, uint64_t *out) {
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || s[0] == '-') {
-        return -1;
-    }
-    *out = (uint64_t)v;
-    return 0;
-}
+#include "args.h"
 
 static uint64_t mix(uint64_t x) {
     x ^= x >> 33;
