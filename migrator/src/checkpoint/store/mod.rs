@@ -288,37 +288,42 @@ impl CheckpointStore {
         destination: &mut [u8],
     ) -> Result<(), CheckpointError> {
         let corrupt = |reason: String| CheckpointError::corrupt(format!("chunk {hash}"), reason);
+        /// Where `read_located` left a chunk's body.
+        enum Read {
+            /// A chunk and a byte: the byte in `codec`, the rest in `destination`.
+            Split,
+            /// Another packed body, in `scratch[..len]`.
+            InScratch(usize),
+            /// A delta or an inline body: not read yet.
+            Elsewhere,
+        }
         let mut codec = [0u8; 1];
-        // `Some(None)`: a body of a chunk and a byte, read into `codec` and
-        // `destination`; `Some(Some(len))`: another packed body, in
-        // `scratch[..len]`; `None`: a delta or an inline body.
         let read = self.read_located(hash, |located| {
             let Located::Packed(location, None) = located else {
-                return Ok(None);
+                return Ok(Read::Elsewhere);
             };
             let len = location.len as usize;
             if len == destination.len() + 1 {
                 self.packs.read_split_into(&location, &mut codec, destination)?;
-                return Ok(Some(None));
+                return Ok(Read::Split);
             }
             if scratch.len() < len {
                 scratch.resize(len, 0);
             }
             self.packs.read_into(&location, &mut scratch[..len])?;
-            Ok(Some(Some(len)))
+            Ok(Read::InScratch(len))
         })?;
-        match read {
-            None => Err(CheckpointError::ChunkMissing { hash: *hash }),
-            Some(None) => self.decode_into(hash, decoder, destination),
-            Some(Some(None)) if codec[0] == super::codec::CODEC_RAW => Ok(()),
-            Some(Some(None)) => {
+        match read.ok_or(CheckpointError::ChunkMissing { hash: *hash })? {
+            Read::Elsewhere => self.decode_into(hash, decoder, destination),
+            Read::Split if codec[0] == super::codec::CODEC_RAW => Ok(()),
+            Read::Split => {
                 // A frame exactly a chunk and a byte long: decode it from the side.
                 scratch.clear();
                 scratch.extend_from_slice(&codec);
                 scratch.extend_from_slice(destination);
                 decoder.decode_into(scratch, destination).map_err(corrupt)
             }
-            Some(Some(Some(len))) => decoder.decode_into(&scratch[..len], destination).map_err(corrupt),
+            Read::InScratch(len) => decoder.decode_into(&scratch[..len], destination).map_err(corrupt),
         }
     }
 

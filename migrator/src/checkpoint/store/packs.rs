@@ -373,30 +373,10 @@ impl Packs {
         Ok(bytes)
     }
 
-    /// [`Packs::read`] into `bytes`, which is exactly the location's length:
-    /// a restore reads a raw chunk straight into the buffer it hands on.
+    /// [`Packs::read`] into `bytes`, which is exactly the location's length
+    /// ([`Packs::read_split_into`] with nothing apart).
     pub(super) fn read_into(&self, location: &Location, bytes: &mut [u8]) -> Result<(), ReadFailure> {
-        debug_assert_eq!(bytes.len(), location.len as usize);
-        let file = self.reader(location.pack)?;
-        match file.read_exact_at(bytes, location.offset) {
-            Ok(()) => {}
-            Err(error) if error.kind() == ErrorKind::UnexpectedEof => {
-                return Err(ReadFailure::Corrupt(format!(
-                    "pack {} ends before its bytes {}..{}",
-                    location.pack,
-                    location.offset,
-                    location.offset + u64::from(location.len)
-                )));
-            }
-            Err(source) => return Err(ReadFailure::Io(pack_error(&self.path(location.pack), source))),
-        }
-        if XxHash3_64::oneshot(bytes) != location.check {
-            return Err(ReadFailure::Corrupt(format!(
-                "its bytes in pack {} at {} do not match their checksum",
-                location.pack, location.offset
-            )));
-        }
-        Ok(())
+        self.read_split_into(location, &mut [], bytes)
     }
 
     /// [`Packs::read_into`] with the body split in two: its first
