@@ -645,6 +645,9 @@ impl Arrival {
                 if !name.is_empty() {
                     tracing::info!(function = %name, reason = %why, "transfer ended before the commit; discarding");
                 }
+                // A volume still being laid out ahead of the seal would
+                // write its files after the removal below: let it finish.
+                let _ = self.prelaid().await;
                 if self.installed
                     && let Err(error) = self
                         .supervisor
