@@ -29,6 +29,7 @@ use crate::rebalance::policy::Settings;
 use crate::rebalance::run::Rebalancer;
 use crate::runtime::Runtime;
 use crate::service::HubService;
+use crate::store::dir_lock::{DataDirLock, DirLockError};
 use crate::store::reserve::DiskReserve;
 use crate::store::{Store, StoreError};
 use crate::supervisor::{HubIdentity, Supervisor, SupervisorConfig};
@@ -48,6 +49,8 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    DataDirLock(#[from] DirLockError),
     #[error("cannot open the store in {path}")]
     Store {
         path: PathBuf,
@@ -166,6 +169,8 @@ pub struct RunningHub {
     health: tonic_health::server::HealthReporter,
     stop_serving: tokio::sync::oneshot::Sender<()>,
     served: tokio::task::JoinHandle<Result<(), AgentError>>,
+    /// Held until the hub has shut down (see `store::dir_lock`).
+    data_dir_lock: DataDirLock,
 }
 
 impl RunningHub {
@@ -205,7 +210,7 @@ impl RunningHub {
         // A server that already ended has dropped the receiver; nothing to stop then.
         let _ = self.stop_serving.send(());
         let mut served = self.served;
-        match tokio::time::timeout(CONNECTION_DRAIN, &mut served).await {
+        let result = match tokio::time::timeout(CONNECTION_DRAIN, &mut served).await {
             Ok(Ok(result)) => result,
             Ok(Err(error)) => {
                 tracing::error!(%error, "server task failed");
@@ -216,7 +221,11 @@ impl RunningHub {
                 served.abort();
                 Ok(())
             }
-        }
+        };
+        // Gone before the lock is: a hub started next in this directory
+        // writes its own.
+        let _ = std::fs::remove_file(self.data_dir_lock.dir().join(ADDRESS_FILE));
+        result
     }
 }
 
@@ -244,6 +253,8 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         path: config.data_dir.clone(),
         source,
     })?;
+    // Before anything else in the directory: another hub may be using it.
+    let data_dir_lock = DataDirLock::acquire(&config.data_dir)?;
     let store_path = config.data_dir.join("db");
     // A full disk must not keep the hub from starting: the reserve gives
     // the database room to open.
@@ -514,6 +525,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
         health: health_reporter,
         stop_serving,
         served,
+        data_dir_lock,
     })
 }
 
@@ -556,13 +568,11 @@ async fn start_discovery(
 
 /// Runs a hub until SIGINT or SIGTERM, then shuts it down gracefully.
 pub async fn run(config: AgentConfig) -> Result<(), AgentError> {
-    let data_dir = config.data_dir.clone();
     let mut signals = ShutdownSignals::install()?;
     let hub = start(config).await?;
     let signal = signals.recv().await;
     tracing::info!(%signal, "shutting down");
     hub.shutdown().await?;
-    let _ = std::fs::remove_file(data_dir.join(ADDRESS_FILE));
     tracing::info!("hub stopped");
     Ok(())
 }

@@ -153,6 +153,71 @@ async fn restarted_hub_keeps_records_and_continues_what_was_running() {
 }
 
 #[tokio::test]
+async fn a_second_hub_on_the_same_data_directory_is_refused_and_leaves_the_first_untouched() {
+    use std::os::unix::fs::MetadataExt;
+
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    deploy(&hub, "examples/ticker.wasm", "ticker", &["--", "20"]);
+    wait_for_log(&hub, "ticker", "tick 1 ").await;
+    let reserve = hub.data_dir().join("reserve");
+    let reserve_before = eventually("the first hub's disk reserve", PATIENCE, || async {
+        std::fs::metadata(&reserve)
+            .ok()
+            .filter(|meta| meta.len() == 16 << 20)
+            .map(|meta| (meta.ino(), meta.len()))
+    })
+    .await
+    .unwrap();
+    let address_before = std::fs::read_to_string(hub.data_dir().join("hub.addr")).unwrap();
+
+    // The same command pasted twice, with another port.
+    let second = std::process::Command::new(ferry_integration_tests::ferry_binary())
+        .args([
+            "agent",
+            "--insecure",
+            "--no-mdns",
+            "--rebalance",
+            "off",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(hub.data_dir())
+        .output()
+        .unwrap();
+    assert!(
+        !second.status.success(),
+        "a second hub started on a data directory in use"
+    );
+    let text = stderr(&second);
+    let holder = format!("(process {})", hub.pid().unwrap());
+    assert!(
+        text.contains("is in use by another hub") && text.contains(&holder),
+        "{text}"
+    );
+
+    // The first hub: its reserve, its address file and its function as they were.
+    let reserve_after = std::fs::metadata(&reserve)
+        .map(|meta| (meta.ino(), meta.len()))
+        .unwrap();
+    assert_eq!(
+        reserve_after, reserve_before,
+        "the second hub touched the first one's disk reserve"
+    );
+    assert_eq!(
+        std::fs::read_to_string(hub.data_dir().join("hub.addr")).unwrap(),
+        address_before
+    );
+    assert_eq!(function(&hub, "ticker")["state"], "running");
+    let before = ticks_in(&stdout(&hub.ferry(&["logs", "ticker"]))).len();
+    eventually("the first hub's ticker to tick on", PATIENCE, || async {
+        (ticks_in(&stdout(&hub.ferry(&["logs", "ticker"]))).len() > before).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
 async fn second_deploy_of_a_module_and_a_deploy_after_restart_hit_the_artifact_cache() {
     let mut hub = HubProcess::start(HubOptions::default()).await.unwrap();
     let first = deploy(&hub, "examples/primes.wasm", "primes-a", &[]);

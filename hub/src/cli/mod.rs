@@ -270,7 +270,10 @@ pub async fn run_client(cli: Cli) -> ExitCode {
         // `ferry logs x | head` closing the pipe is not an error.
         Err(ClientError::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(ClientError::Hub(status)) if client::connection_broke(&status) => {
-            let tls = match cli_insecure {
+            // A plaintext client meets a TLS hub in the handshake; a hub
+            // that dies mid-answer broke a connection that had worked.
+            let handshake = !status.message().contains("reading a body");
+            let tls = match cli_insecure && handshake {
                 true => {
                     "; or, since --insecure speaks plaintext, the hub uses TLS: drop --insecure and use a credential"
                 }
@@ -283,19 +286,6 @@ pub async fn run_client(cli: Cli) -> ExitCode {
             );
             // README's table: 5, hub unreachable or unavailable.
             ExitCode::from(5)
-        }
-        Err(ClientError::Hub(status))
-            if cli_insecure
-                && matches!(
-                    status.code(),
-                    tonic::Code::Unknown | tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Internal
-                ) =>
-        {
-            eprintln!(
-                "error: {} (with --insecure the connection is plaintext: if the hub uses TLS, drop --insecure and use a credential)",
-                status.message()
-            );
-            ExitCode::from(ClientError::Hub(status).exit_code())
         }
         Err(error) => {
             eprintln!("error: {}", error.message());

@@ -4,6 +4,7 @@
 
 mod artifacts;
 mod blocking;
+pub mod dir_lock;
 mod functions;
 mod invocations;
 mod logs;
