@@ -424,6 +424,39 @@ async fn every_hub_forwards_requests_to_where_a_moved_function_runs() {
 }
 
 #[tokio::test]
+async fn a_function_removed_where_it_moved_to_is_gone_from_the_hub_it_left_too() {
+    let hubs = pair().await;
+    deploy(&hubs[0], "examples/echo.wasm", "echo", &[]);
+    let summary = migrate(&hubs[0], "echo", "hub-1").unwrap();
+    assert_eq!(summary["start_confirmed"], true, "{summary}");
+    assert_eq!(
+        ferry_integration_tests::function_info(&hubs[0], "echo")["forwarded"],
+        true
+    );
+    // Removed where it runs now, not through the hub it left.
+    expect_success(hubs[1].ferry(&["rm", "echo"]));
+    for hub in &hubs {
+        assert_eq!(
+            ferry_integration_tests::function_info(hub, "echo"),
+            serde_json::Value::Null,
+            "{}",
+            expect_success(hub.ferry(&["ps"]))
+        );
+    }
+    let logs = hubs[0].ferry(&["logs", "echo"]);
+    assert!(!logs.status.success());
+    assert!(String::from_utf8_lossy(&logs.stderr).contains("not found"), "{logs:?}");
+    // The name is free on the hub it left.
+    deploy(&hubs[0], "examples/echo.wasm", "echo", &[]);
+    let reply = expect_success(hubs[0].ferry(&["invoke", "echo", "--data", "again"]));
+    assert!(reply.contains("again"), "{reply}");
+    assert_eq!(
+        ferry_integration_tests::function_info(&hubs[0], "echo")["hub_name"],
+        "hub-0"
+    );
+}
+
+#[tokio::test]
 async fn a_restart_looks_for_the_state_a_move_left_behind_only_until_it_is_gone() {
     let mut hubs = pair().await;
     // Ticks and checkpoints every 200 ms: the source keeps checkpoints and logs.

@@ -193,10 +193,12 @@ impl HubApi {
 
     /// What `ps` shows for a function that moved away: the hub running it
     /// answers for it; if it cannot be reached, the pointer is shown.
-    pub(super) async fn moved_info(&self, local: FunctionInfo, hops: u32) -> FunctionInfo {
+    /// `None`: that hub, asked and identified, no longer has the function
+    /// (it was removed there), and the pointer here is forgotten.
+    pub(super) async fn moved_info(&self, local: FunctionInfo, hops: u32) -> Option<FunctionInfo> {
         let name = local.spec.as_ref().map(|spec| spec.name.clone()).unwrap_or_default();
         let Some(pointer) = self.supervisor().forward_pointer(&name) else {
-            return local;
+            return Some(local);
         };
         let request = GetFunctionRequest { name: name.clone() };
         let asked = self.forward(&pointer, request, hops, async |mut hub, request| {
@@ -205,14 +207,42 @@ impl HubApi {
         match tokio::time::timeout(MOVED_INFO_TIMEOUT, asked).await {
             Ok(Ok(mut info)) => {
                 info.forwarded = true;
-                info
+                Some(info)
+            }
+            Ok(Err(HubError::Remote {
+                code: ErrorCode::NotFound,
+                ..
+            })) if self.is_the_pointed_hub(&pointer, hops).await => {
+                tracing::info!(function = %name, hub = %pointer.hub_name, "function removed where it moved to; forgetting its forward pointer");
+                match self.supervisor().forget(&name) {
+                    Ok(()) => None,
+                    Err(error) => {
+                        tracing::warn!(function = %name, error = %error, "cannot forget a forward pointer");
+                        Some(local)
+                    }
+                }
             }
             Ok(Err(error)) => {
                 tracing::debug!(function = %name, to = %pointer.hub_name, error = %error, "moved function did not answer");
-                local
+                Some(local)
             }
-            Err(_) => local,
+            Err(_) => Some(local),
         }
+    }
+
+    /// Whether the hub answering at the pointer's address is the one the
+    /// function moved to (not another hub given that address since).
+    async fn is_the_pointed_hub(&self, pointer: &ForwardPointer, hops: u32) -> bool {
+        let asked = self.forward(
+            pointer,
+            ferry_proto::v1::GetHubInfoRequest::default(),
+            hops,
+            async |mut hub, request| hub.get_hub_info(request).await,
+        );
+        matches!(
+            tokio::time::timeout(MOVED_INFO_TIMEOUT, asked).await,
+            Ok(Ok(info)) if !pointer.hub_id.is_empty() && info.hub_id == pointer.hub_id
+        )
     }
 }
 

@@ -208,7 +208,7 @@ impl HubApi {
             .into_iter()
             .map(|local| self.moved_info(local, hops));
         ListFunctionsResponse {
-            functions: futures::future::join_all(views).await,
+            functions: futures::future::join_all(views).await.into_iter().flatten().collect(),
         }
     }
 
@@ -229,7 +229,12 @@ impl HubApi {
             }
             Err(error) => return Err(error),
         };
-        Ok(self.moved_info(local, hops).await)
+        self.moved_info(local, hops)
+            .await
+            .ok_or_else(|| HubError::FunctionNotFound {
+                name: request.name,
+                hub: self.supervisor().identity().name.clone(),
+            })
     }
 
     pub fn list_peers(&self) -> ListPeersResponse {
