@@ -203,22 +203,21 @@ pub fn spawn_load_meter(
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(LOAD_INTERVAL);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut previous_cpu = supervisor.cpu_micros_total();
         let mut previous_at = tokio::time::Instant::now();
         let mut smoothed = 0.0f64;
         loop {
             interval.tick().await;
             let now = tokio::time::Instant::now();
-            let elapsed = now.duration_since(previous_at);
-            gauge.set_cpu(supervisor.sample_cpu(elapsed));
-            let cpu = supervisor.cpu_micros_total();
-            let wall_micros = elapsed.as_micros().max(1) as f64;
-            let share = cpu.saturating_sub(previous_cpu) as f64 / (wall_micros * cpus);
+            let totals = supervisor.sample_cpu(now.duration_since(previous_at));
+            gauge.set_cpu(totals);
+            // The functions' own rates, each against its run's last
+            // sample: a run that starts with CPU time carried over from a
+            // checkpoint (a restart, a resume, an arrival) adds none of it.
+            let share = totals.usage / cpus;
             smoothed = LOAD_SMOOTHING * share.min(1.0) + (1.0 - LOAD_SMOOTHING) * smoothed;
             let load = (smoothed * f64::from(LOAD_FULL_SCALE)).round() as u32;
             gauge.load.store(load, Ordering::Relaxed);
             discovery.set_load(load);
-            previous_cpu = cpu;
             previous_at = now;
         }
     })

@@ -387,22 +387,6 @@ impl Supervisor {
         self.inner.lock_slots().get(name).map(|slot| slot.phase)
     }
 
-    /// CPU time used by this hub's functions, running and finished runs.
-    pub fn cpu_micros_total(&self) -> u64 {
-        self.inner
-            .lock_slots()
-            .values()
-            .map(|slot| {
-                let running = slot
-                    .running
-                    .as_ref()
-                    .map(|running| running.control.cpu_micros())
-                    .unwrap_or(0);
-                slot.last_cpu_micros + running
-            })
-            .sum()
-    }
-
     /// Whether a function of that name exists here.
     pub fn contains(&self, name: &str) -> bool {
         self.inner.lock_slots().contains_key(name)

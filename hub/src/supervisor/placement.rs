@@ -30,6 +30,30 @@ impl CpuSample {
             ..CpuSample::default()
         }
     }
+
+    /// The sample after this one, `seconds` later, of run `generation`
+    /// whose counters read as given. A run's counters never go back: one
+    /// that reads below the last sample (a run launched with CPU time
+    /// carried over, which it has not published yet) has used nothing.
+    fn next(self, generation: u64, cpu_micros: u64, demand_micros: u64, seconds: f64) -> CpuSample {
+        if self.generation != generation {
+            return CpuSample {
+                generation,
+                cpu_micros,
+                demand_micros,
+                usage: 0.0,
+                demand: 0.0,
+            };
+        }
+        let (cpu_micros, demand_micros) = (cpu_micros.max(self.cpu_micros), demand_micros.max(self.demand_micros));
+        CpuSample {
+            generation,
+            cpu_micros,
+            demand_micros,
+            usage: (cpu_micros - self.cpu_micros) as f64 / 1e6 / seconds,
+            demand: (demand_micros - self.demand_micros) as f64 / 1e6 / seconds,
+        }
+    }
 }
 
 /// CPU of all functions together, in cores.
@@ -68,25 +92,14 @@ impl Supervisor {
                 slot.cpu = CpuSample::default();
                 continue;
             };
-            let cpu_micros = running.control.cpu_micros();
-            let demand_micros = running.control.demand_micros();
-            let (usage, demand) = if slot.cpu.generation == running.generation {
-                (
-                    cpu_micros.saturating_sub(slot.cpu.cpu_micros) as f64 / 1e6 / seconds,
-                    demand_micros.saturating_sub(slot.cpu.demand_micros) as f64 / 1e6 / seconds,
-                )
-            } else {
-                (0.0, 0.0)
-            };
-            slot.cpu = CpuSample {
-                generation: running.generation,
-                cpu_micros,
-                demand_micros,
-                usage,
-                demand,
-            };
-            totals.usage += usage;
-            totals.demand += demand;
+            slot.cpu = slot.cpu.next(
+                running.generation,
+                running.control.cpu_micros(),
+                running.control.demand_micros(),
+                seconds,
+            );
+            totals.usage += slot.cpu.usage;
+            totals.demand += slot.cpu.demand;
         }
         totals
     }
@@ -133,5 +146,31 @@ impl Supervisor {
         self.inner.store.set_meta(DRAINING_KEY, if on { "1" } else { "0" })?;
         self.inner.draining.store(on, std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CpuSample;
+
+    #[test]
+    fn a_run_launched_with_cpu_time_carried_over_is_not_shown_using_it_all_at_once() {
+        // Launched from a checkpoint after 9 s of CPU; its counter still
+        // reads 0 at the first sample (not published yet), then 9.01 s.
+        let launched = CpuSample::launched(7, 9_000_000);
+        let first = launched.next(7, 0, 0, 1.0);
+        assert_eq!(first.usage, 0.0);
+        let second = first.next(7, 9_010_000, 0, 1.0);
+        assert!((second.usage - 0.01).abs() < 1e-9, "{second:?}");
+    }
+
+    #[test]
+    fn a_new_run_starts_its_rates_at_its_first_sample() {
+        let old_run = CpuSample::launched(1, 0).next(1, 500_000, 100_000, 1.0);
+        assert!((old_run.usage - 0.5).abs() < 1e-9 && (old_run.demand - 0.1).abs() < 1e-9);
+        let new_run = old_run.next(2, 20_000, 0, 1.0);
+        assert_eq!((new_run.usage, new_run.demand), (0.0, 0.0));
+        let later = new_run.next(2, 270_000, 0, 0.5);
+        assert!((later.usage - 0.5).abs() < 1e-9, "{later:?}");
     }
 }

@@ -124,6 +124,13 @@ impl Inner {
             .as_ref()
             .map_or(0, |snapshot| snapshot.host.cpu.as_micros() as u64);
         slot.cpu = super::placement::CpuSample::launched(generation, cpu_base);
+        // The run publishes its counter at its first preemption point or
+        // host call; until then it reads as the time carried over, not 0
+        // (a meter sample in between took 0 as its base, and the next one
+        // showed the whole history as one second's use).
+        if control.cpu_micros() < cpu_base {
+            control.set_cpu_micros(cpu_base);
+        }
         slot.running = Some(Running {
             generation,
             control: Arc::clone(&control),
