@@ -51,6 +51,10 @@ async fn error_code(response: reqwest::Response, status: StatusCode) -> String {
 }
 
 /// `POST path` of `hub` with `body`.
+async fn response_code_and_text(response: reqwest::Response) -> (StatusCode, String) {
+    (response.status(), response.text().await.unwrap())
+}
+
 async fn post(client: &reqwest::Client, hub: &HubProcess, path: &str, body: &'static str) -> reqwest::Response {
     client.post(url(hub, path)).body(body).send().await.unwrap()
 }
@@ -286,6 +290,16 @@ async fn http_invokes_reads_and_refuses_bad_input_with_clear_errors() {
     .await
     .unwrap();
     assert_eq!(echo_messages(&hub, "echo"), before + 2, "a retried POST ran twice");
+    // The same key with another body is another request: refused, not
+    // answered with the first one's reply, and not run.
+    let reused = client
+        .post(url(&hub, "/v1/functions/echo/invoke"))
+        .header("idempotency-key", "order-17")
+        .body("twice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response_code_and_text(reused).await.0, StatusCode::BAD_REQUEST);
 
     // Metrics, through Prometheus' parser; each moved by what happened.
     expect_success(hub.ferry(&["checkpoint", "echo"]));
@@ -700,6 +714,17 @@ async fn asynchronous_invocations_answer_by_id_after_the_hub_restarts() {
     );
     let retried = keyed().await.unwrap();
     assert_eq!(location(&retried), running, "the key still names the first invocation");
+    // Another body under that key, after the restart too: refused.
+    let reused = client
+        .post(format!("{base}/v1/functions/slow/invocations?timeout_ms=60000"))
+        .header("idempotency-key", "once")
+        .body("another")
+        .send()
+        .await
+        .unwrap();
+    let (code, text) = response_code_and_text(reused).await;
+    assert_eq!(code, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("first used with another request body"), "{text}");
     let unknown_id = client.get(url(&hub, "/v1/invocations/0123")).send().await.unwrap();
     assert_eq!(error_code(unknown_id, StatusCode::NOT_FOUND).await, "NOT_FOUND");
     assert_eq!(

@@ -61,6 +61,8 @@ struct Invocation {
     created_unix_ms: u64,
     /// The idempotency key (as the table keys it) that started it.
     key: Option<String>,
+    /// BLAKE3 of the request body (`None`: a record kept before it was).
+    request_hash: Option<blake3::Hash>,
     progress: Mutex<Progress>,
     task: Mutex<Option<tokio::task::AbortHandle>>,
 }
@@ -105,6 +107,10 @@ impl Invocation {
             created_unix_ms: self.created_unix_ms,
             idempotency_key: self.key.clone().unwrap_or_default(),
             outcome,
+            request_hash: self
+                .request_hash
+                .map(|hash| hash.as_bytes().to_vec())
+                .unwrap_or_default(),
         }
     }
 
@@ -129,6 +135,9 @@ impl Invocation {
         };
         Invocation {
             key: (!record.idempotency_key.is_empty()).then_some(record.idempotency_key),
+            request_hash: <[u8; 32]>::try_from(record.request_hash.as_slice())
+                .ok()
+                .map(blake3::Hash::from_bytes),
             id: record.id,
             function: record.function,
             created_unix_ms: record.created_unix_ms,
@@ -141,10 +150,22 @@ impl Invocation {
 /// What an idempotency key stands for.
 #[derive(Clone)]
 enum Keyed {
-    /// A synchronous invocation's answer, or the wait for it.
-    Answer(Pending),
+    /// A synchronous invocation's answer, or the wait for it, and the
+    /// hash of its request body.
+    Answer(Pending, blake3::Hash),
     /// An asynchronous invocation's id.
     Started(String),
+}
+
+/// The refusal of a retry whose body is not the one its key was first used with.
+fn other_body(key: &str) -> (ErrorCode, String) {
+    (
+        ErrorCode::InvalidArgument,
+        format!(
+            "idempotency key {key:?} was first used with another request body: a retry must send the same body, \
+             and another request needs a key of its own"
+        ),
+    )
 }
 
 #[derive(Default)]
@@ -287,12 +308,14 @@ impl Invocations {
         let Some(key) = key else {
             return outcome_of(self.api.invoke_through_moves(request, deadline, |_| {}).await);
         };
-        let key = format!("invoke/{}/{key}", request.name);
+        let (given, key) = (key.clone(), format!("invoke/{}/{key}", request.name));
+        let hash = blake3::hash(&request.data);
         let pending = {
             let mut table = self.table();
             self.forget_old(&mut table);
             match table.keys.get(&key) {
-                Some(Keyed::Answer(pending)) => pending.clone(),
+                Some(Keyed::Answer(pending, first)) if *first == hash => pending.clone(),
+                Some(Keyed::Answer(..)) => return Err(other_body(&given)),
                 Some(Keyed::Started(_)) => {
                     return Err((
                         ErrorCode::InvalidArgument,
@@ -312,7 +335,7 @@ impl Invocations {
                     }
                     .boxed()
                     .shared();
-                    table.keys.insert(key.clone(), Keyed::Answer(pending.clone()));
+                    table.keys.insert(key.clone(), Keyed::Answer(pending.clone(), hash));
                     table.ages.push_back((Instant::now(), true, key));
                     pending
                 }
@@ -330,15 +353,21 @@ impl Invocations {
     ) -> Result<Arc<Invocation>, Refusal> {
         let mut table = self.table();
         self.forget_old(&mut table);
+        let hash = blake3::hash(&request.data);
+        let given = key.clone().unwrap_or_default();
         let key = key.map(|key| format!("start/{}/{key}", request.name));
         if let Some(key) = &key {
             match table.keys.get(key) {
                 Some(Keyed::Started(id)) => {
                     if let Some(invocation) = table.invocations.get(id) {
+                        if invocation.request_hash.is_some_and(|first| first != hash) {
+                            let (code, message) = other_body(&given);
+                            return Err(Refusal(code, message));
+                        }
                         return Ok(Arc::clone(invocation));
                     }
                 }
-                Some(Keyed::Answer(_)) => {
+                Some(Keyed::Answer(..)) => {
                     return Err(Refusal(
                         ErrorCode::InvalidArgument,
                         "this idempotency key made a synchronous invocation".to_owned(),
@@ -354,6 +383,7 @@ impl Invocations {
             function: request.name.clone(),
             created_unix_ms: crate::logs::unix_ms_now(),
             key: key.clone(),
+            request_hash: Some(hash),
             progress: Mutex::new(Progress::Queued),
             task: Mutex::new(None),
         });
