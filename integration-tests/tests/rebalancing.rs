@@ -239,6 +239,14 @@ async fn drain_moves_every_movable_function_off_and_undrain_ends_it() {
         assert_eq!(info["hub_name"], "hub-1", "{info}");
     }
     assert_eq!(function_info_or_null(&hubs[0], "stays")["hub_name"], "hub-0");
+    // Nor does a move by hand bring one back while it drains.
+    let back = hubs[1].ferry(&["migrate", "d1", "--to", "hub-0"]);
+    let said = String::from_utf8_lossy(&back.stderr).into_owned();
+    assert!(
+        !back.status.success() && said.contains("hub hub-0 is draining"),
+        "{said}"
+    );
+    assert_eq!(function_info_or_null(&hubs[1], "d1")["hub_name"], "hub-1");
     let module = guest("examples/primes.wasm");
     let refused = hubs[0].ferry(&["deploy", module.to_str().unwrap(), "--name", "new"]);
     assert_eq!(refused.status.code(), Some(7));

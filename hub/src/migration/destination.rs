@@ -338,6 +338,14 @@ impl Arrival {
             }));
         }
         self.supervisor.check_arrival(&spec.name, offer.epoch)?;
+        // A draining hub moves what it runs away: one moved in would leave again.
+        if self.supervisor.draining() {
+            let hub = &self.supervisor.identity().name;
+            return Err(HubError::Transfer(TransferError::Unacceptable {
+                code: ErrorCode::FailedPrecondition,
+                reason: format!("hub {hub} is draining: it takes no functions until `ferry undrain {hub}`"),
+            }));
+        }
         // Mounted resources belong to hubs: a function comes only where they are.
         crate::resources::check_files(
             spec.volume.as_ref(),

@@ -64,7 +64,8 @@
 //!    came from within its cooldown; then it resumes its suspended functions
 //!    on peers with room. It resumes nothing here and suspends nothing. A
 //!    draining peer is never a destination.
-//! 10. **Admission** ([`admit`]): a hub refuses an offer while draining,
+//! 10. **Admission** ([`admit`]): a hub refuses an offer while draining
+//!     (a move by hand too: `migration::destination` refuses every offer then),
 //!     without the memory, or when its `w` *with its reservations* plus the
 //!     function would not pass rule 3 (a balancing move) or would not stay
 //!     below the high watermark (a resume). It reserves what it accepts
