@@ -539,16 +539,23 @@ async fn any_hub_answers_for_a_function_and_invocations_span_its_moves() {
     let response = post(&client, &hubs[0], "/v1/functions/echo/invoke", "followed").await;
     assert_eq!(response.status(), StatusCode::OK);
     let mut seen = String::new();
-    tokio::time::timeout(PATIENCE, async {
-        while let Some(Ok(chunk)) = events.next().await {
-            seen.push_str(&String::from_utf8_lossy(&chunk));
-            if seen.contains("got 8 bytes") {
-                break;
+    let mut read_until = async |needle: &str, seen: &mut String| {
+        tokio::time::timeout(PATIENCE, async {
+            while let Some(Ok(chunk)) = events.next().await {
+                seen.push_str(&String::from_utf8_lossy(&chunk));
+                if seen.contains(needle) {
+                    break;
+                }
             }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no log event through hub-1: {seen}"));
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {needle:?} through hub-1: {seen}"));
+        assert!(
+            seen.contains(needle),
+            "the stream through hub-1 ended before {needle:?}: {seen}"
+        );
+    };
+    read_until("got 8 bytes", &mut seen).await;
     assert!(seen.contains("event: log"), "{seen}");
 
     // The sources counted their moves and downtimes.
@@ -561,6 +568,27 @@ async fn any_hub_answers_for_a_function_and_invocations_span_its_moves() {
         assert_eq!(downtimes, counted);
     }
     assert_eq!(moves, 4.0);
+
+    // The same follower across two more moves: onto hub-1 (the hub it
+    // asked, which streamed from hub-0 until then) and back.
+    for (to, data, needle) in [
+        ("hub-1", "moved once", "got 10 bytes"),
+        ("hub-0", "moved twice", "got 11 bytes"),
+    ] {
+        let summary = migrate(&hubs[0], "echo", to).unwrap();
+        assert_eq!(summary["start_confirmed"], true, "{summary}");
+        let response = post(&client, &hubs[0], "/v1/functions/echo/invoke", data).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        read_until(needle, &mut seen).await;
+    }
+    // One stream, no entry twice (each log event carries its seq).
+    let seqs: Vec<u64> = seen
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+        .filter_map(|entry| entry["seq"].as_u64())
+        .collect();
+    assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "{seqs:?}");
 }
 
 /// `curl` over mutual TLS to a secure hub, as README shows it; the status

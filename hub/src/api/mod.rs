@@ -15,6 +15,7 @@
 mod credentials;
 mod drain;
 mod forward;
+mod logs_follow;
 mod messages;
 mod target;
 
@@ -260,20 +261,36 @@ impl HubApi {
     }
 
     /// The function's stored output, then (when following) what it writes
-    /// from now on, without gaps or repeats.
+    /// from now on, without gaps or repeats — across its moves when this
+    /// hub is the one the client asked (see `logs_follow`).
     pub async fn logs(&self, request: LogsRequest, hops: u32) -> Result<AnswerStream<LogEntry>, HubError> {
+        let (entries, here) = self.logs_from_where_it_runs(request.clone(), hops).await?;
+        if !request.follow || hops > 0 {
+            return Ok(entries);
+        }
+        Ok(logs_follow::across_moves(self.clone(), request, entries, here))
+    }
+
+    /// [`HubApi::logs`] from the hub the function runs on, without
+    /// following it further; whether that is this hub.
+    async fn logs_from_where_it_runs(
+        &self,
+        request: LogsRequest,
+        hops: u32,
+    ) -> Result<(AnswerStream<LogEntry>, bool), HubError> {
         if let Some(peer) = self.elsewhere(&request.name, hops).await {
             let entries = self
                 .forward_to(&peer, request, hops, async |mut hub, request| hub.logs(request).await)
                 .await?;
-            return Ok(entries.map(|entry| entry.map_err(HubError::from_status)).boxed());
+            return Ok((entries.map(|entry| entry.map_err(HubError::from_status)).boxed(), false));
         }
         self.supervisor().get(&request.name)?;
-        let subscription = self
-            .supervisor()
-            .logs()
-            .subscribe(&request.name, request.tail as usize, request.follow)?;
-        Ok(subscription.into_stream(request.name).boxed())
+        let logs = self.supervisor().logs();
+        let subscription = match request.after_seq {
+            0 => logs.subscribe(&request.name, request.tail as usize, request.follow)?,
+            after => logs.subscribe_after(&request.name, after, request.follow)?,
+        };
+        Ok((subscription.into_stream(request.name).boxed(), true))
     }
 
     pub async fn stop(&self, request: StopRequest, hops: u32) -> Result<FunctionInfo, HubError> {

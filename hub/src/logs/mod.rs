@@ -304,6 +304,17 @@ impl LogHub {
         })?
     }
 
+    /// [`LogHub::subscribe`] from the entry after `after_seq` on, the
+    /// whole history after it.
+    pub fn subscribe_after(&self, name: &str, after_seq: u64, follow: bool) -> Result<LogSubscription, StoreError> {
+        self.with_log(name, |log| {
+            self.flush_log(name, log);
+            let live = follow.then(|| log.live.subscribe());
+            let history = self.store.read_logs_from(name, after_seq.saturating_add(1))?;
+            Ok(LogSubscription { history, live })
+        })?
+    }
+
     /// Forgets entries from `seq` on (they belong to a run that was rolled
     /// back to a checkpoint); the next entry gets `seq`.
     pub fn truncate(&self, name: &str, seq: u64) -> Result<(), StoreError> {

@@ -1,0 +1,119 @@
+//! Following a function's output across its moves. The stream of the hub a
+//! function runs on ends when the function leaves it. The hub the client
+//! asked (and only that one: a forwarded follower would chain a hop per
+//! move) then opens the output again where the function runs now, after
+//! the last entry it passed on: sequence numbers travel with the function,
+//! so the client sees one stream, without a gap or a repeat.
+
+use ferry_proto::v1::{LogEntry, LogsRequest};
+use futures::StreamExt;
+
+use super::{AnswerStream, HubApi};
+use crate::error::HubError;
+
+/// Openings in a row that brought no entry before the follower gives up:
+/// the function keeps leaving, or its hub keeps ending the stream.
+const IDLE_REOPENS: u32 = 50;
+/// The pause before opening again.
+const REOPEN_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+struct Follower {
+    api: HubApi,
+    request: LogsRequest,
+    current: Option<AnswerStream<LogEntry>>,
+    /// Whether `current` streams from this hub.
+    here: bool,
+    last_seq: u64,
+    idle_reopens: u32,
+}
+
+/// `entries` (from this hub when `here`), then, each time it ends while the
+/// function runs on another hub than the one that streamed, its output
+/// there after the last entry passed on.
+pub(super) fn across_moves(
+    api: HubApi,
+    request: LogsRequest,
+    entries: AnswerStream<LogEntry>,
+    here: bool,
+) -> AnswerStream<LogEntry> {
+    let follower = Follower {
+        api,
+        request,
+        current: Some(entries),
+        here,
+        last_seq: 0,
+        idle_reopens: 0,
+    };
+    futures::stream::unfold(follower, |mut follower| async move {
+        loop {
+            if let Some(current) = &mut follower.current {
+                match current.next().await {
+                    Some(Ok(entry)) if entry.seq <= follower.last_seq => continue,
+                    Some(Ok(entry)) => {
+                        follower.last_seq = entry.seq;
+                        follower.idle_reopens = 0;
+                        return Some((Ok(entry), follower));
+                    }
+                    // An error ends the stream: nothing comes after it.
+                    Some(Err(error)) => {
+                        follower.current = None;
+                        follower.idle_reopens = IDLE_REOPENS;
+                        return Some((Err(error), follower));
+                    }
+                    None => follower.current = None,
+                }
+            }
+            if !follower.moved_on() {
+                return None;
+            }
+            tokio::time::sleep(REOPEN_PAUSE).await;
+            follower.idle_reopens += 1;
+            match follower.reopen().await {
+                Ok(()) => {}
+                // Removed meanwhile: the output ends with the function.
+                Err(
+                    HubError::FunctionNotFound { .. }
+                    | HubError::Remote {
+                        code: ferry_proto::ErrorCode::NotFound,
+                        ..
+                    },
+                ) => return None,
+                Err(error) => {
+                    follower.idle_reopens = IDLE_REOPENS;
+                    return Some((Err(error), follower));
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+impl Follower {
+    /// Whether the stream that ended should be followed elsewhere: it came
+    /// from another hub (the function may have moved here or on), or from
+    /// this one and the function has left it. A stream of this hub that
+    /// ended with the function still here ended for the hub's own reasons
+    /// (it shuts down, the function was removed).
+    fn moved_on(&self) -> bool {
+        if self.idle_reopens >= IDLE_REOPENS {
+            return false;
+        }
+        let name = &self.request.name;
+        let supervisor = self.api.supervisor();
+        !self.here || supervisor.forward_pointer(name).is_some() || supervisor.phase(name).is_none()
+    }
+
+    /// Opens the output again where the function runs now.
+    async fn reopen(&mut self) -> Result<(), HubError> {
+        let mut request = self.request.clone();
+        if self.last_seq > 0 {
+            request.after_seq = self.last_seq;
+            request.tail = 0;
+        }
+        let (entries, here) = self.api.logs_from_where_it_runs(request, 0).await?;
+        tracing::debug!(function = %self.request.name, here, after_seq = self.last_seq, "following the output where the function runs now");
+        self.current = Some(entries);
+        self.here = here;
+        Ok(())
+    }
+}
