@@ -1,7 +1,7 @@
 //! One real `ferry agent` process per test, driven through the `ferry` CLI the
 //! way a user would.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -81,6 +81,37 @@ async fn invoke_delivers_a_message_to_echo_and_prints_its_reply() {
     let reply = ok(hub.ferry(&["invoke", "echo", "--data", &big]));
     assert_eq!(reply, format!("echo: {big}\n"));
     wait_for_log(&hub, "echo", "got 5000 bytes").await;
+
+    // A message too big for a command line, from a file and from stdin.
+    let scratch = tempfile::tempdir().unwrap();
+    let file = scratch.path().join("message");
+    let large: String = (0..3_000_000u32).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    std::fs::write(&file, &large).unwrap();
+    let reply = ok(hub.ferry(&["invoke", "echo", "--data-file", file.to_str().unwrap()]));
+    assert!(reply == format!("echo: {large}\n"), "a reply of {} bytes", reply.len());
+    let mut piped = hub
+        .ferry_command()
+        .args(["invoke", "echo", "--data-file", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    piped.stdin.take().unwrap().write_all(b"from stdin").unwrap();
+    let output = piped.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "echo: from stdin\n");
+    let missing = hub.ferry(&["invoke", "echo", "--data-file", "/nonexistent/message"]);
+    assert!(!missing.status.success());
+    assert!(
+        stderr(&missing).contains("cannot read /nonexistent/message"),
+        "{}",
+        stderr(&missing)
+    );
+    let both = hub.ferry(&["invoke", "echo", "--data", "a", "--data-file", file.to_str().unwrap()]);
+    assert!(
+        !both.status.success() && stderr(&both).contains("cannot be used with"),
+        "{}",
+        stderr(&both)
+    );
 }
 
 #[tokio::test]

@@ -173,9 +173,27 @@ async fn events(hub: &HubTarget, json: bool, follow: bool, tail: u32) -> Result<
 }
 
 async fn invoke(hub: &HubTarget, json: bool, args: InvokeArgs) -> Result<(), ClientError> {
+    let data = match (args.data, args.data_file) {
+        (Some(data), _) => data.into_bytes(),
+        (None, Some(path)) if path.as_os_str() == "-" => {
+            let mut data = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut data).map_err(|source| {
+                ClientError::ReadFile {
+                    path: "standard input".to_owned(),
+                    source,
+                }
+            })?;
+            data
+        }
+        (None, Some(path)) => std::fs::read(&path).map_err(|source| ClientError::ReadFile {
+            path: path.display().to_string(),
+            source,
+        })?,
+        (None, None) => Vec::new(),
+    };
     let request = InvokeRequest {
         name: args.name,
-        data: args.data.into_bytes(),
+        data,
         timeout_ms: args
             .timeout
             .map(|timeout| u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX))

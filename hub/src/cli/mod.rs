@@ -227,12 +227,16 @@ pub struct LogsArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("message").required(true).args(["data", "data_file"])))]
 pub struct InvokeArgs {
     /// Function name
     pub name: String,
     /// The message
     #[arg(long)]
-    pub data: String,
+    pub data: Option<String>,
+    /// The message is this file's bytes (`-`: standard input)
+    #[arg(long, value_name = "FILE")]
+    pub data_file: Option<std::path::PathBuf>,
     /// How long to wait for the reply, e.g. 5s [default: the hub's, 10s]
     #[arg(long, value_parser = humantime::parse_duration)]
     pub timeout: Option<Duration>,
