@@ -6,7 +6,8 @@
  * Loops forever: ferry_recv with no timeout into a buffer (grown with malloc
  * when a message is larger than the buffer; the message stays in the inbox
  * until a large enough buffer is offered), then ferry_reply with
- * "echo: " + message. Prints `got N bytes` to stdout for each message.
+ * "echo: " + message (or, when that would be over 16 MiB, a line saying
+ * so). Prints `got N bytes` to stdout for each message.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -55,6 +56,11 @@ int main(void) {
         }
         printf("got %d bytes\n", (int)n);
         int32_t rc = ferry_reply(buf, (uint32_t)(PREFIX_LEN + (uint32_t)n));
+        if (rc == FERRY_TOO_BIG) {
+            /* Nothing was sent and the caller still waits: say why. */
+            static const char too_big[] = "echo: the reply would be over 16 MiB";
+            rc = ferry_reply((const uint8_t *)too_big, sizeof(too_big) - 1);
+        }
         if (rc != 0) {
             fprintf(stderr, "echo: ferry_reply failed: %d\n", (int)rc);
         }

@@ -112,6 +112,25 @@ async fn invoke_delivers_a_message_to_echo_and_prints_its_reply() {
         "{}",
         stderr(&both)
     );
+
+    // 16 MiB is the most a message or a reply holds: a bigger message is
+    // refused, and a reply that would be bigger is not cut short (the guest
+    // is told, and echo says so instead).
+    std::fs::write(&file, vec![b'z'; 16 << 20]).unwrap();
+    let reply = ok(hub.ferry(&["invoke", "echo", "--data-file", file.to_str().unwrap()]));
+    assert_eq!(reply, "echo: the reply would be over 16 MiB\n");
+    std::fs::write(&file, vec![b'z'; (16 << 20) + 1]).unwrap();
+    let refused = hub.ferry(&["invoke", "echo", "--data-file", file.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("a message is at most 16777216 bytes"),
+        "{}",
+        stderr(&refused)
+    );
+    assert_eq!(
+        ok(hub.ferry(&["invoke", "echo", "--data", "still here"])),
+        "echo: still here\n"
+    );
 }
 
 #[tokio::test]

@@ -32,6 +32,8 @@
 #define FERRY_FAILED (-6) /* ferry_send, ferry_call: the target is not running (stopped, failed),
                              ended without replying, or its hub cannot be reached;
                              ferry_call: the target is the caller itself */
+#define FERRY_TOO_BIG (-7) /* ferry_reply, ferry_send, ferry_call: more than 16 MiB of data;
+                              nothing was sent (a reply: the message still waits for one) */
 /* ferry_send and ferry_call also return FERRY_TIMEOUT when the target did not
  * take the message (or, ferry_call, did not reply) in time. */
 
@@ -54,15 +56,15 @@ FERRY_IMPORT("sleep_ms") void ferry_sleep_ms(uint64_t ms);
  */
 FERRY_IMPORT("recv") int32_t ferry_recv(uint8_t *buf, uint32_t cap, int64_t timeout_ms);
 
-/* Replies to the message last returned by ferry_recv. 0 or FERRY_NO_CALLER.
- * At most 16 MiB of `data` are sent. */
+/* Replies to the message last returned by ferry_recv. 0, FERRY_NO_CALLER,
+ * or FERRY_TOO_BIG (more than 16 MiB: nothing sent, reply again). */
 FERRY_IMPORT("reply") int32_t ferry_reply(const uint8_t *data, uint32_t len);
 
 /* Puts a message into another function's inbox (no reply expected), on
  * this hub or any hub of the cluster. Returns once the target's inbox took
  * it: a target being moved takes it where it arrives, within the hub's
- * invoke timeout. At most 16 MiB of `data` are sent. 0 or a negative code
- * above. */
+ * invoke timeout. At most 16 MiB of `data` (more: FERRY_TOO_BIG, nothing
+ * sent). 0 or a negative code above. */
 FERRY_IMPORT("send") int32_t ferry_send(const char *name, uint32_t name_len,
                                         const uint8_t *data, uint32_t len);
 

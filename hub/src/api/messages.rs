@@ -29,6 +29,14 @@ impl HubApi {
     /// Sends the function a message and waits for its reply (`timeout_ms`
     /// 0: the hub's default), here or where it runs.
     pub async fn invoke(&self, request: InvokeRequest, hops: u32) -> Result<InvokeResponse, HubError> {
+        // What a guest could not send either (its sends and replies stop there).
+        let limit = crate::runtime::MAX_MESSAGE_BYTES as usize;
+        if request.data.len() > limit {
+            return Err(HubError::InvalidRequest(format!(
+                "the message is {} bytes; a message is at most {limit} bytes (16 MiB)",
+                request.data.len()
+            )));
+        }
         self.forward_or_run(
             request,
             hops,

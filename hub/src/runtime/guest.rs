@@ -73,6 +73,9 @@ pub enum Delivery {
     Waiting(std::sync::mpsc::Receiver<Sent>),
 }
 
+/// `FERRY_TOO_BIG` in ferry.h: more than 16 MiB of data, nothing sent.
+pub const FERRY_TOO_BIG: i32 = -7;
+
 /// Why a message was not delivered or answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Undelivered {
@@ -85,6 +88,9 @@ pub enum Undelivered {
     /// The target stopped, failed or ended without replying, or its hub
     /// could not be reached.
     Failed,
+    /// More than [`MAX_MESSAGE_BYTES`](crate::runtime::MAX_MESSAGE_BYTES)
+    /// of data: nothing was sent.
+    TooBig,
 }
 
 impl Undelivered {
@@ -96,6 +102,7 @@ impl Undelivered {
             Undelivered::InboxFull => -4,
             Undelivered::Denied => -5,
             Undelivered::Failed => -6,
+            Undelivered::TooBig => FERRY_TOO_BIG,
         }
     }
 

@@ -165,15 +165,19 @@ pub fn recv(mut env: Env<'_>, buf: i32, cap: i32, timeout_ms: i64) -> Result<i32
 }
 
 /// Answers the message last received. The whole range `ptr..ptr + len`
-/// must be in memory; at most [`MAX_MESSAGE_BYTES`] of it are sent.
+/// must be in memory. More than [`MAX_MESSAGE_BYTES`] is not sent
+/// (`FERRY_TOO_BIG`): the message still waits for its reply.
 pub fn reply(mut env: Env<'_>, ptr: i32, len: i32) -> Result<i32, RuntimeError> {
     let (ptr, len) = (ptr as u32, len as u32);
     with_memory(&mut env, |guest, memory| {
         memory
             .check(ptr, u64::from(len))
             .map_err(|fault| bad_pointer("ferry.reply", fault))?;
+        if len > MAX_MESSAGE_BYTES {
+            return Ok(crate::runtime::guest::FERRY_TOO_BIG);
+        }
         let data = memory
-            .read_bytes(ptr, len.min(MAX_MESSAGE_BYTES))
+            .read_bytes(ptr, len)
             .map_err(|fault| bad_pointer("ferry.reply", fault))?;
         match guest.caller.take() {
             // The caller may have given up waiting; that is not the guest's problem.

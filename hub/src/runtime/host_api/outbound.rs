@@ -23,8 +23,8 @@ use crate::runtime::unwind::{Entry, begin_unwind, enter};
 const CONTROL_POLL: Duration = Duration::from_millis(5);
 
 /// Puts a message into another function's inbox, on this hub or another.
-/// Both ranges must be in memory; at most [`MAX_MESSAGE_BYTES`] of the
-/// data are sent. Returns once the target's inbox took it.
+/// Both ranges must be in memory; more than [`MAX_MESSAGE_BYTES`] of data
+/// is not sent (`FERRY_TOO_BIG`). Returns once the target's inbox took it.
 pub fn send(mut env: Env<'_>, name_ptr: i32, name_len: i32, data_ptr: i32, data_len: i32) -> Result<i32, RuntimeError> {
     let delivery = match enter(&mut env)? {
         Entry::Fresh => {
@@ -37,11 +37,14 @@ pub fn send(mut env: Env<'_>, name_ptr: i32, name_len: i32, data_ptr: i32, data_
                 if name_len > MAX_TARGET_NAME_BYTES {
                     return Ok(Delivery::Done(Err(Undelivered::NoSuchFunction)));
                 }
+                if data_len > MAX_MESSAGE_BYTES {
+                    return Ok(Delivery::Done(Err(Undelivered::TooBig)));
+                }
                 let name = memory.read_bytes(name_ptr, name_len).map_err(fault)?;
                 let target = String::from_utf8_lossy(&name);
                 // Read in place: the hub copies the data only into an inbox that takes it.
                 memory
-                    .with_bytes(data_ptr, data_len.min(MAX_MESSAGE_BYTES), |data| {
+                    .with_bytes(data_ptr, data_len, |data| {
                         guest.services.send(&guest.name, &target, data)
                     })
                     .map_err(fault)
@@ -90,11 +93,12 @@ pub fn call(
                 if name_len > MAX_TARGET_NAME_BYTES {
                     return Ok::<_, RuntimeError>(Delivery::Done(Err(Undelivered::NoSuchFunction)));
                 }
+                if data_len > MAX_MESSAGE_BYTES {
+                    return Ok(Delivery::Done(Err(Undelivered::TooBig)));
+                }
                 let name = memory.read_bytes(name_ptr, name_len).map_err(fault)?;
                 let target = String::from_utf8_lossy(&name);
-                let data = memory
-                    .read_bytes(data_ptr, data_len.min(MAX_MESSAGE_BYTES))
-                    .map_err(fault)?;
+                let data = memory.read_bytes(data_ptr, data_len).map_err(fault)?;
                 let timeout = (timeout_ms >= 0).then(|| Duration::from_millis(timeout_ms as u64));
                 Ok(guest.services.call(&guest.name, &target, data, timeout))
             })??

@@ -119,6 +119,33 @@ fn send_delivers_to_a_known_function_and_refuses_unknown_and_overlong_names() {
 }
 
 #[test]
+fn more_than_16_mib_is_neither_sent_nor_replied_nor_cut_short() {
+    // 16 MiB + 1 byte of memory, all of it in range (pages of 64 KiB).
+    let mut test = TestGuest::with_pages(257);
+    test.write(TEXT, b"peer");
+    let big = (MAX_MESSAGE_BYTES + 1) as i32;
+    let (caller, answer) = oneshot::channel();
+    test.guest().caller = Some(Caller::Here(caller));
+    assert_eq!(reply(test.env(), 0, big).unwrap(), Undelivered::TooBig.code());
+    assert_eq!(
+        send(test.env(), TEXT as i32, 4, 0, big).unwrap(),
+        Undelivered::TooBig.code()
+    );
+    let reply_at = (TEXT + 0x100) as i32;
+    assert_eq!(
+        call(test.env(), TEXT as i32, 4, 0, big, reply_at, 16, 1000).unwrap(),
+        Undelivered::TooBig.code()
+    );
+    assert!(test.services.sent.lock().unwrap().is_empty());
+    // The caller still waits, and takes a reply that fits.
+    assert_eq!(reply(test.env(), 0, MAX_MESSAGE_BYTES as i32).unwrap(), 0);
+    assert_eq!(
+        answer.blocking_recv().unwrap().unwrap().len(),
+        MAX_MESSAGE_BYTES as usize
+    );
+}
+
+#[test]
 fn send_with_either_range_outside_the_guest_fails_it_and_sends_nothing() {
     let mut test = TestGuest::with_pages(1);
     let end = test.size();
