@@ -461,6 +461,25 @@ async fn invoking_a_function_that_never_replies_times_out_with_a_clear_error() {
         "{}",
         stderr(&output)
     );
+
+    // A hub killed under a request: said so, and no hint that the hub
+    // speaks TLS (it spoke plaintext until it died).
+    let mut hub = hub;
+    let waiting = hub
+        .ferry_command()
+        .args(["invoke", "ticker", "--data", "x", "--timeout", "30s"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    hub.kill().unwrap();
+    let output = waiting.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(5), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("broke before it answered") && !stderr(&output).contains("TLS"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 /// Reflection answers in both protocol versions: `v1`, and `v1alpha`, the

@@ -176,6 +176,25 @@ pub fn connection_broke(status: &tonic::Status) -> bool {
         )
 }
 
+/// Whether a hub that broke a plaintext connection refuses plaintext (it
+/// speaks TLS), asked again at once: a hub that answers now, or that
+/// cannot be reached at all, merely went away under the first request.
+pub async fn refuses_plaintext(target: &HubTarget) -> bool {
+    let asked = async {
+        let mut hub = connect(target).await?;
+        hub.get_hub_info(ferry_proto::v1::GetHubInfoRequest::default()).await?;
+        Ok::<(), ClientError>(())
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(2), asked).await {
+        // Refused or reset before any answer: nobody listens there now.
+        Ok(Err(ClientError::Hub(status))) if connection_broke(&status) => {
+            let reason = crate::connector::innermost_reason(&status).to_lowercase();
+            !(reason.contains("refused") || reason.contains("reset"))
+        }
+        _ => false,
+    }
+}
+
 /// Connects to the hub `target` names: a malformed address is reported
 /// first, then a missing or unusable credential, then an unreachable hub.
 pub async fn connect(target: &HubTarget) -> Result<HubClient<Channel>, ClientError> {

@@ -274,10 +274,9 @@ pub async fn run_client(cli: Cli) -> ExitCode {
         // `ferry logs x | head` closing the pipe is not an error.
         Err(ClientError::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(ClientError::Hub(status)) if client::connection_broke(&status) => {
-            // A plaintext client meets a TLS hub in the handshake; a hub
-            // that dies mid-answer broke a connection that had worked.
-            let handshake = !status.message().contains("reading a body");
-            let tls = match cli_insecure && handshake {
+            // A hub that died under the request broke the connection too:
+            // the TLS hint only if the hub still refuses plaintext now.
+            let tls = match cli_insecure && client::refuses_plaintext(&target).await {
                 true => {
                     "; or, since --insecure speaks plaintext, the hub uses TLS: drop --insecure and use a credential"
                 }
