@@ -17,7 +17,8 @@
 //! the clock starts, as the full put starts from a memory in hand.
 //!
 //! Also the load of a checkpoint against a plain copy: by a store opened
-//! anew (every chunk verified) and by the store that wrote it (trusted),
+//! anew (every chunk verified; and its check alone, `verify_memory`, as a
+//! restore after a restart runs it) and by the store that wrote it (trusted),
 //! for the fingerprints checkpoint (whole chunks) and the scattered one
 //! with pages known (some chunks kept as deltas: two bodies each).
 //!
@@ -187,7 +188,14 @@ fn trial(chunk_size: u32, dirt: Option<Dirt>, pages_known: bool) -> Trial {
         trial.full_stats = full;
         trial.incremental_stats = incremental;
         {
-            // As after a restart: a store opened anew checks every chunk.
+            // As after a restart: a store opened anew checks every chunk,
+            // first without keeping any (what a restore does before it
+            // commits to a checkpoint), then by loading it.
+            let checker = CheckpointStore::open_with(&db, packs.path(), options).expect("store");
+            let started = Instant::now();
+            checker.verify_memory(&next).expect("check");
+            let checked = started.elapsed();
+            drop(checker);
             let reopened = CheckpointStore::open_with(&db, packs.path(), options).expect("store");
             let started = Instant::now();
             let loaded = reopened.load_memory(&next).expect("load");
@@ -203,6 +211,7 @@ fn trial(chunk_size: u32, dirt: Option<Dirt>, pages_known: bool) -> Trial {
             let started = Instant::now();
             let copy = std::hint::black_box(image.clone());
             trial.loads.push(Loads {
+                checked,
                 verified,
                 trusted,
                 copy: started.elapsed(),
@@ -216,6 +225,7 @@ fn trial(chunk_size: u32, dirt: Option<Dirt>, pages_known: bool) -> Trial {
 /// One round's load of the incremental checkpoint, and a plain copy of
 /// the same memory.
 struct Loads {
+    checked: Duration,
     verified: Duration,
     trusted: Duration,
     copy: Duration,
@@ -275,12 +285,17 @@ fn main() {
             .iter()
             .filter(|(name, deltas, _)| *deltas > 0 && name.contains("scattered, 64")),
     ) {
+        let checked = median(loads.iter().map(|loads| loads.checked).collect());
         let verified = median(loads.iter().map(|loads| loads.verified).collect());
         let trusted = median(loads.iter().map(|loads| loads.trusted).collect());
         let copy = median(loads.iter().map(|loads| loads.copy).collect());
         println!(
             "  load of the incremental checkpoint of \"{}\" ({deltas} deltas):",
             name.trim()
+        );
+        println!(
+            "    checked by a store opened anew (verify_memory, nothing kept): {:>8.2} ms",
+            ms(checked)
         );
         println!(
             "    by a store opened anew (verify + inflate): {:>8.2} ms, over the copy {:+.2} ms",

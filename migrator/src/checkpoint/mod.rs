@@ -89,11 +89,11 @@
 //!   the tracker's previous capture (the hub does, see
 //!   `Supervisor::checkpoint`); the store checks what it can (function,
 //!   chunk size, a memory that did not shrink, chunk lengths and order).
-//! - **Reading.** [`CheckpointStore::read_memory`] streams a checkpoint's
-//!   memory chunk by chunk into a caller's sink (a restore writes each chunk
-//!   straight into an instance); [`CheckpointStore::load_memory`] collects
-//!   it into one image; [`CheckpointStore::verify_memory`] checks it without
-//!   keeping it. Each chunk is checked against its hash unless this store
+//! - **Reading.** [`CheckpointStore::read_memory_into`] decodes a
+//!   checkpoint's memory chunk by chunk straight into a memory (a restore
+//!   writes each chunk into its instance); [`CheckpointStore::load_memory`]
+//!   collects it into one image; [`CheckpointStore::verify_memory`] checks
+//!   it without keeping it. Each chunk is checked against its hash unless this store
 //!   (or a clone) checked it already — wrote it from bytes it hashed, took
 //!   it in verified, or verified it at an earlier read; see
 //!   `store/trusted.rs` for why that is safe. A store opened anew trusts

@@ -2,24 +2,21 @@
 //! [`CheckpointStore::read_memory_into`] (a restore, or a load: every
 //! stored chunk decoded straight into its place in the memory, by the
 //! thread that reads it; `before_each` runs on that thread first, with
-//! which a restore has the chunk's pages allocated),
-//! [`CheckpointStore::read_memory`] (chunk by chunk into a sink) and
-//! [`CheckpointStore::verify_memory`] (the check before a restore).
+//! which a restore has the chunk's pages allocated) and
+//! [`CheckpointStore::verify_memory`] (the check before a restore: each
+//! chunk not yet trusted decoded into a buffer of its thread and checked).
 //!
-//! A memory of many chunks is decoded on two threads. Into place, both
-//! take groups of chunks from one queue and write their own chunks: a raw
-//! (incompressible) chunk is read from its pack by one `preadv`, its codec
-//! byte apart and its bytes in place, so each byte moves once. To a sink,
-//! which runs on the caller's thread only, a helper decodes groups ahead
-//! into buffers the caller then hands on, and the caller decodes a group
-//! itself only when none waits; chunks reach the sink in no fixed order,
-//! and a raw chunk is read straight into its decoding buffer. Inflating and hashing are most of a load of
-//! compressible memory (about 96 ms of zstd for a 64 MiB heap on this
-//! project's machine), and a restore or a hub's start-up has the cores to
-//! itself meanwhile.
+//! A memory of many chunks is decoded on two threads: both take groups of
+//! chunks from one queue, in memory order, until none is left or a chunk
+//! failed anywhere. A raw (incompressible) chunk is read from its pack by
+//! one `preadv`, its codec byte apart and its bytes in place, so each byte
+//! moves once. Inflating and hashing are most of a load of compressible
+//! memory (about 96 ms of zstd for a 64 MiB heap on this project's
+//! machine), and a restore or a hub's start-up has the cores to itself
+//! meanwhile.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use super::{CheckpointStore, memory_len};
 use crate::checkpoint::chunking::cores;
@@ -32,9 +29,6 @@ const PARALLEL_FROM: usize = 64;
 /// The two threads take the chunks of a memory in groups of this many, so
 /// that each reads the packs in order.
 const GROUP: usize = 8;
-/// Decoded groups the helper may hold ahead of the caller (sent a group at
-/// a time: one wake-up per group, not per chunk).
-const AHEAD: usize = 4;
 
 /// One stored (non-zero) chunk of a checkpoint's memory.
 struct StoredChunk {
@@ -44,23 +38,18 @@ struct StoredChunk {
     hash: ChunkHash,
 }
 
-/// A group of chunks the helper decoded, with their bytes (each chunk in
-/// its slot, at a multiple of the chunk size).
-type Decoded<'a> = Result<(&'a [StoredChunk], Vec<u8>), CheckpointError>;
-
-/// Where decoded chunks go, on the caller's thread.
-type Sink<'a, E> = dyn FnMut(&StoredChunk, &[u8]) -> Result<(), E> + 'a;
-
 /// What a reader runs, on the thread that decodes a chunk, before it
 /// decodes it: `(offset, len)` of the chunk in the memory. A restore has the
 /// chunk's pages allocated there, ahead of the read into them.
 pub type BeforeEach<'a> = &'a (dyn Fn(u64, usize) + Sync);
 
-/// A decoding thread's own buffers: its decoder, and room for bodies that
-/// are not read in place; and what runs before each chunk.
+/// A decoding thread's own buffers: its decoder, room for bodies that are
+/// not read in place, and a chunk's room for chunks that have no place;
+/// and what runs before each chunk.
 struct Decoding<'a> {
     decoder: ChunkDecoder,
     scratch: Vec<u8>,
+    chunk: Vec<u8>,
     before_each: BeforeEach<'a>,
 }
 
@@ -69,6 +58,7 @@ impl<'a> Decoding<'a> {
         Ok(Decoding {
             decoder: ChunkDecoder::new()?,
             scratch: Vec::new(),
+            chunk: Vec::new(),
             before_each,
         })
     }
@@ -104,25 +94,6 @@ impl CheckpointStore {
         // Zero chunks stay as allocated.
         self.read_memory_into(manifest, &mut memory, &|_, _| {})?;
         Ok(memory)
-    }
-
-    /// Streams the memory `manifest` describes chunk by chunk into
-    /// `sink(offset, chunk)`, on the caller's thread and in no fixed order:
-    /// each chunk decoded and checked like [`CheckpointStore::load_memory`]
-    /// does, `None` for an all-zero chunk. A few chunk-sized buffers, no
-    /// image of the whole memory.
-    pub fn read_memory<E: From<CheckpointError>>(
-        &self,
-        manifest: &CheckpointManifest,
-        mut sink: impl FnMut(u64, Option<&[u8]>) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let (stored, zero) = stored_chunks(manifest)?;
-        for offset in zero {
-            sink(offset, None)?;
-        }
-        self.decode_chunks(manifest, &stored, &|_, _| {}, |chunk, bytes| {
-            sink(chunk.offset, Some(bytes))
-        })
     }
 
     /// Decodes the memory `manifest` describes straight into `memory` (as
@@ -163,49 +134,10 @@ impl CheckpointStore {
             })?;
             work.push((chunk, place));
         }
-        let two_threads = work.len() >= PARALLEL_FROM && cores() >= 2;
-        let mut groups = Vec::with_capacity(work.len().div_ceil(GROUP));
-        let mut work = work.into_iter().peekable();
-        while work.peek().is_some() {
-            groups.push(work.by_ref().take(GROUP).collect::<Vec<_>>());
-        }
-        let queue = Mutex::new(groups.into_iter());
-        let stop = AtomicBool::new(false);
-        // Takes groups until none is left or a chunk failed anywhere.
-        let decode = |verified: &mut Vec<ChunkHash>| -> Result<(), CheckpointError> {
-            let mut decoding = Decoding::new(before_each)?;
-            while !stop.load(Ordering::Relaxed) {
-                let Some(group) = queue.lock().unwrap_or_else(PoisonError::into_inner).next() else {
-                    break;
-                };
-                for (chunk, place) in group {
-                    if let Err(error) = self.decode_chunk_in_place(manifest, chunk, &mut decoding, place, verified) {
-                        stop.store(true, Ordering::Relaxed);
-                        return Err(error);
-                    }
-                }
-            }
-            Ok(())
-        };
-        let mut verified = Vec::new();
-        let result = if two_threads {
-            std::thread::scope(|scope| {
-                let helper = scope.spawn(|| {
-                    let mut verified = Vec::new();
-                    let result = decode(&mut verified);
-                    (result, verified)
-                });
-                let own = decode(&mut verified);
-                let (helper_result, helper_verified) =
-                    helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-                verified.extend(helper_verified);
-                own.and(helper_result)
-            })
-        } else {
-            decode(&mut verified)
-        };
-        self.trusted.trust(verified);
-        result.map(|()| zero)
+        self.on_decoding_threads(work, before_each, |(chunk, place), decoding, verified| {
+            self.decode_chunk_in_place(manifest, chunk, decoding, place, verified)
+        })?;
+        Ok(zero)
     }
 
     /// Checks, without keeping any of it, that the memory `manifest`
@@ -224,124 +156,72 @@ impl CheckpointStore {
                 return Err(CheckpointError::ChunkMissing { hash });
             }
         }
-        self.decode_chunks(manifest, &unchecked, &|_, _| {}, |_, _| Ok::<(), CheckpointError>(()))
+        let chunk_size = manifest.chunk_size as usize;
+        self.on_decoding_threads(unchecked, &|_, _| {}, |chunk, decoding, verified| {
+            let mut room = std::mem::take(&mut decoding.chunk);
+            room.resize(chunk_size, 0);
+            let decoded = self
+                .decode_chunk(manifest, &chunk, decoding, &mut room, verified)
+                .map(|_| ());
+            decoding.chunk = room;
+            decoded
+        })
     }
 
-    /// Decodes (and, unless trusted, checks) each of `chunks` and hands it
-    /// to `each` on the caller's thread; many chunks on two threads. The
-    /// chunks checked are trusted afterwards, even when a later one fails.
-    fn decode_chunks<E: From<CheckpointError>>(
+    /// Runs `decode` on each item of `work`, in groups of [`GROUP`] taken
+    /// in order from one queue: on the caller's thread and, for many
+    /// items, a helper's, each with its own [`Decoding`]. Stops at the
+    /// first failure anywhere and returns it. The chunks checked are
+    /// trusted afterwards, even when a later one failed.
+    fn on_decoding_threads<W: Send>(
         &self,
-        manifest: &CheckpointManifest,
-        chunks: &[StoredChunk],
+        work: Vec<W>,
         before_each: BeforeEach<'_>,
-        mut each: impl FnMut(&StoredChunk, &[u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let two_threads = chunks.len() >= PARALLEL_FROM && cores() >= 2;
+        decode: impl Fn(W, &mut Decoding<'_>, &mut Vec<ChunkHash>) -> Result<(), CheckpointError> + Sync,
+    ) -> Result<(), CheckpointError> {
+        let two_threads = work.len() >= PARALLEL_FROM && cores() >= 2;
+        let mut groups = Vec::with_capacity(work.len().div_ceil(GROUP));
+        let mut work = work.into_iter().peekable();
+        while work.peek().is_some() {
+            groups.push(work.by_ref().take(GROUP).collect::<Vec<_>>());
+        }
+        let queue = Mutex::new(groups.into_iter());
+        let stop = AtomicBool::new(false);
+        // Takes groups until none is left or an item failed anywhere.
+        let take_groups = |verified: &mut Vec<ChunkHash>| -> Result<(), CheckpointError> {
+            let mut decoding = Decoding::new(before_each)?;
+            while !stop.load(Ordering::Relaxed) {
+                let Some(group) = queue.lock().unwrap_or_else(PoisonError::into_inner).next() else {
+                    break;
+                };
+                for item in group {
+                    if let Err(error) = decode(item, &mut decoding, verified) {
+                        stop.store(true, Ordering::Relaxed);
+                        return Err(error);
+                    }
+                }
+            }
+            Ok(())
+        };
         let mut verified = Vec::new();
         let result = if two_threads {
-            self.decode_on_two_threads(manifest, chunks, before_each, &mut verified, &mut each)
-        } else {
-            let mut buffer = vec![0u8; manifest.chunk_size as usize];
-            let mut decoding = Decoding::new(before_each)?;
-            chunks.iter().try_for_each(|chunk| {
-                let bytes = self.decode_chunk(manifest, chunk, &mut decoding, &mut buffer, &mut verified)?;
-                each(chunk, bytes)
+            std::thread::scope(|scope| {
+                let helper = scope.spawn(|| {
+                    let mut verified = Vec::new();
+                    let result = take_groups(&mut verified);
+                    (result, verified)
+                });
+                let own = take_groups(&mut verified);
+                let (helper_result, helper_verified) =
+                    helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                verified.extend(helper_verified);
+                own.and(helper_result)
             })
+        } else {
+            take_groups(&mut verified)
         };
         self.trusted.trust(verified);
         result
-    }
-
-    /// [`CheckpointStore::decode_chunks`] with a helper thread. Both take
-    /// the next group of chunks from a shared counter; the helper decodes
-    /// its groups into spare buffers and sends them over, the caller hands
-    /// those on first and decodes a group itself only when none wait. So
-    /// when handing on is the slow part the helper decodes nearly all, and
-    /// when decoding is, both do.
-    fn decode_on_two_threads<E: From<CheckpointError>>(
-        &self,
-        manifest: &CheckpointManifest,
-        chunks: &[StoredChunk],
-        before_each: BeforeEach<'_>,
-        verified: &mut Vec<ChunkHash>,
-        each: &mut impl FnMut(&StoredChunk, &[u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
-        let stride = manifest.chunk_size as usize;
-        let groups: Vec<&[StoredChunk]> = chunks.chunks(GROUP).collect();
-        let next = AtomicUsize::new(0);
-        let stop = AtomicBool::new(false);
-        std::thread::scope(|scope| {
-            let (decoded, from_helper) = mpsc::sync_channel::<Decoded<'_>>(AHEAD);
-            let (give_back, spare) = mpsc::channel::<Vec<u8>>();
-            let (next, stop, groups) = (&next, &stop, &groups);
-            let helper = scope.spawn(move || {
-                let mut verified = Vec::new();
-                let mut decoding = match Decoding::new(before_each) {
-                    Ok(decoding) => decoding,
-                    Err(error) => {
-                        let _ = decoded.send(Err(error));
-                        return verified;
-                    }
-                };
-                while let Some(&group) = groups.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    if stop.load(Ordering::Relaxed) {
-                        break;
-                    }
-                    let mut buffer = spare.try_recv().unwrap_or_else(|_| vec![0u8; GROUP * stride]);
-                    let outcome = group
-                        .iter()
-                        .zip(buffer.chunks_mut(stride))
-                        .try_for_each(|(chunk, slot)| {
-                            self.decode_chunk(manifest, chunk, &mut decoding, slot, &mut verified)
-                                .map(|_| ())
-                        });
-                    let failed = outcome.is_err();
-                    if decoded.send(outcome.map(|()| (group, buffer))).is_err() || failed {
-                        break;
-                    }
-                }
-                verified
-            });
-            let hand_on = |message: Decoded<'_>, each: &mut Sink<'_, E>| {
-                let (group, buffer) = message?;
-                for (chunk, slot) in group.iter().zip(buffer.chunks(stride)) {
-                    each(chunk, &slot[..chunk.len])?;
-                }
-                let _ = give_back.send(buffer);
-                Ok::<(), E>(())
-            };
-            let mut buffer = vec![0u8; stride];
-            let mut decoding = Decoding::new(before_each)?;
-            let mut own = || -> Result<(), E> {
-                loop {
-                    while let Ok(message) = from_helper.try_recv() {
-                        hand_on(message, each)?;
-                    }
-                    let Some(group) = groups.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                        break;
-                    };
-                    for chunk in group.iter() {
-                        let bytes = self.decode_chunk(manifest, chunk, &mut decoding, &mut buffer, verified)?;
-                        each(chunk, bytes)?;
-                    }
-                }
-                // The helper's last groups: it hangs up when it has sent them
-                // (or why it stopped).
-                while let Ok(message) = from_helper.recv() {
-                    hand_on(message, each)?;
-                }
-                Ok(())
-            };
-            let result = own();
-            // A failure here stops the helper; dropping the receiver frees
-            // it from a full channel.
-            stop.store(true, Ordering::Relaxed);
-            drop(from_helper);
-            let helper_verified = helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            verified.extend(helper_verified);
-            result
-        })
     }
 
     /// `chunk` of `manifest` decoded into `slot` (at least a chunk long)

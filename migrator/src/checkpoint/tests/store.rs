@@ -50,34 +50,43 @@ fn round_trip_restores_memory_and_manifest_exactly() {
         assert_eq!(stored, manifest, "{case}");
         assert_eq!(store.latest("fn").unwrap().as_ref(), Some(&manifest), "{case}");
         assert_eq!(store.load_memory(&stored).unwrap(), image, "{case}");
-        // Streamed chunk by chunk (as a restore writes into an instance), by
-        // the store that wrote it and by one opened anew: the same bytes,
-        // each chunk once (in no fixed order: large memories are read on
-        // two threads), `None` exactly for the all-zero chunks.
+        // Read into place (as a restore writes into an instance), by the
+        // store that wrote it and by one opened anew: the same bytes, each
+        // stored chunk once (in no fixed order: large memories are read on
+        // two threads), the all-zero chunks left as they were and named.
         for reader in [store.clone(), db.open_with(options)] {
             reader.verify_memory(&stored).unwrap();
             let mut streamed = vec![0xAAu8; image.len()];
-            let mut handed = std::collections::BTreeSet::new();
-            let mut next = 0u64;
-            reader
-                .read_memory(&stored, |offset, chunk| {
+            let handed = std::sync::Mutex::new(std::collections::BTreeSet::new());
+            let zero = reader
+                .read_memory_into(&stored, &mut streamed, &|offset, len| {
                     assert_eq!(offset % u64::from(chunk_size), 0, "{case}: a chunk's offset");
-                    assert!(handed.insert(offset), "{case}: chunk at {offset} handed twice");
-                    let len = u64::from(chunk_size).min(image.len() as u64 - offset) as usize;
-                    let at = offset as usize;
-                    match chunk {
-                        Some(bytes) => {
-                            assert_eq!(bytes.len(), len, "{case}");
-                            assert!(!is_zero_chunk(bytes), "{case}: a zero chunk handed over");
-                            streamed[at..at + len].copy_from_slice(bytes);
-                        }
-                        None => streamed[at..at + len].fill(0),
-                    }
-                    next += len as u64;
-                    Ok::<(), CheckpointError>(())
+                    assert_eq!(
+                        len as u64,
+                        u64::from(chunk_size).min(image.len() as u64 - offset),
+                        "{case}"
+                    );
+                    assert!(
+                        handed.lock().unwrap().insert(offset),
+                        "{case}: chunk at {offset} read twice"
+                    );
                 })
                 .unwrap();
-            assert_eq!(next, image.len() as u64, "{case}: every chunk");
+            let handed = handed.into_inner().unwrap();
+            for &offset in &zero {
+                assert!(!handed.contains(&offset), "{case}: a zero chunk was read");
+                let end = (offset + u64::from(chunk_size)).min(image.len() as u64) as usize;
+                assert!(
+                    streamed[offset as usize..end].iter().all(|&byte| byte == 0xAA),
+                    "{case}"
+                );
+                streamed[offset as usize..end].fill(0);
+            }
+            assert_eq!(
+                handed.len() + zero.len(),
+                stored.chunk_hashes.len(),
+                "{case}: every chunk"
+            );
             assert!(streamed == image, "{case}: streamed bytes differ");
         }
         let expected = template("fn", 1);
