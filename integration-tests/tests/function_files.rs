@@ -379,6 +379,18 @@ async fn a_function_runs_and_moves_only_where_its_resources_are_and_keeps_runnin
     .unwrap();
     let info = hubs[0].ferry_json(&["ps"]).unwrap();
     assert_eq!(info[0]["state"], "running", "{info}");
+    // A drain of its hub names it at once as one no peer can take, and
+    // does not wait for a peer to have room for it.
+    let summary = ok(hubs[0].ferry(&["drain", "hub-0", "--json"]));
+    let summary: serde_json::Value = serde_json::from_str(summary.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["left"], serde_json::json!([]), "{summary}");
+    assert_eq!(
+        summary["stuck"],
+        serde_json::json!(["tick: no peer offers resource \"samples\", which the function mounts"]),
+        "{summary}"
+    );
+    ok(hubs[0].ferry(&["undrain", "hub-0"]));
+    assert_eq!(hubs[0].ferry_json(&["ps"]).unwrap()[0]["state"], "running");
 }
 
 #[tokio::test]

@@ -17,6 +17,14 @@ use crate::supervisor::Phase;
 /// itself stays in effect) and says what is left.
 const DRAIN_PATIENCE: Duration = Duration::from_secs(60);
 
+/// What a drain finds on its hub.
+#[derive(Default)]
+struct Candidates {
+    movable: Vec<String>,
+    pinned: Vec<String>,
+    stuck: Vec<String>,
+}
+
 /// Which hub a drain names.
 enum HubRef {
     Here,
@@ -99,20 +107,46 @@ impl HubApi {
         Ok(self.hub_info())
     }
 
-    /// Running functions a drain moves, and the pinned ones it leaves.
-    fn drain_candidates(&self) -> (Vec<String>, Vec<String>) {
-        let (mut movable, mut pinned) = (Vec::new(), Vec::new());
+    /// Running functions a drain moves, the pinned ones it leaves, and
+    /// those no usable peer can take (`name: why`), which it does not wait
+    /// for. With no usable peer at all, nothing is stuck: one may come.
+    fn drain_candidates(&self) -> Candidates {
+        let mut candidates = Candidates::default();
+        let peers: Vec<_> = self
+            .usable_peers()
+            .iter()
+            .map(|peer| peer.id.as_deref().and_then(|id| self.inner.figures.get(id)))
+            .collect();
         for function in self.supervisor().function_loads() {
             if !matches!(function.phase, Phase::Running | Phase::Parked | Phase::MovingOut) {
                 continue;
             }
             if function.pinned {
-                pinned.push(function.name);
-            } else {
-                movable.push(function.name);
+                candidates.pinned.push(function.name);
+                continue;
+            }
+            let refusal = self.supervisor().spec(&function.name).and_then(|spec| {
+                let refusals: Vec<Option<String>> = peers
+                    .iter()
+                    .map(|figures| {
+                        let resources = figures.as_ref().map(|info| &info.resources[..]).unwrap_or_default();
+                        crate::resources::placement_refusal(&spec, resources)
+                    })
+                    .collect();
+                // Every peer refuses it: the first reason says why.
+                (!refusals.is_empty() && refusals.iter().all(Option::is_some)).then(|| refusals[0].clone())
+            });
+            match refusal.flatten() {
+                Some(why) if function.phase != Phase::MovingOut => {
+                    let why = why
+                        .replacen("it offers no resource", "no peer offers resource", 1)
+                        .replacen("it grants", "every peer grants", 1);
+                    candidates.stuck.push(format!("{}: {why}", function.name));
+                }
+                _ => candidates.movable.push(function.name),
             }
         }
-        (movable, pinned)
+        candidates
     }
 
     /// Passes on the moves of a drain until nothing movable is left (or
@@ -127,7 +161,7 @@ impl HubApi {
         let (mut moved, mut failed) = (0u32, 0u32);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
-            let (movable, pinned) = self.drain_candidates();
+            let Candidates { movable, pinned, stuck } = self.drain_candidates();
             if movable.is_empty() || last_progress.elapsed() >= DRAIN_PATIENCE || !self.supervisor().draining() {
                 let summary = DrainSummary {
                     hub_name: self.supervisor().identity().name.clone(),
@@ -136,6 +170,7 @@ impl HubApi {
                     left: movable,
                     pinned,
                     duration_ms: started.elapsed().as_millis() as u64,
+                    stuck,
                 };
                 let last = DrainProgress {
                     progress: Some(ferry_proto::v1::drain_progress::Progress::Summary(summary)),

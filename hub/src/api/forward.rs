@@ -117,7 +117,7 @@ impl HubApi {
     }
 
     /// The peers this hub may ask now.
-    fn usable_peers(&self) -> Vec<PeerAt> {
+    pub(super) fn usable_peers(&self) -> Vec<PeerAt> {
         self.inner
             .peers
             .borrow()

@@ -185,6 +185,7 @@ pub async fn drain(hub: &HubTarget, json: bool, name: String) -> Result<(), Clie
                 "failed": summary.failed,
                 "left": summary.left,
                 "pinned": summary.pinned,
+                "stuck": summary.stuck,
                 "duration_ms": summary.duration_ms,
             })
         );
@@ -203,6 +204,9 @@ pub async fn drain(hub: &HubTarget, json: bool, name: String) -> Result<(), Clie
     }
     if !summary.pinned.is_empty() {
         println!("  pinned, not moved: {}", summary.pinned.join(", "));
+    }
+    for stuck in &summary.stuck {
+        println!("  no peer can take it: {stuck}");
     }
     Ok(())
 }
