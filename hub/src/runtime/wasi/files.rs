@@ -165,22 +165,34 @@ impl Area {
     }
 }
 
-/// Bytes of the regular files under `dir`, counted once per inode.
+/// Bytes of the regular files under `dir`, counted once per inode. An
+/// entry removed or renamed away between the listing and its look (someone
+/// on the host changing the directory meanwhile) is not there to count:
+/// that is no error.
 pub fn usage(dir: &Dir) -> io::Result<u64> {
+    fn gone<T>(result: io::Result<T>) -> io::Result<Option<T>> {
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     let mut total = 0u64;
     let mut pending = vec![dir.try_clone()?];
     while let Some(dir) = pending.pop() {
         for entry in dir.entries()? {
-            let entry = entry?;
-            let file_type = entry.file_type()?;
+            let Some(entry) = gone(entry)? else { continue };
+            let Some(file_type) = gone(entry.file_type())? else {
+                continue;
+            };
             if file_type.is_dir() {
-                pending.push(entry.open_dir()?);
-            } else if file_type.is_file() {
-                let metadata = entry.metadata()?;
-                if seen.insert(cap_fs_ext::MetadataExt::ino(&metadata)) {
-                    total = total.saturating_add(metadata.len());
-                }
+                pending.extend(gone(entry.open_dir())?);
+            } else if file_type.is_file()
+                && let Some(metadata) = gone(entry.metadata())?
+                && seen.insert(cap_fs_ext::MetadataExt::ino(&metadata))
+            {
+                total = total.saturating_add(metadata.len());
             }
         }
     }

@@ -335,3 +335,35 @@ fn a_full_volume_answers_enospc_and_space_comes_back_after_an_unlink() {
     assert_eq!(files.write(other, b"x"), Ok(1));
     assert!(Path::new(&files.host("volume/other")).exists());
 }
+
+#[test]
+fn a_volume_whose_files_change_under_its_usage_count_is_still_counted() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let root = tempfile::tempdir().unwrap();
+    let area = root.path().to_owned();
+    std::fs::write(area.join("kept"), vec![0u8; 1000]).unwrap();
+    std::fs::create_dir(area.join("sub")).unwrap();
+    // Entries come and go as fast as a thread can rename them.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let (stop, area) = (Arc::clone(&stop), area.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let _ = std::fs::write(area.join("new"), b"x");
+                let _ = std::fs::rename(area.join("new"), area.join("moved"));
+                let _ = std::fs::create_dir(area.join("sub/dir"));
+                let _ = std::fs::remove_file(area.join("moved"));
+                let _ = std::fs::remove_dir(area.join("sub/dir"));
+            }
+        })
+    };
+    let dir = cap_std::fs::Dir::open_ambient_dir(&area, cap_std::ambient_authority()).unwrap();
+    for _ in 0..10_000 {
+        let used = crate::runtime::wasi::files::usage(&dir).unwrap();
+        assert!((1000..=1001).contains(&used), "{used}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    flipper.join().unwrap();
+}
