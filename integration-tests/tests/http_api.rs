@@ -589,6 +589,27 @@ async fn any_hub_answers_for_a_function_and_invocations_span_its_moves() {
         .filter_map(|entry| entry["seq"].as_u64())
         .collect();
     assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "{seqs:?}");
+    // A follower from the start gets the first entry too (numbered 0).
+    let mut from_start = client
+        .get(url(&hubs[1], "/v1/functions/echo/logs?follow=1"))
+        .send()
+        .await
+        .unwrap()
+        .bytes_stream();
+    let mut first = String::new();
+    tokio::time::timeout(PATIENCE, async {
+        while let Some(Ok(chunk)) = from_start.next().await {
+            first.push_str(&String::from_utf8_lossy(&chunk));
+            if first.lines().any(|line| line.starts_with("data: ")) {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no first entry: {first}"));
+    let entry: Value =
+        serde_json::from_str(first.lines().find_map(|line| line.strip_prefix("data: ")).unwrap()).unwrap();
+    assert_eq!(entry["seq"], 0, "{first}");
 }
 
 /// `curl` over mutual TLS to a secure hub, as README shows it; the status

@@ -116,7 +116,7 @@ pub async fn wait_for_output(client: &mut HubClient<tonic::transport::Channel>, 
                 name: name.into(),
                 follow: false,
                 tail: 0,
-                after_seq: 0,
+                from_seq: 0,
             })
             .await
             .expect("logs")

@@ -2,8 +2,9 @@
 //! function runs on ends when the function leaves it. The hub the client
 //! asked (and only that one: a forwarded follower would chain a hop per
 //! move) then opens the output again where the function runs now, after
-//! the last entry it passed on: sequence numbers travel with the function,
-//! so the client sees one stream, without a gap or a repeat.
+//! the last entry it passed on (`LogsRequest.from_seq`): sequence numbers
+//! travel with the function, so the client sees one stream, without a gap
+//! or a repeat.
 
 use ferry_proto::v1::{LogEntry, LogsRequest};
 use futures::StreamExt;
@@ -23,7 +24,8 @@ struct Follower {
     current: Option<AnswerStream<LogEntry>>,
     /// Whether `current` streams from this hub.
     here: bool,
-    last_seq: u64,
+    /// The number of the last entry passed on (entries are numbered from 0).
+    last_seq: Option<u64>,
     idle_reopens: u32,
 }
 
@@ -41,16 +43,16 @@ pub(super) fn across_moves(
         request,
         current: Some(entries),
         here,
-        last_seq: 0,
+        last_seq: None,
         idle_reopens: 0,
     };
     futures::stream::unfold(follower, |mut follower| async move {
         loop {
             if let Some(current) = &mut follower.current {
                 match current.next().await {
-                    Some(Ok(entry)) if entry.seq <= follower.last_seq => continue,
+                    Some(Ok(entry)) if follower.last_seq.is_some_and(|last| entry.seq <= last) => continue,
                     Some(Ok(entry)) => {
-                        follower.last_seq = entry.seq;
+                        follower.last_seq = Some(entry.seq);
                         follower.idle_reopens = 0;
                         return Some((Ok(entry), follower));
                     }
@@ -106,12 +108,12 @@ impl Follower {
     /// Opens the output again where the function runs now.
     async fn reopen(&mut self) -> Result<(), HubError> {
         let mut request = self.request.clone();
-        if self.last_seq > 0 {
-            request.after_seq = self.last_seq;
+        if let Some(last) = self.last_seq {
+            request.from_seq = last + 1;
             request.tail = 0;
         }
         let (entries, here) = self.api.logs_from_where_it_runs(request, 0).await?;
-        tracing::debug!(function = %self.request.name, here, after_seq = self.last_seq, "following the output where the function runs now");
+        tracing::debug!(function = %self.request.name, here, last_seq = ?self.last_seq, "following the output where the function runs now");
         self.current = Some(entries);
         self.here = here;
         Ok(())

@@ -286,9 +286,9 @@ impl HubApi {
         }
         self.supervisor().get(&request.name)?;
         let logs = self.supervisor().logs();
-        let subscription = match request.after_seq {
+        let subscription = match request.from_seq {
             0 => logs.subscribe(&request.name, request.tail as usize, request.follow)?,
-            after => logs.subscribe_after(&request.name, after, request.follow)?,
+            from => logs.subscribe_from(&request.name, from, request.follow)?,
         };
         Ok((subscription.into_stream(request.name).boxed(), true))
     }

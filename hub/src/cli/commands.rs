@@ -121,7 +121,7 @@ async fn logs(hub: &HubTarget, json: bool, args: LogsArgs) -> Result<(), ClientE
             name: args.name,
             follow: args.follow,
             tail: args.tail.unwrap_or(0),
-            after_seq: 0,
+            from_seq: 0,
         })
         .await?
         .into_inner();

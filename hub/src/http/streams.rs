@@ -50,7 +50,7 @@ pub(super) async fn logs(
         name,
         follow: query.follow(),
         tail: query.tail.unwrap_or(0),
-        after_seq: 0,
+        from_seq: 0,
     };
     match http.api.logs(request, 0).await {
         Ok(entries) => {

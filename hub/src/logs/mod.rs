@@ -304,13 +304,13 @@ impl LogHub {
         })?
     }
 
-    /// [`LogHub::subscribe`] from the entry after `after_seq` on, the
-    /// whole history after it.
-    pub fn subscribe_after(&self, name: &str, after_seq: u64, follow: bool) -> Result<LogSubscription, StoreError> {
+    /// [`LogHub::subscribe`] from entry `from_seq` on: the whole history
+    /// from there.
+    pub fn subscribe_from(&self, name: &str, from_seq: u64, follow: bool) -> Result<LogSubscription, StoreError> {
         self.with_log(name, |log| {
             self.flush_log(name, log);
             let live = follow.then(|| log.live.subscribe());
-            let history = self.store.read_logs_from(name, after_seq.saturating_add(1))?;
+            let history = self.store.read_logs_from(name, from_seq)?;
             Ok(LogSubscription { history, live })
         })?
     }
