@@ -211,22 +211,52 @@ pub fn check_files(
 /// Whether `resources` lets `spec` run: every mount's resource exists with
 /// enough access. The reason names the first that does not.
 pub fn placement_refusal(spec: &FunctionSpec, resources: &[Resource]) -> Option<String> {
+    refused_mount(spec, resources).map(|refused| refused.reason("it offers no", "it grants"))
+}
+
+/// [`placement_refusal`] of every hub in `hubs` (their resources), said of
+/// all of them: `None` if any could take `spec`, or there is no hub. The
+/// reason is the first hub's.
+pub fn refusal_everywhere(spec: &FunctionSpec, hubs: &[&[Resource]]) -> Option<String> {
+    let refusals: Option<Vec<RefusedMount>> = hubs.iter().map(|resources| refused_mount(spec, resources)).collect();
+    let first = refusals?.into_iter().next()?;
+    Some(first.reason("no peer offers", "every peer grants"))
+}
+
+/// A mount a hub cannot serve: its resource, and (granted, wanted) when
+/// the hub offers it with too little access.
+struct RefusedMount {
+    resource: String,
+    access: Option<(Access, Access)>,
+}
+
+impl RefusedMount {
+    /// Why, with the subject's words for a missing resource and for one
+    /// granted with too little access.
+    fn reason(&self, offers_no: &str, grants: &str) -> String {
+        match self.access {
+            None => format!("{offers_no} resource {:?}, which the function mounts", self.resource),
+            Some((granted, wanted)) => format!(
+                "{grants} resource {:?} only {}, the function mounts it {}",
+                self.resource,
+                granted.as_str(),
+                wanted.as_str()
+            ),
+        }
+    }
+}
+
+fn refused_mount(spec: &FunctionSpec, resources: &[Resource]) -> Option<RefusedMount> {
     spec.mounts.iter().find_map(|mount| {
-        let Some(offered) = resources.iter().find(|resource| resource.name == mount.resource) else {
-            return Some(format!(
-                "it offers no resource {:?}, which the function mounts",
-                mount.resource
-            ));
+        let resource = mount.resource.clone();
+        let Some(offered) = resources.iter().find(|offered| offered.name == mount.resource) else {
+            return Some(RefusedMount { resource, access: None });
         };
         let wanted = Access::parse(&mount.access).unwrap_or(Access::Rw);
         let granted = Access::parse(&offered.access).unwrap_or(Access::Ro);
-        (wanted > granted).then(|| {
-            format!(
-                "it grants resource {:?} only {}, the function mounts it {}",
-                mount.resource,
-                granted.as_str(),
-                wanted.as_str()
-            )
+        (wanted > granted).then_some(RefusedMount {
+            resource,
+            access: Some((granted, wanted)),
         })
     })
 }
@@ -476,6 +506,18 @@ mod tests {
         );
         assert!(placement_refusal(&spec, &offered("ro")).unwrap().contains("only ro"));
         assert_eq!(placement_refusal(&spec, &offered("rw")), None);
+        // Said of several hubs: only when every one refuses, in their words.
+        let (ro, rw) = (offered("ro"), offered("rw"));
+        assert_eq!(
+            refusal_everywhere(&spec, &[&[], &ro]).as_deref(),
+            Some("no peer offers resource \"samples\", which the function mounts")
+        );
+        assert_eq!(
+            refusal_everywhere(&spec, &[&ro]).as_deref(),
+            Some("every peer grants resource \"samples\" only ro, the function mounts it rw")
+        );
+        assert_eq!(refusal_everywhere(&spec, &[&ro, &rw]), None);
+        assert_eq!(refusal_everywhere(&spec, &[]), None);
     }
 
     #[test]

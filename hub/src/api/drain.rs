@@ -117,6 +117,10 @@ impl HubApi {
             .iter()
             .map(|peer| peer.id.as_deref().and_then(|id| self.inner.figures.get(id)))
             .collect();
+        let peer_resources: Vec<&[_]> = peers
+            .iter()
+            .map(|figures| figures.as_ref().map_or(&[][..], |info| &info.resources[..]))
+            .collect();
         for function in self.supervisor().function_loads() {
             if !matches!(function.phase, Phase::Running | Phase::Parked | Phase::MovingOut) {
                 continue;
@@ -125,25 +129,13 @@ impl HubApi {
                 candidates.pinned.push(function.name);
                 continue;
             }
-            let refusal = self.supervisor().spec(&function.name).and_then(|spec| {
-                let refusals: Vec<Option<String>> = peers
-                    .iter()
-                    .map(|figures| {
-                        let resources = figures.as_ref().map(|info| &info.resources[..]).unwrap_or_default();
-                        crate::resources::placement_refusal(&spec, resources)
-                    })
-                    .collect();
-                // Every peer refuses it: the first reason says why.
-                (!refusals.is_empty() && refusals.iter().all(Option::is_some)).then(|| refusals[0].clone())
-            });
-            match refusal.flatten() {
-                Some(why) if function.phase != Phase::MovingOut => {
-                    let why = why
-                        .replacen("it offers no resource", "no peer offers resource", 1)
-                        .replacen("it grants", "every peer grants", 1);
-                    candidates.stuck.push(format!("{}: {why}", function.name));
-                }
-                _ => candidates.movable.push(function.name),
+            let stuck = (function.phase != Phase::MovingOut)
+                .then(|| self.supervisor().spec(&function.name))
+                .flatten()
+                .and_then(|spec| crate::resources::refusal_everywhere(&spec, &peer_resources));
+            match stuck {
+                Some(why) => candidates.stuck.push(format!("{}: {why}", function.name)),
+                None => candidates.movable.push(function.name),
             }
         }
         candidates
