@@ -285,7 +285,17 @@ async fn user_commands_racing_moves_never_run_a_function_twice_nor_lose_output()
     let violations = seen.lock().unwrap().clone();
     assert!(violations.is_empty(), "{NAME} ran on two hubs at once: {violations:#?}");
     assert!(rounds.len() > 10, "too few rounds printed: {logs}");
-    check_consecutive(&rounds, "bigheap rounds while users raced moves").unwrap();
+    if let Err(error) = check_consecutive(&rounds, "bigheap rounds while users raced moves") {
+        // Every entry with its number and time, the hub's events included,
+        // to lay beside the agents' logs.
+        let entries = hubs[live].ferry(&["logs", NAME, "--events", "--json"]);
+        panic!(
+            "{error:#}\n--- the log with events ---\n{}\n--- hub-0 ---\n{}\n--- hub-1 ---\n{}",
+            String::from_utf8_lossy(&entries.stdout),
+            hubs[0].agent_log(),
+            hubs[1].agent_log()
+        );
+    }
     // And its memory came through every restore intact.
     check_bigheap_checksums(&logs, 8).unwrap();
     // The races happened: requests met the function in the middle of a move.

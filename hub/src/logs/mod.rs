@@ -322,6 +322,7 @@ impl LogHub {
             self.flush_log(name, log);
             if seq < log.next_seq {
                 self.store.truncate_logs(name, seq)?;
+                tracing::debug!(function = %name, from_seq = seq, dropped = log.next_seq - seq, "output after the checkpoint dropped");
                 log.next_seq = seq;
             }
             Ok(())

@@ -7,7 +7,9 @@
 //! past that — makes the guest's thread wait there. When the move commits
 //! the kept output goes out, in order, and the gate opens; when the move is
 //! given up the guest is stopped, the kept output dropped, and every waiter
-//! let through with nothing done.
+//! let through with nothing done. Once the move is committed
+//! ([`EffectGate::commit`]) what the run kept is the function's own: a stop
+//! from then on no longer drops it, and the release still writes it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -38,6 +40,9 @@ struct GateState {
     held: bool,
     /// The run is being stopped: waiters give up.
     cancelled: bool,
+    /// The move is committed: the run is the function's, and what it kept
+    /// goes out at the release even if it is stopped before.
+    committed: bool,
     /// When each thread waiting here began to wait.
     waiting: Vec<Instant>,
     /// Effects kept in their order, and the bytes they carry.
@@ -51,6 +56,7 @@ impl std::fmt::Debug for GateState {
             .debug_struct("GateState")
             .field("held", &self.held)
             .field("cancelled", &self.cancelled)
+            .field("committed", &self.committed)
             .field("deferred", &self.deferred.len())
             .finish_non_exhaustive()
     }
@@ -64,6 +70,12 @@ impl EffectGate {
         self.held.store(true, Ordering::SeqCst);
     }
 
+    /// The move this run arrived by is committed: from now on a stop keeps
+    /// what it kept for the release (which the commit always makes).
+    pub fn commit(&self) {
+        self.lock().committed = true;
+    }
+
     /// Whether effects are held now.
     pub fn is_held(&self) -> bool {
         self.held.load(Ordering::Acquire)
@@ -72,11 +84,11 @@ impl EffectGate {
     /// Lets the kept effects out, in order, then every other; returns how
     /// long the effects waiting now have waited (the first of them, if
     /// several threads wait). Nothing passes before the kept effects are out.
-    /// A stopped run's gate stays shut: what it does on its way out is
-    /// never seen.
+    /// A run stopped before its commit keeps its gate shut: what it does
+    /// on its way out is never seen.
     pub fn release(&self) -> Duration {
         let mut state = self.lock();
-        if state.cancelled {
+        if state.cancelled && !state.committed {
             return Duration::ZERO;
         }
         for effect in std::mem::take(&mut state.deferred) {
@@ -90,11 +102,30 @@ impl EffectGate {
     }
 
     /// Wakes every waiter and makes them give up (the run is stopped).
+    /// Before the commit what was kept is dropped; after it, it waits for
+    /// the release.
     pub fn cancel(&self) {
         let mut state = self.lock();
         state.cancelled = true;
-        state.deferred.clear();
+        if !state.committed {
+            state.deferred.clear();
+        }
         self.opened.notify_all();
+    }
+
+    /// Waits until what the run kept is out, or will never be: the gate
+    /// opened, or the run was stopped before its commit.
+    pub fn wait_kept_out(&self) {
+        if !self.held.load(Ordering::Acquire) {
+            return;
+        }
+        let mut state = self.lock();
+        while state.held && (state.committed || !state.cancelled) {
+            state = self
+                .opened
+                .wait(state)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
     }
 
     /// Keeps `effect` (of `bytes`) until the gate opens, if it is held and
@@ -103,7 +134,7 @@ impl EffectGate {
     pub fn defer(&self, bytes: usize, effect: impl FnOnce() + Send + 'static) {
         {
             let mut state = self.lock();
-            if state.held && state.cancelled {
+            if state.held && state.cancelled && !state.committed {
                 return;
             }
             if !state.held {
@@ -187,7 +218,13 @@ impl HostServices for HeldServices {
         self.inner.call(from, to, data, timeout)
     }
 
+    /// A checkpoint taken while output is kept must not point before it:
+    /// restored, the function would not write it again, and the log would
+    /// lose it. So the position waits for the kept output to be written
+    /// (at the commit's release, even if the run was stopped after the
+    /// commit) or dropped (a stop before the commit drops the run too).
     fn log_position(&self, function: &str) -> u64 {
+        self.control.effects().wait_kept_out();
         self.inner.log_position(function)
     }
 
@@ -293,6 +330,35 @@ mod tests {
         writer.join().unwrap();
         assert_eq!(recording.output.lock().unwrap().len(), 2);
         assert!(waited >= Duration::from_millis(40), "waited {waited:?}");
+    }
+
+    /// A held run kept one line; `before_asking` runs, then its log
+    /// position is asked on another thread: it must wait for the release,
+    /// and count the line.
+    fn position_waits_for_the_release_and_counts_the_kept_line(before_asking: impl FnOnce(&FunctionControl)) {
+        let (control, recording, services) = held();
+        control.effects().hold();
+        services.output("f", LogStream::Stdout, b"round 12\n");
+        before_asking(&control);
+        let position = std::thread::spawn(move || services.log_position("f"));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!position.is_finished(), "the position waits for the release");
+        control.effects().release();
+        assert_eq!(position.join().unwrap(), 1, "the kept line is before the position");
+        assert_eq!(recording.output.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_log_position_of_a_held_run_counts_its_kept_output() {
+        position_waits_for_the_release_and_counts_the_kept_line(|_| {});
+    }
+
+    #[test]
+    fn a_stop_after_the_commit_keeps_the_output_for_the_release() {
+        position_waits_for_the_release_and_counts_the_kept_line(|control| {
+            control.effects().commit();
+            control.request_stop();
+        });
     }
 
     #[test]

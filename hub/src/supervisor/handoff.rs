@@ -468,13 +468,12 @@ impl Supervisor {
         };
         // Running means restored into an instance, not just a thread started.
         self.wait_instantiated(name, launched).await;
+        // Nothing from here fails: the caller opens the held run's gate
+        // after this returns, and a committed run's gate must open.
+        let epoch = self.get(name).map(|info| info.epoch).unwrap_or_default();
         self.inner.logs.event(
             name,
-            &format!(
-                "moved here from hub {} (epoch {})",
-                source.source_hub_name,
-                self.get(name)?.epoch
-            ),
+            &format!("moved here from hub {} (epoch {epoch})", source.source_hub_name),
         );
         // Not inside the downtime (a write into the store can wait
         // milliseconds for one being flushed): until the record is written

@@ -240,7 +240,15 @@ impl Inner {
             // included) would stop answering.
             let recorded = tokio::task::spawn_blocking({
                 let (inner, name, control) = (Arc::clone(&inner), name.clone(), Arc::clone(&control));
-                move || inner.finish(&name, generation, &control, outcome)
+                move || {
+                    // A run that arrived held and was stopped before its
+                    // gate opened: the move was committed, so what it kept is
+                    // the function's output. It goes to the log before the
+                    // end is recorded, so that a resume's rewind comes after
+                    // it (the destination's own release then finds nothing).
+                    control.effects().release();
+                    inner.finish(&name, generation, &control, outcome)
+                }
             });
             if let Err(error) = recorded.await {
                 tracing::error!(function = %name, %error, "recording the end of a run failed");
@@ -385,6 +393,12 @@ impl Inner {
         }
         if request == Request::Commit {
             slot.record.pending_handoff = None;
+            // Running from here on: what the held run kept is the function's
+            // output, and a stop must not drop it (the destination's release
+            // follows this commit whatever happens to the run).
+            if let Some(WarmStart::Held(held)) = &warm {
+                held.control().effects().commit();
+            }
         }
         let mut launch = self.prepare_launch(slot, prepared, snapshot, warm);
         launch.record_now = request != Request::Commit;
