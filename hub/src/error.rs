@@ -19,12 +19,32 @@ pub enum HubError {
     InvalidRequest(String),
     #[error("function {name:?} is not running (it is {state})")]
     NotRunning { name: String, state: &'static str },
+    #[error("function {name:?} is {state}: only a running function moves{hint}")]
+    NotMovable {
+        name: String,
+        state: &'static str,
+        hint: String,
+    },
     #[error(
         "function {name:?} ran to its end (exited): there is nothing left to resume; deploy it again to start it anew"
     )]
     Completed { name: String },
+    #[error(
+        "function {name:?} needs {needed_bytes} bytes of memory at start, above its memory limit of {limit_bytes} bytes: give it a larger --memory-limit"
+    )]
+    MemoryLimitBelowModule {
+        name: String,
+        needed_bytes: u64,
+        limit_bytes: u64,
+    },
     #[error("function {name:?} did not reply within {timeout_ms} ms")]
     InvokeTimeout { name: String, timeout_ms: u64 },
+    #[error("function {name:?} took no message within {timeout_ms} ms, nothing was delivered: {refused}")]
+    NotTaken {
+        name: String,
+        timeout_ms: u64,
+        refused: String,
+    },
     #[error("function {name:?} ended before replying")]
     NoReply { name: String },
     #[error("function {name:?} has {queued} messages waiting; its inbox is full")]
@@ -93,11 +113,12 @@ impl ServiceError for HubError {
             }
             HubError::FunctionExists { .. } => ErrorCode::AlreadyExists,
             HubError::InvalidName { .. } | HubError::InvalidRequest(_) => ErrorCode::InvalidArgument,
-            HubError::NotRunning { .. } | HubError::Completed { .. } | HubError::NoReply { .. } => {
-                ErrorCode::FailedPrecondition
-            }
-            HubError::InvokeTimeout { .. } => ErrorCode::DeadlineExceeded,
-            HubError::InboxFull { .. } => ErrorCode::ResourceExhausted,
+            HubError::NotRunning { .. }
+            | HubError::NotMovable { .. }
+            | HubError::Completed { .. }
+            | HubError::NoReply { .. } => ErrorCode::FailedPrecondition,
+            HubError::InvokeTimeout { .. } | HubError::NotTaken { .. } => ErrorCode::DeadlineExceeded,
+            HubError::InboxFull { .. } | HubError::MemoryLimitBelowModule { .. } => ErrorCode::ResourceExhausted,
             HubError::ShuttingDown => ErrorCode::Unavailable,
             HubError::AlreadyRunning { .. } => ErrorCode::FailedPrecondition,
             HubError::NoCheckpoint { .. } => ErrorCode::NotFound,

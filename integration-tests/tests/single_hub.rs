@@ -357,41 +357,38 @@ async fn a_trapping_guest_fails_with_the_reason_and_others_keep_running() {
 }
 
 #[tokio::test]
-async fn a_function_that_cannot_start_under_its_memory_limit_says_so_at_its_deploy() {
+async fn a_deploy_under_the_modules_initial_memory_is_refused_and_replaces_nothing() {
     let hub = HubProcess::start(HubOptions::default()).await.unwrap();
-    // Its module asks for two pages at start: it cannot be instantiated.
+    // bigheap asks for two pages at start: it cannot be instantiated in one.
     let path = guest("examples/bigheap.wasm");
-    let args = [
-        "deploy",
-        path.to_str().unwrap(),
-        "--name",
-        "tiny",
-        "--memory-limit",
-        "64KiB",
-    ];
-    let said = ok(hub.ferry(&args));
+    let module = path.to_str().unwrap();
+    let refused = hub.ferry(&["deploy", module, "--name", "tiny", "--memory-limit", "64KiB"]);
+    assert_eq!(refused.status.code(), Some(9), "{}", stderr(&refused));
     assert!(
-        said.contains("it failed as it started: memory limit exceeded") && said.contains("65536"),
-        "{said}"
+        stderr(&refused)
+            .contains("function \"tiny\" needs 131072 bytes of memory at start, above its memory limit of 65536 bytes"),
+        "{}",
+        stderr(&refused)
     );
-    let again = [
-        "deploy",
-        args[1],
-        "--name",
-        "tiny2",
-        "--memory-limit",
-        "64KiB",
-        "--json",
-    ];
-    let json: Value = serde_json::from_str(&ok(hub.ferry(&again))).unwrap();
-    assert_eq!(json["state"], "failed", "{json}");
-    assert!(
-        json["failure"].as_str().unwrap().contains("memory limit exceeded"),
-        "{json}"
-    );
-    // The hub keeps serving.
-    deploy(&hub, "examples/echo.wasm", "echo", &[]);
-    assert_eq!(ok(hub.ferry(&["invoke", "echo", "--data", "fine"])), "echo: fine\n");
+    assert!(!ok(hub.ferry(&["ps"])).contains("tiny"), "nothing recorded");
+
+    // A redeploy that cannot run leaves the running function as it was:
+    // neither a module too big for its limit nor one that is not wasm.
+    let echo = deploy(&hub, "examples/echo.wasm", "tiny", &[]);
+    let not_wasm = std::env::temp_dir().join(format!("not-wasm-{}.wasm", std::process::id()));
+    std::fs::write(&not_wasm, b"not a module").unwrap();
+    for (args, code) in [(vec!["--memory-limit", "64KiB"], 9), (vec![], 4)] {
+        let source = if code == 4 { not_wasm.to_str().unwrap() } else { module };
+        let mut full = vec!["deploy", source, "--name", "tiny", "--replace"];
+        full.extend(args);
+        let replaced = hub.ferry(&full);
+        assert_eq!(replaced.status.code(), Some(code), "{}", stderr(&replaced));
+        let now = function(&hub, "tiny");
+        assert_eq!(now["state"], "running", "{now}");
+        assert_eq!(now["module_hash"], echo["module_hash"], "{now}");
+    }
+    std::fs::remove_file(&not_wasm).unwrap();
+    assert_eq!(ok(hub.ferry(&["invoke", "tiny", "--data", "fine"])), "echo: fine\n");
 }
 
 #[tokio::test]
@@ -448,6 +445,26 @@ async fn duplicate_and_invalid_names_are_refused_and_replace_redeploys() {
     assert_eq!(replaced["state"], "running");
     assert_ne!(replaced["module_hash"], echo["module_hash"]);
     assert_eq!(function(&hub, "echo")["module_hash"], replaced["module_hash"]);
+}
+
+#[tokio::test]
+async fn a_suspended_function_says_that_it_took_no_message() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    deploy(&hub, "examples/echo.wasm", "echo", &[]);
+    ok(hub.ferry(&["suspend", "echo"]));
+    let output = hub.ferry(&["invoke", "echo", "--data", "x", "--timeout", "300ms"]);
+    assert_eq!(output.status.code(), Some(6), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains(
+            "function \"echo\" took no message within 300 ms, nothing was delivered: function \"echo\" is not running (it is suspended)"
+        ),
+        "{}",
+        stderr(&output)
+    );
+    // Resumed, it takes the next message.
+    ok(hub.ferry(&["resume", "echo"]));
+    let answered = ok(hub.ferry(&["invoke", "echo", "--data", "x"]));
+    assert!(answered.contains("echo: x"), "{answered}");
 }
 
 #[tokio::test]

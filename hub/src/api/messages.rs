@@ -84,18 +84,26 @@ impl HubApi {
         queued: impl Fn(bool),
     ) -> Result<InvokeResponse, HubError> {
         let until = Instant::now() + deadline;
+        // Why the last try was refused: the message is still undelivered.
+        let mut refused: Option<HubError> = None;
         loop {
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(HubError::InvokeTimeout {
-                    name: request.name.clone(),
-                    timeout_ms: deadline.as_millis() as u64,
+                let (name, timeout_ms) = (request.name.clone(), deadline.as_millis() as u64);
+                return Err(match refused {
+                    Some(refusal) => HubError::NotTaken {
+                        name,
+                        timeout_ms,
+                        refused: refusal.to_string(),
+                    },
+                    None => HubError::InvokeTimeout { name, timeout_ms },
                 });
             }
             queued(false);
             request.timeout_ms = u32::try_from(left.as_millis()).unwrap_or(u32::MAX).max(1);
             match self.invoke(request.clone(), 0).await {
                 Err(error) if worth_retrying(&error) => {
+                    refused = Some(error);
                     queued(true);
                     tokio::time::sleep(RETRY_EVERY.min(left)).await;
                 }

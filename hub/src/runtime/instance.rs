@@ -101,7 +101,7 @@ pub struct LiveInstance {
 /// the memory out and ends anyway (the move's own limits end it sooner).
 const HOLD_LIMIT: Duration = Duration::from_secs(180);
 
-fn initial_memory_bytes(module: &Module) -> u64 {
+pub(super) fn initial_memory_bytes(module: &Module) -> u64 {
     module
         .exports()
         .find_map(|export| match export.ty() {

@@ -73,8 +73,6 @@ pub enum RuntimeError {
         expected: String,
         found: String,
     },
-    #[error("module needs {initial_bytes} bytes of memory at start, above its limit of {limit_bytes} bytes")]
-    InitialMemoryAboveLimit { initial_bytes: u64, limit_bytes: u64 },
     #[error("{reason}")]
     RewindModule { reason: String },
     #[error(transparent)]
@@ -88,7 +86,6 @@ impl ServiceError for RuntimeError {
             | RuntimeError::InvalidModule { .. }
             | RuntimeError::UnsupportedImport { .. }
             | RuntimeError::ImportSignature { .. } => ErrorCode::InvalidArgument,
-            RuntimeError::InitialMemoryAboveLimit { .. } => ErrorCode::ResourceExhausted,
             RuntimeError::RewindModule { .. } => ErrorCode::Internal,
             RuntimeError::Store(error) => error.error_code(),
         }

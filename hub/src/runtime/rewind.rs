@@ -21,6 +21,11 @@ pub struct GuestModule {
 }
 
 impl GuestModule {
+    /// Bytes of linear memory the module starts with.
+    pub fn initial_memory_bytes(&self) -> u64 {
+        super::instance::initial_memory_bytes(&self.main)
+    }
+
     /// A module that needs no rewind module.
     pub fn standalone(main: wasmer::Module) -> GuestModule {
         GuestModule { main, rewind: None }

@@ -61,12 +61,8 @@ impl Supervisor {
                 hub: pointer.hub_name,
             });
         }
-        if self.inner.lock_slots().contains_key(&request.name) {
-            if !request.replace {
-                return Err(HubError::FunctionExists { name: request.name });
-            }
-            // A redeploy keeps the function's files: it is an upgrade.
-            self.remove_keeping(&request.name, true).await?;
+        if !request.replace && self.inner.lock_slots().contains_key(&request.name) {
+            return Err(HubError::FunctionExists { name: request.name });
         }
 
         let runtime = Arc::clone(&self.inner.runtime);
@@ -74,6 +70,23 @@ impl Supervisor {
         let prepared = tokio::task::spawn_blocking(move || runtime.prepare(&module))
             .await
             .map_err(|error| HubError::Internal(format!("prepare task failed: {error}")))??;
+        let needed_bytes = prepared.module.initial_memory_bytes();
+        if needed_bytes > memory_limit_bytes {
+            return Err(HubError::MemoryLimitBelowModule {
+                name: request.name,
+                needed_bytes,
+                limit_bytes: memory_limit_bytes,
+            });
+        }
+        // Only a module that can run replaces the one running: a redeploy
+        // that fails above leaves the function as it was.
+        if self.inner.lock_slots().contains_key(&request.name) {
+            if !request.replace {
+                return Err(HubError::FunctionExists { name: request.name });
+            }
+            // A redeploy keeps the function's files: it is an upgrade.
+            self.remove_keeping(&request.name, true).await?;
+        }
 
         let mut env: Vec<_> = request.env.into_iter().collect();
         env.sort();

@@ -117,6 +117,14 @@ pub(super) fn refusal_error(name: &str, slot: &Slot, request: Request, refusal: 
             hub: moved_to.unwrap_or("another hub").to_owned(),
         },
         Refusal::AlreadyRunning => HubError::AlreadyRunning { name },
+        Refusal::NotRunning if request == Request::MigrateOut => HubError::NotMovable {
+            hint: match phase {
+                Phase::Exited => String::new(),
+                _ => format!("; `ferry resume {name}` continues it on this hub, from where it can be moved"),
+            },
+            name,
+            state: phase_words(phase),
+        },
         Refusal::NotRunning => HubError::NotRunning {
             name,
             state: phase_words(phase),
@@ -165,5 +173,21 @@ mod tests {
             };
             assert_eq!(read, expected, "{phase:?}");
         }
+    }
+
+    #[test]
+    fn a_move_of_a_function_that_does_not_run_says_what_to_do() {
+        let refused = |phase| {
+            let slot = Slot::new(FunctionRecord::default(), phase);
+            refusal_error("sf", &slot, Request::MigrateOut, Refusal::NotRunning).to_string()
+        };
+        assert_eq!(
+            refused(Phase::Suspended(crate::supervisor::lifecycle::Suspender::User)),
+            "function \"sf\" is suspended: only a running function moves; `ferry resume sf` continues it on this hub, from where it can be moved"
+        );
+        assert_eq!(
+            refused(Phase::Exited),
+            "function \"sf\" is exited: only a running function moves"
+        );
     }
 }
