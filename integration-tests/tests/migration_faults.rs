@@ -126,6 +126,39 @@ async fn a_function_printing_every_millisecond_moves_with_its_output_held_not_lo
     assert!(ticks.len() > 500, "{} ticks", ticks.len());
 }
 
+/// A function that writes 64 KiB at a time keeps only the newest 8 MiB of
+/// its output on its hub (not 10,000 entries of 64 KiB, 640 MiB), and a
+/// move carries no more than that.
+#[tokio::test]
+async fn a_function_writing_big_blocks_keeps_8_mib_of_output_and_moves_only_that() {
+    const KEPT: usize = 8 << 20;
+    let hubs = pair().await;
+    wait_usable(&hubs[0], "hub-1").await;
+    // 400 blocks of 64 KiB: 25 MiB.
+    deploy(&hubs[0], "guests/chatty.wasm", "chatty", &["400", "64"]);
+    eventually("chatty to tick", PATIENCE, || async {
+        stdout_of(&hubs[0], "chatty").contains("tick 3\n").then_some(())
+    })
+    .await
+    .unwrap();
+    let kept = |output: &str, at: &str| {
+        assert!(
+            output.len() <= KEPT && output.len() > KEPT - (256 << 10),
+            "{} bytes of output kept on {at}",
+            output.len()
+        );
+        assert!(output.contains("block 400 ."), "the newest block is kept on {at}");
+        assert!(!output.contains("block 1 ."), "the first block is dropped on {at}");
+    };
+    kept(&stdout_of(&hubs[0], "chatty"), "hub-0");
+    let summary = migrate(&hubs[0], "chatty", "hub-1").unwrap();
+    eprintln!("moved: downtime {} µs", summary["downtime_micros"]);
+    let moved = stdout_of(&hubs[1], "chatty");
+    kept(&moved, "hub-1");
+    let ticks = numbered_lines(&moved, "tick ");
+    check_consecutive(&ticks, "ticks across the move").unwrap();
+}
+
 #[tokio::test]
 async fn moves_to_an_unknown_down_or_foreign_hub_are_refused_and_the_function_keeps_running() {
     let mut hubs = pair().await;

@@ -18,7 +18,7 @@ use futures::{Stream, StreamExt, stream};
 use tokio::sync::broadcast;
 
 use crate::error::HubError;
-use crate::store::{Store, StoreError};
+use crate::store::{LOG_BYTES_KEPT, Store, StoreError};
 
 /// Largest payload of one entry; longer writes are split.
 const MAX_ENTRY_BYTES: usize = 64 << 10;
@@ -43,6 +43,9 @@ struct FunctionLog {
     noted: Option<Unstored>,
     /// All output that could not be stored, for `ps`.
     lost_total: Unstored,
+    /// Bytes of the function's stored entries, once known (read from the
+    /// store at the first flush, kept up to date by every flush after).
+    stored_bytes: Option<u64>,
     /// Set once the function's log was removed or replaced: writers that
     /// still hold it must find the current one.
     retired: bool,
@@ -147,6 +150,7 @@ impl LogHub {
             unstored: Unstored::default(),
             noted: None,
             lost_total: Unstored::default(),
+            stored_bytes: None,
             retired: false,
         }));
         Ok(Arc::clone(
@@ -201,7 +205,8 @@ impl LogHub {
         let bytes = std::mem::take(&mut log.pending_bytes) as u64;
         let noted = log.noted.take();
         match self.store.append_logs(name, &batch) {
-            Ok(()) => {
+            Ok(appended) => {
+                log.stored_bytes = self.keep_within_budget(name, log.stored_bytes, appended);
                 if let Some(noted) = noted {
                     tracing::info!(function = %name, entries = noted.entries, bytes = noted.bytes, "guest output is stored again");
                     log.unstored.entries -= noted.entries;
@@ -220,6 +225,25 @@ impl LogHub {
                     total.entries += lost.entries;
                     total.bytes += lost.bytes;
                 }
+            }
+        }
+    }
+
+    /// The stored bytes of `name` after an append, with its oldest entries
+    /// dropped past [`LOG_BYTES_KEPT`]; `None` when the store could not say.
+    fn keep_within_budget(&self, name: &str, known: Option<u64>, appended: crate::store::LogsAppended) -> Option<u64> {
+        let bytes = match known {
+            Some(bytes) => (bytes + appended.added_bytes).saturating_sub(appended.dropped_bytes),
+            None => self.store.log_bytes(name).ok()?,
+        };
+        if bytes <= LOG_BYTES_KEPT {
+            return Some(bytes);
+        }
+        match self.store.drop_oldest_logs(name, bytes - LOG_BYTES_KEPT) {
+            Ok(freed) => Some(bytes - freed),
+            Err(error) => {
+                tracing::warn!(function = %name, %error, "cannot drop old output");
+                None
             }
         }
     }
@@ -321,6 +345,7 @@ impl LogHub {
         self.with_log(name, |log| {
             self.flush_log(name, log);
             if seq < log.next_seq {
+                log.stored_bytes = None;
                 self.store.truncate_logs(name, seq)?;
                 tracing::debug!(function = %name, from_seq = seq, dropped = log.next_seq - seq, "output after the checkpoint dropped");
                 log.next_seq = seq;
@@ -365,7 +390,7 @@ impl LogHub {
     pub fn import(&self, name: &str, entries: &[LogEntry]) -> Result<(), StoreError> {
         self.retire(name, || {
             self.store.remove_logs(name)?;
-            self.store.append_logs(name, entries)
+            self.store.append_logs(name, entries).map(drop)
         })
     }
 
@@ -373,7 +398,7 @@ impl LogHub {
     /// [`Logs::import`] of its history) to the history of `name`, keeping
     /// their sequence numbers.
     pub fn import_more(&self, name: &str, entries: &[LogEntry]) -> Result<(), StoreError> {
-        self.retire(name, || self.store.append_logs(name, entries))
+        self.retire(name, || self.store.append_logs(name, entries).map(drop))
     }
 
     /// Stores what is pending and ends every live follower (at hub shutdown).

@@ -142,3 +142,34 @@ async fn a_follower_that_falls_too_far_behind_is_told_how_much_it_missed() {
     };
     assert_eq!(*missed, 10);
 }
+
+#[test]
+fn big_writes_keep_only_the_newest_bytes_within_the_budget() {
+    let (_dir, store, logs) = hub();
+    let piece = vec![b'x'; MAX_ENTRY_BYTES];
+    // Three budgets' worth, in 64 KiB entries: far under the entry window.
+    let written = 3 * LOG_BYTES_KEPT as usize / MAX_ENTRY_BYTES;
+    for _ in 0..written {
+        logs.append("f", LogStream::Stdout, &piece);
+    }
+    logs.flush_all();
+    let kept = stored(&store, "f");
+    let bytes = store.log_bytes("f").unwrap();
+    assert!(bytes <= LOG_BYTES_KEPT, "{bytes} bytes kept");
+    assert!(
+        bytes > LOG_BYTES_KEPT - 2 * MAX_ENTRY_BYTES as u64,
+        "{bytes} bytes kept"
+    );
+    // The newest, consecutive up to the last written.
+    assert_eq!(*kept.last().unwrap(), written as u64 - 1);
+    assert!(kept.windows(2).all(|pair| pair[1] == pair[0] + 1), "{kept:?}");
+
+    // A rewind, then more: the count is read again and the budget holds.
+    logs.truncate("f", written as u64 - 10).unwrap();
+    for _ in 0..written {
+        logs.append("f", LogStream::Stdout, &piece);
+    }
+    logs.flush_all();
+    assert!(store.log_bytes("f").unwrap() <= LOG_BYTES_KEPT);
+    assert_eq!(*stored(&store, "f").last().unwrap(), 2 * written as u64 - 11);
+}

@@ -1,6 +1,7 @@
 //! Per-function log history: stdout, stderr, guest log lines and hub events,
 //! each entry numbered. The newest [`LOG_ENTRIES_KEPT`] entries of a function
-//! are kept; older ones are dropped as new ones arrive.
+//! are kept, and of those no more than [`LOG_BYTES_KEPT`] (the log hub
+//! trims by bytes); older ones are dropped as new ones arrive.
 
 use ferry_proto::v1::LogEntry;
 use prost::Message;
@@ -9,6 +10,19 @@ use super::{Store, StoreError, off_worker};
 
 /// How many entries of one function the store keeps.
 pub const LOG_ENTRIES_KEPT: u64 = 10_000;
+
+/// How many bytes of one function's entries (as stored) are kept: a
+/// function writing 64 KiB at a time would otherwise keep 640 MiB, fill an
+/// edge hub's card, and carry it along with every move.
+pub const LOG_BYTES_KEPT: u64 = 8 << 20;
+
+/// What an append did to a function's stored bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct LogsAppended {
+    pub added_bytes: u64,
+    /// Bytes of the entries that fell out of the [`LOG_ENTRIES_KEPT`] window.
+    pub dropped_bytes: u64,
+}
 
 /// Entries read from the store and the next sequence number to expect.
 #[derive(Debug, Default)]
@@ -33,7 +47,7 @@ fn key(name: &str, seq: u64) -> Vec<u8> {
 impl Store {
     /// Appends an entry (its `seq` must be the next one) and drops the entry
     /// that falls out of the kept window.
-    pub fn append_log(&self, name: &str, entry: &LogEntry) -> Result<(), StoreError> {
+    pub fn append_log(&self, name: &str, entry: &LogEntry) -> Result<LogsAppended, StoreError> {
         off_worker(|| self.append_logs(name, std::slice::from_ref(entry)))
     }
 
@@ -41,15 +55,51 @@ impl Store {
     /// kept window. Plain inserts, not one `sled::Batch`: a batch takes
     /// the tree's exclusive lock, which waits for a flush in progress, and
     /// on a full disk a flush never ends.
-    pub fn append_logs(&self, name: &str, entries: &[LogEntry]) -> Result<(), StoreError> {
+    pub fn append_logs(&self, name: &str, entries: &[LogEntry]) -> Result<LogsAppended, StoreError> {
         off_worker(|| {
+            let mut appended = LogsAppended::default();
             for entry in entries {
-                self.logs.insert(key(name, entry.seq), entry.encode_to_vec())?;
-                if let Some(expired) = entry.seq.checked_sub(LOG_ENTRIES_KEPT) {
-                    self.logs.remove(key(name, expired))?;
+                let value = entry.encode_to_vec();
+                appended.added_bytes += value.len() as u64;
+                if let Some(replaced) = self.logs.insert(key(name, entry.seq), value)? {
+                    appended.dropped_bytes += replaced.len() as u64;
+                }
+                if let Some(expired) = entry.seq.checked_sub(LOG_ENTRIES_KEPT)
+                    && let Some(removed) = self.logs.remove(key(name, expired))?
+                {
+                    appended.dropped_bytes += removed.len() as u64;
                 }
             }
-            Ok(())
+            Ok(appended)
+        })
+    }
+
+    /// Bytes of the kept entries of `name`, as stored.
+    pub fn log_bytes(&self, name: &str) -> Result<u64, StoreError> {
+        off_worker(|| {
+            let mut bytes = 0;
+            for item in self.logs.scan_prefix(prefix(name)).values() {
+                bytes += item?.len() as u64;
+            }
+            Ok(bytes)
+        })
+    }
+
+    /// Drops the oldest entries of `name` until at least `bytes` are freed,
+    /// never the newest entry; returns the bytes freed.
+    pub fn drop_oldest_logs(&self, name: &str, bytes: u64) -> Result<u64, StoreError> {
+        off_worker(|| {
+            let newest = self.logs.scan_prefix(prefix(name)).keys().next_back().transpose()?;
+            let mut freed = 0;
+            for item in self.logs.scan_prefix(prefix(name)) {
+                let (key, value) = item?;
+                if freed >= bytes || Some(&key) == newest.as_ref() {
+                    break;
+                }
+                self.logs.remove(&key)?;
+                freed += value.len() as u64;
+            }
+            Ok(freed)
         })
     }
 

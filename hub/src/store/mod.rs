@@ -17,7 +17,7 @@ use thiserror::Error;
 
 pub use artifacts::ArtifactKey;
 pub(crate) use blocking::off_worker;
-pub use logs::{LOG_ENTRIES_KEPT, LogPage};
+pub use logs::{LOG_BYTES_KEPT, LOG_ENTRIES_KEPT, LogPage, LogsAppended};
 
 /// Failures of the hub store.
 #[derive(Debug, Error)]
