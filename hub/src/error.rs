@@ -88,11 +88,13 @@ pub enum HubError {
     StaleEpoch { name: String, offered: u64, known: u64 },
     #[error("cannot move to hub {hub}: {reason}")]
     PeerUnusable { hub: String, reason: String },
-    #[error("move of function {name:?} to hub {hub} failed, the function continues on hub {source_hub}: {error}")]
+    #[error("move of function {name:?} to hub {hub} failed, {where_now}: {error}")]
     MoveFailed {
         name: String,
         hub: String,
-        source_hub: String,
+        /// Where the function is now: "the function continues on hub …",
+        /// or that it ended during the move.
+        where_now: String,
         error: Box<ferry_migrator::transfer::TransferError>,
     },
     #[error(transparent)]

@@ -14,7 +14,9 @@ use ferry_proto::internal::v1::{
     AutomaticMove, ChunkData, DestinationFrame, ForwardPointer, LogBatch, ModuleData, Offer, SourceFrame, Started,
     source_frame,
 };
-use ferry_proto::v1::{LogEntry, MigrateProgress, MigrateSummary, MoveRetry, RoundProgress, migrate_progress};
+use ferry_proto::v1::{
+    FunctionState, LogEntry, MigrateProgress, MigrateSummary, MoveRetry, RoundProgress, migrate_progress,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -217,10 +219,19 @@ async fn migrate_as(
             }
             let link_failed = matches!(error, TransferError::Truncated { .. });
             let reason = error.to_string();
+            let source_hub = &supervisor.identity().name;
+            // A function that ended during the pre-copy does not continue.
+            let where_now = match supervisor.get(name).map(|info| info.state()) {
+                Ok(state @ (FunctionState::Exited | FunctionState::Failed | FunctionState::Stopped)) => format!(
+                    "the function ended during the move: it is {} on hub {source_hub}",
+                    crate::supervisor::state_name(state as i32)
+                ),
+                _ => format!("the function continues on hub {source_hub}"),
+            };
             let failed = HubError::MoveFailed {
                 name: name.to_owned(),
                 hub: target.hub_name.clone(),
-                source_hub: supervisor.identity().name.clone(),
+                where_now,
                 error: Box::new(error),
             };
             if link_failed {
