@@ -448,6 +448,23 @@ async fn duplicate_and_invalid_names_are_refused_and_replace_redeploys() {
 }
 
 #[tokio::test]
+async fn over_a_mebibyte_of_arguments_is_refused_before_anything_is_recorded() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    let path = guest("examples/ticker.wasm");
+    let arg = "x".repeat(1000);
+    let mut args = vec!["deploy", path.to_str().unwrap(), "--name", "chatty", "--"];
+    args.extend(std::iter::repeat_n(arg.as_str(), 1100));
+    let refused = hub.ferry(&args);
+    assert_eq!(refused.status.code(), Some(4), "{}", stderr(&refused));
+    assert!(
+        stderr(&refused).contains("the arguments and environment take 1101100 bytes, over the 1048576"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!ok(hub.ferry(&["ps"])).contains("chatty"), "nothing recorded");
+}
+
+#[tokio::test]
 async fn a_suspended_function_says_that_it_took_no_message() {
     let hub = HubProcess::start(HubOptions::default()).await.unwrap();
     deploy(&hub, "examples/echo.wasm", "echo", &[]);

@@ -12,6 +12,11 @@ use crate::error::{HubError, validate_function_name};
 use crate::logs::unix_ms_now;
 use crate::runtime::PreparedModule;
 
+/// Bytes of arguments and environment a function may have (Linux gives a
+/// process 2 MiB for both): they live in the function's record, in every
+/// `ps` answer and in every move.
+pub const MAX_ARGS_AND_ENV_BYTES: usize = 1 << 20;
+
 impl Supervisor {
     /// Stores, prepares and starts a function. Returns it, whether the
     /// compiled artifact was cached, and the preparation time.
@@ -35,6 +40,17 @@ impl Supervisor {
             Some(cpus) => crate::runtime::cpu::check_cpus(cpus)
                 .map_err(|reason| HubError::InvalidRequest(format!("cpus: {reason}")))?,
         };
+        let command_line: usize = request.args.iter().map(|arg| arg.len() + 1).sum::<usize>()
+            + request
+                .env
+                .iter()
+                .map(|(key, value)| key.len() + value.len() + 2)
+                .sum::<usize>();
+        if command_line > MAX_ARGS_AND_ENV_BYTES {
+            return Err(HubError::InvalidRequest(format!(
+                "the arguments and environment take {command_line} bytes, over the {MAX_ARGS_AND_ENV_BYTES} a function may have: pass bulk data in a message or a file of its volume"
+            )));
+        }
         let placement = request.placement.unwrap_or_default();
         if !(MIN_PRIORITY..=MAX_PRIORITY).contains(&placement.priority) {
             return Err(HubError::InvalidRequest(format!(
