@@ -448,6 +448,37 @@ async fn duplicate_and_invalid_names_are_refused_and_replace_redeploys() {
 }
 
 #[tokio::test]
+async fn redeploys_racing_each_other_succeed_or_say_try_again_and_one_runs() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    deploy(&hub, "examples/ticker.wasm", "same", &[]);
+    let modules = ["examples/ticker.wasm", "examples/echo.wasm", "examples/bigheap.wasm"];
+    for _ in 0..4 {
+        let racing: Vec<_> = modules
+            .iter()
+            .map(|module| {
+                hub.ferry_command()
+                    .args(["deploy", guest(module).to_str().unwrap(), "--name", "same", "--replace"])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for deploy in racing {
+            let output = deploy.wait_with_output().unwrap();
+            // Never "not found": a function another redeploy removed is gone all the same.
+            assert!(
+                matches!(output.status.code(), Some(0 | 7)),
+                "{:?}: {}",
+                output.status,
+                stderr(&output)
+            );
+        }
+        assert_eq!(wait_for_state(&hub, "same", "running").await["state"], "running");
+    }
+}
+
+#[tokio::test]
 async fn over_a_mebibyte_of_arguments_is_refused_before_anything_is_recorded() {
     let hub = HubProcess::start(HubOptions::default()).await.unwrap();
     let path = guest("examples/ticker.wasm");

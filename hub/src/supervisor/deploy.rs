@@ -100,8 +100,13 @@ impl Supervisor {
             if !request.replace {
                 return Err(HubError::FunctionExists { name: request.name });
             }
-            // A redeploy keeps the function's files: it is an upgrade.
-            self.remove_keeping(&request.name, true).await?;
+            // A redeploy keeps the function's files: it is an upgrade. One
+            // removed meanwhile (a `rm`, a redeploy racing this one) is gone
+            // all the same.
+            match self.remove_keeping(&request.name, true).await {
+                Ok(()) | Err(HubError::FunctionNotFound { .. }) => {}
+                Err(error) => return Err(error),
+            }
         }
 
         let mut env: Vec<_> = request.env.into_iter().collect();
@@ -129,7 +134,14 @@ impl Supervisor {
         let launch = {
             let mut slots = self.inner.lock_slots();
             if slots.contains_key(&request.name) {
-                return Err(HubError::FunctionExists { name: request.name });
+                // Deployed by another request while this one replaced it.
+                return Err(match request.replace {
+                    true => HubError::Busy {
+                        name: request.name,
+                        state: "being deployed by another request at the same time",
+                    },
+                    false => HubError::FunctionExists { name: request.name },
+                });
             }
             let slot = slots
                 .entry(request.name.clone())
@@ -143,7 +155,14 @@ impl Supervisor {
         // An acknowledged deploy survives a crash.
         self.inner.save_durably(&request.name)?;
         self.wait_instantiated(&request.name, launched).await;
-        let info = self.get(&request.name)?;
+        let info = self.get(&request.name).map_err(|error| match error {
+            // Replaced at once by a redeploy racing this one.
+            HubError::FunctionNotFound { name, .. } => HubError::Busy {
+                name,
+                state: "being deployed by another request at the same time",
+            },
+            error => error,
+        })?;
         Ok((info, prepared))
     }
 }

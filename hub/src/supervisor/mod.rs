@@ -106,11 +106,16 @@ struct Slot {
     moving: Option<moves::Underway>,
     /// The move that brought it here, for `ps`.
     last_move: Option<ferry_proto::v1::LastMove>,
+    /// Tells this slot from another of the same name made later (a
+    /// redeploy, an arrival): a removal stops only the one it found.
+    incarnation: u64,
 }
 
 impl Slot {
     fn new(record: FunctionRecord, phase: Phase) -> Slot {
+        static INCARNATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Slot {
+            incarnation: INCARNATIONS.fetch_add(1, Ordering::Relaxed),
             record,
             phase,
             running: None,
@@ -517,11 +522,22 @@ impl Supervisor {
     /// [`remove`](Self::remove); with `keep_files`, the volume stays for
     /// the function of the same name that replaces it (`deploy --replace`).
     pub(super) async fn remove_keeping(&self, name: &str, keep_files: bool) -> Result<(), HubError> {
-        // A running function is stopped first, then forgotten.
+        // A running function is stopped first, then forgotten. Only the one
+        // found first: one deployed under the name meanwhile (a redeploy
+        // racing this removal) is another function, and is left alone.
+        let mut found = None;
         for _ in 0..2 {
             let forget = {
                 let mut slots = self.inner.lock_slots();
-                let slot = slots.get_mut(name).ok_or_else(|| self.inner.not_found(name))?;
+                let slot = match slots.get_mut(name) {
+                    Some(slot) => slot,
+                    // Removed by another request meanwhile.
+                    None if found.is_some() => return Ok(()),
+                    None => return Err(self.inner.not_found(name)),
+                };
+                if *found.get_or_insert(slot.incarnation) != slot.incarnation {
+                    return Ok(());
+                }
                 let forget =
                     lifecycle::decide(slot.phase, Request::Remove).is_ok_and(|next| next.effect == Effect::Forget);
                 if forget {
@@ -540,7 +556,7 @@ impl Supervisor {
                 tracing::info!(function = %name, "function removed");
                 return Ok(());
             }
-            if let Some(finished) = self.inner.ask_stop(name, Request::Remove)? {
+            if let Some(finished) = self.inner.ask_stop_of(name, Request::Remove, found)? {
                 wait_finished(name, finished).await;
             }
         }
@@ -642,9 +658,23 @@ impl Inner {
     /// Decides a stop or a removal, asks the run to stop, records the stop
     /// durably, and returns what to wait on while a run winds down.
     fn ask_stop(&self, name: &str, request: Request) -> Result<Option<watch::Receiver<bool>>, HubError> {
+        self.ask_stop_of(name, request, None)
+    }
+
+    /// [`Inner::ask_stop`] of the slot `incarnation` only, if given: none
+    /// if the name now holds another.
+    fn ask_stop_of(
+        &self,
+        name: &str,
+        request: Request,
+        incarnation: Option<u64>,
+    ) -> Result<Option<watch::Receiver<bool>>, HubError> {
         let finished = {
             let mut slots = self.lock_slots();
             let slot = slots.get_mut(name).ok_or_else(|| self.not_found(name))?;
+            if incarnation.is_some_and(|incarnation| incarnation != slot.incarnation) {
+                return Ok(None);
+            }
             let transition = self.decide(name, slot, request)?;
             match (&slot.running, transition.effect) {
                 (Some(running), Effect::AskStop) => {
