@@ -526,6 +526,16 @@ impl HubProcess {
         }
         self.spawn().await
     }
+
+    /// [`HubProcess::restart`] listening on another address (loopback).
+    pub async fn restart_on(&mut self, listen: SocketAddr) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            self.terminate()?;
+        }
+        self.options.listen = Some(listen);
+        self.address = listen;
+        self.spawn().await
+    }
 }
 
 impl Drop for HubProcess {

@@ -11,8 +11,8 @@
 use std::time::{Duration, Instant};
 
 use ferry_integration_tests::moves::{
-    Rng, check_consecutive, kill_mid_move, loopback_pair, migrate, migrate_refused, numbered_lines, running_on,
-    stdout_of, wait_peer_up,
+    Rng, check_consecutive, free_loopback_address, kill_mid_move, loopback_pair, migrate, migrate_refused,
+    numbered_lines, running_on, stdout_of, wait_peer_up,
 };
 use ferry_integration_tests::{HubOptions, HubProcess, eventually, expect_success, guest};
 use ferry_migrator::INSTRUMENTATION_VERSION;
@@ -454,6 +454,30 @@ async fn every_hub_forwards_requests_to_where_a_moved_function_runs() {
             serde_json::Value::Null
         );
     }
+}
+
+/// A hub restarted on another port is reached there: the hub a function
+/// left learns the new address from the restarted hub's probes, and its
+/// forward pointer follows it.
+#[tokio::test]
+async fn a_hub_restarted_on_another_port_is_reached_there_through_the_hub_a_function_left() {
+    let mut hubs = pair().await;
+    deploy(&hubs[0], "examples/echo.wasm", "echo", &[]);
+    migrate(&hubs[0], "echo", "hub-1").unwrap();
+    hubs[1].restart_on(free_loopback_address()).await.unwrap();
+    let reply = eventually("hub-0 to reach echo on hub-1's new port", PATIENCE, || async {
+        let output = hubs[0].ferry(&["invoke", "echo", "--data", "again"]);
+        output
+            .status
+            .success()
+            .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+    })
+    .await
+    .unwrap();
+    assert!(reply.contains("again"), "{reply}");
+    let info = ferry_integration_tests::function_info(&hubs[0], "echo");
+    assert_eq!(info["state"], "running", "{info}");
+    assert_eq!(info["forwarded"], true, "{info}");
 }
 
 #[tokio::test]

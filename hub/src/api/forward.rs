@@ -4,6 +4,7 @@
 //! speak gRPC to each other, whatever transport the request came in on; the
 //! hop count travels in [`HOPS_HEADER`].
 
+use ferry_discovery::PeerState;
 use ferry_proto::ErrorCode;
 use ferry_proto::internal::v1::ForwardPointer;
 use ferry_proto::v1::hub_client::HubClient;
@@ -87,7 +88,7 @@ impl HubApi {
     /// runs it. `None`: answer here.
     pub(super) async fn elsewhere(&self, name: &str, hops: u32) -> Option<PeerAt> {
         if let Some(pointer) = self.supervisor().forward_pointer(name) {
-            return Some(PeerAt::from(&pointer));
+            return Some(self.pointed_peer(&pointer));
         }
         if hops == 0 && self.supervisor().phase(name).is_none() {
             return self.locate(name).await;
@@ -163,7 +164,24 @@ impl HubApi {
         hops: u32,
         remote: impl AsyncFnOnce(HubClient<Channel>, Request<M>) -> Result<Response<R>, Status>,
     ) -> Result<R, HubError> {
-        self.forward_to(&PeerAt::from(pointer), request, hops, remote).await
+        self.forward_to(&self.pointed_peer(pointer), request, hops, remote)
+            .await
+    }
+
+    /// The hub a forward pointer names, at the address it answers at now:
+    /// one that restarted on another address is found where discovery last
+    /// reached it, not at the address it had when the function moved.
+    fn pointed_peer(&self, pointer: &ForwardPointer) -> PeerAt {
+        let mut peer = PeerAt::from(pointer);
+        let current = self.inner.peers.borrow().iter().find_map(|known| {
+            (known.state == PeerState::Up && known.id() == peer.id.as_deref())
+                .then_some(known.address)
+                .flatten()
+        });
+        if let Some(address) = current {
+            peer.address = address.to_string();
+        }
+        peer
     }
 
     /// Asks the hub `peer` names with `remote`, one hop further.

@@ -171,7 +171,8 @@ impl HubApi {
             .render(&self.supervisor().list(), load, &peers)
     }
 
-    /// A probing hub we do not know yet introduced itself: probe it back.
+    /// A probing hub we do not know yet, or not at this address (it
+    /// restarted on another), introduced itself: probe it back.
     pub fn introduce(&self, caller: &Caller) {
         if caller.hub_id.is_empty() || caller.address.port() == 0 || caller.hub_id == self.supervisor().identity().id {
             return;
@@ -181,7 +182,7 @@ impl HubApi {
             .peers
             .borrow()
             .iter()
-            .any(|peer| peer.id() == Some(caller.hub_id.as_str()));
+            .any(|peer| peer.id() == Some(caller.hub_id.as_str()) && peer.addresses.contains(&caller.address));
         if !known {
             self.inner.suggester.suggest(caller.address);
         }
