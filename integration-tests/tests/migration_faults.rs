@@ -480,6 +480,23 @@ async fn a_hub_restarted_on_another_port_is_reached_there_through_the_hub_a_func
     assert_eq!(info["forwarded"], true, "{info}");
 }
 
+/// `rm` through the hub a function left, once the hub it moved to no
+/// longer has it (removed there, or that hub lost its data): the pointer is
+/// what is left, and it goes; the name is free there again.
+#[tokio::test]
+async fn rm_through_the_hub_a_function_left_removes_a_pointer_to_nothing() {
+    let hubs = pair().await;
+    deploy(&hubs[0], "examples/echo.wasm", "echo", &[]);
+    migrate(&hubs[0], "echo", "hub-1").unwrap();
+    expect_success(hubs[1].ferry(&["rm", "echo"]));
+    // No `ps` on hub-0 in between: it would find the pointer stale itself.
+    let removed = hubs[0].ferry(&["rm", "echo"]);
+    assert!(removed.status.success(), "{}", String::from_utf8_lossy(&removed.stderr));
+    deploy(&hubs[0], "examples/echo.wasm", "echo", &[]);
+    let reply = expect_success(hubs[0].ferry(&["invoke", "echo", "--data", "anew"]));
+    assert!(reply.contains("anew"), "{reply}");
+}
+
 #[tokio::test]
 async fn a_function_removed_where_it_moved_to_is_gone_from_the_hub_it_left_too() {
     let hubs = pair().await;

@@ -27,13 +27,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_discovery::{PeerSnapshot, PeerSuggester};
-use ferry_proto::PROTOCOL_VERSION;
 use ferry_proto::v1::{
     CheckpointRequest, CheckpointResponse, DeployRequest, DeployResponse, FunctionInfo, FunctionState,
     GetFunctionRequest, HubInfo, ListFunctionsResponse, ListPeersResponse, LogEntry, LogsRequest, MigrateProgress,
     MigrateRequest, RemoveRequest, RemoveResponse, ResumeRequest, StopRequest, SuspendRequest, SuspendResponse,
     migrate_progress,
 };
+use ferry_proto::{ErrorCode, PROTOCOL_VERSION};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::{mpsc, watch};
@@ -309,10 +309,23 @@ impl HubApi {
     pub async fn remove(&self, request: RemoveRequest, hops: u32) -> Result<RemoveResponse, HubError> {
         let name = request.name.clone();
         if let Some(pointer) = self.supervisor().forward_pointer(&name) {
-            self.forward(&pointer, request, hops, async |mut hub, request| {
-                hub.remove(request).await
-            })
-            .await?;
+            let removed = self
+                .forward(&pointer, request, hops, async |mut hub, request| {
+                    hub.remove(request).await
+                })
+                .await;
+            match removed {
+                Ok(_) => {}
+                // Not there (its hub lost its data, or it was removed there):
+                // what is left to remove is the pointer.
+                Err(HubError::Remote {
+                    code: ErrorCode::NotFound,
+                    message,
+                }) => {
+                    tracing::info!(function = %name, hub = %pointer.hub_name, %message, "removing a forward pointer to a function its hub does not have");
+                }
+                Err(error) => return Err(error),
+            }
             self.supervisor().forget(&name)?;
             return Ok(RemoveResponse {});
         }
