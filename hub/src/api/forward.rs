@@ -174,7 +174,7 @@ impl HubApi {
     fn pointed_peer(&self, pointer: &ForwardPointer) -> PeerAt {
         let mut peer = PeerAt::from(pointer);
         let current = self.inner.peers.borrow().iter().find_map(|known| {
-            (known.state == PeerState::Up && known.id() == peer.id.as_deref())
+            (peer.id.is_some() && known.state == PeerState::Up && known.id() == peer.id.as_deref())
                 .then_some(known.address)
                 .flatten()
         });
