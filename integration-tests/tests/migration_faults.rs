@@ -480,6 +480,31 @@ async fn a_hub_restarted_on_another_port_is_reached_there_through_the_hub_a_func
     assert_eq!(info["forwarded"], true, "{info}");
 }
 
+/// `logs -f` through the hub a function left, and the hub it runs on is
+/// killed: the follower ends saying which hub went away (exit 5), not with
+/// the transport's own words.
+#[tokio::test]
+async fn a_follower_through_another_hub_says_which_hub_went_away() {
+    use std::io::{BufRead, BufReader};
+    let mut hubs = pair().await;
+    deploy(&hubs[0], "examples/ticker.wasm", "ticker", &["50"]);
+    migrate(&hubs[0], "ticker", "hub-1").unwrap();
+    let mut follower = hubs[0]
+        .ferry_command()
+        .args(["logs", "-f", "ticker"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    assert!(lines.next().unwrap().unwrap().starts_with("tick "));
+    hubs[1].kill().unwrap();
+    let ended = follower.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&ended.stderr);
+    assert_eq!(ended.status.code(), Some(5), "{said}");
+    assert!(said.contains("the stream from hub hub-1"), "{said}");
+}
+
 /// `rm` through the hub a function left, once the hub it moved to no
 /// longer has it (removed there, or that hub lost its data): the pointer is
 /// what is left, and it goes; the name is free there again.

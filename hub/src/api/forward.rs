@@ -323,6 +323,24 @@ fn unreachable(hub_name: &str, address: &str, status: &Status) -> HubError {
     }
 }
 
+/// An item of a stream from the hub `peer` (logs, move progress) that is
+/// an error: when the connection under the stream failed, it says so, with
+/// the hub named, as unavailable.
+pub(super) fn stream_error(peer: &PeerAt, status: Status) -> HubError {
+    if transport_failure(&status) == TransportFailure::None {
+        return HubError::from_status(status);
+    }
+    HubError::Remote {
+        code: ErrorCode::Unavailable,
+        message: format!(
+            "the stream from hub {} ({}), where the function runs, broke: {}",
+            peer.name,
+            peer.address,
+            status.message()
+        ),
+    }
+}
+
 /// What a status says of the connection it came over.
 #[derive(Debug, PartialEq, Eq)]
 enum TransportFailure {

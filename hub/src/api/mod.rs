@@ -283,7 +283,12 @@ impl HubApi {
             let entries = self
                 .forward_to(&peer, request, hops, async |mut hub, request| hub.logs(request).await)
                 .await?;
-            return Ok((entries.map(|entry| entry.map_err(HubError::from_status)).boxed(), false));
+            return Ok((
+                entries
+                    .map(move |entry| entry.map_err(|status| forward::stream_error(&peer, status)))
+                    .boxed(),
+                false,
+            ));
         }
         self.supervisor().get(&request.name)?;
         let logs = self.supervisor().logs();
@@ -384,7 +389,9 @@ impl HubApi {
                     hub.migrate(request).await
                 })
                 .await?;
-            return Ok(events.map(|event| event.map_err(HubError::from_status)).boxed());
+            return Ok(events
+                .map(move |event| event.map_err(|status| forward::stream_error(&peer, status)))
+                .boxed());
         }
         self.supervisor().get(&request.name)?;
         let target = self.resolve_target(&request.to)?;
