@@ -119,13 +119,18 @@ impl EffectGate {
         if !self.held.load(Ordering::Acquire) {
             return;
         }
-        let mut state = self.lock();
-        while state.held && (state.committed || !state.cancelled) {
-            state = self
-                .opened
-                .wait(state)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
+        drop(self.wait_while(self.lock(), |state| state.held && (state.committed || !state.cancelled)));
+    }
+
+    /// Waits on the gate's condition variable while `waiting` holds.
+    fn wait_while<'a>(
+        &'a self,
+        state: std::sync::MutexGuard<'a, GateState>,
+        mut waiting: impl FnMut(&GateState) -> bool,
+    ) -> std::sync::MutexGuard<'a, GateState> {
+        self.opened
+            .wait_while(state, |state| waiting(state))
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Keeps `effect` (of `bytes`) until the gate opens, if it is held and
@@ -162,12 +167,7 @@ impl EffectGate {
         let began = Instant::now();
         let mut state = self.lock();
         state.waiting.push(began);
-        while state.held && !state.cancelled {
-            state = self
-                .opened
-                .wait(state)
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
+        let mut state = self.wait_while(state, |state| state.held && !state.cancelled);
         if let Some(at) = state.waiting.iter().position(|waiting| *waiting == began) {
             state.waiting.swap_remove(at);
         }

@@ -136,10 +136,7 @@ impl Supervisor {
             if slots.contains_key(&request.name) {
                 // Deployed by another request while this one replaced it.
                 return Err(match request.replace {
-                    true => HubError::Busy {
-                        name: request.name,
-                        state: "being deployed by another request at the same time",
-                    },
+                    true => deployed_meanwhile(request.name),
                     false => HubError::FunctionExists { name: request.name },
                 });
             }
@@ -157,12 +154,17 @@ impl Supervisor {
         self.wait_instantiated(&request.name, launched).await;
         let info = self.get(&request.name).map_err(|error| match error {
             // Replaced at once by a redeploy racing this one.
-            HubError::FunctionNotFound { name, .. } => HubError::Busy {
-                name,
-                state: "being deployed by another request at the same time",
-            },
+            HubError::FunctionNotFound { name, .. } => deployed_meanwhile(name),
             error => error,
         })?;
         Ok((info, prepared))
+    }
+}
+
+/// A redeploy that lost a race with another deploy of the same name.
+fn deployed_meanwhile(name: String) -> HubError {
+    HubError::Busy {
+        name,
+        state: "being deployed by another request at the same time",
     }
 }
