@@ -279,6 +279,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningHub, AgentError> {
             });
         }
     };
+    reserve.watch_database(store.clone());
     reserve.recheck();
     let identity = identity(&store, config.name.as_deref()).map_err(|source| AgentError::Store {
         path: store_path,

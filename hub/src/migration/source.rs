@@ -28,7 +28,7 @@ mod wire;
 
 use hashes::hash_changes;
 use retries::Retries;
-use wire::{Answers, read_answers, recv, send, status_error};
+use wire::{Answers, read_answers, recv, refusal_behind, send, status_error};
 
 use super::watchdog::Watchdog;
 use super::{DECISION_TIMEOUT, MigrationContext, STALL_TIMEOUT, migration_client};
@@ -340,6 +340,7 @@ impl MoveRun<'_> {
             Err(error) => Err(error),
         };
         if let Err(error) = result {
+            let error = refusal_behind(error, &mut inbound).await;
             return Err(abort(sender, &outbound, error));
         }
         let prepared_wait = Instant::now();

@@ -48,6 +48,7 @@ impl Store {
 
     pub fn put_artifact(&self, key: &ArtifactKey, bytes: &[u8]) -> Result<(), StoreError> {
         off_worker(|| {
+            self.claim_room(CHECKSUM_LEN + bytes.len())?;
             let mut value = Vec::with_capacity(CHECKSUM_LEN + bytes.len());
             value.extend_from_slice(blake3::hash(bytes).as_bytes());
             value.extend_from_slice(bytes);

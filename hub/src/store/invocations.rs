@@ -11,7 +11,9 @@ impl Store {
     /// store's flush interval, or at [`Store::flush_off_runtime`]).
     pub fn put_invocation(&self, record: &InvocationRecord) -> Result<(), StoreError> {
         off_worker(|| {
-            self.invocations.insert(record.id.as_bytes(), record.encode_to_vec())?;
+            let value = record.encode_to_vec();
+            self.claim_room(value.len())?;
+            self.invocations.insert(record.id.as_bytes(), value)?;
             Ok(())
         })
     }

@@ -11,7 +11,9 @@ mod logs;
 pub mod reserve;
 
 use std::path::Path;
+use std::sync::Arc;
 
+use ferry_migrator::checkpoint::room::{DiskRoom, KEEP_FREE_BYTES, NoRoom};
 use ferry_proto::{ErrorCode, ServiceError};
 use thiserror::Error;
 
@@ -28,6 +30,10 @@ pub enum StoreError {
     Corrupt { what: String, reason: String },
     #[error("module {hash} is not in the store")]
     ModuleMissing { hash: String },
+    /// A big value refused before it was written (the database would keep
+    /// the error of a write that found the disk full).
+    #[error(transparent)]
+    NoRoom(#[from] NoRoom),
 }
 
 impl ServiceError for StoreError {
@@ -36,6 +42,7 @@ impl ServiceError for StoreError {
             StoreError::Sled(_) => ErrorCode::Internal,
             StoreError::Corrupt { .. } => ErrorCode::DataLoss,
             StoreError::ModuleMissing { .. } => ErrorCode::NotFound,
+            StoreError::NoRoom(_) => ErrorCode::ResourceExhausted,
         }
     }
 }
@@ -50,6 +57,14 @@ pub struct Store {
     functions: sled::Tree,
     logs: sled::Tree,
     invocations: sled::Tree,
+    /// Room on the data disk, claimed before big values are written.
+    room: Arc<DiskRoom>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Store").finish_non_exhaustive()
+    }
 }
 
 impl Store {
@@ -63,8 +78,15 @@ impl Store {
             functions: db.open_tree("functions")?,
             logs: db.open_tree("logs")?,
             invocations: db.open_tree("invocations")?,
+            room: Arc::new(DiskRoom::new(dir, KEEP_FREE_BYTES)),
             db,
         })
+    }
+
+    /// Claims room on the data disk for a value of `bytes` about to be
+    /// written: sled writes it to its log, then again as it compacts.
+    fn claim_room(&self, bytes: usize) -> Result<(), StoreError> {
+        Ok(self.room.claim(2 * bytes as u64)?)
     }
 
     /// A metadata value (hub id, hub name, ...).
@@ -92,6 +114,7 @@ impl Store {
         off_worker(|| {
             let hash = blake3::hash(bytes).to_hex().to_string();
             if !self.modules.contains_key(&hash)? {
+                self.claim_room(bytes.len())?;
                 self.modules.insert(&hash, bytes)?;
             }
             Ok(hash)

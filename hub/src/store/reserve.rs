@@ -3,19 +3,32 @@
 //! and say why it is degraded. The reserve is a file of [`RESERVE_BYTES`]
 //! set aside in the data directory while the disk has room; when the disk
 //! is full at start, the hub gives it up so its database can open, runs
-//! degraded, and sets it aside again once the disk has room.
+//! degraded, and sets it aside again once the disk has room. (The reserve
+//! is kept while the hub runs: a program that fills the disk would take it
+//! too, and the hub could not start again. The hub's own bulk writes —
+//! chunks, modules, artifacts, volume files — are refused before they
+//! would leave less than 8 MiB free: `ferry_migrator::checkpoint::room`.)
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use ferry_migrator::checkpoint::room::KEEP_FREE_BYTES;
+pub use ferry_migrator::checkpoint::room::available_bytes;
+
+use super::Store;
 
 /// Size of the reserve: room for the database to open, recover and record
 /// what changes while the user frees space.
 pub const RESERVE_BYTES: u64 = 16 << 20;
-/// Below this much free space the disk counts as full.
+/// Below this much free space the disk counts as full: something other
+/// than the hub's bulk writes ate into the room they leave.
 pub const FULL_BELOW_BYTES: u64 = 4 << 20;
+/// Below this much free space the disk counts as nearly full: bulk writes
+/// (which leave `KEEP_FREE_BYTES`) are being refused, or soon will be.
+pub const NEARLY_FULL_BELOW_BYTES: u64 = 2 * KEEP_FREE_BYTES;
 const RESERVE_FILE: &str = "reserve";
 
 /// The reserve file and why the hub is degraded, if it is.
@@ -26,6 +39,9 @@ pub struct DiskReserve {
     /// This process saw the disk full: its database may hold on to a write
     /// error (sled keeps the first one it meets until it is reopened).
     was_full: AtomicBool,
+    /// The database, asked once the disk has room again whether it still
+    /// holds a write error.
+    database: OnceLock<Store>,
 }
 
 impl DiskReserve {
@@ -34,7 +50,19 @@ impl DiskReserve {
             data_dir: data_dir.to_owned(),
             degraded: Mutex::new(None),
             was_full: AtomicBool::new(false),
+            database: OnceLock::new(),
         }
+    }
+
+    /// The database to ask, once the disk has room again after it was full,
+    /// whether it still writes.
+    pub fn watch_database(&self, store: Store) {
+        let _ = self.database.set(store);
+    }
+
+    /// Whether the database writes (a flush); `true` when none is watched.
+    fn database_writes(&self) -> bool {
+        self.database.get().is_none_or(|store| store.flush().is_ok())
     }
 
     fn path(&self) -> PathBuf {
@@ -125,11 +153,19 @@ impl DiskReserve {
             Some(format!(
                 "the data disk is full ({available} bytes free): checkpoints, deploys and output fail until space is freed"
             ))
+        } else if available < NEARLY_FULL_BELOW_BYTES {
+            Some(format!(
+                "the data disk is nearly full ({available} bytes free): checkpoints, deploys, moves to this hub and volume writes that would leave less than {} MiB free are refused until space is freed",
+                KEEP_FREE_BYTES >> 20
+            ))
         } else if !self.is_set_aside() {
             Some(format!(
                 "the data disk has no room for the hub's {} MiB reserve ({available} bytes free): free space on it",
                 RESERVE_BYTES >> 20
             ))
+        } else if self.was_full.load(Ordering::SeqCst) && self.database_writes() {
+            self.was_full.store(false, Ordering::SeqCst);
+            None
         } else if self.was_full.load(Ordering::SeqCst) {
             Some(
                 "the data disk has room again: restart the hub so its database writes again (it keeps the error it met while the disk was full)"
@@ -145,12 +181,6 @@ impl DiskReserve {
         }
         self.set_degraded(reason);
     }
-}
-
-/// Free bytes on the file system holding `path`, for an unprivileged writer.
-pub fn available_bytes(path: &Path) -> io::Result<u64> {
-    let stats = rustix::fs::statvfs(path)?;
-    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
 #[cfg(test)]
@@ -181,14 +211,14 @@ mod tests {
         assert!(!reserve.make_room_to_start(), "this disk is not full");
         reserve.recheck();
         assert_eq!(reserve.degraded(), None);
-        // Once full in this process, room again means: restart to recover.
+        // Once full in this process, room again means: no longer degraded
+        // if the database still writes (restart it if it does not).
+        let store = Store::open(&directory.path().join("db")).unwrap();
+        reserve.watch_database(store);
         reserve.was_full.store(true, Ordering::SeqCst);
         reserve.recheck();
-        assert!(
-            reserve
-                .degraded()
-                .is_some_and(|reason| reason.contains("restart the hub"))
-        );
+        assert_eq!(reserve.degraded(), None);
+        assert!(!reserve.was_full.load(Ordering::SeqCst));
         assert!(reserve.is_set_aside());
     }
 

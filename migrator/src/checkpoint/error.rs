@@ -45,6 +45,9 @@ pub enum CheckpointError {
         #[source]
         source: std::io::Error,
     },
+    /// The disk has no room for what was to be written (nothing was).
+    #[error(transparent)]
+    NoRoom(#[from] super::room::NoRoom),
     /// zstd could not set up a (de)compression context.
     #[error("chunk compression failed")]
     Compression(#[source] std::io::Error),
@@ -71,6 +74,7 @@ impl ServiceError for CheckpointError {
                 ErrorCode::InvalidArgument
             }
             CheckpointError::AlreadyExists { .. } => ErrorCode::AlreadyExists,
+            CheckpointError::NoRoom(_) => ErrorCode::ResourceExhausted,
             CheckpointError::Sled(_) | CheckpointError::Pack { .. } | CheckpointError::Compression(_) => {
                 ErrorCode::Internal
             }

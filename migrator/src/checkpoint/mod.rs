@@ -149,6 +149,7 @@ pub mod chunking;
 pub mod codec;
 mod error;
 pub mod manifest;
+pub mod room;
 pub mod store;
 pub mod volume;
 

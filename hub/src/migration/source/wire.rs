@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ferry_migrator::transfer::{TransferError, code_from_name};
 use ferry_proto::ErrorCode;
-use ferry_proto::internal::v1::{DestinationFrame, SourceFrame};
+use ferry_proto::internal::v1::{DestinationFrame, SourceFrame, destination_frame};
 use tokio::sync::mpsc;
 use tonic::Streaming;
 
@@ -47,6 +47,36 @@ pub(super) async fn recv(
         Ok(None) => Err(truncated("the destination closed the stream".to_owned())),
         Ok(Some(Err(status))) => Err(status_error(status)),
         Err(waited) => Err(truncated(format!("the destination said nothing for {waited:?}"))),
+    }
+}
+
+/// How long a stream that closed under a send is searched for the
+/// refusal that closed it.
+const REFUSAL_WAIT: Duration = Duration::from_secs(2);
+
+/// A send that failed because the stream closed: the destination may
+/// have refused the transfer (a chunk it could not store) and closed it.
+/// Its refusal, if one is among the answers still to read, says why, and
+/// is no link failure to retry; otherwise `error` stands.
+pub(super) async fn refusal_behind(error: TransferError, inbound: &mut Answers) -> TransferError {
+    if !matches!(error, TransferError::Truncated { .. }) {
+        return error;
+    }
+    let deadline = tokio::time::Instant::now() + REFUSAL_WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, inbound.recv()).await {
+            Ok(Some(Ok(DestinationFrame {
+                frame: Some(destination_frame::Frame::Refuse(refuse)),
+            }))) => {
+                return TransferError::Refused {
+                    hub: "the destination",
+                    code: code_from_name(&refuse.code),
+                    reason: refuse.reason,
+                };
+            }
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_)) | None) | Err(_) => return error,
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use cap_std::ambient_authority;
 use cap_std::fs::Dir;
+use ferry_migrator::checkpoint::room::{self, DiskRoom};
 
 use super::abi::Errno;
 use crate::runtime::guest::GuestMemory;
@@ -43,6 +44,9 @@ pub struct Area {
     pub guest_path: String,
     pub writable: bool,
     quota: Option<Quota>,
+    /// Room on the data disk, for a volume: its files share the disk with
+    /// the hub's database.
+    disk: Option<DiskRoom>,
     root: Dir,
     /// What changed in a volume since each consumer's previous capture.
     tracker: Option<std::sync::Mutex<super::volume::VolumeTracker>>,
@@ -69,6 +73,9 @@ impl Area {
             guest_path: spec.guest_path.clone(),
             writable: spec.writable,
             quota,
+            disk: spec
+                .volume
+                .then(|| DiskRoom::new(&spec.host_path, room::KEEP_FREE_BYTES)),
             root: root.try_clone()?,
             tracker: spec.volume.then(Default::default),
         };
@@ -120,8 +127,21 @@ impl Area {
 
     /// How many of `len` bytes written at `offset` into a file of
     /// `size_before` bytes fit the quota: all of them, the part that
-    /// fits, or `ENOSPC` when not one byte more does.
+    /// fits, or `ENOSPC` when not one byte more does. A volume's growth is
+    /// also `ENOSPC` when it would leave the data disk less than the hub
+    /// keeps free for its database.
     pub fn room_for(&self, size_before: u64, offset: u64, len: u64) -> Result<u64, Errno> {
+        let fits = self.quota_room_for(size_before, offset, len)?;
+        let growth = offset.saturating_add(fits).saturating_sub(size_before);
+        if let Some(disk) = &self.disk
+            && growth > 0
+        {
+            disk.claim(growth).map_err(|_| Errno::Nospc)?;
+        }
+        Ok(fits)
+    }
+
+    fn quota_room_for(&self, size_before: u64, offset: u64, len: u64) -> Result<u64, Errno> {
         let Some(quota) = &self.quota else {
             return Ok(len);
         };

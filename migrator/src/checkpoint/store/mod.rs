@@ -63,6 +63,10 @@ pub struct CheckpointStoreOptions {
     /// A pack file takes no more chunks past this size (the first store
     /// to open a directory in a process sets it for every handle).
     pub pack_bytes: u64,
+    /// Chunk bodies are not written when they would leave less than this
+    /// free on the disk ([`super::room`]; set by the first store to open a
+    /// directory, like `pack_bytes`).
+    pub keep_free_bytes: u64,
 }
 
 impl Default for CheckpointStoreOptions {
@@ -71,6 +75,7 @@ impl Default for CheckpointStoreOptions {
             chunk_size: DEFAULT_CHUNK_SIZE,
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             pack_bytes: packs::PACK_BYTES,
+            keep_free_bytes: super::room::KEEP_FREE_BYTES,
         }
     }
 }
@@ -127,7 +132,7 @@ impl CheckpointStore {
     ) -> Result<CheckpointStore, CheckpointError> {
         validate_chunk_size(options.chunk_size)?;
         Ok(CheckpointStore {
-            packs: Packs::open(packs, options.pack_bytes)?,
+            packs: Packs::open(packs, options.pack_bytes, options.keep_free_bytes)?,
             chunks: db.open_tree(CHUNKS_TREE)?,
             refs: db.open_tree(REFS_TREE)?,
             checkpoints: db.open_tree(CHECKPOINTS_TREE)?,

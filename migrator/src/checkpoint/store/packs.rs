@@ -44,6 +44,7 @@ use twox_hash::XxHash3_64;
 
 use super::writeback::{WRITEBACK_BYTES, Writeback};
 use crate::checkpoint::CheckpointError;
+use crate::checkpoint::room::{DiskRoom, is_disk_full};
 
 /// A pack takes no more chunks once it holds this many bytes (the default
 /// of [`CheckpointStoreOptions::pack_bytes`](super::CheckpointStoreOptions)).
@@ -152,6 +153,8 @@ struct Shared {
     /// A pack takes no more chunks past this size; once half as many bytes
     /// of bodies were freed, a reclaim runs.
     pack_bytes: u64,
+    /// Appends leave this disk room for the database.
+    room: DiskRoom,
     writer: Mutex<Writer>,
     /// Open packs, for reads (the current one included).
     open: Mutex<HashMap<u32, Arc<File>>>,
@@ -200,7 +203,7 @@ impl Drop for Appended {
 impl Packs {
     /// Opens (creating) the pack directory `dir`, or shares it if this
     /// process has it open already. Appends go to a pack of their own.
-    pub(super) fn open(dir: &Path, pack_bytes: u64) -> Result<Packs, CheckpointError> {
+    pub(super) fn open(dir: &Path, pack_bytes: u64, keep_free_bytes: u64) -> Result<Packs, CheckpointError> {
         std::fs::create_dir_all(dir).map_err(|source| pack_error(dir, source))?;
         let dir = dir.canonicalize().map_err(|source| pack_error(dir, source))?;
         let mut open = OPEN_DIRECTORIES.lock().unwrap_or_else(PoisonError::into_inner);
@@ -213,6 +216,7 @@ impl Packs {
             shared: Arc::new(Shared {
                 dir: dir.clone(),
                 pack_bytes: pack_bytes.max(1),
+                room: DiskRoom::new(&dir, keep_free_bytes),
                 writer: Mutex::new(Writer {
                     pack: next,
                     file: None,
@@ -247,16 +251,24 @@ impl Packs {
     /// Appends `bytes` to the current pack (starting the next one if this
     /// one is full). Not durable until [`Packs::sync`].
     pub(super) fn append(&self, bytes: &[u8]) -> Result<Appended, CheckpointError> {
-        let mut appended = self.append_all(&[bytes])?;
-        appended
-            .pop()
-            .ok_or_else(|| CheckpointError::corrupt("a chunk to store", "nothing was appended"))
+        one_appended(self.write(&[bytes], true)?)
+    }
+
+    /// Appends a body a reclaim copies out of a pack it is about to remove:
+    /// not refused on a nearly full disk, since it is how room comes back.
+    pub(super) fn append_reclaimed(&self, bytes: &[u8]) -> Result<Appended, CheckpointError> {
+        one_appended(self.write(&[bytes], false)?)
     }
 
     /// Appends each of `bodies`, one after the other in the same pack, in
     /// one write (starting the next pack if this one cannot take them
-    /// all). Not durable until [`Packs::sync`].
+    /// all). Not durable until [`Packs::sync`]. Refused with
+    /// [`CheckpointError::NoRoom`] when the disk has no room for them.
     pub(super) fn append_all(&self, bodies: &[&[u8]]) -> Result<Vec<Appended>, CheckpointError> {
+        self.write(bodies, true)
+    }
+
+    fn write(&self, bodies: &[&[u8]], claim: bool) -> Result<Vec<Appended>, CheckpointError> {
         if bodies.is_empty() {
             return Ok(Vec::new());
         }
@@ -268,6 +280,9 @@ impl Packs {
             })
             .collect::<Result<Vec<u32>, _>>()?;
         let total: u64 = lens.iter().map(|len| u64::from(*len)).sum();
+        if claim {
+            self.shared.room.claim(total)?;
+        }
         let mut writer = self.writer();
         if writer.file.is_none() || writer.len + total > self.shared.pack_bytes && writer.len > 0 {
             self.start_next(&mut writer)?;
@@ -279,7 +294,10 @@ impl Packs {
             [one] => file.write_all_at(one, offset),
             many => file.write_all_at(&many.concat(), offset),
         };
-        written.map_err(|source| pack_error(&self.path(pack), source))?;
+        written.map_err(|source| match is_disk_full(&source) {
+            true => CheckpointError::NoRoom(self.shared.room.ran_out(total)),
+            false => pack_error(&self.path(pack), source),
+        })?;
         writer.len += total;
         writer.synced = false;
         writer.since_writeback += total;
@@ -523,6 +541,12 @@ fn list_packs(dir: &Path) -> Result<Vec<u32>, CheckpointError> {
         }
     }
     Ok(packs)
+}
+
+fn one_appended(mut appended: Vec<Appended>) -> Result<Appended, CheckpointError> {
+    appended
+        .pop()
+        .ok_or_else(|| CheckpointError::corrupt("a chunk to store", "nothing was appended"))
 }
 
 fn pack_error(path: &Path, source: std::io::Error) -> CheckpointError {

@@ -114,7 +114,7 @@ impl CheckpointStore {
                 }
                 Err(ReadFailure::Io(error)) => return Err(error),
             };
-            copies.push((key, value, self.packs.append(&bytes)?));
+            copies.push((key, value, self.packs.append_reclaimed(&bytes)?));
         }
         self.packs.sync()?;
         let mut moved = 0;

@@ -1,0 +1,145 @@
+//! Room on the disk that holds a hub's data. The hub's database keeps the
+//! first write error it meets until it is reopened (sled), so a disk that
+//! fills up under it costs a restart and every write meanwhile. Bulk
+//! writers (checkpoint packs, modules, compiled artifacts, volume files)
+//! therefore ask [`DiskRoom::claim`] first: a write that would leave less
+//! than [`KEEP_FREE_BYTES`] free is refused before it starts, with a
+//! [`NoRoom`] that says how much is free and what was asked.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use thiserror::Error;
+
+/// What bulk writes leave free on the data disk: room for the database's
+/// own small writes (records, output) while the user frees space.
+pub const KEEP_FREE_BYTES: u64 = 8 << 20;
+
+/// The most bytes claimed without looking at the disk again: other writers
+/// (the database, other programs) use it meanwhile.
+const MOST_CREDIT_BYTES: u64 = 64 << 20;
+
+/// A write refused because the disk has no room for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error(
+    "the data disk has no room: {} more would leave less than the {} the hub keeps free for its database ({} free); free space on the disk or remove functions",
+    size(*needed),
+    size(*keep_free),
+    size(*available)
+)]
+pub struct NoRoom {
+    pub needed: u64,
+    pub available: u64,
+    pub keep_free: u64,
+}
+
+fn size(bytes: u64) -> String {
+    match bytes {
+        0..1024 => format!("{bytes} B"),
+        1024..0x10_0000 => format!("{} KiB", bytes.div_ceil(1024)),
+        _ => format!("{:.1} MiB", bytes as f64 / f64::from(1u32 << 20)),
+    }
+}
+
+/// Free space on one disk as bulk writers claim it. Cheap: the disk is
+/// looked at (a `statvfs`) once per [`MOST_CREDIT_BYTES`] claimed, or once
+/// per claim when it is nearly full.
+#[derive(Debug)]
+pub struct DiskRoom {
+    dir: PathBuf,
+    keep_free: u64,
+    /// Bytes that may still be claimed without looking again.
+    credit: AtomicU64,
+}
+
+impl DiskRoom {
+    /// Room on the disk holding `dir`, keeping `keep_free` bytes free.
+    pub fn new(dir: &Path, keep_free: u64) -> DiskRoom {
+        DiskRoom {
+            dir: dir.to_owned(),
+            keep_free,
+            credit: AtomicU64::new(0),
+        }
+    }
+
+    /// Claims room for `bytes` about to be written, or says why there is
+    /// none. A disk that cannot be looked at is not refused (the write
+    /// itself will say what is wrong).
+    pub fn claim(&self, bytes: u64) -> Result<(), NoRoom> {
+        let taken = self
+            .credit
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |credit| credit.checked_sub(bytes));
+        if taken.is_ok() {
+            return Ok(());
+        }
+        let Ok(available) = available_bytes(&self.dir) else {
+            return Ok(());
+        };
+        let over = available.saturating_sub(self.keep_free);
+        if bytes > over {
+            self.credit.store(0, Ordering::Release);
+            return Err(self.no_room(bytes, available));
+        }
+        // Half of what is left: the other writers on the disk get the rest.
+        self.credit
+            .store(((over - bytes) / 2).min(MOST_CREDIT_BYTES), Ordering::Release);
+        Ok(())
+    }
+
+    /// After a write failed for want of room anyway (someone else filled
+    /// the disk): looks again at the next claim, and says how it stands.
+    pub fn ran_out(&self, needed: u64) -> NoRoom {
+        self.credit.store(0, Ordering::Release);
+        self.no_room(needed, available_bytes(&self.dir).unwrap_or(0))
+    }
+
+    fn no_room(&self, needed: u64, available: u64) -> NoRoom {
+        NoRoom {
+            needed,
+            available,
+            keep_free: self.keep_free,
+        }
+    }
+}
+
+/// Free bytes on the file system holding `path`, for an unprivileged writer.
+pub fn available_bytes(path: &Path) -> std::io::Result<u64> {
+    let stats = rustix::fs::statvfs(path)?;
+    Ok(stats.f_bavail.saturating_mul(stats.f_frsize))
+}
+
+/// Whether an i/o error means the disk is full.
+pub fn is_disk_full(error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::StorageFull
+        || error.raw_os_error() == Some(rustix::io::Errno::DQUOT.raw_os_error())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_past_the_free_space_less_the_margin_is_refused_with_the_figures() {
+        let directory = tempfile::tempdir().unwrap();
+        let available = available_bytes(directory.path()).unwrap();
+        let room = DiskRoom::new(directory.path(), available / 2);
+        let refused = room.claim(available).unwrap_err();
+        assert_eq!(refused.needed, available);
+        assert_eq!(refused.keep_free, available / 2);
+        assert!(refused.to_string().contains("free space on the disk"), "{refused}");
+        room.claim(1 << 20).unwrap();
+    }
+
+    #[test]
+    fn claims_within_the_credit_do_not_look_at_the_disk_again() {
+        let directory = tempfile::tempdir().unwrap();
+        let room = DiskRoom::new(directory.path(), 0);
+        room.claim(1).unwrap();
+        let credit = room.credit.load(Ordering::Acquire);
+        assert!(credit > 0 && credit <= MOST_CREDIT_BYTES);
+        room.claim(credit).unwrap();
+        assert_eq!(room.credit.load(Ordering::Acquire), 0);
+        let _ = room.ran_out(1);
+        assert_eq!(room.credit.load(Ordering::Acquire), 0);
+    }
+}
