@@ -129,3 +129,25 @@ async fn a_drained_hub_refuses_deploys_until_undrained_even_after_a_restart() {
         "{events} / {events_after}"
     );
 }
+
+/// A drain with no peer up to take anything ends at once, naming what is
+/// left and why, instead of waiting a minute in silence; the hub stays
+/// draining.
+#[tokio::test]
+async fn a_drain_with_no_peer_up_ends_at_once_saying_what_waits_for_one() {
+    let nobody = ferry_integration_tests::moves::free_loopback_address().to_string();
+    let hub = HubProcess::start(HubOptions::default().args(["--peer", nobody.as_str()]))
+        .await
+        .unwrap();
+    let name = hub.info().unwrap()["hub_name"].as_str().unwrap().to_owned();
+    let module = guest("examples/ticker.wasm");
+    ok(hub.ferry(&["deploy", module.to_str().unwrap(), "--name", "t"]));
+    let summary: serde_json::Value =
+        serde_json::from_str(ok(hub.ferry(&["drain", &name, "--json"])).lines().last().unwrap()).unwrap();
+    assert_eq!(summary["no_peer_up"], true, "{summary}");
+    assert_eq!(summary["left"], serde_json::json!(["t"]), "{summary}");
+    let text = ok(hub.ferry(&["drain", &name]));
+    assert!(text.contains("no peer is up to take them"), "{text}");
+    assert_eq!(hub.info().unwrap()["draining"], true);
+    assert_eq!(ferry_integration_tests::function_info(&hub, "t")["state"], "running");
+}

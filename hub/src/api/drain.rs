@@ -23,6 +23,8 @@ struct Candidates {
     movable: Vec<String>,
     pinned: Vec<String>,
     stuck: Vec<String>,
+    /// No peer is up: nothing can move until one comes.
+    no_peer_up: bool,
 }
 
 /// Which hub a drain names.
@@ -111,9 +113,12 @@ impl HubApi {
     /// those no usable peer can take (`name: why`), which it does not wait
     /// for. With no usable peer at all, nothing is stuck: one may come.
     fn drain_candidates(&self) -> Candidates {
-        let mut candidates = Candidates::default();
-        let peers: Vec<_> = self
-            .usable_peers()
+        let usable = self.usable_peers();
+        let mut candidates = Candidates {
+            no_peer_up: usable.is_empty(),
+            ..Candidates::default()
+        };
+        let peers: Vec<_> = usable
             .iter()
             .map(|peer| peer.id.as_deref().and_then(|id| self.inner.figures.get(id)))
             .collect();
@@ -142,7 +147,8 @@ impl HubApi {
     }
 
     /// Passes on the moves of a drain until nothing movable is left (or
-    /// nothing moved for [`DRAIN_PATIENCE`]), then the summary.
+    /// nothing moved for [`DRAIN_PATIENCE`], or no peer is up to take
+    /// anything: then at once), then the summary.
     async fn report_drain(
         self,
         mut live: broadcast::Receiver<HubEvent>,
@@ -153,8 +159,18 @@ impl HubApi {
         let (mut moved, mut failed) = (0u32, 0u32);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
-            let Candidates { movable, pinned, stuck } = self.drain_candidates();
-            if movable.is_empty() || last_progress.elapsed() >= DRAIN_PATIENCE || !self.supervisor().draining() {
+            let Candidates {
+                movable,
+                pinned,
+                stuck,
+                no_peer_up,
+            } = self.drain_candidates();
+            let waiting_for_nothing = no_peer_up && !movable.is_empty();
+            if movable.is_empty()
+                || waiting_for_nothing
+                || last_progress.elapsed() >= DRAIN_PATIENCE
+                || !self.supervisor().draining()
+            {
                 let summary = DrainSummary {
                     hub_name: self.supervisor().identity().name.clone(),
                     moved,
@@ -163,6 +179,7 @@ impl HubApi {
                     pinned,
                     duration_ms: started.elapsed().as_millis() as u64,
                     stuck,
+                    no_peer_up: waiting_for_nothing,
                 };
                 let last = DrainProgress {
                     progress: Some(ferry_proto::v1::drain_progress::Progress::Summary(summary)),

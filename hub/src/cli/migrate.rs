@@ -187,6 +187,7 @@ pub async fn drain(hub: &HubTarget, json: bool, name: String) -> Result<(), Clie
                 "pinned": summary.pinned,
                 "stuck": summary.stuck,
                 "duration_ms": summary.duration_ms,
+                "no_peer_up": summary.no_peer_up,
             })
         );
         return Ok(());
@@ -199,7 +200,13 @@ pub async fn drain(hub: &HubTarget, json: bool, name: String) -> Result<(), Clie
         summary.duration_ms as f64 / 1000.0,
         summary.hub_name
     );
-    if !summary.left.is_empty() {
+    if !summary.left.is_empty() && summary.no_peer_up {
+        println!(
+            "  still there: {} — no peer is up to take them; {} stays draining and moves them off when one comes up (`ferry events` shows each move)",
+            summary.left.join(", "),
+            summary.hub_name
+        );
+    } else if !summary.left.is_empty() {
         println!("  still there (no peer had room in time): {}", summary.left.join(", "));
     }
     if !summary.pinned.is_empty() {
