@@ -45,15 +45,19 @@ pub enum HubError {
         timeout_ms: u64,
         refused: String,
     },
-    #[error("function {name:?} ended before replying")]
-    NoReply { name: String },
+    /// `ended`: how, `: it failed: …` or `: it exited with code N` (empty
+    /// when its end was not recorded in time).
+    #[error("function {name:?} ended before replying{ended}")]
+    NoReply { name: String, ended: String },
     #[error("function {name:?} has {queued} messages waiting; its inbox is full")]
     InboxFull { name: String, queued: usize },
     #[error("the hub is shutting down")]
     ShuttingDown,
     #[error("function {name:?} is already running")]
     AlreadyRunning { name: String },
-    #[error("function {name:?} has no checkpoint to resume from")]
+    #[error(
+        "function {name:?} has no checkpoint to resume from: `ferry deploy MODULE --name {name} --replace` starts it anew"
+    )]
     NoCheckpoint { name: String },
     #[error("could not capture function {name:?}: {reason}")]
     CaptureFailed { name: String, reason: String },

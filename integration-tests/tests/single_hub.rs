@@ -515,6 +515,36 @@ async fn a_suspended_function_says_that_it_took_no_message() {
     assert!(answered.contains("echo: x"), "{answered}");
 }
 
+/// A caller whose function ends under its call hears how it ended, and a
+/// resume with nothing to resume from says how to start it anew.
+#[tokio::test]
+async fn an_invocation_whose_function_ends_says_how_it_ended() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    deploy(&hub, "guests/ends_on_message.wasm", "svc", &[]);
+    assert_eq!(ok(hub.ferry(&["invoke", "svc", "--data", "hi"])).trim(), "hi");
+    let trapped = hub.ferry(&["invoke", "svc", "--data", "trap"]);
+    assert_eq!(trapped.status.code(), Some(7), "{}", stderr(&trapped));
+    assert!(
+        stderr(&trapped).contains("function \"svc\" ended before replying: it failed: trapped"),
+        "{}",
+        stderr(&trapped)
+    );
+    let resumed = hub.ferry(&["resume", "svc"]);
+    assert!(
+        stderr(&resumed).contains("--replace` starts it anew"),
+        "{}",
+        stderr(&resumed)
+    );
+    deploy(&hub, "guests/ends_on_message.wasm", "svc", &["--replace"]);
+    let exited = hub.ferry(&["invoke", "svc", "--data", "exit"]);
+    assert_eq!(exited.status.code(), Some(7), "{}", stderr(&exited));
+    assert!(
+        stderr(&exited).contains("ended before replying: it exited with code 3"),
+        "{}",
+        stderr(&exited)
+    );
+}
+
 #[tokio::test]
 async fn invoking_a_function_that_never_replies_times_out_with_a_clear_error() {
     let hub = HubProcess::start(HubOptions::default()).await.unwrap();

@@ -10,6 +10,10 @@ use ferry_proto::{ErrorCode, ServiceError};
 use tokio::sync::oneshot;
 
 use super::lifecycle::Phase;
+
+/// How long an invocation whose function ended waits for that end to be
+/// recorded, to say how it ended.
+const END_RECORDED_WAIT: Duration = Duration::from_secs(2);
 use super::{Supervisor, records};
 use crate::error::HubError;
 use crate::runtime::{Message, ReplyAddress, Undelivered, Withdrawn};
@@ -153,11 +157,29 @@ impl Supervisor {
             // Taken back unread for a move or a suspend: the caller may
             // send it again.
             Ok(Ok(Err(Withdrawn))) => Err(self.withdrawn_error(name)),
-            Ok(Err(_)) => Err(HubError::NoReply { name: name.to_owned() }),
+            Ok(Err(_)) => Err(self.no_reply_error(name).await),
             Err(_) => Err(HubError::InvokeTimeout {
                 name: name.to_owned(),
                 timeout_ms: timeout.as_millis() as u64,
             }),
+        }
+    }
+
+    /// What the caller of an invocation whose function ended before it
+    /// replied hears: how it ended, once that is recorded (a moment after
+    /// the run dropped the reply).
+    async fn no_reply_error(&self, name: &str) -> HubError {
+        if let Some(mut finished) = self.finished_receiver(name) {
+            let _ = tokio::time::timeout(END_RECORDED_WAIT, finished.wait_for(|done| *done)).await;
+        }
+        let ended = self.inner.lock_slots().get(name).and_then(|slot| match slot.phase {
+            Phase::Failed => Some(format!(": it failed: {}", slot.record.failure)),
+            Phase::Exited => Some(format!(": it exited with code {}", slot.record.exit_code)),
+            _ => None,
+        });
+        HubError::NoReply {
+            name: name.to_owned(),
+            ended: ended.unwrap_or_default(),
         }
     }
 
