@@ -11,6 +11,12 @@ use crate::store::StoreError;
 pub enum HubError {
     #[error("function {name:?} not found on hub {hub}")]
     FunctionNotFound { name: String, hub: String },
+    /// Not here, nor on any peer that answered; `silent`: the peers that
+    /// could not be asked, where it may be.
+    #[error(
+        "function {name:?} is not on hub {hub} nor on any peer that answered; {silent} did not answer and may run it: try again once it is up"
+    )]
+    FunctionNotFoundYet { name: String, hub: String, silent: String },
     #[error("a function named {name:?} already exists (deploy with --replace to redeploy it)")]
     FunctionExists { name: String },
     #[error("invalid function name {name:?}: {reason}")]
@@ -125,7 +131,7 @@ impl ServiceError for HubError {
             | HubError::NoReply { .. } => ErrorCode::FailedPrecondition,
             HubError::InvokeTimeout { .. } | HubError::NotTaken { .. } => ErrorCode::DeadlineExceeded,
             HubError::InboxFull { .. } | HubError::MemoryLimitBelowModule { .. } => ErrorCode::ResourceExhausted,
-            HubError::ShuttingDown => ErrorCode::Unavailable,
+            HubError::ShuttingDown | HubError::FunctionNotFoundYet { .. } => ErrorCode::Unavailable,
             HubError::AlreadyRunning { .. } => ErrorCode::FailedPrecondition,
             HubError::NoCheckpoint { .. } => ErrorCode::NotFound,
             HubError::CaptureFailed { .. } => ErrorCode::Aborted,

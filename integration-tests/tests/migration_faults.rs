@@ -505,6 +505,38 @@ async fn a_follower_through_another_hub_says_which_hub_went_away() {
     assert!(said.contains("the stream from hub hub-1"), "{said}");
 }
 
+/// A name one hub never heard of: "not found" (exit 3) when every peer
+/// answered; when a peer did not, the answer names it and says the
+/// function may be there (exit 5), so a script does not deploy a second one.
+#[tokio::test]
+async fn a_function_asked_of_a_hub_whose_peer_is_down_may_be_there_and_says_so() {
+    let mut hubs = pair().await;
+    deploy(&hubs[1], "examples/echo.wasm", "echo", &[]);
+    let unknown = hubs[0].ferry(&["invoke", "nothing", "--data", "x"]);
+    assert_eq!(
+        unknown.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    let reply = expect_success(hubs[0].ferry(&["invoke", "echo", "--data", "x"]));
+    assert!(reply.contains("echo: x"), "{reply}");
+    hubs[1].kill().unwrap();
+    for command in [
+        &["invoke", "echo", "--data", "x"][..],
+        &["logs", "echo"],
+        &["stop", "echo"],
+    ] {
+        let asked = hubs[0].ferry(command);
+        let said = String::from_utf8_lossy(&asked.stderr);
+        assert_eq!(asked.status.code(), Some(5), "{command:?}: {said}");
+        assert!(
+            said.contains("hub-1 (") && said.contains("may run it"),
+            "{command:?}: {said}"
+        );
+    }
+}
+
 /// `rm` through the hub a function left, once the hub it moved to no
 /// longer has it (removed there, or that hub lost its data): the pointer is
 /// what is left, and it goes; the name is free there again.

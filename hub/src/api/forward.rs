@@ -5,10 +5,10 @@
 //! hop count travels in [`HOPS_HEADER`].
 
 use ferry_discovery::PeerState;
-use ferry_proto::ErrorCode;
 use ferry_proto::internal::v1::ForwardPointer;
 use ferry_proto::v1::hub_client::HubClient;
 use ferry_proto::v1::{FunctionInfo, FunctionState, GetFunctionRequest, ListFunctionsRequest, ListFunctionsResponse};
+use ferry_proto::{ErrorCode, ServiceError};
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
@@ -76,7 +76,7 @@ impl HubApi {
         remote: impl AsyncFnOnce(HubClient<Channel>, Request<M>) -> Result<Response<R>, Status>,
         local: impl AsyncFnOnce(M) -> Result<R, HubError>,
     ) -> Result<R, HubError> {
-        match self.elsewhere(request.function_name(), hops).await {
+        match self.elsewhere(request.function_name(), hops).await? {
             Some(peer) => self.forward_to(&peer, request, hops, remote).await,
             None => local(request).await,
         }
@@ -85,36 +85,71 @@ impl HubApi {
     /// The hub a request about `name` goes to instead of this one: where
     /// the function's forward pointer says it moved, or, for a name this
     /// hub never heard of and a request no hub forwarded yet, the peer that
-    /// runs it. `None`: answer here.
-    pub(super) async fn elsewhere(&self, name: &str, hops: u32) -> Option<PeerAt> {
+    /// runs it. `None`: answer here. A name no hub that answered knows,
+    /// while some peer did not answer, is refused naming that peer: the
+    /// function may be there.
+    pub(super) async fn elsewhere(&self, name: &str, hops: u32) -> Result<Option<PeerAt>, HubError> {
         if let Some(pointer) = self.supervisor().forward_pointer(name) {
-            return Some(self.pointed_peer(&pointer));
+            return Ok(Some(self.pointed_peer(&pointer)));
         }
         if hops == 0 && self.supervisor().phase(name).is_none() {
-            return self.locate(name).await;
+            return self
+                .locate(name)
+                .await
+                .or_not_found(name, &self.supervisor().identity().name);
         }
-        None
+        Ok(None)
     }
 
     /// The peer that runs a function this hub has never heard of: every
     /// usable peer is asked at once (one hop, so none of them asks its own
-    /// peers), and the one running it wins over one that merely points to it.
-    pub(super) async fn locate(&self, name: &str) -> Option<PeerAt> {
+    /// peers), and the one running it wins over one that merely points to
+    /// it; and the peers that could not say (down, or silent for a second).
+    pub(super) async fn locate(&self, name: &str) -> Located {
         let asks = self.usable_peers().into_iter().map(|peer| async move {
             let request = GetFunctionRequest { name: name.to_owned() };
             let asked = self.forward_to(&peer, request, 0, async |mut hub, request| {
                 hub.get_function(request).await
             });
             match tokio::time::timeout(MOVED_INFO_TIMEOUT, asked).await {
-                Ok(Ok(info)) => Some((peer, info)),
-                _ => None,
+                Ok(Ok(info)) => Ok((peer, info)),
+                Ok(Err(error)) if error.error_code() == ErrorCode::NotFound => Err(None),
+                Ok(Err(_)) | Err(_) => Err(Some(format!("{} (no answer)", peer.name))),
             }
         });
-        let found: Vec<(PeerAt, FunctionInfo)> = futures::future::join_all(asks).await.into_iter().flatten().collect();
+        let mut found = Vec::new();
+        let mut silent = self.unusable_peers();
+        for answer in futures::future::join_all(asks).await {
+            match answer {
+                Ok(located) => found.push(located),
+                Err(Some(peer)) => silent.push(peer),
+                Err(None) => {}
+            }
+        }
         let running_there = found.iter().position(|(_, info)| !info.forwarded);
-        let (peer, info) = found.into_iter().nth(running_there.unwrap_or(0))?;
-        tracing::debug!(function = %name, hub = %info.hub_name, "located on a peer");
-        Some(peer)
+        let peer = found.into_iter().nth(running_there.unwrap_or(0)).map(|(peer, info)| {
+            tracing::debug!(function = %name, hub = %info.hub_name, "located on a peer");
+            peer
+        });
+        Located { peer, silent }
+    }
+
+    /// Peers known but not usable now, each as `name (state)`.
+    fn unusable_peers(&self) -> Vec<String> {
+        self.inner
+            .peers
+            .borrow()
+            .iter()
+            .filter(|peer| !peer.is_usable())
+            .map(|peer| {
+                let name = peer
+                    .name()
+                    .map(str::to_owned)
+                    .or_else(|| peer.address.map(|address| address.to_string()))
+                    .unwrap_or_else(|| "a peer".to_owned());
+                format!("{name} ({})", peer_state_words(peer))
+            })
+            .collect()
     }
 
     /// The peers this hub may ask now.
@@ -268,6 +303,49 @@ impl HubApi {
 /// running its function (functions of one name deployed on two hubs are
 /// two functions), and a forwarded entry or a bare pointer only for a name
 /// no hub running it answered for.
+/// What [`HubApi::locate`] found: the peer running the function, if one
+/// answered, and the peers that could not say.
+pub(super) struct Located {
+    pub(super) peer: Option<PeerAt>,
+    pub(super) silent: Vec<String>,
+}
+
+impl Located {
+    /// The peer, `None` when nobody has the function and every peer
+    /// answered, or the refusal naming those that did not.
+    fn or_not_found(self, name: &str, hub: &str) -> Result<Option<PeerAt>, HubError> {
+        match (self.peer, self.silent) {
+            (Some(peer), _) => Ok(Some(peer)),
+            (None, silent) if silent.is_empty() => Ok(None),
+            (None, silent) => Err(HubError::FunctionNotFoundYet {
+                name: name.to_owned(),
+                hub: hub.to_owned(),
+                silent: silent.join(", "),
+            }),
+        }
+    }
+
+    /// The peer, or the error `not_found` (with the peers that did not
+    /// answer, if any).
+    pub(super) fn or(self, not_found: HubError) -> Result<PeerAt, HubError> {
+        match not_found {
+            HubError::FunctionNotFound { name, hub } => self
+                .or_not_found(&name, &hub)?
+                .ok_or(HubError::FunctionNotFound { name, hub }),
+            other => self.peer.ok_or(other),
+        }
+    }
+}
+
+fn peer_state_words(peer: &ferry_discovery::PeerSnapshot) -> &'static str {
+    match peer.state {
+        PeerState::Unknown => "never answered",
+        PeerState::Up => "not verified",
+        PeerState::Suspect => "not answering",
+        PeerState::Down => "down",
+    }
+}
+
 fn one_per_function(functions: Vec<FunctionInfo>) -> Vec<FunctionInfo> {
     let name = |function: &FunctionInfo| function.spec.as_ref().map(|spec| spec.name.clone()).unwrap_or_default();
     let (mut chosen, second_hand): (Vec<FunctionInfo>, Vec<FunctionInfo>) = functions

@@ -218,9 +218,7 @@ impl HubApi {
         let local = match self.supervisor().get(&request.name) {
             Ok(local) => local,
             Err(not_found @ HubError::FunctionNotFound { .. }) if hops == 0 => {
-                let Some(peer) = self.locate(&request.name).await else {
-                    return Err(not_found);
-                };
+                let peer = self.locate(&request.name).await.or(not_found)?;
                 let mut info = self
                     .forward_to(&peer, request, hops, async |mut hub, request| {
                         hub.get_function(request).await
@@ -279,7 +277,7 @@ impl HubApi {
         request: LogsRequest,
         hops: u32,
     ) -> Result<(AnswerStream<LogEntry>, bool), HubError> {
-        if let Some(peer) = self.elsewhere(&request.name, hops).await {
+        if let Some(peer) = self.elsewhere(&request.name, hops).await? {
             let entries = self
                 .forward_to(&peer, request, hops, async |mut hub, request| hub.logs(request).await)
                 .await?;
@@ -383,7 +381,7 @@ impl HubApi {
     /// progress that ends with the summary, or with the reason it failed.
     /// The move goes on even if the caller stops listening.
     pub async fn migrate(&self, request: MigrateRequest, hops: u32) -> Result<AnswerStream<MigrateProgress>, HubError> {
-        if let Some(peer) = self.elsewhere(&request.name, hops).await {
+        if let Some(peer) = self.elsewhere(&request.name, hops).await? {
             let events = self
                 .forward_to(&peer, request, hops, async |mut hub, request| {
                     hub.migrate(request).await
