@@ -134,13 +134,16 @@ impl HubApi {
         Located { peer, silent }
     }
 
-    /// Peers known but not usable now, each as `name (state)`.
+    /// Peers known but not reachable now (down, not answering, never
+    /// answered), each as `name (state)`. One that answers but is not
+    /// usable (another cluster or protocol) runs none of this cluster's
+    /// functions, and is left out.
     fn unusable_peers(&self) -> Vec<String> {
         self.inner
             .peers
             .borrow()
             .iter()
-            .filter(|peer| !peer.is_usable())
+            .filter(|peer| !peer.is_usable() && peer.state != PeerState::Up)
             .map(|peer| {
                 let name = peer
                     .name()
@@ -299,10 +302,6 @@ impl HubApi {
     }
 }
 
-/// The functions of several hubs' lists, each once: every entry of a hub
-/// running its function (functions of one name deployed on two hubs are
-/// two functions), and a forwarded entry or a bare pointer only for a name
-/// no hub running it answered for.
 /// What [`HubApi::locate`] found: the peer running the function, if one
 /// answered, and the peers that could not say.
 pub(super) struct Located {
@@ -340,12 +339,16 @@ impl Located {
 fn peer_state_words(peer: &ferry_discovery::PeerSnapshot) -> &'static str {
     match peer.state {
         PeerState::Unknown => "never answered",
-        PeerState::Up => "not verified",
+        PeerState::Up => "up",
         PeerState::Suspect => "not answering",
         PeerState::Down => "down",
     }
 }
 
+/// The functions of several hubs' lists, each once: every entry of a hub
+/// running its function (functions of one name deployed on two hubs are
+/// two functions), and a forwarded entry or a bare pointer only for a name
+/// no hub running it answered for.
 fn one_per_function(functions: Vec<FunctionInfo>) -> Vec<FunctionInfo> {
     let name = |function: &FunctionInfo| function.spec.as_ref().map(|spec| spec.name.clone()).unwrap_or_default();
     let (mut chosen, second_hand): (Vec<FunctionInfo>, Vec<FunctionInfo>) = functions
