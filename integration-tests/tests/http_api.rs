@@ -207,7 +207,22 @@ async fn http_invokes_reads_and_refuses_bad_input_with_clear_errors() {
     let no_route = client.get(url(&hub, "/v2/anything")).send().await.unwrap();
     assert_eq!(error_code(no_route, StatusCode::NOT_FOUND).await, "NOT_FOUND");
     let wrong_method = client.put(url(&hub, "/v1/functions")).send().await.unwrap();
-    assert_eq!(wrong_method.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(
+        wrong_method.headers().contains_key("allow"),
+        "{:?}",
+        wrong_method.headers()
+    );
+    assert_eq!(
+        error_code(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await,
+        "INVALID_ARGUMENT"
+    );
+    // A query string that does not parse: the JSON error, not plain text.
+    let bad_query = client
+        .get(url(&hub, "/v1/functions/sleeper/logs?tail=many"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(bad_query, StatusCode::BAD_REQUEST).await, "INVALID_ARGUMENT");
     // A function that never reads its inbox: 504 when the deadline passes.
     let no_reply = post(&client, &hub, "/v1/functions/sleeper/invoke?timeout_ms=300", "x").await;
     assert_eq!(

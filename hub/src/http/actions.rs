@@ -4,7 +4,7 @@
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use ferry_proto::ErrorCode;
@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Http;
 use super::answers::{self, Json, failure};
+use super::query::Query;
 use crate::error::{HubError, validate_function_name};
 
 /// `POST /v1/functions`: deploys the function the JSON body describes.

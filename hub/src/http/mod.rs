@@ -16,6 +16,7 @@ mod actions;
 mod answers;
 mod body_limit;
 mod invocations;
+mod query;
 mod streams;
 
 use std::net::SocketAddr;
@@ -24,7 +25,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -39,6 +40,7 @@ use crate::error::validate_function_name;
 use crate::trust::access::AccessLayer;
 use answers::{Json, Refusal, failure};
 use invocations::Invocations;
+use query::Query;
 
 /// Response header naming the hub that answered (for an invocation: the
 /// hub the function ran on).
@@ -103,6 +105,7 @@ pub fn router(api: HubApi, access: HttpAccess) -> Router {
         .route("/v1/invocations/{id}/result", get(invocations::result))
         .route("/metrics", get(metrics))
         .route("/", get(page))
+        .method_not_allowed_fallback(query::method_not_allowed)
         // The same limits as `body_limit::limit_for`.
         .layer(DefaultBodyLimit::max(body_limit::MESSAGE_BODY_BYTES))
         .layer(middleware::from_fn(body_limit::refuse_oversized))

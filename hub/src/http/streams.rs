@@ -4,7 +4,7 @@
 
 use std::convert::Infallible;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use ferry_proto::v1::{EventsRequest, LogEntry, LogStream, LogsRequest};
@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Http;
 use super::answers::{self, ErrorBody, Json, code_name};
+use super::query::Query;
 use crate::api::AnswerStream;
 use crate::error::{HubError, validate_function_name};
 use ferry_proto::ServiceError;
