@@ -132,7 +132,7 @@ async fn a_drained_hub_refuses_deploys_until_undrained_even_after_a_restart() {
 
 /// A drain with no peer up to take anything ends at once, naming what is
 /// left and why, instead of waiting a minute in silence; the hub stays
-/// draining.
+/// draining. Functions that do not run are named as left, not moved.
 #[tokio::test]
 async fn a_drain_with_no_peer_up_ends_at_once_saying_what_waits_for_one() {
     let nobody = ferry_integration_tests::moves::free_loopback_address().to_string();
@@ -142,12 +142,24 @@ async fn a_drain_with_no_peer_up_ends_at_once_saying_what_waits_for_one() {
     let name = hub.info().unwrap()["hub_name"].as_str().unwrap().to_owned();
     let module = guest("examples/ticker.wasm");
     ok(hub.ferry(&["deploy", module.to_str().unwrap(), "--name", "t"]));
+    ok(hub.ferry(&["deploy", module.to_str().unwrap(), "--name", "resting"]));
+    ok(hub.ferry(&["suspend", "resting"]));
     let summary: serde_json::Value =
         serde_json::from_str(ok(hub.ferry(&["drain", &name, "--json"])).lines().last().unwrap()).unwrap();
     assert_eq!(summary["no_peer_up"], true, "{summary}");
     assert_eq!(summary["left"], serde_json::json!(["t"]), "{summary}");
+    // A function that does not run is not moved, and named as such.
+    assert_eq!(
+        summary["not_running"],
+        serde_json::json!(["resting (suspended)"]),
+        "{summary}"
+    );
     let text = ok(hub.ferry(&["drain", &name]));
     assert!(text.contains("no peer is up to take them"), "{text}");
+    assert!(
+        text.contains("not running, so not moved: resting (suspended)"),
+        "{text}"
+    );
     assert_eq!(hub.info().unwrap()["draining"], true);
     assert_eq!(ferry_integration_tests::function_info(&hub, "t")["state"], "running");
 }

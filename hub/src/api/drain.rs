@@ -25,6 +25,8 @@ struct Candidates {
     stuck: Vec<String>,
     /// No peer is up: nothing can move until one comes.
     no_peer_up: bool,
+    /// Functions that do not run, as `name (state)`: a drain leaves them.
+    not_running: Vec<String>,
 }
 
 /// Which hub a drain names.
@@ -127,6 +129,14 @@ impl HubApi {
             .map(|figures| figures.as_ref().map_or(&[][..], |info| &info.resources[..]))
             .collect();
         for function in self.supervisor().function_loads() {
+            if matches!(
+                function.phase,
+                Phase::Stopped | Phase::Suspended(_) | Phase::Exited | Phase::Failed
+            ) {
+                let state = crate::supervisor::phase_words(function.phase);
+                candidates.not_running.push(format!("{} ({state})", function.name));
+                continue;
+            }
             if !matches!(function.phase, Phase::Running | Phase::Parked | Phase::MovingOut) {
                 continue;
             }
@@ -164,6 +174,7 @@ impl HubApi {
                 pinned,
                 stuck,
                 no_peer_up,
+                not_running,
             } = self.drain_candidates();
             let waiting_for_nothing = no_peer_up && !movable.is_empty();
             if movable.is_empty()
@@ -180,6 +191,7 @@ impl HubApi {
                     duration_ms: started.elapsed().as_millis() as u64,
                     stuck,
                     no_peer_up: waiting_for_nothing,
+                    not_running,
                 };
                 let last = DrainProgress {
                     progress: Some(ferry_proto::v1::drain_progress::Progress::Summary(summary)),

@@ -188,6 +188,7 @@ pub async fn drain(hub: &HubTarget, json: bool, name: String) -> Result<(), Clie
                 "stuck": summary.stuck,
                 "duration_ms": summary.duration_ms,
                 "no_peer_up": summary.no_peer_up,
+                "not_running": summary.not_running,
             })
         );
         return Ok(());
@@ -214,6 +215,13 @@ pub async fn drain(hub: &HubTarget, json: bool, name: String) -> Result<(), Clie
     }
     for stuck in &summary.stuck {
         println!("  no peer can take it: {stuck}");
+    }
+    if !summary.not_running.is_empty() {
+        println!(
+            "  not running, so not moved: {1} (they stay on {0} until resumed, when the drain moves them off, or removed)",
+            summary.hub_name,
+            summary.not_running.join(", ")
+        );
     }
     Ok(())
 }

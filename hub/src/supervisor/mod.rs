@@ -26,6 +26,7 @@ pub use info::state_name;
 pub use lifecycle::{Phase, Suspender};
 pub use messages::{Envelope, Outbound, undelivered};
 pub use moves::MoveStep;
+pub use records::phase_words;
 
 use ferry_proto::internal::v1::VolumeState;
 pub use placement::{CpuTotals, FunctionLoad};
