@@ -174,13 +174,22 @@ impl DiskReserve {
         } else {
             None
         };
+        // Said when the kind of trouble changes, not each time the free
+        // bytes it names do.
         match (&reason, self.degraded()) {
-            (Some(reason), previous) if previous.as_ref() != Some(reason) => tracing::warn!(%reason, "degraded"),
+            (Some(reason), previous) if previous.as_deref().map(without_figures) != Some(without_figures(reason)) => {
+                tracing::warn!(%reason, "degraded")
+            }
             (None, Some(_)) => tracing::info!("the data disk has room again; no longer degraded"),
             _ => {}
         }
         self.set_degraded(reason);
     }
+}
+
+/// A reason without its digits: two reasons of one kind compare equal.
+fn without_figures(reason: &str) -> String {
+    reason.chars().filter(|letter| !letter.is_ascii_digit()).collect()
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use ferry_migrator::checkpoint::{ChangedMemory, CheckpointError, CheckpointStore, ChunkHash, PutStats};
 use ferry_proto::internal::v1::CheckpointManifest;
 use ferry_proto::v1::{CheckpointInfo, FunctionInfo};
+use ferry_proto::{ErrorCode, ServiceError};
 
 use super::lifecycle::{Effect, Phase, Request};
 use super::{Inner, Supervisor, records};
@@ -253,6 +254,8 @@ impl Supervisor {
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // Functions whose last periodic checkpoint failed (not skipped).
+            let mut failing = std::collections::HashSet::new();
             loop {
                 ticks.tick().await;
                 let running: Vec<String> = {
@@ -263,9 +266,29 @@ impl Supervisor {
                         .map(|(name, _)| name.clone())
                         .collect()
                 };
+                failing.retain(|name| running.contains(name));
                 for name in running {
-                    if let Err(error) = supervisor.checkpoint(&name).await {
-                        tracing::debug!(function = %name, error = %ferry_proto::error_chain(&error), "periodic checkpoint skipped");
+                    match supervisor.checkpoint(&name).await {
+                        Ok(_) if failing.remove(&name) => {
+                            tracing::info!(function = %name, "periodic checkpoints are written again");
+                        }
+                        Ok(_) => {}
+                        // The function is busy (moving, stopping): not a failure.
+                        Err(error)
+                            if matches!(
+                                error.error_code(),
+                                ErrorCode::FailedPrecondition | ErrorCode::Aborted | ErrorCode::NotFound
+                            ) =>
+                        {
+                            tracing::debug!(function = %name, error = %ferry_proto::error_chain(&error), "periodic checkpoint skipped");
+                        }
+                        // Said once until one is written again: every interval would flood the log.
+                        Err(error) if failing.insert(name.clone()) => {
+                            tracing::warn!(function = %name, error = %ferry_proto::error_chain(&error), "periodic checkpoint failed; the function runs on, and a restart would continue it from its last checkpoint");
+                        }
+                        Err(error) => {
+                            tracing::debug!(function = %name, error = %ferry_proto::error_chain(&error), "periodic checkpoint failed again");
+                        }
                     }
                 }
             }
