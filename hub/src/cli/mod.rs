@@ -170,7 +170,7 @@ pub struct CreateCredentialArgs {
 pub struct DeployArgs {
     /// A wasm32-wasi command module (or `module` in the manifest)
     pub file: Option<PathBuf>,
-    /// Deployment manifest (TOML: name, module, args, env, limits, volume, mounts, messaging); flags override it
+    /// Deployment manifest (TOML keys: name, module, args, env, memory-limit, cpus, priority, pin, volume, mount, messaging); flags override it
     #[arg(short = 'f', long = "manifest", value_name = "FN.TOML")]
     pub manifest: Option<PathBuf>,
     /// Function name (letters, digits, '-', '_', '.'; at most 63)
@@ -278,7 +278,7 @@ pub async fn run_client(cli: Cli) -> ExitCode {
             // the TLS hint only if the hub still refuses plaintext now.
             let tls = match cli_insecure && client::refuses_plaintext(&target).await {
                 true => {
-                    "; or, since --insecure speaks plaintext, the hub uses TLS: drop --insecure and use a credential"
+                    "; or what listens there does not speak plaintext gRPC (--insecure): a hub that uses TLS (drop --insecure and use a credential), or no ferry hub at all"
                 }
                 false => "",
             };
