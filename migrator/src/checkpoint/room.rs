@@ -86,6 +86,11 @@ impl DiskRoom {
         Ok(())
     }
 
+    /// Whether fewer than `bytes` could be claimed now.
+    pub fn is_short_of(&self, bytes: u64) -> bool {
+        available_bytes(&self.dir).is_ok_and(|available| available < bytes.saturating_add(self.keep_free))
+    }
+
     /// After a write failed for want of room anyway (someone else filled
     /// the disk): looks again at the next claim, and says how it stands.
     pub fn ran_out(&self, needed: u64) -> NoRoom {

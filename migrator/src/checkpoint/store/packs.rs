@@ -494,11 +494,29 @@ impl Packs {
     }
 
     /// Counts `bytes` of bodies as freed; true (and the count starts over)
-    /// once enough were freed for a reclaim to pay.
+    /// once enough were freed for a reclaim to pay — or at once when the
+    /// disk is short of room (less than a pack over what bulk writes leave
+    /// free): a user who removes functions to make room gets it back.
     pub(super) fn note_dead(&self, bytes: u64) -> bool {
         let due = self.shared.pack_bytes / 2;
         let dead = self.shared.dead.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        dead >= due && self.shared.dead.swap(0, Ordering::Relaxed) >= due
+        let short = bytes > 0 && self.shared.room.is_short_of(self.shared.pack_bytes);
+        (dead >= due || short) && self.shared.dead.swap(0, Ordering::Relaxed) > 0
+    }
+
+    /// Claims room for `bytes` of live bodies a reclaim is about to copy.
+    pub(super) fn claim(&self, bytes: u64) -> Result<(), CheckpointError> {
+        Ok(self.shared.room.claim(bytes)?)
+    }
+
+    /// Closes the current pack if it holds anything, so that a reclaim can
+    /// take it like any other (its appends go on in the next one).
+    pub(super) fn close_current(&self) -> Result<(), CheckpointError> {
+        let mut writer = self.writer();
+        if writer.file.is_some() && writer.len > 0 {
+            self.start_next(&mut writer)?;
+        }
+        Ok(())
     }
 
     /// Deletes closed packs.

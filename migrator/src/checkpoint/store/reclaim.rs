@@ -1,6 +1,8 @@
 //! Reclaiming pack space: a closed pack no index entry names is deleted; the
 //! live chunks of a closed pack that is mostly dead are copied into the
-//! current pack, so that the next pass deletes it.
+//! current pack (when the disk has room for them), so that the next pass
+//! deletes it. A reclaim closes the current pack first: on a small hub it
+//! may hold every chunk, the dead ones included.
 //!
 //! Order, for crash safety: the index is scanned, then flushed, and only
 //! then is a pack with no entry deleted — a removal that a crash could undo
@@ -40,11 +42,18 @@ impl CheckpointStore {
     pub fn reclaim_packs(&self) -> Result<ReclaimStats, CheckpointError> {
         let _one_at_a_time = self.packs.reclaiming();
         let mut stats = ReclaimStats::default();
+        // The current pack too: on a small disk it may hold everything.
+        self.packs.close_current()?;
         let live = self.remove_dead_packs(&mut stats)?;
         let mut emptied = false;
         for (pack, (size, chunks)) in live {
             let live_bytes: u64 = chunks.iter().map(|(_, _, location)| u64::from(location.len)).sum();
             if live_bytes.saturating_mul(2) >= size {
+                continue;
+            }
+            // The copies must fit beside what the disk keeps free.
+            if let Err(error) = self.packs.claim(live_bytes) {
+                tracing::debug!(pack, %error, "no room to empty a mostly dead checkpoint pack");
                 continue;
             }
             match self.move_chunks(&chunks) {

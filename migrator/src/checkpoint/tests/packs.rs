@@ -296,3 +296,26 @@ fn removing_everything_leaves_no_pack_but_the_current_one() {
         store.pack_files().unwrap()
     );
 }
+
+#[test]
+fn removing_a_function_gives_its_bytes_back_even_from_the_pack_still_being_written() {
+    // Default packs (64 MiB): everything stays in the current pack, as on
+    // a small hub, where a user removes functions to make room.
+    let db = TempDb::new();
+    let store = db.open();
+    let kept_image = memory(4, 851);
+    let (kept, _, _) = store.put(template("kept", 1), &kept_image, None).unwrap();
+    store.put(template("gone", 1), &memory(64, 853), None).unwrap();
+    let on_disk = |db: &TempDb| -> u64 {
+        pack_paths(db)
+            .iter()
+            .map(|path| std::fs::metadata(path).unwrap().len())
+            .sum()
+    };
+    let before = on_disk(&db);
+    store.remove_function("gone").unwrap();
+    store.reclaim_packs().unwrap();
+    let after = on_disk(&db);
+    assert!(after * 4 < before, "{after} bytes of {before} left");
+    assert_eq!(db.open().load_memory(&kept).unwrap(), kept_image);
+}
