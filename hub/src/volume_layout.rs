@@ -247,6 +247,11 @@ fn write_file(
             continue;
         }
         let chunk = &mut buffer[..len as usize];
+        // The volume shares the disk with the store: it must not fill it.
+        let grows = previous.is_none_or(|previous| previous.size < start + len);
+        if grows {
+            store.claim_room(len).map_err(|error| error.to_string())?;
+        }
         match ChunkHash::from_manifest_entry(hash) {
             Ok(Some(hash)) => store.read_chunk_into(&hash, chunk).map_err(|error| error.to_string())?,
             // Zeros over what was there; nothing where nothing was.

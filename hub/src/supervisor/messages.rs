@@ -10,13 +10,13 @@ use ferry_proto::{ErrorCode, ServiceError};
 use tokio::sync::oneshot;
 
 use super::lifecycle::Phase;
+use super::{Supervisor, records};
+use crate::error::HubError;
+use crate::runtime::{Message, ReplyAddress, Undelivered, Withdrawn};
 
 /// How long an invocation whose function ended waits for that end to be
 /// recorded, to say how it ended.
 const END_RECORDED_WAIT: Duration = Duration::from_secs(2);
-use super::{Supervisor, records};
-use crate::error::HubError;
-use crate::runtime::{Message, ReplyAddress, Undelivered, Withdrawn};
 
 /// A message on its way to a function.
 #[derive(Debug, Clone, Default)]

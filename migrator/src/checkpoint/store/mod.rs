@@ -145,6 +145,13 @@ impl CheckpointStore {
     }
 
     /// The options new checkpoints are written with.
+    /// Claims room on the store's disk for `bytes` the caller is about to
+    /// write beside it (a volume laid out from a checkpoint): refused with
+    /// [`CheckpointError::NoRoom`] like a chunk that would not fit.
+    pub fn claim_room(&self, bytes: u64) -> Result<(), CheckpointError> {
+        self.packs.claim(bytes)
+    }
+
     pub fn options(&self) -> CheckpointStoreOptions {
         self.options
     }

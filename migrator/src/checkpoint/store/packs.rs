@@ -504,7 +504,8 @@ impl Packs {
         (dead >= due || short) && self.shared.dead.swap(0, Ordering::Relaxed) > 0
     }
 
-    /// Claims room for `bytes` of live bodies a reclaim is about to copy.
+    /// Claims room on the packs' disk for `bytes` about to be written
+    /// unclaimed (live bodies a reclaim copies) or beside the packs.
     pub(super) fn claim(&self, bytes: u64) -> Result<(), CheckpointError> {
         Ok(self.shared.room.claim(bytes)?)
     }
