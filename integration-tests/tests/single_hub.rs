@@ -141,20 +141,32 @@ async fn logs_follow_streams_output_as_it_is_written() {
         .ferry_command()
         .args(["logs", "ticker", "-f"])
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let reader = BufReader::new(follower.stdout.take().unwrap());
-    let lines: Vec<String> = tokio::task::spawn_blocking(move || {
-        reader
-            .lines()
-            .map_while(Result::ok)
-            .take_while(|line| !line.starts_with("tick 30 "))
-            .collect()
-    })
-    .await
-    .unwrap();
-    follower.kill().unwrap();
-    follower.wait().unwrap();
+    // Read to the end (a closed pipe would end the follower early), and
+    // say when tick 30 came.
+    let (at_30, reached_30) = std::sync::mpsc::channel();
+    let reading = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in reader.lines().map_while(Result::ok) {
+            if line.starts_with("tick 30 ") {
+                let _ = at_30.send(());
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    tokio::task::spawn_blocking(move || reached_30.recv()).await.unwrap().unwrap();
+    // Removed under it, the follow ends saying so.
+    ok(hub.ferry(&["rm", "ticker"]));
+    let mut lines = reading.await.unwrap();
+    lines.truncate(29);
+    let ended = follower.wait_with_output().unwrap();
+    assert!(ended.status.success(), "{ended:?}");
+    let said = String::from_utf8_lossy(&ended.stderr);
+    assert!(said.contains("function \"ticker\" was removed"), "{said}");
     let numbers: Vec<u64> = lines
         .iter()
         .map(|line| line.split_whitespace().nth(1).unwrap().parse().unwrap())

@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use ferry_proto::v1::{
-    CheckpointRequest, CreateJoinTokenRequest, EventsRequest, GetHubInfoRequest, InvokeRequest, IssueCredentialRequest,
-    ListFunctionsRequest, ListJoinTokensRequest, ListPeersRequest, LogStream, LogsRequest, RemoveHubRequest,
-    RemoveJoinTokenRequest, RemoveRequest, ResumeRequest, StopRequest, SuspendRequest, UndrainRequest,
+    CheckpointRequest, CreateJoinTokenRequest, EventsRequest, GetFunctionRequest, GetHubInfoRequest, InvokeRequest,
+    IssueCredentialRequest, ListFunctionsRequest, ListJoinTokensRequest, ListPeersRequest, LogStream, LogsRequest,
+    RemoveHubRequest, RemoveJoinTokenRequest, RemoveRequest, ResumeRequest, StopRequest, SuspendRequest,
+    UndrainRequest,
 };
 use tokio_stream::StreamExt;
 
@@ -115,6 +116,7 @@ async fn ps(hub: &HubTarget, json: bool) -> Result<(), ClientError> {
 }
 
 async fn logs(hub: &HubTarget, json: bool, args: LogsArgs) -> Result<(), ClientError> {
+    let name = args.name.clone();
     let mut stream = connect(hub)
         .await?
         .logs(LogsRequest {
@@ -155,6 +157,16 @@ async fn logs(hub: &HubTarget, json: bool, args: LogsArgs) -> Result<(), ClientE
                 out.write_all(&entry.data)?;
                 out.flush()?;
             }
+        }
+    }
+    // A follow ends when the function goes: say so, not just stop.
+    if args.follow && !json {
+        let asked = connect(hub)
+            .await?
+            .get_function(GetFunctionRequest { name: name.clone() })
+            .await;
+        if asked.is_err_and(|status| status.code() == tonic::Code::NotFound) {
+            eprintln!("function {name:?} was removed: nothing more to follow");
         }
     }
     Ok(())
