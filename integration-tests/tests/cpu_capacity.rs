@@ -155,7 +155,7 @@ async fn a_drain_with_no_peer_up_ends_at_once_saying_what_waits_for_one() {
         "{summary}"
     );
     let text = ok(hub.ferry(&["drain", &name]));
-    assert!(text.contains("no peer is up to take them"), "{text}");
+    assert!(text.contains("no peer takes functions now"), "{text}");
     assert!(
         text.contains("not running, so not moved: resting (suspended)"),
         "{text}"

@@ -158,7 +158,10 @@ async fn logs_follow_streams_output_as_it_is_written() {
         }
         lines
     });
-    tokio::task::spawn_blocking(move || reached_30.recv()).await.unwrap().unwrap();
+    tokio::task::spawn_blocking(move || reached_30.recv())
+        .await
+        .unwrap()
+        .unwrap();
     // Removed under it, the follow ends saying so.
     ok(hub.ferry(&["rm", "ticker"]));
     let mut lines = reading.await.unwrap();

@@ -23,7 +23,8 @@ struct Candidates {
     movable: Vec<String>,
     pinned: Vec<String>,
     stuck: Vec<String>,
-    /// No peer is up: nothing can move until one comes.
+    /// No peer takes functions (none is up, or every one drains): nothing
+    /// can move until one does.
     no_peer_up: bool,
     /// Functions that do not run, as `name (state)`: a drain leaves them.
     not_running: Vec<String>,
@@ -115,24 +116,27 @@ impl HubApi {
     /// those no usable peer can take (`name: why`), which it does not wait
     /// for. With no usable peer at all, nothing is stuck: one may come.
     fn drain_candidates(&self) -> Candidates {
-        let usable = self.usable_peers();
-        let mut candidates = Candidates {
-            no_peer_up: usable.is_empty(),
-            ..Candidates::default()
-        };
-        let peers: Vec<_> = usable
+        let peers: Vec<_> = self
+            .usable_peers()
             .iter()
             .map(|peer| peer.id.as_deref().and_then(|id| self.inner.figures.get(id)))
             .collect();
+        // A draining peer takes nothing either.
+        let takers = peers
+            .iter()
+            .filter(|figures| !figures.as_ref().is_some_and(|info| info.draining))
+            .count();
+        let mut candidates = Candidates {
+            no_peer_up: takers == 0,
+            ..Candidates::default()
+        };
         let peer_resources: Vec<&[_]> = peers
             .iter()
             .map(|figures| figures.as_ref().map_or(&[][..], |info| &info.resources[..]))
             .collect();
         for function in self.supervisor().function_loads() {
-            if matches!(
-                function.phase,
-                Phase::Stopped | Phase::Suspended(_) | Phase::Exited | Phase::Failed
-            ) {
+            // Exited functions ran to their end: nothing of them moves.
+            if matches!(function.phase, Phase::Stopped | Phase::Suspended(_) | Phase::Failed) {
                 let state = crate::supervisor::phase_words(function.phase);
                 candidates.not_running.push(format!("{} ({state})", function.name));
                 continue;
@@ -157,7 +161,7 @@ impl HubApi {
     }
 
     /// Passes on the moves of a drain until nothing movable is left (or
-    /// nothing moved for [`DRAIN_PATIENCE`], or no peer is up to take
+    /// nothing moved for [`DRAIN_PATIENCE`], or no peer takes
     /// anything: then at once), then the summary.
     async fn report_drain(
         self,

@@ -203,7 +203,7 @@ pub async fn drain(hub: &HubTarget, json: bool, name: String) -> Result<(), Clie
     );
     if !summary.left.is_empty() && summary.no_peer_up {
         println!(
-            "  still there: {} — no peer is up to take them; {} stays draining and moves them off when one comes up (`ferry events` shows each move)",
+            "  still there: {} — no peer takes functions now (none is up, or every one is draining); {} stays draining and moves them off when one does (`ferry events` shows each move)",
             summary.left.join(", "),
             summary.hub_name
         );
