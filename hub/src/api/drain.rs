@@ -11,7 +11,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{AnswerStream, HubApi};
 use crate::error::HubError;
 use crate::events::EventKind;
-use crate::supervisor::Phase;
+use crate::supervisor::{Phase, Suspender};
 
 /// A drain that moved nothing for this long gives up reporting (the drain
 /// itself stays in effect) and says what is left.
@@ -135,8 +135,12 @@ impl HubApi {
             .map(|figures| figures.as_ref().map_or(&[][..], |info| &info.resources[..]))
             .collect();
         for function in self.supervisor().function_loads() {
-            // Exited functions ran to their end: nothing of them moves.
-            if matches!(function.phase, Phase::Stopped | Phase::Suspended(_) | Phase::Failed) {
+            // Exited functions ran to their end: nothing of them moves. One
+            // the hub suspended for load is resumed on a peer by the drain.
+            if matches!(
+                function.phase,
+                Phase::Stopped | Phase::Suspended(Suspender::User) | Phase::Failed
+            ) {
                 let state = crate::supervisor::phase_words(function.phase);
                 candidates.not_running.push(format!("{} ({state})", function.name));
                 continue;
