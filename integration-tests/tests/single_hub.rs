@@ -571,6 +571,12 @@ async fn invoking_a_function_that_never_replies_times_out_with_a_clear_error() {
         "{}",
         stderr(&output)
     );
+    // Under a millisecond would mean the hub's default (10 s): refused.
+    for timeout in ["0", "1ns"] {
+        let output = hub.ferry(&["invoke", "ticker", "--data", "x", "--timeout", timeout]);
+        assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+        assert!(stderr(&output).contains("at least 1ms"), "{}", stderr(&output));
+    }
 
     // A hub killed under a request: said so, and no hint that the hub
     // speaks TLS (it spoke plaintext until it died).

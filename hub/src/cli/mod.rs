@@ -237,8 +237,8 @@ pub struct InvokeArgs {
     /// The message is this file's bytes (`-`: standard input)
     #[arg(long, value_name = "FILE")]
     pub data_file: Option<std::path::PathBuf>,
-    /// How long to wait for the reply, e.g. 5s [default: the hub's, 10s]
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// How long to wait for the reply, at least 1ms, e.g. 5s [default: the hub's, 10s]
+    #[arg(long, value_parser = reply_timeout)]
     pub timeout: Option<Duration>,
 }
 
@@ -258,6 +258,17 @@ fn parse_function_cpus(text: &str) -> Result<f64, String> {
         .parse()
         .map_err(|_| format!("{text:?} is not a number of cores (like 0.25 or 1)"))?;
     crate::runtime::cpu::check_cpus(cores)
+}
+
+/// `--timeout` of `ferry invoke`: a duration of at least a millisecond
+/// (the request counts in milliseconds, and 0 there means the hub's
+/// default: a shorter one would silently wait 10 s).
+fn reply_timeout(text: &str) -> Result<Duration, String> {
+    let timeout = humantime::parse_duration(text).map_err(|error| error.to_string())?;
+    if timeout < Duration::from_millis(1) {
+        return Err("a reply timeout is at least 1ms (leave --timeout out for the hub's default, 10s)".to_owned());
+    }
+    Ok(timeout)
 }
 
 /// Runs a client command and turns its outcome into a process exit code.

@@ -78,7 +78,7 @@ impl Store {
             functions: db.open_tree("functions")?,
             logs: db.open_tree("logs")?,
             invocations: db.open_tree("invocations")?,
-            room: Arc::new(DiskRoom::new(dir, KEEP_FREE_BYTES)),
+            room: DiskRoom::shared(dir, KEEP_FREE_BYTES),
             db,
         })
     }

@@ -6,8 +6,10 @@
 //! than [`KEEP_FREE_BYTES`] free is refused before it starts, with a
 //! [`NoRoom`] that says how much is free and what was asked.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 
@@ -42,15 +44,29 @@ fn size(bytes: u64) -> String {
 }
 
 /// Free space on one disk as bulk writers claim it. Cheap: the disk is
-/// looked at (a `statvfs`) once per [`MOST_CREDIT_BYTES`] claimed, or once
-/// per claim when it is nearly full.
+/// looked at (a `statvfs`) once per [`MOST_CREDIT_BYTES`] claimed or
+/// [`CREDIT_LIFETIME`], whichever comes first, and at every claim when it
+/// is nearly full. (What others write meanwhile — other programs — is why
+/// a credit does not last: one that outlived a look taken before another
+/// program filled the disk let a checkpoint fill it.)
 #[derive(Debug)]
 pub struct DiskRoom {
     dir: PathBuf,
     keep_free: u64,
-    /// Bytes that may still be claimed without looking again.
-    credit: AtomicU64,
+    /// Bytes that may still be claimed without looking again, and until when.
+    credit: Mutex<(u64, Instant)>,
 }
+
+/// How long a look at the disk stands for claims within its credit.
+const CREDIT_LIFETIME: Duration = Duration::from_millis(50);
+
+/// The rooms of this process, one per file system and margin: every
+/// writer to a disk claims from the same credit, so that several (the
+/// store, the packs, each volume) never together write past the margin.
+static SHARED: LazyLock<Mutex<HashMap<RoomKey, Weak<DiskRoom>>>> = LazyLock::new(Default::default);
+
+/// A file system (its device number) and a margin.
+type RoomKey = (u64, u64);
 
 impl DiskRoom {
     /// Room on the disk holding `dir`, keeping `keep_free` bytes free.
@@ -58,18 +74,36 @@ impl DiskRoom {
         DiskRoom {
             dir: dir.to_owned(),
             keep_free,
-            credit: AtomicU64::new(0),
+            credit: Mutex::new((0, Instant::now())),
         }
+    }
+
+    /// The room of the file system holding `dir`, shared with every other
+    /// writer of this process to it (a private one if `dir` cannot be
+    /// looked at).
+    pub fn shared(dir: &Path, keep_free: u64) -> Arc<DiskRoom> {
+        let Ok(stat) = rustix::fs::stat(dir) else {
+            return Arc::new(DiskRoom::new(dir, keep_free));
+        };
+        let mut rooms = SHARED.lock().unwrap_or_else(PoisonError::into_inner);
+        rooms.retain(|_, room| room.strong_count() > 0);
+        let key = (stat.st_dev, keep_free);
+        if let Some(room) = rooms.get(&key).and_then(Weak::upgrade) {
+            return room;
+        }
+        let room = Arc::new(DiskRoom::new(dir, keep_free));
+        rooms.insert(key, Arc::downgrade(&room));
+        room
     }
 
     /// Claims room for `bytes` about to be written, or says why there is
     /// none. A disk that cannot be looked at is not refused (the write
     /// itself will say what is wrong).
     pub fn claim(&self, bytes: u64) -> Result<(), NoRoom> {
-        let taken = self
-            .credit
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |credit| credit.checked_sub(bytes));
-        if taken.is_ok() {
+        let mut credit = self.credit.lock().unwrap_or_else(PoisonError::into_inner);
+        let (left, until) = *credit;
+        if bytes <= left && Instant::now() < until {
+            credit.0 = left - bytes;
             return Ok(());
         }
         let Ok(available) = available_bytes(&self.dir) else {
@@ -77,12 +111,14 @@ impl DiskRoom {
         };
         let over = available.saturating_sub(self.keep_free);
         if bytes > over {
-            self.credit.store(0, Ordering::Release);
+            credit.0 = 0;
             return Err(self.no_room(bytes, available));
         }
         // Half of what is left: the other writers on the disk get the rest.
-        self.credit
-            .store(((over - bytes) / 2).min(MOST_CREDIT_BYTES), Ordering::Release);
+        *credit = (
+            ((over - bytes) / 2).min(MOST_CREDIT_BYTES),
+            Instant::now() + CREDIT_LIFETIME,
+        );
         Ok(())
     }
 
@@ -94,7 +130,7 @@ impl DiskRoom {
     /// After a write failed for want of room anyway (someone else filled
     /// the disk): looks again at the next claim, and says how it stands.
     pub fn ran_out(&self, needed: u64) -> NoRoom {
-        self.credit.store(0, Ordering::Release);
+        self.credit.lock().unwrap_or_else(PoisonError::into_inner).0 = 0;
         self.no_room(needed, available_bytes(&self.dir).unwrap_or(0))
     }
 
@@ -136,15 +172,43 @@ mod tests {
     }
 
     #[test]
-    fn claims_within_the_credit_do_not_look_at_the_disk_again() {
+    fn a_credit_does_not_outlive_its_look_at_the_disk() {
         let directory = tempfile::tempdir().unwrap();
         let room = DiskRoom::new(directory.path(), 0);
         room.claim(1).unwrap();
-        let credit = room.credit.load(Ordering::Acquire);
+        room.credit.lock().unwrap().1 = Instant::now();
+        // Expired, a claim looks again: with a margin over the whole disk,
+        // refused (within its credit, it would have passed).
+        let room = DiskRoom {
+            keep_free: available_bytes(directory.path()).unwrap() + (1 << 30),
+            ..room
+        };
+        assert!(room.claim(1).is_err());
+    }
+
+    #[test]
+    fn writers_to_one_disk_share_one_room() {
+        let directory = tempfile::tempdir().unwrap();
+        let inside = directory.path().join("inside");
+        std::fs::create_dir(&inside).unwrap();
+        let first = DiskRoom::shared(directory.path(), 1 << 20);
+        let second = DiskRoom::shared(&inside, 1 << 20);
+        assert!(Arc::ptr_eq(&first, &second));
+        let other_margin = DiskRoom::shared(&inside, 2 << 20);
+        assert!(!Arc::ptr_eq(&first, &other_margin));
+    }
+
+    #[test]
+    fn claims_within_the_credit_do_not_look_at_the_disk_again() {
+        // (Within its lifetime: the test claims at once.)
+        let directory = tempfile::tempdir().unwrap();
+        let room = DiskRoom::new(directory.path(), 0);
+        room.claim(1).unwrap();
+        let credit = room.credit.lock().unwrap().0;
         assert!(credit > 0 && credit <= MOST_CREDIT_BYTES);
         room.claim(credit).unwrap();
-        assert_eq!(room.credit.load(Ordering::Acquire), 0);
+        assert_eq!(room.credit.lock().unwrap().0, 0);
         let _ = room.ran_out(1);
-        assert_eq!(room.credit.load(Ordering::Acquire), 0);
+        assert_eq!(room.credit.lock().unwrap().0, 0);
     }
 }

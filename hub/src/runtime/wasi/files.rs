@@ -46,7 +46,7 @@ pub struct Area {
     quota: Option<Quota>,
     /// Room on the data disk, for a volume: its files share the disk with
     /// the hub's database.
-    disk: Option<DiskRoom>,
+    disk: Option<std::sync::Arc<DiskRoom>>,
     root: Dir,
     /// What changed in a volume since each consumer's previous capture.
     tracker: Option<std::sync::Mutex<super::volume::VolumeTracker>>,
@@ -75,7 +75,7 @@ impl Area {
             quota,
             disk: spec
                 .volume
-                .then(|| DiskRoom::new(&spec.host_path, room::KEEP_FREE_BYTES)),
+                .then(|| DiskRoom::shared(&spec.host_path, room::KEEP_FREE_BYTES)),
             root: root.try_clone()?,
             tracker: spec.volume.then(Default::default),
         };

@@ -154,7 +154,7 @@ struct Shared {
     /// of bodies were freed, a reclaim runs.
     pack_bytes: u64,
     /// Appends leave this disk room for the database.
-    room: DiskRoom,
+    room: Arc<DiskRoom>,
     writer: Mutex<Writer>,
     /// Open packs, for reads (the current one included).
     open: Mutex<HashMap<u32, Arc<File>>>,
@@ -216,7 +216,7 @@ impl Packs {
             shared: Arc::new(Shared {
                 dir: dir.clone(),
                 pack_bytes: pack_bytes.max(1),
-                room: DiskRoom::new(&dir, keep_free_bytes),
+                room: DiskRoom::shared(&dir, keep_free_bytes),
                 writer: Mutex::new(Writer {
                     pack: next,
                     file: None,
