@@ -188,7 +188,13 @@ impl Runtime {
         imports::check_module(&self.engine, &main)?;
         let rewind = instrumented.rewind.map(|bytes| self.rewind_module(&hash, Some(bytes)));
         match main.serialize() {
-            Ok(artifact) => self.store.put_artifact(&key, &artifact)?,
+            Ok(artifact) => match self.store.put_artifact(&key, &artifact) {
+                // A cache only: the deploy goes on, compiled again next start.
+                Err(StoreError::NoRoom(no_room)) => {
+                    tracing::warn!(module = %hash, error = %no_room, "compiled module not cached: no room on the data disk")
+                }
+                stored => stored?,
+            },
             Err(error) => {
                 tracing::warn!(module = %hash, %error, "could not serialize a compiled module; it will be compiled again next time")
             }

@@ -138,11 +138,23 @@ impl CheckpointStore {
     /// that no manifest names. A failure here only leaves garbage for
     /// [`CheckpointStore::collect_garbage`].
     pub(super) fn remove_if_unreferenced(&self, hashes: &[ChunkHash]) {
+        let (mut bytes_freed, mut failed, mut first_error) = (0, 0, None);
         for hash in hashes {
-            if let Err(error) = self.remove_chunk_if_unreferenced(hash.as_bytes()) {
-                tracing::warn!(%hash, %error, "could not remove a chunk of a failed checkpoint");
+            match self.remove_chunk_if_unreferenced(hash.as_bytes()) {
+                Ok(freed) => bytes_freed += freed.unwrap_or(0),
+                Err(error) => {
+                    failed += 1;
+                    first_error.get_or_insert(error);
+                }
             }
         }
+        if let Some(error) = first_error {
+            // Once, not per chunk: a failing store fails them all.
+            tracing::warn!(chunks = failed, %error, "could not remove the chunks of a failed checkpoint; the next start collects them");
+        }
+        // A put that failed for want of room gives its bytes back at once
+        // (the disk is short: the reclaim runs now).
+        self.freed(bytes_freed);
     }
 
     /// Deletes the chunk if it has no reference count; its stored size if it did.

@@ -319,3 +319,30 @@ fn removing_a_function_gives_its_bytes_back_even_from_the_pack_still_being_writt
     assert!(after * 4 < before, "{after} bytes of {before} left");
     assert_eq!(db.open().load_memory(&kept).unwrap(), kept_image);
 }
+
+#[test]
+fn a_put_refused_for_room_partway_gives_what_it_wrote_back() {
+    let db = TempDb::new();
+    // A margin that leaves 1 MiB to write: the put runs out partway.
+    let available = crate::checkpoint::room::available_bytes(db.packs.path()).unwrap();
+    let store = db.open_with(CheckpointStoreOptions {
+        keep_free_bytes: available.saturating_sub(1 << 20),
+        ..CheckpointStoreOptions::default()
+    });
+    let refused = store.put(template("big", 1), &memory(256, 861), None).unwrap_err();
+    assert!(matches!(refused, CheckpointError::NoRoom(_)), "{refused}");
+    // Its chunks are removed and, the disk being short, their pack is
+    // reclaimed at once (on a thread of its own).
+    let on_disk = || -> u64 {
+        pack_paths(&db)
+            .iter()
+            .map(|path| std::fs::metadata(path).map_or(0, |metadata| metadata.len()))
+            .sum()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while on_disk() > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(on_disk(), 0, "{} bytes left in packs", on_disk());
+    assert_eq!(store.stored_chunks(), 0);
+}
