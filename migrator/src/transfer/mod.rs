@@ -42,7 +42,7 @@ mod stall;
 mod tests;
 
 pub use receiver::{Disposition, Receiver, ReceiverStep, RoundPlan};
-pub use sender::{ChunkAt, Heard, NextStep, Owner, PlannedRound, Sender, SenderStats};
+pub use sender::{ChunkAt, Heard, NextStep, Owner, PlannedRound, Sender, SenderStats, refusal_in};
 pub use stall::StallLimit;
 
 use ferry_proto::{ErrorCode, ServiceError};

@@ -455,14 +455,21 @@ fn slot_len(memory_bytes: u64, chunk_size: u32, index: u32) -> u64 {
 
 /// The frame's content, or the refusal it carries as an error.
 fn refused(frame: DestinationFrame) -> Result<destination_frame::Frame, TransferError> {
-    match frame.frame {
-        Some(destination_frame::Frame::Refuse(refuse)) => Err(TransferError::Refused {
+    if let Some(refusal) = refusal_in(&frame) {
+        return Err(refusal);
+    }
+    frame.frame.ok_or_else(|| TransferError::protocol("an empty frame"))
+}
+
+/// The refusal a destination's frame carries, as the error it means.
+pub fn refusal_in(frame: &DestinationFrame) -> Option<TransferError> {
+    match &frame.frame {
+        Some(destination_frame::Frame::Refuse(refuse)) => Some(TransferError::Refused {
             hub: "the destination",
             code: code_from_name(&refuse.code),
-            reason: refuse.reason,
+            reason: refuse.reason.clone(),
         }),
-        Some(frame) => Ok(frame),
-        None => Err(TransferError::protocol("an empty frame")),
+        _ => None,
     }
 }
 

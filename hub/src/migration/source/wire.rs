@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use ferry_migrator::transfer::{TransferError, code_from_name};
+use ferry_migrator::transfer::{TransferError, code_from_name, refusal_in};
 use ferry_proto::ErrorCode;
-use ferry_proto::internal::v1::{DestinationFrame, SourceFrame, destination_frame};
+use ferry_proto::internal::v1::{DestinationFrame, SourceFrame};
 use tokio::sync::mpsc;
 use tonic::Streaming;
 
@@ -65,16 +65,11 @@ pub(super) async fn refusal_behind(error: TransferError, inbound: &mut Answers) 
     let deadline = tokio::time::Instant::now() + REFUSAL_WAIT;
     loop {
         match tokio::time::timeout_at(deadline, inbound.recv()).await {
-            Ok(Some(Ok(DestinationFrame {
-                frame: Some(destination_frame::Frame::Refuse(refuse)),
-            }))) => {
-                return TransferError::Refused {
-                    hub: "the destination",
-                    code: code_from_name(&refuse.code),
-                    reason: refuse.reason,
-                };
+            Ok(Some(Ok(frame))) => {
+                if let Some(refusal) = refusal_in(&frame) {
+                    return refusal;
+                }
             }
-            Ok(Some(Ok(_))) => continue,
             Ok(Some(Err(_)) | None) | Err(_) => return error,
         }
     }

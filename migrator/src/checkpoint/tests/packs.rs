@@ -19,6 +19,14 @@ fn small_packs(db: &TempDb) -> CheckpointStore {
     })
 }
 
+/// Bytes of all the pack files of `db`.
+fn packs_bytes(db: &TempDb) -> u64 {
+    pack_paths(db)
+        .iter()
+        .map(|path| std::fs::metadata(path).map_or(0, |metadata| metadata.len()))
+        .sum()
+}
+
 /// The pack files of `db`, sorted by name.
 fn pack_paths(db: &TempDb) -> Vec<std::path::PathBuf> {
     let mut paths: Vec<_> = std::fs::read_dir(db.packs.path())
@@ -40,10 +48,7 @@ fn chunk_bodies_go_to_pack_files_and_the_index_holds_only_their_place() {
         let value = index.get(hash.as_bytes()).unwrap().unwrap();
         assert_eq!(value.len(), 25, "an index value is a location, not the chunk");
     }
-    let on_disk: u64 = pack_paths(&db)
-        .iter()
-        .map(|path| std::fs::metadata(path).unwrap().len())
-        .sum();
+    let on_disk = packs_bytes(&db);
     assert_eq!(
         on_disk, stats.bytes_written_compressed,
         "the packs hold exactly the bodies"
@@ -306,16 +311,10 @@ fn removing_a_function_gives_its_bytes_back_even_from_the_pack_still_being_writt
     let kept_image = memory(4, 851);
     let (kept, _, _) = store.put(template("kept", 1), &kept_image, None).unwrap();
     store.put(template("gone", 1), &memory(64, 853), None).unwrap();
-    let on_disk = |db: &TempDb| -> u64 {
-        pack_paths(db)
-            .iter()
-            .map(|path| std::fs::metadata(path).unwrap().len())
-            .sum()
-    };
-    let before = on_disk(&db);
+    let before = packs_bytes(&db);
     store.remove_function("gone").unwrap();
     store.reclaim_packs().unwrap();
-    let after = on_disk(&db);
+    let after = packs_bytes(&db);
     assert!(after * 4 < before, "{after} bytes of {before} left");
     assert_eq!(db.open().load_memory(&kept).unwrap(), kept_image);
 }
@@ -333,12 +332,7 @@ fn a_put_refused_for_room_partway_gives_what_it_wrote_back() {
     assert!(matches!(refused, CheckpointError::NoRoom(_)), "{refused}");
     // Its chunks are removed and, the disk being short, their pack is
     // reclaimed at once (on a thread of its own).
-    let on_disk = || -> u64 {
-        pack_paths(&db)
-            .iter()
-            .map(|path| std::fs::metadata(path).map_or(0, |metadata| metadata.len()))
-            .sum()
-    };
+    let on_disk = || packs_bytes(&db);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while on_disk() > 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
