@@ -394,6 +394,80 @@ async fn a_function_runs_and_moves_only_where_its_resources_are_and_keeps_runnin
 }
 
 #[tokio::test]
+async fn a_move_to_a_hub_missing_a_file_the_function_holds_open_is_refused_and_it_runs_on() {
+    // Both hubs offer `samples`; only hub-0's holds hello.txt.
+    let (here, there) = (samples("ro"), samples("ro"));
+    std::fs::remove_file(there.dir.path().join("tree/hello.txt")).unwrap();
+    let (here_config, there_config) = (here.config.to_str().unwrap(), there.config.to_str().unwrap());
+    let hubs = loopback_pair_with(&["--config", here_config], &["--config", there_config], PATIENCE)
+        .await
+        .unwrap();
+    let holds_open = guest("guests/holds_open.wasm");
+    ok(hubs[0].ferry(&[
+        "deploy",
+        holds_open.to_str().unwrap(),
+        "--name",
+        "reader",
+        "--mount",
+        "samples:/samples",
+        "--",
+        "/samples/hello.txt",
+        "50",
+    ]));
+    let ticks = |hub: &HubProcess| ticks_in(&logs(hub, "reader"));
+    eventually("reader to tick", PATIENCE, || async {
+        (ticks(&hubs[0]).len() > 2).then_some(())
+    })
+    .await
+    .unwrap();
+    let (code, stderr) = ferry_integration_tests::moves::migrate_refused(&hubs[0], "reader", "hub-1");
+    assert_eq!(code, 7, "{stderr}");
+    assert!(
+        stderr.contains("the function continues on hub hub-0")
+            && stderr.contains("cannot run on hub hub-1")
+            && stderr.contains("\"/samples/hello.txt\"")
+            && stderr.contains("No such file"),
+        "{stderr}"
+    );
+    // It goes on where it was, reading through the same descriptor; the
+    // hub that refused it keeps nothing of it.
+    let before = ticks(&hubs[0]).len();
+    eventually("reader to tick on hub-0", PATIENCE, || async {
+        (ticks(&hubs[0]).len() > before + 2).then_some(())
+    })
+    .await
+    .unwrap();
+    let info = hubs[0].ferry_json(&["ps"]).unwrap();
+    assert_eq!(
+        (&info[0]["state"], &info[0]["hub_name"]),
+        (&"running".into(), &"hub-0".into()),
+        "{info}"
+    );
+    let output = logs(&hubs[0], "reader");
+    assert!(
+        output
+            .lines()
+            .filter(|line| line.starts_with("tick "))
+            .all(|line| line.ends_with(" hello")),
+        "{output}"
+    );
+    let seen = ticks(&hubs[0]);
+    assert_eq!(seen, (1..=seen.len() as u64).collect::<Vec<_>>(), "{output}");
+    let there_functions = hubs[1].data_dir().join("functions");
+    let left: Vec<_> = std::fs::read_dir(&there_functions).map_or_else(|_| Vec::new(), |dir| dir.flatten().collect());
+    assert!(left.is_empty(), "{left:?}");
+    // With the file there too, the same move goes through.
+    std::fs::write(there.dir.path().join("tree/hello.txt"), b"hello\n").unwrap();
+    ok(hubs[0].ferry(&["migrate", "reader", "--to", "hub-1"]));
+    let before = ticks(&hubs[1]).len();
+    eventually("reader to tick on hub-1", PATIENCE, || async {
+        (ticks(&hubs[1]).len() > before + 2).then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
 async fn messaging_rules_deny_what_they_do_not_name_with_an_error_and_an_event() {
     let hub = HubProcess::start(HubOptions::default()).await.unwrap();
     let echo = guest("examples/echo.wasm");

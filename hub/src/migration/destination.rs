@@ -580,6 +580,19 @@ impl Arrival {
         // Installed first: from here the volume directory is the arrival's.
         let prelaid = self.prelaid().await;
         self.supervisor.finish_volume_layout(&manifest, prelaid).await?;
+        let spec = offer.spec.clone().unwrap_or_default();
+        self.supervisor
+            .check_open_files(&spec, &snapshot)
+            .await
+            .map_err(|reason| {
+                HubError::Transfer(TransferError::Unacceptable {
+                    code: ErrorCode::FailedPrecondition,
+                    reason: format!(
+                        "function {name:?} cannot run on hub {}: {reason}",
+                        self.supervisor.identity().name
+                    ),
+                })
+            })?;
         let install_done = started.elapsed();
         self.drop_unneeded(&manifest);
         self.snapshot = Some(snapshot);

@@ -45,7 +45,7 @@ pub use rewind::{GuestModule, RewindModule};
 pub use snapshot::{GlobalValue, HostSnapshot, MemoryChanges, PendingCall, Snapshot, SnapshotMemory, StoredMemory};
 pub use warm::{HeldRun, WarmInstance, WarmStart};
 pub use wasi::files::PreopenSpec;
-pub use wasi::volume::SnapshotFiles;
+pub use wasi::volume::{SnapshotFiles, check_descriptors};
 
 /// Native stack a guest runs on.
 pub const GUEST_STACK_BYTES: usize = 8 << 20;

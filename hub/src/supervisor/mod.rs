@@ -43,7 +43,7 @@ use tokio::sync::watch;
 
 use crate::error::HubError;
 use crate::logs::LogHub;
-use crate::runtime::{FunctionControl, PreparedModule, Runtime};
+use crate::runtime::{FunctionControl, PreparedModule, Runtime, Snapshot};
 use crate::store::Store;
 use crate::store::reserve::DiskReserve;
 use lifecycle::{Effect, Request, RunEnd};
@@ -484,6 +484,21 @@ impl Supervisor {
             }
             Err(_) => None,
         }
+    }
+
+    /// Whether the open files of `snapshot` (function `spec`) open again on
+    /// this hub: its volume as laid out, its mounts as this hub offers
+    /// them. An arrival asks before the commit; a file missing here refuses
+    /// the move, and the function goes on where it was.
+    pub async fn check_open_files(&self, spec: &FunctionSpec, snapshot: &Arc<Snapshot>) -> Result<(), String> {
+        let Some(files) = snapshot.files.as_ref().filter(|files| !files.descriptors.is_empty()) else {
+            return Ok(());
+        };
+        let preopens = crate::resources::preopens(spec, &self.inner.config.resources, &self.inner.config.data_dir)?;
+        let descriptors = files.descriptors.clone();
+        tokio::task::spawn_blocking(move || crate::runtime::check_descriptors(&preopens, &descriptors))
+            .await
+            .map_err(|error| format!("the check of its open files failed: {error}"))?
     }
 
     /// Puts the volume of an arrival in place as its sealed checkpoint

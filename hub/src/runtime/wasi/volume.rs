@@ -369,8 +369,13 @@ pub fn restore_descriptors(fds: &mut FdTable, descriptors: &[OpenDescriptor]) ->
     slots.resize_with(last.fd as usize + 1, || None);
     for descriptor in descriptors {
         let fd = descriptor.fd;
-        let failed =
-            |error: std::io::Error| format!("cannot open descriptor {fd} ({:?}) again: {error}", descriptor.path);
+        // Named as the guest sees it: the area's path, then the file's.
+        let shown = match fds.areas().get(descriptor.preopen as usize) {
+            Some(area) if descriptor.path.is_empty() => area.guest_path.clone(),
+            Some(area) => format!("{}/{}", area.guest_path.trim_end_matches('/'), descriptor.path),
+            None => descriptor.path.clone(),
+        };
+        let failed = |error: std::io::Error| format!("cannot open descriptor {fd} ({shown:?}) again: {error}");
         let kind = open_descriptor::Kind::try_from(descriptor.kind).unwrap_or(open_descriptor::Kind::Unspecified);
         let area = || {
             fds.areas().get(descriptor.preopen as usize).cloned().ok_or_else(|| {
@@ -426,4 +431,14 @@ pub fn restore_descriptors(fds: &mut FdTable, descriptors: &[OpenDescriptor]) ->
     }
     fds.replace_slots(slots);
     Ok(())
+}
+
+/// Whether a capture's descriptor table can be opened again here, over
+/// `preopens` (the volume laid out from that capture, the mounts of this
+/// hub): what a restore would do, dropped at once. A destination asks this
+/// before it takes a function, so that a file missing here refuses the move
+/// instead of failing the function after it.
+pub fn check_descriptors(preopens: &[super::files::PreopenSpec], descriptors: &[OpenDescriptor]) -> Result<(), String> {
+    let mut fds = FdTable::with_preopens(preopens)?;
+    restore_descriptors(&mut fds, descriptors)
 }
