@@ -207,6 +207,61 @@ async fn a_full_volume_answers_enospc_and_the_hub_and_other_functions_go_on() {
     );
 }
 
+#[tokio::test]
+async fn a_redeploy_whose_quota_is_below_what_its_kept_volume_holds_is_refused_and_changes_nothing() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    let writer = guest("guests/volume_writer.wasm");
+    let deploy = |quota: &str| {
+        let volume = format!("/data:{quota}");
+        hub.ferry(&[
+            "deploy",
+            writer.to_str().unwrap(),
+            "--name",
+            "writer",
+            "--replace",
+            "--volume",
+            volume.as_str(),
+            "--",
+            "/data",
+            "1",
+            "1",
+            "64",
+            "7",
+            "1",
+            "10",
+        ])
+    };
+    ok(deploy("2MiB"));
+    let output = finished(&hub, "writer", 0).await;
+    assert!(output.contains("volume_writer done"), "{output}");
+    let refused = deploy("512KiB");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("volume.quota: the volume that \"writer\" keeps across a redeploy holds 1.0 MiB, more than the new quota of 512.0 KiB"),
+        "{stderr}"
+    );
+    // The function is as it was: ended, its output and its files kept.
+    let info = hub.ferry_json(&["ps", "writer"]).unwrap();
+    assert_eq!(
+        (&info[0]["state"], &info[0]["starts"]),
+        (&"exited".into(), &1.into()),
+        "{info}"
+    );
+    assert_eq!(logs(&hub, "writer"), output);
+    // `ps NAME` shows those it finds and names the one it does not.
+    let listed = hub.ferry(&["ps", "writer", "nope"]);
+    let (shown, stderr) = (stdout_text(&listed), String::from_utf8_lossy(&listed.stderr));
+    assert_eq!(listed.status.code(), Some(3), "{stderr}");
+    assert!(
+        shown.contains("writer") && stderr.contains("function \"nope\" not found"),
+        "{shown}{stderr}"
+    );
+    let file = hub.data_dir().join("functions/writer/volume/f0");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), 1 << 20);
+    ok(deploy("2MiB"));
+}
+
 /// `(count(*), sum(k), integrity_check)` of the SQLite file, read on the host.
 fn host_query(database: &Path) -> String {
     let script = "import sqlite3, sys\n\

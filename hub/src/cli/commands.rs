@@ -26,7 +26,7 @@ pub async fn run(hub: &HubTarget, json: bool, command: Command) -> Result<(), Cl
         }
         Command::Cluster(ClusterCommand::Token(command)) => token(hub, json, command).await,
         Command::Cluster(ClusterCommand::Rm { removed }) => remove_hub(hub, json, removed).await,
-        Command::Ps => ps(hub, json).await,
+        Command::Ps { names } => ps(hub, json, names).await,
         Command::Logs(args) => logs(hub, json, args).await,
         Command::Stop { name } => {
             let info = connect(hub).await?.stop(StopRequest { name }).await?.into_inner();
@@ -105,14 +105,33 @@ async fn deploy(hub: &HubTarget, json: bool, args: DeployArgs) -> Result<(), Cli
     output::print_deployed(&response, json)
 }
 
-async fn ps(hub: &HubTarget, json: bool) -> Result<(), ClientError> {
-    let functions = connect(hub)
-        .await?
-        .list_functions(ListFunctionsRequest {})
-        .await?
-        .into_inner()
-        .functions;
-    output::print_functions(&functions, json)
+async fn ps(hub: &HubTarget, json: bool, names: Vec<String>) -> Result<(), ClientError> {
+    let mut client = connect(hub).await?;
+    if names.is_empty() {
+        let functions = client
+            .list_functions(ListFunctionsRequest {})
+            .await?
+            .into_inner()
+            .functions;
+        return output::print_functions(&functions, json);
+    }
+    // Those found are shown; the first name not found is the error.
+    let (mut functions, mut failed) = (Vec::new(), None);
+    for name in names {
+        match client.get_function(GetFunctionRequest { name }).await {
+            Ok(info) => functions.push(info.into_inner()),
+            Err(status) => {
+                failed.get_or_insert(status);
+            }
+        }
+    }
+    if !functions.is_empty() {
+        output::print_functions(&functions, json)?;
+    }
+    match failed {
+        Some(status) => Err(status.into()),
+        None => Ok(()),
+    }
 }
 
 async fn logs(hub: &HubTarget, json: bool, args: LogsArgs) -> Result<(), ClientError> {

@@ -47,7 +47,11 @@ pub enum Command {
     /// Store a module on the hub and start it as a named function
     Deploy(DeployArgs),
     /// List functions with their state, CPU time and memory
-    Ps,
+    Ps {
+        /// Only these functions (each found wherever it runs); an unknown
+        /// name is an error
+        names: Vec<String>,
+    },
     /// Print a function's output
     Logs(LogsArgs),
     /// Stop a function (it stays stopped across hub restarts)

@@ -44,7 +44,7 @@ pub use instance::{LaunchSpec, Outcome, RunEnd, run_to_completion, run_until_par
 pub use rewind::{GuestModule, RewindModule};
 pub use snapshot::{GlobalValue, HostSnapshot, MemoryChanges, PendingCall, Snapshot, SnapshotMemory, StoredMemory};
 pub use warm::{HeldRun, WarmInstance, WarmStart};
-pub use wasi::files::PreopenSpec;
+pub use wasi::files::{PreopenSpec, usage as volume_usage};
 pub use wasi::volume::{SnapshotFiles, check_descriptors};
 
 /// Native stack a guest runs on.

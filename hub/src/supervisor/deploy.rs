@@ -100,6 +100,8 @@ impl Supervisor {
             if !request.replace {
                 return Err(HubError::FunctionExists { name: request.name });
             }
+            self.check_kept_volume_fits(&request.name, request.volume.as_ref())
+                .await?;
             // A redeploy keeps the function's files: it is an upgrade. One
             // removed meanwhile (a `rm`, a redeploy racing this one) is gone
             // all the same.
@@ -158,6 +160,39 @@ impl Supervisor {
             error => error,
         })?;
         Ok((info, prepared))
+    }
+}
+
+impl Supervisor {
+    /// Refuses a redeploy whose volume quota is below what the volume it
+    /// keeps already holds: every write of the upgraded function would fail
+    /// with `ENOSPC`. Nothing is changed when it refuses.
+    async fn check_kept_volume_fits(
+        &self,
+        name: &str,
+        volume: Option<&ferry_proto::v1::Volume>,
+    ) -> Result<(), HubError> {
+        let Some(volume) = volume else { return Ok(()) };
+        let quota = match volume.quota_bytes {
+            0 => crate::resources::DEFAULT_VOLUME_QUOTA.as_u64(),
+            bytes => bytes,
+        };
+        let dir = crate::resources::volume_dir(&self.inner.config.data_dir, name);
+        let used = tokio::task::spawn_blocking(move || {
+            let root = cap_std::fs::Dir::open_ambient_dir(&dir, cap_std::ambient_authority()).ok()?;
+            crate::runtime::volume_usage(&root).ok()
+        })
+        .await
+        .ok()
+        .flatten();
+        match used {
+            Some(used) if used > quota => Err(HubError::InvalidRequest(format!(
+                "volume.quota: the volume that {name:?} keeps across a redeploy holds {}, more than the new quota of {}: give a quota of at least that, or `ferry rm {name}` first to start with an empty volume",
+                bytesize::ByteSize::b(used).display().iec(),
+                bytesize::ByteSize::b(quota).display().iec()
+            ))),
+            _ => Ok(()),
+        }
     }
 }
 
