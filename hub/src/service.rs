@@ -76,7 +76,11 @@ impl Hub for HubService {
         &self,
         request: Request<ListFunctionsRequest>,
     ) -> Result<Response<ListFunctionsResponse>, Status> {
-        Ok(Response::new(self.api.list_functions(hops(&request)).await))
+        let hops = hops(&request);
+        if request.get_ref().cluster && hops == 0 {
+            return Ok(Response::new(self.api.cluster_functions().await));
+        }
+        Ok(Response::new(self.api.list_functions(hops).await))
     }
 
     async fn get_function(&self, request: Request<GetFunctionRequest>) -> Result<Response<FunctionInfo>, Status> {

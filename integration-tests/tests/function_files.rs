@@ -511,6 +511,25 @@ async fn a_move_to_a_hub_missing_a_file_the_function_holds_open_is_refused_and_i
     let there_functions = hubs[1].data_dir().join("functions");
     let left: Vec<_> = std::fs::read_dir(&there_functions).map_or_else(|_| Vec::new(), |dir| dir.flatten().collect());
     assert!(left.is_empty(), "{left:?}");
+    // `ps --all` through the hub that refused it lists it where it runs.
+    let everywhere = hubs[1].ferry_json(&["ps", "--all"]).unwrap();
+    let listed: Vec<_> = everywhere
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|function| {
+            (
+                function["name"].as_str(),
+                function["hub_name"].as_str(),
+                function["state"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [(Some("reader"), Some("hub-0"), Some("running"))],
+        "{everywhere}"
+    );
     // With the file there too, the same move goes through.
     std::fs::write(there.dir.path().join("tree/hello.txt"), b"hello\n").unwrap();
     ok(hubs[0].ferry(&["migrate", "reader", "--to", "hub-1"]));

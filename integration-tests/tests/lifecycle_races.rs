@@ -41,7 +41,11 @@ impl View {
 /// What the hub itself holds (a hub that forwards for a function that moved
 /// away shows the remote view, marked forwarded: that is not its own).
 async fn view(client: &mut HubClient<Channel>) -> Option<View> {
-    let list = client.list_functions(ListFunctionsRequest {}).await.ok()?.into_inner();
+    let list = client
+        .list_functions(ListFunctionsRequest::default())
+        .await
+        .ok()?
+        .into_inner();
     let info = list
         .functions
         .into_iter()

@@ -178,7 +178,7 @@ impl HubApi {
     /// points to is shown from the hub running it when that one answered.
     pub async fn cluster_functions(&self) -> ListFunctionsResponse {
         let asks = self.usable_peers().into_iter().map(|peer| async move {
-            let asked = self.forward_to(&peer, ListFunctionsRequest {}, 0, async |mut hub, request| {
+            let asked = self.forward_to(&peer, ListFunctionsRequest::default(), 0, async |mut hub, request| {
                 hub.list_functions(request).await
             });
             match tokio::time::timeout(MOVED_INFO_TIMEOUT, asked).await {

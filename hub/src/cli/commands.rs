@@ -26,7 +26,7 @@ pub async fn run(hub: &HubTarget, json: bool, command: Command) -> Result<(), Cl
         }
         Command::Cluster(ClusterCommand::Token(command)) => token(hub, json, command).await,
         Command::Cluster(ClusterCommand::Rm { removed }) => remove_hub(hub, json, removed).await,
-        Command::Ps { names } => ps(hub, json, names).await,
+        Command::Ps { names, all } => ps(hub, json, names, all).await,
         Command::Logs(args) => logs(hub, json, args).await,
         Command::Stop { name } => {
             let info = connect(hub).await?.stop(StopRequest { name }).await?.into_inner();
@@ -105,11 +105,11 @@ async fn deploy(hub: &HubTarget, json: bool, args: DeployArgs) -> Result<(), Cli
     output::print_deployed(&response, json)
 }
 
-async fn ps(hub: &HubTarget, json: bool, names: Vec<String>) -> Result<(), ClientError> {
+async fn ps(hub: &HubTarget, json: bool, names: Vec<String>, all: bool) -> Result<(), ClientError> {
     let mut client = connect(hub).await?;
     if names.is_empty() {
         let functions = client
-            .list_functions(ListFunctionsRequest {})
+            .list_functions(ListFunctionsRequest { cluster: all })
             .await?
             .into_inner()
             .functions;

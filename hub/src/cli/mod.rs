@@ -51,6 +51,10 @@ pub enum Command {
         /// Only these functions (each found wherever it runs); an unknown
         /// name is an error
         names: Vec<String>,
+        /// Every hub's functions, not only this hub's (peers that do not
+        /// answer within a second are left out)
+        #[arg(long, short = 'a', conflicts_with = "names")]
+        all: bool,
     },
     /// Print a function's output
     Logs(LogsArgs),
