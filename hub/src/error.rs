@@ -43,16 +43,19 @@ pub enum HubError {
         needed_bytes: u64,
         limit_bytes: u64,
     },
-    #[error("function {name:?} did not reply within {timeout_ms} ms")]
-    InvokeTimeout { name: String, timeout_ms: u64 },
+    /// `now`: why, when the function stopped running meanwhile (`: it was
+    /// suspended while …`), else empty.
+    #[error("function {name:?} did not reply within {timeout_ms} ms{now}")]
+    InvokeTimeout { name: String, timeout_ms: u64, now: String },
     #[error("function {name:?} took no message within {timeout_ms} ms, nothing was delivered: {refused}")]
     NotTaken {
         name: String,
         timeout_ms: u64,
         refused: String,
     },
-    /// `ended`: how, `: it failed: …` or `: it exited with code N` (empty
-    /// when its end was not recorded in time).
+    /// `ended`: how, `: it failed: …`, `: it exited with code N`, `: it
+    /// was removed`, `: it was replaced by a redeploy`, `: it is stopped`
+    /// (empty when its end was not recorded in time).
     #[error("function {name:?} ended before replying{ended}")]
     NoReply { name: String, ended: String },
     #[error("function {name:?} has {queued} messages waiting; its inbox is full")]

@@ -561,6 +561,55 @@ async fn an_invocation_whose_function_ends_says_how_it_ended() {
 }
 
 #[tokio::test]
+async fn an_invocation_whose_function_a_user_ends_meanwhile_says_what_the_user_did() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    let slow_echo = guest("guests/slow_echo.wasm");
+    let slow_echo = slow_echo.to_str().unwrap();
+    let deploy_slow = |extra: &[&str]| {
+        let mut args = vec!["deploy", slow_echo, "--name", "slow"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--", "3000"]);
+        ok(hub.ferry(&args));
+    };
+    let cases: [(&[&str], i32, &str); 4] = [
+        (&["rm", "slow"], 7, "ended before replying: it was removed"),
+        (&["stop", "slow"], 7, "ended before replying: it was stopped"),
+        (
+            &["deploy", slow_echo, "--name", "slow", "--replace", "--", "3000"],
+            7,
+            "ended before replying: it was replaced by a redeploy",
+        ),
+        (
+            &["suspend", "slow"],
+            6,
+            "did not reply within 2000 ms: it is suspended (it replies once resumed",
+        ),
+    ];
+    for (round, (action, code, says)) in cases.into_iter().enumerate() {
+        deploy_slow(&["--replace"]);
+        let taken = || stdout(&hub.ferry(&["logs", "slow"])).matches("got 2 bytes").count();
+        let before = taken();
+        let waiting = hub
+            .ferry_command()
+            .args(["invoke", "slow", "--data", "hi", "--timeout", "2s"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Once it took the message (and works on it for 3 s).
+        eventually("slow to take the message", PATIENCE, || async {
+            (taken() > before).then_some(())
+        })
+        .await
+        .unwrap();
+        ok(hub.ferry(action));
+        let output = waiting.wait_with_output().unwrap();
+        assert_eq!(output.status.code(), Some(code), "case {round}: {}", stderr(&output));
+        assert!(stderr(&output).contains(says), "case {round}: {}", stderr(&output));
+    }
+}
+
+#[tokio::test]
 async fn invoking_a_function_that_never_replies_times_out_with_a_clear_error() {
     let hub = HubProcess::start(HubOptions::default()).await.unwrap();
     deploy(&hub, "examples/ticker.wasm", "ticker", &[]);

@@ -96,7 +96,11 @@ impl HubApi {
                         timeout_ms,
                         refused: refusal.to_string(),
                     },
-                    None => HubError::InvokeTimeout { name, timeout_ms },
+                    None => HubError::InvokeTimeout {
+                        name,
+                        timeout_ms,
+                        now: String::new(),
+                    },
                 });
             }
             queued(false);
@@ -108,10 +112,11 @@ impl HubApi {
                     tokio::time::sleep(RETRY_EVERY.min(left)).await;
                 }
                 // The deadline the caller gave, not what was left of it.
-                Err(HubError::InvokeTimeout { name, .. }) => {
+                Err(HubError::InvokeTimeout { name, now, .. }) => {
                     return Err(HubError::InvokeTimeout {
                         name,
                         timeout_ms: deadline.as_millis() as u64,
+                        now,
                     });
                 }
                 result => return result,

@@ -107,7 +107,8 @@ impl Supervisor {
     ) -> Result<Vec<u8>, HubError> {
         let timeout = timeout.unwrap_or(self.inner.config.default_invoke_timeout);
         let (reply_to, reply) = oneshot::channel();
-        {
+        // Which slot took the message: a redeploy or an arrival is another.
+        let incarnation = {
             let slots = self.inner.lock_slots();
             let slot = slots.get(name).ok_or_else(|| self.inner.not_found(name))?;
             let rules = slot.record.spec.as_ref().and_then(|spec| spec.messaging.as_ref());
@@ -148,7 +149,8 @@ impl Supervisor {
                     name: name.to_owned(),
                     queued,
                 })?;
-        }
+            slot.incarnation
+        };
         if envelope.one_way {
             return Ok(Vec::new());
         }
@@ -157,29 +159,55 @@ impl Supervisor {
             // Taken back unread for a move or a suspend: the caller may
             // send it again.
             Ok(Ok(Err(Withdrawn))) => Err(self.withdrawn_error(name)),
-            Ok(Err(_)) => Err(self.no_reply_error(name).await),
+            Ok(Err(_)) => Err(self.no_reply_error(name, incarnation).await),
             Err(_) => Err(HubError::InvokeTimeout {
                 name: name.to_owned(),
                 timeout_ms: timeout.as_millis() as u64,
+                now: self.not_replying_because(name),
             }),
+        }
+    }
+
+    /// Why a function that took a message has not replied, when it is not
+    /// running (suspended or stopped while it handled it: it replies once
+    /// it runs again, to a caller still waiting); empty when it runs.
+    fn not_replying_because(&self, name: &str) -> String {
+        let phase = self.inner.lock_slots().get(name).map(|slot| slot.phase);
+        match phase {
+            Some(phase @ (Phase::Suspending(_) | Phase::Suspended(_) | Phase::Stopping | Phase::Stopped)) => {
+                format!(
+                    ": it is {} (it replies once resumed, if the caller still waits)",
+                    records::phase_words(phase)
+                )
+            }
+            _ => String::new(),
         }
     }
 
     /// What the caller of an invocation whose function ended before it
     /// replied hears: how it ended, once that is recorded (a moment after
     /// the run dropped the reply).
-    async fn no_reply_error(&self, name: &str) -> HubError {
+    async fn no_reply_error(&self, name: &str, incarnation: u64) -> HubError {
         if let Some(mut finished) = self.finished_receiver(name) {
             let _ = tokio::time::timeout(END_RECORDED_WAIT, finished.wait_for(|done| *done)).await;
         }
-        let ended = self.inner.lock_slots().get(name).and_then(|slot| match slot.phase {
-            Phase::Failed => Some(format!(": it failed: {}", slot.record.failure)),
-            Phase::Exited => Some(format!(": it exited with code {}", slot.record.exit_code)),
-            _ => None,
-        });
+        let ended = match self.inner.lock_slots().get(name) {
+            Some(slot) if slot.incarnation == incarnation => match (slot.ending, slot.phase) {
+                (Some(why), _) => format!(": it was {why}"),
+                (None, Phase::Failed) => format!(": it failed: {}", slot.record.failure),
+                (None, Phase::Exited) => format!(": it exited with code {}", slot.record.exit_code),
+                (None, Phase::Stopping | Phase::Stopped) => ": it was stopped".to_owned(),
+                _ => String::new(),
+            },
+            _ => self
+                .inner
+                .forgotten(incarnation)
+                .map(|why| format!(": it was {why}"))
+                .unwrap_or_default(),
+        };
         HubError::NoReply {
             name: name.to_owned(),
-            ended: ended.unwrap_or_default(),
+            ended,
         }
     }
 

@@ -110,6 +110,9 @@ struct Slot {
     /// Tells this slot from another of the same name made later (a
     /// redeploy, an arrival): a removal stops only the one it found.
     incarnation: u64,
+    /// Why its run is being ended for good (`"removed"`), for callers
+    /// whose reply it drops.
+    ending: Option<&'static str>,
 }
 
 impl Slot {
@@ -125,6 +128,7 @@ impl Slot {
             arrived: None,
             moving: None,
             last_move: None,
+            ending: None,
         }
     }
 }
@@ -166,6 +170,9 @@ struct Inner {
     /// Waiters of invocations whose function moved or was suspended.
     kept_waiters: replies::KeptWaiters,
     kept_outcomes: replies::KeptOutcomes,
+    /// Why recent slots were forgotten, by incarnation (bounded), for
+    /// callers whose reply their run dropped.
+    forgotten: Mutex<HashMap<u64, &'static str>>,
 }
 
 /// Handle to the supervisor; cheap to clone.
@@ -214,6 +221,7 @@ impl Supervisor {
                 metrics: Arc::new(crate::metrics::HubMetrics::default()),
                 outbound: std::sync::OnceLock::new(),
                 kept_waiters: replies::KeptWaiters::default(),
+                forgotten: Mutex::default(),
                 kept_outcomes: replies::KeptOutcomes::default(),
             }),
         }
@@ -556,8 +564,17 @@ impl Supervisor {
                 }
                 let forget =
                     lifecycle::decide(slot.phase, Request::Remove).is_ok_and(|next| next.effect == Effect::Forget);
+                let why = if keep_files {
+                    "replaced by a redeploy"
+                } else {
+                    "removed"
+                };
+                slot.ending = Some(why);
                 if forget {
+                    let incarnation = slot.incarnation;
                     slots.remove(name);
+                    drop(slots);
+                    self.inner.note_forgotten(incarnation, why);
                 }
                 forget
             };
@@ -652,7 +669,28 @@ pub(super) async fn wait_finished(name: &str, mut finished: watch::Receiver<bool
     }
 }
 
+/// How many forgotten slots' reasons are kept (callers asking are a
+/// moment behind the removal).
+const FORGOTTEN_KEPT: usize = 256;
+
 impl Inner {
+    /// Keeps why the slot `incarnation` was forgotten, for callers whose
+    /// reply its run dropped.
+    fn note_forgotten(&self, incarnation: u64, why: &'static str) {
+        let mut forgotten = self.forgotten.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if forgotten.len() >= FORGOTTEN_KEPT {
+            let oldest = forgotten.keys().min().copied();
+            oldest.map(|oldest| forgotten.remove(&oldest));
+        }
+        forgotten.insert(incarnation, why);
+    }
+
+    /// Why the slot `incarnation` was forgotten, if it was lately.
+    fn forgotten(&self, incarnation: u64) -> Option<&'static str> {
+        let forgotten = self.forgotten.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        forgotten.get(&incarnation).copied()
+    }
+
     fn lock_slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {
         self.slots.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
