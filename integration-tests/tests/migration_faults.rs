@@ -188,7 +188,7 @@ async fn moves_to_an_unknown_down_or_foreign_hub_are_refused_and_the_function_ke
 
     let (code, message) = migrate_refused(&hubs[0], "tick", "nowhere");
     eprintln!("unknown hub: exit {code}: {}", message.trim());
-    assert!(message.contains("no hub of that name or id"), "{message}");
+    assert!(message.contains("no hub of that name, id or address"), "{message}");
     let (_, message) = migrate_refused(&hubs[0], "tick", "foreign");
     eprintln!("foreign cluster: {}", message.trim());
     assert!(message.contains("belongs to cluster \"elsewhere\""), "{message}");
@@ -388,7 +388,11 @@ async fn a_hostile_source_gets_clear_refusals_and_leaves_nothing_behind() {
 
     // An offer for a name that runs here already.
     let (_sender, mut answers) = hostile_source(&hub, "bystander", &known_module, INSTRUMENTATION_VERSION).await;
-    assert_refused(answer(&mut answers).await, "AlreadyExists", "bystander");
+    assert_refused(
+        answer(&mut answers).await,
+        "AlreadyExists",
+        "runs another function named \"bystander\" (names are per hub)",
+    );
 
     // A function captured by a hub of another instrumentation version: its
     // saved stack would not fit this hub's rewrite of the module.

@@ -8,7 +8,7 @@ use crate::error::HubError;
 use crate::migration::Target;
 
 impl HubApi {
-    /// The peer `to` names (hub id or name), if this hub may move a function there.
+    /// The peer `to` names (hub id, name or address), if this hub may move a function there.
     pub(super) fn resolve_target(&self, to: &str) -> Result<Target, HubError> {
         let unusable = |reason: String| HubError::PeerUnusable {
             hub: to.to_owned(),
@@ -75,6 +75,24 @@ fn refusal(peer: &PeerSnapshot, cluster_id: &str) -> Option<String> {
     })
 }
 
+/// The peer of `peers` at the address `to` (`HOST:PORT`, as `ferry peers`
+/// shows it), if it is one: the usable one, when a hub set up again there
+/// left its old entry down.
+fn at_address<'a>(to: &str, peers: &'a [PeerSnapshot]) -> Result<&'a PeerSnapshot, String> {
+    let unknown = || "no hub of that name, id or address is in the peer table (see `ferry peers`)".to_owned();
+    let address: std::net::SocketAddr = to.parse().map_err(|_| unknown())?;
+    let there: Vec<&PeerSnapshot> = peers.iter().filter(|peer| peer.address == Some(address)).collect();
+    match there.as_slice() {
+        [] => Err(unknown()),
+        [peer] => Ok(peer),
+        several => several
+            .iter()
+            .find(|peer| peer.is_usable())
+            .copied()
+            .ok_or_else(|| format!("several hubs were at {address} and none answers now; give the hub id")),
+    }
+}
+
 /// The peer of `peers` that `to` names: the one whose hub id it is, else the
 /// only one of that name, else — when several share the name — the only one
 /// of them that is usable if the others are down. A hub set up again under
@@ -88,7 +106,7 @@ fn named<'a>(to: &str, peers: &'a [PeerSnapshot]) -> Result<&'a PeerSnapshot, St
     }
     let same_name: Vec<&PeerSnapshot> = peers.iter().filter(|peer| peer.name() == Some(to)).collect();
     match same_name.as_slice() {
-        [] => Err("no hub of that name or id is in the peer table (see `ferry peers`)".to_owned()),
+        [] => at_address(to, peers),
         [peer] => Ok(peer),
         several => {
             let usable: Vec<&&PeerSnapshot> = several.iter().filter(|peer| peer.is_usable()).collect();
@@ -197,5 +215,27 @@ mod tests {
         ];
         assert!(named("edge", &peers).unwrap_err().contains("one (down), two (suspect)"));
         assert!(named("nowhere", &peers).unwrap_err().contains("no hub of that name"));
+    }
+
+    #[test]
+    fn an_address_names_the_hub_there_and_the_one_that_answers_when_two_were() {
+        let at = |id, state, address: &str| PeerSnapshot {
+            address: Some(address.parse().unwrap()),
+            ..peer(id, id, state)
+        };
+        let peers = [
+            at("old", PeerState::Down, "10.0.0.2:7411"),
+            at("new", PeerState::Up, "10.0.0.2:7411"),
+            at("other", PeerState::Up, "10.0.0.3:7411"),
+        ];
+        assert_eq!(id_of(named("10.0.0.3:7411", &peers)), Ok("other"));
+        assert_eq!(id_of(named("10.0.0.2:7411", &peers)), Ok("new"));
+        let error = named("10.0.0.9:7411", &peers).unwrap_err();
+        assert!(error.contains("no hub of that name, id or address"), "{error}");
+        let gone = [
+            at("old", PeerState::Down, "10.0.0.2:7411"),
+            at("older", PeerState::Down, "10.0.0.2:7411"),
+        ];
+        assert!(named("10.0.0.2:7411", &gone).unwrap_err().contains("none answers now"));
     }
 }

@@ -254,7 +254,7 @@ pub struct InvokeArgs {
 pub struct MigrateArgs {
     /// Function name
     pub name: String,
-    /// Destination hub: its name or id, as `ferry peers` lists it
+    /// Destination hub: its name, id or address (HOST:PORT), as `ferry peers` lists it
     #[arg(long)]
     pub to: String,
 }

@@ -337,7 +337,19 @@ impl Arrival {
                 ),
             }));
         }
-        self.supervisor.check_arrival(&spec.name, offer.epoch)?;
+        self.supervisor
+            .check_arrival(&spec.name, offer.epoch)
+            .map_err(|error| match error {
+                // Not the deploy's advice: a move replaces nothing.
+                HubError::FunctionExists { name } => HubError::Transfer(TransferError::Unacceptable {
+                    code: ErrorCode::AlreadyExists,
+                    reason: format!(
+                        "hub {} runs another function named {name:?} (names are per hub): remove one of them first",
+                        self.supervisor.identity().name
+                    ),
+                }),
+                other => other,
+            })?;
         // A draining hub moves what it runs away: one moved in would leave again.
         if self.supervisor.draining() {
             let hub = &self.supervisor.identity().name;
