@@ -193,7 +193,10 @@ async fn moves_to_an_unknown_down_or_foreign_hub_are_refused_and_the_function_ke
     eprintln!("foreign cluster: {}", message.trim());
     assert!(message.contains("belongs to cluster \"elsewhere\""), "{message}");
     let (_, message) = migrate_refused(&hubs[0], "tick", "hub-0");
-    assert!(message.contains("that is this hub"), "{message}");
+    assert!(
+        message.contains("cannot move to hub hub-0: function \"tick\" runs there already"),
+        "{message}"
+    );
     let (_, message) = migrate_refused(&hubs[0], "ghost", "hub-1");
     assert!(message.contains("not found"), "{message}");
 

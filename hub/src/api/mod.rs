@@ -392,6 +392,13 @@ impl HubApi {
                 .boxed());
         }
         self.supervisor().get(&request.name)?;
+        let identity = self.supervisor().identity();
+        if request.to == identity.id || request.to == identity.name {
+            return Err(HubError::PeerUnusable {
+                hub: request.to,
+                reason: format!("function {:?} runs there already", request.name),
+            });
+        }
         let target = self.resolve_target(&request.to)?;
         if let Some(spec) = self.supervisor().spec(&request.name) {
             // The destination's resources first: that refusal outlasts the next one.
