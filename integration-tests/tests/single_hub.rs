@@ -386,6 +386,13 @@ async fn a_deploy_under_the_modules_initial_memory_is_refused_and_replaces_nothi
         stderr(&refused)
     );
     assert!(!ok(hub.ferry(&["ps"])).contains("tiny"), "nothing recorded");
+    let huge = hub.ferry(&["deploy", module, "--name", "tiny", "--memory-limit", "100TiB"]);
+    assert_eq!(huge.status.code(), Some(4), "{}", stderr(&huge));
+    assert!(
+        stderr(&huge).contains("memory limit 100.0 TiB is outside 64.0 KiB..=4.0 GiB"),
+        "{}",
+        stderr(&huge)
+    );
 
     // A redeploy that cannot run leaves the running function as it was:
     // neither a module too big for its limit nor one that is not wasm.

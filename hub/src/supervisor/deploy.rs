@@ -29,8 +29,12 @@ impl Supervisor {
         let memory_limit_bytes = match request.limits.as_ref().map(|limits| limits.memory_limit_bytes) {
             None | Some(0) => self.inner.config.default_memory_limit_bytes,
             Some(bytes) if !(MIN_MEMORY_LIMIT..=MAX_MEMORY_LIMIT).contains(&bytes) => {
+                let size = |bytes: u64| bytesize::ByteSize::b(bytes).display().iec().to_string();
                 return Err(HubError::InvalidRequest(format!(
-                    "memory limit {bytes} bytes is outside {MIN_MEMORY_LIMIT}..={MAX_MEMORY_LIMIT}"
+                    "memory limit {} is outside {}..={} (wasm32 memory is at most 4 GiB)",
+                    size(bytes),
+                    size(MIN_MEMORY_LIMIT),
+                    size(MAX_MEMORY_LIMIT)
                 )));
             }
             Some(bytes) => bytes,
