@@ -178,6 +178,38 @@ async fn logs_follow_streams_output_as_it_is_written() {
 }
 
 #[tokio::test]
+async fn logs_follow_of_a_function_that_ends_ends_with_it_saying_how() {
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    deploy(&hub, "examples/ticker.wasm", "short", &["--", "20", "40"]);
+    // Following while it runs: every tick, then the end, by itself.
+    let followed = hub
+        .ferry_command()
+        .args(["logs", "short", "-f"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(followed.status.success(), "{followed:?}");
+    assert_eq!(ticks_in(&stdout(&followed)), (1..=40).collect::<Vec<_>>());
+    assert!(
+        stderr(&followed).contains("function \"short\" exited with code 0: nothing more to follow"),
+        "{}",
+        stderr(&followed)
+    );
+    // Following one that ended already: its output, then the same end.
+    deploy(&hub, "guests/trap.wasm", "trapper", &[]);
+    wait_for_state(&hub, "trapper", "failed").await;
+    let followed = hub.ferry(&["logs", "trapper", "-f"]);
+    assert!(followed.status.success(), "{followed:?}");
+    assert!(stdout(&followed).contains("about to trap"), "{}", stdout(&followed));
+    assert!(
+        stderr(&followed).contains("function \"trapper\" failed: trapped"),
+        "{}",
+        stderr(&followed)
+    );
+}
+
+#[tokio::test]
 async fn restarted_hub_keeps_records_and_continues_what_was_running() {
     let mut hub = HubProcess::start(HubOptions::default()).await.unwrap();
     deploy(&hub, "examples/ticker.wasm", "ticker", &["--", "20"]);

@@ -17,6 +17,9 @@ use crate::error::HubError;
 const IDLE_REOPENS: u32 = 50;
 /// The pause before opening again.
 const REOPEN_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+/// How long a follower of this hub's output waits for an entry before it
+/// looks whether the function has ended for good.
+const ENDED_POLL: std::time::Duration = std::time::Duration::from_millis(300);
 
 struct Follower {
     api: HubApi,
@@ -65,7 +68,7 @@ pub(super) fn across_moves(
                     None => follower.current = None,
                 }
             }
-            if !follower.moved_on() {
+            if !follower.moved_on() || ended_where_it_runs(&follower.api, &follower.request.name).await {
                 return None;
             }
             tokio::time::sleep(REOPEN_PAUSE).await;
@@ -88,6 +91,44 @@ pub(super) fn across_moves(
         }
     })
     .boxed()
+}
+
+/// `entries` followed live from this hub, ended once the function has
+/// ended for good (exited or failed: nothing more comes unless a user
+/// starts it again) and no entry came for [`ENDED_POLL`]; as `docker logs
+/// -f` ends with its container.
+pub(super) fn until_ended(api: HubApi, name: String, entries: AnswerStream<LogEntry>) -> AnswerStream<LogEntry> {
+    futures::stream::unfold(Some(entries), move |entries| {
+        let (api, name) = (api.clone(), name.clone());
+        async move {
+            let mut entries = entries?;
+            loop {
+                match tokio::time::timeout(ENDED_POLL, entries.next()).await {
+                    Ok(Some(entry)) => return Some((entry, Some(entries))),
+                    Ok(None) => return None,
+                    Err(_) if has_ended(&api, &name) => return None,
+                    Err(_) => {}
+                }
+            }
+        }
+    })
+    .boxed()
+}
+
+/// Whether `name` ran to its end or failed here (what `ferry resume` or a
+/// redeploy, not time, would change).
+fn has_ended(api: &HubApi, name: &str) -> bool {
+    use crate::supervisor::Phase;
+    matches!(api.supervisor().phase(name), Some(Phase::Exited | Phase::Failed))
+}
+
+/// Whether the function, asked where it runs, has ended for good.
+async fn ended_where_it_runs(api: &HubApi, name: &str) -> bool {
+    let asked = api.get_function(ferry_proto::v1::GetFunctionRequest { name: name.to_owned() }, 0);
+    matches!(
+        asked.await.map(|info| info.state()),
+        Ok(ferry_proto::v1::FunctionState::Exited | ferry_proto::v1::FunctionState::Failed)
+    )
 }
 
 impl Follower {

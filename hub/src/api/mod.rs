@@ -294,7 +294,11 @@ impl HubApi {
             0 => logs.subscribe(&request.name, request.tail as usize, request.follow)?,
             from => logs.subscribe_from(&request.name, from, request.follow)?,
         };
-        Ok((subscription.into_stream(request.name).boxed(), true))
+        let entries = subscription.into_stream(request.name.clone()).boxed();
+        if !request.follow {
+            return Ok((entries, true));
+        }
+        Ok((logs_follow::until_ended(self.clone(), request.name, entries), true))
     }
 
     pub async fn stop(&self, request: StopRequest, hops: u32) -> Result<FunctionInfo, HubError> {

@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::io::Write;
 
 use ferry_proto::v1::{
-    CheckpointRequest, CreateJoinTokenRequest, EventsRequest, GetFunctionRequest, GetHubInfoRequest, InvokeRequest,
-    IssueCredentialRequest, ListFunctionsRequest, ListJoinTokensRequest, ListPeersRequest, LogStream, LogsRequest,
-    RemoveHubRequest, RemoveJoinTokenRequest, RemoveRequest, ResumeRequest, StopRequest, SuspendRequest,
+    CheckpointRequest, CreateJoinTokenRequest, EventsRequest, FunctionState, GetFunctionRequest, GetHubInfoRequest,
+    InvokeRequest, IssueCredentialRequest, ListFunctionsRequest, ListJoinTokensRequest, ListPeersRequest, LogStream,
+    LogsRequest, RemoveHubRequest, RemoveJoinTokenRequest, RemoveRequest, ResumeRequest, StopRequest, SuspendRequest,
     UndrainRequest,
 };
 use tokio_stream::StreamExt;
@@ -184,8 +184,24 @@ async fn logs(hub: &HubTarget, json: bool, args: LogsArgs) -> Result<(), ClientE
             .await?
             .get_function(GetFunctionRequest { name: name.clone() })
             .await;
-        if asked.is_err_and(|status| status.code() == tonic::Code::NotFound) {
-            eprintln!("function {name:?} was removed: nothing more to follow");
+        match asked {
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                eprintln!("function {name:?} was removed: nothing more to follow");
+            }
+            Ok(info) => {
+                let info = info.into_inner();
+                match info.state() {
+                    FunctionState::Exited => {
+                        eprintln!(
+                            "function {name:?} exited with code {}: nothing more to follow",
+                            info.exit_code
+                        )
+                    }
+                    FunctionState::Failed => eprintln!("function {name:?} failed: {}", info.failure),
+                    _ => {}
+                }
+            }
+            Err(_) => {}
         }
     }
     Ok(())
