@@ -8,6 +8,9 @@ use ferry_hub::config::AgentConfig;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Agent(_)) {
+        default_sigpipe();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -45,5 +48,18 @@ async fn run_agent(args: ferry_hub::config::AgentArgs) -> i32 {
             eprintln!("error: {message:#}");
             1
         }
+    }
+}
+
+/// A client whose output pipe closed (`ferry ps | head -1`) ends quietly,
+/// as other command-line tools do, instead of panicking in `println!`:
+/// Rust starts programs with SIGPIPE ignored; this puts the default back.
+/// Not for the agent: it must outlive a closed log pipe.
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    // SAFETY: called before any other thread exists; it only resets the
+    // disposition of SIGPIPE to the kernel's default (no handler runs).
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }

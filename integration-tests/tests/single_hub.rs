@@ -210,6 +210,30 @@ async fn logs_follow_of_a_function_that_ends_ends_with_it_saying_how() {
 }
 
 #[tokio::test]
+async fn a_client_whose_output_pipe_closed_ends_quietly_without_a_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let hub = HubProcess::start(HubOptions::default()).await.unwrap();
+    deploy(&hub, "examples/echo.wasm", "echo", &[]);
+    for command in [&["info"][..], &["ps"], &["peers"]] {
+        let mut client = hub
+            .ferry_command()
+            .args(command)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Nobody reads what it prints (`ferry ps | head -0`).
+        drop(client.stdout.take());
+        let ended = client.wait_with_output().unwrap();
+        assert_eq!(ended.status.signal(), Some(SIGPIPE), "{command:?}: {ended:?}");
+        assert!(!stderr(&ended).contains("panicked"), "{command:?}: {}", stderr(&ended));
+    }
+}
+
+/// SIGPIPE's number on Linux.
+const SIGPIPE: i32 = 13;
+
+#[tokio::test]
 async fn restarted_hub_keeps_records_and_continues_what_was_running() {
     let mut hub = HubProcess::start(HubOptions::default()).await.unwrap();
     deploy(&hub, "examples/ticker.wasm", "ticker", &["--", "20"]);
