@@ -382,7 +382,11 @@ pub fn path_rename(
 }
 
 /// `path_link`. The source's last component is never followed: a link to
-/// a symlink links the symlink, which leads nowhere outside either.
+/// a symlink links the symlink, which leads nowhere outside either. In a
+/// volume it is `EPERM`, as on a filesystem without hard links: a
+/// checkpoint keeps a volume's files by name, and a restore would bring
+/// two names of one file back as two files (a write through one no longer
+/// seen through the other), so a move would change what the program sees.
 #[allow(clippy::too_many_arguments)]
 pub fn path_link(
     mut env: Env<'_>,
@@ -402,7 +406,12 @@ pub fn path_link(
         new_fd,
         new_path,
         new_len,
-        |from, old, to, new, _| host(from.hard_link(old, to, new)),
+        |from, old, to, new, area| {
+            if area.is_volume() {
+                return Err(Errno::Perm);
+            }
+            host(from.hard_link(old, to, new))
+        },
     )
 }
 

@@ -208,7 +208,9 @@ fn directories_can_be_made_listed_renamed_and_removed() {
     assert_eq!(files.path_call(path_create_directory, 3, "sub"), OK);
     files.open(3, "sub/a", OFLAG_CREAT, WRITE, 0).unwrap();
     assert_eq!(files.two_paths((3, "sub/a"), (3, "sub/b"), false), OK);
-    assert_eq!(files.two_paths((3, "sub/b"), (3, "sub/c"), true), OK);
+    // A volume takes no hard links (a restore could not bring one back).
+    assert_eq!(files.two_paths((3, "sub/b"), (3, "sub/c"), true), Errno::Perm as i32);
+    files.open(3, "sub/c", OFLAG_CREAT, WRITE, 0).unwrap();
     let dir = files.open(3, "sub", OFLAG_DIRECTORY, READ, 0).unwrap();
     assert_eq!(
         fd_readdir(files.test.env(), dir, DATA as i32, 4096, 0, OUT as i32).unwrap(),
@@ -302,10 +304,10 @@ fn no_path_leads_out_of_its_directory() {
     assert_ne!(files.two_paths((3, "mine"), (3, "absolute/mine"), false), OK);
     assert_ne!(files.two_paths((3, "../outside/secret"), (3, "hard"), true), OK);
     assert_ne!(files.two_paths((3, "absolute/secret"), (3, "hard"), true), OK);
-    // A link to the symlink itself is a symlink, which still leads nowhere.
-    if files.two_paths((3, "relative"), (3, "hard"), true) == OK {
-        assert_refused(files.open(3, "hard", 0, READ, 0), "hard link of a symlink");
-    }
+    // Not even a link to the symlink itself: a volume takes no hard links
+    // (a restore could not bring one back).
+    assert_eq!(files.two_paths((3, "relative"), (3, "hard"), true), Errno::Perm as i32);
+    assert!(!files.host("volume/hard").exists());
     assert_eq!(std::fs::read(files.host("outside/secret")).unwrap(), b"OUTSIDE-SECRET");
     assert!(!files.host("outside/mine").exists());
     // A relative symlink that stays inside works; readlink shows it.
