@@ -43,8 +43,8 @@ pub enum HubError {
         needed_bytes: u64,
         limit_bytes: u64,
     },
-    /// `now`: why, when the function stopped running meanwhile (`: it was
-    /// suspended while …`), else empty.
+    /// `now`: why, when the function was suspended meanwhile (`: it is
+    /// suspended (it replies once resumed …)`), else empty.
     #[error("function {name:?} did not reply within {timeout_ms} ms{now}")]
     InvokeTimeout { name: String, timeout_ms: u64, now: String },
     #[error("function {name:?} took no message within {timeout_ms} ms, nothing was delivered: {refused}")]
@@ -54,7 +54,7 @@ pub enum HubError {
         refused: String,
     },
     /// `ended`: how, `: it failed: …`, `: it exited with code N`, `: it
-    /// was removed`, `: it was replaced by a redeploy`, `: it is stopped`
+    /// was removed`, `: it was replaced by a redeploy`, `: it was stopped`
     /// (empty when its end was not recorded in time).
     #[error("function {name:?} ended before replying{ended}")]
     NoReply { name: String, ended: String },

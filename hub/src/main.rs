@@ -9,7 +9,7 @@ use ferry_hub::config::AgentConfig;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if !matches!(cli.command, Command::Agent(_)) {
-        default_sigpipe();
+        quiet_on_closed_stdout();
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
@@ -51,15 +51,22 @@ async fn run_agent(args: ferry_hub::config::AgentArgs) -> i32 {
     }
 }
 
-/// A client whose output pipe closed (`ferry ps | head -1`) ends quietly,
-/// as other command-line tools do, instead of panicking in `println!`:
-/// Rust starts programs with SIGPIPE ignored; this puts the default back.
-/// Not for the agent: it must outlive a closed log pipe.
-#[allow(unsafe_code)]
-fn default_sigpipe() {
-    // SAFETY: called before any other thread exists; it only resets the
-    // disposition of SIGPIPE to the kernel's default (no handler runs).
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+/// A client whose output pipe closed (`ferry ps | head -1`) ends quietly
+/// with success, as `ferry logs` does, instead of panicking in `println!`.
+/// (Not by putting SIGPIPE back to its default: a write to a socket the hub
+/// closed would then kill the CLI without a word.)
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }

@@ -211,7 +211,6 @@ async fn logs_follow_of_a_function_that_ends_ends_with_it_saying_how() {
 
 #[tokio::test]
 async fn a_client_whose_output_pipe_closed_ends_quietly_without_a_panic() {
-    use std::os::unix::process::ExitStatusExt;
     let hub = HubProcess::start(HubOptions::default()).await.unwrap();
     deploy(&hub, "examples/echo.wasm", "echo", &[]);
     for command in [&["info"][..], &["ps"], &["peers"]] {
@@ -225,13 +224,10 @@ async fn a_client_whose_output_pipe_closed_ends_quietly_without_a_panic() {
         // Nobody reads what it prints (`ferry ps | head -0`).
         drop(client.stdout.take());
         let ended = client.wait_with_output().unwrap();
-        assert_eq!(ended.status.signal(), Some(SIGPIPE), "{command:?}: {ended:?}");
+        assert_eq!(ended.status.code(), Some(0), "{command:?}: {ended:?}");
         assert!(!stderr(&ended).contains("panicked"), "{command:?}: {}", stderr(&ended));
     }
 }
-
-/// SIGPIPE's number on Linux.
-const SIGPIPE: i32 = 13;
 
 #[tokio::test]
 async fn restarted_hub_keeps_records_and_continues_what_was_running() {

@@ -177,9 +177,20 @@ pub fn connection_broke(status: &tonic::Status) -> bool {
 }
 
 /// Whether a hub that broke a plaintext connection refuses plaintext (it
-/// speaks TLS), asked again at once: a hub that answers now, or that
-/// cannot be reached at all, merely went away under the first request.
+/// speaks TLS), asked again: a hub that answers now, or that cannot be
+/// reached at all, merely went away under the first request. Asked twice,
+/// a moment apart, both times refusing: a hub killed a moment ago may
+/// still hold its listening socket while its process is torn down, and
+/// close the connection without a word, as a TLS hub does.
 pub async fn refuses_plaintext(target: &HubTarget) -> bool {
+    if !refuses_plaintext_now(target).await {
+        return false;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    refuses_plaintext_now(target).await
+}
+
+async fn refuses_plaintext_now(target: &HubTarget) -> bool {
     let asked = async {
         let mut hub = connect(target).await?;
         hub.get_hub_info(ferry_proto::v1::GetHubInfoRequest::default()).await?;

@@ -168,13 +168,14 @@ impl Supervisor {
         }
     }
 
-    /// Why a function that took a message has not replied, when it is not
-    /// running (suspended or stopped while it handled it: it replies once
-    /// it runs again, to a caller still waiting); empty when it runs.
+    /// Why a function that took a message has not replied, when it was
+    /// suspended while it handled it (the call is in its checkpoint: it
+    /// replies once resumed, to a caller still waiting); empty otherwise.
+    /// (A stop ends the run, and its caller hears that at once.)
     fn not_replying_because(&self, name: &str) -> String {
         let phase = self.inner.lock_slots().get(name).map(|slot| slot.phase);
         match phase {
-            Some(phase @ (Phase::Suspending(_) | Phase::Suspended(_) | Phase::Stopping | Phase::Stopped)) => {
+            Some(phase @ (Phase::Suspending(_) | Phase::Suspended(_))) => {
                 format!(
                     ": it is {} (it replies once resumed, if the caller still waits)",
                     records::phase_words(phase)
