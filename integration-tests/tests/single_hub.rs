@@ -235,9 +235,12 @@ async fn restarted_hub_keeps_records_and_continues_what_was_running() {
     deploy(&hub, "examples/ticker.wasm", "ticker", &["--", "20"]);
     deploy(&hub, "guests/exit_code.wasm", "exits", &["--", "7"]);
     deploy(&hub, "examples/echo.wasm", "parked", &[]);
+    deploy(&hub, "examples/primes.wasm", "counted", &["--", "2000000"]);
     ok(hub.ferry(&["stop", "parked"]));
     wait_for_state(&hub, "exits", "exited").await;
     wait_for_log(&hub, "ticker", "tick 2 ").await;
+    let counted_cpu = wait_for_state(&hub, "counted", "exited").await["cpu_micros"].clone();
+    assert!(counted_cpu.as_u64().is_some_and(|micros| micros > 0), "{counted_cpu}");
 
     let status = hub.terminate().unwrap();
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
@@ -256,6 +259,8 @@ async fn restarted_hub_keeps_records_and_continues_what_was_running() {
         (Some("exited"), Some(7), Some(1))
     );
     assert_eq!(function(&hub, "parked")["state"], "stopped");
+    // An ended function's CPU time is kept too.
+    assert_eq!(function(&hub, "counted")["cpu_micros"], counted_cpu);
     // A graceful shutdown checkpoints the ticker: it continues where it
     // stopped, with no tick repeated and none missing.
     let before = ticks_in(&stdout(&hub.ferry(&["logs", "ticker"])));

@@ -120,10 +120,10 @@ impl Slot {
         static INCARNATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Slot {
             incarnation: INCARNATIONS.fetch_add(1, Ordering::Relaxed),
+            last_cpu_micros: record.last_cpu_micros,
             record,
             phase,
             running: None,
-            last_cpu_micros: 0,
             cpu: placement::CpuSample::default(),
             arrived: None,
             moving: None,

@@ -290,6 +290,7 @@ impl Inner {
             }
             slot.running = None;
             slot.last_cpu_micros = control.cpu_micros();
+            slot.record.last_cpu_micros = slot.last_cpu_micros;
             let shutting_down = slot.phase == Phase::ShuttingDown;
             let (end, event) = match &outcome {
                 Outcome::Exited(code) => {
