@@ -595,6 +595,27 @@ async fn a_function_removed_where_it_moved_to_is_gone_from_the_hub_it_left_too()
 }
 
 #[tokio::test]
+async fn a_name_removed_where_it_moved_to_can_be_deployed_again_at_once_on_the_hub_it_left() {
+    let hubs = pair().await;
+    deploy(&hubs[0], "examples/echo.wasm", "echo", &[]);
+    migrate(&hubs[0], "echo", "hub-1").unwrap();
+    expect_success(hubs[1].ferry(&["rm", "echo"]));
+    // Nothing asked hub-0 about it since: its pointer is stale, not the name.
+    deploy(&hubs[0], "examples/echo.wasm", "echo", &[]);
+    assert_eq!(
+        ferry_integration_tests::function_info(&hubs[0], "echo")["hub_name"],
+        "hub-0"
+    );
+    // A pointer to a function that is still there keeps the name taken.
+    migrate(&hubs[0], "echo", "hub-1").unwrap();
+    let path = ferry_integration_tests::guest("examples/echo.wasm");
+    let refused = hubs[0].ferry(&["deploy", path.to_str().unwrap(), "--name", "echo"]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(8), "{stderr}");
+    assert!(stderr.contains("runs on hub hub-1 now"), "{stderr}");
+}
+
+#[tokio::test]
 async fn a_restart_looks_for_the_state_a_move_left_behind_only_until_it_is_gone() {
     let mut hubs = pair().await;
     // Ticks and checkpoints every 200 ms: the source keeps checkpoints and logs.

@@ -190,6 +190,13 @@ impl HubApi {
 
     pub async fn deploy(&self, request: DeployRequest) -> Result<DeployResponse, HubError> {
         let name = request.name.clone();
+        // A pointer left by a move whose function was removed where it
+        // went is forgotten here (as `ps` does), not held against the name.
+        if self.supervisor().forward_pointer(&name).is_some()
+            && let Ok(local) = self.supervisor().get(&name)
+        {
+            self.moved_info(local, 0).await;
+        }
         let (function, prepared) = self.supervisor().deploy(request).await.inspect_err(|error| {
             tracing::info!(function = %name, error = %ferry_proto::error_chain(error), "deploy refused");
         })?;
