@@ -322,7 +322,11 @@ async fn remove_hub(hub: &HubTarget, json: bool, removed: String) -> Result<(), 
         writeln!(
             out,
             "{}",
-            serde_json::json!({ "removed": response.hub_id, "revocation_list": response.sequence })
+            serde_json::json!({
+                "removed": response.hub_id,
+                "revocation_list": response.sequence,
+                "functions_running": response.functions_running,
+            })
         )?;
     } else {
         writeln!(
@@ -330,6 +334,13 @@ async fn remove_hub(hub: &HubTarget, json: bool, removed: String) -> Result<(), 
             "removed hub {} from the cluster (revocation list {}); members refuse it within seconds",
             response.hub_id, response.sequence
         )?;
+        if response.functions_running > 0 {
+            eprintln!(
+                "warning: hub {} ran {} functions when it last reported: they are cut off from the cluster with it \
+                 (drain a hub before removing it: `ferry drain HUB`)",
+                response.hub_id, response.functions_running
+            );
+        }
     }
     Ok(())
 }
