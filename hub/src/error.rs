@@ -72,7 +72,7 @@ pub enum HubError {
     CaptureFailed { name: String, reason: String },
     #[error("checkpoint of function {name:?} cannot be used: {reason}")]
     CheckpointUnusable { name: String, reason: String },
-    #[error("function {name:?} runs on hub {hub} now; deploy or remove it there (or through this hub with rm)")]
+    #[error("function {name:?} runs on hub {hub} now: `deploy --replace` or `rm` it through any hub")]
     MovedAway { name: String, hub: String },
     #[error("function {name:?} is being moved between hubs; try again when the move is over")]
     Moving { name: String },

@@ -69,7 +69,8 @@ impl Hub for HubService {
     }
 
     async fn deploy(&self, request: Request<DeployRequest>) -> Result<Response<DeployResponse>, Status> {
-        answer(self.api.deploy(request.into_inner()).await)
+        let hops = hops(&request);
+        answer(self.api.deploy(request.into_inner(), hops).await)
     }
 
     async fn list_functions(

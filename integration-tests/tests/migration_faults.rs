@@ -595,7 +595,7 @@ async fn a_function_removed_where_it_moved_to_is_gone_from_the_hub_it_left_too()
 }
 
 #[tokio::test]
-async fn a_name_removed_where_it_moved_to_can_be_deployed_again_at_once_on_the_hub_it_left() {
+async fn the_hub_a_function_left_frees_its_name_once_removed_and_forwards_a_redeploy() {
     let hubs = pair().await;
     deploy(&hubs[0], "examples/echo.wasm", "echo", &[]);
     migrate(&hubs[0], "echo", "hub-1").unwrap();
@@ -606,13 +606,25 @@ async fn a_name_removed_where_it_moved_to_can_be_deployed_again_at_once_on_the_h
         ferry_integration_tests::function_info(&hubs[0], "echo")["hub_name"],
         "hub-0"
     );
-    // A pointer to a function that is still there keeps the name taken.
+    // A pointer to a function that is still there keeps the name taken,
+    // and a redeploy through the hub it left replaces it where it runs.
     migrate(&hubs[0], "echo", "hub-1").unwrap();
     let path = ferry_integration_tests::guest("examples/echo.wasm");
     let refused = hubs[0].ferry(&["deploy", path.to_str().unwrap(), "--name", "echo"]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(8), "{stderr}");
-    assert!(stderr.contains("runs on hub hub-1 now"), "{stderr}");
+    assert!(stderr.contains("runs on hub hub-1 now: `deploy --replace`"), "{stderr}");
+    let echo_hash = ferry_integration_tests::function_info(&hubs[1], "echo")["module_hash"].clone();
+    let quiet = ferry_integration_tests::guest("guests/quiet_echo.wasm");
+    let replaced = expect_success(hubs[0].ferry(&["deploy", quiet.to_str().unwrap(), "--name", "echo", "--replace"]));
+    assert!(replaced.contains("deployed echo on hub-1"), "{replaced}");
+    let info = ferry_integration_tests::function_info(&hubs[1], "echo");
+    assert_eq!(
+        (&info["hub_name"], &info["starts"]),
+        (&"hub-1".into(), &1.into()),
+        "{info}"
+    );
+    assert_ne!(info["module_hash"], echo_hash, "the module was replaced: {info}");
 }
 
 #[tokio::test]

@@ -188,14 +188,24 @@ impl HubApi {
         }
     }
 
-    pub async fn deploy(&self, request: DeployRequest) -> Result<DeployResponse, HubError> {
+    pub async fn deploy(&self, request: DeployRequest, hops: u32) -> Result<DeployResponse, HubError> {
         let name = request.name.clone();
         // A pointer left by a move whose function was removed where it
         // went is forgotten here (as `ps` does), not held against the name.
         if self.supervisor().forward_pointer(&name).is_some()
             && let Ok(local) = self.supervisor().get(&name)
         {
-            self.moved_info(local, 0).await;
+            self.moved_info(local, hops).await;
+        }
+        // A redeploy replaces the function where it runs now.
+        if request.replace
+            && let Some(pointer) = self.supervisor().forward_pointer(&name)
+        {
+            return self
+                .forward(&pointer, request, hops, async |mut hub, request| {
+                    hub.deploy(request).await
+                })
+                .await;
         }
         let (function, prepared) = self.supervisor().deploy(request).await.inspect_err(|error| {
             tracing::info!(function = %name, error = %ferry_proto::error_chain(error), "deploy refused");

@@ -35,7 +35,7 @@ pub(super) async fn deploy(State(http): State<Http>, body: Result<Bytes, BytesRe
             );
         }
     };
-    match http.api.deploy(request).await {
+    match http.api.deploy(request, 0).await {
         Ok(deployed) => (StatusCode::CREATED, Json(deployed)).into_response(),
         Err(error) => answers::error(error),
     }
