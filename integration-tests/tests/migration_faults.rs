@@ -544,6 +544,22 @@ async fn a_function_asked_of_a_hub_whose_peer_is_down_may_be_there_and_says_so()
     }
 }
 
+#[tokio::test]
+async fn ps_on_the_hub_a_function_left_says_why_it_cannot_show_it() {
+    let mut hubs = pair().await;
+    deploy(&hubs[0], "examples/echo.wasm", "echo", &[]);
+    migrate(&hubs[0], "echo", "hub-1").unwrap();
+    hubs[1].kill().unwrap();
+    let shown = expect_success(hubs[0].ferry(&["ps", "echo"]));
+    assert!(shown.contains("moved; hub hub-1 does not answer"), "{shown}");
+    let info = ferry_integration_tests::function_info(&hubs[0], "echo");
+    assert_eq!(
+        (&info["state"], &info["failure"]),
+        (&"moved".into(), &"hub hub-1 does not answer".into()),
+        "{info}"
+    );
+}
+
 /// `rm` through the hub a function left, once the hub it moved to no
 /// longer has it (removed there, or that hub lost its data): the pointer is
 /// what is left, and it goes; the name is free there again.

@@ -280,9 +280,23 @@ impl HubApi {
             }
             Ok(Err(error)) => {
                 tracing::debug!(function = %name, to = %pointer.hub_name, error = %error, "moved function did not answer");
-                Some(local)
+                let why = match error {
+                    // Another hub answers at that address now.
+                    HubError::Remote {
+                        code: ErrorCode::NotFound,
+                        ..
+                    } => format!(
+                        "hub {} ({}) is no longer at {}",
+                        pointer.hub_name, pointer.hub_id, pointer.address
+                    ),
+                    _ => format!("hub {} does not answer", pointer.hub_name),
+                };
+                Some(FunctionInfo { failure: why, ..local })
             }
-            Err(_) => Some(local),
+            Err(_) => Some(FunctionInfo {
+                failure: format!("hub {} does not answer", pointer.hub_name),
+                ..local
+            }),
         }
     }
 

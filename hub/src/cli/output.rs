@@ -128,6 +128,7 @@ fn note(info: &FunctionInfo) -> String {
     let state_note = match FunctionState::try_from(info.state) {
         Ok(FunctionState::Exited) => format!("exit code {}", info.exit_code),
         Ok(FunctionState::Failed) => info.failure.clone(),
+        Ok(FunctionState::Moved) if !info.failure.is_empty() => format!("moved; {}", info.failure),
         Ok(FunctionState::Moved) => "moved; its hub does not answer".to_owned(),
         Ok(FunctionState::Arriving) => "waiting for its source to commit the move".to_owned(),
         _ => match &info.moving {
