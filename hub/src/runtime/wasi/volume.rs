@@ -246,6 +246,10 @@ impl Scan<'_> {
         });
         let mut hashes = Vec::with_capacity(count);
         let mut buffer = vec![0u8; chunk_size as usize];
+        // Where the file's next data starts, as the filesystem says: a
+        // chunk wholly in a hole is all zeros without reading it (a sparse
+        // GiB would otherwise be read, with the function stopped).
+        let mut data = DataAhead::default();
         for index in 0..count as u64 {
             let start = index * chunk_size;
             let end = (start + chunk_size).min(size);
@@ -265,6 +269,10 @@ impl Scan<'_> {
             });
             if let Some(hash) = reused {
                 hashes.push(hash);
+                continue;
+            }
+            if !data.any_before(file, start, end) {
+                hashes.push(None);
                 continue;
             }
             let chunk = &mut buffer[..(end - start) as usize];
@@ -290,6 +298,37 @@ impl Scan<'_> {
             },
         );
         Ok(hashes)
+    }
+}
+
+/// The next offset of a file that holds data, looked up with `SEEK_DATA`
+/// only when a chunk starts past the last answer.
+#[derive(Default)]
+struct DataAhead {
+    /// The first data at or after the offset asked last (`u64::MAX`: none;
+    /// `None`: not asked yet, or the filesystem cannot say).
+    next: Option<u64>,
+    asked_at: u64,
+}
+
+impl DataAhead {
+    /// Whether `file` may hold data in `start..end`: false only when the
+    /// filesystem says the range lies in a hole.
+    fn any_before(&mut self, file: &File, start: u64, end: u64) -> bool {
+        let stale = match self.next {
+            None => true,
+            Some(next) => start < self.asked_at || (next != u64::MAX && next < start),
+        };
+        if stale {
+            self.asked_at = start;
+            self.next = match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(start)) {
+                Ok(next) => Some(next),
+                Err(rustix::io::Errno::NXIO) => Some(u64::MAX),
+                // No hole support: read everything.
+                Err(_) => None,
+            };
+        }
+        self.next.is_none_or(|next| next < end)
     }
 }
 

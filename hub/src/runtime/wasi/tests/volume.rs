@@ -64,6 +64,27 @@ fn a_capture_reads_only_the_chunks_written_since_the_same_consumer_s_previous_on
 }
 
 #[test]
+fn a_capture_reads_no_hole_of_a_sparse_file() {
+    let mut files = Files::new(Some(1 << 30));
+    // 64 MiB apparent, data in its first and last chunks only.
+    let sparse = std::fs::File::create(files.host("volume/sparse")).unwrap();
+    std::os::unix::fs::FileExt::write_at(&sparse, b"start", 0).unwrap();
+    std::os::unix::fs::FileExt::write_at(&sparse, b"end", (64 << 20) - 3).unwrap();
+    drop(sparse);
+    let captured = capture(&mut files, "checkpoints");
+    let entry = &captured.volume.as_ref().unwrap().entries[0];
+    let count = ((64 << 20) / CHUNK) as usize;
+    assert_eq!(entry.chunk_hashes.len(), count);
+    let with_data: Vec<usize> = (0..count)
+        .filter(|&index| !entry.chunk_hashes[index].is_empty())
+        .collect();
+    assert_eq!(with_data, [0, count - 1], "holes are zero chunks");
+    // Only around the data is read (a filesystem's data extents are
+    // blocks, not bytes), not the 64 MiB.
+    assert!(captured.bytes_read <= 4 * u64::from(CHUNK), "{}", captured.bytes_read);
+}
+
+#[test]
 fn a_file_changed_behind_the_tracker_s_back_is_read_whole() {
     let mut files = volume_with_a_file();
     capture(&mut files, "checkpoints");
