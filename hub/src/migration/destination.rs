@@ -29,6 +29,7 @@ use crate::supervisor::{ArrivalLogs, Supervisor};
 mod chunks;
 mod image;
 mod progress;
+mod volume;
 
 use progress::ProgressReport;
 
@@ -69,7 +70,8 @@ pub(super) fn receive(
             staged: None,
             warm: None,
             held: None,
-            prelaying: None,
+            prelaid: None,
+            progress: ProgressReport::default(),
             watchdog: Watchdog::default(),
         };
         arrival.run(inbound).await;
@@ -116,9 +118,10 @@ struct Arrival {
     /// The function running from the seal with its effects held until the
     /// commit (stopped, unseen, if the move ends otherwise).
     held: Option<HeldRun>,
-    /// Laying the volume out ahead of the seal: what it laid out, once done
-    /// (`None`: it failed, the seal lays the volume out afresh).
-    prelaying: Option<tokio::task::JoinHandle<Option<VolumeState>>>,
+    /// The volume as laid out ahead of the seal (`destination::volume`).
+    prelaid: Option<VolumeState>,
+    /// What this side read, reported to the source (and its heartbeats).
+    progress: ProgressReport,
     /// This side's stall limit: every frame received is progress.
     watchdog: Watchdog,
 }
@@ -146,7 +149,6 @@ impl Drop for Admitted {
 
 impl Arrival {
     async fn run(&mut self, mut inbound: Streaming<SourceFrame>) {
-        let mut report = ProgressReport::default();
         let ended = loop {
             let frame = match self.watchdog.guard(inbound.message()).await {
                 Ok(Ok(Some(frame))) => frame,
@@ -154,7 +156,7 @@ impl Arrival {
                 Ok(Err(status)) => break format!("the stream failed: {}", status.message()),
                 Err(limit) => break format!("the source sent nothing for {limit:?}"),
             };
-            if let Some(received) = report.on_frame(&frame) {
+            if let Some(received) = self.progress.on_frame(&frame) {
                 // Never waits: a report that does not fit is replaced by the next.
                 let _ = self.outbound.try_send(Ok(received));
             }
@@ -466,11 +468,7 @@ impl Arrival {
             // Its chunks are in and staged: lay the previous round's volume
             // out now, while the function still runs at the source.
             if let Some(entries) = plan.settled_entries.take() {
-                let previous = self.prelaid().await;
-                let (supervisor, name) = (self.supervisor.clone(), self.name());
-                self.prelaying = Some(tokio::spawn(async move {
-                    supervisor.prelay_volume(&name, previous, entries).await
-                }));
+                self.lay_out_ahead(entries).await;
             }
         }
         if self.early_logs_import.is_none() && !self.early_logs.is_empty() {
@@ -503,11 +501,6 @@ impl Arrival {
             "round answered"
         );
         self.receiver.need(lacking).map_err(HubError::Transfer)
-    }
-
-    /// What laying the volume out ahead of the seal laid out, once done.
-    async fn prelaid(&mut self) -> Option<VolumeState> {
-        self.prelaying.take()?.await.ok().flatten()
     }
 
     /// Waits until the early log history is stored (or failed to be).
@@ -590,7 +583,7 @@ impl Arrival {
         )?;
         self.installed = true;
         // Installed first: from here the volume directory is the arrival's.
-        let prelaid = self.prelaid().await;
+        let prelaid = self.prelaid();
         self.supervisor.finish_volume_layout(&manifest, prelaid).await?;
         let spec = offer.spec.clone().unwrap_or_default();
         self.supervisor
@@ -678,9 +671,8 @@ impl Arrival {
                 if !name.is_empty() {
                     tracing::info!(function = %name, reason = %why, "transfer ended before the commit; discarding");
                 }
-                // A volume still being laid out ahead of the seal would
-                // write its files after the removal below: let it finish.
-                let _ = self.prelaid().await;
+                // (No volume is being laid out ahead now: a round is
+                // answered only once its layout is done.)
                 if self.installed
                     && let Err(error) = self
                         .supervisor

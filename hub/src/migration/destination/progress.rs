@@ -26,6 +26,14 @@ impl Default for ProgressReport {
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl ProgressReport {
+    /// A report of what was read so far, at once: a heartbeat while this
+    /// side works between two frames.
+    pub(super) fn heartbeat(&self) -> DestinationFrame {
+        DestinationFrame {
+            frame: Some(destination_frame::Frame::Received(Received { bytes: self.bytes })),
+        }
+    }
+
     pub(super) fn on_frame(&mut self, frame: &SourceFrame) -> Option<DestinationFrame> {
         self.bytes += prost::Message::encoded_len(frame) as u64;
         let now = Instant::now();
