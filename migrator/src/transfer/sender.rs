@@ -120,6 +120,11 @@ pub struct Sender {
     round_bytes: u64,
     /// The same for the round before it.
     previous_round_bytes: Option<u64>,
+    /// The volume's entries as the last round found them, and whether they
+    /// differ from the round's before (files the destination has still to
+    /// lay out).
+    volume_entries: Option<VolumeState>,
+    volume_changed: bool,
     stats: SenderStats,
 }
 
@@ -139,6 +144,8 @@ impl Sender {
             volume_round: HashMap::new(),
             round_bytes: 0,
             previous_round_bytes: None,
+            volume_entries: None,
+            volume_changed: false,
             stats: SenderStats::default(),
         }
     }
@@ -265,6 +272,8 @@ impl Sender {
         if self.round > 1 {
             self.previous_round_bytes = Some(self.round_bytes);
         }
+        self.volume_changed = entries.is_some() && entries != self.volume_entries;
+        self.volume_entries.clone_from(&entries);
         self.round_bytes = changed_bytes;
         self.stats.rounds = self.round;
         self.stats.bytes_offered += changed_bytes;
@@ -340,12 +349,17 @@ impl Sender {
     /// when the round was small, the rounds are used up, or the function
     /// dirties memory as fast as rounds send it (the round did not shrink to
     /// [`RoundPolicy::shrink_percent`] of the one before: more rounds would
-    /// not make the paused one smaller).
+    /// not make the paused one smaller). A small round whose volume entries
+    /// changed is followed by one more: that round tells the destination
+    /// the files are in, and it lays them out before it answers, while the
+    /// function runs, instead of at the seal (10,000 small files: half a
+    /// second of downtime).
     pub fn next_step(&self, changed_bytes: u64) -> NextStep {
         let converging = self.previous_round_bytes.is_none_or(|previous| {
             u128::from(changed_bytes) * 100 < u128::from(previous) * u128::from(self.policy.shrink_percent)
         });
-        if changed_bytes <= self.policy.small_round_bytes || self.round >= self.policy.max_rounds || !converging {
+        let small = changed_bytes <= self.policy.small_round_bytes;
+        if self.round >= self.policy.max_rounds || !converging || (small && !self.volume_changed) {
             NextStep::Pause
         } else {
             NextStep::AnotherRound

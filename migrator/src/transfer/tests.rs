@@ -316,6 +316,37 @@ fn the_policy_pauses_after_a_small_round_or_the_last_allowed_one() {
     assert_eq!(sender.next_step(u64::MAX), NextStep::Pause);
 }
 
+#[test]
+fn a_small_round_whose_files_changed_is_followed_by_one_more_before_the_pause() {
+    let mut sender = Sender::new(CHUNK, RoundPolicy::default());
+    let mut destination = Destination::new(&[], true);
+    sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
+    let memory = memory_with(1, &[(0, 1)]);
+    let content = vec![7u8; 100];
+    let entries = manifest_with_volume(&memory, &[&content]).volume;
+    let volume = [(hash_chunk(&content), 100)];
+    let mut plan = |sender: &mut Sender| {
+        let planned =
+            sender.plan_round_with_volume(&hashes(&memory), memory.len() as u64, &volume, entries.clone(), false);
+        let need = destination.feed(planned.frame).unwrap().expect("a need");
+        for (hash, at) in sender.on_need(need).unwrap() {
+            let bytes = match at {
+                ChunkAt::Memory(slot) => &memory[slot as usize * CHUNK as usize..][..CHUNK as usize],
+                ChunkAt::Volume => &content[..],
+            };
+            destination.feed(chunk_frame(&hash, bytes)).unwrap();
+        }
+        planned.changed_bytes
+    };
+    // Small, but its files are new: the next round lets the destination
+    // lay them out while the function runs.
+    let first = plan(&mut sender);
+    assert_eq!(sender.next_step(first), NextStep::AnotherRound);
+    // Nothing changed since: pause.
+    let second = plan(&mut sender);
+    assert_eq!(sender.next_step(second), NextStep::Pause);
+}
+
 /// A destination that has accepted and received round 1 offering slot 0.
 fn after_first_round(memory: &[u8]) -> (Destination, ChunkHash) {
     let mut destination = Destination::new(&[], true);
