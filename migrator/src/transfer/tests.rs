@@ -324,27 +324,42 @@ fn a_small_round_whose_files_changed_is_followed_by_one_more_before_the_pause() 
     let memory = memory_with(1, &[(0, 1)]);
     let content = vec![7u8; 100];
     let entries = manifest_with_volume(&memory, &[&content]).volume;
-    let volume = [(hash_chunk(&content), 100)];
-    let mut plan = |sender: &mut Sender| {
-        let planned =
-            sender.plan_round_with_volume(&hashes(&memory), memory.len() as u64, &volume, entries.clone(), false);
-        let need = destination.feed(planned.frame).unwrap().expect("a need");
-        for (hash, at) in sender.on_need(need).unwrap() {
-            let bytes = match at {
-                ChunkAt::Memory(slot) => &memory[slot as usize * CHUNK as usize..][..CHUNK as usize],
-                ChunkAt::Volume => &content[..],
-            };
-            destination.feed(chunk_frame(&hash, bytes)).unwrap();
-        }
-        planned.changed_bytes
-    };
     // Small, but its files are new: the next round lets the destination
     // lay them out while the function runs.
-    let first = plan(&mut sender);
+    let first = round_with_one_file(
+        &mut sender,
+        &mut destination,
+        (&memory, &content),
+        entries.clone(),
+        false,
+    );
     assert_eq!(sender.next_step(first), NextStep::AnotherRound);
     // Nothing changed since: pause.
-    let second = plan(&mut sender);
+    let second = round_with_one_file(&mut sender, &mut destination, (&memory, &content), entries, false);
     assert_eq!(sender.next_step(second), NextStep::Pause);
+}
+
+/// One round of one-chunk `memory` and a volume of one file, `content`
+/// (whose entries are `entries`), fed through to `destination`; the bytes
+/// the round changed.
+fn round_with_one_file(
+    sender: &mut Sender,
+    destination: &mut Destination,
+    (memory, content): (&[u8], &[u8]),
+    entries: Option<ferry_proto::internal::v1::VolumeState>,
+    last: bool,
+) -> u64 {
+    let volume = [(hash_chunk(content), content.len() as u32)];
+    let planned = sender.plan_round_with_volume(&hashes(memory), memory.len() as u64, &volume, entries, last);
+    let need = destination.feed(planned.frame).unwrap().expect("a need");
+    for (hash, at) in sender.on_need(need).unwrap() {
+        let bytes = match at {
+            ChunkAt::Memory(slot) => &memory[slot as usize * CHUNK as usize..][..CHUNK as usize],
+            ChunkAt::Volume => content,
+        };
+        destination.feed(chunk_frame(&hash, bytes)).unwrap();
+    }
+    planned.changed_bytes
 }
 
 /// A destination that has accepted and received round 1 offering slot 0.
@@ -771,18 +786,14 @@ fn a_round_s_volume_entries_are_handed_over_once_its_chunks_arrived_and_never_wi
     let memory = memory_with(1, &[(0, 1)]);
     let content = vec![7u8; 100];
     let entries = manifest_with_volume(&memory, &[&content]).volume;
-    let volume = [(hash_chunk(&content), 100)];
     for last in [false, false, true] {
-        let planned =
-            sender.plan_round_with_volume(&hashes(&memory), memory.len() as u64, &volume, entries.clone(), last);
-        let need = destination.feed(planned.frame).unwrap().expect("a need");
-        for (hash, at) in sender.on_need(need).unwrap() {
-            let bytes = match at {
-                ChunkAt::Memory(slot) => &memory[slot as usize * CHUNK as usize..][..CHUNK as usize],
-                ChunkAt::Volume => &content[..],
-            };
-            destination.feed(chunk_frame(&hash, bytes)).unwrap();
-        }
+        round_with_one_file(
+            &mut sender,
+            &mut destination,
+            (&memory, &content),
+            entries.clone(),
+            last,
+        );
     }
     // Round 1 settles nothing; rounds 2 and 3 settle round 1's and round 2's
     // entries (the last round itself sends none).
