@@ -301,34 +301,37 @@ impl Scan<'_> {
     }
 }
 
-/// The next offset of a file that holds data, looked up with `SEEK_DATA`
-/// only when a chunk starts past the last answer.
+/// The stretch of a file that holds data at or after some offset, as
+/// `SEEK_DATA` and `SEEK_HOLE` tell it: looked up again only when a chunk
+/// starts past its end (a dense file: twice in all).
 #[derive(Default)]
 struct DataAhead {
-    /// The first data at or after the offset asked last (`u64::MAX`: none;
-    /// `None`: not asked yet, or the filesystem cannot say).
-    next: Option<u64>,
-    asked_at: u64,
+    /// `start..end` of the data; `None`: not asked yet, or the filesystem
+    /// cannot say (everything is read).
+    extent: Option<(u64, u64)>,
+    asked: bool,
 }
 
 impl DataAhead {
     /// Whether `file` may hold data in `start..end`: false only when the
     /// filesystem says the range lies in a hole.
     fn any_before(&mut self, file: &File, start: u64, end: u64) -> bool {
-        let stale = match self.next {
-            None => true,
-            Some(next) => start < self.asked_at || (next != u64::MAX && next < start),
+        use rustix::fs::{SeekFrom, seek};
+        let stale = match self.extent {
+            None => !self.asked,
+            Some((_, extent_end)) => start >= extent_end,
         };
         if stale {
-            self.asked_at = start;
-            self.next = match rustix::fs::seek(file, rustix::fs::SeekFrom::Data(start)) {
-                Ok(next) => Some(next),
-                Err(rustix::io::Errno::NXIO) => Some(u64::MAX),
+            self.asked = true;
+            self.extent = match seek(file, SeekFrom::Data(start)) {
+                Ok(data) => seek(file, SeekFrom::Hole(data)).ok().map(|hole| (data, hole)),
+                // No data at or after `start`.
+                Err(rustix::io::Errno::NXIO) => Some((u64::MAX, u64::MAX)),
                 // No hole support: read everything.
                 Err(_) => None,
             };
         }
-        self.next.is_none_or(|next| next < end)
+        self.extent.is_none_or(|(data, _)| data < end)
     }
 }
 
