@@ -197,7 +197,11 @@ impl Scan<'_> {
                 let hashes = match self.next.get(&ino) {
                     // Another link to a file read already.
                     Some(record) => record.hashes.clone(),
-                    None => self.hash_file(&file, &path, ino, size, ctime)?,
+                    None => {
+                        // Fewer bytes allocated than it is long: it has holes.
+                        let sparse = metadata.blocks().saturating_mul(512) < size;
+                        self.hash_file(&file, &path, (ino, size, ctime), sparse)?
+                    }
                 };
                 let modified_unix_ns = metadata
                     .modified()
@@ -230,9 +234,8 @@ impl Scan<'_> {
         &mut self,
         file: &File,
         path: &str,
-        ino: u64,
-        size: u64,
-        ctime: (i64, i64),
+        (ino, size, ctime): (u64, u64, (i64, i64)),
+        sparse: bool,
     ) -> Result<Vec<Option<ChunkHash>>, String> {
         let chunk_size = self.chunk_size;
         let count = chunk_count(size, chunk_size as u32) as usize;
@@ -246,10 +249,11 @@ impl Scan<'_> {
         });
         let mut hashes = Vec::with_capacity(count);
         let mut buffer = vec![0u8; chunk_size as usize];
-        // Where the file's next data starts, as the filesystem says: a
-        // chunk wholly in a hole is all zeros without reading it (a sparse
-        // GiB would otherwise be read, with the function stopped).
-        let mut data = DataAhead::default();
+        // Where the file's data is, as the filesystem says (asked only of
+        // a file with holes): a chunk wholly in a hole is all zeros
+        // without reading it (a sparse GiB would otherwise be read, with
+        // the function stopped).
+        let mut data = DataAhead::asking(sparse);
         for index in 0..count as u64 {
             let start = index * chunk_size;
             let end = (start + chunk_size).min(size);
@@ -304,7 +308,6 @@ impl Scan<'_> {
 /// The stretch of a file that holds data at or after some offset, as
 /// `SEEK_DATA` and `SEEK_HOLE` tell it: looked up again only when a chunk
 /// starts past its end (a dense file: twice in all).
-#[derive(Default)]
 struct DataAhead {
     /// `start..end` of the data; `None`: not asked yet, or the filesystem
     /// cannot say (everything is read).
@@ -313,6 +316,15 @@ struct DataAhead {
 }
 
 impl DataAhead {
+    /// One that asks the filesystem, or (`ask` false: a dense file) one
+    /// that says everything may hold data.
+    fn asking(ask: bool) -> DataAhead {
+        DataAhead {
+            extent: None,
+            asked: !ask,
+        }
+    }
+
     /// Whether `file` may hold data in `start..end`: false only when the
     /// filesystem says the range lies in a hole.
     fn any_before(&mut self, file: &File, start: u64, end: u64) -> bool {
