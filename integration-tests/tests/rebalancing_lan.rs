@@ -24,8 +24,9 @@ const QUIET: Duration = Duration::from_secs(60);
 /// Enough work to run on through the spreading and the quiet minute, with
 /// room to spare on a fast hour: each function gets an eighth of a core,
 /// and 85 million ran out after 71 s once (spread at 13.6 s, quiet from
-/// 16.6 s to 76.6 s), so the hubs rebalanced the ones left, rightly.
-const WORK: [&str; 2] = ["110000000", "5000000"];
+/// 16.6 s to 76.6 s), so the hubs rebalanced the ones left, rightly; 110
+/// million ran out after 69 s on a quiet hour (2026-12-05, spread at 12.5 s).
+const WORK: [&str; 2] = ["200000000", "5000000"];
 
 fn moved_events(hub: &HubProcess) -> Vec<Value> {
     ok(hub.ferry(&["events", "--json"]))
