@@ -141,7 +141,7 @@ async fn a_removed_hub_is_refused_by_every_member_within_seconds() {
     assert!(removal.status.success(), "{said}");
     assert!(
         said.contains(&format!(
-            "warning: hub {removed_id} ran 1 functions when it last reported"
+            "warning: hub {removed_id} held 1 functions when it last reported"
         )),
         "{said}"
     );

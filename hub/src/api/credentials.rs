@@ -154,24 +154,24 @@ impl HubApi {
                 )));
             }
         };
-        let functions_running = self
+        let functions_total = self
             .inner
             .figures
             .get(&hub_id)
-            .map_or(0, |figures| figures.functions_running);
+            .map_or(0, |figures| figures.functions_total);
         if revocations.is_revoked(&hub_id) {
             return Ok(RemoveHubResponse {
                 hub_id,
                 sequence: revocations.sequence(),
-                functions_running,
+                functions_total,
             });
         }
         let sequence = revocations.revoke(authority, &hub_id)?;
-        tracing::warn!(%hub_id, sequence, functions_running, "removed a hub from the cluster");
+        tracing::warn!(%hub_id, sequence, functions_total, "removed a hub from the cluster");
         Ok(RemoveHubResponse {
             hub_id,
             sequence,
-            functions_running,
+            functions_total,
         })
     }
 }

@@ -325,7 +325,7 @@ async fn remove_hub(hub: &HubTarget, json: bool, removed: String) -> Result<(), 
             serde_json::json!({
                 "removed": response.hub_id,
                 "revocation_list": response.sequence,
-                "functions_running": response.functions_running,
+                "functions_total": response.functions_total,
             })
         )?;
     } else {
@@ -334,11 +334,11 @@ async fn remove_hub(hub: &HubTarget, json: bool, removed: String) -> Result<(), 
             "removed hub {} from the cluster (revocation list {}); members refuse it within seconds",
             response.hub_id, response.sequence
         )?;
-        if response.functions_running > 0 {
+        if response.functions_total > 0 {
             eprintln!(
-                "warning: hub {} ran {} functions when it last reported: they are cut off from the cluster with it \
+                "warning: hub {} held {} functions when it last reported: they are cut off from the cluster with it \
                  (drain a hub before removing it: `ferry drain HUB`)",
-                response.hub_id, response.functions_running
+                response.hub_id, response.functions_total
             );
         }
     }
