@@ -29,8 +29,10 @@ const PATIENCE: Duration = Duration::from_secs(300);
 const BATCH: &str = "1000";
 /// The kill -9 run: 200 batches (about ten seconds on a debug hub).
 const SHORT_RUN: &str = "200000";
-/// The moving run: 400 batches, long enough for ten moves.
-const LONG_RUN: &str = "400000";
+/// The moving run: 700 batches, long enough for ten moves (400 ran out
+/// at the eighth on a quiet hour, once a move lays the volume out before
+/// the pause).
+const LONG_RUN: &str = "700000";
 /// The run hit by kills: 800 batches, long enough for five kills and restarts.
 const LONGEST_RUN: &str = "800000";
 

@@ -428,20 +428,11 @@ impl Arrival {
     where
         HubError: From<E>,
     {
-        let mut heartbeat =
-            tokio::time::interval_at(tokio::time::Instant::now() + PREPARING_HEARTBEAT, PREPARING_HEARTBEAT);
-        let mut heartbeats = 0u32;
-        let prepared = loop {
-            tokio::select! {
-                joined = &mut preparing => break joined,
-                _ = heartbeat.tick() => {
-                    heartbeats += 1;
-                    let frame = self.receiver.preparing(started.elapsed(), false);
-                    // A source that went away is noticed by the next read.
-                    let _ = self.outbound.send(Ok(frame)).await;
-                }
-            }
-        };
+        let (prepared, heartbeats) = self
+            .with_heartbeats(&mut preparing, |arrival| {
+                arrival.receiver.preparing(started.elapsed(), false)
+            })
+            .await;
         prepared.map_err(|error| HubError::Internal(format!("prepare task failed: {error}")))??;
         if report || heartbeats > 0 {
             let elapsed = started.elapsed();
@@ -449,6 +440,30 @@ impl Arrival {
             let _ = self.outbound.send(Ok(self.receiver.preparing(elapsed, true))).await;
         }
         Ok(())
+    }
+
+    /// Waits for `task`, telling the source every [`PREPARING_HEARTBEAT`]
+    /// that this hub works (the frame `heartbeat` makes), so that its stall
+    /// limit judges silence, not work. Returns the task's end and how many
+    /// heartbeats went out.
+    async fn with_heartbeats<T>(
+        &self,
+        task: &mut tokio::task::JoinHandle<T>,
+        heartbeat: impl Fn(&Self) -> DestinationFrame,
+    ) -> (Result<T, tokio::task::JoinError>, u32) {
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + PREPARING_HEARTBEAT, PREPARING_HEARTBEAT);
+        let mut sent = 0u32;
+        loop {
+            tokio::select! {
+                joined = &mut *task => return (joined, sent),
+                _ = ticks.tick() => {
+                    sent += 1;
+                    // A source that went away is noticed by the next read.
+                    let _ = self.outbound.send(Ok(heartbeat(self))).await;
+                }
+            }
+        }
     }
 
     async fn on_round(&mut self, mut plan: RoundPlan) -> Result<DestinationFrame, HubError> {

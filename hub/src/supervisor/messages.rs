@@ -192,19 +192,18 @@ impl Supervisor {
         if let Some(mut finished) = self.finished_receiver(name) {
             let _ = tokio::time::timeout(END_RECORDED_WAIT, finished.wait_for(|done| *done)).await;
         }
-        let ended = match self.inner.lock_slots().get(name) {
-            Some(slot) if slot.incarnation == incarnation => match (slot.ending, slot.phase) {
-                (Some(why), _) => format!(": it was {why}"),
-                (None, Phase::Failed) => format!(": it failed: {}", slot.record.failure),
-                (None, Phase::Exited) => format!(": it exited with code {}", slot.record.exit_code),
-                (None, Phase::Stopping | Phase::Stopped) => ": it was stopped".to_owned(),
+        let ended = match (
+            self.inner.ended_for_good(incarnation),
+            self.inner.lock_slots().get(name),
+        ) {
+            (Some(why), _) => format!(": it was {why}"),
+            (None, Some(slot)) if slot.incarnation == incarnation => match slot.phase {
+                Phase::Failed => format!(": it failed: {}", slot.record.failure),
+                Phase::Exited => format!(": it exited with code {}", slot.record.exit_code),
+                Phase::Stopping | Phase::Stopped => ": it was stopped".to_owned(),
                 _ => String::new(),
             },
-            _ => self
-                .inner
-                .forgotten(incarnation)
-                .map(|why| format!(": it was {why}"))
-                .unwrap_or_default(),
+            _ => String::new(),
         };
         HubError::NoReply {
             name: name.to_owned(),

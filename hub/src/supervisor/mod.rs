@@ -110,9 +110,6 @@ struct Slot {
     /// Tells this slot from another of the same name made later (a
     /// redeploy, an arrival): a removal stops only the one it found.
     incarnation: u64,
-    /// Why its run is being ended for good (`"removed"`), for callers
-    /// whose reply it drops.
-    ending: Option<&'static str>,
 }
 
 impl Slot {
@@ -128,7 +125,6 @@ impl Slot {
             arrived: None,
             moving: None,
             last_move: None,
-            ending: None,
         }
     }
 }
@@ -170,9 +166,9 @@ struct Inner {
     /// Waiters of invocations whose function moved or was suspended.
     kept_waiters: replies::KeptWaiters,
     kept_outcomes: replies::KeptOutcomes,
-    /// Why recent slots were forgotten, by incarnation (bounded), for
-    /// callers whose reply their run dropped.
-    forgotten: Mutex<HashMap<u64, &'static str>>,
+    /// Why recent slots' runs were ended for good (removed, replaced), by
+    /// incarnation (bounded), for callers whose reply their run dropped.
+    ended_for_good: Mutex<HashMap<u64, &'static str>>,
 }
 
 /// Handle to the supervisor; cheap to clone.
@@ -221,7 +217,7 @@ impl Supervisor {
                 metrics: Arc::new(crate::metrics::HubMetrics::default()),
                 outbound: std::sync::OnceLock::new(),
                 kept_waiters: replies::KeptWaiters::default(),
-                forgotten: Mutex::default(),
+                ended_for_good: Mutex::default(),
                 kept_outcomes: replies::KeptOutcomes::default(),
             }),
         }
@@ -502,7 +498,16 @@ impl Supervisor {
         let Some(files) = snapshot.files.as_ref().filter(|files| !files.descriptors.is_empty()) else {
             return Ok(());
         };
-        let preopens = crate::resources::preopens(spec, &self.inner.config.resources, &self.inner.config.data_dir)?;
+        // Without quotas: opening a quota'd area walks its files to count
+        // them, which the start does anyway, and this runs at the seal.
+        let preopens: Vec<_> =
+            crate::resources::preopens(spec, &self.inner.config.resources, &self.inner.config.data_dir)?
+                .into_iter()
+                .map(|preopen| crate::runtime::PreopenSpec {
+                    quota_bytes: None,
+                    ..preopen
+                })
+                .collect();
         let descriptors = files.descriptors.clone();
         tokio::task::spawn_blocking(move || crate::runtime::check_descriptors(&preopens, &descriptors))
             .await
@@ -569,12 +574,11 @@ impl Supervisor {
                 } else {
                     "removed"
                 };
-                slot.ending = Some(why);
+                // Said to callers whose reply the ended run drops, before
+                // as after the slot goes.
+                self.inner.note_ended_for_good(slot.incarnation, why);
                 if forget {
-                    let incarnation = slot.incarnation;
                     slots.remove(name);
-                    drop(slots);
-                    self.inner.note_forgotten(incarnation, why);
                 }
                 forget
             };
@@ -669,26 +673,32 @@ pub(super) async fn wait_finished(name: &str, mut finished: watch::Receiver<bool
     }
 }
 
-/// How many forgotten slots' reasons are kept (callers asking are a
+/// How many slots' reasons for ending are kept (callers asking are a
 /// moment behind the removal).
-const FORGOTTEN_KEPT: usize = 256;
+const ENDINGS_KEPT: usize = 256;
 
 impl Inner {
-    /// Keeps why the slot `incarnation` was forgotten, for callers whose
-    /// reply its run dropped.
-    fn note_forgotten(&self, incarnation: u64, why: &'static str) {
-        let mut forgotten = self.forgotten.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if forgotten.len() >= FORGOTTEN_KEPT {
-            let oldest = forgotten.keys().min().copied();
-            oldest.map(|oldest| forgotten.remove(&oldest));
+    /// Keeps why the run of slot `incarnation` is ended for good, for
+    /// callers whose reply it drops.
+    fn note_ended_for_good(&self, incarnation: u64, why: &'static str) {
+        let mut endings = self
+            .ended_for_good
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if endings.len() >= ENDINGS_KEPT {
+            let oldest = endings.keys().min().copied();
+            oldest.map(|oldest| endings.remove(&oldest));
         }
-        forgotten.insert(incarnation, why);
+        endings.insert(incarnation, why);
     }
 
-    /// Why the slot `incarnation` was forgotten, if it was lately.
-    fn forgotten(&self, incarnation: u64) -> Option<&'static str> {
-        let forgotten = self.forgotten.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        forgotten.get(&incarnation).copied()
+    /// Why the run of slot `incarnation` was ended for good, if it was lately.
+    fn ended_for_good(&self, incarnation: u64) -> Option<&'static str> {
+        let endings = self
+            .ended_for_good
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        endings.get(&incarnation).copied()
     }
 
     fn lock_slots(&self) -> MutexGuard<'_, HashMap<String, Slot>> {

@@ -318,12 +318,7 @@ fn the_policy_pauses_after_a_small_round_or_the_last_allowed_one() {
 
 #[test]
 fn a_small_round_whose_files_changed_is_followed_by_one_more_before_the_pause() {
-    let mut sender = Sender::new(CHUNK, RoundPolicy::default());
-    let mut destination = Destination::new(&[], true);
-    sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
-    let memory = memory_with(1, &[(0, 1)]);
-    let content = vec![7u8; 100];
-    let entries = manifest_with_volume(&memory, &[&content]).volume;
+    let (mut sender, mut destination, memory, content, entries) = accepted_with_one_file();
     // Small, but its files are new: the next round lets the destination
     // lay them out while the function runs.
     let first = round_with_one_file(
@@ -337,6 +332,24 @@ fn a_small_round_whose_files_changed_is_followed_by_one_more_before_the_pause() 
     // Nothing changed since: pause.
     let second = round_with_one_file(&mut sender, &mut destination, (&memory, &content), entries, false);
     assert_eq!(sender.next_step(second), NextStep::Pause);
+}
+
+/// A transfer accepted by its destination, of a function with one chunk
+/// of memory and one file of 100 bytes (its content and volume entries).
+fn accepted_with_one_file() -> (
+    Sender,
+    Destination,
+    Vec<u8>,
+    Vec<u8>,
+    Option<ferry_proto::internal::v1::VolumeState>,
+) {
+    let mut sender = Sender::new(CHUNK, RoundPolicy::default());
+    let mut destination = Destination::new(&[], true);
+    sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
+    let memory = memory_with(1, &[(0, 1)]);
+    let content = vec![7u8; 100];
+    let entries = manifest_with_volume(&memory, &[&content]).volume;
+    (sender, destination, memory, content, entries)
 }
 
 /// One round of one-chunk `memory` and a volume of one file, `content`
@@ -780,12 +793,7 @@ fn a_seal_naming_a_volume_chunk_no_round_offered_is_refused_on_both_sides() {
 
 #[test]
 fn a_round_s_volume_entries_are_handed_over_once_its_chunks_arrived_and_never_with_the_last_round() {
-    let mut sender = Sender::new(CHUNK, RoundPolicy::default());
-    let mut destination = Destination::new(&[], true);
-    sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
-    let memory = memory_with(1, &[(0, 1)]);
-    let content = vec![7u8; 100];
-    let entries = manifest_with_volume(&memory, &[&content]).volume;
+    let (mut sender, mut destination, memory, content, entries) = accepted_with_one_file();
     for last in [false, false, true] {
         round_with_one_file(
             &mut sender,

@@ -12,28 +12,20 @@
 
 use ferry_proto::internal::v1::VolumeState;
 
-use super::{Arrival, PREPARING_HEARTBEAT};
+use super::Arrival;
 
 impl Arrival {
     /// Lays out `entries` (the files as the rounds so far left them) over
     /// what the previous round laid out, and returns when it is done,
-    /// telling the source every [`PREPARING_HEARTBEAT`] that this hub works.
+    /// telling the source every second that this hub works.
     pub(super) async fn lay_out_ahead(&mut self, entries: VolumeState) {
         let previous = self.prelaid();
         let (supervisor, name) = (self.supervisor.clone(), self.name());
         let mut laying = tokio::spawn(async move { supervisor.prelay_volume(&name, previous, entries).await });
-        let mut heartbeat =
-            tokio::time::interval_at(tokio::time::Instant::now() + PREPARING_HEARTBEAT, PREPARING_HEARTBEAT);
-        let laid = loop {
-            tokio::select! {
-                joined = &mut laying => break joined.ok().flatten(),
-                _ = heartbeat.tick() => {
-                    // A source that went away is noticed by the next read.
-                    let _ = self.outbound.send(Ok(self.progress.heartbeat())).await;
-                }
-            }
-        };
-        self.prelaid = laid;
+        let (laid, _) = self
+            .with_heartbeats(&mut laying, |arrival| arrival.progress.heartbeat())
+            .await;
+        self.prelaid = laid.ok().flatten();
     }
 
     /// What laying the volume out ahead of the seal laid out (`None`:
