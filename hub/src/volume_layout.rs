@@ -14,7 +14,8 @@
 //! An arrival lays its volume out while the move is still in pre-copy
 //! ([`prelay`], in `volume.arriving`, from each round's entries once their
 //! chunks are in), so that its seal — inside the function's downtime —
-//! only patches the chunks the last round changed ([`finish_arrival`]).
+//! only patches the chunks the last round changed ([`patch_arrival`], while
+//! the checkpoint is made durable) and swaps it in ([`swap_in_arrival`]).
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -22,6 +23,7 @@ use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use ferry_migrator::checkpoint::codec::ChunkDecoder;
 use ferry_migrator::checkpoint::volume::{VolumeEntry, VolumeState, volume_entry};
 use ferry_migrator::checkpoint::{CheckpointStore, ChunkHash};
 
@@ -75,20 +77,23 @@ pub fn prelay(
     }
 }
 
-/// Finishes an arrival's volume: patches what [`prelay`] laid out as
-/// `prelaid` to `volume` (the sealed checkpoint's) and swaps it in. On
-/// failure the caller lays the volume out afresh instead.
-pub fn finish_arrival(
+/// Patches what [`prelay`] laid out as `prelaid` to `volume` (the sealed
+/// checkpoint's), still beside the function's volume: the seal does it
+/// while the checkpoint is made durable. On failure the caller lays the
+/// volume out afresh instead.
+pub fn patch_arrival(
     store: &CheckpointStore,
     data_dir: &Path,
     name: &str,
     prelaid: &VolumeState,
     volume: &VolumeState,
 ) -> Result<Laid, String> {
-    let dir = arriving_dir(data_dir, name);
-    let laid = apply(store, &dir, prelaid, volume)?;
-    swap_in(data_dir, name, &dir)?;
-    Ok(laid)
+    apply(store, &arriving_dir(data_dir, name), prelaid, volume)
+}
+
+/// Puts the volume [`patch_arrival`] finished in place of the function's.
+pub fn swap_in_arrival(data_dir: &Path, name: &str) -> Result<(), String> {
+    swap_in(data_dir, name, &arriving_dir(data_dir, name))
 }
 
 /// `volume` written into `dir`, made anew (a leftover is removed first).
@@ -173,6 +178,7 @@ fn apply(store: &CheckpointStore, root: &Path, old: &VolumeState, new: &VolumeSt
     }
     let mut laid = Laid::default();
     let mut buffer = vec![0u8; chunk_size as usize];
+    let mut decoder = ChunkDecoder::new().map_err(|error| error.to_string())?;
     for entry in &new.entries {
         let path: PathBuf = root.join(&entry.path);
         let previous = before
@@ -208,7 +214,7 @@ fn apply(store: &CheckpointStore, root: &Path, old: &VolumeState, new: &VolumeSt
                     options.create_new(true).mode(0o600);
                 }
                 let file = options.open(&path).map_err(|error| failed(&error))?;
-                laid.bytes += write_file(store, &file, entry, previous, chunk_size, &mut buffer)
+                laid.bytes += write_file(store, &mut decoder, &file, entry, previous, chunk_size, &mut buffer)
                     .map_err(|error| failed(&error))?;
                 if entry.modified_unix_ns > 0 {
                     let modified = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(entry.modified_unix_ns);
@@ -228,6 +234,7 @@ fn apply(store: &CheckpointStore, root: &Path, old: &VolumeState, new: &VolumeSt
 /// Returns the bytes written.
 fn write_file(
     store: &CheckpointStore,
+    decoder: &mut ChunkDecoder,
     file: &File,
     entry: &VolumeEntry,
     previous: Option<&VolumeEntry>,
@@ -253,7 +260,9 @@ fn write_file(
             store.claim_room(len).map_err(|error| error.to_string())?;
         }
         match ChunkHash::from_manifest_entry(hash) {
-            Ok(Some(hash)) => store.read_chunk_into(&hash, chunk).map_err(|error| error.to_string())?,
+            Ok(Some(hash)) => store
+                .read_chunk_with(decoder, &hash, chunk)
+                .map_err(|error| error.to_string())?,
             // Zeros over what was there; nothing where nothing was.
             _ if previous.is_some_and(|previous| previous.size > start) => chunk.fill(0),
             _ => continue,
@@ -399,7 +408,12 @@ mod tests {
                 directory("new"),
             ],
         };
-        let laid = finish_arrival(&store, data, "f", &round, &sealed).unwrap();
+        let laid = patch_arrival(&store, data, "f", &round, &sealed).unwrap();
+        assert!(
+            !volume_dir(data, "f").exists(),
+            "patched beside the function's volume, not in its place"
+        );
+        swap_in_arrival(data, "f").unwrap();
         assert_eq!(
             laid,
             Laid {

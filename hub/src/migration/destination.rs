@@ -572,9 +572,21 @@ impl Arrival {
         let imported = manifest.clone();
         let staged = self.staged.clone().unwrap_or_default();
         // install_arrival flushes the manifest together with the record.
+        // The volume laid out ahead is patched to the seal beside the
+        // function's while the chunks are made durable (mostly a wait for
+        // the disk); the import's transaction comes after, as it would
+        // hold up every chunk read of the patch.
+        let syncing = tokio::task::spawn_blocking({
+            let store = store.clone();
+            move || store.sync_chunks()
+        });
+        let patching = self.supervisor.patch_arriving_volume(&manifest, self.prelaid.take());
+        let (synced, patched) = tokio::join!(syncing, patching);
+        let task_failed = |error: tokio::task::JoinError| HubError::Internal(format!("import task failed: {error}"));
+        synced.map_err(task_failed)?.map_err(HubError::Checkpoint)?;
         tokio::task::spawn_blocking(move || store.import_manifest_staged(&imported, &staged))
             .await
-            .map_err(|error| HubError::Internal(format!("import task failed: {error}")))?
+            .map_err(task_failed)?
             .map_err(HubError::Checkpoint)?;
         self.end_holds(&name);
         let import_done = started.elapsed();
@@ -598,8 +610,7 @@ impl Arrival {
         )?;
         self.installed = true;
         // Installed first: from here the volume directory is the arrival's.
-        let prelaid = self.prelaid();
-        self.supervisor.finish_volume_layout(&manifest, prelaid).await?;
+        self.supervisor.finish_volume_layout(&manifest, patched).await?;
         let spec = offer.spec.clone().unwrap_or_default();
         self.supervisor
             .check_open_files(&spec, &snapshot)

@@ -514,35 +514,66 @@ impl Supervisor {
             .map_err(|error| format!("the check of its open files failed: {error}"))?
     }
 
-    /// Puts the volume of an arrival in place as its sealed checkpoint
-    /// `manifest` holds it: patching what was laid out ahead (`prelaid`),
-    /// or from scratch.
-    pub async fn finish_volume_layout(
+    /// Patches the volume of an arrival laid out ahead (`prelaid`) to its
+    /// sealed checkpoint `manifest`, beside the function's volume; the
+    /// seal runs it while the checkpoint is made durable. Whether it is
+    /// patched: if not, [`finish_volume_layout`](Self::finish_volume_layout)
+    /// lays the volume out afresh.
+    pub async fn patch_arriving_volume(
         &self,
         manifest: &ferry_proto::internal::v1::CheckpointManifest,
         prelaid: Option<VolumeState>,
-    ) -> Result<(), HubError> {
+    ) -> bool {
+        let (Some(prelaid), Some(volume)) = (prelaid, manifest.volume.clone()) else {
+            return false;
+        };
         let name = manifest.spec.as_ref().map(|spec| spec.name.clone()).unwrap_or_default();
-        if let (Some(prelaid), Some(volume)) = (prelaid, manifest.volume.clone()) {
-            let (store, data_dir, owned) = (
-                self.inner.checkpoints.clone(),
-                self.inner.config.data_dir.clone(),
-                name.clone(),
-            );
-            let started = std::time::Instant::now();
-            let finished = tokio::task::spawn_blocking(move || {
-                crate::volume_layout::finish_arrival(&store, &data_dir, &owned, &prelaid, &volume)
-            })
-            .await;
-            match finished {
-                Ok(Ok(laid)) => {
-                    tracing::info!(function = %name, files = laid.files, bytes = laid.bytes, elapsed_us = started.elapsed().as_micros() as u64, "arriving volume patched to the sealed checkpoint");
-                    return Ok(());
-                }
+        let (store, data_dir, owned) = (
+            self.inner.checkpoints.clone(),
+            self.inner.config.data_dir.clone(),
+            name.clone(),
+        );
+        let started = std::time::Instant::now();
+        let patched = tokio::task::spawn_blocking(move || {
+            crate::volume_layout::patch_arrival(&store, &data_dir, &owned, &prelaid, &volume)
+        })
+        .await;
+        match patched {
+            Ok(Ok(laid)) => {
+                tracing::info!(function = %name, files = laid.files, bytes = laid.bytes, elapsed_us = started.elapsed().as_micros() as u64, "arriving volume patched to the sealed checkpoint");
+                true
+            }
+            Ok(Err(reason)) => {
+                tracing::warn!(function = %name, %reason, "could not patch the arriving volume; laying it out afresh");
+                false
+            }
+            Err(error) => {
+                tracing::warn!(function = %name, %error, "volume patch task failed; laying the volume out afresh");
+                false
+            }
+        }
+    }
+
+    /// Puts the volume of an arrival in place as its sealed checkpoint
+    /// `manifest` holds it: the one [`patch_arriving_volume`](Self::patch_arriving_volume)
+    /// patched (`patched`), or one laid out from scratch.
+    pub async fn finish_volume_layout(
+        &self,
+        manifest: &ferry_proto::internal::v1::CheckpointManifest,
+        patched: bool,
+    ) -> Result<(), HubError> {
+        if patched && manifest.volume.is_some() {
+            let name = manifest.spec.as_ref().map(|spec| spec.name.clone()).unwrap_or_default();
+            let data_dir = self.inner.config.data_dir.clone();
+            let owned = name.clone();
+            match tokio::task::spawn_blocking(move || crate::volume_layout::swap_in_arrival(&data_dir, &owned)).await {
+                Ok(Ok(())) => return Ok(()),
                 Ok(Err(reason)) => {
-                    tracing::warn!(function = %name, %reason, "could not patch the arriving volume; laying it out afresh");
+                    tracing::warn!(function = %name, %reason, "could not put the arriving volume in place; laying it out afresh");
                 }
-                Err(_) => {}
+                Err(error) => {
+                    tracing::warn!(function = %name, %error, "volume swap task failed; laying the volume out afresh");
+                }
             }
         }
         self.inner.lay_out_volume(manifest).await

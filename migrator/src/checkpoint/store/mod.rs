@@ -219,6 +219,14 @@ impl CheckpointStore {
         Ok(missing)
     }
 
+    /// Makes every chunk body stored so far durable. A commit syncs them
+    /// itself; a caller that syncs first, while it does other work, finds
+    /// the commit's share shorter (and sled's lock, which a commit holds
+    /// and every read takes, held for less).
+    pub fn sync_chunks(&self) -> Result<(), CheckpointError> {
+        self.packs.sync()
+    }
+
     /// Whether the store holds the chunk.
     pub fn contains_chunk(&self, hash: &ChunkHash) -> Result<bool, CheckpointError> {
         Ok(self.chunks.contains_key(hash.as_bytes())?)
@@ -228,7 +236,19 @@ impl CheckpointStore {
     /// this store checked it already), into `destination` (exactly its
     /// length).
     pub fn read_chunk_into(&self, hash: &ChunkHash, destination: &mut [u8]) -> Result<(), CheckpointError> {
-        self.decode_into(hash, &mut ChunkDecoder::new()?, destination)?;
+        self.read_chunk_with(&mut ChunkDecoder::new()?, hash, destination)
+    }
+
+    /// [`read_chunk_into`](Self::read_chunk_into) with the caller's
+    /// decoder: a reader of many chunks makes one (a zstd context is a
+    /// few hundred KiB to set up) and reuses it.
+    pub fn read_chunk_with(
+        &self,
+        decoder: &mut ChunkDecoder,
+        hash: &ChunkHash,
+        destination: &mut [u8],
+    ) -> Result<(), CheckpointError> {
+        self.decode_into(hash, decoder, destination)?;
         if !self.trusted.contains(hash) {
             super::codec::verify_chunk(destination, hash)
                 .map_err(|reason| CheckpointError::corrupt(format!("chunk {hash}"), reason))?;
