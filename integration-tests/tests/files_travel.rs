@@ -21,7 +21,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use ferry_integration_tests::moves::{Rng, kill_mid_move, loopback_pair, migrate, wait_exited, wait_peer_up};
-use ferry_integration_tests::{HubOptions, HubProcess, eventually, expect_success as ok, guest, wait_ended};
+use ferry_integration_tests::{
+    HubOptions, HubProcess, eventually, expect_success as ok, guest, stdout_text, wait_ended,
+};
 
 /// A safety net for a hung test, never a performance assertion.
 const PATIENCE: Duration = Duration::from_secs(300);
@@ -239,4 +241,127 @@ async fn killing_either_hub_mid_move_never_loses_or_forks_the_database() {
         !hubs[1 - owner].data_dir().join("functions").join(name).exists(),
         "the hub it does not run on keeps no copy of its files"
     );
+}
+
+/// BLAKE3 of every file in `name`'s volume on `hub`, by name.
+fn volume_digest(hub: &HubProcess, name: &str) -> Vec<(String, String)> {
+    let volume = hub.data_dir().join("functions").join(name).join("volume");
+    let mut files: Vec<(String, String)> = std::fs::read_dir(&volume)
+        .unwrap_or_else(|error| panic!("{}: {error}", volume.display()))
+        .map(|entry| {
+            let entry = entry.unwrap();
+            let bytes = std::fs::read(entry.path()).unwrap();
+            (
+                entry.file_name().to_string_lossy().into_owned(),
+                blake3::hash(&bytes).to_hex().to_string(),
+            )
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// What a checkpoint of `name` on `hub` read of its volume, and the volume's size.
+fn checkpoint_reads(hub: &HubProcess, name: &str) -> (u64, u64) {
+    let checkpoint = hub.ferry_json(&["checkpoint", name]).unwrap();
+    (
+        checkpoint["volume_bytes_read"].as_u64().unwrap_or(0),
+        checkpoint["volume_bytes"].as_u64().unwrap_or(0),
+    )
+}
+
+/// A hub that lays a volume out from a checkpoint (an arrival, a resume)
+/// knows what every file holds: the function's next checkpoint reads only
+/// what it wrote since, not the whole volume with the function stopped —
+/// and what that checkpoint stores lays the same files out again. A move
+/// starts from the latest checkpoint's view the same way.
+#[tokio::test]
+async fn the_first_checkpoint_after_a_move_or_a_resume_reads_none_of_an_unchanged_volume() {
+    let hubs = loopback_pair(&["--checkpoint-interval", "0s"], PATIENCE).await.unwrap();
+    let writer = guest("guests/volume_writer.wasm");
+    let name = "writer";
+    // 8 MiB in four files, then a rewrite only after ten minutes.
+    ok(hubs[0].ferry(&[
+        "deploy",
+        writer.to_str().unwrap(),
+        "--name",
+        name,
+        "--volume",
+        "/data:64MiB",
+        "--",
+        "/data",
+        "8",
+        "4",
+        "64",
+        "11",
+        "1",
+        "600000",
+    ]));
+    eventually("the writer to fill its volume", PATIENCE, || async {
+        stdout_text(&hubs[0].ferry(&["logs", name]))
+            .contains("filled")
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    let total = 8 << 20;
+    assert_eq!(
+        checkpoint_reads(&hubs[0], name),
+        (total, total),
+        "a first checkpoint reads it all"
+    );
+    let written = volume_digest(&hubs[0], name);
+
+    // The move starts from that checkpoint's view: nothing to read.
+    let moved = migrate(&hubs[0], name, "hub-1").unwrap();
+    assert_eq!(moved["volume_bytes_read"].as_u64(), Some(0), "{moved}");
+    assert_eq!(volume_digest(&hubs[1], name), written);
+    assert_eq!(checkpoint_reads(&hubs[1], name), (0, total), "after the move");
+
+    // Resumed from that checkpoint: the same files, and again nothing to read.
+    for round in 0..2 {
+        ok(hubs[1].ferry(&["suspend", name]));
+        ok(hubs[1].ferry(&["resume", name]));
+        assert_eq!(volume_digest(&hubs[1], name), written, "resume {round}");
+        assert_eq!(checkpoint_reads(&hubs[1], name), (0, total), "after resume {round}");
+    }
+    let back = migrate(&hubs[1], name, "hub-0").unwrap();
+    assert_eq!(back["volume_bytes_read"].as_u64(), Some(0), "{back}");
+    assert_eq!(volume_digest(&hubs[0], name), written);
+    let output = stdout_text(&hubs[0].ferry(&["logs", name]));
+    assert!(!output.contains("failed"), "{output}");
+}
+
+/// A move sends the files its first round did not read from the
+/// checkpoint it started from. Here the first round waits seconds for its
+/// answer (the destination compiles SQLite) while SQLite rewrites pages
+/// all over its database and the user takes three checkpoints: the hub
+/// keeps two, but must not drop the move's one, nor its chunks, before
+/// they are sent.
+#[tokio::test]
+async fn a_move_sends_files_from_its_checkpoint_while_newer_checkpoints_are_written() {
+    let hubs = loopback_pair(&["--checkpoint-interval", "0s"], PATIENCE).await.unwrap();
+    let name = "busy-database";
+    deploy(&hubs[0], name, LONG_RUN);
+    wait_batches(&hubs[0], name, 60).await;
+    ok(hubs[0].ferry(&["checkpoint", name]));
+    let moved = std::thread::scope(|scope| {
+        let moving = scope.spawn(|| migrate(&hubs[0], name, "hub-1"));
+        std::thread::sleep(Duration::from_millis(800));
+        for _ in 0..3 {
+            ok(hubs[0].ferry(&["checkpoint", name]));
+        }
+        moving.join().unwrap()
+    })
+    .unwrap_or_else(|error| panic!("the move failed: {error:#}"));
+    assert!(moved["module_prepare_micros"].as_u64().unwrap_or(0) > 0, "{moved}");
+    let log = hubs[0].agent_log();
+    assert!(
+        log.contains("first round read only the files changed since the latest checkpoint"),
+        "the move did not start from the checkpoint's view:\n{log}"
+    );
+    let batches = batches_printed(&hubs[1], name);
+    wait_batches(&hubs[1], name, batches + 5).await;
+    let output = ok(hubs[1].ferry(&["logs", name]));
+    assert!(!output.contains("sqlite error"), "{output}");
 }

@@ -99,6 +99,7 @@ fn print_summary(summary: &MigrateSummary, json: bool) {
                 "module_prepare_micros": summary.module_prepare_micros,
                 "attempts": summary.attempts,
                 "effects_held_micros": summary.effects_held_micros,
+                "volume_bytes_read": summary.volume_bytes_read,
             })
         );
         return;
@@ -109,7 +110,7 @@ fn print_summary(summary: &MigrateSummary, json: bool) {
     );
     let compressed_away = (summary.bytes_offered - summary.bytes_deduplicated).saturating_sub(summary.bytes_sent);
     println!(
-        "  rounds {}, memory {}, sent {} ({} saved by dedup, {} by compression){}",
+        "  rounds {}, memory {}, sent {} ({} saved by dedup, {} by compression){}{}",
         summary.rounds,
         human_bytes(summary.memory_bytes),
         human_bytes(summary.bytes_sent),
@@ -117,6 +118,11 @@ fn print_summary(summary: &MigrateSummary, json: bool) {
         human_bytes(compressed_away),
         if summary.module_bytes_sent > 0 {
             format!(", module {}", human_bytes(summary.module_bytes_sent))
+        } else {
+            String::new()
+        },
+        if summary.volume_bytes_read > 0 {
+            format!(", files read {}", human_bytes(summary.volume_bytes_read))
         } else {
             String::new()
         }

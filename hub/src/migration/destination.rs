@@ -65,6 +65,7 @@ pub(super) fn receive(
             installed: false,
             preparing: None,
             snapshot: None,
+            sealed: None,
             outbound,
             admitted: None,
             staged: None,
@@ -107,6 +108,8 @@ struct Arrival {
     /// The module being prepared, when the source sent it, and since when.
     preparing: Option<(Instant, tokio::task::JoinHandle<Result<(), HubError>>)>,
     snapshot: Option<Arc<Snapshot>>,
+    /// The sealed checkpoint as stored here (what `snapshot` holds).
+    sealed: Option<CheckpointManifest>,
     outbound: mpsc::Sender<Result<DestinationFrame, Status>>,
     /// Room reserved for a move the source's rebalancer offered.
     admitted: Option<Admitted>,
@@ -267,7 +270,7 @@ impl Arrival {
                     None => self.warm.take().map(WarmStart::Filled),
                 };
                 self.supervisor
-                    .commit_arrival(&name, self.snapshot.take(), warm)
+                    .commit_arrival(&name, self.snapshot.take(), (warm, self.sealed.take()))
                     .await?;
                 if let Some(admitted) = self.admitted.as_mut() {
                     admitted.arrived = true;
@@ -638,6 +641,7 @@ impl Arrival {
             install_us = (install_done - import_done).as_micros() as u64,
             "function prepared; waiting for the commit"
         );
+        self.sealed = Some(manifest);
         let running = self
             .held
             .as_ref()

@@ -64,7 +64,7 @@ pub fn spawn_resolver(
             match outcome {
                 Ok(HandoffOutcome::Committed) => {
                     tracing::info!(function = %name, epoch, "the source committed the handoff; starting");
-                    if let Err(error) = supervisor.commit_arrival(&name, snapshot.clone(), None).await {
+                    if let Err(error) = supervisor.commit_arrival(&name, snapshot.clone(), (None, None)).await {
                         tracing::error!(function = %name, error = %ferry_proto::error_chain(&error), "could not start a committed arrival");
                     }
                     return;

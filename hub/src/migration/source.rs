@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_migrator::checkpoint::volume::volume_chunk_lengths;
-use ferry_migrator::checkpoint::{CHECKPOINT_FORMAT_VERSION, ChunkHash, DEFAULT_CHUNK_SIZE, codec::StreamEncoder};
+use ferry_migrator::checkpoint::{CHECKPOINT_FORMAT_VERSION, ChunkHash, DEFAULT_CHUNK_SIZE};
 use ferry_migrator::transfer::{ChunkAt, Heard, NextStep, Owner, Sender, TransferError};
 use ferry_proto::PROTOCOL_VERSION;
 use ferry_proto::internal::v1::{
-    AutomaticMove, ChunkData, DestinationFrame, ForwardPointer, LogBatch, ModuleData, Offer, SourceFrame, Started,
-    source_frame,
+    AutomaticMove, DestinationFrame, ForwardPointer, LogBatch, ModuleData, Offer, SourceFrame, Started, source_frame,
 };
 use ferry_proto::v1::{
     FunctionState, LogEntry, MigrateProgress, MigrateSummary, MoveRetry, RoundProgress, migrate_progress,
@@ -22,8 +21,10 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use tracing::Instrument;
 
+mod chunks_out;
 mod hashes;
 mod retries;
+mod shared_view;
 mod wire;
 
 use hashes::hash_changes;
@@ -36,7 +37,7 @@ use crate::checkpoint_codec::manifest_template;
 use crate::connector::{Purpose, TRANSFER_CONNECT_TIMEOUT};
 use crate::error::HubError;
 use crate::logs::unix_ms_now;
-use crate::runtime::{MemoryWanted, Snapshot, SnapshotMemory};
+use crate::runtime::{MemoryWanted, Snapshot};
 use crate::supervisor::{MoveCandidate, MoveStep, Supervisor};
 
 /// Log entries per `LogBatch` frame.
@@ -195,6 +196,7 @@ async fn migrate_as(
         resumed_after: None,
         last_early_log: None,
         watchdog,
+        volume_bytes_read: 0,
     };
     supervisor.note_move(
         name,
@@ -250,6 +252,8 @@ async fn migrate_as(
 
 struct MoveRun<'a> {
     supervisor: &'a Supervisor,
+    /// File bytes the rounds' captures read.
+    volume_bytes_read: u64,
     move_id: String,
     name: &'a str,
     target: &'a Target,
@@ -436,6 +440,16 @@ impl MoveRun<'_> {
         };
         let mut base: Option<Vec<Option<ChunkHash>>> = None;
         let mut last = false;
+        // The first round reads only the files changed since the latest
+        // checkpoint, the function stopped for less (`shared_view`).
+        let (mut view_lock, mut pin) = match self.candidate.spec.volume {
+            Some(_) => self
+                .supervisor
+                .share_checkpoint_view(self.name, &self.dirty_set())
+                .await
+                .unzip(),
+            None => (None, None),
+        };
         loop {
             let capture_started = Instant::now();
             let snapshot = if last {
@@ -454,8 +468,18 @@ impl MoveRun<'_> {
                     .await
                     .map_err(|error| local(format!("cannot capture the function: {error}")))?
             };
+            let capture = capture_started.elapsed();
+            // The capture took the view: checkpoints may go on (the pin
+            // keeps what the round sends from the store).
+            drop(view_lock.take());
+            if pin.is_some() && !self.unread_chunks_stored(&snapshot).await {
+                pin = None;
+                // Captured again, whole.
+                self.supervisor.forget_dirty_set(self.name, &self.dirty_set());
+                continue;
+            }
+            self.volume_bytes_read += snapshot.files.as_ref().map_or(0, |files| files.bytes_read);
             let round_started = Instant::now();
-            let capture = round_started - capture_started;
             let hashes = hash_changes(Arc::clone(&snapshot), sender.chunk_size(), base.take()).await?;
             let hashed = round_started.elapsed();
             let memory_bytes = snapshot.memory.memory_bytes();
@@ -482,7 +506,11 @@ impl MoveRun<'_> {
                 bytes_deduplicated: planned.changed_bytes.saturating_sub(bytes_to_send),
             }));
             let needed = round_started.elapsed();
-            self.send_chunks(sender, outbound, &snapshot, to_send).await?;
+            self.send_chunks(sender, outbound, &snapshot, (to_send, file_chunk_lengths))
+                .await?;
+            // The first round's chunks are sent: what it sent from the
+            // store may go.
+            pin = None;
             tracing::debug!(
                 function = %self.name,
                 round = round_number,
@@ -519,72 +547,6 @@ impl MoveRun<'_> {
                 last = true;
             }
         }
-    }
-
-    /// Encodes the chunks on a blocking thread and streams them out.
-    async fn send_chunks(
-        &self,
-        sender: &mut Sender,
-        outbound: &mpsc::Sender<SourceFrame>,
-        snapshot: &Arc<Snapshot>,
-        to_send: Vec<(ChunkHash, ChunkAt)>,
-    ) -> Result<(), TransferError> {
-        let (encoded_tx, mut encoded_rx) = mpsc::channel::<(u64, SourceFrame)>(16);
-        let captured = Arc::clone(snapshot);
-        let encoder = tokio::task::spawn_blocking(move || {
-            let SnapshotMemory::Changes(changes) = &captured.memory else {
-                return Err("the round captured the whole memory, not its changes".to_owned());
-            };
-            let mut encoder = StreamEncoder::new(ferry_migrator::checkpoint::codec::DEFAULT_COMPRESSION_LEVEL)
-                .map_err(|error| error.to_string())?;
-            let volume: std::collections::HashMap<ChunkHash, &[u8]> = captured
-                .files
-                .iter()
-                .flat_map(|files| files.chunks.iter())
-                .map(|(hash, bytes)| (*hash, &bytes[..]))
-                .collect();
-            for (hash, at) in to_send {
-                let bytes = match at {
-                    ChunkAt::Memory(slot) => changes
-                        .chunk(slot)
-                        .ok_or_else(|| format!("chunk {slot} changed but was not captured"))?,
-                    ChunkAt::Volume => volume
-                        .get(&hash)
-                        .copied()
-                        .ok_or_else(|| format!("volume chunk {hash} is new but was not read"))?,
-                };
-                let encoded = encoder.encode(bytes).map_err(|error| error.to_string())?;
-                let chunk = frame(source_frame::Frame::Chunk(ChunkData {
-                    hash: hash.0.to_vec(),
-                    encoded,
-                }));
-                if encoded_tx.blocking_send((bytes.len() as u64, chunk)).is_err() {
-                    break;
-                }
-            }
-            Ok::<(), String>(())
-        });
-        let mut since_report = 0;
-        let mut round_sent = 0;
-        while let Some((uncompressed, chunk)) = encoded_rx.recv().await {
-            let encoded_len = match &chunk.frame {
-                Some(source_frame::Frame::Chunk(data)) => data.encoded.len() as u64,
-                _ => 0,
-            };
-            send(&self.watchdog, outbound, chunk).await?;
-            sender.chunk_sent(uncompressed, encoded_len);
-            since_report += uncompressed;
-            round_sent += uncompressed;
-            if since_report >= PROGRESS_EVERY {
-                since_report = 0;
-                self.report(migrate_progress::Event::RoundBytesSent(round_sent));
-            }
-        }
-        self.report(migrate_progress::Event::RoundBytesSent(round_sent));
-        encoder
-            .await
-            .map_err(|error| local(format!("encoder failed: {error}")))?
-            .map_err(|reason| local(format!("cannot encode a chunk: {reason}")))
     }
 
     /// Sends the log history: all of it the first time (before the
@@ -673,6 +635,7 @@ impl MoveRun<'_> {
             module_prepare_micros: stats.module_prepare_micros,
             attempts: 1,
             effects_held_micros: start.map_or(0, |start| start.held_micros),
+            volume_bytes_read: self.volume_bytes_read,
         }
     }
 }

@@ -137,6 +137,9 @@ struct Shared {
     /// Dirty sets (and their chunk sizes) whose consumer holds the memory
     /// the run is restored from: started clean at the restore.
     clean_sets: Vec<(String, u32)>,
+    /// Volume views to start from another consumer's, `(from, to)`, at
+    /// the next capture.
+    shared_views: Vec<(String, String)>,
 }
 
 impl Shared {
@@ -221,6 +224,19 @@ impl FunctionControl {
     /// Dirty sets to drop (taken once).
     pub fn take_forgotten_sets(&self) -> Vec<String> {
         std::mem::take(&mut self.lock().forgotten_sets)
+    }
+
+    /// Starts the volume's view for consumer `to` at the next capture from
+    /// consumer `from`'s (its files as `from`'s previous capture found
+    /// them, and the changes since): `to`'s first capture reads only those
+    /// changes. Its memory set starts complete, as always.
+    pub fn share_volume_view(&self, from: &str, to: &str) {
+        self.lock().shared_views.push((from.to_owned(), to.to_owned()));
+    }
+
+    /// Volume views to share (taken once).
+    pub fn take_shared_views(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.lock().shared_views)
     }
 
     /// Copies of the queued messages, for a snapshot.

@@ -263,16 +263,9 @@ impl LiveInstance {
             rewind_instance: None,
             dirty: DirtyTracker::new(TrackingMode::of_this_hub()),
         };
-        let clean_sets = live.env.as_ref(&live.store).control.take_clean_sets();
         if let Some(snapshot) = snapshot {
             live.restore(snapshot)?;
-            let view = live.memory.view(&live.store);
-            for (set, chunk_size) in clean_sets {
-                if let Err(reason) = live.dirty.start_clean(&view, &set, chunk_size) {
-                    // The set starts at its first capture instead, complete.
-                    tracing::warn!(%set, %reason, "cannot start a dirty set clean after the restore");
-                }
-            }
+            live.start_clean_sets(snapshot);
         }
         let bytes = live.memory.view(&live.store).data_size();
         live.env.as_ref(&live.store).control.set_memory_bytes(bytes);
@@ -378,7 +371,28 @@ impl LiveInstance {
         self.restore_execution(snapshot)?;
         let control = Arc::clone(&self.env.as_ref(&self.store).control);
         control.set_memory_bytes(held);
+        self.start_clean_sets(snapshot);
         Ok(())
+    }
+
+    /// Starts the dirty sets asked for ([`FunctionControl::start_clean_after_restore`])
+    /// clean, memory and volume: this instance holds `snapshot`, whose
+    /// volume was laid out just before. A set that cannot start clean
+    /// starts at its first capture instead, complete.
+    fn start_clean_sets(&mut self, snapshot: &Snapshot) {
+        let control = Arc::clone(&self.env.as_ref(&self.store).control);
+        let view = self.memory.view(&self.store);
+        let volume = snapshot.files.as_ref().and_then(|files| files.volume.as_ref());
+        for (set, chunk_size) in control.take_clean_sets() {
+            if let Err(reason) = self.dirty.start_clean(&view, &set, chunk_size) {
+                tracing::warn!(%set, %reason, "cannot start a dirty set clean after the restore");
+            }
+            if let Some(volume) = volume
+                && let Err(reason) = super::wasi::volume::start_clean(&self.env.as_ref(&self.store).fds, &set, volume)
+            {
+                tracing::warn!(%set, %reason, "cannot start the volume's view clean after the restore");
+            }
+        }
     }
 
     /// The saved stack and globals, then the rewind.
@@ -545,6 +559,13 @@ impl LiveInstance {
             for area in self.env.as_ref(&self.store).fds.areas() {
                 if let Some(mut tracker) = area.tracker() {
                     tracker.forget(&set);
+                }
+            }
+        }
+        for (from, to) in control.take_shared_views() {
+            for area in self.env.as_ref(&self.store).fds.areas() {
+                if let Some(mut tracker) = area.tracker() {
+                    tracker.share(&from, &to);
                 }
             }
         }

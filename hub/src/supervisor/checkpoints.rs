@@ -376,6 +376,22 @@ impl Inner {
             .remove(name)
     }
 
+    /// The sequence of the base of `name`'s next incremental checkpoint.
+    pub(super) fn incremental_base_sequence(&self, name: &str) -> Option<u64> {
+        self.incremental
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(name)
+            .map(|manifest| manifest.sequence)
+    }
+
+    /// Checkpoints moves send chunks from ([`CheckpointPin`](super::CheckpointPin)).
+    pub(super) fn pinned_checkpoints(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, u64>> {
+        self.pinned_checkpoints
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Makes `manifest` the base of the next incremental checkpoint of `name`.
     pub(super) fn set_incremental_base(&self, name: &str, manifest: CheckpointManifest) {
         self.incremental
@@ -385,7 +401,7 @@ impl Inner {
     }
 
     /// The control block of the current run of `name`, if it runs.
-    fn run_control(&self, name: &str) -> Option<Arc<FunctionControl>> {
+    pub(super) fn run_control(&self, name: &str) -> Option<Arc<FunctionControl>> {
         let slots = self.lock_slots();
         slots
             .get(name)
@@ -441,6 +457,7 @@ impl Inner {
         let template = manifest_template(&snapshot, spec, epoch, sequence, unix_ms_now());
         let store = self.checkpoints.clone();
         let owned_name = name.to_owned();
+        let pinned = self.pinned_checkpoints().get(name).copied();
         let of_changes = matches!(snapshot.memory, SnapshotMemory::Changes(_));
         let result = tokio::task::spawn_blocking(move || {
             // The files' chunks first: the commit below checks every chunk
@@ -472,8 +489,12 @@ impl Inner {
                     store.put_changes(template, changed, base.as_ref())
                 }
             }?;
-            store.retain(&owned_name, CHECKPOINTS_KEPT)?;
             let (manifest, mut stats) = put;
+            // A move may be sending chunks of a pinned checkpoint.
+            let kept = pinned.map_or(CHECKPOINTS_KEPT, |since| {
+                CHECKPOINTS_KEPT.max(manifest.sequence.saturating_sub(since) as usize + 1)
+            });
+            store.retain(&owned_name, kept)?;
             stats.bytes_written_compressed += volume_bytes_written;
             let files = snapshot.files.as_ref();
             let volume = VolumeFigures {

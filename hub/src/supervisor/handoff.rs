@@ -35,6 +35,19 @@ pub struct MoveCandidate {
     pub starts: u32,
 }
 
+/// Keeps a function's checkpoint, and every later one, stored while it
+/// lives ([`Supervisor::share_checkpoint_view`]).
+pub struct CheckpointPin {
+    inner: Arc<Inner>,
+    name: String,
+}
+
+impl Drop for CheckpointPin {
+    fn drop(&mut self) {
+        self.inner.pinned_checkpoints().remove(&self.name);
+    }
+}
+
 /// Holds a function in a move for as long as it lives: if the move ends
 /// without being recorded or failed explicitly (an error path, a panic), a
 /// function still in its pre-copy rounds runs on here.
@@ -79,6 +92,35 @@ impl Supervisor {
         self.capture(name, Request::Checkpoint, wanted)
             .await?
             .ok_or_else(|| HubError::Internal(format!("a round of {name:?} asked for no capture")))
+    }
+
+    /// Starts the volume view of a move's dirty set `set` of `name` from
+    /// the periodic checkpoints' (see [`FunctionControl::share_volume_view`]),
+    /// when that view is the one of the function's latest stored
+    /// checkpoint: then every file chunk it does not read again is in this
+    /// hub's store. The lock guard keeps checkpoints out (none can change
+    /// the view) until the move's capture took it; the pin keeps that
+    /// checkpoint (and its chunks) stored, whatever checkpoints follow,
+    /// until it is dropped. `None` when there is no such view.
+    ///
+    /// [`FunctionControl::share_volume_view`]: crate::runtime::FunctionControl::share_volume_view
+    pub async fn share_checkpoint_view(
+        &self,
+        name: &str,
+        set: &str,
+    ) -> Option<(tokio::sync::MutexGuard<'_, ()>, CheckpointPin)> {
+        let one_at_a_time = self.inner.checkpoint_lock.lock().await;
+        // The base is there only after a persist that succeeded, and is
+        // taken out from a checkpoint's capture to its persist.
+        let sequence = self.inner.incremental_base_sequence(name)?;
+        let control = self.inner.run_control(name)?;
+        control.share_volume_view(super::checkpoints::CHECKPOINT_SET, set);
+        self.inner.pinned_checkpoints().insert(name.to_owned(), sequence);
+        let pin = CheckpointPin {
+            inner: Arc::clone(&self.inner),
+            name: name.to_owned(),
+        };
+        Some((one_at_a_time, pin))
     }
 
     /// The move that used dirty set `set` of `name` is over: its instance
@@ -435,13 +477,15 @@ impl Supervisor {
     }
 
     /// The source committed: the function runs here from `snapshot` (the
-    /// received image, in `warm` if the arrival filled an instance) or,
-    /// after a restart, from its stored checkpoint.
+    /// received image, in `warm` if the arrival filled an instance; `sealed`
+    /// is the stored checkpoint it is, when known) or, after a restart,
+    /// from its stored checkpoint. Either way its first checkpoint here
+    /// writes only what it changed since that checkpoint.
     pub async fn commit_arrival(
         &self,
         name: &str,
         snapshot: Option<Arc<Snapshot>>,
-        warm: Option<WarmStart>,
+        (warm, sealed): (Option<WarmStart>, Option<ferry_proto::internal::v1::CheckpointManifest>),
     ) -> Result<(), HubError> {
         let source = {
             let slots = self.inner.lock_slots();
@@ -452,17 +496,17 @@ impl Supervisor {
                 _ => return Ok(()),
             }
         };
-        let snapshot = match snapshot {
-            Some(snapshot) => snapshot,
+        let (snapshot, sealed) = match snapshot {
+            Some(snapshot) => (snapshot, sealed),
             None => {
                 let manifest = self.inner.latest_checkpoint(name)?;
-                Arc::new(self.inner.load_snapshot(&manifest).await?)
+                (Arc::new(self.inner.load_snapshot(&manifest).await?), Some(manifest))
             }
         };
         let prepared = self.inner.prepare_stored(name).await?;
         let Some(launched) =
             self.inner
-                .decide_and_launch_warm(name, Request::Commit, &prepared, Some(snapshot), warm)?
+                .decide_and_launch_warm(name, Request::Commit, &prepared, Some(snapshot), (warm, sealed))?
         else {
             return Ok(());
         };

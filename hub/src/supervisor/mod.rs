@@ -21,7 +21,7 @@ mod run;
 mod services;
 
 pub use checkpoints::{CHECKPOINTS_KEPT, open_store as open_checkpoint_store};
-pub use handoff::{ArrivalLogs, MoveCandidate, MovingGuard};
+pub use handoff::{ArrivalLogs, CheckpointPin, MoveCandidate, MovingGuard};
 pub use info::state_name;
 pub use lifecycle::{Phase, Suspender};
 pub use messages::{Envelope, Outbound, undelivered};
@@ -139,6 +139,10 @@ struct Inner {
     incremental: Mutex<HashMap<String, CheckpointManifest>>,
     /// Checkpoints capture and persist one at a time (`Supervisor::checkpoint`).
     checkpoint_lock: tokio::sync::Mutex<()>,
+    /// Per function, the oldest checkpoint a move sends file chunks from
+    /// (`Supervisor::share_checkpoint_view`): kept until that move's first
+    /// round is sent, whatever checkpoints follow it.
+    pinned_checkpoints: Mutex<HashMap<String, u64>>,
     /// Which move stored the early log history of an arrival under each
     /// name (`Supervisor::import_arrival_logs`): only that move may add
     /// the rest or drop it, so that a late, discarded transfer never takes
@@ -204,6 +208,7 @@ impl Supervisor {
                 checkpoints,
                 incremental: Mutex::new(HashMap::new()),
                 checkpoint_lock: tokio::sync::Mutex::new(()),
+                pinned_checkpoints: Mutex::new(HashMap::new()),
                 early_logs: Mutex::new(HashMap::new()),
                 persist_lock: tokio::sync::Mutex::new(()),
                 record_writer: Mutex::new(()),

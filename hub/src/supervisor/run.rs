@@ -329,7 +329,7 @@ impl Inner {
         prepared: &PreparedModule,
         snapshot: Option<Arc<Snapshot>>,
     ) -> Result<Option<Launched>, HubError> {
-        self.decide_and_launch_warm(name, request, prepared, snapshot, None)
+        self.decide_and_launch_warm(name, request, prepared, snapshot, (None, None))
     }
 
     /// [`Inner::decide_and_launch`] from the stored checkpoint `manifest`,
@@ -361,18 +361,30 @@ impl Inner {
     }
 
     /// [`Inner::decide_and_launch`] into `warm`, an instance that holds the
-    /// snapshot's memory already, when there is one.
+    /// snapshot's memory already, when there is one. With `stored`, the
+    /// stored checkpoint the snapshot is (an arrival's sealed one), the run
+    /// starts its checkpoint dirty set clean from it, as
+    /// [`Inner::decide_and_launch_restored`] does — unless the warm run
+    /// started before this (held): it has changed what it holds since.
     pub(super) fn decide_and_launch_warm(
         self: &Arc<Self>,
         name: &str,
         request: Request,
         prepared: &PreparedModule,
         snapshot: Option<Arc<Snapshot>>,
-        warm: Option<WarmStart>,
+        (warm, stored): (Option<WarmStart>, Option<CheckpointManifest>),
     ) -> Result<Option<Launched>, HubError> {
+        let ran_already = matches!(warm, Some(WarmStart::Held(_)));
         let Some(launch) = self.decide_launch(name, request, prepared, snapshot, warm)? else {
             return Ok(None);
         };
+        let chunk_size = self.checkpoints.options().chunk_size;
+        if let Some(manifest) = stored.filter(|manifest| !ran_already && manifest.chunk_size == chunk_size) {
+            launch
+                .control
+                .start_clean_after_restore(super::checkpoints::CHECKPOINT_SET, chunk_size);
+            self.set_incremental_base(name, manifest);
+        }
         Ok(Some(self.launch(launch)))
     }
 

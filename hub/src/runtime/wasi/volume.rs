@@ -65,6 +65,92 @@ impl VolumeTracker {
     pub fn forget(&mut self, set: &str) {
         self.sets.remove(set);
     }
+
+    /// Starts consumer `to` where consumer `from` is: its first capture
+    /// reads only what changed since `from`'s previous one (and takes the
+    /// other hashes from it). Nothing if `from` has no view yet.
+    pub fn share(&mut self, from: &str, to: &str) {
+        if let Some(view) = self.sets.get(from) {
+            let view = TrackedSet {
+                chunk_size: view.chunk_size,
+                files: view.files.clone(),
+                changed: view.changed.clone(),
+            };
+            self.sets.insert(to.to_owned(), view);
+        }
+    }
+}
+
+/// Files smaller than this are not taken by [`start_clean`].
+const START_CLEAN_MIN_BYTES: u64 = 8 * FILE_CHUNK_SIZE as u64;
+
+/// Starts consumer `set` of the volume among `fds` as if its previous
+/// capture had found `volume`, which the volume was just laid out from (a
+/// restore, an arrival): each regular file of 64 KiB or more that `volume`
+/// names and that is on disk at the length `volume` gives it is taken with the chunk hashes
+/// `volume` lists, by inode and change time as it is now. Anything else is
+/// read whole at the set's first capture, as without this. Returns the
+/// files taken.
+pub fn start_clean(fds: &FdTable, set: &str, volume: &VolumeState) -> Result<usize, String> {
+    let Some(area) = fds.areas().iter().find(|area| area.is_volume()) else {
+        return Ok(0);
+    };
+    if volume.chunk_size != FILE_CHUNK_SIZE {
+        return Ok(0);
+    }
+    let mut files = HashMap::new();
+    for entry in &volume.entries {
+        // A small file costs its first capture about what looking it up
+        // here costs the start: it is left to be read then.
+        if volume_entry::Kind::try_from(entry.kind) != Ok(volume_entry::Kind::File)
+            || entry.size < START_CLEAN_MIN_BYTES
+        {
+            continue;
+        }
+        // Not followed: a symlink where the state names a file is not it.
+        let Ok(metadata) = area.root().symlink_metadata(&entry.path) else {
+            continue;
+        };
+        if !metadata.is_file() || metadata.len() != entry.size || metadata.nlink() != 1 {
+            continue;
+        }
+        let hashes: Result<Vec<Option<ChunkHash>>, usize> = entry
+            .chunk_hashes
+            .iter()
+            .map(|hash| ChunkHash::from_manifest_entry(hash))
+            .collect();
+        let Ok(hashes) = hashes else {
+            return Err(format!(
+                "the volume state lists a malformed chunk hash for {}",
+                entry.path
+            ));
+        };
+        if hashes.len() != chunk_count(entry.size, FILE_CHUNK_SIZE) as usize {
+            return Err(format!(
+                "the volume state lists the wrong number of chunks for {}",
+                entry.path
+            ));
+        }
+        files.insert(
+            metadata.ino(),
+            FileRecord {
+                size: entry.size,
+                ctime: (metadata.ctime(), metadata.ctime_nsec()),
+                hashes,
+            },
+        );
+    }
+    let taken = files.len();
+    let mut tracker = area.tracker().ok_or("the volume has no tracker")?;
+    tracker.sets.insert(
+        set.to_owned(),
+        TrackedSet {
+            chunk_size: FILE_CHUNK_SIZE,
+            files,
+            changed: HashMap::new(),
+        },
+    );
+    Ok(taken)
 }
 
 /// A function's files as one capture found them.

@@ -10,7 +10,7 @@ use crate::runtime::wasi::abi::OFLAG_CREAT;
 use crate::runtime::wasi::calls::path::path_unlink_file;
 use crate::runtime::wasi::fds::{Descriptor, FdTable};
 use crate::runtime::wasi::files::PreopenSpec;
-use crate::runtime::wasi::volume::{SnapshotFiles, capture_files, restore_descriptors};
+use crate::runtime::wasi::volume::{SnapshotFiles, capture_files, restore_descriptors, start_clean};
 use ferry_migrator::checkpoint::volume::FILE_CHUNK_SIZE as CHUNK;
 
 const FILE_BYTES: usize = 3 * CHUNK as usize + 100;
@@ -104,6 +104,68 @@ fn a_forgotten_consumer_reads_everything_again() {
         .unwrap()
         .forget("checkpoints");
     assert_eq!(capture(&mut files, "checkpoints").bytes_read, FILE_BYTES as u64);
+}
+
+/// [`volume_with_a_file`] plus `big` of [`BIG_FILE_BYTES`], written from outside.
+fn volume_with_a_big_file() -> Files {
+    let files = volume_with_a_file();
+    let content: Vec<u8> = (0..BIG_FILE_BYTES).map(|index| (index % 241) as u8 + 1).collect();
+    std::fs::write(files.host("volume/big"), content).unwrap();
+    files
+}
+
+const BIG_FILE_BYTES: usize = 9 * CHUNK as usize + 100;
+
+#[test]
+fn a_view_started_from_the_state_the_volume_was_laid_out_from_reads_only_later_writes() {
+    let mut files = volume_with_a_big_file();
+    let laid_out = capture(&mut files, "first").volume.unwrap();
+    let taken = start_clean(&files.test.guest().fds, "restored", &laid_out).unwrap();
+    assert_eq!(taken, 1, "the big file; the small one is read at the first capture");
+    assert_eq!(capture(&mut files, "restored").bytes_read, FILE_BYTES as u64);
+    let fd = files.open(3, "big", 0, READ | WRITE, 0).unwrap();
+    assert_eq!(files.write(fd, b"0123456789"), Ok(10));
+    assert_eq!(capture(&mut files, "restored").bytes_read, u64::from(CHUNK));
+    let fd = files.open(3, "sub/db", 0, READ | WRITE, 0).unwrap();
+    assert_eq!(files.write(fd, b"0123456789"), Ok(10));
+    let after = capture(&mut files, "restored");
+    assert_eq!(after.bytes_read, u64::from(CHUNK));
+    // The same hashes a consumer that reads everything finds.
+    assert_eq!(after.volume, capture(&mut files, "whole").volume);
+}
+
+#[test]
+fn a_view_is_not_started_from_a_state_the_file_on_disk_does_not_match_in_length() {
+    let mut files = volume_with_a_big_file();
+    let mut laid_out = capture(&mut files, "first").volume.unwrap();
+    assert_eq!(laid_out.entries[0].path, "big");
+    laid_out.entries[0].size += 1;
+    assert_eq!(start_clean(&files.test.guest().fds, "restored", &laid_out).unwrap(), 0);
+    assert_eq!(
+        capture(&mut files, "restored").bytes_read,
+        (FILE_BYTES + BIG_FILE_BYTES) as u64
+    );
+    // A malformed hash is an error, not a silent guess.
+    laid_out.entries[0].size -= 1;
+    laid_out.entries[0].chunk_hashes[0] = vec![1, 2, 3];
+    assert!(start_clean(&files.test.guest().fds, "other", &laid_out).is_err());
+}
+
+#[test]
+fn a_shared_view_reads_only_what_changed_since_the_view_it_started_from() {
+    let mut files = volume_with_a_file();
+    capture(&mut files, "checkpoints");
+    let fd = files.open(3, "sub/db", 0, READ | WRITE, 0).unwrap();
+    assert_eq!(files.write(fd, b"0123456789"), Ok(10));
+    files.test.guest().fds.areas()[0]
+        .tracker()
+        .unwrap()
+        .share("checkpoints", "move 1");
+    let moved = capture(&mut files, "move 1");
+    assert_eq!(moved.bytes_read, u64::from(CHUNK));
+    assert_eq!(moved.volume, capture(&mut files, "whole").volume);
+    // The view it started from still has the write to read.
+    assert_eq!(capture(&mut files, "checkpoints").bytes_read, u64::from(CHUNK));
 }
 
 #[test]
