@@ -353,7 +353,13 @@ async fn a_killed_hub_continues_its_functions_from_their_last_checkpoint() {
     checkpointed.unwrap();
     hub.kill().unwrap();
     hub.restart().await.unwrap();
-    let info = function_info(&hub, "ticker");
+    // The hub answers while it restores its functions: "starting" first.
+    let info = eventually("the ticker to run again", PATIENCE, || async {
+        let info = function_info(&hub, "ticker");
+        (info["state"] != "starting").then_some(info)
+    })
+    .await
+    .unwrap();
     assert_eq!(info["state"], "running", "{info}");
     let logs = eventually("the ticker to tick on after the restart", PATIENCE, || async {
         let logs = stdout(&hub.ferry(&["logs", "ticker"]));
