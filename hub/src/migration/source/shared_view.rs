@@ -6,10 +6,13 @@
 //! since); a move's dirty set starts from that view when it is the view of
 //! the function's latest stored checkpoint, so its first capture reads only
 //! what changed since that checkpoint. The chunks it does not read are in
-//! this hub's store, and are sent as the store holds them. No checkpoint
-//! (which could replace that one and drop them) is written until the first
-//! round is sent: the move holds the checkpoints' lock until then. If one
-//! is missing all the same, the round is captured again, whole.
+//! this hub's store, and are sent as the store holds them. Until the first
+//! round is sent, a pin ([`CheckpointPin`]) keeps that checkpoint, and
+//! every later one, stored: checkpoints written meanwhile (a user's `ferry
+//! checkpoint`) do not drop its chunks. If one is missing all the same,
+//! the round is captured again, whole.
+//!
+//! [`CheckpointPin`]: crate::supervisor::CheckpointPin
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
