@@ -190,13 +190,13 @@ async fn migrate_as(
         paused: None,
         paused_at: None,
         memory_bytes: 0,
+        volume_bytes_read: 0,
         module_bytes: 0,
         final_round: Duration::ZERO,
         prepare: Duration::ZERO,
         resumed_after: None,
         last_early_log: None,
         watchdog,
-        volume_bytes_read: 0,
     };
     supervisor.note_move(
         name,
@@ -252,8 +252,6 @@ async fn migrate_as(
 
 struct MoveRun<'a> {
     supervisor: &'a Supervisor,
-    /// File bytes the rounds' captures read.
-    volume_bytes_read: u64,
     move_id: String,
     name: &'a str,
     target: &'a Target,
@@ -263,6 +261,8 @@ struct MoveRun<'a> {
     paused: Option<Arc<Snapshot>>,
     paused_at: Option<Instant>,
     memory_bytes: u64,
+    /// File bytes the rounds' captures read.
+    volume_bytes_read: u64,
     module_bytes: u64,
     final_round: Duration,
     prepare: Duration,
