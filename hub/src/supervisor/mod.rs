@@ -461,6 +461,40 @@ impl Supervisor {
         }
     }
 
+    /// Runs `work` on the arriving volume of `name` on a blocking thread
+    /// (with the store, the data directory and the name), logging how long
+    /// it took, or why it failed (`None`: the caller lays the volume out
+    /// afresh at the seal).
+    async fn arriving_volume_task<T: Send + 'static>(
+        &self,
+        name: &str,
+        what: &'static str,
+        work: impl FnOnce(&ferry_migrator::checkpoint::CheckpointStore, &std::path::Path, &str) -> Result<T, String>
+        + Send
+        + 'static,
+    ) -> Option<T> {
+        let (store, data_dir, owned) = (
+            self.inner.checkpoints.clone(),
+            self.inner.config.data_dir.clone(),
+            name.to_owned(),
+        );
+        let started = std::time::Instant::now();
+        match tokio::task::spawn_blocking(move || work(&store, &data_dir, &owned)).await {
+            Ok(Ok(done)) => {
+                tracing::debug!(function = %name, task = what, elapsed_us = started.elapsed().as_micros() as u64, "arriving volume task done");
+                Some(done)
+            }
+            Ok(Err(reason)) => {
+                tracing::warn!(function = %name, task = what, %reason, "arriving volume task failed; the seal lays the volume out afresh");
+                None
+            }
+            Err(error) => {
+                tracing::warn!(function = %name, task = what, %error, "arriving volume task ended abnormally; the seal lays the volume out afresh");
+                None
+            }
+        }
+    }
+
     /// Lays an arriving function's volume out ahead of its seal, as a
     /// pre-copy round found it (`entries`), over what the previous call laid
     /// out (`previous`). Returns what is laid out now; `None` if that
@@ -471,28 +505,12 @@ impl Supervisor {
         previous: Option<VolumeState>,
         entries: VolumeState,
     ) -> Option<VolumeState> {
-        let (store, data_dir, owned) = (
-            self.inner.checkpoints.clone(),
-            self.inner.config.data_dir.clone(),
-            name.to_owned(),
-        );
-        let started = std::time::Instant::now();
-        let laid = tokio::task::spawn_blocking(move || {
-            crate::volume_layout::prelay(&store, &data_dir, &owned, previous.as_ref(), &entries)
-                .map(|laid| (laid, entries))
+        self.arriving_volume_task(name, "lay out ahead of the seal", move |store, data_dir, name| {
+            let laid = crate::volume_layout::prelay(store, data_dir, name, previous.as_ref(), &entries)?;
+            tracing::debug!(function = %name, files = laid.files, bytes = laid.bytes, "arriving volume laid out ahead of the seal");
+            Ok(entries)
         })
-        .await;
-        match laid {
-            Ok(Ok((laid, entries))) => {
-                tracing::debug!(function = %name, files = laid.files, bytes = laid.bytes, elapsed_us = started.elapsed().as_micros() as u64, "arriving volume laid out ahead of the seal");
-                Some(entries)
-            }
-            Ok(Err(reason)) => {
-                tracing::warn!(function = %name, %reason, "could not lay the arriving volume out ahead of the seal");
-                None
-            }
-            Err(_) => None,
-        }
+        .await
     }
 
     /// Whether the open files of `snapshot` (function `spec`) open again on
@@ -532,31 +550,18 @@ impl Supervisor {
         let (Some(prelaid), Some(volume)) = (prelaid, manifest.volume.clone()) else {
             return false;
         };
-        let name = manifest.spec.as_ref().map(|spec| spec.name.clone()).unwrap_or_default();
-        let (store, data_dir, owned) = (
-            self.inner.checkpoints.clone(),
-            self.inner.config.data_dir.clone(),
-            name.clone(),
-        );
-        let started = std::time::Instant::now();
-        let patched = tokio::task::spawn_blocking(move || {
-            crate::volume_layout::patch_arrival(&store, &data_dir, &owned, &prelaid, &volume)
+        let name = manifest
+            .spec
+            .as_ref()
+            .map(|spec| spec.name.as_str())
+            .unwrap_or_default();
+        self.arriving_volume_task(name, "patch to the sealed checkpoint", move |store, data_dir, name| {
+            let laid = crate::volume_layout::patch_arrival(store, data_dir, name, &prelaid, &volume)?;
+            tracing::info!(function = %name, files = laid.files, bytes = laid.bytes, "arriving volume patched to the sealed checkpoint");
+            Ok(())
         })
-        .await;
-        match patched {
-            Ok(Ok(laid)) => {
-                tracing::info!(function = %name, files = laid.files, bytes = laid.bytes, elapsed_us = started.elapsed().as_micros() as u64, "arriving volume patched to the sealed checkpoint");
-                true
-            }
-            Ok(Err(reason)) => {
-                tracing::warn!(function = %name, %reason, "could not patch the arriving volume; laying it out afresh");
-                false
-            }
-            Err(error) => {
-                tracing::warn!(function = %name, %error, "volume patch task failed; laying the volume out afresh");
-                false
-            }
-        }
+        .await
+        .is_some()
     }
 
     /// Puts the volume of an arrival in place as its sealed checkpoint
@@ -567,19 +572,21 @@ impl Supervisor {
         manifest: &ferry_proto::internal::v1::CheckpointManifest,
         patched: bool,
     ) -> Result<(), HubError> {
-        if patched && manifest.volume.is_some() {
-            let name = manifest.spec.as_ref().map(|spec| spec.name.clone()).unwrap_or_default();
-            let data_dir = self.inner.config.data_dir.clone();
-            let owned = name.clone();
-            match tokio::task::spawn_blocking(move || crate::volume_layout::swap_in_arrival(&data_dir, &owned)).await {
-                Ok(Ok(())) => return Ok(()),
-                Ok(Err(reason)) => {
-                    tracing::warn!(function = %name, %reason, "could not put the arriving volume in place; laying it out afresh");
-                }
-                Err(error) => {
-                    tracing::warn!(function = %name, %error, "volume swap task failed; laying the volume out afresh");
-                }
-            }
+        let name = manifest
+            .spec
+            .as_ref()
+            .map(|spec| spec.name.as_str())
+            .unwrap_or_default();
+        if patched
+            && manifest.volume.is_some()
+            && self
+                .arriving_volume_task(name, "swap in", |_, data_dir, name| {
+                    crate::volume_layout::swap_in_arrival(data_dir, name)
+                })
+                .await
+                .is_some()
+        {
+            return Ok(());
         }
         self.inner.lay_out_volume(manifest).await
     }
