@@ -9,6 +9,7 @@
 mod checkpoints;
 mod deploy;
 mod driver;
+mod files;
 mod handoff;
 mod info;
 mod lifecycle;
@@ -17,6 +18,7 @@ mod moves;
 mod placement;
 mod records;
 mod replies;
+mod restart;
 mod run;
 mod services;
 
@@ -28,7 +30,6 @@ pub use messages::{Envelope, Outbound, undelivered};
 pub use moves::MoveStep;
 pub use records::phase_words;
 
-use ferry_proto::internal::v1::VolumeState;
 pub use placement::{CpuTotals, FunctionLoad};
 
 use std::collections::HashMap;
@@ -43,7 +44,7 @@ use tokio::sync::watch;
 
 use crate::error::HubError;
 use crate::logs::LogHub;
-use crate::runtime::{FunctionControl, PreparedModule, Runtime, Snapshot};
+use crate::runtime::{FunctionControl, PreparedModule, Runtime};
 use crate::store::Store;
 use crate::store::reserve::DiskReserve;
 use lifecycle::{Effect, Request, RunEnd};
@@ -268,113 +269,6 @@ impl Supervisor {
         self.inner.reserve.degraded()
     }
 
-    /// Loads every stored record and continues the functions that were
-    /// running when the hub last stopped (or that the hub had suspended for
-    /// load): from their latest checkpoint, or from the beginning of
-    /// `_start` if they have none.
-    pub async fn restore(&self) -> Result<(), HubError> {
-        let stored = self.inner.store.functions()?;
-        let mut to_start = Vec::new();
-        let mut moved_away = Vec::new();
-        {
-            let mut slots = self.inner.lock_slots();
-            for record in stored {
-                let name = name_of(&record).to_owned();
-                let phase = records::read_phase(&record);
-                if lifecycle::decide(phase, Request::Recover).is_ok_and(|next| next.effect == Effect::StartRun) {
-                    to_start.push(name.clone());
-                }
-                if phase == Phase::Moved && !record.left_behind_dropped {
-                    moved_away.push((name.clone(), record.epoch));
-                }
-                slots.insert(name, Slot::new(record, phase));
-            }
-        }
-        self.sweep_files_left_behind();
-        // A crash between a move's record and its clean-up left them.
-        for (name, epoch) in moved_away {
-            tracing::info!(function = %name, epoch, "looking for state a move left behind");
-            self.drop_state_left_behind_later(&name, epoch);
-        }
-        for name in to_start {
-            let resumed = async {
-                let _serialized = self.inner.checkpoint_lock.lock().await;
-                let latest = crate::store::off_worker(|| self.inner.checkpoints.latest(&name));
-                let restored = match latest.map_err(HubError::Checkpoint)? {
-                    Some(manifest) => {
-                        let snapshot = Arc::new(self.inner.load_snapshot(&manifest).await?);
-                        // The record may lag behind the store after a crash.
-                        if let Some(slot) = self.inner.lock_slots().get_mut(&name)
-                            && slot.record.last_checkpoint < manifest.sequence
-                        {
-                            slot.record.last_checkpoint = manifest.sequence;
-                            slot.record.last_checkpoint_unix_ms = manifest.created_unix_ms;
-                        }
-                        Some((snapshot, manifest))
-                    }
-                    None => None,
-                };
-                let from = if restored.is_some() {
-                    "its latest checkpoint"
-                } else {
-                    "the beginning"
-                };
-                tracing::info!(function = %name, from, "continuing function after hub restart");
-                let prepared = self.inner.prepare_stored(&name).await?;
-                match restored {
-                    Some((snapshot, manifest)) => {
-                        self.inner
-                            .decide_and_launch_restored(&name, Request::Recover, &prepared, snapshot, manifest)
-                    }
-                    None => self.inner.decide_and_launch(&name, Request::Recover, &prepared, None),
-                }
-            };
-            if let Err(error) = resumed.await {
-                let reason = ferry_proto::error_chain(&error);
-                tracing::warn!(function = %name, %reason, "cannot continue function after hub restart");
-                {
-                    let mut slots = self.inner.lock_slots();
-                    if let Some(slot) = slots.get_mut(&name) {
-                        slot.record.failure = format!("could not continue after hub restart: {reason}");
-                        // A run's end is never refused.
-                        let _ = self.inner.decide(&name, slot, Request::Ended(RunEnd::Failed));
-                    }
-                }
-                if let Err(error) = self.inner.save(&name) {
-                    tracing::warn!(function = %name, error = %ferry_proto::error_chain(&error), "could not record the failure");
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Waits (a bounded time) until the run of `name` is instantiated or has
-    /// ended, so that what is reported of it is what it does. False when
-    /// the run ended without an instance (it failed to instantiate or to
-    /// restore; its end is recorded by then).
-    async fn wait_instantiated(&self, name: &str, launched: run::Launched) -> bool {
-        let run::Launched {
-            control,
-            mut finished,
-            generation,
-        } = launched;
-        let settled = async {
-            tokio::select! {
-                () = control.instantiated() => {
-                    // The run's own report may not be in yet: make it now (it is idempotent).
-                    self.inner.run_event(name, generation, Request::Instantiated);
-                }
-                _ = finished.wait_for(|done| *done) => {}
-            }
-        };
-        if tokio::time::timeout(INSTANTIATE_WAIT, settled).await.is_err() {
-            tracing::warn!(function = %name, "function took over {INSTANTIATE_WAIT:?} to instantiate");
-            return true;
-        }
-        // Both may be ready (a run that ends at once): the flag decides.
-        control.was_instantiated()
-    }
-
     /// Functions of this hub, by name.
     pub fn list(&self) -> Vec<FunctionInfo> {
         let slots = self.inner.lock_slots();
@@ -419,176 +313,6 @@ impl Supervisor {
     /// logs and files (its volume).
     pub async fn remove(&self, name: &str) -> Result<(), HubError> {
         self.remove_keeping(name, false).await
-    }
-
-    /// Removes everything of `name` on disk (its volume): it was removed,
-    /// or it runs on another hub now. False when that failed (logged).
-    pub(super) fn remove_files(&self, name: &str) -> bool {
-        let files = crate::resources::function_dir(&self.inner.config.data_dir, name);
-        if let Err(error) = std::fs::remove_dir_all(&files)
-            && error.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(function = %name, path = %files.display(), %error, "could not remove the function's files");
-            return false;
-        }
-        true
-    }
-
-    /// Removes the files of `name` unless it lives on this hub (any phase
-    /// but moved away): what a discarded arrival laid out.
-    pub fn remove_files_unless_here(&self, name: &str) {
-        let here = {
-            let slots = self.inner.lock_slots();
-            slots.get(name).is_some_and(|slot| slot.phase != Phase::Moved)
-        };
-        if !here {
-            self.remove_files(name);
-        }
-    }
-
-    /// Removes the files of every function that does not live here: a
-    /// crash may have come between a move's record and the removal of
-    /// what it left, or in the middle of an arrival that never installed.
-    fn sweep_files_left_behind(&self) {
-        let root = self.inner.config.data_dir.join("functions");
-        let Ok(entries) = std::fs::read_dir(&root) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            if let Some(name) = entry.file_name().to_str() {
-                self.remove_files_unless_here(name);
-            }
-        }
-    }
-
-    /// Runs `work` on the arriving volume of `name` on a blocking thread
-    /// (with the store, the data directory and the name), logging how long
-    /// it took, or why it failed (`None`: the caller lays the volume out
-    /// afresh at the seal).
-    async fn arriving_volume_task<T: Send + 'static>(
-        &self,
-        name: &str,
-        what: &'static str,
-        work: impl FnOnce(&ferry_migrator::checkpoint::CheckpointStore, &std::path::Path, &str) -> Result<T, String>
-        + Send
-        + 'static,
-    ) -> Option<T> {
-        let (store, data_dir, owned) = (
-            self.inner.checkpoints.clone(),
-            self.inner.config.data_dir.clone(),
-            name.to_owned(),
-        );
-        let started = std::time::Instant::now();
-        match tokio::task::spawn_blocking(move || work(&store, &data_dir, &owned)).await {
-            Ok(Ok(done)) => {
-                tracing::debug!(function = %name, task = what, elapsed_us = started.elapsed().as_micros() as u64, "arriving volume task done");
-                Some(done)
-            }
-            Ok(Err(reason)) => {
-                tracing::warn!(function = %name, task = what, %reason, "arriving volume task failed; the seal lays the volume out afresh");
-                None
-            }
-            Err(error) => {
-                tracing::warn!(function = %name, task = what, %error, "arriving volume task ended abnormally; the seal lays the volume out afresh");
-                None
-            }
-        }
-    }
-
-    /// Lays an arriving function's volume out ahead of its seal, as a
-    /// pre-copy round found it (`entries`), over what the previous call laid
-    /// out (`previous`). Returns what is laid out now; `None` if that
-    /// failed (the seal lays the volume out afresh).
-    pub async fn prelay_volume(
-        &self,
-        name: &str,
-        previous: Option<VolumeState>,
-        entries: VolumeState,
-    ) -> Option<VolumeState> {
-        self.arriving_volume_task(name, "lay out ahead of the seal", move |store, data_dir, name| {
-            let laid = crate::volume_layout::prelay(store, data_dir, name, previous.as_ref(), &entries)?;
-            tracing::debug!(function = %name, files = laid.files, bytes = laid.bytes, "arriving volume laid out ahead of the seal");
-            Ok(entries)
-        })
-        .await
-    }
-
-    /// Whether the open files of `snapshot` (function `spec`) open again on
-    /// this hub: its volume as laid out, its mounts as this hub offers
-    /// them. An arrival asks before the commit; a file missing here refuses
-    /// the move, and the function goes on where it was.
-    pub async fn check_open_files(&self, spec: &FunctionSpec, snapshot: &Arc<Snapshot>) -> Result<(), String> {
-        let Some(files) = snapshot.files.as_ref().filter(|files| !files.descriptors.is_empty()) else {
-            return Ok(());
-        };
-        // Without quotas: opening a quota'd area walks its files to count
-        // them, which the start does anyway, and this runs at the seal.
-        let preopens: Vec<_> =
-            crate::resources::preopens(spec, &self.inner.config.resources, &self.inner.config.data_dir)?
-                .into_iter()
-                .map(|preopen| crate::runtime::PreopenSpec {
-                    quota_bytes: None,
-                    ..preopen
-                })
-                .collect();
-        let descriptors = files.descriptors.clone();
-        tokio::task::spawn_blocking(move || crate::runtime::check_descriptors(&preopens, &descriptors))
-            .await
-            .map_err(|error| format!("the check of its open files failed: {error}"))?
-    }
-
-    /// Patches the volume of an arrival laid out ahead (`prelaid`) to its
-    /// sealed checkpoint `manifest`, beside the function's volume; the
-    /// seal runs it while the checkpoint is made durable. Whether it is
-    /// patched: if not, [`finish_volume_layout`](Self::finish_volume_layout)
-    /// lays the volume out afresh.
-    pub async fn patch_arriving_volume(
-        &self,
-        manifest: &ferry_proto::internal::v1::CheckpointManifest,
-        prelaid: Option<VolumeState>,
-    ) -> bool {
-        let (Some(prelaid), Some(volume)) = (prelaid, manifest.volume.clone()) else {
-            return false;
-        };
-        let name = manifest
-            .spec
-            .as_ref()
-            .map(|spec| spec.name.as_str())
-            .unwrap_or_default();
-        self.arriving_volume_task(name, "patch to the sealed checkpoint", move |store, data_dir, name| {
-            let laid = crate::volume_layout::patch_arrival(store, data_dir, name, &prelaid, &volume)?;
-            tracing::info!(function = %name, files = laid.files, bytes = laid.bytes, "arriving volume patched to the sealed checkpoint");
-            Ok(())
-        })
-        .await
-        .is_some()
-    }
-
-    /// Puts the volume of an arrival in place as its sealed checkpoint
-    /// `manifest` holds it: the one [`patch_arriving_volume`](Self::patch_arriving_volume)
-    /// patched (`patched`), or one laid out from scratch.
-    pub async fn finish_volume_layout(
-        &self,
-        manifest: &ferry_proto::internal::v1::CheckpointManifest,
-        patched: bool,
-    ) -> Result<(), HubError> {
-        let name = manifest
-            .spec
-            .as_ref()
-            .map(|spec| spec.name.as_str())
-            .unwrap_or_default();
-        if patched
-            && manifest.volume.is_some()
-            && self
-                .arriving_volume_task(name, "swap in", |_, data_dir, name| {
-                    crate::volume_layout::swap_in_arrival(data_dir, name)
-                })
-                .await
-                .is_some()
-        {
-            return Ok(());
-        }
-        self.inner.lay_out_volume(manifest).await
     }
 
     /// [`remove`](Self::remove); with `keep_files`, the volume stays for
