@@ -339,6 +339,7 @@ async fn a_hostile_source_gets_clear_refusals_and_leaves_nothing_behind() {
         .send(frame(source_frame::Frame::Chunk(ChunkData {
             hash: page_hash.to_vec(),
             encoded,
+            ..Default::default()
         })))
         .await
         .unwrap();

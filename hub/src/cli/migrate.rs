@@ -100,6 +100,7 @@ fn print_summary(summary: &MigrateSummary, json: bool) {
                 "attempts": summary.attempts,
                 "effects_held_micros": summary.effects_held_micros,
                 "volume_bytes_read": summary.volume_bytes_read,
+                "bytes_left_out_by_pages": summary.bytes_left_out_by_pages,
             })
         );
         return;
@@ -108,14 +109,21 @@ fn print_summary(summary: &MigrateSummary, json: bool) {
         "moved {} from {} to {} (epoch {})",
         summary.function, summary.from_hub, summary.to_hub, summary.epoch
     );
-    let compressed_away = (summary.bytes_offered - summary.bytes_deduplicated).saturating_sub(summary.bytes_sent);
+    let compressed_away = (summary.bytes_offered - summary.bytes_deduplicated)
+        .saturating_sub(summary.bytes_sent)
+        .saturating_sub(summary.bytes_left_out_by_pages);
     println!(
-        "  rounds {}, memory {}, sent {} ({} saved by dedup, {} by compression){}{}",
+        "  rounds {}, memory {}, sent {} ({} saved by dedup, {} by compression{}){}{}",
         summary.rounds,
         human_bytes(summary.memory_bytes),
         human_bytes(summary.bytes_sent),
         human_bytes(summary.bytes_deduplicated),
         human_bytes(compressed_away),
+        if summary.bytes_left_out_by_pages > 0 {
+            format!(", {} as written pages", human_bytes(summary.bytes_left_out_by_pages))
+        } else {
+            String::new()
+        },
         if summary.module_bytes_sent > 0 {
             format!(", module {}", human_bytes(summary.module_bytes_sent))
         } else {

@@ -6,16 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_migrator::checkpoint::volume::volume_chunk_lengths;
-use ferry_migrator::checkpoint::{CHECKPOINT_FORMAT_VERSION, ChunkHash, DEFAULT_CHUNK_SIZE};
-use ferry_migrator::transfer::{ChunkAt, Heard, NextStep, Owner, Sender, TransferError};
+use ferry_migrator::checkpoint::DEFAULT_CHUNK_SIZE;
+use ferry_migrator::transfer::{Heard, Owner, Sender, TransferError};
 use ferry_proto::PROTOCOL_VERSION;
 use ferry_proto::internal::v1::{
     AutomaticMove, DestinationFrame, ForwardPointer, LogBatch, ModuleData, Offer, SourceFrame, Started, source_frame,
 };
-use ferry_proto::v1::{
-    FunctionState, LogEntry, MigrateProgress, MigrateSummary, MoveRetry, RoundProgress, migrate_progress,
-};
+use ferry_proto::v1::{FunctionState, LogEntry, MigrateProgress, MigrateSummary, MoveRetry, migrate_progress};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -24,20 +21,18 @@ use tracing::Instrument;
 mod chunks_out;
 mod hashes;
 mod retries;
+mod rounds;
 mod shared_view;
 mod wire;
 
-use hashes::hash_changes;
 use retries::Retries;
 use wire::{Answers, read_answers, recv, refusal_behind, send, status_error};
 
 use super::watchdog::Watchdog;
 use super::{DECISION_TIMEOUT, MigrationContext, STALL_TIMEOUT, migration_client};
-use crate::checkpoint_codec::manifest_template;
 use crate::connector::{Purpose, TRANSFER_CONNECT_TIMEOUT};
 use crate::error::HubError;
-use crate::logs::unix_ms_now;
-use crate::runtime::{MemoryWanted, Snapshot};
+use crate::runtime::Snapshot;
 use crate::supervisor::{MoveCandidate, MoveStep, Supervisor};
 
 /// Log entries per `LogBatch` frame.
@@ -427,128 +422,6 @@ impl MoveRun<'_> {
         }
     }
 
-    /// Pre-copy rounds, the paused last round, the logs and the seal.
-    async fn rounds(
-        &mut self,
-        sender: &mut Sender,
-        outbound: &mpsc::Sender<SourceFrame>,
-        inbound: &mut Answers,
-    ) -> Result<(), TransferError> {
-        let wanted = MemoryWanted::Changes {
-            set: self.dirty_set(),
-            chunk_size: sender.chunk_size(),
-        };
-        let mut base: Option<Vec<Option<ChunkHash>>> = None;
-        let mut last = false;
-        // The first round reads only the files changed since the latest
-        // checkpoint, the function stopped for less (`shared_view`).
-        let (mut view_lock, mut pin) = match self.candidate.spec.volume {
-            Some(_) => self
-                .supervisor
-                .share_checkpoint_view(self.name, &self.dirty_set())
-                .await
-                .unzip(),
-            None => (None, None),
-        };
-        loop {
-            let capture_started = Instant::now();
-            let snapshot = if last {
-                let (snapshot, paused_at) = self
-                    .supervisor
-                    .pause_for_move(self.name, wanted.clone())
-                    .await
-                    .map_err(|error| local(format!("cannot pause the function: {error}")))?;
-                self.paused_at = Some(paused_at);
-                self.memory_bytes = snapshot.memory.memory_bytes();
-                self.paused = Some(Arc::clone(&snapshot));
-                snapshot
-            } else {
-                self.supervisor
-                    .capture_for_round(self.name, wanted.clone())
-                    .await
-                    .map_err(|error| local(format!("cannot capture the function: {error}")))?
-            };
-            let capture = capture_started.elapsed();
-            // The capture took the view: checkpoints may go on (the pin
-            // keeps what the round sends from the store).
-            drop(view_lock.take());
-            if pin.is_some() && !self.unread_chunks_stored(&snapshot).await {
-                pin = None;
-                // Captured again, whole.
-                self.supervisor.forget_dirty_set(self.name, &self.dirty_set());
-                continue;
-            }
-            self.volume_bytes_read += snapshot.files.as_ref().map_or(0, |files| files.bytes_read);
-            let round_started = Instant::now();
-            let hashes = hash_changes(Arc::clone(&snapshot), sender.chunk_size(), base.take()).await?;
-            let hashed = round_started.elapsed();
-            let memory_bytes = snapshot.memory.memory_bytes();
-            let entries = snapshot.files.as_ref().and_then(|files| files.volume.clone());
-            let volume = entries.as_ref().map(volume_chunk_lengths).unwrap_or_default();
-            let planned = sender.plan_round_with_volume(&hashes, memory_bytes, &volume, entries, last);
-            base = Some(hashes);
-            send(&self.watchdog, outbound, planned.frame).await?;
-            let need = self.receive(sender, inbound, None).await?;
-            let to_send = sender.on_need(need)?;
-            let file_chunk_lengths: std::collections::HashMap<ChunkHash, u32> = volume.iter().copied().collect();
-            let bytes_to_send: u64 = to_send
-                .iter()
-                .map(|(hash, at)| match at {
-                    ChunkAt::Memory(_) => u64::from(sender.chunk_size()),
-                    ChunkAt::Volume => u64::from(file_chunk_lengths.get(hash).copied().unwrap_or_default()),
-                })
-                .sum();
-            let round_number = sender.stats().rounds;
-            self.report(migrate_progress::Event::Round(RoundProgress {
-                number: round_number,
-                last,
-                bytes_to_send: bytes_to_send.min(planned.changed_bytes),
-                bytes_deduplicated: planned.changed_bytes.saturating_sub(bytes_to_send),
-            }));
-            let needed = round_started.elapsed();
-            self.send_chunks(sender, outbound, &snapshot, (to_send, file_chunk_lengths))
-                .await?;
-            // The first round's chunks are sent: what it sent from the
-            // store may go.
-            pin = None;
-            tracing::debug!(
-                function = %self.name,
-                round = round_number,
-                last,
-                capture_us = capture.as_micros() as u64,
-                hash_us = hashed.as_micros() as u64,
-                need_us = (needed - hashed).as_micros() as u64,
-                send_us = (round_started.elapsed() - needed).as_micros() as u64,
-                bytes = bytes_to_send,
-                "round sent"
-            );
-            if last {
-                self.send_logs(outbound).await?;
-                let mut manifest = manifest_template(
-                    &snapshot,
-                    self.candidate.spec.clone(),
-                    self.candidate.epoch,
-                    1,
-                    unix_ms_now(),
-                );
-                let hashes = base.as_ref().expect("set above");
-                manifest.format_version = CHECKPOINT_FORMAT_VERSION;
-                manifest.memory_bytes = memory_bytes;
-                manifest.chunk_size = sender.chunk_size();
-                manifest.chunk_hashes = hashes
-                    .iter()
-                    .map(|hash| hash.map(|hash| hash.0.to_vec()).unwrap_or_default())
-                    .collect();
-                send(&self.watchdog, outbound, sender.seal(manifest)?).await?;
-                self.final_round = round_started.elapsed();
-                return Ok(());
-            }
-            if sender.next_step(planned.changed_bytes) == NextStep::Pause {
-                last = true;
-            }
-        }
-    }
-
     /// Sends the log history: all of it the first time (before the
     /// rounds), then what followed the last entry sent (in the last round).
     async fn send_logs(&mut self, outbound: &mpsc::Sender<SourceFrame>) -> Result<(), TransferError> {
@@ -625,6 +498,7 @@ impl MoveRun<'_> {
             bytes_offered: stats.bytes_offered,
             bytes_deduplicated: stats.bytes_deduplicated,
             bytes_sent: stats.bytes_sent,
+            bytes_left_out_by_pages: stats.bytes_left_out_by_pages,
             module_bytes_sent: self.module_bytes,
             total_micros: started.elapsed().as_micros() as u64,
             downtime_micros: downtime,

@@ -167,6 +167,7 @@ pub use ferry_proto::internal::v1::{
 pub use manifest::{check_instrumentation, chunk_list_digest, decode_manifest, encode_manifest, validate_manifest};
 pub use store::{
     ChangedMemory, CheckpointEntry, CheckpointStore, CheckpointStoreOptions, DELTA_PAGE, GcStats, PutStats,
+    ReceivedPages,
 };
 
 /// Version of the manifest format written by this build; any other is refused.

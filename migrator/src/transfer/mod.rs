@@ -35,12 +35,14 @@
 //! starts the function only on "committed". A destination that lost the
 //! stream before it was prepared discards what it received.
 
+mod page_delta;
 mod receiver;
 mod sender;
 mod stall;
 #[cfg(test)]
 mod tests;
 
+pub use page_delta::{PageDelta, worth_sending as page_delta_worth_sending};
 pub use receiver::{Disposition, Receiver, ReceiverStep, RoundPlan};
 pub use sender::{ChunkAt, Heard, NextStep, Owner, PlannedRound, Sender, SenderStats, refusal_in};
 pub use stall::StallLimit;

@@ -11,11 +11,12 @@ use ferry_proto::internal::v1::{
 };
 use ferry_proto::v1::LogEntry;
 
+use super::page_delta::PageDelta;
 use super::{TransferError, code_name, entry_hash};
 use crate::checkpoint::codec::ChunkDecoder;
 use crate::checkpoint::manifest::{validate_chunk_size, validate_memory_bytes};
 use crate::checkpoint::volume::validate_volume;
-use crate::checkpoint::{ChunkHash, MAX_CHUNK_SIZE, check_instrumentation, chunk_count, validate_manifest};
+use crate::checkpoint::{ChunkHash, DELTA_PAGE, MAX_CHUNK_SIZE, check_instrumentation, chunk_count, validate_manifest};
 
 /// Log entries one transfer may carry at most.
 const MAX_LOG_ENTRIES: usize = 1_000_000;
@@ -81,6 +82,11 @@ pub enum ReceiverStep {
         bytes: Vec<u8>,
         slots: Vec<u32>,
     },
+    /// A chunk sent as the pages written over its previous version: read
+    /// that version (`delta.base`), rebuild the chunk with
+    /// [`PageDelta::apply`] (which checks its hash), store it and copy it
+    /// into `slots`.
+    Delta { delta: PageDelta, slots: Vec<u32> },
     /// Log history of the function, oldest first: `early` is what it had
     /// written before the rounds (sent while it still runs, to store ahead
     /// of the downtime); the rest comes in the last round.
@@ -116,6 +122,11 @@ pub struct Receiver {
     memory_bytes: u64,
     /// The hash each slot of the image holds (`None`: zeros).
     table: Vec<Option<ChunkHash>>,
+    /// The table as the previous round left it: what a page delta's slot
+    /// held before the current round.
+    previous: Vec<Option<ChunkHash>>,
+    /// The memory's size in the previous round.
+    previous_memory_bytes: u64,
     round: u32,
     /// Slots of the current round per distinct hash.
     round_slots: HashMap<ChunkHash, Vec<u32>>,
@@ -155,6 +166,8 @@ impl Receiver {
             module_received: false,
             memory_bytes: 0,
             table: Vec::new(),
+            previous: Vec::new(),
+            previous_memory_bytes: 0,
             round: 0,
             round_slots: HashMap::new(),
             outstanding: HashMap::new(),
@@ -191,7 +204,10 @@ impl Receiver {
             source_frame::Frame::Offer(offer) => self.on_offer(offer),
             source_frame::Frame::Module(module) => self.on_module(module.module),
             source_frame::Frame::Round(round) => self.on_round(round),
-            source_frame::Frame::Chunk(chunk) => self.on_chunk(chunk.hash, chunk.encoded),
+            source_frame::Frame::Chunk(chunk) => match chunk.delta_slot {
+                None => self.on_chunk(chunk.hash, chunk.encoded),
+                Some(slot) => self.on_delta(chunk.hash, chunk.encoded, slot, &chunk.delta_pages),
+            },
             source_frame::Frame::Logs(batch) => self.on_logs(batch.entries),
             source_frame::Frame::Seal(seal) => self.on_seal(seal.manifest),
             source_frame::Frame::Commit(commit) => {
@@ -217,7 +233,10 @@ impl Receiver {
         self.need_module = need_module;
         self.phase = Phase::Receiving;
         DestinationFrame {
-            frame: Some(destination_frame::Frame::Accept(Accept { need_module })),
+            frame: Some(destination_frame::Frame::Accept(Accept {
+                need_module,
+                takes_page_deltas: true,
+            })),
         }
     }
 
@@ -367,6 +386,8 @@ impl Receiver {
         let chunk_size = self.offer.as_ref().map_or(1, |offer| offer.chunk_size);
         let slots = chunk_count(round.memory_bytes, chunk_size) as usize;
         let settled = self.table.clone();
+        self.previous.clone_from(&settled);
+        self.previous_memory_bytes = self.memory_bytes;
         self.table.resize(slots, None);
         self.memory_bytes = round.memory_bytes;
         let mut zeroed = Vec::new();
@@ -463,15 +484,8 @@ impl Receiver {
             }
             None => self.volume.get(&hash).copied().unwrap_or_default() as usize,
         };
-        let decoder = match &mut self.decoder {
-            Some(decoder) => decoder,
-            empty => empty.insert(ChunkDecoder::new().map_err(|error| TransferError::Unacceptable {
-                code: ferry_proto::ErrorCode::Internal,
-                reason: error.to_string(),
-            })?),
-        };
         let mut bytes = vec![0u8; len];
-        decoder
+        self.decoder()?
             .decode_into(&encoded, &mut bytes)
             .and_then(|()| crate::checkpoint::codec::verify_chunk(&bytes, &hash))
             .map_err(|reason| TransferError::ChunkMismatch { hash, reason })?;
@@ -481,6 +495,68 @@ impl Receiver {
             bytes,
             slots,
         })
+    }
+
+    /// A memory chunk as the pages written over the version the previous
+    /// round left in `slot` (see `page_delta`).
+    fn on_delta(
+        &mut self,
+        hash: Vec<u8>,
+        encoded: Vec<u8>,
+        slot: u32,
+        bitmap: &[u8],
+    ) -> Result<ReceiverStep, TransferError> {
+        self.expect(&[Phase::Receiving, Phase::LastRound], "chunk")?;
+        let hash = entry_hash(&hash)?.ok_or_else(|| TransferError::protocol("a chunk named by an empty hash"))?;
+        let Some(slots) = self.outstanding.remove(&hash) else {
+            return Err(TransferError::protocol(format!("chunk {hash} was not asked for")));
+        };
+        if !slots.contains(&slot) {
+            return Err(TransferError::protocol(format!(
+                "chunk {hash} came as pages over slot {slot}, which the round does not give it"
+            )));
+        }
+        let chunk_size = self.offer.as_ref().map_or(1, |offer| offer.chunk_size);
+        let start = u64::from(slot) * u64::from(chunk_size);
+        let chunk_len = self.memory_bytes.saturating_sub(start).min(u64::from(chunk_size)) as usize;
+        let base = self.previous.get(slot as usize).copied();
+        let Some(base) = base.filter(|_| start + chunk_len as u64 <= self.previous_memory_bytes) else {
+            return Err(TransferError::protocol(format!(
+                "chunk {hash} came as pages over slot {slot}, which the previous round's memory did not hold whole"
+            )));
+        };
+        let pages = PageDelta::pages(bitmap, chunk_len)
+            .map_err(|reason| TransferError::protocol(format!("chunk {hash} came as pages: {reason}")))?;
+        let mut bytes = vec![0u8; pages.len() * DELTA_PAGE];
+        self.decoder()?
+            .decode_into(&encoded, &mut bytes)
+            .map_err(|reason| TransferError::ChunkMismatch {
+                hash,
+                reason: format!("its pages do not decode: {reason}"),
+            })?;
+        Ok(ReceiverStep::Delta {
+            delta: PageDelta {
+                hash,
+                base,
+                chunk_len,
+                pages,
+                bytes,
+                encoded,
+            },
+            slots,
+        })
+    }
+
+    fn decoder(&mut self) -> Result<&mut ChunkDecoder, TransferError> {
+        match &mut self.decoder {
+            Some(decoder) => Ok(decoder),
+            empty => Ok(
+                empty.insert(ChunkDecoder::new().map_err(|error| TransferError::Unacceptable {
+                    code: ferry_proto::ErrorCode::Internal,
+                    reason: error.to_string(),
+                })?),
+            ),
+        }
     }
 
     fn on_logs(&mut self, entries: Vec<LogEntry>) -> Result<ReceiverStep, TransferError> {

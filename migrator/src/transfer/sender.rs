@@ -59,6 +59,9 @@ pub struct SenderStats {
     pub bytes_sent: u64,
     /// Uncompressed bytes of the chunks sent.
     pub bytes_sent_uncompressed: u64,
+    /// Bytes of the chunks sent as their written pages that those pages
+    /// left out (see `page_delta`).
+    pub bytes_left_out_by_pages: u64,
     /// Time the destination said it spent preparing the module, in µs.
     pub module_prepare_micros: u64,
     /// The most the destination reported having read (its `Received`
@@ -125,6 +128,10 @@ pub struct Sender {
     /// lay out).
     volume_entries: Option<VolumeState>,
     volume_changed: bool,
+    /// The destination takes chunks as the pages written (`Accept`).
+    takes_page_deltas: bool,
+    /// The memory's size in the previous round (0 before the second).
+    previous_memory_bytes: u64,
     stats: SenderStats,
 }
 
@@ -146,6 +153,8 @@ impl Sender {
             previous_round_bytes: None,
             volume_entries: None,
             volume_changed: false,
+            takes_page_deltas: false,
+            previous_memory_bytes: 0,
             stats: SenderStats::default(),
         }
     }
@@ -156,6 +165,18 @@ impl Sender {
 
     pub fn chunk_size(&self) -> u32 {
         self.chunk_size
+    }
+
+    /// The memory chunks of the current round may travel as the pages
+    /// written since the previous round if they lie whole below this many
+    /// bytes: the previous round's memory, when the destination takes page
+    /// deltas (0 in the first round, or when it does not).
+    pub fn page_deltas_below(&self) -> u64 {
+        if self.takes_page_deltas {
+            self.previous_memory_bytes
+        } else {
+            0
+        }
     }
 
     /// Who owns the function if the transfer ends here.
@@ -199,6 +220,7 @@ impl Sender {
         match refused(frame)? {
             destination_frame::Frame::Accept(accept) => {
                 self.phase = Phase::Accepted;
+                self.takes_page_deltas = accept.takes_page_deltas;
                 Ok(accept.need_module)
             }
             other => Err(unexpected(&other, "an accept")),
@@ -234,6 +256,7 @@ impl Sender {
         debug_assert!(matches!(self.phase, Phase::Accepted | Phase::Sending));
         self.round += 1;
         self.last = last;
+        self.previous_memory_bytes = if self.round > 1 { self.memory_bytes } else { 0 };
         self.memory_bytes = memory_bytes;
         // Memory only grows; slots beyond the old end start as zero.
         if self.destination.len() < chunk_hashes.len() {
@@ -343,6 +366,13 @@ impl Sender {
     pub fn chunk_sent(&mut self, uncompressed: u64, encoded: u64) {
         self.stats.bytes_sent += encoded;
         self.stats.bytes_sent_uncompressed += uncompressed;
+    }
+
+    /// Records one chunk of `chunk_len` bytes as sent as `pages_len` bytes
+    /// of its written pages, `encoded` on the wire.
+    pub fn pages_sent(&mut self, chunk_len: u64, pages_len: u64, encoded: u64) {
+        self.chunk_sent(pages_len, encoded);
+        self.stats.bytes_left_out_by_pages += chunk_len.saturating_sub(pages_len);
     }
 
     /// After a pre-copy round's chunks went out: another round, or pause —

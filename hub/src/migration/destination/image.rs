@@ -8,8 +8,15 @@
 use std::sync::Arc;
 
 use ferry_migrator::checkpoint::ChunkHash;
+use ferry_migrator::checkpoint::codec::ChunkDecoder;
+use ferry_migrator::transfer::{PageDelta, TransferError};
+use ferry_proto::ErrorCode;
 
 use super::Arrival;
+use crate::error::HubError;
+
+/// Chunks kept as deltas are indexed in one transaction per this many.
+const PAGES_INDEXED_TOGETHER: usize = 1024;
 
 impl Arrival {
     /// Instantiates the function now, while the rounds stream, so that the
@@ -63,6 +70,64 @@ impl Arrival {
     pub(super) fn zero_slot(&mut self, slot: u32) {
         let zeros = Arc::new(vec![0; self.slot_len(slot)]);
         self.write_slot(slot, &zeros);
+    }
+
+    /// Takes a chunk that came as the pages written over its previous
+    /// version: that version read from the store (every chunk of the
+    /// previous round is there, staged), the pages put over it and the
+    /// whole checked against its hash, then stored (as those pages where
+    /// that pays) and written into its slots.
+    pub(super) fn take_pages(&mut self, delta: PageDelta, slots: Vec<u32>) -> Result<(), HubError> {
+        let store = self.supervisor.checkpoint_store().clone();
+        let mut base = vec![0; delta.chunk_len];
+        if let Some(hash) = &delta.base {
+            let decoder = match &mut self.decoder {
+                Some(decoder) => decoder,
+                none => none.insert(ChunkDecoder::new().map_err(HubError::Checkpoint)?),
+            };
+            store.read_chunk_with(decoder, hash, &mut base).map_err(|error| {
+                HubError::Transfer(TransferError::Unacceptable {
+                    code: ErrorCode::Internal,
+                    reason: format!(
+                        "cannot read chunk {hash}, the previous version of chunk {} that came as pages: {}",
+                        delta.hash,
+                        ferry_proto::error_chain(&error)
+                    ),
+                })
+            })?;
+        }
+        let chunk = delta.apply(base).map_err(HubError::Transfer)?;
+        if store
+            .put_verified_pages(
+                &mut self.pages,
+                &delta.hash,
+                &chunk,
+                (delta.base, &delta.pages),
+                &delta.encoded,
+            )
+            .map_err(HubError::Checkpoint)?
+        {
+            self.received.push(delta.hash);
+        }
+        let chunk = Arc::new(chunk);
+        for slot in slots {
+            self.write_slot(slot, &chunk);
+        }
+        if self.pages.len() >= PAGES_INDEXED_TOGETHER {
+            self.index_pages()?;
+        }
+        Ok(())
+    }
+
+    /// Indexes the chunks that came as pages and were kept as deltas
+    /// (`CheckpointStore::index_received_pages`): before a round is
+    /// answered or the seal imported, which look them up, and every
+    /// [`PAGES_INDEXED_TOGETHER`] chunks meanwhile.
+    pub(super) fn index_pages(&mut self) -> Result<(), HubError> {
+        self.supervisor
+            .checkpoint_store()
+            .index_received_pages(&mut self.pages)
+            .map_err(HubError::Checkpoint)
     }
 
     /// Fills `slots` with the stored chunk `hash`; false if the store cannot

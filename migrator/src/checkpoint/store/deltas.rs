@@ -24,8 +24,14 @@
 //!
 //! [`CheckpointStore::put_changes`]: super::CheckpointStore::put_changes
 
-use super::packs::{DELTA_TAG, LOCATION_LEN, Location};
-use crate::checkpoint::ChunkHash;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use super::CheckpointStore;
+use super::packs::{Appended, DELTA_TAG, LOCATION_LEN, Location};
+use super::staged::acquire;
+use crate::checkpoint::codec::CODEC_RAW;
+use crate::checkpoint::{CheckpointError, ChunkHash};
 
 /// The unit a delta keeps: the page a dirty-page tracker reports.
 pub const DELTA_PAGE: usize = 4096;
@@ -149,6 +155,134 @@ impl Delta {
         merged.dedup();
         merged
     }
+}
+
+/// Chunks a transfer received as pages and kept as deltas: their bodies
+/// are appended, their index entries (each with a reference on its base)
+/// wait to be written together by
+/// [`CheckpointStore::index_received_pages`] — a sled transaction per chunk
+/// cost more than the rest of taking it. Until then the store does not know
+/// them; dropped unindexed, they leave only dead bytes in a pack.
+#[derive(Default)]
+pub struct ReceivedPages {
+    deltas: Vec<(ChunkHash, Option<ChunkHash>, Vec<u8>, Appended)>,
+}
+
+impl ReceivedPages {
+    /// Chunks waiting to be indexed.
+    pub fn len(&self) -> usize {
+        self.deltas.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.deltas.is_empty()
+    }
+}
+
+impl CheckpointStore {
+    /// Stores a chunk a transfer received as its written `pages` (numbered
+    /// within the chunk, ascending) over its previous version `base`
+    /// (`None`: zeros), which the caller rebuilt (`chunk`) and checked
+    /// against `hash`; `encoded_pages` is the pages as they travelled
+    /// (codec byte + payload). Kept as a delta over `base`'s whole version
+    /// when that is worth it — the travelled bytes are then the body, as
+    /// they are — indexed with the others in `received` later; whole (and
+    /// indexed) otherwise. Unreferenced until a manifest or a staged set
+    /// names it, like [`CheckpointStore::put_verified_chunk`]. Returns
+    /// whether it was new.
+    pub fn put_verified_pages(
+        &self,
+        received: &mut ReceivedPages,
+        hash: &ChunkHash,
+        chunk: &[u8],
+        (base, pages): (Option<ChunkHash>, &[u32]),
+        encoded_pages: &[u8],
+    ) -> Result<bool, CheckpointError> {
+        if self.chunks.contains_key(hash.as_bytes())? {
+            return Ok(false);
+        }
+        let Some(delta) = self.delta_over(base, chunk.len(), pages)? else {
+            return self.put_verified_chunk(hash, &raw(chunk));
+        };
+        // Over a delta, the pages of both go: gathered again.
+        let body = if delta.pages == pages {
+            encoded_pages.to_vec()
+        } else {
+            raw(&delta.gather(chunk))
+        };
+        let appended = self.packs.append(&body)?;
+        let value = delta.encode_value(&appended.location);
+        received.deltas.push((*hash, delta.base, value, appended));
+        Ok(true)
+    }
+
+    /// Indexes the chunks `received` holds, each with a reference on its
+    /// base, in one transaction. A base that is gone (it cannot be: the
+    /// previous round's chunks are staged, and a delta's base is held by
+    /// that delta) fails the whole: nothing is indexed.
+    pub fn index_received_pages(&self, received: &mut ReceivedPages) -> Result<(), CheckpointError> {
+        if received.is_empty() {
+            return Ok(());
+        }
+        let deltas = std::mem::take(&mut received.deltas);
+        (&self.refs, &self.chunks)
+            .transaction(|(refs, chunks)| {
+                for (hash, base, value, _) in &deltas {
+                    if chunks.get(hash.as_bytes())?.is_some() {
+                        continue;
+                    }
+                    if let Some(base) = base
+                        && !acquire::<CheckpointError>(refs, chunks, base)?
+                    {
+                        return Err(ConflictableTransactionError::Abort(CheckpointError::ChunkMissing {
+                            hash: *base,
+                        }));
+                    }
+                    chunks.insert(hash.as_bytes(), value.as_slice())?;
+                }
+                Ok(())
+            })
+            .map_err(|error| match error {
+                TransactionError::Abort(error) => error,
+                TransactionError::Storage(error) => CheckpointError::from(error),
+            })?;
+        self.trusted.trust(deltas.iter().map(|(hash, ..)| *hash));
+        // (Each pack was kept from reclaiming until the index named it.)
+        drop(deltas);
+        Ok(())
+    }
+
+    /// The delta to keep for a chunk whose `pages` were written over
+    /// `base`: over `base` if it is whole, over its base if it is a delta
+    /// (with the pages of both); `None` when the base is gone or the delta
+    /// would not be worth keeping.
+    fn delta_over(
+        &self,
+        base: Option<ChunkHash>,
+        chunk_len: usize,
+        pages: &[u32],
+    ) -> Result<Option<Delta>, CheckpointError> {
+        let (over, pages) = match base {
+            None => (None, pages.to_vec()),
+            Some(base) => match self.chunks.get(base.as_bytes())? {
+                None => return Ok(None),
+                Some(value) => match Delta::decode(&value) {
+                    None => (Some(base), pages.to_vec()),
+                    Some(Ok(earlier)) if earlier.chunk_len == chunk_len => (earlier.base, earlier.merged(pages)),
+                    Some(_) => return Ok(None),
+                },
+            },
+        };
+        Ok(Delta::worth_keeping(over, chunk_len, pages))
+    }
+}
+
+/// `bytes` encoded raw (codec byte + the bytes).
+fn raw(bytes: &[u8]) -> Vec<u8> {
+    let mut encoded = Vec::with_capacity(bytes.len() + 1);
+    encoded.push(CODEC_RAW);
+    encoded.extend_from_slice(bytes);
+    encoded
 }
 
 #[cfg(test)]

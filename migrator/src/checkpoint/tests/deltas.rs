@@ -5,7 +5,9 @@
 use super::{TempDb, memory, template};
 use crate::checkpoint::{
     ChangedMemory, CheckpointManifest, CheckpointStore, CheckpointStoreOptions, ChunkHash, DEFAULT_CHUNK_SIZE,
-    DELTA_PAGE, PutStats, codec::decode_chunk_into,
+    DELTA_PAGE, PutStats, ReceivedPages,
+    codec::{decode_chunk_into, encode_chunk},
+    hash_chunk,
 };
 
 const CHUNK: usize = DEFAULT_CHUNK_SIZE as usize;
@@ -224,4 +226,107 @@ fn a_chunk_past_the_end_of_its_base_is_stored_whole() {
     let (manifest, stats) = put_pages(&store, 2, &image, &base, &chunks, &pages);
     assert_eq!((stats.new_chunks, stats.delta_chunks), (1, 0));
     assert_eq!(store.load_memory(&manifest).unwrap(), image);
+}
+
+/// What a transfer's destination does with a chunk that came as `pages`
+/// written over `previous` (stored as `base`): the chunk rebuilt, then put.
+fn receive_pages(
+    store: &CheckpointStore,
+    received: &mut ReceivedPages,
+    (previous, base): (&[u8], Option<ChunkHash>),
+    pages: &[u32],
+    salt: u8,
+) -> (ChunkHash, Vec<u8>) {
+    let mut chunk = previous.to_vec();
+    let mut gathered = Vec::new();
+    for page in pages {
+        let start = *page as usize * DELTA_PAGE;
+        chunk[start + 7] ^= salt;
+        gathered.extend_from_slice(&chunk[start..start + DELTA_PAGE]);
+    }
+    let hash = hash_chunk(&chunk);
+    let encoded = encode_chunk(&gathered, 1).unwrap();
+    assert!(
+        store
+            .put_verified_pages(received, &hash, &chunk, (base, pages), &encoded)
+            .unwrap()
+    );
+    (hash, chunk)
+}
+
+fn read_back(store: &CheckpointStore, hash: &ChunkHash) -> Vec<u8> {
+    let mut chunk = vec![0u8; CHUNK];
+    store.read_chunk_into(hash, &mut chunk).unwrap();
+    chunk
+}
+
+#[test]
+fn chunks_received_as_pages_are_kept_as_deltas_over_the_previous_version_and_read_back_whole() {
+    let db = TempDb::new();
+    let store = store(&db, CheckpointStoreOptions::default().pack_bytes);
+    let mut first = memory(1, 9);
+    first[0] = 1;
+    let first_hash = hash_chunk(&first);
+    assert!(
+        store
+            .put_verified_chunk(&first_hash, &encode_chunk(&first, 1).unwrap())
+            .unwrap()
+    );
+    let mut received = ReceivedPages::default();
+
+    let (second_hash, second) = receive_pages(&store, &mut received, (&first, Some(first_hash)), &[1, 4], 3);
+    assert_eq!(received.len(), 1);
+    assert!(
+        !store.contains_chunk(&second_hash).unwrap(),
+        "indexed only with the others"
+    );
+    store.index_received_pages(&mut received).unwrap();
+    assert!(received.is_empty());
+    assert_eq!(read_back(&store, &second_hash), second);
+    assert_eq!(
+        store.chunk_refcount(&first_hash).unwrap(),
+        1,
+        "the delta holds its base"
+    );
+
+    // Over a delta: the pages of both, over the whole version.
+    let (third_hash, third) = receive_pages(&store, &mut received, (&second, Some(second_hash)), &[4, 9], 5);
+    store.index_received_pages(&mut received).unwrap();
+    assert_eq!(read_back(&store, &third_hash), third);
+    assert_eq!(store.chunk_refcount(&first_hash).unwrap(), 2);
+
+    // More than half of the pages: kept whole, indexed at once.
+    let many: Vec<u32> = (0..9).collect();
+    let (fourth_hash, fourth) = receive_pages(&store, &mut received, (&third, Some(third_hash)), &many, 7);
+    assert!(received.is_empty());
+    assert_eq!(read_back(&store, &fourth_hash), fourth);
+
+    // Over zeros (the slot was zero): nothing to hold.
+    let zeros = vec![0u8; CHUNK];
+    let (fifth_hash, fifth) = receive_pages(&store, &mut received, (&zeros, None), &[0], 1);
+    store.index_received_pages(&mut received).unwrap();
+    assert_eq!(read_back(&store, &fifth_hash), fifth);
+    assert_eq!(read_back(&db.open(), &third_hash), third, "by a store opened anew");
+
+    // Nothing names them: the deltas go, and their hold on the base.
+    store
+        .drop_unreferenced(&[second_hash, third_hash, fourth_hash, fifth_hash, first_hash])
+        .unwrap();
+    assert_eq!(store.stored_chunks(), 0);
+}
+
+#[test]
+fn chunks_received_as_pages_and_never_indexed_leave_nothing_named() {
+    let db = TempDb::new();
+    let store = store(&db, CheckpointStoreOptions::default().pack_bytes);
+    let first = memory(1, 3);
+    let first_hash = hash_chunk(&first);
+    store
+        .put_verified_chunk(&first_hash, &encode_chunk(&first, 1).unwrap())
+        .unwrap();
+    let mut received = ReceivedPages::default();
+    receive_pages(&store, &mut received, (&first, Some(first_hash)), &[2], 9);
+    drop(received);
+    assert_eq!(store.stored_chunks(), 1);
+    assert_eq!(store.chunk_refcount(&first_hash).unwrap(), 0, "no delta holds it");
 }

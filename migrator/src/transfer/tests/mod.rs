@@ -9,6 +9,8 @@ use ferry_proto::internal::v1::{
     CheckpointManifest, DestinationFrame, HostState, Offer, PendingCall, SourceFrame, pending_call, source_frame,
 };
 
+mod page_deltas;
+
 use super::*;
 use crate::checkpoint::codec::encode_chunk;
 use crate::checkpoint::{CHECKPOINT_FORMAT_VERSION, ChunkHash, hash_chunk, is_zero_chunk};
@@ -140,6 +142,18 @@ impl Destination {
                 self.store.insert(hash, bytes);
                 Ok(None)
             }
+            ReceiverStep::Delta { delta, slots } => {
+                let base = match &delta.base {
+                    Some(hash) => self.store.get(hash).cloned().expect("the previous version is stored"),
+                    None => vec![0; delta.chunk_len],
+                };
+                let bytes = delta.apply(base)?;
+                for slot in slots {
+                    self.slot(slot).copy_from_slice(&bytes);
+                }
+                self.store.insert(delta.hash, bytes);
+                Ok(None)
+            }
             ReceiverStep::Logs { entries, early } => {
                 self.logs.extend(entries.into_iter().map(|entry| (entry.seq, early)));
                 Ok(None)
@@ -195,6 +209,7 @@ fn round_with_volume(
             frame: Some(source_frame::Frame::Chunk(ferry_proto::internal::v1::ChunkData {
                 hash: hash.0.to_vec(),
                 encoded,
+                ..Default::default()
             })),
         };
         assert!(destination.feed(chunk).unwrap().is_none());
@@ -390,6 +405,7 @@ fn chunk_frame(hash: &ChunkHash, bytes: &[u8]) -> SourceFrame {
         frame: Some(source_frame::Frame::Chunk(ferry_proto::internal::v1::ChunkData {
             hash: hash.0.to_vec(),
             encoded: encode_chunk(bytes, 1).unwrap(),
+            ..Default::default()
         })),
     }
 }
