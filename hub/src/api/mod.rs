@@ -17,6 +17,7 @@ mod drain;
 mod forward;
 mod logs_follow;
 mod messages;
+mod progress;
 mod target;
 
 pub use forward::{HOPS_HEADER, MAX_HOPS};
@@ -432,24 +433,13 @@ impl HubApi {
                 });
             }
         }
-        let (progress_tx, mut progress_rx) = mpsc::channel(256);
+        let (progress_tx, progress_rx) = mpsc::channel(256);
         let (events_tx, events_rx) = mpsc::channel(256);
         let supervisor = self.supervisor().clone();
         let context = self.inner.migration.clone();
         tokio::spawn(async move {
             let moving = migration::migrate(&supervisor, &context, &request.name, &target, progress_tx);
-            tokio::pin!(moving);
-            let result = loop {
-                tokio::select! {
-                    result = &mut moving => break result,
-                    Some(event) = progress_rx.recv() => {
-                        let _ = events_tx.send(Ok(event)).await;
-                    }
-                }
-            };
-            while let Ok(event) = progress_rx.try_recv() {
-                let _ = events_tx.send(Ok(event)).await;
-            }
+            let result = progress::relay(moving, progress_rx, &events_tx).await;
             let last = result
                 .map(|summary| MigrateProgress {
                     event: Some(migrate_progress::Event::Summary(summary)),
