@@ -15,7 +15,10 @@
 //!    offered before (by hash and length); the destination answers `Need`
 //!    with the distinct hashes it holds nowhere; the source sends those
 //!    chunks. The last round thus leaves the destination with every chunk
-//!    the sealed manifest's volume names.
+//!    the sealed manifest's volume names. From the second round on, to a
+//!    destination that said in `Accept` it takes them, a memory chunk the
+//!    function wrote in a few pages may go as those pages over the version
+//!    the previous round left in its slot ([`PageDelta`]).
 //! 3. When a round was small enough, did not shrink (the function writes
 //!    memory as fast as rounds send it), or after [`RoundPolicy::max_rounds`],
 //!    the function is paused and the last round sent, then the log history
