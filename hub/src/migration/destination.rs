@@ -128,7 +128,8 @@ struct Arrival {
     progress: ProgressReport,
     /// Chunks that came as pages, kept as deltas, not indexed yet.
     pages: ReceivedPages,
-    /// Reads the previous versions of chunks that come as pages.
+    /// Reads stored chunks: those a round fills from the store, and the
+    /// previous versions of chunks that come as pages.
     decoder: Option<ChunkDecoder>,
     /// This side's stall limit: every frame received is progress.
     watchdog: Watchdog,

@@ -81,10 +81,7 @@ impl Arrival {
         let store = self.supervisor.checkpoint_store().clone();
         let mut base = vec![0; delta.chunk_len];
         if let Some(hash) = &delta.base {
-            let decoder = match &mut self.decoder {
-                Some(decoder) => decoder,
-                none => none.insert(ChunkDecoder::new().map_err(HubError::Checkpoint)?),
-            };
+            let decoder = self.decoder().map_err(HubError::Checkpoint)?;
             store.read_chunk_with(decoder, hash, &mut base).map_err(|error| {
                 HubError::Transfer(TransferError::Unacceptable {
                     code: ErrorCode::Internal,
@@ -119,6 +116,15 @@ impl Arrival {
         Ok(())
     }
 
+    /// The decoder this arrival reads stored chunks with (a zstd context
+    /// is a few hundred KiB to set up).
+    fn decoder(&mut self) -> Result<&mut ChunkDecoder, ferry_migrator::checkpoint::CheckpointError> {
+        match &mut self.decoder {
+            Some(decoder) => Ok(decoder),
+            none => Ok(none.insert(ChunkDecoder::new()?)),
+        }
+    }
+
     /// Indexes the chunks that came as pages and were kept as deltas
     /// (`CheckpointStore::index_received_pages`): before a round is
     /// answered or the seal imported, which look them up, and every
@@ -137,12 +143,11 @@ impl Arrival {
             return true;
         };
         let mut bytes = vec![0; self.slot_len(first)];
-        if self
-            .supervisor
-            .checkpoint_store()
-            .read_chunk_into(hash, &mut bytes)
-            .is_err()
-        {
+        let store = self.supervisor.checkpoint_store().clone();
+        let Ok(decoder) = self.decoder() else {
+            return false;
+        };
+        if store.read_chunk_with(decoder, hash, &mut bytes).is_err() {
             return false;
         }
         let bytes = Arc::new(bytes);

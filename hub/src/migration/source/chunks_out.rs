@@ -5,9 +5,8 @@
 //! the pages since the round before goes as those pages
 //! (`ferry_migrator::transfer::PageDelta`).
 
-use std::sync::Arc;
-
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use ferry_migrator::checkpoint::codec::StreamEncoder;
 use ferry_migrator::checkpoint::{ChunkHash, DELTA_PAGE};
@@ -22,6 +21,16 @@ use crate::runtime::{MemoryChanges, Snapshot, SnapshotMemory};
 /// One encoded chunk frame: the chunk's length, and for a chunk sent as
 /// pages the length of those pages.
 type Encoded = (u64, Option<u64>, SourceFrame);
+
+/// The `pages` (numbered within the chunk) of `chunk`, one after the other.
+fn gather(chunk: &[u8], pages: &[u32]) -> Vec<u8> {
+    let mut gathered = Vec::with_capacity(pages.len() * DELTA_PAGE);
+    for page in pages {
+        let at = *page as usize * DELTA_PAGE;
+        gathered.extend_from_slice(&chunk[at..at + DELTA_PAGE]);
+    }
+    gathered
+}
 
 /// The pages of each memory chunk the function wrote since the round
 /// before (numbered within the chunk, ascending), for the chunks lying
@@ -77,48 +86,45 @@ impl MoveRun<'_> {
                 .map(|(hash, bytes)| (*hash, &bytes[..]))
                 .collect();
             for (hash, at) in to_send {
-                let (len, encoded) = match at {
+                let mut chunk = ChunkData {
+                    hash: hash.0.to_vec(),
+                    ..ChunkData::default()
+                };
+                let mut pages_len = None;
+                let len = match at {
                     ChunkAt::Memory(slot) => {
                         let bytes = changes
                             .chunk(slot)
                             .ok_or_else(|| format!("chunk {slot} changed but was not captured"))?;
-                        let pages = written.get(&slot);
-                        if let Some(bitmap) = pages.and_then(|pages| page_delta_worth_sending(bytes.len(), pages)) {
-                            let mut gathered = Vec::with_capacity(pages.map_or(0, Vec::len) * DELTA_PAGE);
-                            for page in pages.into_iter().flatten() {
-                                let at = *page as usize * DELTA_PAGE;
-                                gathered.extend_from_slice(&bytes[at..at + DELTA_PAGE]);
+                        let as_pages = written
+                            .get(&slot)
+                            .and_then(|pages| Some((pages, page_delta_worth_sending(bytes.len(), pages)?)));
+                        chunk.encoded = match as_pages {
+                            Some((pages, bitmap)) => {
+                                let gathered = gather(bytes, pages);
+                                pages_len = Some(gathered.len() as u64);
+                                chunk.delta_slot = Some(slot);
+                                chunk.delta_pages = bitmap;
+                                encoder.encode(&gathered)
                             }
-                            let chunk = frame(source_frame::Frame::Chunk(ChunkData {
-                                hash: hash.0.to_vec(),
-                                encoded: encoder.encode(&gathered).map_err(|error| error.to_string())?,
-                                delta_slot: Some(slot),
-                                delta_pages: bitmap,
-                            }));
-                            if encoded_tx
-                                .blocking_send((bytes.len() as u64, Some(gathered.len() as u64), chunk))
-                                .is_err()
-                            {
-                                break;
-                            }
-                            continue;
+                            None => encoder.encode(bytes),
                         }
-                        (bytes.len(), encoder.encode(bytes).map_err(|error| error.to_string())?)
+                        .map_err(|error| error.to_string())?;
+                        bytes.len()
                     }
-                    ChunkAt::Volume => match volume.get(&hash) {
-                        Some(bytes) => (bytes.len(), encoder.encode(bytes).map_err(|error| error.to_string())?),
-                        // Unchanged since the latest checkpoint (the round's
-                        // view started from it): sent as the store keeps it.
-                        None => shared_view::stored_volume_chunk(&store, &hash, &lengths)?,
-                    },
+                    ChunkAt::Volume => {
+                        let (len, encoded) = match volume.get(&hash) {
+                            Some(bytes) => (bytes.len(), encoder.encode(bytes).map_err(|error| error.to_string())?),
+                            // Unchanged since the latest checkpoint (the round's
+                            // view started from it): sent as the store keeps it.
+                            None => shared_view::stored_volume_chunk(&store, &hash, &lengths)?,
+                        };
+                        chunk.encoded = encoded;
+                        len
+                    }
                 };
-                let chunk = frame(source_frame::Frame::Chunk(ChunkData {
-                    hash: hash.0.to_vec(),
-                    encoded,
-                    delta_slot: None,
-                    delta_pages: Vec::new(),
-                }));
-                if encoded_tx.blocking_send((len as u64, None, chunk)).is_err() {
+                let chunk = frame(source_frame::Frame::Chunk(chunk));
+                if encoded_tx.blocking_send((len as u64, pages_len, chunk)).is_err() {
                     break;
                 }
             }

@@ -8,7 +8,11 @@
 //! together, over a **base** — the version of the chunk its base
 //! checkpoint names at the same index. The chunk is still named by the
 //! BLAKE3 of all its bytes, like every chunk: manifests, transfers and
-//! verification do not know deltas exist.
+//! verification do not know deltas exist. (A move may send a chunk as the
+//! pages written since its previous round, `transfer::PageDelta`: the
+//! destination keeps such a chunk as a delta too,
+//! [`CheckpointStore::put_verified_pages`], with its index entries written
+//! together, [`CheckpointStore::index_received_pages`].)
 //!
 //! - A base is always a whole chunk, or zeros (the chunk was all zero at
 //!   the base, or past its end). A delta over a chunk that is itself a
