@@ -101,6 +101,7 @@ fn print_summary(summary: &MigrateSummary, json: bool) {
                 "effects_held_micros": summary.effects_held_micros,
                 "volume_bytes_read": summary.volume_bytes_read,
                 "bytes_left_out_by_pages": summary.bytes_left_out_by_pages,
+                "slowed_to_cores": summary.slowed_to_cores,
             })
         );
         return;
@@ -153,6 +154,12 @@ fn print_summary(summary: &MigrateSummary, json: bool) {
             millis(summary.final_round_micros),
             millis(summary.prepare_micros),
             millis(summary.start_micros)
+        );
+    }
+    if summary.slowed_to_cores > 0.0 {
+        println!(
+            "  it wrote memory as fast as the rounds sent it: held to {:.3} cores for its last rounds",
+            summary.slowed_to_cores
         );
     }
     if summary.module_prepare_micros > 0 {

@@ -60,6 +60,20 @@ pub async fn migrate(
     target: &Target,
     progress: mpsc::Sender<MigrateProgress>,
 ) -> Result<MigrateSummary, HubError> {
+    let result = attempts(supervisor, context, name, target, progress).await;
+    // Whatever became of it, a function the move slowed down runs freely.
+    supervisor.slow_for_move(name, None);
+    result
+}
+
+/// [`migrate`]: the move's attempts, until one ends it.
+async fn attempts(
+    supervisor: &Supervisor,
+    context: &MigrationContext,
+    name: &str,
+    target: &Target,
+    progress: mpsc::Sender<MigrateProgress>,
+) -> Result<MigrateSummary, HubError> {
     let mut retries = Retries::default();
     // What earlier attempts sent: (chunk bytes, module bytes).
     let mut sent_before = (0, 0);
@@ -186,6 +200,9 @@ async fn migrate_as(
         paused_at: None,
         memory_bytes: 0,
         volume_bytes_read: 0,
+        cpu_at_start: None,
+        cpu_rate: None,
+        slowed_to_cores: None,
         module_bytes: 0,
         final_round: Duration::ZERO,
         prepare: Duration::ZERO,
@@ -258,6 +275,12 @@ struct MoveRun<'a> {
     memory_bytes: u64,
     /// File bytes the rounds' captures read.
     volume_bytes_read: u64,
+    /// The function's CPU use when the rounds began, and since then, once
+    /// the move first slowed it down: what the steps are shares of.
+    cpu_at_start: Option<(Duration, Instant)>,
+    cpu_rate: Option<f64>,
+    /// The cores it was last held to (see `rounds::slow_down`).
+    slowed_to_cores: Option<f64>,
     module_bytes: u64,
     final_round: Duration,
     prepare: Duration,
@@ -510,6 +533,7 @@ impl MoveRun<'_> {
             attempts: 1,
             effects_held_micros: start.map_or(0, |start| start.held_micros),
             volume_bytes_read: self.volume_bytes_read,
+            slowed_to_cores: self.slowed_to_cores.unwrap_or_default(),
         }
     }
 }

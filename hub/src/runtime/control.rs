@@ -161,6 +161,9 @@ pub struct FunctionControl {
     stop: AtomicBool,
     capture: AtomicBool,
     cpu_micros: AtomicU64,
+    /// The CPU a move holds the function to while it converges, in
+    /// thousandths of a core (0: none).
+    move_cap_millicores: AtomicU64,
     /// Time the run was runnable but did not run (throttled, or waiting for a core).
     demand_micros: AtomicU64,
     memory_bytes: AtomicU64,
@@ -422,6 +425,20 @@ impl FunctionControl {
 
     pub fn cpu_micros(&self) -> u64 {
         self.cpu_micros.load(Ordering::Relaxed)
+    }
+
+    /// Holds the function to `cores` while a move converges (`None`: lifts it).
+    pub fn set_move_cap(&self, cores: Option<f64>) {
+        let millicores = cores.map_or(0, |cores| ((cores * 1000.0).round() as u64).max(1));
+        self.move_cap_millicores.store(millicores, Ordering::Relaxed);
+    }
+
+    /// What [`set_move_cap`](Self::set_move_cap) set.
+    pub fn move_cap(&self) -> Option<f64> {
+        match self.move_cap_millicores.load(Ordering::Relaxed) {
+            0 => None,
+            millicores => Some(millicores as f64 / 1000.0),
+        }
     }
 
     /// Adds time the run was runnable but did not run.

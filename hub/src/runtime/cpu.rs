@@ -195,6 +195,8 @@ pub struct CpuAccount {
     charged: Duration,
     /// The function's own cap, if it has one.
     own: Option<Quota>,
+    /// What a move holds it to while it converges, if it does.
+    slowed: Option<Quota>,
     last_run_delay: Option<Duration>,
     run_delay_read_at: Instant,
     /// When [`charge`](Self::charge) last ran.
@@ -220,6 +222,7 @@ impl CpuAccount {
         CpuAccount {
             charged: used,
             own: cap_cores.map(Quota::new),
+            slowed: None,
             last_run_delay: read_run_delay(),
             run_delay_read_at: now,
             charged_at: now,
@@ -233,17 +236,28 @@ impl CpuAccount {
     }
 
     /// Charges the CPU used since the last call (`used` is the meter's
-    /// reading) to the function's own cap and the hub's quota.
-    pub fn charge(&mut self, used: Duration, governor: Option<&CpuGovernor>, now: Instant) -> Charge {
+    /// reading) to the function's own cap, the cap a move holds it to
+    /// (`slowed`, in cores) and the hub's quota.
+    pub fn charge(
+        &mut self,
+        used: Duration,
+        (governor, slowed): (Option<&CpuGovernor>, Option<f64>),
+        now: Instant,
+    ) -> Charge {
         self.charged_at = now;
         let delta = used.saturating_sub(self.charged);
         self.charged = used.max(self.charged);
         let hub_throttle_until = governor.and_then(|governor| governor.charge(delta, now));
         let mut throttle_until = hub_throttle_until;
-        if let Some(own) = self.own.as_mut()
-            && let Some(until) = own.charge(delta, now)
-        {
-            throttle_until = Some(throttle_until.map_or(until, |hub| hub.max(until)));
+        match (slowed, &mut self.slowed) {
+            (Some(cores), Some(quota)) => quota.set_cores(cores),
+            (Some(cores), quota) => *quota = Some(Quota::new(cores)),
+            (None, quota) => *quota = None,
+        }
+        for cap in [self.own.as_mut(), self.slowed.as_mut()].into_iter().flatten() {
+            if let Some(until) = cap.charge(delta, now) {
+                throttle_until = Some(throttle_until.map_or(until, |other| other.max(until)));
+            }
         }
         let mut waited_for_core = Duration::ZERO;
         if now.saturating_duration_since(self.run_delay_read_at) >= RUN_DELAY_EVERY {
@@ -328,11 +342,25 @@ mod tests {
         let t0 = Instant::now();
         let governor = CpuGovernor::new(2.0);
         let mut account = CpuAccount::start(Duration::ZERO, Some(0.1));
-        assert_eq!(account.charge(5 * MS, Some(&governor), t0).throttle_until, None);
+        assert_eq!(account.charge(5 * MS, (Some(&governor), None), t0).throttle_until, None);
         assert_eq!(
-            account.charge(10 * MS, Some(&governor), t0 + MS).throttle_until,
+            account.charge(10 * MS, (Some(&governor), None), t0 + MS).throttle_until,
             Some(t0 + PERIOD)
         );
+    }
+
+    #[test]
+    fn a_function_a_move_slows_down_waits_and_runs_freely_once_the_move_lifts_it() {
+        let t0 = Instant::now();
+        let mut account = CpuAccount::start(Duration::ZERO, None);
+        // (Each charge takes the meter's reading: what it adds is the use.)
+        assert_eq!(account.charge(30 * MS, (None, None), t0).throttle_until, None);
+        // Held to a tenth of a core: 10 ms a period, so 45 ms more take four.
+        let slowed = account.charge(75 * MS, (None, Some(0.1)), t0 + MS);
+        assert_eq!(slowed.throttle_until, Some(t0 + MS + 4 * PERIOD));
+        assert_eq!(slowed.hub_throttle_until, None, "not demand: the move asked for it");
+        // Lifted: twice that goes through.
+        assert_eq!(account.charge(165 * MS, (None, None), t0 + 2 * MS).throttle_until, None);
     }
 
     #[test]
@@ -342,7 +370,7 @@ mod tests {
         assert!(!account.due(t0));
         assert!(!account.due(t0 + CHARGE_EVERY / 2));
         assert!(account.due(t0 + CHARGE_EVERY));
-        account.charge(MS, None, t0 + CHARGE_EVERY);
+        account.charge(MS, (None, None), t0 + CHARGE_EVERY);
         assert!(!account.due(t0 + CHARGE_EVERY + CHARGE_EVERY / 2));
         assert!(account.due(t0 + 2 * CHARGE_EVERY));
     }

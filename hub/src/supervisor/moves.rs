@@ -72,6 +72,23 @@ impl Supervisor {
         }
     }
 
+    /// The CPU time `name`'s run here has used, if it runs.
+    pub fn cpu_used(&self, name: &str) -> Option<Duration> {
+        let slots = self.inner.lock_slots();
+        let running = slots.get(name)?.running.as_ref()?;
+        Some(Duration::from_micros(running.control.cpu_micros()))
+    }
+
+    /// Holds `name` to `cores` while its move converges (`None`: lifts
+    /// it). Runtime only: a run started anew (here after a failed move,
+    /// there after a move, after a restart) is not held.
+    pub fn slow_for_move(&self, name: &str, cores: Option<f64>) {
+        let slots = self.inner.lock_slots();
+        if let Some(running) = slots.get(name).and_then(|slot| slot.running.as_ref()) {
+            running.control.set_move_cap(cores);
+        }
+    }
+
     /// The function that arrived here from `from_hub_name` runs: it did
     /// not run for `downtime`.
     pub fn note_arrival_downtime(&self, name: &str, downtime: Duration) {

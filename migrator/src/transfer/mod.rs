@@ -65,6 +65,12 @@ pub struct RoundPolicy {
     /// A round must change less than this share (in %) of the bytes the round
     /// before changed, or pre-copy stops: it is not converging.
     pub shrink_percent: u32,
+    /// When a round did not shrink, the function is slowed down to these
+    /// shares (in %) of the CPU it used, one step per round that still
+    /// does not shrink, each with one more pre-copy round, before pre-copy
+    /// stops (`NextStep::SlowDown`): a function writing memory faster than
+    /// rounds send it then writes less of it while they do.
+    pub slow_down_percent: &'static [u32],
 }
 
 impl Default for RoundPolicy {
@@ -73,6 +79,7 @@ impl Default for RoundPolicy {
             max_rounds: 6,
             small_round_bytes: 512 * 1024,
             shrink_percent: 80,
+            slow_down_percent: &[50, 20, 5],
         }
     }
 }

@@ -42,6 +42,11 @@ pub enum Owner {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NextStep {
     AnotherRound,
+    /// Another round, with the function held to `percent` % of the CPU it
+    /// used before: it wrote memory as fast as rounds send it.
+    SlowDown {
+        percent: u32,
+    },
     /// Pause the function and send the last round.
     Pause,
 }
@@ -62,6 +67,9 @@ pub struct SenderStats {
     /// Bytes of the chunks sent as their written pages that those pages
     /// left out (see `page_delta`).
     pub bytes_left_out_by_pages: u64,
+    /// The share (in %) of its CPU the function was last slowed down to
+    /// (0: never).
+    pub slowed_to_percent: u32,
     /// Time the destination said it spent preparing the module, in µs.
     pub module_prepare_micros: u64,
     /// The most the destination reported having read (its `Received`
@@ -132,6 +140,8 @@ pub struct Sender {
     takes_page_deltas: bool,
     /// The memory's size in the previous round (0 before the second).
     previous_memory_bytes: u64,
+    /// Slow-down steps taken (see [`RoundPolicy::slow_down_percent`]).
+    slowed: usize,
     stats: SenderStats,
 }
 
@@ -155,6 +165,7 @@ impl Sender {
             volume_changed: false,
             takes_page_deltas: false,
             previous_memory_bytes: 0,
+            slowed: 0,
             stats: SenderStats::default(),
         }
     }
@@ -384,15 +395,34 @@ impl Sender {
     /// the files are in, and it lays them out before it answers, while the
     /// function runs, instead of at the seal (10,000 small files: half a
     /// second of downtime).
-    pub fn next_step(&self, changed_bytes: u64) -> NextStep {
+    ///
+    /// A round that did not shrink first slows the function down, one step
+    /// of [`RoundPolicy::slow_down_percent`] at a time, each step with one
+    /// more round than [`RoundPolicy::max_rounds`]; pre-copy stops when a
+    /// round does not shrink with the steps used up.
+    pub fn next_step(&mut self, changed_bytes: u64) -> NextStep {
         let converging = self.previous_round_bytes.is_none_or(|previous| {
             u128::from(changed_bytes) * 100 < u128::from(previous) * u128::from(self.policy.shrink_percent)
         });
         let small = changed_bytes <= self.policy.small_round_bytes;
-        if self.round >= self.policy.max_rounds || !converging || (small && !self.volume_changed) {
-            NextStep::Pause
-        } else {
-            NextStep::AnotherRound
+        let out_of_rounds = self.round >= self.policy.max_rounds + self.slowed as u32;
+        if out_of_rounds || (small && !self.volume_changed) {
+            return NextStep::Pause;
+        }
+        if converging {
+            return NextStep::AnotherRound;
+        }
+        if small {
+            // Nothing worth slowing the function for.
+            return NextStep::Pause;
+        }
+        match self.policy.slow_down_percent.get(self.slowed) {
+            Some(&percent) => {
+                self.slowed += 1;
+                self.stats.slowed_to_percent = percent;
+                NextStep::SlowDown { percent }
+            }
+            None => NextStep::Pause,
         }
     }
 

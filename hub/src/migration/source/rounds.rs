@@ -32,6 +32,9 @@ impl MoveRun<'_> {
             chunk_size: sender.chunk_size(),
         };
         let mut base: Option<Vec<Option<ChunkHash>>> = None;
+        if let Some(used) = self.supervisor.cpu_used(self.name) {
+            self.cpu_at_start = Some((used, Instant::now()));
+        }
         let mut last = false;
         // The first round reads only the files changed since the latest
         // checkpoint, the function stopped for less (`shared_view`).
@@ -136,9 +139,32 @@ impl MoveRun<'_> {
                 self.final_round = round_started.elapsed();
                 return Ok(());
             }
-            if sender.next_step(planned.changed_bytes) == NextStep::Pause {
-                last = true;
+            match sender.next_step(planned.changed_bytes) {
+                NextStep::AnotherRound => {}
+                NextStep::SlowDown { percent } => self.slow_down(percent),
+                NextStep::Pause => last = true,
             }
         }
     }
+
+    /// Holds the function to `percent` % of the CPU it used since the
+    /// rounds began (until the move ends, whichever way): it writes memory
+    /// as fast as the rounds send it, and the last round — with the
+    /// function paused — would carry all of it.
+    fn slow_down(&mut self, percent: u32) {
+        let Some(used) = self.supervisor.cpu_used(self.name) else {
+            return;
+        };
+        let rate = *self.cpu_rate.get_or_insert_with(|| match self.cpu_at_start {
+            Some((before, at)) => used.saturating_sub(before).as_secs_f64() / at.elapsed().as_secs_f64().max(1e-3),
+            None => 1.0,
+        });
+        let cores = (rate * f64::from(percent) / 100.0).max(MIN_SLOWED_CORES);
+        self.supervisor.slow_for_move(self.name, Some(cores));
+        self.slowed_to_cores = Some(cores);
+        tracing::info!(function = %self.name, percent, used_cores = rate, cores, "slowing the function down: it writes memory as fast as the rounds send it");
+    }
 }
+
+/// The least a move holds a function to.
+const MIN_SLOWED_CORES: f64 = 0.005;

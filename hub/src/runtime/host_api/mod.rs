@@ -209,7 +209,10 @@ pub fn preempt(mut env: Env<'_>) -> Result<i32, RuntimeError> {
         return Ok(PREEMPT_INTERVAL);
     }
     let cpu_used = guest.cpu.used();
-    let charge = guest.cpu_account.charge(cpu_used, guest.governor.as_deref(), now);
+    let slowed = guest.control.move_cap();
+    let charge = guest
+        .cpu_account
+        .charge(cpu_used, (guest.governor.as_deref(), slowed), now);
     guest.control.add_demand(charge.waited_for_core);
     if let Some(until) = charge.throttle_until {
         // A quota is spent: wait for the next period, still answering stop

@@ -298,7 +298,7 @@ fn chunks_the_destination_holds_are_not_sent_again() {
 }
 
 #[test]
-fn pre_copy_stops_when_a_round_does_not_shrink() {
+fn a_round_that_does_not_shrink_slows_the_function_down_step_by_step_then_pauses_it() {
     let mut sender = Sender::new(CHUNK, RoundPolicy::default());
     let mut destination = Destination::new(&[], true);
     sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
@@ -308,10 +308,54 @@ fn pre_copy_stops_when_a_round_does_not_shrink() {
         NextStep::AnotherRound,
         "one round says nothing about convergence"
     );
-    // The function rewrote everything again: 100 % of the round before.
-    let again = round(&mut sender, &mut destination, &vec![2u8; 40 * CHUNK as usize], false);
-    assert_eq!(again, first);
-    assert_eq!(sender.next_step(again), NextStep::Pause);
+    // The function rewrites everything every round: 100 % of the round
+    // before, however slow it goes.
+    for (fill, percent) in [(2u8, 50), (3, 20), (4, 5)] {
+        let again = round(&mut sender, &mut destination, &vec![fill; 40 * CHUNK as usize], false);
+        assert_eq!(again, first);
+        assert_eq!(sender.next_step(again), NextStep::SlowDown { percent });
+    }
+    let again = round(&mut sender, &mut destination, &vec![5u8; 40 * CHUNK as usize], false);
+    assert_eq!(sender.next_step(again), NextStep::Pause, "every step taken");
+    assert_eq!(sender.stats().slowed_to_percent, 5);
+}
+
+#[test]
+fn a_slowed_function_gets_one_round_more_per_step_and_a_small_round_is_never_slowed() {
+    let policy = RoundPolicy {
+        max_rounds: 3,
+        small_round_bytes: 4 * u64::from(CHUNK),
+        shrink_percent: 80,
+        slow_down_percent: &[50, 20],
+    };
+    let mut sender = Sender::new(CHUNK, policy);
+    let mut destination = Destination::new(&[], true);
+    sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
+    let full = round(&mut sender, &mut destination, &vec![1u8; 40 * CHUNK as usize], false);
+    assert_eq!(sender.next_step(full), NextStep::AnotherRound);
+    let same = round(&mut sender, &mut destination, &vec![2u8; 40 * CHUNK as usize], false);
+    assert_eq!(sender.next_step(same), NextStep::SlowDown { percent: 50 });
+    // Slowed, it changed half, then a quarter: converging, with one round
+    // more than max_rounds.
+    let mut memory = vec![2u8; 40 * CHUNK as usize];
+    memory[..20 * CHUNK as usize].fill(3);
+    let half = round(&mut sender, &mut destination, &memory, false);
+    assert_eq!(sender.next_step(half), NextStep::AnotherRound);
+    memory[..10 * CHUNK as usize].fill(4);
+    let quarter = round(&mut sender, &mut destination, &memory, false);
+    assert_eq!(
+        sender.next_step(quarter),
+        NextStep::Pause,
+        "the rounds it was given are used"
+    );
+    assert_eq!(sender.stats().slowed_to_percent, 50);
+
+    // A small round pauses at once, never slowed.
+    let mut sender = Sender::new(CHUNK, policy);
+    let mut destination = Destination::new(&[], true);
+    sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
+    let one = round(&mut sender, &mut destination, &memory_with(8, &[(0, 1)]), false);
+    assert_eq!(sender.next_step(one), NextStep::Pause);
 }
 
 #[test]
@@ -320,6 +364,7 @@ fn the_policy_pauses_after_a_small_round_or_the_last_allowed_one() {
         max_rounds: 2,
         small_round_bytes: 100,
         shrink_percent: 80,
+        slow_down_percent: &[50],
     };
     let mut sender = Sender::new(CHUNK, policy);
     let mut destination = Destination::new(&[], true);
