@@ -350,6 +350,31 @@ fn a_slowed_function_gets_one_round_more_per_step_and_a_small_round_is_never_slo
     );
     assert_eq!(sender.stats().slowed_to_percent, 50);
 
+    // A small round right after a large one is confirmed by one more
+    // before the pause.
+    let mut sender = Sender::new(
+        CHUNK,
+        RoundPolicy {
+            max_rounds: 6,
+            ..policy
+        },
+    );
+    let mut destination = Destination::new(&[], true);
+    sender.on_accept(destination.feed(offer(0)).unwrap().unwrap()).unwrap();
+    let full = round(&mut sender, &mut destination, &vec![1u8; 40 * CHUNK as usize], false);
+    assert_eq!(sender.next_step(full), NextStep::AnotherRound);
+    let mut memory = vec![1u8; 40 * CHUNK as usize];
+    memory[0] = 2;
+    let lull = round(&mut sender, &mut destination, &memory, false);
+    assert_eq!(
+        sender.next_step(lull),
+        NextStep::AnotherRound,
+        "a lull, not yet a small round"
+    );
+    memory[CHUNK as usize] = 2;
+    let small = round(&mut sender, &mut destination, &memory, false);
+    assert_eq!(sender.next_step(small), NextStep::Pause, "small twice: pause");
+
     // A small round pauses at once, never slowed.
     let mut sender = Sender::new(CHUNK, policy);
     let mut destination = Destination::new(&[], true);
