@@ -12,43 +12,19 @@
 //! puts the pages over its copy of the previous version and checks the
 //! result against that hash, like every chunk it receives.
 
+use crate::checkpoint::store::{bitmap_pages, few_pages, page_bitmap};
 use crate::checkpoint::{ChunkHash, DELTA_PAGE};
 
 use super::TransferError;
 
-/// A chunk sends its pages only when they are at most this share of it
-/// (in sixteenths): past half, the whole chunk costs hardly more, and the
-/// destination need not read the previous version.
-const DELTA_MAX_SIXTEENTHS: usize = 8;
-
 /// The pages of a chunk of `chunk_len` bytes worth sending instead of the
 /// whole chunk, from `pages` (page numbers within the chunk, ascending,
 /// distinct), with the bitmap that names them; `None` when the whole chunk
-/// should go.
+/// should go. The store's rule ([`few_pages`]): past half, the whole chunk
+/// costs hardly more, and the destination need not read its previous
+/// version.
 pub fn worth_sending(chunk_len: usize, pages: &[u32]) -> Option<Vec<u8>> {
-    let chunk_pages = chunk_len / DELTA_PAGE;
-    let fits = chunk_len.is_multiple_of(DELTA_PAGE) && pages.iter().all(|page| (*page as usize) < chunk_pages);
-    if !fits || pages.is_empty() || pages.len() * 16 > chunk_pages * DELTA_MAX_SIXTEENTHS {
-        return None;
-    }
-    let mut bitmap = vec![0u8; chunk_pages.div_ceil(8)];
-    for page in pages {
-        bitmap[*page as usize / 8] |= 1 << (page % 8);
-    }
-    Some(bitmap)
-}
-
-/// The pages a bitmap names, ascending.
-fn pages_of(bitmap: &[u8]) -> Vec<u32> {
-    let mut pages = Vec::new();
-    for (byte_at, byte) in bitmap.iter().enumerate() {
-        for bit in 0..8 {
-            if byte & (1 << bit) != 0 {
-                pages.push((byte_at * 8 + bit) as u32);
-            }
-        }
-    }
-    pages
+    few_pages(chunk_len, pages).then(|| page_bitmap(pages, chunk_len / DELTA_PAGE))
 }
 
 /// A chunk received as pages: what the hub needs to rebuild it.
@@ -84,7 +60,7 @@ impl PageDelta {
                 bitmap.len()
             ));
         }
-        let pages = pages_of(bitmap);
+        let pages = bitmap_pages(bitmap);
         match pages.last() {
             None => Err("a page delta without pages".to_owned()),
             Some(last) if *last as usize >= chunk_pages => {

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ferry_migrator::checkpoint::codec::StreamEncoder;
+use ferry_migrator::checkpoint::store::gather_pages;
 use ferry_migrator::checkpoint::{ChunkHash, DELTA_PAGE};
 use ferry_migrator::transfer::{ChunkAt, Sender, TransferError, page_delta_worth_sending};
 use ferry_proto::internal::v1::{ChunkData, SourceFrame, source_frame};
@@ -21,16 +22,6 @@ use crate::runtime::{MemoryChanges, Snapshot, SnapshotMemory};
 /// One encoded chunk frame: the chunk's length, and for a chunk sent as
 /// pages the length of those pages.
 type Encoded = (u64, Option<u64>, SourceFrame);
-
-/// The `pages` (numbered within the chunk) of `chunk`, one after the other.
-fn gather(chunk: &[u8], pages: &[u32]) -> Vec<u8> {
-    let mut gathered = Vec::with_capacity(pages.len() * DELTA_PAGE);
-    for page in pages {
-        let at = *page as usize * DELTA_PAGE;
-        gathered.extend_from_slice(&chunk[at..at + DELTA_PAGE]);
-    }
-    gathered
-}
 
 /// The pages of each memory chunk the function wrote since the round
 /// before (numbered within the chunk, ascending), for the chunks lying
@@ -101,7 +92,7 @@ impl MoveRun<'_> {
                             .and_then(|pages| Some((pages, page_delta_worth_sending(bytes.len(), pages)?)));
                         chunk.encoded = match as_pages {
                             Some((pages, bitmap)) => {
-                                let gathered = gather(bytes, pages);
+                                let gathered = gather_pages(bytes, pages);
                                 pages_len = Some(gathered.len() as u64);
                                 chunk.delta_slot = Some(slot);
                                 chunk.delta_pages = bitmap;

@@ -60,24 +60,55 @@ pub(super) struct Delta {
     pub(super) pages: Vec<u32>,
 }
 
+/// Whether `pages` (numbered within a chunk of `chunk_len` bytes) are
+/// worth keeping or sending apart from the rest of their chunk: the chunk
+/// cuts into whole pages, each lies in it, and there is at least one and
+/// at most half of them. Past half, the whole chunk costs hardly more.
+pub fn few_pages(chunk_len: usize, pages: &[u32]) -> bool {
+    let chunk_pages = chunk_len / DELTA_PAGE;
+    chunk_len.is_multiple_of(DELTA_PAGE)
+        && pages.iter().all(|page| (*page as usize) < chunk_pages)
+        && !pages.is_empty()
+        && pages.len() * 2 <= chunk_pages
+}
+
+/// `pages` of `chunk` (numbered within it), one after the other.
+pub fn gather_pages(chunk: &[u8], pages: &[u32]) -> Vec<u8> {
+    let mut gathered = Vec::with_capacity(pages.len() * DELTA_PAGE);
+    for page in pages {
+        let start = *page as usize * DELTA_PAGE;
+        gathered.extend_from_slice(&chunk[start..start + DELTA_PAGE]);
+    }
+    gathered
+}
+
+/// The bitmap naming `pages` of a chunk of `chunk_pages` pages: bit
+/// `p % 8` of byte `p / 8` for page `p` (each below `chunk_pages`).
+pub fn page_bitmap(pages: &[u32], chunk_pages: usize) -> Vec<u8> {
+    let mut bitmap = vec![0u8; chunk_pages.div_ceil(8)];
+    for page in pages {
+        bitmap[*page as usize / 8] |= 1 << (page % 8);
+    }
+    bitmap
+}
+
+/// The pages `bitmap` names ([`page_bitmap`]), ascending.
+pub fn bitmap_pages(bitmap: &[u8]) -> Vec<u32> {
+    (0..bitmap.len() as u32 * 8)
+        .filter(|page| bitmap[*page as usize / 8] & (1 << (page % 8)) != 0)
+        .collect()
+}
+
 impl Delta {
-    /// A delta of `pages` over `base`, if it is worth keeping: the chunk
-    /// cuts into whole pages, and at most half of them are in the delta.
+    /// A delta of `pages` over `base`, if it is worth keeping ([`few_pages`]).
     pub(super) fn worth_keeping(base: Option<ChunkHash>, chunk_len: usize, pages: Vec<u32>) -> Option<Delta> {
-        let chunk_pages = chunk_len / DELTA_PAGE;
-        let fits = chunk_len.is_multiple_of(DELTA_PAGE) && pages.iter().all(|page| (*page as usize) < chunk_pages);
-        (fits && !pages.is_empty() && pages.len() * 2 <= chunk_pages).then_some(Delta { base, chunk_len, pages })
+        few_pages(chunk_len, &pages).then_some(Delta { base, chunk_len, pages })
     }
 
     /// The bytes the body holds: the delta's pages of `chunk`, one after
     /// the other.
     pub(super) fn gather(&self, chunk: &[u8]) -> Vec<u8> {
-        let mut pages = Vec::with_capacity(self.pages_len());
-        for page in &self.pages {
-            let start = *page as usize * DELTA_PAGE;
-            pages.extend_from_slice(&chunk[start..start + DELTA_PAGE]);
-        }
-        pages
+        gather_pages(chunk, &self.pages)
     }
 
     /// Length of the decoded body.
@@ -111,11 +142,7 @@ impl Delta {
         value[0] = DELTA_TAG;
         value.extend_from_slice(self.base.as_ref().map_or(&ZEROS_BASE, |base| base.as_bytes()));
         value.extend_from_slice(&(self.chunk_len as u32).to_be_bytes());
-        let mut bitmap = vec![0u8; chunk_pages.div_ceil(8)];
-        for page in &self.pages {
-            bitmap[*page as usize / 8] |= 1 << (page % 8);
-        }
-        value.extend_from_slice(&bitmap);
+        value.extend_from_slice(&page_bitmap(&self.pages, chunk_pages));
         value
     }
 
@@ -139,8 +166,9 @@ impl Delta {
         if !chunk_len.is_multiple_of(DELTA_PAGE) || bitmap.len() != chunk_pages.div_ceil(8) {
             return Some(Err(malformed()));
         }
-        let pages: Vec<u32> = (0..chunk_pages as u32)
-            .filter(|page| bitmap[*page as usize / 8] & (1 << (page % 8)) != 0)
+        let pages: Vec<u32> = bitmap_pages(bitmap)
+            .into_iter()
+            .filter(|page| (*page as usize) < chunk_pages)
             .collect();
         if pages.is_empty() {
             return Some(Err(malformed()));

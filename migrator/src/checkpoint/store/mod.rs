@@ -33,7 +33,7 @@ use packs::{Location, Packs, ReadFailure};
 pub use reclaim::ReclaimStats;
 
 pub use changes::ChangedMemory;
-pub use deltas::{DELTA_PAGE, ReceivedPages};
+pub use deltas::{DELTA_PAGE, ReceivedPages, bitmap_pages, few_pages, gather_pages, page_bitmap};
 pub use gc::GcStats;
 pub use put::PutStats;
 pub use reading::BeforeEach;
